@@ -1,0 +1,92 @@
+"""Single PTX instructions the NVPTX backend has no intrinsic for, as inline asm.
+
+Each helper emits exactly one instruction (with the predicate it needs); the loops and the
+address arithmetic around them are LLVM IR built by codegen.py.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
+F32 = ir.FloatType()
+GLOBAL_PTR = ir.PointerType(addrspace=1)
+
+# bytes per access -> (vector suffix, register count, register type, constraint)
+_WIDTHS = {
+    16: (".v4.b32", 4, I32, "r"),
+    8: (".v2.b32", 2, I32, "r"),
+    4: (".b32", 1, I32, "r"),
+    2: (".b16", 1, I16, "h"),
+    1: (".b8", 1, I16, "h"),
+}
+
+
+def access_registers(nbytes: int) -> tuple[int, ir.IntType]:
+    _, count, ty, _ = _WIDTHS[nbytes]
+    return count, ty
+
+
+def global_load(b: ir.IRBuilder, qualifiers: str, nbytes: int, address, predicate) -> list:
+    """`@p ld<qualifiers>.v4.b32 {...}, [addr]`, the registers zeroed where `p` is false."""
+    suffix, n, ty, c = _WIDTHS[nbytes]
+    regs = ", ".join(f"${i}" for i in range(n))
+    zero = " ".join(f"mov.b{ty.width} ${i}, 0;" for i in range(n))
+    text = (f"{{ .reg .pred p; setp.ne.b32 p, ${n + 1}, 0; {zero} "
+            f"@p {qualifiers}{suffix} {{{regs}}}, [${n}]; }}"
+            if n > 1 else
+            f"{{ .reg .pred p; setp.ne.b32 p, ${n + 1}, 0; {zero} "
+            f"@p {qualifiers}{suffix} $0, [${n}]; }}")
+    ret = ir.LiteralStructType([ty] * n) if n > 1 else ty
+    fn = ir.FunctionType(ret, [GLOBAL_PTR, I32])
+    asm = ir.InlineAsm(fn, text, ",".join([f"=&{c}"] * n + ["l", "r"]), side_effect=True)
+    out = b.call(asm, [address, b.zext(predicate, I32)])
+    return [b.extract_value(out, i) for i in range(n)] if n > 1 else [out]
+
+
+def global_store(b: ir.IRBuilder, qualifiers: str, nbytes: int, address, words: list, predicate):
+    suffix, n, ty, c = _WIDTHS[nbytes]
+    regs = ", ".join(f"${i + 1}" for i in range(n))
+    vals = f"{{{regs}}}" if n > 1 else "$1"
+    text = (f"{{ .reg .pred p; setp.ne.b32 p, ${n + 1}, 0; "
+            f"@p {qualifiers}{suffix} [$0], {vals}; }}")
+    fn = ir.FunctionType(ir.VoidType(), [GLOBAL_PTR] + [ty] * n + [I32])
+    asm = ir.InlineAsm(fn, text, ",".join(["l"] + [c] * n + ["r"]), side_effect=True)
+    b.call(asm, [address, *words, b.zext(predicate, I32)])
+
+
+def fp8x2_from_f32(b: ir.IRBuilder, fmt: str, hi, lo):
+    """Two floats to two FP8 bytes (hi in bits 15:8), rounding to nearest and saturating."""
+    fn = ir.FunctionType(I16, [F32, F32])
+    asm = ir.InlineAsm(fn, f"cvt.rn.satfinite.{fmt}x2.f32 $0, $1, $2;", "=h,f,f")
+    return b.call(asm, [hi, lo])
+
+
+def f16x2_from_fp8x2(b: ir.IRBuilder, fmt: str, pair):
+    fn = ir.FunctionType(I32, [I16])
+    return b.call(ir.InlineAsm(fn, f"cvt.rn.f16x2.{fmt}x2 $0, $1;", "=r,h"), [pair])
+
+
+def f32_from_f16(b: ir.IRBuilder, half_bits):
+    fn = ir.FunctionType(F32, [I16])
+    return b.call(ir.InlineAsm(fn, "cvt.f32.f16 $0, $1;", "=f,h"), [half_bits])
+
+
+def bf16_from_f32(b: ir.IRBuilder, x):
+    fn = ir.FunctionType(I16, [F32])
+    return b.call(ir.InlineAsm(fn, "cvt.rn.bf16.f32 $0, $1;", "=h,f"), [x])
+
+
+def f16_from_f32(b: ir.IRBuilder, x):
+    fn = ir.FunctionType(I16, [F32])
+    return b.call(ir.InlineAsm(fn, "cvt.rn.f16.f32 $0, $1;", "=h,f"), [x])
+
+
+def shuffle_xor(b: ir.IRBuilder, value_i32, lane_mask: int):
+    fn = ir.FunctionType(I32, [I32])
+    asm = ir.InlineAsm(fn, f"shfl.sync.bfly.b32 $0, $1, {lane_mask}, 0x1f, 0xffffffff;", "=r,r")
+    return b.call(asm, [value_i32])
+
+
+def barrier(b: ir.IRBuilder):
+    b.call(ir.InlineAsm(ir.FunctionType(ir.VoidType(), []), "bar.sync 0;", "", side_effect=True),
+           [])

@@ -1,0 +1,424 @@
+"""Tile IR (with layouts) -> LLVM IR for one CTA thread, built with llvmlite.
+
+Every tile value becomes the list of its slots in this thread (commdsl/layout.py); scalars
+are single LLVM values. Narrow floats live in registers as raw bits (bf16/f16 as i16, FP8
+as i8) and are only converted, never computed on: irgen already promoted arithmetic to f32.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from commdsl.dims import BinOp, Const, Dim, Sym
+from commdsl.dtypes import dtype as dtype_info
+from commdsl.ir import KernelIR, Op, ScalarType, TileType, Value
+from commdsl.layout import DimMap, Sliced, slots
+from commdsl.target import Target
+
+from . import asm
+from .asm import F32, GLOBAL_PTR, I1, I8, I16, I32, I64
+
+_REG = {"f32": F32, "bf16": I16, "f16": I16, "e4m3": I8, "e5m2": I8,
+        "i64": I64, "i32": I32, "i16": I16, "i8": I8, "u8": I8, "bool": I8}
+_IDENTITY = {"sum": 0.0, "amax": 0.0, "max": float("-inf"), "min": float("inf")}
+
+
+def reg_type(dtype: str) -> ir.Type:
+    return _REG[dtype]
+
+
+@dataclass
+class Tile:
+    """A tile's slots in this thread, with the dimension maps that place them."""
+    regs: list
+    dims: list[DimMap]
+    layout: object
+
+
+class KernelCodegen:
+    def __init__(self, kernel: KernelIR, target: Target, module: ir.Module):
+        self.k, self.target, self.module = kernel, target, module
+        params = [GLOBAL_PTR] * len(kernel.tensors) + [I32] * len(kernel.sizes)
+        self.fn = ir.Function(module, ir.FunctionType(ir.VoidType(), params), name=kernel.name)
+        self.fn.calling_convention = "ptx_kernel"
+        for arg, v in zip(self.fn.args, kernel.tensors + kernel.sizes):
+            arg.name = v.name
+            if v in kernel.tensors:
+                arg.add_attribute("noalias")
+        self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
+        self.vals: dict[int, object] = {}
+        for arg, v in zip(self.fn.args, kernel.tensors + kernel.sizes):
+            self.vals[v.id] = arg
+        self._sizes = {v.name: arg for v, arg in zip(kernel.sizes, self.fn.args[len(kernel.tensors):])}
+        self._coords: dict = {}
+        tid = self.special("tid.x")
+        self.lane = self.b.and_(tid, ir.Constant(I32, 31), name="lane")
+        self.warp = self.b.lshr(tid, ir.Constant(I32, 5), name="warp")
+        self._smem_count = 0
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    def special(self, reg: str):
+        name = "llvm.nvvm.read.ptx.sreg." + reg
+        fn = self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(I32, []), name)
+        return self.b.call(fn, [])
+
+    def intrinsic(self, name: str, ret, args):
+        fn = self.module.globals.get(name) or ir.Function(
+            self.module, ir.FunctionType(ret, [a.type for a in args]), name)
+        return self.b.call(fn, args)
+
+    def i32(self, n: int):
+        return ir.Constant(I32, n)
+
+    def dim_value(self, d: Dim):
+        """A symbolic size, computed from the kernel's size parameters (i64)."""
+        b = self.b
+        if isinstance(d, Const):
+            return ir.Constant(I64, d.value)
+        if isinstance(d, Sym):
+            return b.zext(self._sizes[d.name], I64)
+        lhs, rhs = self.dim_value(d.lhs), self.dim_value(d.rhs)
+        if d.op == "+":
+            return b.add(lhs, rhs)
+        if d.op == "-":
+            return b.sub(lhs, rhs)
+        if d.op == "*":
+            return b.mul(lhs, rhs)
+        if d.op == "/":
+            return b.udiv(lhs, rhs)
+        return b.udiv(b.add(lhs, b.sub(rhs, ir.Constant(I64, 1))), rhs)
+
+    def thread_coord(self, m: DimMap):
+        """This thread's position along one dimension, in units of `spt` elements."""
+        key = (m.tpw, m.wpc, m.lane_stride, m.warp_stride)
+        if key not in self._coords:
+            b = self.b
+            lane = b.urem(b.udiv(self.lane, self.i32(m.lane_stride)), self.i32(m.tpw))
+            warp = b.urem(b.udiv(self.warp, self.i32(m.warp_stride)), self.i32(m.wpc))
+            self._coords[key] = b.add(b.mul(warp, self.i32(m.tpw)), lane)
+        return self._coords[key]
+
+    def coord(self, m: DimMap, rep: int, elem: int):
+        """(coordinate, is-first-copy) of one slot along one dimension."""
+        b = self.b
+        raw = b.add(b.mul(self.thread_coord(m), self.i32(m.spt)), self.i32(m.offset(rep, elem)))
+        if not m.wraps:
+            return raw, None
+        return b.urem(raw, self.i32(m.size)), b.icmp_unsigned("<", raw, self.i32(m.size))
+
+    def first_copy(self, tile: Tile, slot) -> object | None:
+        """True in the one thread whose copy of this slot counts (None: every copy counts)."""
+        flags = [self.coord(m, r, e)[1] for m, (r, e) in zip(tile.dims, slot)]
+        if isinstance(tile.layout, Sliced):
+            m = tile.layout.reduced_dim(tuple(d.size for d in tile.dims))
+            flags.append(self.coord(m, 0, 0)[1])
+        return self.all_of([f for f in flags if f is not None])
+
+    def all_of(self, flags):
+        if not flags:
+            return None
+        acc = flags[0]
+        for f in flags[1:]:
+            acc = self.b.and_(acc, f)
+        return acc
+
+    def tile(self, v: Value) -> Tile:
+        return self.vals[v.id]
+
+    def new_tile(self, t: TileType, regs) -> Tile:
+        return Tile(list(regs), t.layout.dims(t.shape), t.layout)
+
+    # ---- ops ---------------------------------------------------------------------------
+
+    def run(self):
+        for op in self.k.body.ops:
+            getattr(self, "op_" + op.name)(op)
+        self.b.ret_void()
+        return self.fn
+
+    def op_const(self, op: Op):
+        t = reg_type(op.result.type.dtype)
+        self.vals[op.result.id] = ir.Constant(t, op.attrs["value"])
+
+    def op_pid(self, op: Op):
+        self.vals[op.result.id] = self.special("ctaid." + "xyz"[op.attrs["axis"]])
+
+    def _map(self, op: Op, scalar_fn):
+        """Applies a per-element function to scalars or to every slot of tiles."""
+        args = [self.vals[o.id] for o in op.operands]
+        if isinstance(op.result.type, TileType):
+            regs = [scalar_fn(*xs) for xs in zip(*(a.regs for a in args))]
+            self.vals[op.result.id] = self.new_tile(op.result.type, regs)
+        else:
+            self.vals[op.result.id] = scalar_fn(*args)
+
+    def _arith(self, op: Op, float_fn, int_fn):
+        is_float = op.operands[0].type.dtype == "f32"
+        self._map(op, getattr(self.b, float_fn if is_float else int_fn))
+
+    def op_add(self, op):
+        self._arith(op, "fadd", "add")
+
+    def op_sub(self, op):
+        self._arith(op, "fsub", "sub")
+
+    def op_mul(self, op):
+        self._arith(op, "fmul", "mul")
+
+    def op_div(self, op):
+        self._arith(op, "fdiv", "sdiv")        # fdiv: IEEE round-to-nearest (div.rn.f32)
+
+    def op_rem(self, op):
+        self._arith(op, "frem", "srem")
+
+    def _minmax(self, op, which: str):
+        if op.operands[0].type.dtype == "f32":
+            self._map(op, lambda a, b: self.intrinsic(f"llvm.{which}num.f32", F32, [a, b]))
+        else:
+            pred = ">" if which == "max" else "<"
+            self._map(op, lambda a, b: self.b.select(self.b.icmp_signed(pred, a, b), a, b))
+
+    def op_max(self, op):
+        self._minmax(op, "max")
+
+    def op_min(self, op):
+        self._minmax(op, "min")
+
+    def op_abs(self, op):
+        self._map(op, lambda a: self.intrinsic("llvm.fabs.f32", F32, [a]))
+
+    def op_neg(self, op):
+        is_float = op.operands[0].type.dtype == "f32"
+        self._map(op, self.b.fneg if is_float else self.b.neg)
+
+    def op_splat(self, op):
+        t = op.result.type
+        n = len(slots(t.layout.dims(t.shape)))
+        self.vals[op.result.id] = self.new_tile(t, [self.vals[op.operands[0].id]] * n)
+
+    def op_expand_dims(self, op):
+        self.vals[op.result.id] = self.new_tile(op.result.type, self.tile(op.operands[0]).regs)
+
+    def op_broadcast(self, op):
+        src, t = self.tile(op.operands[0]), op.result.type
+        index = {s: i for i, s in enumerate(slots(src.dims))}
+        out = []
+        for s in slots(t.layout.dims(t.shape)):
+            key = tuple((0, 0) if m.size == 1 else re for m, re in zip(src.dims, s))
+            out.append(src.regs[index[key]])
+        self.vals[op.result.id] = self.new_tile(t, out)
+
+    def op_convert(self, op):
+        src, dst = op.operands[0].type.dtype, op.result.type.dtype
+        if isinstance(op.result.type, TileType):
+            regs = self.convert(self.tile(op.operands[0]).regs, src, dst)
+            self.vals[op.result.id] = self.new_tile(op.result.type, regs)
+        else:
+            self.vals[op.result.id] = self.convert([self.vals[op.operands[0].id]], src, dst)[0]
+
+    def convert(self, regs: list, src: str, dst: str) -> list:
+        b = self.b
+        if src != "f32" and dst != "f32" and (dtype_info(src).is_float or dtype_info(dst).is_float):
+            return self.convert(self.convert(regs, src, "f32"), "f32", dst)
+        if src == "f32":
+            if dst in ("e4m3", "e5m2"):
+                out = []
+                padded = regs + [ir.Constant(F32, 0.0)] * (len(regs) % 2)
+                for lo, hi in zip(padded[0::2], padded[1::2]):
+                    pair = asm.fp8x2_from_f32(b, dst, hi, lo)
+                    out += [b.trunc(pair, I8), b.trunc(b.lshr(pair, ir.Constant(I16, 8)), I8)]
+                return out[:len(regs)]
+            if dst == "bf16":
+                return [asm.bf16_from_f32(b, r) for r in regs]
+            if dst == "f16":
+                return [asm.f16_from_f32(b, r) for r in regs]
+            return [b.fptosi(r, reg_type(dst)) for r in regs]
+        if dst == "f32":
+            if src == "bf16":
+                return [b.bitcast(b.shl(b.zext(r, I32), ir.Constant(I32, 16)), F32) for r in regs]
+            if src == "f16":
+                return [asm.f32_from_f16(b, r) for r in regs]
+            if src in ("e4m3", "e5m2"):
+                halves = [asm.f16x2_from_fp8x2(b, src, b.zext(r, I16)) for r in regs]
+                return [asm.f32_from_f16(b, b.trunc(h, I16)) for h in halves]
+            return [b.sitofp(r, F32) for r in regs]
+        return [b.sext(r, reg_type(dst)) if reg_type(dst).width > r.type.width
+                else b.trunc(r, reg_type(dst)) for r in regs]
+
+    # ---- reductions ----------------------------------------------------------------------
+
+    def op_reduce(self, op: Op):
+        kind, axis = op.attrs["kind"], op.attrs["axis"]
+        src = self.tile(op.operands[0])
+        is_float = op.operands[0].type.dtype == "f32"
+        combine = self._combiner(kind, is_float)
+        identity = ir.Constant(F32, _IDENTITY[kind]) if is_float else ir.Constant(I32, 0)
+        m = src.dims[axis]
+        groups: dict[tuple, object] = {}
+        for slot, reg in zip(slots(src.dims), src.regs):
+            if kind == "amax":
+                reg = self.intrinsic("llvm.fabs.f32", F32, [reg])
+            _, first = self.coord(m, *slot[axis])
+            if first is not None:
+                reg = self.b.select(first, reg, identity)
+            key = slot[:axis] + slot[axis + 1:]
+            groups[key] = reg if key not in groups else combine(groups[key], reg)
+        out_t = op.result.type
+        out_dims = out_t.layout.dims(out_t.shape)
+        regs = [groups[s] for s in slots(out_dims)]
+        for k in range(m.tpw.bit_length() - 1):                   # lanes along the axis
+            regs = [combine(r, self.shuffle(r, m.lane_stride << k)) for r in regs]
+        if m.wpc > 1:
+            regs = self.reduce_across_warps(regs, m, combine)
+        self.vals[op.result.id] = self.new_tile(out_t, regs)
+
+    def _combiner(self, kind, is_float):
+        if kind == "sum":
+            return self.b.fadd if is_float else self.b.add
+        which = "min" if kind == "min" else "max"
+        if is_float:
+            return lambda a, b: self.intrinsic(f"llvm.{which}num.f32", F32, [a, b])
+        pred = "<" if kind == "min" else ">"
+        return lambda a, b: self.b.select(self.b.icmp_signed(pred, a, b), a, b)
+
+    def shuffle(self, x, lane_mask: int):
+        if x.type == F32:
+            return self.b.bitcast(asm.shuffle_xor(self.b, self.b.bitcast(x, I32), lane_mask), F32)
+        return asm.shuffle_xor(self.b, x, lane_mask)
+
+    def reduce_across_warps(self, regs, m: DimMap, combine):
+        """Each warp's partials go through shared memory; every thread combines the warps
+        that differ only along the reduced axis."""
+        b = self.b
+        nwarps = self.k.num_threads // 32
+        ty = regs[0].type
+        smem = ir.GlobalVariable(self.module, ir.ArrayType(ty, len(regs) * nwarps * 32),
+                                 f"reduce_smem{self._smem_count}", addrspace=3)
+        self._smem_count += 1
+        smem.linkage, smem.align = "internal", 16
+        smem.initializer = ir.Constant(smem.value_type, ir.Undefined)
+
+        def slot_ptr(i, warp):
+            idx = b.add(b.mul(b.add(self.i32(i * nwarps), warp), self.i32(32)), self.lane)
+            return b.gep(smem, [self.i32(0), idx])
+
+        for i, r in enumerate(regs):
+            b.store(r, slot_ptr(i, self.warp))
+        asm.barrier(b)
+        coord = b.urem(b.udiv(self.warp, self.i32(m.warp_stride)), self.i32(m.wpc))
+        base = b.sub(self.warp, b.mul(coord, self.i32(m.warp_stride)))
+        out = []
+        for i in range(len(regs)):
+            acc = None
+            for j in range(m.wpc):
+                w = b.add(base, self.i32(j * m.warp_stride))
+                v = b.load(slot_ptr(i, w))
+                acc = v if acc is None else combine(acc, v)
+            out.append(acc)
+        asm.barrier(b)
+        return out
+
+    # ---- global memory ---------------------------------------------------------------------
+
+    def _access(self, op: Op, tile_t: TileType):
+        """Yields (address, in-bounds predicate, slot indices) per vector of one access."""
+        b = self.b
+        tensor = op.operands[0]
+        dims = tensor.type.dims
+        starts = [self.vals[v.id] for v in op.operands[1:1 + len(dims)]]
+        sizes = op.attrs["sizes"]
+        strides, acc = [], ir.Constant(I64, 1)
+        for d in reversed(dims):
+            strides.insert(0, acc)
+            acc = b.mul(acc, self.dim_value(d))
+        bounds = [b.trunc(self.dim_value(d), I32) if not isinstance(d, Const) else self.i32(d.value)
+                  for d in dims]
+        tdims = tile_t.layout.dims(tile_t.shape) if tile_t.shape else []
+        tile_axis = {}
+        for d, s in enumerate(sizes):
+            if s is not None:
+                tile_axis[d] = len(tile_axis)
+        all_slots = slots(tdims)
+        vec = tdims[-1].spt if tdims and sizes[-1] is not None else 1
+        esize = dtype_info(tensor.type.dtype).bytes
+        base = self.vals[tensor.id]
+        for first in range(0, len(all_slots), vec):
+            slot = all_slots[first]
+            offset, ok = ir.Constant(I64, 0), []
+            for d in range(len(dims)):
+                pos = starts[d]
+                if d in tile_axis:
+                    a = tile_axis[d]
+                    c, _ = self.coord(tdims[a], *slot[a])
+                    pos = b.add(pos, c)
+                ok.append(b.icmp_unsigned("<", pos, bounds[d]))
+                offset = b.add(offset, b.mul(b.sext(pos, I64), strides[d]))
+            addr = b.gep(base, [b.mul(offset, ir.Constant(I64, esize))], source_etype=I8)
+            yield addr, self.all_of(ok) or ir.Constant(I1, 1), list(range(first, first + vec)), vec
+
+    def op_load(self, op: Op):
+        t = op.result.type
+        esize = dtype_info(t.dtype).bytes
+        regs = []
+        for addr, ok, _, vec in self._access(op, t):
+            words = asm.global_load(self.b, op.attrs["qualifiers"], vec * esize, addr, ok)
+            regs += self.unpack(words, t.dtype, vec)
+        self.vals[op.result.id] = self.new_tile(t, regs) if t.shape else regs[0]
+
+    def op_store(self, op: Op):
+        value = op.operands[-1]
+        t = value.type
+        tile = self.tile(value) if t.shape else None
+        esize = dtype_info(t.dtype).bytes
+        regs = tile.regs if tile else [self.vals[value.id]]
+        all_slots = slots(tile.dims) if tile else [()]
+        for addr, ok, idx, vec in self._access(op, t):
+            first = self.first_copy(tile, all_slots[idx[0]]) if tile else None
+            pred = self.b.and_(ok, first) if first is not None else ok
+            words = self.pack([regs[i] for i in idx], t.dtype)
+            asm.global_store(self.b, op.attrs["qualifiers"], vec * esize, addr, words, pred)
+
+    def unpack(self, words: list, dtype: str, count: int) -> list:
+        """Registers of a vector access -> one register per element, in memory order."""
+        b, rt = self.b, reg_type(dtype)
+        bits = rt.width
+        out = []
+        for w in words:
+            per = max(1, w.type.width // bits)
+            for i in range(per):
+                x = b.lshr(w, ir.Constant(w.type, i * bits)) if i else w
+                x = b.trunc(x, rt) if rt.width < w.type.width else x
+                out.append(b.bitcast(x, F32) if rt == F32 else x)
+        return out[:count]
+
+    def pack(self, elems: list, dtype: str) -> list:
+        """One register per element -> the registers of one vector access."""
+        b = self.b
+        n, wt = asm.access_registers(len(elems) * dtype_info(dtype).bytes)
+        elems = [b.bitcast(e, I32) if e.type == F32 else e for e in elems]
+        per = len(elems) // n
+        bits = wt.width // per
+        words = []
+        for w in range(n):
+            acc = None
+            for i in range(per):
+                e = elems[w * per + i]
+                e = b.zext(e, wt) if e.type.width < wt.width else e
+                e = b.shl(e, ir.Constant(wt, i * bits)) if i else e
+                acc = e if acc is None else b.or_(acc, e)
+            words.append(acc)
+        return words
+
+
+def emit_module(kernels: list[KernelIR], target: Target) -> ir.Module:
+    module = ir.Module(name="commdsl")
+    module.triple = "nvptx64-nvidia-cuda"
+    annotations = module.add_named_metadata("nvvm.annotations")
+    for k in kernels:
+        fn = KernelCodegen(k, target, module).run()
+        for key, value in (("maxntidx", k.num_threads), ("minctasm", 1)):
+            annotations.add(module.add_metadata(
+                [fn, ir.MetaDataString(module, key), ir.Constant(I32, value)]))
+    return module

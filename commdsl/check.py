@@ -1,0 +1,231 @@
+"""Checks a kernel's signature: constants, dtypes, symbolic shapes, quant groups, attributes.
+
+The result, a `Signature`, is what irgen lowers the body against and what the runtime
+checks arguments against. Body expressions are checked while irgen lowers them.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from . import ast
+from .diagnostics import CompileError
+from .dims import BinOp, Const, Dim, Sym
+from .dtypes import DTYPES
+from .spec import QuantGroup, TensorParam
+
+KERNEL_ATTRS = {
+    "grid": "grid(X[, Y[, Z]]): how many programs to launch, from sizes and constants",
+    "warps": "warps(N): threads per program in warps of 32",
+}
+SCALE_DTYPES = ("f32",)
+
+
+@dataclass
+class Signature:
+    name: str
+    constants: dict[str, int | float]
+    tensors: list[TensorParam]
+    spans: dict[str, ast.Param]
+    size_symbols: list[str]
+    grid: tuple[Dim, ...]
+    warps: int | None
+
+
+def did_you_mean(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f"did you mean '{close[0]}'?" if close else ""
+
+
+def fold_constant(e: ast.Expr, constants: dict, what: str):
+    """Evaluates a compile-time expression of literals and constants."""
+    if isinstance(e, ast.IntLit):
+        return e.value
+    if isinstance(e, ast.FloatLit):
+        return e.value
+    if isinstance(e, ast.Name):
+        if e.id in constants:
+            return constants[e.id]
+        raise CompileError(f"{what} must be known at compile time; '{e.id}' is not a constant",
+                           e.span, "use a number or a name declared with 'const' or 'tune'")
+    if isinstance(e, ast.Neg):
+        return -fold_constant(e.operand, constants, what)
+    if isinstance(e, ast.BinOp):
+        a, b = fold_constant(e.lhs, constants, what), fold_constant(e.rhs, constants, what)
+        if e.op == "/" and isinstance(a, int) and isinstance(b, int):
+            return a // b
+        return {"+": a + b, "-": a - b, "*": a * b, "%": a % b if b else 0,
+                "/": a / b if b else 0}[e.op]
+    if isinstance(e, ast.Call) and e.func == "cdiv" and len(e.args) == 2:
+        a, b = (fold_constant(x, constants, what) for x in e.args)
+        return -(-a // b)
+    raise CompileError(f"{what} must be known at compile time", e.span,
+                       "use numbers, constants, + - * / and cdiv(a, b)")
+
+
+def _positive_int(e: ast.Expr, constants: dict, what: str) -> int:
+    v = fold_constant(e, constants, what)
+    if not isinstance(v, int) or v <= 0:
+        raise CompileError(f"{what} must be a positive integer, got {v}", e.span)
+    return v
+
+
+def _constants(k: ast.Kernel, overrides: dict) -> dict:
+    declared = {t.name: t for t in k.tunes} | {c.name: c for c in k.consts}
+    for name in overrides:
+        if name not in declared:
+            hint = did_you_mean(name, declared) or (
+                f"declared constants: {', '.join(declared) or 'none'}")
+            raise CompileError(f"kernel '{k.name}' has no constant '{name}' to set", k.span, hint)
+    constants: dict = {}
+    for t in k.tunes:
+        values = tuple(fold_constant(v, constants, f"value of '{t.name}'") for v in t.values)
+        if t.name in overrides:
+            constants[t.name] = overrides[t.name]
+        elif t.default is not None:
+            constants[t.name] = fold_constant(t.default, constants, f"default of '{t.name}'")
+        else:
+            constants[t.name] = values[0]
+    for c in k.consts:
+        if c.name in overrides:
+            constants[c.name] = overrides[c.name]
+        elif c.value is not None:
+            constants[c.name] = fold_constant(c.value, constants, f"constant '{c.name}'")
+        else:
+            raise CompileError(f"constant '{c.name}' has no value", c.span,
+                               f"give it one with -D {c.name}=VALUE on the command line or "
+                               f"commdsl.load(..., {c.name}=VALUE), or write 'const {c.name} = VALUE'")
+    return constants
+
+
+def to_dim(e: ast.Expr, constants: dict, symbols: list[str], allow_new: bool = True) -> Dim:
+    """A shape or grid expression as a symbolic Dim; new size names are added to `symbols`
+    where `allow_new` (tensor shapes introduce sizes; a grid only uses them)."""
+    if isinstance(e, ast.IntLit):
+        return Const(e.value)
+    if isinstance(e, ast.Name):
+        if e.id in constants:
+            v = constants[e.id]
+            if not isinstance(v, int):
+                raise CompileError(f"'{e.id}' = {v} is not an integer size", e.span)
+            return Const(v)
+        if e.id not in symbols and not allow_new:
+            raise CompileError(f"unknown size '{e.id}'", e.span,
+                               did_you_mean(e.id, symbols + list(constants)) or
+                               "sizes come from the tensor parameters' shapes")
+        if e.id not in symbols:
+            symbols.append(e.id)
+        return Sym(e.id)
+    if isinstance(e, ast.BinOp) and e.op in "+-*/":
+        return BinOp(e.op, to_dim(e.lhs, constants, symbols, allow_new),
+                     to_dim(e.rhs, constants, symbols, allow_new))
+    if isinstance(e, ast.Call) and e.func == "cdiv" and len(e.args) == 2 and not e.kwargs:
+        return BinOp("cdiv", *(to_dim(a, constants, symbols, allow_new) for a in e.args))
+    raise CompileError("a size must be built from names, integers, + - * / and cdiv(a, b)",
+                       e.span)
+
+
+def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict):
+    q = p.quant
+    data = tensors[p.name]
+    group = tuple(_positive_int(g, constants, "a group size") for g in q.group)
+    if len(group) != len(data.dims):
+        raise CompileError(
+            f"quant group of '{p.name}' has {len(group)} extents but the tensor has "
+            f"{len(data.dims)} dimensions", q.span,
+            f"write one extent per dimension, e.g. quant({' x '.join(['1'] * (len(data.dims) - 1) + ['128'])}, ...)")
+    for g, e in zip(group, q.group):
+        if g != 1 and g % 16:
+            raise CompileError(f"group extent {g} is not a multiple of 16", e.span,
+                               "FP8 groups are 1 or a multiple of 16 elements per dimension "
+                               "(DeepSeek-V3 uses 1 x 128 and 128 x 128)")
+    if q.scale.id not in tensors:
+        raise CompileError(f"scale tensor '{q.scale.id}' is not a parameter", q.scale.span,
+                           did_you_mean(q.scale.id, tensors) or
+                           f"add a parameter such as '{q.scale.id}: f32[...]'")
+    scale = tensors[q.scale.id]
+    if scale.name == p.name:
+        raise CompileError("a tensor cannot be its own scale", q.scale.span)
+    expected = []
+    for d, g in zip(data.dims, group):
+        if g == 1:
+            expected.append((d,))
+        else:
+            expected.append((BinOp("/", d, Const(g)), BinOp("cdiv", d, Const(g))))
+    for i, (d, g, e) in enumerate(zip(data.dims, group, q.group)):
+        if isinstance(d, Const) and g > 1 and d.value % g:
+            sd = scale.dims[i] if i < len(scale.dims) else None
+            if not (isinstance(sd, BinOp) and sd.op == "cdiv"):
+                raise CompileError(f"group extent {g} does not divide dimension {d.value} of '{p.name}'",
+                                   e.span, f"use a group that divides {d.value}, or give the scale "
+                                   f"ceil-div extent cdiv({d.value}, {g}) so the last group is masked")
+    ok_shape = len(scale.dims) == len(expected) and all(
+        sd in opts or (isinstance(sd, Const) and any(_const_eq(sd, o) for o in opts))
+        for sd, opts in zip(scale.dims, expected))
+    want = ", ".join(str(o[0]) for o in expected)
+    if scale.dtype not in SCALE_DTYPES:
+        raise CompileError(f"scale '{scale.name}' of '{p.name}' must be f32, not {scale.dtype}",
+                           None, f"declare it as '{scale.name}: f32[{want}]'")
+    if not ok_shape:
+        got = ", ".join(map(str, scale.dims))
+        raise CompileError(
+            f"scale '{scale.name}' has shape [{got}] but '{p.name}' in groups of "
+            f"{' x '.join(map(str, group))} needs [{want}]", None,
+            f"declare it as '{scale.name}: {scale.dtype}[{want}]' (or cdiv(...) for ragged groups)")
+    if data.is_out and not scale.is_out:
+        raise CompileError(f"'{p.name}' is an output, so its scale '{scale.name}' must be one too",
+                           None, f"declare '{scale.name}: out {scale.dtype}[...]'")
+    return QuantGroup(group, scale.name)
+
+
+def _const_eq(a: Dim, b: Dim) -> bool:
+    try:
+        return a.evaluate({}) == b.evaluate({})
+    except Exception:
+        return False
+
+
+def check_signature(k: ast.Kernel, overrides: dict) -> Signature:
+    constants = _constants(k, overrides)
+    symbols: list[str] = []
+    tensors: dict[str, TensorParam] = {}
+    spans: dict[str, ast.Param] = {}
+    for p in k.params:
+        if p.name in tensors:
+            raise CompileError(f"parameter '{p.name}' is declared twice", p.span)
+        if p.dtype.id not in DTYPES:
+            raise CompileError(f"unknown dtype '{p.dtype.id}'", p.dtype.span,
+                               did_you_mean(p.dtype.id, DTYPES) or
+                               f"dtypes are: {', '.join(DTYPES)}")
+        dims = tuple(to_dim(d, constants, symbols) for d in p.dims)
+        tensors[p.name] = TensorParam(p.name, p.dtype.id, dims, p.is_out)
+        spans[p.name] = p
+    for p in k.params:
+        if p.quant is not None:
+            try:
+                quant = _check_quant(p, tensors, constants)
+            except CompileError as e:
+                if e.span is None:
+                    e.span = spans[p.quant.scale.id].span if p.quant.scale.id in spans else p.span
+                raise
+            tensors[p.name] = TensorParam(p.name, tensors[p.name].dtype, tensors[p.name].dims,
+                                          p.is_out, quant)
+    grid: tuple[Dim, ...] = (Const(1),)
+    warps = None
+    for a in k.attrs:
+        if a.name not in KERNEL_ATTRS:
+            raise CompileError(f"unknown kernel annotation '{a.name}'", a.span,
+                               did_you_mean(a.name, KERNEL_ATTRS) or
+                               "known: " + "; ".join(KERNEL_ATTRS.values()))
+        if a.name == "grid":
+            if not 1 <= len(a.args) <= 3 or a.kwargs:
+                raise CompileError("grid takes one to three sizes", a.span, KERNEL_ATTRS["grid"])
+            grid = tuple(to_dim(e, constants, symbols, allow_new=False) for e in a.args)
+        elif a.name == "warps":
+            if len(a.args) != 1:
+                raise CompileError("warps takes one number", a.span, KERNEL_ATTRS["warps"])
+            warps = _positive_int(a.args[0], constants, "the warp count")
+            if warps > 32:
+                raise CompileError(f"{warps} warps is more than a CTA can hold (32)", a.args[0].span)
+    return Signature(k.name, constants, list(tensors.values()), spans, symbols, grid, warps)
+

@@ -1,0 +1,114 @@
+"""The pipeline, stage by stage: source -> ast -> ir -> passes -> llvm -> ptx.
+
+`STAGES` is ordered, so `--emit` can stop after any stage and tests can look at any.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import ast
+from .check import check_signature, did_you_mean
+from .diagnostics import CompileError, Source
+from .ir import KernelIR
+from .ir_printer import print_kernel
+from .spec import KernelSpec
+from .target import DEFAULT_TARGET, get_target
+
+STAGES = ("ast", "ir", "llvm", "ptx")
+# The runtime specializes each kernel on which sizes are multiples of this (as Triton does),
+# so accesses along them can be 16-byte vectors.
+SPECIALIZE_DIVISOR = 16
+
+
+@dataclass
+class Compiled:
+    source: Source
+    target: str
+    specs: list[KernelSpec]
+    ir: list[KernelIR] = field(default_factory=list)
+    text: dict[str, str] = field(default_factory=dict)     # stage -> its printed form
+
+    @property
+    def ptx(self) -> str:
+        return self.text["ptx"]
+
+
+def _declared(k: ast.Kernel) -> set[str]:
+    return {t.name for t in k.tunes} | {c.name for c in k.consts}
+
+
+def compile_source(text: str, path: str = "<string>", *, constants: dict | None = None,
+                   target: str = DEFAULT_TARGET, emit: str = "ptx", kernel: str | None = None,
+                   divisible: dict[str, bool] | None = None, print_after: set[str] = frozenset(),
+                   printer=print) -> Compiled:
+    """Compiles every kernel of a .cdsl source (or the one named `kernel`).
+
+    `divisible` says, per size symbol, whether it is a multiple of 16; sizes it does not name
+    are assumed to be (the CLI's default; the runtime always names them all)."""
+    from .parser import parse
+    source = Source(text, path)
+    constants = dict(constants or {})
+    try:
+        tgt = get_target(target)
+        module = parse(text, path)
+        kernels = list(module.kernels)
+        if kernel is not None:
+            kernels = [k for k in kernels if k.name == kernel]
+            if not kernels:
+                names = [k.name for k in module.kernels]
+                raise CompileError(f"no kernel named '{kernel}' in {path}", None,
+                                   did_you_mean(kernel, names) or f"kernels: {', '.join(names)}")
+        declared = set().union(*(_declared(k) for k in kernels))
+        for name in constants:
+            if name not in declared:
+                raise CompileError(f"no kernel declares a constant '{name}'", None,
+                                   did_you_mean(name, declared) or
+                                   f"declared constants: {', '.join(sorted(declared)) or 'none'}")
+        out = Compiled(source, tgt.name, [])
+        if emit == "ast":
+            out.text["ast"] = "\n".join(repr(k) for k in kernels) + "\n"
+            return out
+        irs = []
+        for k in kernels:
+            sig = check_signature(k, {n: v for n, v in constants.items() if n in _declared(k)})
+            kir = _lower(sig, k, divisible)
+            if emit == "ir":
+                irs.append(kir)
+                continue
+            from commdsl.passes import PassManager
+            kir = PassManager(tgt, set(print_after), printer).run(kir)
+            irs.append(kir)
+            out.specs.append(KernelSpec(
+                name=k.name, tensors=tuple(sig.tensors), size_symbols=tuple(sig.size_symbols),
+                grid=sig.grid, num_threads=kir.num_threads, shared_bytes=kir.shared_bytes,
+                target=tgt.name, constants=dict(sig.constants), source_path=path))
+        out.ir = irs
+        out.text["ir"] = "".join(print_kernel(k) for k in irs)
+        if emit == "ir":
+            return out
+        from commdsl.backends.ptx import to_llvm, to_ptx
+        out.text["llvm"] = to_llvm(irs, tgt)
+        if emit == "llvm":
+            return out
+        out.text["ptx"] = to_ptx(out.text["llvm"], tgt)
+        return out
+    except CompileError as e:
+        raise e.with_source(source) from None
+
+
+def _lower(sig, k: ast.Kernel, divisible: dict[str, bool] | None) -> KernelIR:
+    from .irgen import lower
+    kir = lower(sig, k)
+    divisible = divisible or {}
+    kir.attrs["size_divisibility"] = {
+        s: SPECIALIZE_DIVISOR for s in sig.size_symbols if divisible.get(s, True)}
+    return kir
+
+
+def compile_file(path: str, **kwargs) -> Compiled:
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise CompileError(f"cannot read {path}: {e.strerror}") from None
+    return compile_source(text, path, **kwargs)

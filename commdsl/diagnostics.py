@@ -1,0 +1,91 @@
+"""User-facing errors: one rendering for every mistake a user can make.
+
+A compile error points into the source (file:line:col, the line, a caret under the span)
+and says what to write instead. A launch error names the argument. The CLI prints either
+and exits 1; the Python API raises them without compiler frames.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Span:
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    @staticmethod
+    def of(meta) -> "Span":
+        """The span of a lark tree node or token."""
+        end_line = getattr(meta, "end_line", None) or meta.line
+        end_col = getattr(meta, "end_column", None) or meta.column + 1
+        return Span(meta.line, meta.column, end_line, end_col)
+
+
+@dataclass
+class Source:
+    text: str
+    path: str = "<string>"
+
+    def line(self, n: int) -> str:
+        lines = self.text.splitlines()
+        return lines[n - 1] if 0 < n <= len(lines) else ""
+
+
+class CommdslError(Exception):
+    """Base of all errors commdsl reports to its users."""
+
+    def render(self) -> str:
+        return str(self)
+
+
+class CompileError(CommdslError):
+    def __init__(self, message: str, span: Span | None = None, hint: str | None = None,
+                 source: Source | None = None):
+        super().__init__(message)
+        self.message, self.span, self.hint, self.source = message, span, hint, source
+
+    def with_source(self, source: Source) -> "CompileError":
+        if self.source is None:
+            self.source = source
+        return self
+
+    def render(self) -> str:
+        path = self.source.path if self.source else "<string>"
+        if self.span is None:
+            out = [f"{path}: error: {self.message}"]
+        else:
+            out = [f"{path}:{self.span.line}:{self.span.col}: error: {self.message}"]
+            if self.source is not None:
+                text = self.source.line(self.span.line)
+                width = (self.span.end_col - self.span.col
+                         if self.span.end_line == self.span.line else len(text) - self.span.col + 1)
+                out.append(f"  {text}")
+                out.append("  " + " " * (self.span.col - 1) + "^" * max(1, width))
+        if self.hint:
+            out.append(f"  help: {self.hint}")
+        return "\n".join(out)
+
+    def __str__(self):
+        return self.render()
+
+
+class LaunchError(CommdslError, ValueError):
+    """A wrong argument at launch: the message names the kernel and the argument."""
+
+    def __init__(self, kernel: str, arg: str, message: str, hint: str | None = None):
+        self.kernel, self.arg, self.message, self.hint = kernel, arg, message, hint
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        text = f"{self.kernel}: argument '{self.arg}': {self.message}"
+        return text + (f"\n  help: {self.hint}" if self.hint else "")
+
+    def __str__(self):
+        return self.render()
+
+
+class ToolError(CommdslError):
+    """A tool commdsl drives (ptxas, the CUDA driver) failed; the message holds its log."""

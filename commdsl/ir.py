@@ -1,0 +1,149 @@
+"""The tile IR: typed SSA operations on scalars and tiles, grouped in blocks.
+
+A `KernelIR` is one kernel: its parameters (global tensors and the i32 sizes they are
+shaped by), a body block of ops, and kernel-wide attributes (grid, threads, shared bytes).
+Tiles are values a whole CTA holds together; passes attach a layout that says which thread
+holds which element. Ops are generic (a name, operands, results, attributes, nested blocks),
+so later ops (asynchronous copies, barriers, warpgroup roles, peer memory) need no new IR
+machinery, only a verifier rule and a lowering.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .diagnostics import Span
+from .dims import Dim
+
+
+# ---- types -------------------------------------------------------------------------------
+
+class Type:
+    pass
+
+
+@dataclass(frozen=True)
+class ScalarType(Type):
+    dtype: str
+
+    def __str__(self):
+        return self.dtype
+
+
+@dataclass(frozen=True)
+class TileType(Type):
+    dtype: str
+    shape: tuple[int, ...]
+    layout: Any = None           # set by the `tile` pass (passes/layouts.py)
+
+    def with_layout(self, layout) -> "TileType":
+        return replace(self, layout=layout)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    def __str__(self):
+        dims = ", ".join(map(str, self.shape))
+        lay = f", {self.layout}" if self.layout is not None else ""
+        return f"tile<{self.dtype}[{dims}]{lay}>"
+
+
+@dataclass(frozen=True)
+class TensorType(Type):
+    """A tensor in global memory, row-major and contiguous, shaped by size symbols."""
+    dtype: str
+    dims: tuple[Dim, ...]
+    is_out: bool = False
+
+    @property
+    def rank(self) -> int:
+        return len(self.dims)
+
+    def __str__(self):
+        dims = ", ".join(map(str, self.dims))
+        return f"tensor<{self.dtype}[{dims}]{' out' if self.is_out else ''}>"
+
+
+# ---- values, ops, blocks -----------------------------------------------------------------
+
+_ids = itertools.count()
+
+
+class Value:
+    __slots__ = ("type", "name", "id")
+
+    def __init__(self, type: Type, name: str | None = None):
+        self.type = type
+        self.name = name
+        self.id = next(_ids)
+
+    def __repr__(self):
+        return f"%{self.name or self.id}: {self.type}"
+
+
+@dataclass(eq=False)
+class Op:
+    name: str
+    operands: list[Value]
+    results: list[Value]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    blocks: list["Block"] = field(default_factory=list)
+    loc: Span | None = None
+
+    @property
+    def result(self) -> Value:
+        assert len(self.results) == 1, f"{self.name} has {len(self.results)} results"
+        return self.results[0]
+
+
+@dataclass(eq=False)
+class Block:
+    ops: list[Op] = field(default_factory=list)
+    args: list[Value] = field(default_factory=list)
+
+    def walk(self):
+        for op in self.ops:
+            yield op
+            for b in op.blocks:
+                yield from b.walk()
+
+
+@dataclass(eq=False)
+class KernelIR:
+    name: str
+    tensors: list[Value]              # TensorType, declaration order
+    sizes: list[Value]                # ScalarType('i32'), one per size symbol
+    body: Block
+    grid: tuple[Dim, ...] = (  )
+    num_threads: int = 0              # 0 until the `tile` pass decides
+    shared_bytes: int = 0
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def walk(self):
+        return self.body.walk()
+
+    def size_value(self, symbol: str) -> Value:
+        for v in self.sizes:
+            if v.name == symbol:
+                return v
+        raise KeyError(symbol)
+
+
+class Builder:
+    """Appends ops to a block; irgen and passes create ops only through it."""
+
+    def __init__(self, block: Block, loc: Span | None = None):
+        self.block, self.loc = block, loc
+
+    def op(self, name: str, operands, result_types, **attrs) -> Op:
+        op = Op(name, list(operands), [Value(t) for t in result_types], attrs, loc=self.loc)
+        self.block.ops.append(op)
+        return op
+
+    def value(self, name: str, operands, result_type, **attrs) -> Value:
+        return self.op(name, operands, [result_type], **attrs).result

@@ -1,0 +1,121 @@
+"""Structural checks of the tile IR, run after irgen and after every pass.
+
+A failure here is a compiler bug, not a user mistake: the message names the op and the rule.
+"""
+from __future__ import annotations
+
+from .ir import Block, KernelIR, Op, ScalarType, TensorType, TileType
+
+
+class IRVerifyError(Exception):
+    pass
+
+
+def _fail(op: Op, msg: str):
+    raise IRVerifyError(f"'{op.name}' {msg}")
+
+
+def _same_shape_operands(op: Op):
+    types = [o.type for o in op.operands]
+    if any(type(t) is not type(types[0]) for t in types):
+        _fail(op, "mixes scalars and tiles: broadcast first")
+    if isinstance(types[0], TileType) and len({t.shape for t in types}) > 1:
+        _fail(op, f"operand shapes differ: {[t.shape for t in types]}")
+    if len({t.dtype for t in types}) > 1:
+        _fail(op, f"operand dtypes differ: {[t.dtype for t in types]}")
+
+
+def _elementwise(op: Op):
+    _same_shape_operands(op)
+    r, a = op.result.type, op.operands[0].type
+    if type(r) is not type(a) or getattr(r, "shape", None) != getattr(a, "shape", None):
+        _fail(op, "result must have the operands' shape")
+
+
+def _convert(op: Op):
+    a, r = op.operands[0].type, op.result.type
+    if getattr(a, "shape", None) != getattr(r, "shape", None):
+        _fail(op, "changes the shape")
+
+
+def _splat(op: Op):
+    if not isinstance(op.operands[0].type, ScalarType) or not isinstance(op.result.type, TileType):
+        _fail(op, "takes a scalar and makes a tile")
+
+
+def _expand_dims(op: Op):
+    a, r, axis = op.operands[0].type, op.result.type, op.attrs["axis"]
+    if r.shape != a.shape[:axis] + (1,) + a.shape[axis:]:
+        _fail(op, f"shape {r.shape} is not {a.shape} with a 1 at axis {axis}")
+
+
+def _broadcast(op: Op):
+    a, r = op.operands[0].type, op.result.type
+    if len(a.shape) != len(r.shape) or any(x not in (1, y) for x, y in zip(a.shape, r.shape)):
+        _fail(op, f"cannot broadcast {a.shape} to {r.shape}")
+
+
+def _reduce(op: Op):
+    a, r, axis = op.operands[0].type, op.result.type, op.attrs["axis"]
+    if r.shape != a.shape[:axis] + a.shape[axis + 1:]:
+        _fail(op, f"result shape {r.shape} does not drop axis {axis} of {a.shape}")
+    if op.attrs["kind"] not in ("sum", "max", "min", "amax"):
+        _fail(op, f"unknown reduction {op.attrs['kind']}")
+
+
+def _memory(op: Op):
+    tensor = op.operands[0].type
+    if not isinstance(tensor, TensorType):
+        _fail(op, "needs a tensor as first operand")
+    sizes = op.attrs["sizes"]
+    idx = op.operands[1:1 + tensor.rank]
+    if len(sizes) != tensor.rank or len(idx) != tensor.rank:
+        _fail(op, f"needs one index and one size per dimension of a rank-{tensor.rank} tensor")
+    if any(not isinstance(i.type, ScalarType) or i.type.dtype != "i32" for i in idx):
+        _fail(op, "indices must be i32 scalars")
+    tile_shape = tuple(s for s in sizes if s is not None)
+    value = op.result.type if op.name == "load" else op.operands[-1].type
+    if not isinstance(value, TileType) or value.shape != tile_shape:
+        _fail(op, f"tile shape must be {tile_shape}")
+    if value.dtype != tensor.dtype:
+        _fail(op, f"tile dtype {value.dtype} differs from tensor dtype {tensor.dtype}")
+
+
+_RULES = {
+    "const": lambda op: None,
+    "pid": lambda op: None,
+    **{n: _elementwise for n in ("add", "sub", "mul", "div", "rem", "max", "min", "neg", "abs")},
+    "convert": _convert,
+    "splat": _splat,
+    "expand_dims": _expand_dims,
+    "broadcast": _broadcast,
+    "reduce": _reduce,
+    "load": _memory,
+    "store": _memory,
+}
+
+
+def verify(kernel: KernelIR, require_layouts: bool = False) -> None:
+    defined = {v.id for v in kernel.tensors} | {v.id for v in kernel.sizes}
+    _verify_block(kernel.body, defined, require_layouts)
+    if require_layouts and kernel.num_threads <= 0:
+        raise IRVerifyError("kernel has no thread count after layout assignment")
+
+
+def _verify_block(block: Block, defined: set[int], require_layouts: bool):
+    for arg in block.args:
+        defined.add(arg.id)
+    for op in block.ops:
+        rule = _RULES.get(op.name)
+        if rule is None:
+            raise IRVerifyError(f"unknown op '{op.name}'")
+        for o in op.operands:
+            if o.id not in defined:
+                _fail(op, f"uses {o!r} before it is defined")
+        rule(op)
+        for r in op.results:
+            if require_layouts and isinstance(r.type, TileType) and r.type.layout is None:
+                _fail(op, "result tile has no layout")
+            defined.add(r.id)
+        for b in op.blocks:
+            _verify_block(b, set(defined), require_layouts)

@@ -1,0 +1,129 @@
+"""Tile layouts: which thread of a CTA holds which element of a tile.
+
+`Blocked` splits every dimension into `spt` contiguous elements per thread, `tpw` threads
+per warp and `wpc` warps per CTA (the innermost dimension varies fastest across lanes), and
+repeats that pattern when the tile is larger. When the tile is smaller than one pattern,
+threads wrap around and hold copies ("replicas"); only the first copy counts in reductions
+and stores. `Sliced` is a Blocked layout with one dimension reduced away: the threads that
+differed only along it hold the same values.
+
+A thread's elements are "slots": one per (repeat, element) pair in every dimension, listed
+innermost-fastest, so `spt[-1]` consecutive slots are one vector in memory.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DimMap:
+    """How one tile dimension of `size` elements spreads over a CTA."""
+    size: int
+    spt: int            # elements per thread per repeat (capped at size)
+    tpw: int            # lanes along this dimension
+    wpc: int            # warps along this dimension
+    lane_stride: int    # lane id step between neighbours along this dimension
+    warp_stride: int
+
+    @property
+    def span(self) -> int:
+        return self.spt * self.tpw * self.wpc
+
+    @property
+    def reps(self) -> int:
+        return max(1, self.size // self.span)
+
+    @property
+    def wraps(self) -> bool:
+        """Threads past the tile's end hold copies of earlier elements."""
+        return self.span > self.size
+
+    def offset(self, rep: int, elem: int) -> int:
+        """The compile-time part of a slot's coordinate (the thread adds tc * spt)."""
+        return rep * self.span + elem
+
+
+@dataclass(frozen=True)
+class Blocked:
+    spt: tuple[int, ...]
+    tpw: tuple[int, ...]
+    wpc: tuple[int, ...]
+
+    def dims(self, shape: tuple[int, ...]) -> list[DimMap]:
+        n = len(shape)
+        lane_strides = [_prod(self.tpw[d + 1:]) for d in range(n)]
+        warp_strides = [_prod(self.wpc[d + 1:]) for d in range(n)]
+        return [DimMap(shape[d], min(self.spt[d], shape[d]), self.tpw[d], self.wpc[d],
+                       lane_strides[d], warp_strides[d]) for d in range(n)]
+
+    @property
+    def num_warps(self) -> int:
+        return _prod(self.wpc)
+
+    def __str__(self):
+        return f"blocked<spt={list(self.spt)}, tpw={list(self.tpw)}, wpc={list(self.wpc)}>"
+
+
+@dataclass(frozen=True)
+class Sliced:
+    parent: Blocked
+    axis: int
+
+    def dims(self, shape: tuple[int, ...]) -> list[DimMap]:
+        full = shape[:self.axis] + (1,) + shape[self.axis:]
+        maps = self.parent.dims(full)
+        return maps[:self.axis] + maps[self.axis + 1:]
+
+    def reduced_dim(self, shape: tuple[int, ...]) -> DimMap:
+        """The dimension the threads that hold copies of each value differ along."""
+        full = shape[:self.axis] + (1,) + shape[self.axis:]
+        return self.parent.dims(full)[self.axis]
+
+    def __str__(self):
+        return f"sliced<{self.parent}, axis={self.axis}>"
+
+
+Layout = Blocked | Sliced
+
+
+def slots(dims: list[DimMap]) -> list[tuple[tuple[int, int], ...]]:
+    """Every slot as ((rep, elem) per dimension), innermost dimension fastest."""
+    per_dim = [[(r, e) for r in range(d.reps) for e in range(d.spt)] for d in dims]
+    return list(itertools.product(*per_dim))
+
+
+def _prod(xs) -> int:
+    p = 1
+    for x in xs:
+        p *= x
+    return p
+
+
+def choose_blocked(shape: tuple[int, ...], vec: int, num_warps: int) -> Blocked:
+    """A layout that gives each thread `vec` contiguous innermost elements and spreads lanes
+    innermost-first and warps outermost-first, avoiding copies where the tile allows."""
+    n = len(shape)
+    if n == 0:
+        return Blocked((), (), ())
+    spt = [1] * n
+    spt[-1] = vec if shape[-1] % vec == 0 else 1
+    per_thread = [max(1, shape[d] // spt[d]) for d in range(n)]
+    tpw, lanes = [1] * n, 32
+    for d in reversed(range(n)):
+        t = _pow2_dividing(per_thread[d], lanes)
+        tpw[d], lanes = t, lanes // t
+    tpw[0] *= lanes                                   # a small tile: the rest hold copies
+    wpc, warps = [1] * n, num_warps
+    for d in range(n):
+        w = _pow2_dividing(max(1, per_thread[d] // tpw[d]), warps)
+        wpc[d], warps = w, warps // w
+    wpc[0] *= warps
+    return Blocked(tuple(spt), tuple(tpw), tuple(wpc))
+
+
+def _pow2_dividing(n: int, cap: int) -> int:
+    p = 1
+    while p * 2 <= cap and n % (p * 2) == 0:
+        p *= 2
+    return p

@@ -1,0 +1,206 @@
+"""Text to AST: the lark parser (built once, tables cached) and friendly syntax errors."""
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from importlib import resources
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from . import ast
+from .diagnostics import CompileError, Source, Span
+
+# What the user most likely meant, by the token the parser stumbled on.
+_TOKEN_HINTS = {
+    "RBRACE": "a statement starts with 'let' or 'store'",
+    "EQUAL": "bind a value with 'let NAME = ...' or write through 'store T[...] = ...'",
+    "COLON": "a slice is written 'start : +length', e.g. 'pid.0 * 128 : +128'",
+    "$END": "the file ended early: close every '(', '[' and '{'",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Lark:
+    grammar = resources.files("commdsl.grammar").joinpath("commdsl.lark").read_text()
+    cache_dir = os.environ.get("COMMDSL_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "commdsl")
+    os.makedirs(cache_dir, exist_ok=True)
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True,
+                cache=os.path.join(cache_dir, "grammar.lark.cache"))
+
+
+def _span(node) -> Span:
+    return Span.of(node.meta if hasattr(node, "meta") else node)
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    """Builds ast nodes; every node keeps the span of the text it came from."""
+
+    def start(self, meta, kernels):
+        return ast.Module(Span.of(meta), tuple(kernels))
+
+    def kernel(self, meta, items):
+        name, params, *rest = items
+        body = rest[-1]
+        attrs = rest[:-1]
+        return ast.Kernel(
+            Span.of(meta), str(name), params,
+            tunes=tuple(t for a in attrs if a[0] == "tune" for t in a[1]),
+            consts=tuple(c for a in attrs if a[0] == "const" for c in a[1]),
+            attrs=tuple(a[1] for a in attrs if a[0] == "call"),
+            body=body)
+
+    def params(self, meta, items):
+        return tuple(p for p in items if p is not None)
+
+    def param(self, meta, items):
+        name, out, dtype, dims, quant = items
+        return ast.Param(Span.of(meta), str(name), ast.Name(_span(dtype), str(dtype)), dims,
+                         out is not None, quant)
+
+    def quant(self, meta, items):
+        group, scale, *opts = items
+        return ast.Quant(Span.of(meta), group, ast.Name(_span(scale), str(scale)), tuple(opts))
+
+    def group(self, meta, items):
+        return tuple(items)
+
+    def quant_opt(self, meta, items):
+        return (str(items[0]), str(items[1]))
+
+    def tune_attr(self, meta, items):
+        return ("tune", tuple(items))
+
+    def tune_item(self, meta, items):
+        name, default, values = items
+        return ast.Tune(Span.of(meta), str(name), default, values)
+
+    def const_attr(self, meta, items):
+        return ("const", tuple(items))
+
+    def const_item(self, meta, items):
+        return ast.Const(Span.of(meta), str(items[0]), items[1])
+
+    def call_attr(self, meta, items):
+        name, (args, kwargs) = items
+        return ("call", ast.KernelAttr(Span.of(meta), str(name), args, kwargs))
+
+    def block(self, meta, stmts):
+        return tuple(stmts)
+
+    def let_stmt(self, meta, items):
+        return ast.Let(Span.of(meta), str(items[0]), items[1])
+
+    def store_stmt(self, meta, items):
+        name, indices, cache, value = items
+        return ast.Store(Span.of(meta), ast.Name(_span(name), str(name)), indices, cache, value)
+
+    def indices(self, meta, items):
+        return tuple(items)
+
+    def idx_point(self, meta, items):
+        return ast.Point(Span.of(meta), items[0])
+
+    def idx_slice(self, meta, items):
+        return ast.Slice(Span.of(meta), items[0], items[1])
+
+    def idx_all(self, meta, items):
+        return ast.All(Span.of(meta))
+
+    def idx_new(self, meta, items):
+        return ast.NewAxis(Span.of(meta))
+
+    def exprs(self, meta, items):
+        return tuple(items)
+
+    def _bin(op):
+        def build(self, meta, items):
+            return ast.BinOp(Span.of(meta), op, items[0], items[1])
+        return build
+
+    add, sub, mul, div, mod = _bin("+"), _bin("-"), _bin("*"), _bin("/"), _bin("%")
+
+    def neg(self, meta, items):
+        return ast.Neg(Span.of(meta), items[0])
+
+    def subscript(self, meta, items):
+        return ast.Subscript(Span.of(meta), items[0], items[1])
+
+    def int_lit(self, meta, items):
+        return ast.IntLit(Span.of(meta), int(items[0]))
+
+    def float_lit(self, meta, items):
+        return ast.FloatLit(Span.of(meta), float(items[0]), str(items[0]))
+
+    def name(self, meta, items):
+        return ast.Name(Span.of(meta), str(items[0]))
+
+    def pid(self, meta, items):
+        return ast.Pid(Span.of(meta), int(items[0]))
+
+    def call(self, meta, items):
+        name, type_arg, (args, kwargs) = items
+        return ast.Call(Span.of(meta), str(name), str(type_arg)[1:-1] if type_arg else None,
+                        args, kwargs)
+
+    def args(self, meta, items):
+        items = [i for i in items if i is not None]
+        return (tuple(i for i in items if not isinstance(i, ast.KwArg)),
+                tuple(i for i in items if isinstance(i, ast.KwArg)))
+
+    def kwarg(self, meta, items):
+        return ast.KwArg(Span.of(meta), str(items[0]), items[1])
+
+    def load(self, meta, items):
+        name, indices, cache = items
+        return ast.Load(Span.of(meta), ast.Name(_span(name), str(name)), indices, cache)
+
+    def cache(self, meta, items):
+        return ast.CacheClause(Span.of(meta), tuple(items))
+
+    def cache_arg(self, meta, items):
+        key, value = items
+        return ast.CacheArg(Span.of(meta), str(key), str(value) if value is not None else None)
+
+
+def parse(text: str, path: str = "<string>") -> ast.Module:
+    source = Source(text, path)
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput as e:
+        raise _syntax_error(e, source) from None
+    return _ToAst().transform(tree)
+
+
+def _syntax_error(e: UnexpectedInput, source: Source) -> CompileError:
+    line, col = max(e.line, 1), max(e.column, 1)
+    if isinstance(e, UnexpectedCharacters):
+        char = source.line(line)[col - 1:col]
+        return CompileError(f"unexpected character {char!r}", Span(line, col, line, col + 1),
+                            "names are letters, digits and '_'; comments start with '#'",
+                            source)
+    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+        last = len(text_lines := source.text.splitlines()) or 1
+        end = len(text_lines[-1]) + 1 if text_lines else 1
+        return CompileError("unexpected end of file", Span(last, end, last, end + 1),
+                            _TOKEN_HINTS["$END"], source)
+    token: Token = e.token
+    expected = sorted(_pretty(t) for t in e.expected if not t.startswith("_"))[:8]
+    width = max(1, len(str(token)))
+    hint = _TOKEN_HINTS.get(token.type) or f"expected one of: {', '.join(expected)}"
+    return CompileError(f"unexpected {str(token)!r}", Span(line, col, line, col + width), hint,
+                        source)
+
+
+_TERMINAL_NAMES = {
+    "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'",
+    "RBRACE": "'}'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "PLUS": "'+'",
+    "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "PERCENT": "'%'", "DOT": "'.'",
+    "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "OUT": "'out'",
+}
+
+
+def _pretty(terminal: str) -> str:
+    return _TERMINAL_NAMES.get(terminal, terminal.lower().strip("_").join("''"))

@@ -1,0 +1,1 @@
+"""The commdsl grammar, shipped as package data."""

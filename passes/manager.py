@@ -1,0 +1,48 @@
+"""Runs passes in order, verifying the IR after each one; can print or time any pass."""
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from commdsl.ir import KernelIR
+from commdsl.ir_printer import print_kernel
+from commdsl.ir_verifier import IRVerifyError, verify
+from commdsl.target import Target
+
+# name -> module in this package; each module has one entry `run(kernel, target) -> kernel`.
+PASS_ORDER = {
+    "legalize": "legalize",     # reject what the target cannot do (FP8 conversion, ...)
+    "cache": "cache",           # cache(...) clauses -> PTX load/store qualifiers
+    "vectorize": "vectorize",   # widest legal vector per global access (16 bytes)
+    "tile": "tile",             # map tiles onto threads: layouts and the CTA size
+}
+
+
+def get_pass(name: str) -> Callable[[KernelIR, Target], KernelIR]:
+    return importlib.import_module(f"commdsl.passes.{PASS_ORDER[name]}").run
+
+
+@dataclass
+class PassManager:
+    target: Target
+    print_after: set[str] = field(default_factory=set)
+    printer: Callable[[str], None] = print
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def run(self, kernel: KernelIR) -> KernelIR:
+        verify(kernel)
+        layouts_assigned = False
+        for name in PASS_ORDER:
+            start = time.perf_counter()
+            kernel = get_pass(name)(kernel, self.target)
+            self.timings[name] = time.perf_counter() - start
+            layouts_assigned |= name == "tile"
+            try:
+                verify(kernel, require_layouts=layouts_assigned)
+            except IRVerifyError as e:
+                raise IRVerifyError(f"after pass '{name}': {e}") from None
+            if name in self.print_after or "all" in self.print_after:
+                self.printer(f"// ----- IR after {name} -----\n{print_kernel(kernel)}")
+        return kernel

@@ -1,0 +1,75 @@
+"""Chooses the vector width of each global load and store: 16 bytes wherever it is legal.
+
+A vector along the innermost dimension is legal when the slice length, the slice start and
+the row length are all multiples of it, so every vector is aligned and lies wholly inside or
+wholly outside the tensor (one bounds test per vector). Divisibility of the start comes from
+the index arithmetic; of the row length from the shapes (`s: f32[M, K / 128]` promises
+128 | K, and the runtime checks it) and from the sizes the kernel is specialized for (like
+Triton, the runtime compiles one variant for sizes that are multiples of 16 and one for the
+rest). The base pointer's 16-byte alignment is checked at launch.
+"""
+from __future__ import annotations
+
+import math
+
+from commdsl.dims import divisibility_facts
+from commdsl.ir import KernelIR, Value
+from commdsl.target import Target
+
+MAX_VECTOR_BYTES = 16          # sm_90: .v4.b32 / .v2.b64; 32-byte accesses need sm_100
+
+
+def size_facts(kernel: KernelIR) -> dict[str, int]:
+    """size symbol -> a number it is known to be a multiple of."""
+    facts = divisibility_facts([d for t in kernel.tensors for d in t.type.dims])
+    for name, div in kernel.attrs.get("size_divisibility", {}).items():
+        facts[name] = math.lcm(facts.get(name, 1), div)
+    return facts
+
+
+def _divisibility(kernel: KernelIR, facts: dict[str, int]) -> dict[int, int]:
+    """value id -> a number the value is known to be a multiple of."""
+    known: dict[int, int] = {v.id: facts.get(v.name, 1) for v in kernel.sizes}
+    for op in kernel.walk():
+        if len(op.results) != 1:
+            continue
+        args = [known.get(o.id, 1) for o in op.operands]
+        if op.name == "const" and isinstance(op.attrs["value"], int):
+            d = abs(op.attrs["value"]) or 1 << 30
+        elif op.name == "mul":
+            d = args[0] * args[1]
+        elif op.name in ("add", "sub"):
+            d = math.gcd(args[0], args[1])
+        else:
+            d = 1
+        known[op.result.id] = d
+    return known
+
+
+def _largest_power_of_two_dividing(n: int, cap: int) -> int:
+    v = 1
+    while v * 2 <= cap and n % (v * 2) == 0:
+        v *= 2
+    return v
+
+
+def vector_width(tensor: Value, start_div: int, length: int | None, facts: dict) -> int:
+    """Elements per access for one load/store (1 when the innermost dim is indexed by a point)."""
+    if length is None:
+        return 1
+    from commdsl.dtypes import dtype
+    cap = MAX_VECTOR_BYTES // dtype(tensor.type.dtype).bytes
+    row = tensor.type.dims[-1].divisibility(facts)
+    return _largest_power_of_two_dividing(math.gcd(math.gcd(length, start_div), row), cap)
+
+
+def run(kernel: KernelIR, target: Target) -> KernelIR:
+    facts = size_facts(kernel)
+    known = _divisibility(kernel, facts)
+    for op in kernel.walk():
+        if op.name in ("load", "store"):
+            tensor = op.operands[0]
+            start = op.operands[tensor.type.rank]       # index of the innermost dimension
+            op.attrs["vec"] = vector_width(tensor, known.get(start.id, 1),
+                                           op.attrs["sizes"][-1], facts)
+    return kernel
