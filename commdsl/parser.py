@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from importlib import resources
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import ast
+from .config import cache_dir
 from .diagnostics import CompileError, Source, Span
 
 # What the user most likely meant, by the token the parser stumbled on.
@@ -24,10 +24,9 @@ _TOKEN_HINTS = {
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
     grammar = resources.files("commdsl.grammar").joinpath("commdsl.lark").read_text()
-    cache_dir = os.environ.get("COMMDSL_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "commdsl")
-    os.makedirs(cache_dir, exist_ok=True)
+    # lark keys its table cache by the grammar's hash, so a changed grammar rebuilds it.
     return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True,
-                cache=os.path.join(cache_dir, "grammar.lark.cache"))
+                cache=os.path.join(cache_dir(), "grammar.lark.cache"))
 
 
 def _span(node) -> Span:
@@ -187,7 +186,11 @@ def _syntax_error(e: UnexpectedInput, source: Source) -> CompileError:
         return CompileError("unexpected end of file", Span(last, end, last, end + 1),
                             _TOKEN_HINTS["$END"], source)
     token: Token = e.token
-    expected = sorted(_pretty(t) for t in e.expected if not t.startswith("_"))[:8]
+    closers = ("RSQB", "RPAR", "RBRACE")
+    acceptable = getattr(e, "accepts", None) or e.expected
+    ordered = sorted((t for t in acceptable if not t.startswith("_")),
+                     key=lambda t: (t not in closers, t))
+    expected = [_pretty(t) for t in ordered][:10]
     width = max(1, len(str(token)))
     hint = _TOKEN_HINTS.get(token.type) or f"expected one of: {', '.join(expected)}"
     return CompileError(f"unexpected {str(token)!r}", Span(line, col, line, col + width), hint,

@@ -1,0 +1,324 @@
+"""Call a compiled kernel on torch tensors.
+
+`Launcher.bind` turns a call's arguments into what the kernel entry takes (pointers in
+declaration order, then the size symbols) and checks everything the kernel relies on: types,
+ranks, shapes against the declared symbolic dims (including the divisibility the compiler
+assumed, e.g. 128 | K for `K / 128`), contiguity, alignment, device. It is plain Python, so
+every check is testable without a GPU. `Launcher.__call__` adds the launch itself, with the
+kernelParams array built once so a call costs little more than the checks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..diagnostics import LaunchError
+from ..dims import Dim, DimError, Sym
+from ..dtypes import torch_dtype
+from ..spec import KernelSpec, TensorParam
+from . import driver
+
+# Generated code may use 16-byte vector accesses and TMA, which need 16-byte aligned bases.
+ALIGNMENT = 16
+U32_LIMIT = 1 << 32
+GRID_LIMITS = (2**31 - 1, 65535, 65535)
+
+
+@dataclass(slots=True)
+class Bound:
+    """One call's arguments, checked: what a launch needs."""
+    tensors: tuple            # in spec.tensors (declaration) order, outputs allocated
+    sizes: dict[str, int]     # every size symbol
+    grid: tuple[int, int, int]
+    device: object            # torch.device all tensors live on
+
+
+def declaration(t: TensorParam) -> str:
+    out = "out " if t.is_out else ""
+    return f"{t.name}: {out}{t.dtype}[{', '.join(map(str, t.dims))}]"
+
+
+class Launcher:
+    """A kernel ready to call: `y, s = launcher(x)` or `launcher(x, y=y, s=s)`.
+
+    `function` is a CUfunction loaded on CUDA device `device` (None: the caller vouches that it
+    fits whatever device the tensors are on). `Launcher.from_image` loads on demand instead,
+    on every device the kernel is called on. Not thread-safe: calls share the argument buffers.
+    """
+
+    def __init__(self, spec: KernelSpec, function=None, device: int | None = None, *,
+                 image: bytes | str | None = None):
+        import numpy as np
+        self.spec = spec
+        self._image = image
+        self._functions = {}
+        if function is not None:
+            self._functions[device] = function
+            self._prepare(function, device)
+        # Everything a call needs that depends only on the spec is worked out here, once.
+        self._positional = spec.inputs + spec.outputs   # also the order sizes are bound in
+        self._by_name = {t.name: t for t in spec.tensors}
+        self._input_names = tuple(t.name for t in spec.inputs)
+        self._outputs = spec.outputs
+        self._output_positions = [i for i, t in enumerate(spec.tensors) if t.is_out]
+        self._bare = {t.name: [(i, d.name) for i, d in enumerate(t.dims) if isinstance(d, Sym)]
+                      for t in spec.tensors}
+        self._derived = {t.name: [(i, d) for i, d in enumerate(t.dims) if not isinstance(d, Sym)]
+                         for t in spec.tensors}
+        self._symbols = set(spec.size_symbols).union(
+            *(d.symbols() for t in spec.tensors for d in t.dims), *(d.symbols() for d in spec.grid))
+        self._torch_dtypes: dict | None = None
+        self._block = (spec.num_threads, 1, 1)
+        # kernelParams: an array of addresses, one per entry parameter, each pointing at a
+        # holder whose bytes are the argument. Built once; a call only rewrites the holders.
+        self._pointer_holders = [np.zeros(1, np.uint64) for _ in spec.tensors]
+        self._size_holders = [np.zeros(1, np.uint32) for _ in spec.size_symbols]
+        self._kernel_params = np.array(
+            [h.ctypes.data for h in self._pointer_holders + self._size_holders], np.uint64)
+        self._kernel_params_address = self._kernel_params.ctypes.data
+
+    @classmethod
+    def from_image(cls, spec: KernelSpec, image: bytes | str) -> "Launcher":
+        """A launcher for a cubin or PTX image whose entry is named `spec.name`."""
+        return cls(spec, image=image)
+
+    # -- checking -----------------------------------------------------------------------
+
+    def bind(self, *args, require_cuda: bool = True, **kwargs) -> Bound:
+        """Check a call's arguments and allocate missing outputs; no GPU needed.
+
+        `require_cuda=False` skips the device check (for tests on CPU tensors)."""
+        given = self._collect(args, kwargs)
+        for name, value in given.items():
+            self._check_type(self._by_name[name], value)
+        sizes, source = self._bind_sizes(given)
+        grid = self._grid(sizes, source)
+        for name, value in given.items():
+            self._check_layout(name, value)
+        device = self._check_device(given) if require_cuda else self._any_device(given)
+        tensors = tuple([given[t.name] if t.name in given else self._allocate(t, sizes, device)
+                         for t in self.spec.tensors])
+        return Bound(tensors, sizes, grid, device)
+
+    def _fail(self, arg: str, message: str, hint: str | None = None) -> LaunchError:
+        return LaunchError(self.spec.name, arg, message, hint)
+
+    def _collect(self, args, kwargs) -> dict:
+        """Name -> argument, inputs first; outputs passed as None count as not passed."""
+        if len(args) > len(self._positional):
+            names = ", ".join(t.name for t in self._positional)
+            raise self._fail(f"#{len(args)}", f"too many arguments: takes at most "
+                             f"{len(self._positional)} ({names}), got {len(args)}")
+        given = {t.name: a for t, a in zip(self._positional, args)}
+        for name, value in kwargs.items():
+            if name not in self._by_name:
+                raise self._fail(name, "unknown argument",
+                                 f"valid names: {', '.join(self._by_name)}")
+            if name in given:
+                raise self._fail(name, "given both by position and by keyword")
+            given[name] = value
+        missing = [name for name in self._input_names if name not in given]
+        if missing:
+            raise self._fail(", ".join(missing), f"missing input{'s' * (len(missing) > 1)}",
+                             f"call {self.spec.name}({', '.join(self._input_names)})")
+        # Keyword inputs may come in any order; sizes are bound from inputs first.
+        return {t.name: given[t.name] for t in self._positional
+                if t.name in given and not (t.is_out and given[t.name] is None)}
+
+    def _check_type(self, t: TensorParam, value) -> None:
+        import torch
+        if not isinstance(value, torch.Tensor):
+            raise self._fail(t.name, f"must be a torch.Tensor, got {type(value).__name__}",
+                             declaration(t))
+        expected = self._expected_dtype(t)
+        if value.dtype != expected:
+            raise self._fail(t.name, f"must be {t.dtype} ({expected}), got {value.dtype}",
+                             f"convert with {t.name}.to({expected})")
+        if value.dim() != len(t.dims):
+            raise self._fail(t.name, f"must have {len(t.dims)} dimensions, got {value.dim()} "
+                             f"(shape {tuple(value.shape)})", declaration(t))
+
+    def _expected_dtype(self, t: TensorParam):
+        if self._torch_dtypes is None:   # torch is imported on first call, not at compile time
+            self._torch_dtypes = {p.name: torch_dtype(p.dtype) for p in self.spec.tensors}
+        return self._torch_dtypes[t.name]
+
+    def _bind_sizes(self, given: dict) -> tuple[dict[str, int], dict[str, str]]:
+        """Size symbols from the shapes (inputs first, then passed outputs), then every other
+        dim checked against them: passed ones against their shape, the shapes of outputs to
+        allocate for exact division. Returns sizes and which argument set each."""
+        sizes: dict[str, int] = {}
+        source: dict[str, str] = {}
+        for name, value in given.items():
+            shape = value.shape
+            for i, symbol in self._bare[name]:
+                have = sizes.get(symbol)
+                if have is None:
+                    sizes[symbol] = shape[i]
+                    source[symbol] = name
+                elif have != shape[i]:
+                    other = source[symbol]
+                    raise self._fail(name, f"size {symbol} is {shape[i]} here but {have} from "
+                                     f"'{other}'", f"{declaration(self._by_name[name])}; "
+                                     f"{declaration(self._by_name[other])}")
+        if len(sizes) < len(self._symbols):
+            self._check_all_bound(sizes)
+        for symbol in self.spec.size_symbols:
+            if sizes[symbol] >= U32_LIMIT:
+                raise self._fail(source[symbol], f"size {symbol} = {sizes[symbol]} does not fit "
+                                 "the kernel's 32-bit size parameter")
+        for name, value in given.items():
+            shape = value.shape
+            for i, d in self._derived[name]:
+                expected = self._evaluate(d, sizes, source, name)
+                if shape[i] != expected:
+                    value = "" if str(d) == str(expected) else f" = {expected}"
+                    raise self._fail(name, f"dimension {i} must be {d}{value}, got {shape[i]} "
+                                     f"(shape {tuple(shape)})", declaration(self._by_name[name]))
+        for t in self._outputs:
+            if t.name not in given:
+                for _, d in self._derived[t.name]:
+                    self._evaluate(d, sizes, source, t.name)
+        return sizes, source
+
+    def _check_all_bound(self, sizes: dict[str, int]) -> None:
+        for name in sorted(self._symbols - sizes.keys()):
+            carriers = [t for t in self.spec.outputs if Sym(name) in t.dims]
+            if carriers:
+                raise self._fail(carriers[0].name, f"size {name} is not the size of any input; "
+                                 f"pass output '{carriers[0].name}' so its shape gives {name}",
+                                 declaration(carriers[0]))
+            users = [t for t in self.spec.tensors if any(name in d.symbols() for d in t.dims)]
+            raise self._fail(users[0].name if users else "grid",
+                             f"size {name} cannot be inferred from the arguments' shapes",
+                             "declare it as a whole dimension of some input")
+
+    def _evaluate(self, d: Dim, sizes: dict[str, int], source: dict[str, str],
+                  owner: str | None) -> int:
+        """Evaluate a dim of tensor `owner` (None: of the grid). A failed exact division is
+        blamed on the argument that set its size."""
+        try:
+            return d.evaluate(sizes)
+        except DimError as e:
+            where = declaration(self._by_name[owner]) if owner else self._grid_text()
+            culprit = source[sorted(d.symbols())[0]] if d.symbols() else owner or "grid"
+            raise self._fail(culprit, f"{e}, as required by {where}",
+                             f"sizes here: {_sizes_text(sizes)}") from None
+
+    def _check_layout(self, name: str, value) -> None:
+        if not value.is_contiguous():
+            raise self._fail(name, f"must be contiguous, got strides {value.stride()} for shape "
+                             f"{tuple(value.shape)}", f"pass {name}.contiguous()")
+        misaligned = value.data_ptr() % ALIGNMENT
+        if misaligned:
+            raise self._fail(name, f"data must be {ALIGNMENT}-byte aligned, but its address is "
+                             f"{misaligned} bytes past a multiple of {ALIGNMENT}",
+                             f"pass {name}.clone() (a view that starts mid-buffer keeps its offset)")
+
+    def _check_device(self, given: dict):
+        first_name = first_device = None
+        for name, value in given.items():
+            if not value.is_cuda:
+                raise self._fail(name, f"is on {value.device}; kernels take CUDA tensors",
+                                 f"move it with {name}.cuda()")
+            if first_name is None:
+                first_name, first_device = name, value.device
+            elif value.device != first_device:
+                raise self._fail(name, f"is on {value.device} but '{first_name}' is on "
+                                 f"{first_device}", "put all tensors on one GPU")
+        if first_device is None:   # only outputs to allocate: use torch's current device
+            import torch
+            return torch.device("cuda", torch.cuda.current_device())
+        return first_device
+
+    @staticmethod
+    def _any_device(given: dict):
+        import torch
+        return next((v.device for v in given.values()), torch.device("cpu"))
+
+    def _allocate(self, t: TensorParam, sizes: dict[str, int], device):
+        import torch
+        shape = [d.evaluate(sizes) for d in t.dims]   # _bind_sizes has evaluated each dim
+        return torch.empty(shape, dtype=self._expected_dtype(t), device=device)
+
+    def _grid(self, sizes: dict[str, int], source: dict[str, str]) -> tuple[int, int, int]:
+        grid = [self._evaluate(d, sizes, source, None) for d in self.spec.grid]
+        grid += [1] * (3 - len(grid))
+        for axis, n, limit in zip("xyz", grid, GRID_LIMITS):
+            if not 0 <= n <= limit:
+                raise self._fail("grid", f"{self._grid_text()}: {axis} = {n} is outside the CUDA "
+                                 f"limit 0..{limit}", f"sizes here: {_sizes_text(sizes)}")
+        return tuple(grid)
+
+    def _grid_text(self) -> str:
+        return f"grid ({', '.join(map(str, self.spec.grid))})"
+
+    # -- launching ----------------------------------------------------------------------
+
+    def __call__(self, *args, **kwargs):
+        """Check, launch on torch's current stream, and return the outputs: one tensor, or a
+        tuple in declaration order."""
+        bound = self.bind(*args, **kwargs)
+        self.launch(bound)
+        return self.results(bound)
+
+    def results(self, bound: Bound):
+        """The outputs of a bound call: one tensor, a tuple in declaration order, or None."""
+        outputs = tuple(bound.tensors[i] for i in self._output_positions)
+        if not outputs:
+            return None
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def launch(self, bound: Bound) -> None:
+        """Launches a call that `bind` (of this or an equally specified launcher) checked."""
+        if 0 in bound.grid:
+            return
+        import torch
+        cu = driver.cuda_driver()
+        for holder, tensor in zip(self._pointer_holders, bound.tensors):
+            holder[0] = tensor.data_ptr()
+        for holder, name in zip(self._size_holders, self.spec.size_symbols):
+            holder[0] = bound.sizes[name]
+        index = bound.device.index
+        function = self._function_on(index)
+        if index == torch.cuda.current_device():
+            result = self._launch_on(cu, function, bound.grid, index)
+            if result[0] != cu.CUresult.CUDA_ERROR_INVALID_CONTEXT:
+                driver.check(result, "cuLaunchKernel")
+                return
+        # Another device, or a thread that has not used CUDA yet: make the context current.
+        with driver.device_context(index):
+            driver.check(self._launch_on(cu, function, bound.grid, index), "cuLaunchKernel")
+
+    def _launch_on(self, cu, function, grid: tuple[int, int, int], index: int):
+        import torch
+        # The raw handle of torch's current stream, without building a torch.cuda.Stream
+        # (which costs more than the rest of the launch); Triton's launcher does the same.
+        stream = torch._C._cuda_getCurrentRawStream(index)
+        return cu.cuLaunchKernel(function, *grid, *self._block, self.spec.shared_bytes, stream,
+                                 self._kernel_params_address, 0)
+
+    def _function_on(self, index: int):
+        for key in (index, None):
+            if key in self._functions:
+                return self._functions[key]
+        if self._image is None:
+            loaded = ", ".join(f"cuda:{i}" for i in self._functions)
+            raise self._fail(self.spec.tensors[0].name if self.spec.tensors else "grid",
+                             f"tensors are on cuda:{index} but the kernel was loaded on {loaded}",
+                             "build the launcher with Launcher.from_image to load on any device")
+        with driver.device_context(index):
+            module = driver.load_module(self._image)
+            function = driver.get_function(module, self.spec.name)
+            self._prepare(function, index)
+        self._functions[index] = function
+        return function
+
+    def _prepare(self, function, device: int | None) -> None:
+        """Opt `function` in to the dynamic smem the kernel launches with."""
+        import torch
+        index = torch.cuda.current_device() if device is None else device
+        driver.set_dynamic_smem(function, self.spec.shared_bytes, index)
+
+
+def _sizes_text(sizes: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(sizes.items()))
