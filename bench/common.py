@@ -1,0 +1,78 @@
+"""Shared by the benchmarks: CUDA-event timing, the copy-bandwidth ceiling, result files.
+
+Every benchmark times commdsl and its peers in one run on fresh random data, takes the
+median of many timed runs after a warm-up, prints a ratio table and writes
+bench/results/<name>-<device>.json itself.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+
+
+def device_name() -> str:
+    import torch
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name().replace("NVIDIA ", "").replace(" ", "-").lower()
+    return platform.node() or "cpu"
+
+
+def time_ms(fn, warmup: int = 10, iters: int = 50) -> float:
+    """Median milliseconds of `fn()` measured with CUDA events, one pair per run."""
+    import torch
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    for s, e in zip(starts, ends):
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+def copy_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy, counting bytes read plus bytes written."""
+    import torch
+    src = torch.randint(0, 255, (nbytes,), dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), warmup=5, iters=30)
+    return 2 * nbytes / ms / 1e6
+
+
+def gbs(nbytes: int, ms: float) -> float:
+    return nbytes / ms / 1e6
+
+
+def print_table(title: str, header: list[str], rows: list[list]) -> None:
+    widths = [max(len(str(h)), *(len(_fmt(r[i])) for r in rows)) for i, h in enumerate(header)]
+    print(f"\n{title}")
+    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
+    for r in rows:
+        print("  ".join(_fmt(c).ljust(w) for c, w in zip(r, widths)))
+
+
+def _fmt(x) -> str:
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
+def write_results(name: str, payload: dict) -> str:
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"{name}-{device_name()}.json")
+    payload = {"benchmark": name, "device": device_name(),
+               "date": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+    print(f"\nwrote {path}")
+    out = os.environ.get("OUT")
+    if out:                                   # on the lent GPU machine: bring the file back
+        with open(os.path.join(out, os.path.basename(path)), "w") as f:
+            json.dump(payload, f, indent=2)
+    return path
