@@ -84,7 +84,8 @@ def _memory(op: Op):
 _RULES = {
     "const": lambda op: None,
     "pid": lambda op: None,
-    **{n: _elementwise for n in ("add", "sub", "mul", "div", "rem", "max", "min", "neg", "abs")},
+    **{n: _elementwise for n in ("add", "sub", "mul", "div", "rem", "max", "min", "neg", "abs",
+                                 "fma", "recip")},
     "convert": _convert,
     "splat": _splat,
     "expand_dims": _expand_dims,

@@ -16,6 +16,7 @@ PASS_ORDER = {
     "legalize": "legalize",     # reject what the target cannot do (FP8 conversion, ...)
     "cache": "cache",           # cache(...) clauses -> PTX load/store qualifiers
     "vectorize": "vectorize",   # widest legal vector per global access (16 bytes)
+    "divide": "divide",         # x / broadcast(d): one reciprocal per d, exact FMA correction
     "tile": "tile",             # map tiles onto threads: layouts and the CTA size
 }
 

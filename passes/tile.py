@@ -45,8 +45,8 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
             layout = blocked(t.shape)
             if op.name == "reduce":
                 layout = Sliced(op.operands[0].type.layout, op.attrs["axis"])
-            elif op.name in ("expand_dims", "broadcast", "convert", "abs", "neg") or (
-                    op.name in ("add", "sub", "mul", "div", "rem", "max", "min")):
+            elif op.name in ("expand_dims", "broadcast", "convert", "abs", "neg", "recip") or (
+                    op.name in ("add", "sub", "mul", "div", "rem", "max", "min", "fma")):
                 layout = _propagated(op, layout, splats)
             r.type = t.with_layout(layout)
     kernel.num_threads = 32 * warps

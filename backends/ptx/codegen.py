@@ -189,6 +189,12 @@ class KernelCodegen:
     def op_abs(self, op):
         self._map(op, lambda a: self.intrinsic("llvm.fabs.f32", F32, [a]))
 
+    def op_fma(self, op):
+        self._map(op, lambda a, b, c: self.intrinsic("llvm.fma.f32", F32, [a, b, c]))
+
+    def op_recip(self, op):
+        self._map(op, lambda a: self.b.fdiv(ir.Constant(F32, 1.0), a))   # rcp.rn.f32
+
     def op_neg(self, op):
         is_float = op.operands[0].type.dtype == "f32"
         self._map(op, self.b.fneg if is_float else self.b.neg)
