@@ -5,8 +5,10 @@ from .ir import Block, KernelIR, Op, Value
 
 
 def _name(v: Value, names: dict[int, str]) -> str:
+    """Parameters keep their source names; other values are numbered from %0 in order."""
     if v.id not in names:
-        names[v.id] = f"%{v.name}" if v.name else f"%{len(names)}"
+        numbered = sum(1 for n in names.values() if n[1:].isdigit())
+        names[v.id] = f"%{v.name}" if v.name else f"%{numbered}"
     return names[v.id]
 
 

@@ -167,20 +167,21 @@ class _Lowering:
         return self.at(node).value(name, [a, b], a.type)
 
     def result_dtype(self, a, b, node) -> str:
+        """The dtype both sides are brought to: narrow floats compute in f32; a literal takes
+        its partner's type; ints and floats never mix silently."""
         da = None if isinstance(a, Folded) else a.type.dtype
         db = None if isinstance(b, Folded) else b.type.dtype
         if da is None and db is None:
             return "i32" if a.is_int and b.is_int else "f32"
         if da is None or db is None:
-            known, lit = (da, a) if db is None else (db, b)
-            lit = b if db is None else a
+            known, lit = (db, a) if da is None else (da, b)
             if _is_int(known) and not lit.is_int:
                 raise CompileError(f"dtype mismatch: {known} value and float literal {lit.value}",
                                    node.span, "write cast<f32>(...) around the integer value")
             return "f32" if _is_narrow_float(known) else known
         if _is_int(da) != _is_int(db):
             raise CompileError(f"dtype mismatch: {da} and {db}", node.span,
-                               f"convert one side explicitly, e.g. cast<f32>(...)")
+                               "convert one side explicitly, e.g. cast<f32>(...)")
         if da == db and not _is_narrow_float(da):
             return da
         return "f32" if not _is_int(da) else max(da, db, key=lambda d: int(d[1:]))

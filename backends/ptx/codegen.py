@@ -388,15 +388,15 @@ class KernelCodegen:
 
     def unpack(self, words: list, dtype: str, count: int) -> list:
         """Registers of a vector access -> one register per element, in memory order."""
-        b, rt = self.b, reg_type(dtype)
-        bits = rt.width
+        b = self.b
+        bits = dtype_info(dtype).bits
         out = []
         for w in words:
             per = max(1, w.type.width // bits)
             for i in range(per):
                 x = b.lshr(w, ir.Constant(w.type, i * bits)) if i else w
-                x = b.trunc(x, rt) if rt.width < w.type.width else x
-                out.append(b.bitcast(x, F32) if rt == F32 else x)
+                x = b.trunc(x, ir.IntType(bits)) if bits < w.type.width else x
+                out.append(b.bitcast(x, F32) if dtype == "f32" else x)
         return out[:count]
 
     def pack(self, elems: list, dtype: str) -> list:

@@ -1,0 +1,157 @@
+"""Each pass on small kernels: what it decides, and what it rejects."""
+import pytest
+
+from commdsl.compiler import compile_source
+from commdsl.diagnostics import CompileError
+from commdsl.ir import Block, Builder, KernelIR, ScalarType, TileType
+from commdsl.ir_verifier import IRVerifyError, verify
+from commdsl.layout import Blocked, Sliced, choose_blocked
+from commdsl.passes import PassManager
+from commdsl.passes.cache import qualifiers
+from commdsl.target import get_target
+
+ROWS = """
+kernel rows(x: bf16[M, K], y: out e4m3[M, K], s: out f32[M, K / 128])
+  grid(K / 128, M / 16)
+  warps(8)
+{
+  let t = load x[pid.1 * 16 : +16, pid.0 * 128 : +128] CACHE
+  let sc = max(amax(t, axis = 1), 1e-4) / 448.0
+  store y[pid.1 * 16 : +16, pid.0 * 128 : +128] = cast<e4m3>(t / sc[:, None])
+  store s[pid.1 * 16 : +16, pid.0] = sc
+}
+"""
+
+
+def ops_after(source, divisible=None, target="sm_90a"):
+    return [op for op in compile_source(source, emit="llvm", divisible=divisible,
+                                        target=target).ir[0].walk()]
+
+
+def load_op(cache_clause, target="sm_90a"):
+    ops = ops_after(ROWS.replace("CACHE", cache_clause), target=target)
+    return next(op for op in ops if op.name == "load")
+
+
+@pytest.mark.parametrize("clause,expected", [
+    ("", "ld.global"),
+    ("cache(nc)", "ld.global.nc"),
+    ("cache(nc, L1 = no_allocate, L2 = 256B)", "ld.global.nc.L1::no_allocate.L2::256B"),
+    ("cache(cg, nc)", "ld.global.cg.nc"),
+    ("cache(L1 = evict_last, L2 = 128B)", "ld.global.L1::evict_last.L2::128B"),
+    ("cache(volatile, L2 = 64B)", "ld.volatile.global.L2::64B"),
+    ("cache(cs)", "ld.global.cs"),
+])
+def test_cache_clause_becomes_qualifiers(clause, expected):
+    assert load_op(clause).attrs["qualifiers"] == expected
+
+
+@pytest.mark.parametrize("clause,message", [
+    ("cache(volatile, nc)", "'volatile' cannot be combined with 'nc'"),
+    ("cache(cg, L1 = evict_first)", "exclude each other"),
+    ("cache(L2 = evict_first)", "needs sm_100"),
+    ("cache(L1 = keep)", "not an L1 policy"),
+    ("cache(wt)", "does not apply to loads"),
+    ("cache(ca, cg)", "only one cache operator"),
+    ("cache(nc, nc)", "given twice"),
+    ("cache(fast)", "unknown cache option"),
+    ("cache(L1)", "needs a value"),
+])
+def test_illegal_cache_clauses(clause, message):
+    with pytest.raises(CompileError, match=message) as err:
+        load_op(clause)
+    assert err.value.span is not None
+
+
+def test_store_rules_are_checked_on_stores():
+    src = ROWS.replace("CACHE", "").replace("store s[pid.1 * 16 : +16, pid.0] =",
+                                            "store s[pid.1 * 16 : +16, pid.0] cache(L2 = 256B) =")
+    with pytest.raises(CompileError, match="loads only"):
+        compile_source(src, emit="llvm")
+
+
+def test_vector_widths_follow_divisibility():
+    ops = ops_after(ROWS.replace("CACHE", ""))
+    widths = {(op.name, op.operands[0].name): op.attrs["vec"] for op in ops if "vec" in op.attrs}
+    assert widths == {("load", "x"): 8, ("store", "y"): 16, ("store", "s"): 1}
+
+
+def test_unknown_row_length_gives_scalar_accesses():
+    src = "kernel c(x: f32[N, L], y: out f32[N, L]) grid(N) {\n" \
+          "  store y[pid.0, 0 : +64] = load x[pid.0, 0 : +64]\n}\n"
+    vec = [op.attrs["vec"] for op in ops_after(src, divisible={"L": False}) if "vec" in op.attrs]
+    assert vec == [1, 1]
+    vec = [op.attrs["vec"] for op in ops_after(src) if "vec" in op.attrs]
+    assert vec == [4, 4]                      # 16 bytes of f32 once 16 | L is known
+
+
+def test_tile_pass_layouts():
+    ops = ops_after(ROWS.replace("CACHE", ""))
+    load = next(op for op in ops if op.name == "load")
+    assert load.result.type.layout == Blocked(spt=(1, 8), tpw=(2, 16), wpc=(8, 1))
+    reduce = next(op for op in ops if op.name == "reduce")
+    assert reduce.result.type.layout == Sliced(load.result.type.layout, 1)
+
+
+def test_small_tiles_wrap_threads_onto_copies():
+    layout = choose_blocked((1, 128), vec=8, num_warps=4)
+    dims = layout.dims((1, 128))
+    assert dims[1].spt * dims[1].tpw == 128 and not dims[1].wraps
+    assert dims[0].wraps                      # the other lanes and warps hold copies of row 0
+
+
+def test_divide_pass_uses_one_reciprocal_per_divisor():
+    ops = ops_after(ROWS.replace("CACHE", ""))
+    names = [op.name for op in ops]
+    assert names.count("recip") == 1 and names.count("fma") == 2
+    recip = next(op for op in ops if op.name == "recip")
+    assert recip.result.type.shape == (16,)   # taken on the per-row scale, not per element
+    divs = [op for op in ops if op.name == "div"]
+    assert [d.result.type.shape for d in divs] == [(16,)]   # only sc = amax / 448 is left
+
+
+def test_print_after_shows_the_ir_after_that_pass():
+    seen = []
+    compile_source(ROWS.replace("CACHE", ""), emit="llvm", print_after={"cache"},
+                   printer=seen.append)
+    assert len(seen) == 1 and "IR after cache" in seen[0]
+    assert 'qualifiers = "ld.global"' in seen[0] and "vec =" not in seen[0]
+
+
+def test_verifier_runs_after_every_pass(monkeypatch):
+    import commdsl.passes.manager as manager
+
+    def broken(kernel, target):
+        kernel.body.ops.reverse()             # uses before definitions
+        return kernel
+
+    real = manager.get_pass
+    monkeypatch.setattr(manager, "get_pass", lambda n: broken if n == "vectorize" else real(n))
+    kernel = compile_source(ROWS.replace("CACHE", ""), emit="ir").ir[0]
+    with pytest.raises(IRVerifyError, match="after pass 'vectorize'"):
+        PassManager(get_target("sm_90a")).run(kernel)
+
+
+def test_verifier_rejects_mismatched_shapes():
+    block = Block()
+    b = Builder(block)
+    one = b.value("const", [], ScalarType("f32"), value=1.0)
+    t8 = b.value("splat", [one], TileType("f32", (8,)))
+    t4 = b.value("splat", [one], TileType("f32", (4,)))
+    b.value("add", [t8, t4], TileType("f32", (8,)))
+    with pytest.raises(IRVerifyError, match="operand shapes differ"):
+        verify(KernelIR("k", [], [], block))
+
+
+def test_fp8_conversion_needs_sm89():
+    with pytest.raises(CompileError, match="FP8 conversion needs sm_89"):
+        compile_source(ROWS.replace("CACHE", ""), target="sm_80", emit="llvm")
+
+
+@pytest.mark.parametrize("divisible", [True, False])
+def test_f32_rows_assemble(divisible):
+    from commdsl.runtime.ptxas import assemble
+    src = "kernel c(x: f32[N, L], y: out f32[N, L]) grid(N) {\n" \
+          "  store y[pid.0, 0 : +64] = load x[pid.0, 0 : +64]\n}\n"
+    ptx = compile_source(src, divisible={"L": divisible}).ptx
+    assert assemble(ptx, entry="c").report.spill_stores_bytes == 0
