@@ -3,11 +3,24 @@
     import commdsl
     act_quant = commdsl.load("examples/act_quant.cdsl", ROWS=16)
     y, s = act_quant(x)
+
+    best = commdsl.autotune("examples/act_quant.cdsl", (x,))   # times ROWS x WARPS
+    y, s = best.kernel(x)
 """
 from .api import Kernel, load
-from .compiler import compile_file, compile_source
 from .diagnostics import CommdslError, CompileError, LaunchError, ToolError
+from .tune import AutotunedKernel, TuneResult, autotune
 
 __version__ = "0.1.0"
-__all__ = ["Kernel", "load", "compile_file", "compile_source", "CommdslError", "CompileError",
-           "LaunchError", "ToolError", "__version__"]
+__all__ = ["AutotunedKernel", "Kernel", "TuneResult", "autotune", "load", "compile_file",
+           "compile_source", "CommdslError", "CompileError", "LaunchError", "ToolError",
+           "__version__"]
+
+
+def __getattr__(name: str):
+    # The front end loads on first use, so a `load` served by the compile cache never pays
+    # for importing it.
+    if name in ("compile_file", "compile_source"):
+        from . import compiler
+        return getattr(compiler, name)
+    raise AttributeError(f"module 'commdsl' has no attribute '{name}'")

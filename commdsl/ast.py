@@ -65,6 +65,7 @@ class Load(Node):
     tensor: Name
     indices: tuple["Index", ...]
     cache: "CacheClause | None"
+    via: Name | None = None      # `via tma`: an asynchronous bulk copy into shared memory
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,29 @@ class Subscript(Node):
     indices: tuple["Index", ...]
 
 
-Expr = IntLit | FloatLit | Name | Pid | BinOp | Neg | Call | Load | Subscript
+@dataclass(frozen=True)
+class Attribute(Node):
+    """`t.T`: the transpose of a tile (as mma's second operand)."""
+    base: "Expr"
+    name: str
+
+
+@dataclass(frozen=True)
+class PeerRef(Node):
+    """`peer(r).x`: rank r's copy of the symmetric tensor x."""
+    rank: "Expr"
+    tensor: Name
+
+
+@dataclass(frozen=True)
+class Get(Node):
+    """`get peer(r).x[...]`: a tile read from another rank's symmetric tensor."""
+    peer: PeerRef
+    indices: tuple["Index", ...]
+    cache: "CacheClause | None"
+
+
+Expr = IntLit | FloatLit | Name | Pid | BinOp | Neg | Call | Load | Subscript | Attribute | Get
 
 
 # ---- indices -----------------------------------------------------------------------------
@@ -133,7 +156,59 @@ class Store(Node):
     value: Expr
 
 
-Stmt = Let | Store
+@dataclass(frozen=True)
+class Assign(Node):
+    """`acc += x` or `acc = x`: rebinds a `let` name; inside a loop it is carried across
+    iterations."""
+    name: str
+    op: str                      # '=' or '+='
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Range(Node):
+    """`k in lo .. hi step s`."""
+    name: str
+    lo: Expr
+    hi: Expr
+    step: Expr | None
+
+
+@dataclass(frozen=True)
+class For(Node):
+    ranges: tuple[Range, ...]
+    clauses: tuple["KernelAttr", ...]   # pipeline(STAGES), persistent(raster = 8)
+    body: tuple["Stmt", ...]
+
+
+@dataclass(frozen=True)
+class Put(Node):
+    """`put peer(r).x[...] = t`: a tile written into another rank's symmetric tensor."""
+    peer: PeerRef
+    indices: tuple[Index, ...]
+    cache: CacheClause | None
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Signal(Node):
+    """`signal peer(r).flags[i] = v`: a release store at system scope, once per program,
+    after the program's earlier memory accesses."""
+    peer: PeerRef
+    indices: tuple[Index, ...]
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Wait(Node):
+    """`wait flags[i] >= v`: an acquire spin at system scope on this rank's copy, once per
+    program, bounded by the runtime's timeout."""
+    tensor: Name
+    indices: tuple[Index, ...]
+    value: Expr
+
+
+Stmt = Let | Store | Assign | For | Put | Signal | Wait
 
 
 # ---- kernels -----------------------------------------------------------------------------
@@ -152,6 +227,7 @@ class Param(Node):
     dims: tuple[Expr, ...]
     is_out: bool
     quant: Quant | None
+    is_sym: bool = False         # `sym`: allocated on every rank, reachable as peer(r).name
 
 
 @dataclass(frozen=True)

@@ -5,20 +5,29 @@ checks arguments against. Body expressions are checked while irgen lowers them.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from dataclasses import dataclass
 
 from . import ast
 from .diagnostics import CompileError
 from .dims import BinOp, Const, Dim, Sym
-from .dtypes import DTYPES
+from .dtypes import DTYPES, FP8_MAX
 from .spec import QuantGroup, TensorParam
 
 KERNEL_ATTRS = {
     "grid": "grid(X[, Y[, Z]]): how many programs to launch, from sizes and constants",
     "warps": "warps(N): threads per program in warps of 32",
+    "sms": "sms(N): an SM budget: N programs (one CTA each) that loop over the work, e.g. "
+           "'for w in pid.0 .. ITEMS step N'",
 }
-SCALE_DTYPES = ("f32",)
+# Scale formats: one f32 per group, or a power of two stored as its biased exponent (UE8M0).
+SCALE_FORMATS = {
+    "f32": "an f32 per group (DeepSeek-V3's default)",
+    "ue8m0": "a power of two per group, one byte holding the biased exponent (DeepGEMM's UE8M0)",
+}
+SCALE_DTYPES = tuple(SCALE_FORMATS)
+QUANT_OPTIONS = {"format": "format = f32 | ue8m0: how each group's scale is stored"}
 
 
 @dataclass
@@ -30,6 +39,7 @@ class Signature:
     size_symbols: list[str]
     grid: tuple[Dim, ...]
     warps: int | None
+    sms: int | None = None
 
 
 def did_you_mean(name: str, options) -> str:
@@ -46,6 +56,8 @@ def fold_constant(e: ast.Expr, constants: dict, what: str):
     if isinstance(e, ast.Name):
         if e.id in constants:
             return constants[e.id]
+        if e.id in DTYPES:
+            return e.id                # a dtype, for constants such as `const FMT = e4m3`
         raise CompileError(f"{what} must be known at compile time; '{e.id}' is not a constant",
                            e.span, "use a number or a name declared with 'const' or 'tune'")
     if isinstance(e, ast.Neg):
@@ -61,6 +73,21 @@ def fold_constant(e: ast.Expr, constants: dict, what: str):
         return -(-a // b)
     raise CompileError(f"{what} must be known at compile time", e.span,
                        "use numbers, constants, + - * / and cdiv(a, b)")
+
+
+def resolve_dtype(name: str, constants: dict, span) -> str:
+    """A dtype written directly (`e4m3`) or through a constant (`FMT`, set by `-D FMT=e5m2`)."""
+    if name in DTYPES:
+        return name
+    if name in constants:
+        value = constants[name]
+        if isinstance(value, str) and value in DTYPES:
+            return value
+        raise CompileError(f"constant '{name}' = {value!r} is not a dtype", span,
+                           f"dtypes are: {', '.join(DTYPES)}; e.g. -D {name}=e4m3")
+    raise CompileError(f"unknown dtype '{name}'", span,
+                       did_you_mean(name, list(DTYPES) + list(constants)) or
+                       f"dtypes are: {', '.join(DTYPES)}")
 
 
 def _positive_int(e: ast.Expr, constants: dict, what: str) -> int:
@@ -128,6 +155,20 @@ def to_dim(e: ast.Expr, constants: dict, symbols: list[str], allow_new: bool = T
 def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict):
     q = p.quant
     data = tensors[p.name]
+    if data.dtype not in FP8_MAX:
+        raise CompileError(f"'{p.name}' is {data.dtype}, but quant groups describe FP8 data",
+                           p.dtype.span, f"declare it e4m3 or e5m2, e.g. '{p.name}: e4m3[...]'")
+    options = {}
+    for key, value in q.options:
+        if key not in QUANT_OPTIONS:
+            raise CompileError(f"unknown quant option '{key}'", q.span,
+                               did_you_mean(key, QUANT_OPTIONS) or
+                               "; ".join(QUANT_OPTIONS.values()))
+        options[key] = constants.get(value, value)
+    fmt = options.get("format")
+    if fmt is not None and fmt not in SCALE_FORMATS:
+        raise CompileError(f"unknown scale format '{fmt}' for '{p.name}'", q.span,
+                           "formats: " + "; ".join(f"{k}: {v}" for k, v in SCALE_FORMATS.items()))
     group = tuple(_positive_int(g, constants, "a group size") for g in q.group)
     if len(group) != len(data.dims):
         raise CompileError(
@@ -164,8 +205,13 @@ def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict)
         for sd, opts in zip(scale.dims, expected))
     want = ", ".join(str(o[0]) for o in expected)
     if scale.dtype not in SCALE_DTYPES:
-        raise CompileError(f"scale '{scale.name}' of '{p.name}' must be f32, not {scale.dtype}",
-                           None, f"declare it as '{scale.name}: f32[{want}]'")
+        raise CompileError(f"scale '{scale.name}' of '{p.name}' must be f32 or ue8m0, not "
+                           f"{scale.dtype}", None,
+                           f"declare it as '{scale.name}: {fmt or 'f32'}[{want}]'")
+    if fmt is not None and scale.dtype != fmt:
+        raise CompileError(f"'{p.name}' has format = {fmt}, so its scale '{scale.name}' must be "
+                           f"{fmt}, not {scale.dtype}", None,
+                           f"declare it as '{scale.name}: {'out ' * scale.is_out}{fmt}[{want}]'")
     if not ok_shape:
         got = ", ".join(map(str, scale.dims))
         raise CompileError(
@@ -175,7 +221,7 @@ def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict)
     if data.is_out and not scale.is_out:
         raise CompileError(f"'{p.name}' is an output, so its scale '{scale.name}' must be one too",
                            None, f"declare '{scale.name}: out {scale.dtype}[...]'")
-    return QuantGroup(group, scale.name)
+    return QuantGroup(group, scale.name, scale.dtype)
 
 
 def _const_eq(a: Dim, b: Dim) -> bool:
@@ -193,12 +239,13 @@ def check_signature(k: ast.Kernel, overrides: dict) -> Signature:
     for p in k.params:
         if p.name in tensors:
             raise CompileError(f"parameter '{p.name}' is declared twice", p.span)
-        if p.dtype.id not in DTYPES:
-            raise CompileError(f"unknown dtype '{p.dtype.id}'", p.dtype.span,
-                               did_you_mean(p.dtype.id, DTYPES) or
-                               f"dtypes are: {', '.join(DTYPES)}")
+        dt = resolve_dtype(p.dtype.id, constants, p.dtype.span)
         dims = tuple(to_dim(d, constants, symbols) for d in p.dims)
-        tensors[p.name] = TensorParam(p.name, p.dtype.id, dims, p.is_out)
+        if p.is_sym and p.is_out:
+            raise CompileError(f"'{p.name}' cannot be both 'out' and 'sym'", p.span,
+                               "a symmetric buffer belongs to the runtime; write it with "
+                               f"'put peer(rank).{p.name}[...] = ...'")
+        tensors[p.name] = TensorParam(p.name, dt, dims, p.is_out, symmetric=p.is_sym)
         spans[p.name] = p
     for p in k.params:
         if p.quant is not None:
@@ -208,10 +255,9 @@ def check_signature(k: ast.Kernel, overrides: dict) -> Signature:
                 if e.span is None:
                     e.span = spans[p.quant.scale.id].span if p.quant.scale.id in spans else p.span
                 raise
-            tensors[p.name] = TensorParam(p.name, tensors[p.name].dtype, tensors[p.name].dims,
-                                          p.is_out, quant)
+            tensors[p.name] = dataclasses.replace(tensors[p.name], quant=quant)
     grid: tuple[Dim, ...] = (Const(1),)
-    warps = None
+    warps = sms = None
     for a in k.attrs:
         if a.name not in KERNEL_ATTRS:
             raise CompileError(f"unknown kernel annotation '{a.name}'", a.span,
@@ -227,5 +273,17 @@ def check_signature(k: ast.Kernel, overrides: dict) -> Signature:
             warps = _positive_int(a.args[0], constants, "the warp count")
             if warps > 32:
                 raise CompileError(f"{warps} warps is more than a CTA can hold (32)", a.args[0].span)
-    return Signature(k.name, constants, list(tensors.values()), spans, symbols, grid, warps)
+        elif a.name == "sms":
+            if len(a.args) != 1 or a.kwargs:
+                raise CompileError("sms takes one number", a.span, KERNEL_ATTRS["sms"])
+            sms = _positive_int(a.args[0], constants, "the SM budget")
+    if sms is not None:
+        if any(a.name == "grid" for a in k.attrs):
+            raise CompileError("sms(N) launches N programs, so the kernel takes no grid(...)",
+                               next(a for a in k.attrs if a.name == "grid").span,
+                               "drop grid(...) and loop over the work: "
+                               "'for w in pid.0 .. ITEMS step N'")
+        grid = (Const(sms),)
+    return Signature(k.name, constants, list(tensors.values()), spans, symbols, grid, warps,
+                     sms)
 

@@ -11,13 +11,10 @@ from .check import check_signature, did_you_mean
 from .diagnostics import CompileError, Source
 from .ir import KernelIR
 from .ir_printer import print_kernel
-from .spec import KernelSpec
+from .spec import SPECIALIZE_DIVISOR, KernelSpec
 from .target import DEFAULT_TARGET, get_target
 
 STAGES = ("ast", "ir", "llvm", "ptx")
-# The runtime specializes each kernel on which sizes are multiples of this (as Triton does),
-# so accesses along them can be 16-byte vectors.
-SPECIALIZE_DIVISOR = 16
 
 
 @dataclass
@@ -33,6 +30,27 @@ class Compiled:
         return self.text["ptx"]
 
 
+# Compile options: name -> (allowed values, what it does). Each lands in KernelIR.attrs.
+OPTIONS = {
+    "peer_loads": (("nc", "volatile"), "how `get ... cache(nc, ...)` reads another rank's "
+                   "memory: 'nc' keeps the clause (ld.global.nc.L1::no_allocate...), 'volatile' "
+                   "is DeepEP's safe fallback ld.volatile.global; default: nc on sm_90, "
+                   "volatile elsewhere"),
+}
+
+
+def check_options(options: dict) -> dict:
+    for name, value in options.items():
+        if name not in OPTIONS:
+            raise CompileError(f"unknown compile option '{name}'", None,
+                               did_you_mean(name, OPTIONS) or f"options: {', '.join(OPTIONS)}")
+        allowed, what = OPTIONS[name]
+        if value not in allowed:
+            raise CompileError(f"option {name} = {value!r} is not one of {', '.join(allowed)}",
+                               None, what)
+    return dict(options)
+
+
 def _declared(k: ast.Kernel) -> set[str]:
     return {t.name for t in k.tunes} | {c.name for c in k.consts}
 
@@ -40,8 +58,10 @@ def _declared(k: ast.Kernel) -> set[str]:
 def compile_source(text: str, path: str = "<string>", *, constants: dict | None = None,
                    target: str = DEFAULT_TARGET, emit: str = "ptx", kernel: str | None = None,
                    divisible: dict[str, bool] | None = None, print_after: set[str] = frozenset(),
-                   printer=print) -> Compiled:
+                   printer=print, options: dict | None = None) -> Compiled:
     """Compiles every kernel of a .cdsl source (or the one named `kernel`).
+
+    `options` are compile options (OPTIONS), e.g. {"peer_loads": "volatile"}.
 
     `divisible` says, per size symbol, whether it is a multiple of 16; sizes it does not name
     are assumed to be (the CLI's default; the runtime always names them all)."""
@@ -50,6 +70,7 @@ def compile_source(text: str, path: str = "<string>", *, constants: dict | None 
     constants = dict(constants or {})
     try:
         tgt = get_target(target)
+        options = check_options(options or {})
         module = parse(text, path)
         kernels = list(module.kernels)
         if kernel is not None:
@@ -72,6 +93,7 @@ def compile_source(text: str, path: str = "<string>", *, constants: dict | None 
         for k in kernels:
             sig = check_signature(k, {n: v for n, v in constants.items() if n in _declared(k)})
             kir = _lower(sig, k, divisible)
+            kir.attrs.update(options)
             if emit == "ir":
                 irs.append(kir)
                 continue
@@ -80,8 +102,10 @@ def compile_source(text: str, path: str = "<string>", *, constants: dict | None 
             irs.append(kir)
             out.specs.append(KernelSpec(
                 name=k.name, tensors=tuple(sig.tensors), size_symbols=tuple(sig.size_symbols),
-                grid=sig.grid, num_threads=kir.num_threads, shared_bytes=kir.shared_bytes,
-                target=tgt.name, constants=dict(sig.constants), source_path=path))
+                grid=kir.grid, num_threads=kir.num_threads, shared_bytes=kir.shared_bytes,
+                target=tgt.name, constants=dict(sig.constants), source_path=path,
+                comm=bool(kir.attrs.get("comm")) or any(t.symmetric for t in sig.tensors),
+                tensor_maps=tuple(kir.attrs.get("tensor_maps", ()))))
         out.ir = irs
         out.text["ir"] = "".join(print_kernel(k) for k in irs)
         if emit == "ir":

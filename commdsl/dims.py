@@ -64,12 +64,14 @@ class Sym(Dim):
 
 @dataclass(frozen=True)
 class BinOp(Dim):
-    op: str  # '+', '-', '*', '/', 'cdiv'
+    op: str  # '+', '-', '*', '/', 'cdiv', 'min'
     lhs: Dim
     rhs: Dim
 
     def evaluate(self, env):
         a, b = self.lhs.evaluate(env), self.rhs.evaluate(env)
+        if self.op == "min":
+            return min(a, b)
         if self.op == "+":
             return a + b
         if self.op == "-":
@@ -98,13 +100,33 @@ class BinOp(Dim):
         return 1
 
     def __str__(self):
-        if self.op == "cdiv":
-            return f"cdiv({self.lhs}, {self.rhs})"
+        if self.op in ("cdiv", "min"):
+            return f"{self.op}({self.lhs}, {self.rhs})"
         return f"{_paren(self.lhs)} {self.op} {_paren(self.rhs)}"
 
 
 def _paren(d: Dim) -> str:
-    return f"({d})" if isinstance(d, BinOp) and d.op != "cdiv" else str(d)
+    return f"({d})" if isinstance(d, BinOp) and d.op not in ("cdiv", "min") else str(d)
+
+
+@dataclass(frozen=True)
+class SmCount(Dim):
+    """The number of SMs of the device a kernel launches on: a persistent grid's size. The
+    runtime binds it as the size named SM_COUNT."""
+
+    def evaluate(self, env):
+        if SM_COUNT not in env:
+            raise DimError("the SM count is known only when launching on a GPU")
+        return env[SM_COUNT]
+
+    def symbols(self):
+        return set()
+
+    def __str__(self):
+        return "sms"
+
+
+SM_COUNT = "@sms"       # not a valid source name, so no size symbol can take it
 
 
 def divisibility_facts(dims: list[Dim]) -> dict[str, int]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 class DType:
     name: str
     bits: int
-    kind: str            # 'float', 'int', 'uint'
+    kind: str            # 'float', 'int', 'uint', 'scale' (an exponent-only scale format)
     torch_name: str
 
     @property
@@ -26,6 +26,10 @@ class DType:
     @property
     def is_fp8(self) -> bool:
         return self.name in ("e4m3", "e5m2")
+
+    @property
+    def is_int(self) -> bool:
+        return self.kind in ("int", "uint")
 
     def __str__(self):
         return self.name
@@ -43,12 +47,18 @@ _TABLE = [
     DType("i8", 8, "int", "int8"),
     DType("u8", 8, "uint", "uint8"),
     DType("bool", 8, "uint", "bool"),
+    # OCP E8M0 ("UE8M0"): a power-of-two scale, one byte = the biased exponent (2^(b - 127),
+    # 0xFF = NaN). Held in torch.uint8 tensors; torch's uint8 maps back to u8 (listed first).
+    DType("ue8m0", 8, "scale", "uint8"),
 ]
 
 DTYPES: dict[str, DType] = {d.name: d for d in _TABLE}
 
 # Largest finite value of each FP8 format: the saturation bound of the conversion.
 FP8_MAX = {"e4m3": 448.0, "e5m2": 57344.0}
+# Largest finite value of every float format, for `max_finite<T>()`.
+MAX_FINITE = {**FP8_MAX, "bf16": 3.3895313892515355e38, "f16": 65504.0,
+              "f32": 3.4028234663852886e38}
 
 
 def dtype(name: str) -> DType:

@@ -59,6 +59,7 @@ class TensorType(Type):
     dtype: str
     dims: tuple[Dim, ...]
     is_out: bool = False
+    symmetric: bool = False      # on every rank; peer ops reach the other ranks' copies
 
     @property
     def rank(self) -> int:
@@ -66,7 +67,8 @@ class TensorType(Type):
 
     def __str__(self):
         dims = ", ".join(map(str, self.dims))
-        return f"tensor<{self.dtype}[{dims}]{' out' if self.is_out else ''}>"
+        return (f"tensor<{self.dtype}[{dims}]{' out' if self.is_out else ''}"
+                f"{' sym' if self.symmetric else ''}>")
 
 
 # ---- values, ops, blocks -----------------------------------------------------------------

@@ -35,6 +35,8 @@ def print_op(op: Op, names: dict[int, str], indent: str = "  ") -> list[str]:
     lines = [indent + text]
     for b in op.blocks:
         lines[-1] += " {"
+        if b.args:            # block arguments: a loop's induction variable and carried values
+            lines[-1] += " ^(" + ", ".join(f"{_name(a, names)}: {a.type}" for a in b.args) + ")"
         lines += print_block(b, names, indent + "  ")
         lines.append(indent + "}")
     return lines

@@ -5,6 +5,8 @@ A failure here is a compiler bug, not a user mistake: the message names the op a
 from __future__ import annotations
 
 from .ir import Block, KernelIR, Op, ScalarType, TensorType, TileType
+from .ir_async import RULES as ASYNC_RULES
+from .ir_comm import RULES as COMM_RULES
 
 
 class IRVerifyError(Exception):
@@ -57,10 +59,25 @@ def _broadcast(op: Op):
 
 def _reduce(op: Op):
     a, r, axis = op.operands[0].type, op.result.type, op.attrs["axis"]
-    if r.shape != a.shape[:axis] + a.shape[axis + 1:]:
-        _fail(op, f"result shape {r.shape} does not drop axis {axis} of {a.shape}")
+    if not isinstance(a, TileType) or not 0 <= axis < len(a.shape):
+        _fail(op, f"axis {axis} is not an axis of {a}")
+    shape = a.shape[:axis] + a.shape[axis + 1:]
+    if (isinstance(r, ScalarType) and shape) or (isinstance(r, TileType) and r.shape != shape):
+        _fail(op, f"result {r} does not drop axis {axis} of {a.shape} (a scalar when none is "
+              "left)")
     if op.attrs["kind"] not in ("sum", "max", "min", "amax"):
         _fail(op, f"unknown reduction {op.attrs['kind']}")
+
+
+def _transpose(op: Op):
+    a, r = op.operands[0].type, op.result.type
+    if not isinstance(a, TileType) or len(a.shape) != 2 or r.shape != a.shape[::-1]:
+        _fail(op, f"result {r} is not {a} with its two axes swapped")
+    if r.dtype != a.dtype:
+        _fail(op, "changes the dtype")
+    plan = op.attrs.get("smem")
+    if plan is not None and (plan.row_bytes % 16 or plan.swizzle_mask >= plan.row_bytes // 16):
+        _fail(op, f"shared-memory plan {plan} breaks 16-byte rows")
 
 
 def _memory(op: Op):
@@ -75,7 +92,9 @@ def _memory(op: Op):
         _fail(op, "indices must be i32 scalars")
     tile_shape = tuple(s for s in sizes if s is not None)
     value = op.result.type if op.name == "load" else op.operands[-1].type
-    if not isinstance(value, TileType) or value.shape != tile_shape:
+    if isinstance(value, ScalarType) and not tile_shape:
+        pass                                   # one element: a scalar
+    elif not isinstance(value, TileType) or value.shape != tile_shape:
         _fail(op, f"tile shape must be {tile_shape}")
     if value.dtype != tensor.dtype:
         _fail(op, f"tile dtype {value.dtype} differs from tensor dtype {tensor.dtype}")
@@ -91,9 +110,12 @@ _RULES = {
     "expand_dims": _expand_dims,
     "broadcast": _broadcast,
     "reduce": _reduce,
+    "transpose": _transpose,
     "load": _memory,
     "store": _memory,
 }
+_RULES.update(ASYNC_RULES)      # loops, shared memory, barriers, TMA, warpgroups, mma
+_RULES.update(COMM_RULES)       # peer memory, signals, waits
 
 
 def verify(kernel: KernelIR, require_layouts: bool = False) -> None:

@@ -11,6 +11,7 @@ from . import ast
 from .check import Signature, did_you_mean
 from .diagnostics import CompileError, Span
 from .ir import Block, Builder, KernelIR, ScalarType, TensorType, TileType, Value
+from .irgen_comm import BUILTINS as COMM_BUILTINS, CommLowering
 
 REDUCTIONS = {"amax", "sum", "max", "min"}
 FUNCTIONS = {
@@ -19,8 +20,21 @@ FUNCTIONS = {
     "max": "max(a, b) elementwise, or max(t, axis = A)",
     "min": "min(a, b) elementwise, or min(t, axis = A)",
     "abs": "abs(t)",
-    "cast": "cast<e4m3>(t): convert to another dtype (FP8 saturates)",
+    "cast": "cast<e4m3>(t): convert to another dtype (FP8 saturates; cast<ue8m0> rounds a "
+            "scale up to a power of two, cast<f32> of a ue8m0 gives 2^(b - 127))",
     "cdiv": "cdiv(a, b): ceil(a / b) of integers",
+    "transpose": "transpose(t): the 2-D tile t with its axes swapped (moves data through "
+                 "shared memory)",
+    "max_finite": "max_finite<e4m3>(): the largest finite value of a float format (448.0)",
+    "zeros": "zeros(f32, R, C): a tile of zeros (an accumulator)",
+    "mma": "mma(a, b.T): the f32 product of an [M, K] and an [N, K] tile; "
+           "mma(a, b.T, acc) accumulates into acc in the tensor cores",
+}
+LOOP_CLAUSES = {
+    "pipeline": "pipeline(STAGES): overlap the loop's 'via tma' loads with its math through "
+                "STAGES shared-memory buffers",
+    "persistent": "persistent(raster = G): one CTA per SM takes tiles in turn, G tile rows "
+                  "at a time",
 }
 
 
@@ -39,15 +53,17 @@ def _is_narrow_float(dtype: str) -> bool:
 
 
 def _is_int(dtype: str) -> bool:
-    return dtype.startswith(("i", "u"))
+    from .dtypes import DTYPES
+    return DTYPES[dtype].is_int
 
 
-class _Lowering:
-    def __init__(self, sig: Signature):
-        self.sig = sig
+class _Lowering(CommLowering):
+    def __init__(self, sig: Signature, kernel: ast.Kernel):
+        self.sig, self.kernel = sig, kernel
         self.ir = KernelIR(
             name=sig.name,
-            tensors=[Value(TensorType(t.dtype, t.dims, t.is_out), t.name) for t in sig.tensors],
+            tensors=[Value(TensorType(t.dtype, t.dims, t.is_out, t.symmetric), t.name)
+                     for t in sig.tensors],
             sizes=[Value(ScalarType("i32"), s) for s in sig.size_symbols],
             body=Block(), grid=sig.grid)
         self.b = Builder(self.ir.body)
@@ -120,6 +136,8 @@ class _Lowering:
     def expr_Name(self, e: ast.Name):
         if e.id in self.env:
             return self.env[e.id]
+        if e.id in COMM_BUILTINS:
+            return self.comm_builtin(e)
         if e.id in self.tensors:
             raise CompileError(f"'{e.id}' is a tensor in global memory", e.span,
                                f"read a tile of it with 'load {e.id}[start : +length, ...]'")
@@ -156,6 +174,10 @@ class _Lowering:
         return self.binary(name, a, b, e)
 
     def binary(self, name: str, a, b, node) -> Value:
+        for x in (a, b):
+            if isinstance(x, Value) and x.type.dtype == "ue8m0":
+                raise CompileError("ue8m0 values are scales stored as exponents, not numbers",
+                                   node.span, "compute with cast<f32>(...) of them")
         dtype = self.result_dtype(a, b, node)
         if name == "rem" and not _is_int(dtype):
             raise CompileError("'%' is for integers", node.span)
@@ -194,16 +216,27 @@ class _Lowering:
         kwargs = {k.name: k for k in e.kwargs}
         if e.func == "cast":
             return self.call_cast(e)
+        if e.func == "zeros":
+            return self.call_zeros(e)
+        if e.func == "mma":
+            return self.call_mma(e)
+        if e.func == "max_finite":
+            from .dtypes import MAX_FINITE
+            dt = self.type_arg(e, "max_finite<e4m3>()")
+            if dt not in MAX_FINITE or e.args:
+                raise CompileError(f"max_finite<{dt}>() is not defined", e.span,
+                                   FUNCTIONS["max_finite"] + f"; formats: {', '.join(MAX_FINITE)}")
+            return Folded(MAX_FINITE[dt])
+        if e.func == "transpose":
+            return self.call_transpose(e)
         if e.func == "cdiv":
             a, b = (self.expr(x) for x in self.expect_args(e, 2))
             if isinstance(a, Folded) and isinstance(b, Folded):
                 return Folded(-(-a.value // b.value))
             return self.binary("div", self.binary("add", a, self.binary(
                 "sub", b, Folded(1), e), e), b, e)
-        if e.func in REDUCTIONS and "axis" in kwargs:
+        if e.func in REDUCTIONS and ("axis" in kwargs or e.func in ("amax", "sum")):
             return self.call_reduce(e, kwargs)
-        if e.func == "amax" or e.func == "sum":
-            raise CompileError(f"{e.func} needs an axis", e.span, FUNCTIONS[e.func])
         if e.func == "abs":
             (x,) = self.expect_args(e, 1)
             v = self.value(x)
@@ -219,29 +252,110 @@ class _Lowering:
                                FUNCTIONS[e.func])
         return e.args
 
+    def type_arg(self, e: ast.Call, example: str) -> str:
+        """The dtype in `f<T>(...)`, written directly or as a dtype constant."""
+        from .check import resolve_dtype
+        if e.type_arg is None:
+            raise CompileError(f"{e.func} needs a dtype", e.span, f"write {example}")
+        return resolve_dtype(e.type_arg, self.sig.constants, e.span)
+
     def call_cast(self, e: ast.Call):
-        from .dtypes import DTYPES
-        if e.type_arg not in DTYPES:
-            raise CompileError(f"cast to unknown dtype '{e.type_arg}'", e.span,
-                               did_you_mean(str(e.type_arg), DTYPES) or "write cast<e4m3>(x)")
+        dt = self.type_arg(e, "cast<e4m3>(x)")
         (x,) = self.expect_args(e, 1)
-        return self.to_dtype(self.value(x), e.type_arg, e)
+        v = self.value(x)
+        if "ue8m0" in (dt, v.type.dtype) and "f32" not in (dt, v.type.dtype):
+            raise CompileError(f"ue8m0 converts only from and to f32, not {v.type.dtype} to {dt}",
+                               e.span, "go through f32: cast<ue8m0>(cast<f32>(x))")
+        return self.to_dtype(v, dt, e)
+
+    def call_transpose(self, e: ast.Call):
+        (x,) = self.expect_args(e, 1)
+        v = self.value(x)
+        if not isinstance(v.type, TileType) or len(v.type.shape) != 2:
+            raise CompileError("transpose takes a 2-D tile", x.span, FUNCTIONS["transpose"])
+        rows, cols = v.type.shape
+        return self.at(e).value("transpose", [v], TileType(v.type.dtype, (cols, rows)))
+
+    def call_zeros(self, e: ast.Call):
+        from .dtypes import DTYPES
+        if len(e.args) < 2 or not isinstance(e.args[0], ast.Name) or e.args[0].id not in DTYPES:
+            raise CompileError("zeros takes a dtype and the tile's sizes", e.span,
+                               FUNCTIONS["zeros"])
+        shape = []
+        for a in e.args[1:]:
+            n = self.expr(a)
+            if not isinstance(n, Folded) or not n.is_int or n.value <= 0:
+                raise CompileError("a tile's size must be a positive compile-time integer",
+                                   a.span, "use a number or a tune/const name")
+            shape.append(n.value)
+        dtype = e.args[0].id
+        zero = self.const(0 if _is_int(dtype) else 0.0, dtype, e)
+        return self.at(e).value("splat", [zero], TileType(dtype, tuple(shape)))
+
+    def call_mma(self, e: ast.Call):
+        if len(e.args) not in (2, 3):
+            raise CompileError(f"mma takes 2 or 3 arguments, got {len(e.args)}", e.span,
+                               FUNCTIONS["mma"])
+        a_node, b_node = e.args[:2]
+        trans_b = isinstance(b_node, ast.Attribute) and b_node.name == "T"
+        a = self.value(a_node)
+        b = self.value(b_node.base if trans_b else b_node)
+        for v, node in ((a, a_node), (b, b_node)):
+            if not isinstance(v.type, TileType) or len(v.type.shape) != 2:
+                raise CompileError("mma multiplies 2-D tiles", node.span, FUNCTIONS["mma"])
+            if _is_int(v.type.dtype) or v.type.dtype == "f32":
+                raise CompileError(f"mma takes FP8, bf16 or f16 tiles, not {v.type.dtype}",
+                                   node.span, "load the operands in their stored dtype")
+        m, k = a.type.shape
+        n, kb = b.type.shape if trans_b else b.type.shape[::-1]
+        if k != kb:
+            raise CompileError(f"mma operands disagree on K: [{m}, {k}] times "
+                               f"[{', '.join(map(str, b.type.shape))}]{'.T' if trans_b else ''}",
+                               e.span, "b of shape [N, K] goes in as b.T")
+        result = TileType("f32", (m, n))
+        operands = [a, b]
+        if len(e.args) == 3:
+            acc = self.value(e.args[2])
+            if not isinstance(acc.type, TileType) or acc.type.shape != (m, n) \
+                    or acc.type.dtype != "f32":
+                raise CompileError(f"the accumulator must be an f32 [{m}, {n}] tile, "
+                                   f"not {acc.type}", e.args[2].span,
+                                   f"start it with zeros(f32, {m}, {n})")
+            operands.append(acc)
+        return self.at(e).value("mma", operands, result, trans_b=trans_b)
+
+    def expr_Attribute(self, e: ast.Attribute):
+        raise CompileError(f"'.{e.name}' is only supported as mma's second operand", e.span,
+                           "write mma(a, b.T) for a [M, K] times [N, K] product")
 
     def call_reduce(self, e: ast.Call, kwargs):
+        """`amax(t, axis = A)` drops one axis; `amax(t)` reduces every axis to a scalar (the
+        amax of a whole 128 x 128 weight block), one axis after another."""
         (x,) = self.expect_args(e, 1)
         v = self.value(x)
         if not isinstance(v.type, TileType) or not v.type.shape:
             raise CompileError(f"{e.func} reduces a tile, not a scalar", x.span)
-        axis_node = kwargs["axis"].value
-        axis = self.expr(axis_node)
         rank = len(v.type.shape)
-        if not isinstance(axis, Folded) or not axis.is_int or not -rank <= axis.value < rank:
-            raise CompileError(f"axis must be an integer in [0, {rank})", axis_node.span)
-        ax = axis.value % rank
+        if "axis" in kwargs:
+            axis_node = kwargs["axis"].value
+            axis = self.expr(axis_node)
+            if not isinstance(axis, Folded) or not axis.is_int or not -rank <= axis.value < rank:
+                raise CompileError(f"axis must be an integer in [0, {rank})", axis_node.span)
+            axes = [axis.value % rank]
+        else:
+            axes = list(reversed(range(rank)))        # innermost first: within threads
+        if v.type.dtype == "ue8m0":
+            raise CompileError("ue8m0 values are scales, not numbers to reduce", x.span,
+                               "reduce cast<f32>(...) of them")
         if _is_narrow_float(v.type.dtype):
             v = self.to_dtype(v, "f32", e)
-        shape = v.type.shape[:ax] + v.type.shape[ax + 1:]
-        return self.at(e).value("reduce", [v], TileType(v.type.dtype, shape), kind=e.func, axis=ax)
+        kind = e.func
+        for ax in axes:
+            shape = v.type.shape[:ax] + v.type.shape[ax + 1:]
+            rtype = TileType(v.type.dtype, shape) if shape else ScalarType(v.type.dtype)
+            v = self.at(e).value("reduce", [v], rtype, kind=kind, axis=ax)
+            kind = "max" if kind == "amax" else kind         # |.| is taken once
+        return v
 
     def expr_Subscript(self, e: ast.Subscript):
         v = self.value(e.base)
@@ -264,15 +378,33 @@ class _Lowering:
         tensor = self.tensor(e.tensor)
         idx, sizes = self.indices(tensor, e.indices, e)
         shape = tuple(s for s in sizes if s is not None)
-        return self.at(e).value("load", [tensor, *idx], TileType(tensor.type.dtype, shape),
-                                sizes=sizes, **_cache_attrs(e.cache))
+        # Every index a point: one element, a scalar every thread holds (a block's scale).
+        rtype = TileType(tensor.type.dtype, shape) if shape else ScalarType(tensor.type.dtype)
+        via = None
+        if e.via is not None:
+            if e.via.id != "tma":
+                raise CompileError(f"unknown copy engine '{e.via.id}'", e.via.span,
+                                   "write 'via tma' for a bulk tensor copy into shared memory")
+            if e.cache is not None:
+                raise CompileError("a 'via tma' load takes no cache clause", e.cache.span,
+                                   "TMA copies bypass L1; drop the cache(...) clause")
+            via = "tma"
+        return self.at(e).value("load", [tensor, *idx], rtype, sizes=sizes, via=via,
+                                **_cache_attrs(e.cache))
 
-    def tensor(self, name: ast.Name) -> Value:
+    def tensor(self, name: ast.Name, local: bool = True) -> Value:
+        """A tensor parameter; `local`: for load and store, which reach no symmetric tensor
+        (get and put name the rank)."""
         if name.id not in self.tensors:
             raise CompileError(f"'{name.id}' is not a tensor parameter", name.span,
                                did_you_mean(name.id, self.tensors) or
                                f"tensors: {', '.join(self.tensors)}")
-        return self.tensors[name.id]
+        t = self.tensors[name.id]
+        if local and t.type.symmetric:
+            raise CompileError(f"'{name.id}' is symmetric: say whose copy", name.span,
+                               f"read it with 'get peer(rank).{name.id}[...]', write it with "
+                               f"'put peer(rank).{name.id}[...] = ...'")
+        return t
 
     def indices(self, tensor: Value, indices, node):
         rank = tensor.type.rank
@@ -332,12 +464,141 @@ class _Lowering:
             raise CompileError(f"a tile of shape [{', '.join(map(str, vshape))}] does not fit "
                                f"the slice [{', '.join(map(str, shape))}] of '{tensor.name}'",
                                s.value.span, "make the slice lengths match the tile")
-        value = self.broadcast_to(value, shape, s)
+        if shape or isinstance(value.type, TileType):
+            value = self.broadcast_to(value, shape, s)
         self.at(s).op("store", [tensor, *idx, value], [], sizes=sizes, **_cache_attrs(s.cache))
+
+    def stmt_Assign(self, s: ast.Assign):
+        old = self.env.get(s.name)
+        if not isinstance(old, Value):
+            raise CompileError(f"'{s.name}' is not a variable", s.span,
+                               f"declare it first: let {s.name} = ..."
+                               if old is None else "constants cannot change")
+        new = self.expr(s.value)
+        if s.op == "+=":
+            new = self.binary("add", old, new, s)
+        elif isinstance(new, Folded):
+            new = self.materialize(new, old.type.dtype, s.value)
+        if new.type != old.type:
+            raise CompileError(f"'{s.name}' is {old.type}; this assigns {new.type}", s.span,
+                               "a variable keeps its dtype and shape; convert with cast<...>")
+        self.env[s.name] = new
+
+    def stmt_For(self, s: ast.For):
+        for c in s.clauses:
+            if c.name not in LOOP_CLAUSES:
+                raise CompileError(f"unknown loop clause '{c.name}'", c.span,
+                                   did_you_mean(c.name, LOOP_CLAUSES) or
+                                   "clauses: " + "; ".join(LOOP_CLAUSES.values()))
+        clauses = {c.name: c for c in s.clauses}
+        if "persistent" in clauses:
+            return self.persistent_loop(s, clauses)
+        if len(s.ranges) > 1:        # several ranges without a scheduler: nested loops
+            inner = ast.For(s.span, s.ranges[1:], s.clauses, s.body)
+            return self.stmt_For(ast.For(s.span, s.ranges[:1], (), (inner,)))
+        r = s.ranges[0]
+        lo, hi, step = self.range_bounds(r)
+        stages = None
+        if "pipeline" in clauses:
+            c = clauses["pipeline"]
+            if len(c.args) != 1 or c.kwargs:
+                raise CompileError("pipeline takes one number", c.span, LOOP_CLAUSES["pipeline"])
+            stages = self.expr(c.args[0])
+            if not isinstance(stages, Folded) or not stages.is_int or stages.value < 2:
+                raise CompileError("pipeline needs a compile-time stage count of at least 2",
+                                   c.args[0].span, LOOP_CLAUSES["pipeline"])
+            stages = stages.value
+        carried = [n for n in _assigned(s.body) if isinstance(self.env.get(n), Value)]
+        inits = [self.env[n] for n in carried]
+        body = Block(args=[Value(ScalarType("i32"), r.name)] +
+                     [Value(v.type, n) for n, v in zip(carried, inits)])
+        loop = self.at(s).op("for", [lo, hi, step, *inits], [v.type for v in inits],
+                             pipeline=stages)
+        loop.blocks.append(body)
+        outer_env, outer_b = self.env, self.b
+        self.env = dict(outer_env)
+        self.env.update({a.name: a for a in body.args})
+        self.b = Builder(body)
+        for stmt in s.body:
+            getattr(self, "stmt_" + type(stmt).__name__)(stmt)
+        self.at(s).op("yield", [self.env[n] for n in carried], [])
+        self.env, self.b = outer_env, outer_b
+        for n, v in zip(carried, loop.results):
+            v.name = None
+            self.env[n] = v
+
+    def persistent_loop(self, s: ast.For, clauses):
+        c = clauses["persistent"]
+        kwargs = {k.name: k.value for k in c.kwargs}
+        if c.args or set(kwargs) - {"raster"}:
+            raise CompileError("persistent takes only 'raster = G'", c.span,
+                               LOOP_CLAUSES["persistent"])
+        if "pipeline" in clauses:
+            raise CompileError("a persistent loop is not pipelined itself", clauses["pipeline"].span,
+                               "put pipeline(...) on the inner loop over K")
+        if self.b.block is not self.ir.body:
+            raise CompileError("only the kernel's outermost loop can be persistent", c.span,
+                               "move this loop to the top of the kernel body")
+        if any(a.name == "grid" for a in self.kernel.attrs):
+            raise CompileError("a persistent kernel launches one CTA per SM, so it takes no "
+                               "grid(...)", c.span, "drop the grid(...) annotation")
+        if len(s.ranges) > 2:
+            raise CompileError("a persistent loop ranges over one or two tile coordinates",
+                               s.span, "write 'for m0 in 0 .. M step BM, n0 in 0 .. N step BN'")
+        raster = 1
+        if "raster" in kwargs:
+            g = self.expr(kwargs["raster"])
+            if not isinstance(g, Folded) or not g.is_int or g.value < 1:
+                raise CompileError("raster must be a positive compile-time integer",
+                                   kwargs["raster"].span, LOOP_CLAUSES["persistent"])
+            raster = g.value
+        bounds = [self.range_bounds(r) for r in s.ranges]
+        assigned = [n for n in _assigned(s.body) if isinstance(self.env.get(n), Value)]
+        if assigned:
+            raise CompileError(f"the iterations of a persistent loop run on different CTAs, so "
+                               f"it cannot carry '{assigned[0]}' from one to the next", s.span,
+                               f"declare '{assigned[0]}' inside the loop")
+        steps = tuple(self.range_step(r) for r in s.ranges)
+        body = Block(args=[Value(ScalarType("i32"), r.name) for r in s.ranges])
+        loop = self.at(s).op("tiles", [v for lo, hi, _ in bounds for v in (lo, hi)], [],
+                             steps=steps, raster=raster)
+        loop.blocks.append(body)
+        outer_env, outer_b = self.env, self.b
+        self.env = dict(outer_env)
+        self.env.update({a.name: a for a in body.args})
+        self.b = Builder(body)
+        for stmt in s.body:
+            getattr(self, "stmt_" + type(stmt).__name__)(stmt)
+        self.env, self.b = outer_env, outer_b
+
+    def range_step(self, r: ast.Range) -> int:
+        step = Folded(1) if r.step is None else self.expr(r.step)
+        if not isinstance(step, Folded) or not step.is_int or step.value <= 0:
+            raise CompileError("a loop step must be a positive compile-time integer",
+                               (r.step or r).span, "use a number or a tune/const name")
+        return step.value
+
+    def range_bounds(self, r: ast.Range):
+        """(lo, hi, step) of a range as i32 values; the step is a positive constant."""
+        step = self.range_step(r)
+        return (self.index_value(r.lo), self.index_value(r.hi),
+                self.materialize(Folded(step), "i32", r.step or r))
 
     @staticmethod
     def _broadcastable(a, b) -> bool:
         return len(a) == len(b) and all(x in (1, y) for x, y in zip(a, b))
+
+
+def _assigned(body) -> list[str]:
+    """Names a loop body assigns (not counting its own lets), in first-assignment order."""
+    names: list[str] = []
+    for stmt in body:
+        if isinstance(stmt, ast.Assign) and stmt.name not in names:
+            names.append(stmt.name)
+        elif isinstance(stmt, ast.For):
+            names += [n for n in _assigned(stmt.body) if n not in names]
+    local = {stmt.name for stmt in body if isinstance(stmt, ast.Let)}
+    return [n for n in names if n not in local]
 
 
 def _cache_attrs(clause: ast.CacheClause | None) -> dict:
@@ -349,9 +610,10 @@ def _cache_attrs(clause: ast.CacheClause | None) -> dict:
 
 
 def lower(sig: Signature, kernel: ast.Kernel) -> KernelIR:
-    low = _Lowering(sig)
+    low = _Lowering(sig, kernel)
     for s in kernel.body:
         getattr(low, "stmt_" + type(s).__name__)(s)
     low.ir.attrs["warps"] = sig.warps
     low.ir.attrs["span"] = kernel.span
+    low.ir.attrs["quant"] = {t.name: t.quant for t in sig.tensors if t.quant is not None}
     return low.ir

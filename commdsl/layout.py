@@ -3,9 +3,11 @@
 `Blocked` splits every dimension into `spt` contiguous elements per thread, `tpw` threads
 per warp and `wpc` warps per CTA (the innermost dimension varies fastest across lanes), and
 repeats that pattern when the tile is larger. When the tile is smaller than one pattern,
-threads wrap around and hold copies ("replicas"); only the first copy counts in reductions
-and stores. `Sliced` is a Blocked layout with one dimension reduced away: the threads that
-differed only along it hold the same values.
+or a size (48, 80) is not a multiple of it, coordinates past the end wrap around and those
+slots hold copies ("replicas"); only the first copy counts in reductions and stores.
+`Sliced` is a layout with one dimension reduced away: the threads that differed only along
+it hold the same values. A Sliced layout may slice a Sliced one (a block reduced along both
+axes).
 
 A thread's elements are "slots": one per (repeat, element) pair in every dimension, listed
 innermost-fastest, so `spt[-1]` consecutive slots are one vector in memory.
@@ -32,12 +34,13 @@ class DimMap:
 
     @property
     def reps(self) -> int:
-        return max(1, self.size // self.span)
+        return -(-self.size // self.span)
 
     @property
     def wraps(self) -> bool:
-        """Threads past the tile's end hold copies of earlier elements."""
-        return self.span > self.size
+        """Some slots fall past the tile's end and hold copies of earlier elements: threads
+        beyond a small tile, or the last repeat of a size the span does not divide (48, 80)."""
+        return self.span * self.reps != self.size
 
     def offset(self, rep: int, elem: int) -> int:
         """The compile-time part of a slot's coordinate (the thread adds tc * spt)."""
@@ -67,7 +70,7 @@ class Blocked:
 
 @dataclass(frozen=True)
 class Sliced:
-    parent: Blocked
+    parent: "Blocked | Sliced"
     axis: int
 
     def dims(self, shape: tuple[int, ...]) -> list[DimMap]:
@@ -79,6 +82,16 @@ class Sliced:
         """The dimension the threads that hold copies of each value differ along."""
         full = shape[:self.axis] + (1,) + shape[self.axis:]
         return self.parent.dims(full)[self.axis]
+
+    def reduced_dims(self, shape: tuple[int, ...]) -> list[DimMap]:
+        """The reduced dimension of this slice and of every slice it was made from."""
+        full = shape[:self.axis] + (1,) + shape[self.axis:]
+        inner = self.parent.reduced_dims(full) if isinstance(self.parent, Sliced) else []
+        return [self.reduced_dim(shape)] + inner
+
+    @property
+    def root(self) -> Blocked:
+        return self.parent.root if isinstance(self.parent, Sliced) else self.parent
 
     def __str__(self):
         return f"sliced<{self.parent}, axis={self.axis}>"

@@ -14,7 +14,7 @@ from .diagnostics import CompileError, Source, Span
 
 # What the user most likely meant, by the token the parser stumbled on.
 _TOKEN_HINTS = {
-    "RBRACE": "a statement starts with 'let' or 'store'",
+    "RBRACE": "a statement starts with 'let', 'store' or 'for', or assigns a name",
     "EQUAL": "bind a value with 'let NAME = ...' or write through 'store T[...] = ...'",
     "COLON": "a slice is written 'start : +length', e.g. 'pid.0 * 128 : +128'",
     "$END": "the file ended early: close every '(', '[' and '{'",
@@ -55,9 +55,9 @@ class _ToAst(Transformer):
         return tuple(p for p in items if p is not None)
 
     def param(self, meta, items):
-        name, out, dtype, dims, quant = items
+        name, out, sym, dtype, dims, quant = items
         return ast.Param(Span.of(meta), str(name), ast.Name(_span(dtype), str(dtype)), dims,
-                         out is not None, quant)
+                         out is not None, quant, sym is not None)
 
     def quant(self, meta, items):
         group, scale, *opts = items
@@ -96,6 +96,45 @@ class _ToAst(Transformer):
         name, indices, cache, value = items
         return ast.Store(Span.of(meta), ast.Name(_span(name), str(name)), indices, cache, value)
 
+    def add_assign_stmt(self, meta, items):
+        return ast.Assign(Span.of(meta), str(items[0]), "+=", items[1])
+
+    def assign_stmt(self, meta, items):
+        return ast.Assign(Span.of(meta), str(items[0]), "=", items[1])
+
+    def for_stmt(self, meta, items):
+        ranges = tuple(i for i in items if isinstance(i, ast.Range))
+        clauses = tuple(i for i in items if isinstance(i, ast.KernelAttr))
+        return ast.For(Span.of(meta), ranges, clauses, items[-1])
+
+    def loop_range(self, meta, items):
+        name, lo, hi, step = items
+        return ast.Range(Span.of(meta), str(name), lo, hi, step)
+
+    def loop_clause(self, meta, items):
+        name, (args, kwargs) = items
+        return ast.KernelAttr(Span.of(meta), str(name), args, kwargs)
+
+    def put_stmt(self, meta, items):
+        peer, indices, cache, value = items
+        return ast.Put(Span.of(meta), peer, indices, cache, value)
+
+    def signal_stmt(self, meta, items):
+        peer, indices, value = items
+        return ast.Signal(Span.of(meta), peer, indices, value)
+
+    def wait_stmt(self, meta, items):
+        name, indices, value = items
+        return ast.Wait(Span.of(meta), ast.Name(_span(name), str(name)), indices, value)
+
+    def peer_ref(self, meta, items):
+        rank, name = items
+        return ast.PeerRef(Span.of(meta), rank, ast.Name(_span(name), str(name)))
+
+    def get(self, meta, items):
+        peer, indices, cache = items
+        return ast.Get(Span.of(meta), peer, indices, cache)
+
     def indices(self, meta, items):
         return tuple(items)
 
@@ -127,6 +166,9 @@ class _ToAst(Transformer):
     def subscript(self, meta, items):
         return ast.Subscript(Span.of(meta), items[0], items[1])
 
+    def attribute(self, meta, items):
+        return ast.Attribute(Span.of(meta), items[0], str(items[1]))
+
     def int_lit(self, meta, items):
         return ast.IntLit(Span.of(meta), int(items[0]))
 
@@ -153,8 +195,11 @@ class _ToAst(Transformer):
         return ast.KwArg(Span.of(meta), str(items[0]), items[1])
 
     def load(self, meta, items):
-        name, indices, cache = items
-        return ast.Load(Span.of(meta), ast.Name(_span(name), str(name)), indices, cache)
+        name, indices, via, cache = items
+        return ast.Load(Span.of(meta), ast.Name(_span(name), str(name)), indices, cache, via)
+
+    def via(self, meta, items):
+        return ast.Name(Span.of(meta), str(items[0]))
 
     def cache(self, meta, items):
         return ast.CacheClause(Span.of(meta), tuple(items))

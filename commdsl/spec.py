@@ -2,7 +2,9 @@
 
 This is the contract between the compiler and `commdsl.runtime`: the PTX entry takes, in
 order, one `.u64` global pointer per tensor parameter (declaration order), then one `.u32`
-per size symbol in `size_symbols` order.
+per size symbol in `size_symbols` order, and last (after any communication parameters) one
+CUtensorMap by value (`.param .align 64 .b8 [128]`) per entry of `tensor_maps`, which the
+runtime encodes for each call's tensors.
 """
 from __future__ import annotations
 
@@ -10,12 +12,26 @@ from dataclasses import dataclass, field
 
 from .dims import Dim
 
+# The runtime specializes each kernel on which sizes are multiples of this (as Triton does),
+# so accesses along them can be 16-byte vectors.
+SPECIALIZE_DIVISOR = 16
+
+
+# The trailing entry parameters of a communication kernel, in order: this rank, the number of
+# ranks, the call's epoch (every rank's n-th communication launch has the same one), how long a
+# wait may spin (ns), and where a wait that timed out reports (i32[4]: 1, flag index, epoch,
+# value seen).
+COMM_PARAMS = (("rank", "u32"), ("world", "u32"), ("epoch", "u32"), ("timeout_ns", "u64"),
+               ("status", "ptr"))
+
 
 @dataclass(frozen=True)
 class QuantGroup:
-    """`quant(G0 x G1, scale = s)`: one scale in tensor `scale` per G0 x G1 block."""
+    """`quant(G0 x G1, scale = s)`: one scale in tensor `scale` per G0 x G1 block, stored
+    as `format` (the scale's dtype: f32, or ue8m0 for power-of-two scales in one byte)."""
     group: tuple[int, ...]
     scale: str
+    format: str = "f32"
 
 
 @dataclass(frozen=True)
@@ -25,6 +41,18 @@ class TensorParam:
     dims: tuple[Dim, ...]
     is_out: bool = False
     quant: QuantGroup | None = None
+    # `sym`: allocated on every rank (runtime/symmetric.py); the entry takes a pointer to a
+    # table of each rank's base address instead of the tensor's own.
+    symmetric: bool = False
+
+
+@dataclass(frozen=True)
+class TensorMapParam:
+    """A TMA tensor map over a row-major 2-D tensor parameter: `box` = (rows, columns) per
+    copy, landing in shared memory 128B-swizzled (so a box row is at most 128 bytes)."""
+    tensor: str
+    box: tuple[int, int]
+    swizzle: int = 128
 
 
 @dataclass(frozen=True)
@@ -38,6 +66,10 @@ class KernelSpec:
     target: str = "sm_90a"
     constants: dict[str, int | float] = field(default_factory=dict)
     source_path: str = "<string>"
+    # A communication kernel (peer access, signals, waits, rank/world/epoch): after the sizes
+    # its entry takes COMM_PARAMS, which runtime/symmetric.py fills.
+    comm: bool = False
+    tensor_maps: tuple[TensorMapParam, ...] = ()
 
     @property
     def inputs(self) -> tuple[TensorParam, ...]:

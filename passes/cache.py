@@ -7,6 +7,10 @@ with `volatile`; a cache operator (ca/cg/cs, wb/wt) and an L1 eviction priority 
 other; `volatile` takes neither; the L2 prefetch size is for loads only; L2 eviction
 priorities on ld/st and 256-bit accesses need sm_100. Each op gets `qualifiers`, the
 instruction prefix the backend emits, e.g. "ld.global.nc.L1::no_allocate.L2::256B".
+
+Reads of other ranks' memory (`get`) follow the same rules; with the compile option
+`peer_loads = volatile` a `get ... cache(nc, ...)` becomes DeepEP's fallback
+`ld.volatile.global` instead (passes/cache.py is where every qualifier is decided).
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ def _error(op: Op, i: int | None, message: str, hint: str) -> CompileError:
 
 
 def qualifiers(op: Op, target: Target) -> str:
-    is_load = op.name == "load"
+    is_load = op.name in ("load", "get")
     seen: dict[str, tuple[str | None, int]] = {}
     for i, (key, value) in enumerate(op.attrs.get("cache") or ()):
         if key in seen:
@@ -108,8 +112,23 @@ def qualifiers(op: Op, target: Target) -> str:
     return ".".join(parts)
 
 
+# DeepEP's safe spelling of a read of another GPU's memory, for when the non-coherent path
+# is not trusted there (its DISABLE_AGGRESSIVE_PTX_INSTRS): PTX leaves `.nc` on data another
+# agent may write undefined, and only Hopper was found to honour it with L1::no_allocate.
+VOLATILE_PEER_LOAD = "ld.volatile.global"
+
+
+def peer_load_policy(kernel: KernelIR, target: Target) -> str:
+    """The compile option `peer_loads`, by default 'nc' on sm_90 only (as DeepEP's build)."""
+    return kernel.attrs.get("peer_loads") or ("nc" if target.sm == 90 else "volatile")
+
+
 def run(kernel: KernelIR, target: Target) -> KernelIR:
+    policy = peer_load_policy(kernel, target)
     for op in kernel.walk():
-        if op.name in ("load", "store"):
+        if op.name in ("load", "store", "get", "put"):
             op.attrs["qualifiers"] = qualifiers(op, target)
+            nc = any(key == "nc" for key, _ in op.attrs.get("cache") or ())
+            if op.name == "get" and nc and policy == "volatile":
+                op.attrs["qualifiers"] = VOLATILE_PEER_LOAD
     return kernel

@@ -14,10 +14,14 @@ from commdsl.target import Target
 # name -> module in this package; each module has one entry `run(kernel, target) -> kernel`.
 PASS_ORDER = {
     "legalize": "legalize",     # reject what the target cannot do (FP8 conversion, ...)
+    "schedule": "schedule",     # persistent tile loops -> one CTA per SM, rasterized tile order
     "cache": "cache",           # cache(...) clauses -> PTX load/store qualifiers
     "vectorize": "vectorize",   # widest legal vector per global access (16 bytes)
     "divide": "divide",         # x / broadcast(d): one reciprocal per d, exact FMA correction
+    "mma": "mma",               # mma -> wgmma shapes, warpgroups, fragments; fused promotion
+    "pipeline": "pipeline",     # via tma loads -> TMA/mbarrier ring, producer/consumer warpgroups
     "tile": "tile",             # map tiles onto threads: layouts and the CTA size
+    "shared": "shared",         # shared memory of transposes: swizzle with fewest bank conflicts
 }
 
 

@@ -4,7 +4,14 @@ All tiles of one shape share one Blocked layout, so elementwise ops need no data
 Its innermost elements per thread are the narrowest vector any load or store of that shape
 may use (passes/vectorize.py). A reduction's result is the Sliced layout of its operand,
 and `t[:, None]` of such a result takes the parent layout back, which is what makes the
-per-row scale of a quantization group free to broadcast.
+per-row scale of a quantization group free to broadcast. Reducing a Sliced tile again
+slices the slice (a 128 x 128 block's amax: rows, then the column of row maxima); the last
+axis leaves a scalar every thread holds.
+
+A load may take any layout, so one whose value is only broadcast back along an axis (the
+scales of a group, `s[:, None]`) gets the Sliced layout its use wants, and costs no data
+movement. `transpose` gives its result the layout of its own shape; the data moves through
+shared memory (planned by passes/shared.py).
 """
 from __future__ import annotations
 
@@ -16,19 +23,29 @@ from commdsl.target import Target
 DEFAULT_WARPS = 4
 
 
-def _shape_vectors(kernel: KernelIR) -> dict[tuple[int, ...], int]:
-    vec: dict[tuple[int, ...], int] = {}
+def _shape_vectors(kernel: KernelIR, threads: int) -> dict[tuple[int, ...], int]:
+    """Contiguous elements per thread for each tile shape: the widest vector any access of
+    that shape may use, if every thread still gets that many elements (else narrower, down
+    to the narrowest access). Narrower accesses of the shape take several vectors: an FP8
+    tile loaded 16 at a time and stored as bf16 does two 16-byte stores per load."""
+    widths: dict[tuple[int, ...], set[int]] = {}
     for op in kernel.walk():
-        if op.name in ("load", "store"):
-            tile = op.result.type if op.name == "load" else op.operands[-1].type
-            if tile.shape:
-                vec[tile.shape] = min(vec.get(tile.shape, 16), op.attrs["vec"])
+        if op.name in ("load", "store", "get", "put"):
+            tile = op.result.type if op.name in ("load", "get") else op.operands[-1].type
+            if isinstance(tile, TileType) and tile.shape:
+                widths.setdefault(tile.shape, set()).add(op.attrs["vec"])
+    vec = {}
+    for shape, ws in widths.items():
+        numel = 1
+        for n in shape:
+            numel *= n
+        vec[shape] = max([min(ws)] + [w for w in ws if numel // w >= threads])
     return vec
 
 
 def run(kernel: KernelIR, target: Target) -> KernelIR:
     warps = kernel.attrs.get("warps") or DEFAULT_WARPS
-    vectors = _shape_vectors(kernel)
+    vectors = _shape_vectors(kernel, 32 * warps)
     by_shape: dict[tuple[int, ...], Blocked] = {}
     splats = {op.result.id for op in kernel.walk() if op.name == "splat"}
 
@@ -37,20 +54,110 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
             by_shape[shape] = choose_blocked(shape, vectors.get(shape, 1), warps)
         return by_shape[shape]
 
+    wanted = _wanted_layouts(kernel, blocked)
+    gathers = _gather_layouts(kernel, blocked)
+    wanted.update(gathers)
     for op in kernel.walk():
+        if op.name == "for":
+            _carry_layouts(op)
         for r in op.results:
             t = r.type
-            if not isinstance(t, TileType):
+            if not isinstance(t, TileType) or t.layout is not None:   # e.g. an mma fragment
                 continue
             layout = blocked(t.shape)
             if op.name == "reduce":
                 layout = Sliced(op.operands[0].type.layout, op.attrs["axis"])
+            elif op.name == "load" and r.id in wanted:
+                layout = wanted[r.id]
             elif op.name in ("expand_dims", "broadcast", "convert", "abs", "neg", "recip") or (
                     op.name in ("add", "sub", "mul", "div", "rem", "max", "min", "fma")):
                 layout = _propagated(op, layout, splats)
             r.type = t.with_layout(layout)
-    kernel.num_threads = 32 * warps
+    for op in kernel.walk():
+        for v in op.operands:
+            if v.id in gathers and v.type.layout != gathers[v.id]:
+                raise CompileError("the row indices (and ranks) of a gather must come straight "
+                                   "from a load", op.loc, "write the load inside the get, e.g. "
+                                   "get peer(load src[i : +R]).x[load row[i : +R], c : +C]")
+    kernel.num_threads = kernel.num_threads or 32 * warps    # warp-specialized: set already
     return kernel
+
+
+def _carry_layouts(loop) -> None:
+    """A loop's carried tiles (block arguments and results) keep their initial value's
+    layout, so `acc += t` inside the loop needs no data movement; ones a pass placed
+    already (an mma accumulator) keep theirs."""
+    body = loop.blocks[0]
+    for init, arg, result in zip(loop.operands[3:], body.args[1:], loop.results):
+        layout = getattr(init.type, "layout", None)
+        for v in (arg, result):
+            if isinstance(v.type, TileType) and v.type.layout is None and layout is not None:
+                v.type = v.type.with_layout(layout)
+
+
+def _gather_layouts(kernel: KernelIR, blocked) -> dict[int, object]:
+    """The index tiles of gathers (get/put with `gather`) and their per-row ranks: value id
+    -> the tile's layout with every other axis sliced away, so each thread holds the row
+    number (and rank) of exactly the rows it moves."""
+    out: dict[int, object] = {}
+    for op in kernel.walk():
+        if op.name not in ("get", "put") or not op.attrs["gather"]:
+            continue
+        tensor = op.operands[0].type
+        tile = op.result.type if op.name == "get" else op.operands[-1].type
+        dim = op.attrs["gather"][0]
+        axis = sum(1 for s in op.attrs["sizes"][:dim] if s is not None)  # its axis in the tile
+        layout = blocked(tile.shape)
+        for other in reversed(range(len(tile.shape))):
+            if other != axis:
+                layout = Sliced(layout, other)
+        for v in (op.operands[1 + dim], op.operands[1 + tensor.rank]):
+            if isinstance(v.type, TileType):
+                if out.get(v.id, layout) != layout:
+                    raise CompileError("one index tile gathers two tiles that threads hold "
+                                       "differently", op.loc, "load the indices again for this "
+                                       "get: write the load inside it")
+                out[v.id] = layout
+    return out
+
+
+# Ops whose result keeps its operand's layout element for element.
+_UNARY = ("convert", "abs", "neg", "recip")
+
+
+def _wanted_layouts(kernel: KernelIR, blocked) -> dict[int, object]:
+    """Loaded values whose every use broadcasts them back along one axis (through unary
+    elementwise ops, `[:, None]` and the broadcast): value id -> the Sliced layout of the
+    broadcast's shape along that axis, so the broadcast needs no data movement."""
+    users: dict[int, list] = {}
+    for op in kernel.walk():
+        for o in op.operands:
+            users.setdefault(o.id, []).append(op)
+
+    def want(v, depth=0):
+        found = set()
+        for use in users.get(v.id, []):
+            if use.name in _UNARY and depth < 8:
+                w = want(use.result, depth + 1)
+            elif use.name == "expand_dims":
+                after = [u for u in users.get(use.result.id, []) if u.name == "broadcast"]
+                w = {Sliced(blocked(u.result.type.shape), use.attrs["axis"]) for u in after}
+                w = next(iter(w)) if len(w) == 1 and len(after) == len(
+                    users.get(use.result.id, [])) else None
+            else:
+                w = None
+            if w is None:
+                return None
+            found.add(w)
+        return found.pop() if len(found) == 1 else None
+
+    out = {}
+    for op in kernel.walk():
+        if op.name == "load" and isinstance(op.result.type, TileType):
+            w = want(op.result)
+            if w is not None:
+                out[op.result.id] = w
+    return out
 
 
 def _propagated(op, default, splats: set[int]):

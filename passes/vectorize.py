@@ -67,7 +67,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     facts = size_facts(kernel)
     known = _divisibility(kernel, facts)
     for op in kernel.walk():
-        if op.name in ("load", "store"):
+        if op.name in ("load", "store", "get", "put"):
             tensor = op.operands[0]
             start = op.operands[tensor.type.rank]       # index of the innermost dimension
             op.attrs["vec"] = vector_width(tensor, known.get(start.id, 1),

@@ -27,19 +27,18 @@ def access_registers(nbytes: int) -> tuple[int, ir.IntType]:
 
 
 def global_load(b: ir.IRBuilder, qualifiers: str, nbytes: int, address, predicate) -> list:
-    """`@p ld<qualifiers>.v4.b32 {...}, [addr]`, the registers zeroed where `p` is false."""
+    """`@p ld<qualifiers>.v4.b32 {...}, [addr]`, the registers zeroed where `p` is false.
+    The predicate is an i1 passed as a `.pred` register (constraint "b")."""
     suffix, n, ty, c = _WIDTHS[nbytes]
     regs = ", ".join(f"${i}" for i in range(n))
     zero = " ".join(f"mov.b{ty.width} ${i}, 0;" for i in range(n))
-    text = (f"{{ .reg .pred p; setp.ne.b32 p, ${n + 1}, 0; {zero} "
-            f"@p {qualifiers}{suffix} {{{regs}}}, [${n}]; }}"
+    text = (f"{{ {zero} @${n + 1} {qualifiers}{suffix} {{{regs}}}, [${n}]; }}"
             if n > 1 else
-            f"{{ .reg .pred p; setp.ne.b32 p, ${n + 1}, 0; {zero} "
-            f"@p {qualifiers}{suffix} $0, [${n}]; }}")
+            f"{{ {zero} @${n + 1} {qualifiers}{suffix} $0, [${n}]; }}")
     ret = ir.LiteralStructType([ty] * n) if n > 1 else ty
-    fn = ir.FunctionType(ret, [GLOBAL_PTR, I32])
-    asm = ir.InlineAsm(fn, text, ",".join([f"=&{c}"] * n + ["l", "r"]), side_effect=True)
-    out = b.call(asm, [address, b.zext(predicate, I32)])
+    fn = ir.FunctionType(ret, [GLOBAL_PTR, I1])
+    asm = ir.InlineAsm(fn, text, ",".join([f"=&{c}"] * n + ["l", "b"]), side_effect=True)
+    out = b.call(asm, [address, predicate])
     return [b.extract_value(out, i) for i in range(n)] if n > 1 else [out]
 
 
@@ -47,11 +46,10 @@ def global_store(b: ir.IRBuilder, qualifiers: str, nbytes: int, address, words: 
     suffix, n, ty, c = _WIDTHS[nbytes]
     regs = ", ".join(f"${i + 1}" for i in range(n))
     vals = f"{{{regs}}}" if n > 1 else "$1"
-    text = (f"{{ .reg .pred p; setp.ne.b32 p, ${n + 1}, 0; "
-            f"@p {qualifiers}{suffix} [$0], {vals}; }}")
-    fn = ir.FunctionType(ir.VoidType(), [GLOBAL_PTR] + [ty] * n + [I32])
-    asm = ir.InlineAsm(fn, text, ",".join(["l"] + [c] * n + ["r"]), side_effect=True)
-    b.call(asm, [address, *words, b.zext(predicate, I32)])
+    text = f"@${n + 1} {qualifiers}{suffix} [$0], {vals};"
+    fn = ir.FunctionType(ir.VoidType(), [GLOBAL_PTR] + [ty] * n + [I1])
+    asm = ir.InlineAsm(fn, text, ",".join(["l"] + [c] * n + ["b"]), side_effect=True)
+    b.call(asm, [address, *words, predicate])
 
 
 def fp8x2_from_f32(b: ir.IRBuilder, fmt: str, hi, lo):

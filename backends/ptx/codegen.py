@@ -6,17 +6,21 @@ as i8) and are only converted, never computed on: irgen already promoted arithme
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from llvmlite import ir
 
 from commdsl.dims import BinOp, Const, Dim, Sym
+from commdsl.fragments import FragmentDim
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import KernelIR, Op, ScalarType, TileType, Value
+from commdsl.ir_comm import PEER_OPS
 from commdsl.layout import DimMap, Sliced, slots
 from commdsl.target import Target
 
-from . import asm
+from . import asm, sm90
+from .comm import CommCodegen, comm_param_types
 from .asm import F32, GLOBAL_PTR, I1, I8, I16, I32, I64
 
 _REG = {"f32": F32, "bf16": I16, "f16": I16, "e4m3": I8, "e5m2": I8,
@@ -36,12 +40,19 @@ class Tile:
     layout: object
 
 
-class KernelCodegen:
+class KernelCodegen(CommCodegen):
     def __init__(self, kernel: KernelIR, target: Target, module: ir.Module):
         self.k, self.target, self.module = kernel, target, module
-        params = [GLOBAL_PTR] * len(kernel.tensors) + [I32] * len(kernel.sizes)
+        maps = kernel.attrs.get("tensor_maps", ())
+        params = ([GLOBAL_PTR] * len(kernel.tensors) + [I32] * len(kernel.sizes) +
+                  comm_param_types(kernel) + [sm90.TENSOR_MAP] * len(maps))
         self.fn = ir.Function(module, ir.FunctionType(ir.VoidType(), params), name=kernel.name)
         self.fn.calling_convention = "ptx_kernel"
+        # CUtensorMaps by value, last; emit_module marks them grid constants (used in place).
+        self.tensor_maps = list(self.fn.args[len(params) - len(maps):])
+        for arg in self.tensor_maps:
+            arg.add_attribute("byval")
+            arg.attributes.align = 64
         for arg, v in zip(self.fn.args, kernel.tensors + kernel.sizes):
             arg.name = v.name
             if v in kernel.tensors:
@@ -51,8 +62,9 @@ class KernelCodegen:
         for arg, v in zip(self.fn.args, kernel.tensors + kernel.sizes):
             self.vals[v.id] = arg
         self._sizes = {v.name: arg for v, arg in zip(kernel.sizes, self.fn.args[len(kernel.tensors):])}
+        self.bind_comm_params(self.fn.args[len(kernel.tensors) + len(kernel.sizes):])
         self._coords: dict = {}
-        tid = self.special("tid.x")
+        tid = self._tid = self.special("tid.x")
         self.lane = self.b.and_(tid, ir.Constant(I32, 31), name="lane")
         self.warp = self.b.lshr(tid, ir.Constant(I32, 5), name="warp")
         self._smem_count = 0
@@ -94,7 +106,13 @@ class KernelCodegen:
         """This thread's position along one dimension, in units of `spt` elements."""
         key = (m.tpw, m.wpc, m.lane_stride, m.warp_stride)
         if key not in self._coords:
+            # Cached for the whole kernel, so computed in the entry block, which dominates
+            # every use (a first use may sit inside a loop body).
+            entry = self.fn.entry_basic_block
             b = self.b
+            if b.block is not entry:       # (a second builder at the entry's end would
+                b = ir.IRBuilder(entry)    # leave self.b's insertion point stale)
+                b.position_before(entry.terminator)
             lane = b.urem(b.udiv(self.lane, self.i32(m.lane_stride)), self.i32(m.tpw))
             warp = b.urem(b.udiv(self.warp, self.i32(m.warp_stride)), self.i32(m.wpc))
             self._coords[key] = b.add(b.mul(warp, self.i32(m.tpw)), lane)
@@ -103,6 +121,8 @@ class KernelCodegen:
     def coord(self, m: DimMap, rep: int, elem: int):
         """(coordinate, is-first-copy) of one slot along one dimension."""
         b = self.b
+        if isinstance(m, FragmentDim):          # an mma accumulator: lanes are not linear
+            return sm90.fragment_coord(self, m, rep, elem), None
         raw = b.add(b.mul(self.thread_coord(m), self.i32(m.spt)), self.i32(m.offset(rep, elem)))
         if not m.wraps:
             return raw, None
@@ -112,8 +132,8 @@ class KernelCodegen:
         """True in the one thread whose copy of this slot counts (None: every copy counts)."""
         flags = [self.coord(m, r, e)[1] for m, (r, e) in zip(tile.dims, slot)]
         if isinstance(tile.layout, Sliced):
-            m = tile.layout.reduced_dim(tuple(d.size for d in tile.dims))
-            flags.append(self.coord(m, 0, 0)[1])
+            for m in tile.layout.reduced_dims(tuple(d.size for d in tile.dims)):
+                flags.append(self.coord(m, 0, 0)[1])
         return self.all_of([f for f in flags if f is not None])
 
     def all_of(self, flags):
@@ -133,10 +153,21 @@ class KernelCodegen:
     # ---- ops ---------------------------------------------------------------------------
 
     def run(self):
-        for op in self.k.body.ops:
-            getattr(self, "op_" + op.name)(op)
+        self.emit_block(self.k.body)
         self.b.ret_void()
         return self.fn
+
+    def emit_block(self, block) -> list:
+        """Emits a block's ops; returns the values its `yield` gives (loop bodies)."""
+        for op in block.ops:
+            if op.name == "yield":
+                return [self.vals[v.id] for v in op.operands]
+            emit = sm90.EMITTERS.get(op.name)
+            if emit is not None:
+                emit(self, op)
+            else:
+                getattr(self, "op_" + op.name)(op)
+        return []
 
     def op_const(self, op: Op):
         t = reg_type(op.result.type.dtype)
@@ -229,6 +260,8 @@ class KernelCodegen:
         if src != "f32" and dst != "f32" and (dtype_info(src).is_float or dtype_info(dst).is_float):
             return self.convert(self.convert(regs, src, "f32"), "f32", dst)
         if src == "f32":
+            if dst == "ue8m0":
+                return [self.ue8m0_from_f32(r) for r in regs]
             if dst in ("e4m3", "e5m2"):
                 out = []
                 padded = regs + [ir.Constant(F32, 0.0)] * (len(regs) % 2)
@@ -246,12 +279,129 @@ class KernelCodegen:
                 return [b.bitcast(b.shl(b.zext(r, I32), ir.Constant(I32, 16)), F32) for r in regs]
             if src == "f16":
                 return [asm.f32_from_f16(b, r) for r in regs]
+            if src == "ue8m0":
+                return [self.f32_from_ue8m0(r) for r in regs]
             if src in ("e4m3", "e5m2"):
-                halves = [asm.f16x2_from_fp8x2(b, src, b.zext(r, I16)) for r in regs]
-                return [asm.f32_from_f16(b, b.trunc(h, I16)) for h in halves]
+                # Two bytes per conversion: (hi << 8 | lo) -> f16x2 -> two f32, exactly.
+                out = []
+                for i in range(0, len(regs), 2):
+                    lo = b.zext(regs[i], I16)
+                    pair = (b.or_(lo, b.shl(b.zext(regs[i + 1], I16), ir.Constant(I16, 8)))
+                            if i + 1 < len(regs) else lo)
+                    h = asm.f16x2_from_fp8x2(b, src, pair)
+                    out.append(asm.f32_from_f16(b, b.trunc(h, I16)))
+                    out.append(asm.f32_from_f16(b, b.trunc(b.lshr(h, ir.Constant(I32, 16)), I16)))
+                return out[:len(regs)]
             return [b.sitofp(r, F32) for r in regs]
         return [b.sext(r, reg_type(dst)) if reg_type(dst).width > r.type.width
                 else b.trunc(r, reg_type(dst)) for r in regs]
+
+    def ue8m0_from_f32(self, x):
+        """The biased exponent of the smallest power of two >= |x| (DeepGEMM's ceil_to_ue8m0
+        on the bits): exponent + (mantissa != 0), at most 0xFF (NaN; also for inf and NaN)."""
+        b = self.b
+        bits = b.bitcast(x, I32)
+        exp = b.and_(b.lshr(bits, ir.Constant(I32, 23)), ir.Constant(I32, 0xFF))
+        frac = b.and_(bits, ir.Constant(I32, 0x7FFFFF))
+        up = b.add(exp, b.zext(b.icmp_unsigned("!=", frac, ir.Constant(I32, 0)), I32))
+        up = b.select(b.icmp_unsigned(">", up, ir.Constant(I32, 0xFF)), ir.Constant(I32, 0xFF), up)
+        return b.trunc(up, I8)
+
+    def f32_from_ue8m0(self, byte):
+        """2^(byte - 127): the byte as an f32 exponent field; 0 is 2^-127 (a subnormal),
+        0xFF is NaN."""
+        b = self.b
+        e = b.zext(byte, I32)
+        bits = b.shl(e, ir.Constant(I32, 23))
+        bits = b.select(b.icmp_unsigned("==", e, ir.Constant(I32, 0)),
+                        ir.Constant(I32, 0x400000), bits)
+        bits = b.select(b.icmp_unsigned("==", e, ir.Constant(I32, 0xFF)),
+                        ir.Constant(I32, 0x7FC00000), bits)
+        return b.bitcast(bits, F32)
+
+    # ---- data movement between threads ------------------------------------------------------
+
+    def op_transpose(self, op: Op):
+        """Through shared memory, as passes/shared.py planned: every thread writes its
+        elements at their transposed place, a barrier, then every thread reads its slots of
+        the result, up to 16 bytes per read."""
+        from commdsl.passes.shared import lane_coords, read_vector
+        b, plan = self.b, op.attrs["smem"]
+        src, out_t = self.tile(op.operands[0]), op.result.type
+        smem = ir.GlobalVariable(self.module, ir.ArrayType(I8, plan.bytes),
+                                 f"{self.k.name}_transpose_smem{self._smem_count}", addrspace=3)
+        self._smem_count += 1
+        smem.linkage, smem.align = "internal", 16
+        smem.initializer = ir.Constant(smem.value_type, ir.Undefined)
+        e = plan.elem_bytes
+        rt = reg_type(out_t.dtype)
+
+        def address(r, c):
+            """Byte offset of result element (r, c) under the plan's swizzle."""
+            byte = b.mul(c, self.i32(e)) if e > 1 else c
+            chunk = b.lshr(byte, self.i32(4))
+            if plan.swizzle_mask:
+                chunk = b.xor(chunk, b.and_(b.lshr(r, self.i32(plan.swizzle_shift)),
+                                             self.i32(plan.swizzle_mask)))
+            off = b.add(b.mul(r, self.i32(plan.row_bytes)), b.shl(chunk, self.i32(4)))
+            off = b.add(off, b.and_(byte, self.i32(15)))
+            return b.gep(smem, [self.i32(0), off])
+
+        src_slots = slots(src.dims)
+        nthreads = self.k.num_threads
+        write_at = self._smem_addresses(
+            plan, [[(c[1], c[0]) for c in coords] for coords in
+                   zip(*(lane_coords(src.layout, op.operands[0].type.shape, t % 32, t // 32)
+                         for t in range(nthreads)))],
+            lambda i: tuple(self.coord(m, r, el)[0] for m, (r, el) in zip(src.dims, src_slots[i]))[::-1],
+            address)
+        for i, reg in enumerate(src.regs):
+            val = b.bitcast(reg, I32) if rt == F32 else reg
+            b.store(val, write_at(i), align=e)
+        asm.barrier(b)
+        dims = out_t.layout.dims(out_t.shape)
+        vec = read_vector(out_t, e)
+        nwords, wt = asm.access_registers(vec * e)
+        vty = ir.VectorType(wt, nwords) if nwords > 1 else wt
+        all_slots = slots(dims)
+        firsts = list(range(0, len(all_slots), vec))
+        read_at = self._smem_addresses(
+            plan, [list(coords) for coords in
+                   zip(*(lane_coords(out_t.layout, out_t.shape, t % 32, t // 32)
+                         for t in range(nthreads)))][::vec],
+            lambda i: tuple(self.coord(m, rr, el)[0] for m, (rr, el) in zip(dims, all_slots[firsts[i]])),
+            address)
+        regs = []
+        for i in range(len(firsts)):
+            loaded = b.load(read_at(i), typ=vty, align=vec * e)
+            words = ([b.extract_element(loaded, self.i32(w)) for w in range(nwords)]
+                     if nwords > 1 else [loaded])
+            regs += self.unpack(words, out_t.dtype, vec)
+        self.vals[op.result.id] = self.new_tile(out_t, regs)
+
+    def _smem_addresses(self, plan, coords_by_access, coords_of, address):
+        """Addresses of a sequence of shared-memory accesses. `coords_by_access[i]` lists the
+        (row, col) each thread touches in access i. An access whose address differs from an
+        earlier one's by the same constant in every thread reuses that address plus an
+        immediate offset (`st.shared [%rd+128]`); only the others compute a swizzled address."""
+        anchors: list[tuple[int, list[int], object]] = []
+        out = {}
+        for i, coords in enumerate(coords_by_access):
+            addrs = [plan.address(r, c) for r, c in coords]
+            for a_i, a_addrs, a_ptr in anchors:
+                delta = addrs[0] - a_addrs[0]
+                if all(x - y == delta for x, y in zip(addrs, a_addrs)):
+                    out[i] = (a_ptr, delta)
+                    break
+            else:
+                ptr = address(*coords_of(i))
+                anchors.append((i, addrs, ptr))
+                out[i] = (ptr, 0)
+
+        def at(i):
+            ptr, delta = out[i]
+            return self.b.gep(ptr, [self.i32(delta)], source_etype=I8) if delta else ptr
+        return at
 
     # ---- reductions ----------------------------------------------------------------------
 
@@ -272,13 +422,16 @@ class KernelCodegen:
             key = slot[:axis] + slot[axis + 1:]
             groups[key] = reg if key not in groups else combine(groups[key], reg)
         out_t = op.result.type
-        out_dims = out_t.layout.dims(out_t.shape)
-        regs = [groups[s] for s in slots(out_dims)]
+        if isinstance(out_t, TileType):
+            regs = [groups[s] for s in slots(out_t.layout.dims(out_t.shape))]
+        else:
+            regs = [groups[()]]                                    # a scalar: all threads
         for k in range(m.tpw.bit_length() - 1):                   # lanes along the axis
             regs = [combine(r, self.shuffle(r, m.lane_stride << k)) for r in regs]
         if m.wpc > 1:
             regs = self.reduce_across_warps(regs, m, combine)
-        self.vals[op.result.id] = self.new_tile(out_t, regs)
+        self.vals[op.result.id] = (self.new_tile(out_t, regs) if isinstance(out_t, TileType)
+                                   else regs[0])
 
     def _combiner(self, kind, is_float):
         if kind == "sum":
@@ -301,7 +454,7 @@ class KernelCodegen:
         nwarps = self.k.num_threads // 32
         ty = regs[0].type
         smem = ir.GlobalVariable(self.module, ir.ArrayType(ty, len(regs) * nwarps * 32),
-                                 f"reduce_smem{self._smem_count}", addrspace=3)
+                                 f"{self.k.name}_reduce_smem{self._smem_count}", addrspace=3)
         self._smem_count += 1
         smem.linkage, smem.align = "internal", 16
         smem.initializer = ir.Constant(smem.value_type, ir.Undefined)
@@ -341,27 +494,39 @@ class KernelCodegen:
             acc = b.mul(acc, self.dim_value(d))
         bounds = [b.trunc(self.dim_value(d), I32) if not isinstance(d, Const) else self.i32(d.value)
                   for d in dims]
-        tdims = tile_t.layout.dims(tile_t.shape) if tile_t.shape else []
+        tdims = tile_t.layout.dims(tile_t.shape) if isinstance(tile_t, TileType) else []
         tile_axis = {}
         for d, s in enumerate(sizes):
             if s is not None:
                 tile_axis[d] = len(tile_axis)
         all_slots = slots(tdims)
-        vec = tdims[-1].spt if tdims and sizes[-1] is not None else 1
+        # The thread's run of contiguous elements, split into the accesses vectorize allowed.
+        vec = math.gcd(tdims[-1].spt, op.attrs.get("vec", 1)) if tdims and sizes[-1] is not None else 1
         esize = dtype_info(tensor.type.dtype).bytes
         base = self.vals[tensor.id]
+        # get/put reach another rank's copy (backends/ptx/comm.py), maybe a rank per row.
+        base_of = self.peer_bases(op) if op.name in PEER_OPS else (lambda slot: base)
+        gathered = {d: self.gather_lookup(op, starts[d]) for d in op.attrs.get("gather", ())}
         for first in range(0, len(all_slots), vec):
             slot = all_slots[first]
             offset, ok = ir.Constant(I64, 0), []
             for d in range(len(dims)):
                 pos = starts[d]
-                if d in tile_axis:
+                if d in gathered:                 # this slot's row number, from the index tile
+                    pos = gathered[d](slot)
+                elif d in tile_axis:
                     a = tile_axis[d]
                     c, _ = self.coord(tdims[a], *slot[a])
                     pos = b.add(pos, c)
                 ok.append(b.icmp_unsigned("<", pos, bounds[d]))
                 offset = b.add(offset, b.mul(b.sext(pos, I64), strides[d]))
-            addr = b.gep(base, [b.mul(offset, ir.Constant(I64, esize))], source_etype=I8)
+            if op.name == "get" and tdims:
+                # Only the first copy of a replicated slot reads: each would cross NVLink.
+                first_copy = self.first_copy(Tile([], tdims, tile_t.layout), slot)
+                if first_copy is not None:
+                    ok.append(first_copy)
+            addr = b.gep(base_of(slot), [b.mul(offset, ir.Constant(I64, esize))],
+                         source_etype=I8)
             yield addr, self.all_of(ok) or ir.Constant(I1, 1), list(range(first, first + vec)), vec
 
     def op_load(self, op: Op):
@@ -371,17 +536,19 @@ class KernelCodegen:
         for addr, ok, _, vec in self._access(op, t):
             words = asm.global_load(self.b, op.attrs["qualifiers"], vec * esize, addr, ok)
             regs += self.unpack(words, t.dtype, vec)
-        self.vals[op.result.id] = self.new_tile(t, regs) if t.shape else regs[0]
+        self.vals[op.result.id] = self.new_tile(t, regs) if isinstance(t, TileType) else regs[0]
 
     def op_store(self, op: Op):
         value = op.operands[-1]
         t = value.type
-        tile = self.tile(value) if t.shape else None
+        tile = self.tile(value) if isinstance(t, TileType) else None
         esize = dtype_info(t.dtype).bytes
         regs = tile.regs if tile else [self.vals[value.id]]
         all_slots = slots(tile.dims) if tile else [()]
         for addr, ok, idx, vec in self._access(op, t):
-            first = self.first_copy(tile, all_slots[idx[0]]) if tile else None
+            # A scalar is held by every thread; thread 0 writes it.
+            first = (self.first_copy(tile, all_slots[idx[0]]) if tile else
+                     self.b.icmp_unsigned("==", self._tid, self.i32(0)))
             pred = self.b.and_(ok, first) if first is not None else ok
             words = self.pack([regs[i] for i in idx], t.dtype)
             asm.global_store(self.b, op.attrs["qualifiers"], vec * esize, addr, words, pred)
@@ -423,8 +590,14 @@ def emit_module(kernels: list[KernelIR], target: Target) -> ir.Module:
     module.triple = "nvptx64-nvidia-cuda"
     annotations = module.add_named_metadata("nvvm.annotations")
     for k in kernels:
-        fn = KernelCodegen(k, target, module).run()
+        cg = KernelCodegen(k, target, module)
+        fn = cg.run()
         for key, value in (("maxntidx", k.num_threads), ("minctasm", 1)):
             annotations.add(module.add_metadata(
                 [fn, ir.MetaDataString(module, key), ir.Constant(I32, value)]))
+        if cg.tensor_maps:       # passed by value, used in place: `cvta.param`, not a copy
+            positions = [ir.Constant(I32, arg_index + 1)
+                         for arg_index, arg in enumerate(fn.args) if arg in cg.tensor_maps]
+            annotations.add(module.add_metadata(
+                [fn, ir.MetaDataString(module, "grid_constant"), module.add_metadata(positions)]))
     return module

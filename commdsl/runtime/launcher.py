@@ -12,15 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..diagnostics import LaunchError
-from ..dims import Dim, DimError, Sym
+from ..dims import SM_COUNT, Dim, DimError, Sym
 from ..dtypes import torch_dtype
 from ..spec import KernelSpec, TensorParam
 from . import driver
+from .tensormap import TensorMaps
 
 # Generated code may use 16-byte vector accesses and TMA, which need 16-byte aligned bases.
 ALIGNMENT = 16
 U32_LIMIT = 1 << 32
 GRID_LIMITS = (2**31 - 1, 65535, 65535)
+CUDA_ERROR_INVALID_CONTEXT = 201
 
 
 @dataclass(slots=True)
@@ -52,8 +54,8 @@ class Launcher:
         self._image = image
         self._functions = {}
         if function is not None:
-            self._functions[device] = function
             self._prepare(function, device)
+            self._functions[device] = int(function)     # the CUfunction handle, for ctypes
         # Everything a call needs that depends only on the spec is worked out here, once.
         self._positional = spec.inputs + spec.outputs   # also the order sizes are bound in
         self._by_name = {t.name: t for t in spec.tensors}
@@ -74,6 +76,11 @@ class Launcher:
         self._size_holders = [np.zeros(1, np.uint32) for _ in spec.size_symbols]
         self._kernel_params = np.array(
             [h.ctypes.data for h in self._pointer_holders + self._size_holders], np.uint64)
+        # TMA tensor maps come last; their slots point at this call's CUtensorMaps.
+        self._maps = TensorMaps(spec) if spec.tensor_maps else None
+        if self._maps is not None:
+            self._kernel_params = np.concatenate(
+                [self._kernel_params, np.zeros(len(spec.tensor_maps), np.uint64)])
         self._kernel_params_address = self._kernel_params.ctypes.data
 
     @classmethod
@@ -91,10 +98,12 @@ class Launcher:
         for name, value in given.items():
             self._check_type(self._by_name[name], value)
         sizes, source = self._bind_sizes(given)
-        grid = self._grid(sizes, source)
         for name, value in given.items():
             self._check_layout(name, value)
+        if self._maps is not None:
+            self._maps.check(self._fail, given, sizes)
         device = self._check_device(given) if require_cuda else self._any_device(given)
+        grid = self._grid(sizes, source, device)
         tensors = tuple([given[t.name] if t.name in given else self._allocate(t, sizes, device)
                          for t in self.spec.tensors])
         return Bound(tensors, sizes, grid, device)
@@ -240,8 +249,11 @@ class Launcher:
         shape = [d.evaluate(sizes) for d in t.dims]   # _bind_sizes has evaluated each dim
         return torch.empty(shape, dtype=self._expected_dtype(t), device=device)
 
-    def _grid(self, sizes: dict[str, int], source: dict[str, str]) -> tuple[int, int, int]:
-        grid = [self._evaluate(d, sizes, source, None) for d in self.spec.grid]
+    def _grid(self, sizes: dict[str, int], source: dict[str, str],
+              device) -> tuple[int, int, int]:
+        # A persistent grid has one CTA per SM (one program when interpreting on the CPU).
+        env = {**sizes, SM_COUNT: driver.sm_count(device.index) if device.type == "cuda" else 1}
+        grid = [self._evaluate(d, env, source, None) for d in self.spec.grid]
         grid += [1] * (3 - len(grid))
         for axis, n, limit in zip("xyz", grid, GRID_LIMITS):
             if not 0 <= n <= limit:
@@ -270,32 +282,71 @@ class Launcher:
 
     def launch(self, bound: Bound) -> None:
         """Launches a call that `bind` (of this or an equally specified launcher) checked."""
-        if 0 in bound.grid:
+        self.launch_checked([t.data_ptr() for t in bound.tensors],
+                            [bound.sizes[name] for name in self.spec.size_symbols],
+                            bound.grid, bound.device.index)
+
+    def prepared(self, grid: tuple[int, int, int], index: int):
+        """`launch(pointers, sizes)` for one grid on device `index`, everything else looked up
+        now: what a repeated call pays for (runtime/callplan.py). Anything unusual (another
+        current device, a thread without a context, a failed launch, which enqueues nothing)
+        goes through `launch_checked`, which handles or reports it."""
+        if 0 in grid:
+            return lambda pointers, sizes: None
+        import torch
+        cu_launch = driver.raw_launch_kernel()
+        # torch's raw getters: torch.cuda.current_device() and current_stream() build Python
+        # objects and cost more than the launch (Triton's launcher reads the same ones).
+        current_device = torch._C._cuda_getDevice
+        current_stream = torch._C._cuda_getCurrentRawStream
+        holders = self._pointer_holders + self._size_holders
+        head = (self._function_on(index), *grid, *self._block, self.spec.shared_bytes)
+        params = self._kernel_params_address
+
+        maps, params_array = self._maps, self._kernel_params
+
+        def launch(pointers: list[int], sizes: list[int]) -> None:
+            if current_device() == index:
+                for holder, value in zip(holders, pointers + sizes):
+                    holder[0] = value
+                if maps is not None:
+                    params_array[-len(maps.spec.tensor_maps):] = maps.addresses(pointers, sizes)
+                if cu_launch(*head, current_stream(index), params, None) == 0:
+                    return
+            self.launch_checked(pointers, sizes, grid, index)
+        return launch
+
+    def launch_checked(self, pointers: list[int], sizes: list[int],
+                       grid: tuple[int, int, int], index: int) -> None:
+        """Launches with arguments already checked: the tensors' addresses in declaration
+        order, the sizes in `spec.size_symbols` order."""
+        if 0 in grid:
             return
         import torch
-        cu = driver.cuda_driver()
-        for holder, tensor in zip(self._pointer_holders, bound.tensors):
-            holder[0] = tensor.data_ptr()
-        for holder, name in zip(self._size_holders, self.spec.size_symbols):
-            holder[0] = bound.sizes[name]
-        index = bound.device.index
+        for holder, pointer in zip(self._pointer_holders, pointers):
+            holder[0] = pointer
+        for holder, size in zip(self._size_holders, sizes):
+            holder[0] = size
+        if self._maps is not None:
+            self._kernel_params[-len(self.spec.tensor_maps):] = self._maps.addresses(pointers,
+                                                                                   sizes)
         function = self._function_on(index)
         if index == torch.cuda.current_device():
-            result = self._launch_on(cu, function, bound.grid, index)
-            if result[0] != cu.CUresult.CUDA_ERROR_INVALID_CONTEXT:
-                driver.check(result, "cuLaunchKernel")
+            code = self._launch_on(function, grid, index)
+            if code != CUDA_ERROR_INVALID_CONTEXT:
+                driver.check_code(code, "cuLaunchKernel")
                 return
         # Another device, or a thread that has not used CUDA yet: make the context current.
         with driver.device_context(index):
-            driver.check(self._launch_on(cu, function, bound.grid, index), "cuLaunchKernel")
+            driver.check_code(self._launch_on(function, grid, index), "cuLaunchKernel")
 
-    def _launch_on(self, cu, function, grid: tuple[int, int, int], index: int):
+    def _launch_on(self, function: int, grid: tuple[int, int, int], index: int) -> int:
         import torch
         # The raw handle of torch's current stream, without building a torch.cuda.Stream
         # (which costs more than the rest of the launch); Triton's launcher does the same.
         stream = torch._C._cuda_getCurrentRawStream(index)
-        return cu.cuLaunchKernel(function, *grid, *self._block, self.spec.shared_bytes, stream,
-                                 self._kernel_params_address, 0)
+        return driver.raw_launch_kernel()(function, *grid, *self._block, self.spec.shared_bytes,
+                                          stream, self._kernel_params_address, None)
 
     def _function_on(self, index: int):
         for key in (index, None):
@@ -310,8 +361,8 @@ class Launcher:
             module = driver.load_module(self._image)
             function = driver.get_function(module, self.spec.name)
             self._prepare(function, index)
-        self._functions[index] = function
-        return function
+        self._functions[index] = int(function)          # the CUfunction handle, for ctypes
+        return self._functions[index]
 
     def _prepare(self, function, device: int | None) -> None:
         """Opt `function` in to the dynamic smem the kernel launches with."""

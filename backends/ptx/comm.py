@@ -1,0 +1,187 @@
+"""Lowering of the communication ops (commdsl/ir_comm.py): a mixin of KernelCodegen.
+
+A symmetric tensor parameter is a pointer to a table of every rank's base address of that
+tensor (runtime/symmetric.py builds it); `get`/`put` load the base of the rank they name
+from it and otherwise are loads and stores (KernelCodegen._access), so cache qualifiers,
+vector widths and bounds work the same. `signal` and `wait` are the release/acquire pair
+at system scope that orders memory between GPUs of one host:
+
+    signal:  bar.sync 0;  thread 0: st.release.sys.global.b32 [peer's flag], v
+    wait:    thread 0: spin on ld.acquire.sys.global.b32 [own flag] until >= v, or until
+             %globaltimer has advanced timeout_ns;  barrier.red.or.pred (every thread learns
+             whether it timed out);  on a timeout thread 0 writes the status word and the
+             program returns, so a rank that never signals ends the kernel with an error the
+             host reports instead of a hang.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from commdsl.ir import KernelIR, Op, TileType
+from commdsl.layout import slots
+from commdsl.spec import COMM_PARAMS
+
+from .asm import GLOBAL_PTR, I1, I8, I32, I64, global_store
+
+_PARAM_TYPES = {"u32": I32, "u64": I64, "ptr": GLOBAL_PTR}
+TIMED_OUT = 1            # status[0] after a wait ran out of time
+
+
+def comm_param_types(kernel: KernelIR) -> list:
+    """The trailing entry parameters of a communication kernel (spec.COMM_PARAMS)."""
+    if not kernel.attrs.get("comm") and not any(t.type.symmetric for t in kernel.tensors):
+        return []
+    return [_PARAM_TYPES[kind] for _, kind in COMM_PARAMS]
+
+
+# ---- single instructions -------------------------------------------------------------------
+
+def release_store(b: ir.IRBuilder, address, value, predicate):
+    fn = ir.FunctionType(ir.VoidType(), [GLOBAL_PTR, I32, I32])
+    asm = ir.InlineAsm(fn, "{ .reg .pred p; setp.ne.b32 p, $2, 0; "
+                           "@p st.release.sys.global.b32 [$0], $1; }", "l,r,r", side_effect=True)
+    b.call(asm, [address, value, b.zext(predicate, I32)])
+
+
+def acquire_load(b: ir.IRBuilder, address):
+    fn = ir.FunctionType(I32, [GLOBAL_PTR])
+    asm = ir.InlineAsm(fn, "ld.acquire.sys.global.b32 $0, [$1];", "=r,l", side_effect=True)
+    return b.call(asm, [address])
+
+
+def global_timer(b: ir.IRBuilder):
+    fn = ir.FunctionType(I64, [])
+    return b.call(ir.InlineAsm(fn, "mov.u64 $0, %globaltimer;", "=l", side_effect=True), [])
+
+
+def barrier_any(b: ir.IRBuilder, predicate):
+    """True in every thread when `predicate` is true in any thread of the CTA. The
+    non-aligned form: lanes of one warp may arrive from different paths (a spinning lane)."""
+    fn = ir.FunctionType(I32, [I32])
+    asm = ir.InlineAsm(fn, "{ .reg .pred p, q; setp.ne.b32 p, $1, 0; "
+                           "barrier.red.or.pred q, 0, p; selp.b32 $0, 1, 0, q; }", "=r,r",
+                       side_effect=True)
+    return b.trunc(b.call(asm, [b.zext(predicate, I32)]), I1)
+
+
+# ---- the mixin -----------------------------------------------------------------------------
+
+class CommCodegen:
+    def bind_comm_params(self, args):
+        """Names the trailing parameters (args: those after the sizes), if the kernel has them."""
+        if not comm_param_types(self.k):
+            self.comm_args = {}
+            return
+        self.comm_args = {name: arg for (name, _), arg in zip(COMM_PARAMS, args)}
+        for name, arg in self.comm_args.items():
+            arg.name = name
+
+    def op_rank(self, op: Op):
+        self.vals[op.result.id] = self.comm_args["rank"]
+
+    def op_world(self, op: Op):
+        self.vals[op.result.id] = self.comm_args["world"]
+
+    def op_epoch(self, op: Op):
+        self.vals[op.result.id] = self.comm_args["epoch"]
+
+    def op_get(self, op: Op):
+        self.op_load(op)
+
+    def op_put(self, op: Op):
+        self.op_store(op)
+
+    def rank_base(self, table, rank):
+        """Rank `rank`'s base address of a symmetric tensor, from its table of bases."""
+        b = self.b
+        entry = b.gep(table, [b.mul(b.sext(rank, I64), ir.Constant(I64, 8))], source_etype=I8)
+        base = b.load(entry, typ=I64, align=8)
+        # The table does not change while a kernel runs: the read-only path may cache it.
+        base.set_metadata("invariant.load", self.module.add_metadata([]))
+        return b.inttoptr(base, GLOBAL_PTR)
+
+    def peer_bases(self, op: Op):
+        """slot -> the base address of the rank that slot of a get/put reaches: one rank for
+        the whole tile, or (a gather with a tile of ranks) each row's own."""
+        tensor = op.operands[0]
+        table = self.vals[tensor.id]
+        rank = op.operands[1 + tensor.type.rank]
+        if not isinstance(rank.type, TileType):
+            base = self.rank_base(table, self.vals[rank.id])
+            return lambda slot: base
+        row = self.gather_lookup(op, self.tile(rank))
+        cache: dict[int, object] = {}
+
+        def base_of(slot):
+            reg = row(slot)
+            if id(reg) not in cache:
+                cache[id(reg)] = self.rank_base(table, reg)
+            return cache[id(reg)]
+        return base_of
+
+    def gather_lookup(self, op: Op, index_tile):
+        """slot of the moved tile -> the register of `index_tile` (a 1-D tile laid out like
+        the gathered axis, passes/tile.py) for that slot's row."""
+        dim = op.attrs["gather"][0]
+        axis = sum(1 for s in op.attrs["sizes"][:dim] if s is not None)
+        position = {s[0]: i for i, s in enumerate(slots(index_tile.dims))}
+        return lambda slot: index_tile.regs[position[slot[axis]]]
+
+    def element_address(self, tensor, base, indices):
+        """Address of one element: row-major offset of scalar indices from `base`."""
+        b = self.b
+        offset, stride = ir.Constant(I64, 0), ir.Constant(I64, 1)
+        for d, i in reversed(list(zip(tensor.type.dims, indices))):
+            offset = b.add(offset, b.mul(b.sext(self.vals[i.id], I64), stride))
+            stride = b.mul(stride, self.dim_value(d))
+        return b.gep(base, [b.mul(offset, ir.Constant(I64, 4))], source_etype=I8)
+
+    def op_signal(self, op: Op):
+        tensor, *rest = op.operands
+        idx, rank, value = rest[:-2], rest[-2], rest[-1]
+        base = self.rank_base(self.vals[tensor.id], self.vals[rank.id])
+        address = self.element_address(tensor, base, idx)
+        from .asm import barrier
+        barrier(self.b)                       # the program's earlier accesses come first
+        release_store(self.b, address, self.vals[value.id],
+                      self.b.icmp_unsigned("==", self._tid, ir.Constant(I32, 0)))
+
+    def op_wait(self, op: Op):
+        b = self.b
+        tensor, *rest = op.operands
+        idx, target = rest[:-1], self.vals[rest[-1].id]
+        own = self.rank_base(self.vals[tensor.id], self.comm_args["rank"])
+        address = self.element_address(tensor, own, idx)
+        before = b.block
+        start_block = self.fn.append_basic_block("wait.start")
+        spin = self.fn.append_basic_block("wait.spin")
+        done = self.fn.append_basic_block("wait.done")
+        after = self.fn.append_basic_block("wait.after")
+        b.cbranch(b.icmp_unsigned("==", self._tid, ir.Constant(I32, 0)), start_block, after)
+        b.position_at_end(start_block)
+        start = global_timer(b)
+        b.branch(spin)
+        b.position_at_end(spin)
+        seen = acquire_load(b, address)
+        ok = b.icmp_signed(">=", seen, target)
+        late = b.icmp_unsigned(">", b.sub(global_timer(b), start), self.comm_args["timeout_ns"])
+        b.cbranch(b.or_(ok, late), done, spin)
+        b.position_at_end(done)
+        missed = b.not_(ok)
+        b.branch(after)
+        b.position_at_end(after)
+        failed = b.phi(I1)
+        failed.add_incoming(ir.Constant(I1, 0), before)
+        failed.add_incoming(missed, done)
+        last = b.phi(I32)
+        last.add_incoming(ir.Constant(I32, 0), before)
+        last.add_incoming(seen, done)
+        timed_out = self.fn.append_basic_block("wait.timed_out")
+        cont = self.fn.append_basic_block("wait.ok")
+        b.cbranch(barrier_any(b, failed), timed_out, cont)
+        b.position_at_end(timed_out)
+        flag = self.vals[idx[-1].id] if idx else ir.Constant(I32, 0)
+        words = [ir.Constant(I32, TIMED_OUT), flag, target, last]
+        global_store(b, "st.global", 16, self.comm_args["status"], words, failed)
+        b.ret_void()
+        b.position_at_end(cont)

@@ -1,0 +1,352 @@
+"""Emitters for loops and Hopper's asynchronous machinery: shared-memory rings, mbarriers,
+TMA copies, warpgroup roles (setmaxnreg) and wgmma, as LLVM IR around one-instruction asm.
+
+`EMITTERS` maps an op name to `emit(cg, op)`; codegen.KernelCodegen dispatches to it. Loops
+are LLVM control flow with a phi per carried register; every PTX instruction LLVM has no
+intrinsic for is a single inline-asm instruction (predicate plumbing aside). Shared-memory
+addresses are 32-bit `.shared` addresses: the dynamic shared memory's base plus an offset
+that passes/pipeline.py chose.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from commdsl.dtypes import dtype as dtype_info
+from commdsl.ir import Op, TileType
+
+from .asm import F32, I32, I64
+
+TENSOR_MAP = ir.PointerType(ir.ArrayType(ir.IntType(8), 128))   # byval CUtensorMap
+VOID = ir.VoidType()
+SWIZZLE_ATOM = 1024
+# Shared-memory matrix descriptor of a K-major, 128B-swizzled tile (PTX ISA "matrix
+# descriptor"): LBO 16 B (encoded 1), SBO 1024 B between 8-row groups (64), layout 1 = 128B.
+DESC_128B = (1 << 16) | (64 << 32) | (1 << 62)
+WAIT_HINT_NS = 0x989680           # try_wait's suspend-time hint, as CUTLASS and DeepGEMM use
+
+
+def _asm(cg, text: str, constraints: str, args=(), ret=VOID):
+    fn = ir.FunctionType(ret, [a.type for a in args])
+    return cg.b.call(ir.InlineAsm(fn, text, constraints, side_effect=True), list(args))
+
+
+def _through(cg, text: str, values: list) -> list:
+    """One instruction that takes `values` (f32) through unchanged: LLVM may not move their
+    computation past it, nor their uses before it (CUTLASS's warpgroup_fence_operand)."""
+    if not values:
+        _asm(cg, text, "")
+        return []
+    n = len(values)
+    out = _asm(cg, text, ",".join(["=f"] * n + [str(i) for i in range(n)]), values,
+               ir.LiteralStructType([F32] * n))
+    return [cg.b.extract_value(out, i) for i in range(n)]
+
+
+@dataclass
+class Barriers:
+    address: object       # i32 shared address of barrier 0
+    count: int
+    arrivals: int
+
+    def at(self, cg, index):
+        return cg.b.add(self.address, cg.b.mul(index, cg.i32(8)))
+
+
+def _dynamic_smem(cg):
+    gv = cg.module.globals.get("dsmem")
+    if gv is None:
+        gv = ir.GlobalVariable(cg.module, ir.ArrayType(ir.IntType(8), 0), "dsmem", addrspace=3)
+        gv.linkage, gv.align = "external", SWIZZLE_ATOM
+    return cg.b.ptrtoint(gv, I32)
+
+
+def _stage_bytes(ring) -> int:
+    rows, cols = ring.shape
+    nbytes = rows * cols * dtype_info(ring.dtype).bytes
+    return -(-nbytes // SWIZZLE_ATOM) * SWIZZLE_ATOM
+
+
+# ---- structure ----------------------------------------------------------------------------
+
+def emit_for(cg, op: Op):
+    """while (iv < hi) { body; iv += step } with one phi per carried scalar or tile slot."""
+    b = cg.b
+    lo, hi, step = (cg.vals[v.id] for v in op.operands[:3])
+    inits = [cg.vals[v.id] for v in op.operands[3:]]
+    entry = b.block
+    header = cg.fn.append_basic_block("loop")
+    body = cg.fn.append_basic_block("body")
+    done = cg.fn.append_basic_block("done")
+    b.branch(header)
+    b.position_at_end(header)
+    iv = b.phi(I32, name="iv")
+    iv.add_incoming(lo, entry)
+    carried = []
+    for init in inits:
+        if hasattr(init, "regs"):
+            phis = [b.phi(r.type) for r in init.regs]
+            for p, r in zip(phis, init.regs):
+                p.add_incoming(r, entry)
+            carried.append(type(init)(phis, init.dims, init.layout))
+        else:
+            p = b.phi(init.type)
+            p.add_incoming(init, entry)
+            carried.append(p)
+    b.cbranch(b.icmp_signed("<", iv, hi), body, done)
+    b.position_at_end(body)
+    block = op.blocks[0]
+    cg.vals[block.args[0].id] = iv
+    for arg, value in zip(block.args[1:], carried):
+        cg.vals[arg.id] = value
+    yielded = cg.emit_block(block)
+    latch = b.block
+    iv.add_incoming(b.add(iv, step), latch)
+    for phi, value in zip(carried, yielded):
+        if hasattr(phi, "regs"):
+            for p, r in zip(phi.regs, value.regs):
+                p.add_incoming(r, latch)
+        else:
+            phi.add_incoming(value, latch)
+    b.branch(header)
+    b.position_at_end(done)
+    for result, value in zip(op.results, carried):
+        cg.vals[result.id] = value
+
+
+def emit_nprogs(cg, op: Op):
+    cg.vals[op.result.id] = cg.special("nctaid." + "xyz"[op.attrs["axis"]])
+
+
+def emit_warp_specialize(cg, op: Op):
+    """Warpgroup 0 gives registers back and one of its threads runs the producer block; the
+    other warpgroups take the registers and run the consumer block."""
+    b = cg.b
+    warpgroup = b.lshr(cg._tid, cg.i32(7))
+    producer = cg.fn.append_basic_block("producer")
+    consumer = cg.fn.append_basic_block("consumer")
+    joined = cg.fn.append_basic_block("joined")
+    b.cbranch(b.icmp_unsigned("==", warpgroup, cg.i32(0)), producer, consumer)
+    b.position_at_end(producer)
+    _asm(cg, f"setmaxnreg.dec.sync.aligned.u32 {op.attrs['producer_regs']};", "")
+    with b.if_then(b.icmp_unsigned("==", cg._tid, cg.i32(0))):
+        for tmap in cg.tensor_maps:
+            _asm(cg, "prefetch.tensormap [$0];", "l", [b.ptrtoint(tmap, I64)])
+        cg.emit_block(op.blocks[0])
+    b.branch(joined)
+    b.position_at_end(consumer)
+    _asm(cg, f"setmaxnreg.inc.sync.aligned.u32 {op.attrs['consumer_regs']};", "")
+    cg.emit_block(op.blocks[1])
+    b.branch(joined)
+    b.position_at_end(joined)
+
+
+# ---- shared memory and barriers -------------------------------------------------------------
+
+def emit_smem_alloc(cg, op: Op):
+    cg.vals[op.result.id] = cg.b.add(_dynamic_smem(cg), cg.i32(op.attrs["offset"]))
+
+
+def emit_mbarrier_alloc(cg, op: Op):
+    address = cg.b.add(_dynamic_smem(cg), cg.i32(op.attrs["offset"]))
+    cg.vals[op.result.id] = Barriers(address, op.attrs["count"], op.attrs["arrivals"])
+
+
+def emit_mbarrier_init(cg, op: Op):
+    """Thread 0 initializes every barrier and fences the inits; then the CTA syncs."""
+    b = cg.b
+    with b.if_then(b.icmp_unsigned("==", cg._tid, cg.i32(0))):
+        for v in op.operands:
+            bars = cg.vals[v.id]
+            for i in range(bars.count):
+                _asm(cg, f"mbarrier.init.shared::cta.b64 [$0], {bars.arrivals};", "r",
+                     [bars.at(cg, cg.i32(i))])
+        _asm(cg, "fence.mbarrier_init.release.cluster;", "")
+    _asm(cg, "bar.sync 0;", "")
+
+
+def emit_mbarrier_wait(cg, op: Op):
+    """Spins on try_wait (which suspends the thread up to the hint) until the phase with
+    the given parity has completed."""
+    b = cg.b
+    bars, index, parity = (cg.vals[v.id] for v in op.operands)
+    address = bars.at(cg, index)
+    spin = cg.fn.append_basic_block("wait")
+    done = cg.fn.append_basic_block("waited")
+    b.branch(spin)
+    b.position_at_end(spin)
+    ready = _asm(cg, "{ .reg .pred p; "
+                 f"mbarrier.try_wait.parity.shared::cta.b64 p, [$1], $2, {WAIT_HINT_NS}; "
+                 "selp.u32 $0, 1, 0, p; }", "=r,r,r", [address, parity], I32)
+    b.cbranch(b.icmp_unsigned("!=", ready, cg.i32(0)), done, spin)
+    b.position_at_end(done)
+
+
+def emit_mbarrier_expect_tx(cg, op: Op):
+    bars, index = (cg.vals[v.id] for v in op.operands)
+    _asm(cg, f"mbarrier.arrive.expect_tx.shared::cta.b64 _, [$0], {op.attrs['bytes']};", "r",
+         [bars.at(cg, index)])
+
+
+def emit_mbarrier_arrive(cg, op: Op):
+    b = cg.b
+    bars, index = (cg.vals[v.id] for v in op.operands)
+    address = bars.at(cg, index)
+    if op.attrs["per"] == "warp":
+        with b.if_then(b.icmp_unsigned("==", cg.lane, cg.i32(0))):
+            _asm(cg, "mbarrier.arrive.shared::cta.b64 _, [$0];", "r", [address])
+    else:
+        _asm(cg, "mbarrier.arrive.shared::cta.b64 _, [$0];", "r", [address])
+
+
+def emit_tma_load(cg, op: Op):
+    """One box of the op's tensor map into buf[stage], completing on the barrier."""
+    b = cg.b
+    ring = op.operands[1].type
+    buf, stage = cg.vals[op.operands[1].id], cg.vals[op.operands[2].id]
+    coords = [cg.vals[v.id] for v in op.operands[3:-2]]
+    bars, index = cg.vals[op.operands[-2].id], cg.vals[op.operands[-1].id]
+    dst = b.add(buf, b.mul(stage, cg.i32(_stage_bytes(ring))))
+    tmap = b.ptrtoint(cg.tensor_maps[op.attrs["map"]], I64)
+    inner_first = ", ".join(f"${i + 2}" for i in range(len(coords)))
+    _asm(cg, f"cp.async.bulk.tensor.{len(coords)}d.shared::cluster.global.tile."
+         f"mbarrier::complete_tx::bytes [$0], [$1, {{{inner_first}}}], [${len(coords) + 2}];",
+         ",".join(["r", "l"] + ["r"] * len(coords) + ["r"]),
+         [dst, tmap, *reversed(coords), bars.at(cg, index)])
+
+
+# ---- warpgroup MMA -------------------------------------------------------------------------
+
+def _consumer_warpgroup(cg):
+    return cg.b.sub(cg.b.lshr(cg._tid, cg.i32(7)), cg.i32(1))
+
+
+def fragment_coord(cg, m, rep: int, elem: int):
+    """Row or column of one accumulator slot (commdsl/fragments.py) in this thread."""
+    b = cg.b
+    if m.axis == 1:                              # 8 q + 2 (lane % 4) + e
+        quad = b.mul(b.and_(cg.lane, cg.i32(3)), cg.i32(2))
+        return b.add(quad, cg.i32(8 * rep + elem))
+    block, half = m.row(rep)                     # 64 (C j + c) + 16 w + lane / 4 + 8 h
+    warp = b.and_(cg.warp, cg.i32(3))
+    base = b.add(b.mul(warp, cg.i32(16)), b.lshr(cg.lane, cg.i32(2)))
+    group = b.mul(_consumer_warpgroup(cg), cg.i32(64))
+    return b.add(b.add(base, group), cg.i32(64 * m.warpgroups * block + 8 * half))
+
+
+def _descriptor(cg, address):
+    b = cg.b
+    start = b.lshr(b.and_(b.zext(address, I64), ir.Constant(I64, 0x3FFFF)), ir.Constant(I64, 4))
+    return b.or_(start, ir.Constant(I64, DESC_128B))
+
+
+def _fragment_order(rows_per_thread: int, n: int) -> list[int]:
+    """wgmma register i (i = 4 q + 2 h + e for each m64 block) -> its slot in the tile's
+    Blocked-like order (row slot, then column q, then e)."""
+    order = []
+    for j in range(rows_per_thread // 2):
+        for q in range(n // 8):
+            for h in range(2):
+                for e in range(2):
+                    order.append(((2 * j + h) * (n // 8) + q) * 2 + e)
+    return order
+
+
+class _Wgmma:
+    """The wgmmas of one mma op in this consumer warpgroup: descriptors, instruction text,
+    and the issue of one m64 block's K steps."""
+
+    def __init__(self, cg, op: Op):
+        b = self.b = cg.b
+        self.cg, self.op = cg, op
+        bufs = [cg.vals[v.id] for v in op.operands[:2]]
+        rings = [v.type for v in op.operands[:2]]
+        stage = cg.vals[op.operands[2].id]
+        self.bm, self.bn = op.result.type.shape
+        self.groups = op.attrs["warpgroups"]
+        self.blocks = self.bm // (64 * self.groups)
+        a_base = b.add(bufs[0], b.mul(stage, cg.i32(_stage_bytes(rings[0]))))
+        self.a_base = b.add(a_base, b.mul(_consumer_warpgroup(cg), cg.i32(64 * 128)))
+        self.b_desc = _descriptor(cg, b.add(bufs[1], b.mul(stage, cg.i32(_stage_bytes(rings[1])))))
+        self.nregs = self.bn // 2
+        self.order = _fragment_order(2 * self.blocks, self.bn)
+        self.instr = (f"wgmma.mma_async.sync.aligned.{op.attrs['instr']}.f32."
+                      f"{rings[0].dtype}.{rings[1].dtype}")
+
+    def block(self, j: int, regs: list | None) -> list:
+        """k_steps wgmmas for m64 block j, stepping 32 bytes along the swizzled K row; the
+        first zeroes the accumulator unless `regs` (wgmma order) are given to add to."""
+        b, cg, n = self.b, self.cg, self.nregs
+        a_desc = _descriptor(cg, b.add(self.a_base, cg.i32(j * 64 * self.groups * 128)))
+        acc_type = ir.LiteralStructType([F32] * n)
+        outputs = "{" + ", ".join(f"${i}" for i in range(n)) + "}"
+        for kk in range(self.op.attrs["k_steps"]):
+            step = ir.Constant(I64, 2 * kk)                   # +32 bytes, in 16-byte units
+            descs = [b.add(a_desc, step), b.add(self.b_desc, step)]
+            if regs is None:
+                res = _asm(cg, f"{self.instr} {outputs}, ${n}, ${n + 1}, 0, 1, 1;",
+                           ",".join(["=f"] * n + ["l", "l"]), descs, acc_type)
+            else:
+                res = _asm(cg, f"{self.instr} {outputs}, ${2 * n}, ${2 * n + 1}, 1, 1, 1;",
+                           ",".join(["=f"] * n + [str(i) for i in range(n)] + ["l", "l"]),
+                           regs + descs, acc_type)
+            regs = [b.extract_value(res, i) for i in range(n)]
+        return regs
+
+    def wait(self, regs: list) -> list:
+        """Commit and wait for the group; the wait hands every accumulator through, so no
+        instruction reads them before it."""
+        _asm(self.cg, "wgmma.commit_group.sync.aligned;", "")
+        return _through(self.cg, "wgmma.wait_group.sync.aligned 0;", regs)
+
+
+def emit_mma(cg, op: Op):
+    """Every m64 block of this warpgroup, one commit, one wait."""
+    w = _Wgmma(cg, op)
+    acc_in = cg.vals[op.operands[3].id] if len(op.operands) > 3 else None
+    _asm(cg, "wgmma.fence.sync.aligned;", "")
+    regs = []
+    for j in range(w.blocks):
+        given = None
+        if acc_in is not None:
+            given = [acc_in.regs[w.order[j * w.nregs + i]] for i in range(w.nregs)]
+        regs += w.block(j, given)
+    out = [None] * len(regs)
+    for i, r in enumerate(w.wait(regs)):
+        out[w.order[i]] = r
+    cg.vals[op.result.id] = cg.new_tile(op.result.type, out)
+
+
+def emit_mma_promote(cg, op: Op):
+    """acc + (a . b^T) * scale[:, None], one m64 block at a time: its wgmmas, a wait, and one
+    FFMA per element into the f32 accumulator, so one block's partial sums are live at once
+    (BM = 256 fits the registers) while the other warpgroup keeps the tensor cores busy."""
+    b = cg.b
+    w = _Wgmma(cg, op)
+    scale, acc = (cg.vals[v.id] for v in op.operands[3:5])
+    fma = cg.module.globals.get("llvm.fma.f32") or ir.Function(
+        cg.module, ir.FunctionType(F32, [F32, F32, F32]), "llvm.fma.f32")
+    out = list(acc.regs)
+    per_row = w.bn // 8 * 2                           # slots per row slot
+    done: list[int] = []                              # slots of the block promoted last
+    for j in range(w.blocks):
+        # The fence takes the last block's sums through, so its FFMAs stay before these
+        # wgmmas and two blocks' partial sums are never live together.
+        fenced = _through(cg, "wgmma.fence.sync.aligned;", [out[i] for i in done])
+        for slot, value in zip(done, fenced):
+            out[slot] = value
+        partial = w.wait(w.block(j, None))
+        done = [w.order[j * w.nregs + i] for i in range(w.nregs)]
+        for p, slot in zip(partial, done):
+            out[slot] = b.call(fma, [p, scale.regs[slot // per_row], out[slot]])
+    cg.vals[op.result.id] = cg.new_tile(op.result.type, out)
+
+
+EMITTERS = {
+    "for": emit_for, "nprogs": emit_nprogs, "warp_specialize": emit_warp_specialize,
+    "smem_alloc": emit_smem_alloc, "mbarrier_alloc": emit_mbarrier_alloc,
+    "mbarrier_init": emit_mbarrier_init, "mbarrier_wait": emit_mbarrier_wait,
+    "mbarrier_expect_tx": emit_mbarrier_expect_tx, "mbarrier_arrive": emit_mbarrier_arrive,
+    "tma_load": emit_tma_load, "mma": emit_mma, "mma_promote": emit_mma_promote,
+}

@@ -1,0 +1,210 @@
+"""Tile IR beyond elementwise math: loops, shared memory, barriers, TMA, warpgroup roles, MMA.
+
+    for(lo, hi, step, inits...) ^(iv, carried...) { ...; yield(next...) } : carried types
+        A counted loop (scf.for): the block's last op yields the carried values.
+    tiles(lo0, hi0, lo1, hi1) {steps, raster} ^(m0, n0) { ... }
+        Every tile origin of a persistent loop; passes/schedule.py lowers it to a `for`.
+    nprogs() {axis}                     the number of CTAs along a grid axis
+    mma(a, b[, acc]) {trans_b}          [M, K] x [N, K]^T tiles -> f32 [M, N]; with smem
+    mma(bufA, bufB, stage[, acc])       operands after passes/pipeline.py (the stage's buffer)
+    mma_promote(a, b, s, acc)           acc + mma(a, b) * s[:, None] (passes/mma.py fuses it;
+                                        smem operands as for mma)
+    smem_alloc() {offset, ...}          a ring of tiles in dynamic shared memory
+    mbarrier_alloc() {offset, count, arrivals}   `count` mbarriers, `arrivals` each
+    mbarrier_init(bars...)              one thread initializes them, then the CTA syncs
+    mbarrier_wait(bars, i, parity)      wait for phase `parity` of barrier i to complete
+    mbarrier_expect_tx(bars, i) {bytes} arrive on barrier i, expecting `bytes` of TMA data
+    mbarrier_arrive(bars, i) {per}      arrive once per `per` ("warp": lane 0 of each warp)
+    tma_load(tensor, buf, stage, coords..., bars, i) {map}   box of tensor map `map` into
+                                        buf[stage], completing on barrier i
+    warp_specialize() {...} ^() {producer} ^() {consumers}   warpgroup 0 runs the first
+                                        block on one thread; the others run the second
+
+The verifier rules of these ops are in RULES, merged into commdsl.ir_verifier.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .ir import Op, ScalarType, TensorType, TileType, Type
+
+MMA_OPS = ("mma", "mma_promote")
+
+
+@dataclass(frozen=True)
+class SmemType(Type):
+    """`stages` tiles of `shape` in shared memory, each 1024-byte aligned (128B swizzle)."""
+    dtype: str
+    stages: int
+    shape: tuple[int, ...]
+
+    def __str__(self):
+        return f"smem<{self.dtype}[{self.stages} x {', '.join(map(str, self.shape))}]>"
+
+
+@dataclass(frozen=True)
+class BarrierType(Type):
+    count: int
+
+    def __str__(self):
+        return f"mbarriers<{self.count}>"
+
+
+def _fail(op: Op, msg: str):
+    from .ir_verifier import IRVerifyError     # that module merges RULES: import late
+    raise IRVerifyError(f"'{op.name}' {msg}")
+
+
+def _is_i32(v) -> bool:
+    return isinstance(v.type, ScalarType) and v.type.dtype == "i32"
+
+
+def _for(op: Op):
+    if len(op.operands) < 3 or not all(_is_i32(v) for v in op.operands[:3]):
+        _fail(op, "needs i32 lo, hi and step")
+    inits = op.operands[3:]
+    if len(op.blocks) != 1:
+        _fail(op, "has one body block")
+    body = op.blocks[0]
+    if len(body.args) != 1 + len(inits) or not _is_i32(body.args[0]):
+        _fail(op, "body takes the induction variable and one argument per carried value")
+    if not body.ops or body.ops[-1].name != "yield":
+        _fail(op, "body must end in yield")
+    yielded = body.ops[-1].operands
+    for kind, values in (("init", inits), ("block argument", body.args[1:]),
+                         ("yielded value", yielded), ("result", op.results)):
+        if [_shape_of(v.type) for v in values] != [_shape_of(v.type) for v in inits]:
+            _fail(op, f"{kind} types {[str(v.type) for v in values]} differ from the inits'")
+
+
+def _shape_of(t):
+    """A type without its layout: carried tiles get theirs from passes one end at a time."""
+    return (type(t).__name__, t.dtype, getattr(t, "shape", None))
+
+
+def _yield(op: Op):
+    if op.results:
+        _fail(op, "has no results")
+
+
+def _tiles(op: Op):
+    ranks = len(op.attrs["steps"])
+    if len(op.operands) != 2 * ranks or not all(_is_i32(v) for v in op.operands):
+        _fail(op, "needs an i32 (lo, hi) pair per step")
+    if len(op.blocks) != 1 or len(op.blocks[0].args) != ranks:
+        _fail(op, "body takes one origin per range")
+    if op.attrs["raster"] < 1:
+        _fail(op, "raster must be positive")
+
+
+def _mma(op: Op):
+    a, b = op.operands[0].type, op.operands[1].type
+    r = op.result.type
+    if isinstance(a, SmemType):
+        if not isinstance(b, SmemType) or not _is_i32(op.operands[2]):
+            _fail(op, "takes two shared-memory rings and a stage index")
+        rest = op.operands[3:]
+        a_shape, b_shape = a.shape, b.shape
+    else:
+        if not isinstance(a, TileType) or not isinstance(b, TileType):
+            _fail(op, "takes two tiles")
+        rest = op.operands[2:]
+        a_shape, b_shape = a.shape, (b.shape if op.attrs["trans_b"] else b.shape[::-1])
+    if len(a_shape) != 2 or len(b_shape) != 2 or a_shape[1] != b_shape[1]:
+        _fail(op, f"operand shapes {a_shape} and {b_shape} (as [N, K]) disagree on K")
+    if not isinstance(r, TileType) or r.dtype != "f32" or r.shape != (a_shape[0], b_shape[0]):
+        _fail(op, f"result must be f32 [{a_shape[0]}, {b_shape[0]}], not {r}")
+    if rest and (len(rest) != 1 or _shape_of(rest[0].type) != _shape_of(r)):
+        _fail(op, "accumulator must have the result's type")
+
+
+def _mma_promote(op: Op):
+    smem = isinstance(op.operands[0].type, SmemType)
+    scale, acc = op.operands[-2:]
+    if len(op.operands) != (5 if smem else 4):
+        _fail(op, "takes a, b (or two rings and a stage), a row scale and an accumulator")
+    _mma(Op("mma", op.operands[:-2], op.results, op.attrs))
+    r = op.result.type
+    if _shape_of(acc.type) != _shape_of(r):
+        _fail(op, "accumulator must have the result's type")
+    if not isinstance(scale.type, TileType) or scale.type.shape != r.shape[:1]:
+        _fail(op, f"row scale must be a [{r.shape[0]}] tile, not {scale.type}")
+
+
+def _nprogs(op: Op):
+    if not _is_i32(op.result):
+        _fail(op, "gives an i32")
+
+
+def _smem_alloc(op: Op):
+    if not isinstance(op.result.type, SmemType) or op.attrs["offset"] % 1024:
+        _fail(op, "gives a shared-memory ring at a 1024-byte aligned offset")
+
+
+def _mbarrier_alloc(op: Op):
+    t = op.result.type
+    if not isinstance(t, BarrierType) or t.count != op.attrs["count"] or op.attrs["offset"] % 8:
+        _fail(op, "gives `count` barriers at an 8-byte aligned offset")
+    if not 1 <= op.attrs["arrivals"] < 1 << 20:
+        _fail(op, "arrival count must be in 1 .. 2^20 - 1")
+
+
+def _barriers(op: Op, n_index: int = 1):
+    if not isinstance(op.operands[0].type, BarrierType):
+        _fail(op, "takes barriers first")
+    if not all(_is_i32(v) for v in op.operands[1:1 + n_index]):
+        _fail(op, "takes i32 barrier indices")
+
+
+def _mbarrier_init(op: Op):
+    if not op.operands or not all(isinstance(v.type, BarrierType) for v in op.operands):
+        _fail(op, "takes barrier arrays")
+
+
+def _mbarrier_wait(op: Op):
+    _barriers(op, 2)
+
+
+def _mbarrier_expect_tx(op: Op):
+    _barriers(op)
+    if op.attrs["bytes"] <= 0 or op.attrs["bytes"] >= 1 << 20:
+        _fail(op, "expects 1 .. 2^20 - 1 bytes")
+
+
+def _mbarrier_arrive(op: Op):
+    _barriers(op)
+    if op.attrs["per"] not in ("thread", "warp"):
+        _fail(op, "arrives per 'thread' or per 'warp'")
+
+
+def _tma_load(op: Op):
+    tensor, buf, stage = op.operands[:3]
+    coords, bars, index = op.operands[3:-2], op.operands[-2], op.operands[-1]
+    if not isinstance(tensor.type, TensorType) or not isinstance(buf.type, SmemType):
+        _fail(op, "copies from a tensor into a shared-memory ring")
+    if tensor.type.dtype != buf.type.dtype:
+        _fail(op, "changes the dtype")
+    if len(coords) != tensor.type.rank or not all(_is_i32(v) for v in [stage, *coords, index]):
+        _fail(op, "takes an i32 stage, one i32 coordinate per dimension and a barrier index")
+    if not isinstance(bars.type, BarrierType):
+        _fail(op, "completes on a barrier")
+
+
+def _warp_specialize(op: Op):
+    if len(op.blocks) != 2 or op.results:
+        _fail(op, "has a producer and a consumer block and no results")
+    regs = (op.attrs["producer_regs"], op.attrs["consumer_regs"])
+    if any(r % 8 or not 24 <= r <= 256 for r in regs):
+        _fail(op, f"register counts {regs} must be multiples of 8 in 24 .. 256 (setmaxnreg)")
+    if 128 * (regs[0] + op.attrs["consumers"] * regs[1]) > 65536:
+        _fail(op, f"register counts {regs} exceed the 64K registers of an SM")
+
+
+RULES = {
+    "for": _for, "yield": _yield, "tiles": _tiles, "mma": _mma, "mma_promote": _mma_promote,
+    "nprogs": _nprogs,
+    "smem_alloc": _smem_alloc, "mbarrier_alloc": _mbarrier_alloc,
+    "mbarrier_init": _mbarrier_init, "mbarrier_wait": _mbarrier_wait,
+    "mbarrier_expect_tx": _mbarrier_expect_tx, "mbarrier_arrive": _mbarrier_arrive,
+    "tma_load": _tma_load, "warp_specialize": _warp_specialize,
+}

@@ -1,0 +1,287 @@
+"""Communication kernels at run time: ranks meet, allocate symmetric memory, launch.
+
+    comm = Comm(group, "moe", config, regions, timeout_s=30)   # every rank of one host
+    kernel = comm.load("examples/moe_dispatch.cdsl", kernel="moe_dispatch", SMS=24)
+    kernel(x=comm.region("x").next(), src_rank=..., ..., flags=comm.flags)
+    comm.check()                                 # raises CommError if a wait timed out
+
+Set-up is torch.distributed's: the ranks of a process group first meet in the group's store
+(`handshake`: every rank posts its configuration and host, and waits a bounded time for the
+others), then allocate one symmetric heap with torch's symmetric memory (`empty` +
+`rendezvous`) and carve it into regions in the same order, so a region has the same offset
+on every rank. The heap's peer addresses (`buffer_ptrs`) and the signal pads
+(`signal_pad_ptrs`, zeroed by torch) give each symmetric kernel parameter its table of
+per-rank base addresses. NVLink multicast is never used (TORCH_SYMM_MEM_DISABLE_MULTICAST=1
+is set before the first allocation).
+
+Epochs: the n-th communication launch of every rank carries epoch n, and its kernel's first
+act is to announce the epoch to all ranks and wait until all have announced it. A region is
+double-buffered by the parity of its uses, so a rank writes into one copy while the others
+may still read the other one from the previous use; the handshake of the launch in between
+makes that safe (docs/multinode.md, "Ordering").
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+from dataclasses import dataclass
+
+from ..diagnostics import CommdslError
+from ..spec import COMM_PARAMS
+from . import driver
+
+DEFAULT_TIMEOUT_S = 30.0
+# The flags live in each rank's signal pad, past the words torch's own barrier uses.
+FLAGS_OFFSET = 4096
+STATUS_WORDS = 4          # backends/ptx/comm.py: 1 (timed out), flag index, epoch, value seen
+_sequence: dict[str, itertools.count] = {}
+
+
+class CommError(CommdslError):
+    """Ranks that do not agree: a different configuration, a rank that never joins, a wait
+    that timed out on the GPU."""
+
+
+# ---- meeting --------------------------------------------------------------------------------
+
+def handshake(group, name: str, config: dict, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
+    """Every rank of `group` posts `config` (plain JSON values) and its host name under
+    `name` in the group's store, then waits up to `timeout_s` for all others. Raises CommError
+    naming the ranks that did not come, or the first setting on which two ranks differ, or
+    ranks on different hosts. Returns this rank. Works with any backend (gloo in CI)."""
+    import datetime
+
+    import torch.distributed as dist
+    from torch.distributed.distributed_c10d import _get_process_group_store
+    group = group or dist.group.WORLD
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    store = _get_process_group_store(group)
+    seq = next(_sequence.setdefault(name, itertools.count()))
+    config = json.loads(json.dumps(config))          # as the others will read it back
+    keys = [f"commdsl/{name}/{seq}/{r}" for r in range(world)]
+    mine = {"config": config, "host": socket.gethostname()}
+    store.set(keys[rank], json.dumps(mine, sort_keys=True))
+    try:
+        store.wait(keys, datetime.timedelta(seconds=timeout_s))
+    except Exception:                    # the store's timeout error; say who is missing
+        missing = [r for r, k in enumerate(keys) if not store.check([k])]
+        raise CommError(f"{name}: rank(s) {', '.join(map(str, missing))} of {world} did not "
+                        f"join within {timeout_s:g} s (this is rank {rank})",
+                        ) from None
+    posted = [json.loads(store.get(k)) for k in keys]
+    for r, other in enumerate(posted):
+        for key in sorted(set(config) | set(other["config"])):
+            a, b = config.get(key), other["config"].get(key)
+            if a != b:
+                raise CommError(f"{name}: ranks disagree on {key}: rank {rank} has {a!r}, "
+                                f"rank {r} has {b!r}; every rank must create it with the same "
+                                "settings")
+        if other["host"] != mine["host"]:
+            raise CommError(f"{name}: rank {r} runs on {other['host']} but rank {rank} on "
+                            f"{mine['host']}; peer memory reaches the GPUs of one host only "
+                            "(a process group per node; docs/multinode.md)")
+    return rank
+
+
+# ---- symmetric memory -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RegionSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str                 # commdsl dtype name
+    copies: int = 2            # double-buffered by use parity
+
+
+class Region:
+    """A symmetric tensor with `copies` buffers; `next()` gives the one for the next use."""
+
+    def __init__(self, spec: RegionSpec, views: list):
+        self.spec, self.views, self.uses = spec, views, 0
+
+    def next(self):
+        view = self.views[self.uses % len(self.views)]
+        self.uses += 1
+        return view
+
+    @property
+    def current(self):
+        """The copy the last `next()` gave."""
+        return self.views[(self.uses - 1) % len(self.views)]
+
+
+class Comm:
+    """One host's ranks, their symmetric heap and flags, and the epochs of their launches."""
+
+    def __init__(self, group, name: str, config: dict, regions: list[RegionSpec], *,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, device=None):
+        import torch
+        import torch.distributed as dist
+        self.group = group or dist.group.WORLD
+        self.name, self.timeout_s = name, timeout_s
+        layout = [(r.name, list(r.shape), r.dtype, r.copies) for r in regions]
+        self.rank = handshake(self.group, name, {**config, "regions": layout}, timeout_s)
+        self.world = dist.get_world_size(self.group)
+        self.device = torch.device("cuda", torch.cuda.current_device()) if device is None \
+            else torch.device(device)
+        os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
+        import torch.distributed._symmetric_memory as symm_mem
+        from ..dtypes import dtype as dtype_info, torch_dtype
+        if symm_mem.get_backend(self.device) is None:
+            # CUDA IPC mappings between the GPUs of one host (not NVSHMEM's bootstrap).
+            symm_mem.set_backend("CUDA")
+        offsets, total = [], 0
+        for r in regions:
+            nbytes = dtype_info(r.dtype).bytes
+            for s in r.shape:
+                nbytes *= s
+            for _ in range(r.copies):
+                offsets.append(total)
+                total += -(-nbytes // 256) * 256          # 256-byte aligned copies
+        self.heap = symm_mem.empty(max(total, 256), dtype=torch.uint8, device=self.device)
+        self.handle = symm_mem.rendezvous(self.heap, self.group)
+        self.regions: dict[str, Region] = {}
+        it = iter(offsets)
+        for r in regions:
+            views = []
+            for _ in range(r.copies):
+                start = next(it)
+                count = 1
+                for s in r.shape:
+                    count *= s
+                dt = torch_dtype(r.dtype)
+                flat = self.heap[start:start + count * dt.itemsize].view(dt)
+                views.append(flat.view(r.shape))
+            self.regions[r.name] = Region(r, views)
+        self.flags = self.handle.get_signal_pad(self.rank, (self.world,), torch.int32,
+                                                FLAGS_OFFSET // 4)
+        self.flags.zero_()
+        self.status = torch.zeros(STATUS_WORDS, dtype=torch.int32, device=self.device)
+        self._tables: dict[int, object] = {}
+        self.epoch = 0
+        self._launched: dict[int, str] = {}
+        self.broken: CommError | None = None
+        torch.cuda.synchronize(self.device)
+        handshake(self.group, name + "/ready", {}, timeout_s)   # flags zeroed everywhere
+
+    def region(self, name: str) -> Region:
+        return self.regions[name]
+
+    def table(self, view):
+        """The device table of every rank's address of `view` (a view of the heap or of the
+        signal pad): what a `sym` kernel parameter takes."""
+        import torch
+        address = view.data_ptr()
+        if address not in self._tables:
+            # Offsets from this rank's base of the allocation (the heap may sit inside a
+            # larger one of torch's symmetric pool) hold on every rank.
+            for peers, size in ((self.handle.buffer_ptrs, self.handle.buffer_size),
+                                (self.handle.signal_pad_ptrs, self.handle.signal_pad_size)):
+                base = peers[self.rank]
+                if base <= address < base + size:
+                    offset = address - base
+                    self._tables[address] = torch.tensor([p + offset for p in peers],
+                                                         dtype=torch.int64, device=self.device)
+                    break
+            else:
+                raise CommError(f"{self.name}: a symmetric argument must be a region of this "
+                                "Comm (comm.region(name).next()) or comm.flags")
+        return self._tables[address]
+
+    def next_epoch(self, kernel: str) -> int:
+        if self.broken is not None:
+            raise self.broken
+        self.epoch += 1
+        self._launched[self.epoch] = kernel
+        return self.epoch
+
+    def check(self) -> None:
+        """Waits for this rank's launches and raises CommError if a wait timed out."""
+        if self.broken is not None:
+            raise self.broken
+        code, flag, epoch, seen = self.status.tolist()
+        if code:
+            kernel = self._launched.get(epoch, "a communication kernel")
+            self.broken = CommError(
+                f"{self.name}: rank {self.rank} waited {self.timeout_s:g} s in {kernel} (epoch "
+                f"{epoch}) for rank {flag}, whose flag stayed at epoch {seen}: rank {flag} did "
+                "not make the matching call (every rank must call the same communication "
+                "operations in the same order) or it failed")
+            raise self.broken
+
+    def load(self, path: str, kernel: str, options: dict | None = None, **constants):
+        return CommKernel(self, path, kernel, constants, options)
+
+
+# ---- launching -----------------------------------------------------------------------------
+
+class CommKernel:
+    """A communication kernel bound to a Comm: `kernel(name=tensor, ...)` checks the arguments
+    (the ordinary launcher checks), swaps each symmetric argument for its table, appends
+    rank, world, epoch, timeout and status, and launches on torch's current stream."""
+
+    def __init__(self, comm: Comm, path: str, kernel: str, constants: dict,
+                 options: dict | None = None):
+        from ..api import read_source
+        from ..target import DEFAULT_TARGET
+        self.comm, self.name = comm, kernel
+        self.text, self.path = read_source(path)
+        self.constants, self.options, self.target = dict(constants), options, DEFAULT_TARGET
+        self._variants: dict[frozenset, tuple] = {}
+        self.spec = self._variant(frozenset())[0].spec
+        if not self.spec.comm:
+            raise CommError(f"{kernel} is not a communication kernel (no sym parameter, get, "
+                            "put, signal or wait)")
+
+    def _variant(self, unaligned: frozenset):
+        if unaligned not in self._variants:
+            from ..api import build
+            from .launcher import Launcher
+            artifact = build(self.text, self.path, self.name, self.constants, self.target,
+                             unaligned, self.options)
+            image = artifact.cubin if artifact.cubin is not None else artifact.ptx
+            self._variants[unaligned] = (artifact, Launcher.from_image(artifact.spec, image))
+        return self._variants[unaligned]
+
+    @property
+    def ptx(self) -> str:
+        return self._variant(frozenset())[0].ptx
+
+    def __call__(self, **tensors):
+        import numpy as np
+        import torch
+        from ..spec import SPECIALIZE_DIVISOR
+        checker = self._variant(frozenset())[1]
+        bound = checker.bind(**tensors)
+        unaligned = frozenset(s for s in self.spec.size_symbols
+                              if bound.sizes[s] % SPECIALIZE_DIVISOR)
+        launcher = self._variant(unaligned)[1]
+        comm = self.comm
+        pointers = [comm.table(t).data_ptr() if p.symmetric else t.data_ptr()
+                    for p, t in zip(self.spec.tensors, bound.tensors)]
+        if 0 in bound.grid:
+            return checker.results(bound)
+        epoch = comm.next_epoch(self.name)
+        values = {"rank": comm.rank, "world": comm.world, "epoch": epoch,
+                  "timeout_ns": int(comm.timeout_s * 1e9), "status": comm.status.data_ptr()}
+        kinds = {"u32": np.uint32, "u64": np.uint64, "ptr": np.uint64}
+        holders = ([np.array([p], np.uint64) for p in pointers] +
+                   [np.array([bound.sizes[s]], np.uint32) for s in self.spec.size_symbols] +
+                   [np.array([values[n]], kinds[k]) for n, k in COMM_PARAMS])
+        params = np.array([h.ctypes.data for h in holders], np.uint64)
+        cu = driver.cuda_driver()
+        index = bound.device.index
+        function = launcher._function_on(index)
+        stream = torch.cuda.current_stream(bound.device).cuda_stream
+
+        def launch():
+            return cu.cuLaunchKernel(function, *bound.grid, launcher.spec.num_threads, 1, 1,
+                                     launcher.spec.shared_bytes, stream, params.ctypes.data, 0)
+        result = launch() if index == torch.cuda.current_device() else None
+        if result is None or result[0] == cu.CUresult.CUDA_ERROR_INVALID_CONTEXT:
+            with driver.device_context(index):     # a thread that has not used CUDA yet
+                result = launch()
+        driver.check(result, f"cuLaunchKernel({self.name})")
+        return checker.results(bound)

@@ -1,0 +1,76 @@
+"""`commdsl tune FILE --shape M=4096,K=7168`: tune a kernel on random inputs of that shape.
+
+    commdsl tune examples/act_quant.cdsl --shape M=4096,K=7168
+    commdsl tune examples/copy_nc.cdsl --shape N=67108864 --space BLOCK=2048,4096 -D WARPS=4
+
+Prints every config's time (or why it was pruned) and saves the best where `commdsl.load(...,
+autotune=True)` and `commdsl.autotune` find it; an identical later run prints the saved choice.
+"""
+from __future__ import annotations
+
+from ..diagnostics import CompileError
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--shape", required=True, metavar="NAME=SIZE,...",
+                   help="every size of the kernel, e.g. M=4096,K=7168")
+    p.add_argument("--space", action="append", default=[], metavar="NAME=V1,V2,...",
+                   help="values to try for one constant instead of the declared ones; may repeat")
+    p.add_argument("--retune", action="store_true", help="time again even if a result is saved")
+
+
+def parse_space(items: list[str]) -> dict | None:
+    if not items:
+        return None
+    space = {}
+    for item in items:
+        name, eq, values = item.partition("=")
+        try:
+            parsed = [_number(v) for v in values.split(",")] if eq and values else None
+        except ValueError:
+            parsed = None
+        if not name.isidentifier() or not parsed:
+            raise CompileError(f"--space expects NAME=V1,V2,..., got '{item}'", None,
+                               "e.g. --space ROWS=8,16,32")
+        space[name] = parsed
+    return space
+
+
+def _number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def run(args, constants: dict, target: str) -> int:
+    import torch
+    from ..api import Kernel, read_source
+    from .inputs import check_sizes, parse_shape, random_arguments
+    from .space import search_space
+    from .tuner import tune
+    sizes = parse_shape(args.shape)
+    space_arg = parse_space(args.space)
+    text, path = read_source(args.file)
+    default = Kernel(text, path, args.kernel, constants, target)
+    check_sizes(default.spec, sizes)
+    space = None if space_arg is None else search_space(text, path, default.name, constants,
+                                                        space_arg)
+    if not torch.cuda.is_available():
+        raise CompileError("commdsl tune times kernels on a CUDA GPU, and torch sees none", None,
+                           "run it on a machine with an NVIDIA GPU (Hopper for sm_90a)")
+    named = random_arguments(default.spec, sizes, torch.device("cuda"))
+    result = tune(text, path, default.name, constants, target, space, (), named,
+                  retune=args.retune)
+    label = ", ".join(f"{k}={v}" for k, v in result.config.items())
+    if result.from_cache:
+        print(f"{default.name} {args.shape}: {label} ({result.ms:.4f} ms when tuned; saved "
+              "earlier, nothing timed; --retune to time again)")
+        return 0
+    print(f"{'config':<32} ms")
+    for trial in sorted(result.trials, key=lambda t: (t.ms is None, t.ms or 0.0)):
+        config = ", ".join(f"{k}={v}" for k, v in trial.config.items())
+        print(f"{config:<32} " + (f"{trial.ms:.4f}" if trial.ms is not None
+                                   else f"pruned: {trial.pruned}"))
+    print(f"best {default.name} {args.shape}: {label} ({result.ms:.4f} ms)")
+    return 0

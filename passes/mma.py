@@ -1,0 +1,205 @@
+"""Selects the tensor-core instruction of each `mma` and gives its accumulator a fragment.
+
+On sm_90a an FP8 [BM, 128] x [BN, 128]^T product becomes, per 128-wide K step, four
+`wgmma.mma_async.m64n{BN}k32.f32.e4m3.e4m3` per m64 block, read from 128B-swizzled shared
+memory (TMA's layout), on BM / 64 consumer warpgroups (three for BM = 192: 160 registers
+each, with 128 x 128 tiles' 128 FLOP per byte of L2 traffic raised to 154). Checked here:
+the target has wgmma; the operands are K-major FP8 tiles loaded `via tma`; the shape fits
+the instruction; and, for quantized operands, the product's K extent stays inside one
+scale group, since a partial sum is promoted with one scale (the promotion interval).
+
+The f32 result lives in registers as a wgmma fragment (commdsl/fragments.py). Every tile
+computed from it elementwise (the promotion `acc += p * s[:, None]`, the loop-carried
+accumulator, the bf16 cast of the epilogue) takes the same fragment, and row vectors
+broadcast into it (`s[:, None]`) take its Sliced form, so promotion moves no data.
+The promotion itself, `acc += mma(ta, tb.T) * s[:, None]`, fuses into one `mma_promote`
+op, which the backend emits block by block: wgmmas, wait, one FFMA per element.
+"""
+from __future__ import annotations
+
+from commdsl.diagnostics import CompileError
+from commdsl.fragments import WgmmaAcc
+from commdsl.ir import KernelIR, Op, TileType, Value
+from commdsl.layout import Sliced
+from commdsl.target import Target
+
+FP8 = ("e4m3", "e5m2")
+K_BYTES = 128                     # one 128B-swizzled row of K per operand row
+WGMMA_K = 32                      # K of one FP8 wgmma
+ELEMENTWISE = ("add", "sub", "mul", "div", "max", "min", "fma", "neg", "abs", "convert",
+               "recip", "splat", "broadcast")
+
+
+def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -> int:
+    """The number of consumer warpgroups for this mma; raises what the target cannot do."""
+    if not target.has_wgmma:
+        raise CompileError(f"mma needs the warpgroup MMA (wgmma) of sm_90a; {target.name} has "
+                           "none", op.loc, "compile with --target sm_90a")
+    a, b = op.operands[:2]
+    for v, which in ((a, "a"), (b, "b")):
+        src = producers.get(v.id)
+        if src is None or src.name != "load" or src.attrs.get("via") != "tma":
+            raise CompileError(f"mma's operand {which} must be loaded 'via tma': wgmma reads "
+                               "its operands from shared memory", op.loc,
+                               f"write 'let t{which} = load ...[...] via tma' in the pipelined loop")
+        if v.type.dtype not in FP8:
+            raise CompileError(f"mma on {v.type.dtype} tiles is not lowered yet; FP8 (e4m3, "
+                               "e5m2) is", op.loc, "quantize the operands to e4m3")
+    if not op.attrs["trans_b"]:
+        raise CompileError("FP8 wgmma reads B K-major: store b as [N, K] and write mma(a, b.T)",
+                           op.loc, "FP8 wgmma has no transposed-operand form")
+    (bm, bk), bn = a.type.shape, b.type.shape[0]
+    if bm not in (64, 128, 192):
+        raise CompileError(f"mma tiles are 64, 128 or 192 rows (one m64 wgmma per consumer "
+                           f"warpgroup), not {bm}", op.loc, "use BM = 64, 128 or 192")
+    if bn % 8 or not 8 <= bn <= 256:
+        raise CompileError(f"wgmma's N is a multiple of 8 from 8 to 256, not {bn}", op.loc,
+                           "pick BN among 16, 32, 64, 128, ...")
+    quant = kernel.attrs.get("quant", {})
+    for v in (a, b):
+        tensor = producers[v.id].operands[0]
+        q = quant.get(tensor.name)
+        rows = v.type.shape[0]
+        if q is not None and q.group[0] > 1 and q.group[0] % rows:
+            raise CompileError(
+                f"a tile of {rows} rows of '{tensor.name}' can straddle its {q.group[0]}-row "
+                f"scale blocks (quant {' x '.join(map(str, q.group))}), but its product is "
+                "promoted with one scale", op.loc,
+                f"use a tile height that divides {q.group[0]}, e.g. 16, 32, 64 or 128")
+        if q is not None and len(op.operands) == 2 and bk > q.group[-1]:
+            raise CompileError(
+                f"this product sums {bk} of K, but '{tensor.name}' has one scale per "
+                f"{q.group[-1]} (quant {' x '.join(map(str, q.group))}): a partial sum must "
+                "be promoted with one scale", op.loc,
+                f"step the K loop by {q.group[-1]} so each product is promoted with its scale")
+    if bk * 1 != K_BYTES:
+        raise CompileError(f"an FP8 mma here takes K = {K_BYTES} per product (one 128-byte "
+                           f"swizzled row), not {bk}", op.loc, "step the K loop by 128")
+    return bm // 64
+
+
+def _assign(kernel: KernelIR, seeds: dict[int, object], values: dict[int, Value]):
+    """Spreads layouts from `seeds` (value id -> layout) along elementwise ops, broadcasts,
+    row vectors and loop-carried values until nothing changes."""
+    links: list[tuple[Value, Value, object]] = []    # (a, b, how b's layout follows a's)
+    for op in kernel.walk():
+        tiles = [v for v in op.operands + op.results if isinstance(v.type, TileType)]
+        if op.name in ELEMENTWISE:
+            out = op.results[0]
+            links += [(o, out, None) for o in op.operands if isinstance(o.type, TileType)]
+        elif op.name == "expand_dims":
+            links.append((op.results[0], op.operands[0], ("slice", op.attrs["axis"])))
+        elif op.name == "mma" and len(op.operands) > 2:
+            links.append((op.results[0], op.operands[-1], None))
+        elif op.name == "for":
+            body = op.blocks[0]
+            carried = zip(op.operands[3:], body.args[1:], body.ops[-1].operands, op.results)
+            for group in carried:
+                links += [(group[0], v, None) for v in group[1:]]
+        for v in tiles:
+            values[v.id] = v
+    changed = True
+    while changed:
+        changed = False
+        for a, b, how in links:
+            for src, dst, forward in ((a, b, True), (b, a, False)):
+                lay = seeds.get(src.id)
+                if lay is None:
+                    continue
+                if how is not None:          # b = a sliced along an axis, a = b's parent
+                    if forward:
+                        lay = Sliced(lay, how[1])
+                    elif isinstance(lay, Sliced):
+                        lay = lay.parent
+                    else:
+                        continue
+                have = seeds.get(dst.id)
+                if have is None:
+                    seeds[dst.id] = lay
+                    changed = True
+                elif have != lay:
+                    raise CompileError("this value is needed in two register layouts (an "
+                                       "mma fragment and another)", None,
+                                       "keep mma results apart from other tiles of that shape")
+
+
+def run(kernel: KernelIR, target: Target) -> KernelIR:
+    mmas = [op for op in kernel.walk() if op.name == "mma"]
+    if not mmas:
+        return kernel
+    if len(mmas) > 1:
+        raise CompileError("one mma per kernel is lowered so far", mmas[1].loc,
+                           "fuse the products into one mma")
+    op = mmas[0]
+    producers = {r.id: o for o in kernel.walk() for r in o.results}
+    groups = _check(op, producers, kernel, target)
+    bn = op.operands[1].type.shape[0]
+    op.attrs.update(instr=f"m64n{bn}k{WGMMA_K}", warpgroups=groups,
+                    k_steps=op.operands[0].type.shape[1] // WGMMA_K)
+    kernel.attrs["mma_warpgroups"] = groups
+    seeds: dict[int, object] = {op.result.id: WgmmaAcc(groups)}
+    values: dict[int, Value] = {}
+    _assign(kernel, seeds, values)
+    for vid, layout in seeds.items():
+        v = values[vid]
+        v.type = v.type.with_layout(layout)
+    _fuse_multiply_add(kernel)
+    _fuse_promotion(kernel, op)
+    return kernel
+
+
+def _fuse_promotion(kernel: KernelIR, mma: Op) -> None:
+    """fma(mma(a, b), s[:, None], acc) -> mma_promote(a, b, s, acc): the backend then
+    promotes each m64 block right after its wgmmas, so only one block's partial sums need
+    registers (what lets a warpgroup own 128 rows) and the FFMAs need no separate pass."""
+    if len(mma.operands) != 2:
+        return
+    uses: dict[int, list[Op]] = {}
+    for op in kernel.walk():
+        for v in op.operands:
+            uses.setdefault(v.id, []).append(op)
+    producers = {r.id: op for op in kernel.walk() for r in op.results}
+    users = uses.get(mma.result.id, [])
+    if len(users) != 1 or users[0].name != "fma":
+        return
+    fma = users[0]
+    p, s, acc = fma.operands
+    if p is not mma.result:
+        p, s = s, p
+    bcast = producers.get(s.id)
+    expand = bcast and producers.get(bcast.operands[0].id)
+    if (p is not mma.result or bcast is None or bcast.name != "broadcast" or expand is None
+            or expand.name != "expand_dims" or expand.attrs["axis"] != 1):
+        return
+    block = next(b for b in [kernel.body] + [b for o in kernel.walk() for b in o.blocks]
+                 if fma in b.ops)
+    if mma not in block.ops:
+        return
+    fused = Op("mma_promote", [*mma.operands, expand.operands[0], acc], fma.results,
+               dict(mma.attrs), loc=mma.loc)
+    block.ops[block.ops.index(fma)] = fused
+    block.ops.remove(mma)
+    for dead in (bcast, expand):
+        if len(uses[dead.result.id]) == 1:
+            block.ops.remove(dead)
+
+def _fuse_multiply_add(kernel: KernelIR) -> None:
+    """`acc + p * s` on fragments -> fma(p, s, acc): the promotion's one FFMA per element,
+    rounded once (DeepGEMM's `final += scale * accum`)."""
+    uses: dict[int, int] = {}
+    for op in kernel.walk():
+        for v in op.operands:
+            uses[v.id] = uses.get(v.id, 0) + 1
+    blocks = [kernel.body] + [b for op in kernel.walk() for b in op.blocks]
+    for block in blocks:
+        local = {r.id: op for op in block.ops for r in op.results}
+        for op in list(block.ops):
+            t = op.results[0].type if op.results else None
+            if op.name != "add" or not isinstance(getattr(t, "layout", None), WgmmaAcc):
+                continue
+            for x, y in (op.operands, op.operands[::-1]):
+                mul = local.get(y.id)
+                if mul is not None and mul.name == "mul" and uses[y.id] == 1:
+                    op.name, op.operands = "fma", [*mul.operands, x]
+                    block.ops.remove(mul)
+                    break

@@ -1,0 +1,263 @@
+"""Turns a `pipeline(STAGES)` loop with `via tma` loads into a warp-specialized TMA pipeline.
+
+    for k in .. pipeline(S) { ta = load a[..] via tma; tb = load b[..] via tma; ...mma(ta, tb.T) }
+ -> S-stage rings of 1024-byte aligned, 128B-swizzled buffers in dynamic shared memory,
+    `full` and `empty` mbarriers per stage, and a warp_specialize op:
+      producer (warpgroup 0, one thread): for each iteration of the loop nest
+          wait empty[s] (parity ^ 1), expect the stage's bytes on full[s], TMA each box
+      consumers (warpgroups 1..C): the original loop nest, where the loads become
+          wait full[s] (parity) before the mma, which reads buf[s], and one arrival per
+          warp on empty[s] after it
+    Both sides count iterations `it` across the whole nest (the persistent tile loop
+    included): stage s = it % S, parity = (it / S) % 2, so the ring runs on across tiles.
+
+The producer's copy of the nest keeps only what the TMA coordinates and loop bounds need.
+Registers move to the consumers with setmaxnreg (producer 24, consumers the rest).
+"""
+from __future__ import annotations
+
+from commdsl.diagnostics import CompileError
+from commdsl.dtypes import dtype as dtype_info
+from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, TileType, Value
+from commdsl.ir_async import MMA_OPS, BarrierType, SmemType
+from commdsl.spec import TensorMapParam
+from commdsl.target import Target
+
+I32 = ScalarType("i32")
+SWIZZLE_BYTES = 128
+SWIZZLE_ATOM = 1024              # 8 rows of 128 bytes: the alignment of every stage buffer
+MAX_SHARED = 232448              # opt-in dynamic shared memory per CTA on sm_90 (227 KB)
+PRODUCER_REGS = 24
+REGISTERS_PER_SM = 65536
+
+
+def _path_to(kernel: KernelIR, target_op: Op) -> list[Op] | None:
+    """The ops enclosing `target_op`, outermost first, ending with it."""
+    def search(block: Block):
+        for op in block.ops:
+            if op is target_op:
+                return [op]
+            for b in op.blocks:
+                found = search(b)
+                if found:
+                    return [op] + found
+        return None
+    return search(kernel.body)
+
+
+def _const(b: Builder, n: int) -> Value:
+    return b.value("const", [], I32, value=n)
+
+
+def _stage_and_parity(b: Builder, it: Value, stages: int) -> tuple[Value, Value]:
+    s = _const(b, stages)
+    return (b.value("rem", [it, s], I32),
+            b.value("rem", [b.value("div", [it, s], I32), _const(b, 2)], I32))
+
+
+def _check_loads(loop: Op, kernel: KernelIR, target: Target, users) -> list[Op]:
+    loads = [op for op in loop.blocks[0].ops if op.name == "load" and op.attrs.get("via")]
+    if not loads:
+        raise CompileError("a pipelined loop needs 'via tma' loads to overlap", loop.loc,
+                           "load the operands with 'load t[...] via tma'")
+    if target.sm < 90:
+        raise CompileError(f"TMA ('via tma') needs sm_90 or newer, not {target.name}",
+                           loads[0].loc, "compile with --target sm_90a")
+    for op in loads:
+        tensor, t = op.operands[0], op.result.type
+        if tensor.type.rank != 2 or len(t.shape) != 2:
+            raise CompileError("a 'via tma' load here takes a 2-D tile of a 2-D tensor", op.loc,
+                               "write 'load x[r0 : +R, c0 : +C] via tma'")
+        rows, cols = t.shape
+        if cols * dtype_info(t.dtype).bytes != SWIZZLE_BYTES:
+            raise CompileError(f"a 'via tma' tile row must be {SWIZZLE_BYTES} bytes (one "
+                               f"swizzled row), not {cols} x {t.dtype}", op.loc,
+                               f"load {SWIZZLE_BYTES // dtype_info(t.dtype).bytes} columns")
+        if rows % 8 or rows > 256:
+            raise CompileError(f"a 'via tma' tile has a multiple of 8 rows up to 256, not "
+                               f"{rows}", op.loc, "pick BM / BN among 16, 32, 64, 128, 256")
+        uses = users.get(op.result.id, [])
+        if any(u.name not in MMA_OPS for u in uses):
+            raise CompileError("a 'via tma' tile lands in shared memory, where only mma reads "
+                               "it", op.loc, "load tiles used by other math without 'via tma'")
+    return loads
+
+
+def _add_carried(loop: Op, init: Value) -> tuple[Value, Value]:
+    """Appends a carried value to a `for`: (its block argument, its result). The caller
+    appends the yielded value."""
+    arg, result = Value(init.type, "it"), Value(init.type)
+    loop.operands.append(init)
+    loop.blocks[0].args.append(arg)
+    loop.results.append(result)
+    return arg, result
+
+
+def _producer(path: list[Op], loads: list[Op], bufs: dict[int, Value], maps: dict[int, int],
+              full: Value, empty: Value, stages: int, nbytes: int) -> list[Op]:
+    """A copy of the loop nest that only issues the TMA copies."""
+    needed = {v.id for op in loads for v in op.operands[1:]}
+    for loop in path:
+        needed |= {v.id for v in loop.operands[:3]}
+    for loop in reversed(path):                       # innermost block first
+        for op in reversed(loop.blocks[0].ops):
+            if any(r.id in needed for r in op.results):
+                if op.blocks:
+                    raise CompileError("TMA coordinates may not depend on a nested loop",
+                                       op.loc, "compute them from the loop variables")
+                needed |= {v.id for v in op.operands}
+    carried = {a.id for loop in path for a in loop.blocks[0].args[1:]}
+    if needed & carried:
+        raise CompileError("TMA coordinates may not depend on values carried across "
+                           "iterations", path[-1].loc, "compute them from the loop variables")
+    mapping: dict[int, Value] = {}
+
+    def get(v: Value) -> Value:
+        return mapping.get(v.id, v)
+
+    top = Block()
+    start = _const(Builder(top, path[0].loc), 0)
+
+    def build(level: int, b: Builder, it_in: Value) -> Value:
+        loop = path[level]
+        new = b.op("for", [get(v) for v in loop.operands[:3]] + [it_in], [I32],
+                   pipeline=loop.attrs.get("pipeline"))
+        iv = loop.blocks[0].args[0]
+        body = Block(args=[Value(I32, iv.name), Value(I32, "it")])
+        new.blocks.append(body)
+        mapping[iv.id] = body.args[0]
+        inner = Builder(body, loop.loc)
+        it = body.args[1]
+        for op in loop.blocks[0].ops:
+            if level + 1 < len(path) and op is path[level + 1]:
+                it = build(level + 1, inner, it)
+            elif op in loads:
+                if op is loads[0]:
+                    inner.loc = op.loc
+                    stage, parity = _stage_and_parity(inner, it, stages)
+                    flipped = inner.value("sub", [_const(inner, 1), parity], I32)
+                    inner.op("mbarrier_wait", [empty, stage, flipped], [])
+                    inner.op("mbarrier_expect_tx", [full, stage], [], bytes=nbytes)
+                inner.op("tma_load", [op.operands[0], bufs[op.result.id], stage,
+                                      *map(get, op.operands[1:]), full, stage], [],
+                         map=maps[op.result.id])
+            elif op.name != "yield" and any(r.id in needed for r in op.results):
+                clone = Op(op.name, [get(v) for v in op.operands],
+                           [Value(r.type, r.name) for r in op.results], dict(op.attrs),
+                           loc=op.loc)
+                mapping.update({r.id: c for r, c in zip(op.results, clone.results)})
+                inner.block.ops.append(clone)
+        if level + 1 == len(path):
+            it = inner.value("add", [it, _const(inner, 1)], I32)
+        inner.op("yield", [it], [])
+        return new.result
+
+    build(0, Builder(top, path[0].loc), start)
+    return top.ops
+
+
+def _consumer(path: list[Op], loads: list[Op], bufs: dict[int, Value], full: Value,
+              empty: Value, stages: int) -> list[Op]:
+    """The loop nest itself, waiting for each stage before its mma and releasing it after."""
+    top = Block()
+    it = _const(Builder(top, path[0].loc), 0)
+    for level, loop in enumerate(path):
+        arg, result = _add_carried(loop, it)
+        if level:
+            path[level - 1].blocks[0].ops[-1].operands.append(result)    # the parent's yield
+        it = arg
+    loop = path[-1]
+    body = loop.blocks[0]
+    new_ops: list[Op] = []
+    b = Builder(Block(), loop.loc)
+    stage, parity = _stage_and_parity(b, it, stages)
+    new_ops += b.block.ops
+    for op in body.ops:
+        if op in loads:
+            continue
+        if op.name in MMA_OPS:
+            b = Builder(Block(), op.loc)
+            b.op("mbarrier_wait", [full, stage, parity], [])
+            new_ops += b.block.ops
+            a, bt = op.operands[:2]
+            op.operands = [bufs[a.id], bufs[bt.id], stage] + op.operands[2:]
+            new_ops.append(op)
+            b = Builder(Block(), op.loc)
+            b.op("mbarrier_arrive", [empty, stage], [], per="warp")
+            new_ops += b.block.ops
+            continue
+        if op.name == "yield":
+            b = Builder(Block(), loop.loc)
+            nxt = b.value("add", [it, _const(b, 1)], I32)
+            new_ops += b.block.ops
+            op.operands.append(nxt)
+        new_ops.append(op)
+    body.ops = new_ops
+    top.ops.append(path[0])
+    return top.ops
+
+
+def run(kernel: KernelIR, target: Target) -> KernelIR:
+    loops = [op for op in kernel.walk() if op.name == "for" and op.attrs.get("pipeline")]
+    stray = [op for op in kernel.walk() if op.name == "load" and op.attrs.get("via")]
+    if not loops:
+        if stray:
+            raise CompileError("'via tma' loads belong in a pipeline(STAGES) loop", stray[0].loc,
+                               "add pipeline(STAGES) to the loop around them")
+        return kernel
+    if len(loops) > 1:
+        raise CompileError("one pipelined loop per kernel is lowered so far", loops[1].loc,
+                           "pipeline only the K loop")
+    loop = loops[0]
+    users: dict[int, list[Op]] = {}
+    for op in kernel.walk():
+        for v in op.operands:
+            users.setdefault(v.id, []).append(op)
+    loads = _check_loads(loop, kernel, target, users)
+    if len(stray) != len(loads):
+        raise CompileError("'via tma' loads belong directly in the pipelined loop",
+                           next(op for op in stray if op not in loads).loc,
+                           "move the load into the pipeline(STAGES) loop")
+    path = _path_to(kernel, loop)
+    if any(op.name != "for" for op in path):
+        raise CompileError("a pipelined loop may sit only inside other loops", loop.loc,
+                           "move it out of this construct")
+    stages = loop.attrs["pipeline"]
+    groups = kernel.attrs.get("mma_warpgroups", 1)
+
+    pre = Builder(Block(), loop.loc)
+    offset, bufs, maps, stage_bytes = 0, {}, {}, 0
+    tensor_maps: list[TensorMapParam] = list(kernel.attrs.get("tensor_maps", ()))
+    for op in loads:
+        rows, cols = op.result.type.shape
+        nbytes = rows * cols * dtype_info(op.result.type.dtype).bytes
+        stage_bytes += nbytes
+        ring = SmemType(op.result.type.dtype, stages, (rows, cols))
+        bufs[op.result.id] = pre.value("smem_alloc", [], ring, offset=offset)
+        offset += stages * -(-nbytes // SWIZZLE_ATOM) * SWIZZLE_ATOM
+        maps[op.result.id] = len(tensor_maps)
+        tensor_maps.append(TensorMapParam(op.operands[0].name, (rows, cols), SWIZZLE_BYTES))
+    full = pre.value("mbarrier_alloc", [], BarrierType(stages), offset=offset, count=stages,
+                     arrivals=1)
+    empty = pre.value("mbarrier_alloc", [], BarrierType(stages), offset=offset + 8 * stages,
+                      count=stages, arrivals=4 * groups)
+    total = offset + 16 * stages
+    if total > MAX_SHARED:
+        raise CompileError(f"{stages} stages of {stage_bytes} bytes need {total} bytes of "
+                           f"shared memory; a CTA can have {MAX_SHARED}", loop.loc,
+                           "use fewer stages or smaller tiles")
+    pre.op("mbarrier_init", [full, empty], [])
+
+    producer = Block(ops=_producer(path, loads, bufs, maps, full, empty, stages, stage_bytes))
+    index = kernel.body.ops.index(path[0])
+    after = kernel.body.ops[index + 1:]
+    consumer = Block(ops=_consumer(path, loads, bufs, full, empty, stages) + after)
+    regs = min(248, (REGISTERS_PER_SM // 128 - PRODUCER_REGS) // groups // 8 * 8)
+    ws = Op("warp_specialize", [], [], dict(producer_regs=PRODUCER_REGS, consumer_regs=regs,
+                                             consumers=groups), [producer, consumer],
+            loc=loop.loc)
+    kernel.body.ops = kernel.body.ops[:index] + pre.block.ops + [ws]
+    kernel.attrs["tensor_maps"] = tuple(tensor_maps)
+    kernel.shared_bytes = total
+    kernel.num_threads = 128 * (1 + groups)
+    return kernel

@@ -1,0 +1,150 @@
+"""Plans the shared memory of ops that move data between threads (`transpose`).
+
+A transpose writes every element of its operand, from the thread that holds it, to its
+place in the result tile, kept in shared memory row by row; after a barrier every thread
+reads the elements its result layout gives it, 16 bytes at a time where it holds that many.
+The writes go one element at a time down a column of the result, the worst case for shared
+memory's 32 banks: with plain rows every lane of a warp would hit the same bank. So each row
+is stored with its 16-byte chunks permuted by an XOR swizzle,
+
+    byte(r, c) = r * row_bytes + ((c * e / 16) ^ ((r >> shift) & mask)) * 16 + (c * e) % 16
+
+(or with a padded row, where that is enough), and the pass picks the plan with the fewest
+bank wavefronts for this op's two access patterns, simulated for one warp from the layouts.
+16-byte chunks stay whole, so the reads stay 16-byte vectors. The plan is the op's `smem`
+attribute; the backend allocates one static shared buffer per op and emits the addresses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from commdsl.dtypes import dtype as dtype_info
+from commdsl.ir import KernelIR, Op
+from commdsl.layout import slots
+from commdsl.target import Target
+
+BANKS, BANK_BYTES = 32, 4
+STATIC_SMEM_LIMIT = 48 * 1024          # static shared memory per CTA
+
+
+@dataclass(frozen=True)
+class SmemPlan:
+    rows: int                # the result tile's shape
+    cols: int
+    elem_bytes: int
+    row_bytes: int           # a multiple of 16
+    swizzle_shift: int
+    swizzle_mask: int        # 0: no swizzle
+    wavefronts: int          # modelled cost for one warp: writes + reads
+
+    @property
+    def bytes(self) -> int:
+        return self.rows * self.row_bytes
+
+    def address(self, r: int, c: int) -> int:
+        b = c * self.elem_bytes
+        return (r * self.row_bytes + (((b >> 4) ^ ((r >> self.swizzle_shift) & self.swizzle_mask)) << 4)
+                + (b & 15))
+
+    def __str__(self):
+        swz = (f", xor(r >> {self.swizzle_shift} & {self.swizzle_mask})"
+               if self.swizzle_mask else "")
+        return f"smem<{self.rows}x{self.row_bytes}B{swz}, {self.wavefronts} wavefronts>"
+
+
+def lane_coords(layout, shape, lane: int, warp: int = 0) -> list[tuple[int, ...]]:
+    """The tile coordinates of every slot of one thread, in slot order."""
+    dims = layout.dims(shape)
+    base = []
+    for m in dims:
+        lane_part = (lane // m.lane_stride) % m.tpw
+        warp_part = (warp // m.warp_stride) % m.wpc
+        base.append((warp_part * m.tpw + lane_part) * m.spt)
+    out = []
+    for slot in slots(dims):
+        out.append(tuple((b + m.offset(r, e)) % m.size
+                         for b, m, (r, e) in zip(base, dims, slot)))
+    return out
+
+
+def _wavefronts(addresses: list[int], nbytes: int) -> int:
+    """Bank wavefronts of one warp-wide access of `nbytes` per lane."""
+    per_phase = 32 if nbytes <= 4 else 128 // nbytes
+    total = 0
+    for p in range(0, len(addresses), per_phase):
+        banks: dict[int, set[int]] = {}
+        for a in addresses[p:p + per_phase]:
+            for w in range(a // BANK_BYTES, (a + max(nbytes, 1) - 1) // BANK_BYTES + 1):
+                banks.setdefault(w % BANKS, set()).add(w)
+        total += max(len(s) for s in banks.values())
+    return total
+
+
+def _accesses(op: Op, e: int):
+    """Per warp instruction: (bytes per lane, [(row, col) per lane]) for the writes of the
+    operand and the reads of the result, both in result coordinates."""
+    src, dst = op.operands[0].type, op.result.type
+    src_lanes = [lane_coords(src.layout, src.shape, lane) for lane in range(32)]
+    writes = [(e, [(c[j][1], c[j][0]) for c in src_lanes]) for j in range(len(src_lanes[0]))]
+    dst_lanes = [lane_coords(dst.layout, dst.shape, lane) for lane in range(32)]
+    vec = read_vector(dst, e)
+    reads = [(vec * e, [c[j] for c in dst_lanes]) for j in range(0, len(dst_lanes[0]), vec)]
+    return writes + reads
+
+
+def read_vector(tile_type, e: int) -> int:
+    """Elements per shared-memory read of the result: the thread's contiguous run, <= 16 B."""
+    spt = tile_type.layout.dims(tile_type.shape)[-1].spt
+    v = 1
+    while v * 2 <= spt and spt % (v * 2) == 0 and v * 2 * e <= 16:
+        v *= 2
+    return v
+
+
+def _candidates(rows: int, cols: int, e: int):
+    base = -(-cols * e // 16) * 16
+    chunks = base // 16
+    pow2 = 1
+    while chunks % (pow2 * 2) == 0:
+        pow2 *= 2
+    yield base, 0, 0
+    yield base + 16, 0, 0
+    shift = 0
+    while (1 << shift) < rows:
+        for mask_bits in range(1, pow2.bit_length()):
+            yield base, shift, (1 << mask_bits) - 1
+        shift += 1
+
+
+def plan(op: Op) -> SmemPlan:
+    rows, cols = op.result.type.shape
+    e = dtype_info(op.result.type.dtype).bytes
+    accesses = _accesses(op, e)
+    best = None
+    for row_bytes, shift, mask in _candidates(rows, cols, e):
+        p = SmemPlan(rows, cols, e, row_bytes, shift, mask, 0)
+        cost = sum(_wavefronts([p.address(r, c) for r, c in coords], n)
+                   for n, coords in accesses)
+        key = (cost, p.bytes, mask)
+        if best is None or key < best[0]:
+            best = (key, SmemPlan(rows, cols, e, row_bytes, shift, mask, cost))
+    chosen = best[1]
+    every = {chosen.address(r, c) for r in range(rows) for c in range(cols)}
+    assert len(every) == rows * cols and max(every) < chosen.bytes, f"{chosen} is not a bijection"
+    return chosen
+
+
+def run(kernel: KernelIR, target: Target) -> KernelIR:
+    from commdsl.diagnostics import CompileError
+    total = 0
+    for op in kernel.walk():
+        if op.name == "transpose":
+            op.attrs["smem"] = plan(op)
+            total += op.attrs["smem"].bytes
+            if total > STATIC_SMEM_LIMIT:
+                raise CompileError(f"this transpose needs {total} bytes of shared memory, more "
+                                   f"than the {STATIC_SMEM_LIMIT} a CTA has statically", op.loc,
+                                   "transpose a smaller tile, or the FP8 data before "
+                                   "dequantizing it (1 byte per element instead of 4)")
+    kernel.attrs["static_smem_bytes"] = total
+    return kernel

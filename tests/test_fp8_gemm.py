@@ -1,0 +1,205 @@
+"""fp8_gemm: the PTX facts the issue names, ptxas acceptance, compile and launch errors, and
+CPU numerics through the interpreter (the GPU numerics are in test_gpu_fp8_gemm.py)."""
+import os
+import re
+
+import pytest
+import torch
+
+import commdsl
+from commdsl.compiler import compile_file, compile_source
+from commdsl.diagnostics import CompileError
+from commdsl.runtime.ptxas import assemble
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+FP8_GEMM = os.path.join(EXAMPLES, "fp8_gemm.cdsl")
+SOURCE = open(FP8_GEMM).read()
+CONFIGS = [dict(), dict(BM=64, BN=128), dict(BM=128, BN=16, STAGES=6), dict(BM=64, BN=32),
+           dict(BM=128, BN=64, STAGES=3), dict(BM=64, BN=16, STAGES=6), dict(BM=192, STAGES=5)]
+
+
+def quantize_a(x: torch.Tensor):
+    """1 x 128 groups along K: s = amax / 448, a = x / s in e4m3."""
+    m, k = x.shape
+    g = x.float().view(m, k // 128, 128)
+    s = g.abs().amax(-1).clamp(min=1e-4) / 448.0
+    return (g / s[..., None]).view(m, k).to(torch.float8_e4m3fn), s
+
+
+def quantize_b(w: torch.Tensor):
+    """128 x 128 blocks; the last block row may be partial (cdiv(N, 128) scale rows)."""
+    n, k = w.shape
+    nb = -(-n // 128)
+    padded = torch.zeros(nb * 128, k, device=w.device)
+    padded[:n] = w.float()
+    g = padded.view(nb, 128, k // 128, 128)
+    s = g.abs().amax((1, 3)).clamp(min=1e-4) / 448.0
+    q = (g / s[:, None, :, None]).view(nb * 128, k)[:n].to(torch.float8_e4m3fn)
+    return q, s
+
+
+def reference(a, sa, b, sb):
+    """The float64 product of the dequantized operands."""
+    m, k = a.shape
+    n = b.shape[0]
+    a64 = (a.double().view(m, k // 128, 128) * sa.double()[..., None]).view(m, k)
+    sb_rows = sb.double().repeat_interleave(128, 0)[:n]
+    b64 = (b.double().view(n, k // 128, 128) * sb_rows[..., None]).view(n, k)
+    return a64 @ b64.T
+
+
+def random_operands(m, n, k, device="cpu", seed=0):
+    g = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(m, k, generator=g, device=device)
+    w = torch.randn(n, k, generator=g, device=device)
+    return (*quantize_a(x), *quantize_b(w))
+
+
+def relative_error(d, ref) -> float:
+    return ((d.double() - ref).norm() / ref.norm()).item()
+
+
+# ---- what the compiler emits ----------------------------------------------------------------
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
+def test_ptx_facts_and_ptxas(config):
+    ptx = compile_file(FP8_GEMM, constants=config).ptx
+    bn = config.get("BN", 128)
+    assert re.search(rf"wgmma\.mma_async\.sync\.aligned\.m64n{bn}k32\.f32\.e4m3\.e4m3", ptx)
+    assert "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes" in ptx
+    for instr in ("mbarrier.init.shared::cta.b64", "mbarrier.try_wait.parity.shared::cta.b64",
+                  "mbarrier.arrive.expect_tx.shared::cta.b64", "mbarrier.arrive.shared::cta.b64",
+                  "fence.mbarrier_init.release.cluster", "setmaxnreg.dec.sync.aligned.u32 24",
+                  "setmaxnreg.inc.sync.aligned.u32", "wgmma.fence.sync.aligned",
+                  "wgmma.commit_group.sync.aligned", "wgmma.wait_group.sync.aligned 0",
+                  "prefetch.tensormap", "fma.rn.f32", "cvta.param.u64"):
+        assert instr in ptx, instr
+    # The tensor maps are kernel parameters passed by value, used in place.
+    assert len(re.findall(r"\.param \.align 64 \.b8 fp8_gemm_param_\d+\[128\]", ptx)) == 2
+    assert ".maxntid" in ptx and ".minnctapersm 1" in ptx
+    report = assemble(ptx, arch="sm_90a", entry="fp8_gemm").report
+    assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0, report.summary()
+    assert not [w for w in report.warnings if re.search(r"C75\d\d", w)], report.warnings
+
+
+def test_promotion_every_k_step():
+    """Each 128-wide K step starts a fresh tensor-core sum (scale-d = 0) and chains three
+    more into it; the partial is then promoted into f32 with one FMA per element."""
+    ptx = compile_file(FP8_GEMM).ptx
+    wgmmas = re.findall(r"wgmma\.mma_async[^;]*, (\d), 1, 1;", ptx)
+    assert wgmmas == ["0", "1", "1", "1"]
+    assert ptx.count("fma.rn.f32") == 64         # BN / 2 accumulators per thread
+
+
+def test_spec_describes_the_launch():
+    spec = compile_file(FP8_GEMM, constants=dict(BM=64, BN=32, STAGES=4)).specs[0]
+    assert str(spec.grid[0]) == "min(cdiv(M, 64) * cdiv(N, 32), sms)"
+    assert spec.num_threads == 256            # a producer and one consumer warpgroup
+    assert [(m.tensor, m.box) for m in spec.tensor_maps] == [("a", (64, 128)), ("b", (32, 128))]
+    assert spec.shared_bytes == 4 * (64 * 128 + 32 * 128) + 4 * 16 and spec.shared_bytes > 48 * 1024
+
+
+def test_ir_after_passes_has_the_pipeline_structure():
+    ir = compile_file(FP8_GEMM, emit="llvm").text["ir"]
+    assert "warp_specialize() {producer_regs = 24, consumer_regs = 240, consumers = 2}" in ir
+    assert ir.count("tma_load(") == 2 and "mbarrier_expect_tx" in ir
+    assert "wgmma_acc<warpgroups=2>" in ir and "nprogs()" in ir
+
+
+# ---- compile errors -------------------------------------------------------------------------
+
+def compile_error(source, **kwargs) -> CompileError:
+    with pytest.raises(CompileError) as err:
+        compile_source(source, "fp8_gemm.cdsl", **kwargs)
+    assert err.value.hint, err.value.render()
+    return err.value
+
+
+def test_target_without_wgmma_is_a_clear_error():
+    err = compile_error(SOURCE, target="sm_80")
+    assert "wgmma" in err.message and "sm_80" in err.message and "sm_90a" in err.hint
+    assert err.span is not None and SOURCE.splitlines()[err.span.line - 1].strip().startswith("acc +=")
+
+
+def test_promotion_cannot_span_scale_groups():
+    err = compile_error(SOURCE.replace("step 128", "step 256").replace("+128]", "+256]"))
+    assert "promoted with one scale" in err.message
+
+
+@pytest.mark.parametrize("edit,message", [
+    (("let tb = load b[n0 : +BN, k : +128] via tma", "let tb = load b[n0 : +BN, k : +128]"),
+     "loaded 'via tma'"),
+    (("mma(ta, tb.T)", "mma(ta, tb)"), "K-major"),
+    (("persistent(raster = GROUP)", "persistent(raster = GROUP)\n  grid(4)"), None),
+    (("pipeline(STAGES)", "pipeline(1)"), "at least 2"),
+    (("persistent(raster = GROUP)", "persistent(order = GROUP)"), "only 'raster"),
+    (("pipeline(STAGES)", "pipelined(STAGES)"), "unknown loop clause"),
+    (("acc += mma", "acc2 += mma"), "not a variable"),
+])
+def test_mistakes_get_errors_with_a_span(edit, message):
+    source = SOURCE.replace(*edit)
+    if message is None:           # a grid annotation cannot go inside the body: syntax error
+        source = SOURCE.replace("  tune GROUP", "  grid(4)\n  tune GROUP")
+        message = "takes no grid"
+    err = compile_error(source)
+    assert message in err.message, err.render()
+    assert err.span is not None
+
+
+def test_tile_shape_limits():
+    assert "multiple of 8" in compile_error(SOURCE, constants={"BN": 20}).message
+    assert "straddle its 128-row scale blocks" in compile_error(SOURCE, constants={"BN": 144}).message
+    assert "64, 128 or 192 rows" in compile_error(SOURCE, constants={"BM": 32}).message
+    err = compile_error(SOURCE, constants={"STAGES": 8})
+    assert "bytes of shared memory" in err.message and "fewer stages" in err.hint
+
+
+# ---- the interpreter ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("m,n,k,config", [
+    (128, 128, 256, dict()),
+    (256, 256, 256, dict(BN=64)),
+    (200, 300, 384, dict(BM=64, BN=32)),            # ragged M and N, partial scale block
+    (1, 72, 128, dict(BN=16)),
+])
+def test_interpreter_matches_float64_reference(m, n, k, config):
+    kernel = commdsl.load(FP8_GEMM, **config)
+    a, sa, b, sb = random_operands(m, n, k, seed=m + n + k)
+    d = torch.full((m, n), float("nan"), dtype=torch.bfloat16)
+    kernel.interpret(a, sa, b, sb, d=d)
+    ref = reference(a, sa, b, sb)
+    assert not d.isnan().any()
+    # bf16 output rounding alone is ~1.7e-3 relative on such data
+    assert relative_error(d, ref) <= 2e-3
+
+
+# ---- launch checks (on CPU tensors: no GPU needed) ------------------------------------------
+
+def test_launch_errors_name_the_argument():
+    kernel = commdsl.load(FP8_GEMM)
+    a, sa, b, sb = random_operands(128, 384, 256)
+    with pytest.raises(commdsl.LaunchError, match=r"argument 'a'.*multiple of 128"):
+        kernel.interpret(a[:, :200].contiguous(), sa, b[:, :200].contiguous(), sb)
+    with pytest.raises(commdsl.LaunchError, match=r"argument 'sb'.*dimension 0 must be cdiv\(N, 128\)"):
+        kernel.interpret(a, sa, b, sb.T.contiguous())
+    with pytest.raises(commdsl.LaunchError, match=r"argument 'sa'.*contiguous"):
+        kernel.interpret(a, sa.T.contiguous().T, b, sb)
+    with pytest.raises(commdsl.LaunchError, match=r"argument 'b'.*e4m3"):
+        kernel.interpret(a, sa, b.to(torch.float8_e5m2), sb)
+    with pytest.raises(commdsl.LaunchError, match=r"argument 'a'.*CUDA"):
+        kernel(a, sa, b, sb)
+
+
+def test_tensor_map_row_stride_check():
+    from commdsl.runtime.tensormap import TensorMaps
+    from commdsl.spec import KernelSpec, TensorMapParam, TensorParam
+    from commdsl.dims import Sym
+    from commdsl.diagnostics import LaunchError
+    spec = KernelSpec("k", (TensorParam("x", "bf16", (Sym("R"), Sym("C"))),), ("R", "C"), (),
+                      128, tensor_maps=(TensorMapParam("x", (64, 64)),))
+
+    def fail(arg, message, hint=None):
+        return LaunchError("k", arg, message, hint)
+    TensorMaps(spec).check(fail, {}, {"R": 3, "C": 64})
+    with pytest.raises(LaunchError, match=r"argument 'x'.*rows of 20 bytes \(C = 10\).*TMA"):
+        TensorMaps(spec).check(fail, {}, {"R": 3, "C": 10})

@@ -1,0 +1,294 @@
+"""The FP8 quantization family on the CPU: weight_quant, dequant (activations and weights)
+and the fused transposed re-quantization, in every format the language expresses.
+
+Each kernel compiles, passes ptxas for sm_90a with no spills, shows the PTX facts the issue
+names (16-byte global accesses, the shared-memory transpose), runs in the IR interpreter
+bit-exactly against the torch formulas of tests/quant_reference.py, and every wrong scale
+shape, dtype or group is a diagnostic that names the tensor.
+"""
+import os
+import re
+
+import pytest
+import torch
+
+import commdsl
+import quant_reference as R
+from commdsl.compiler import compile_file, compile_source
+from commdsl.layout import DimMap
+from commdsl.runtime.ptxas import assemble
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+WEIGHT_QUANT = os.path.join(EXAMPLES, "weight_quant.cdsl")
+DEQUANT = os.path.join(EXAMPLES, "dequant.cdsl")
+REQUANT_T = os.path.join(EXAMPLES, "requant_t.cdsl")
+KERNELS = [(WEIGHT_QUANT, "weight_quant"), (DEQUANT, "dequant_act"),
+           (DEQUANT, "dequant_weight"), (REQUANT_T, "requant_t")]
+FORMATS = [dict(FMT="e4m3", SF="f32", G=128), dict(FMT="e4m3", SF="ue8m0", G=128),
+           dict(FMT="e5m2", SF="f32", G=128), dict(FMT="e5m2", SF="ue8m0", G=64),
+           dict(FMT="e4m3", SF="f32", G=48), dict(FMT="e4m3", SF="ue8m0", G=80)]
+
+
+def fmt_id(f):
+    return f"{f['FMT']}-{f['SF']}-G{f['G']}"
+
+
+# ---- compile, ptxas, PTX facts -------------------------------------------------------------
+
+@pytest.mark.parametrize("aligned", [True, False], ids=["div16", "ragged"])
+@pytest.mark.parametrize("fmt", FORMATS, ids=fmt_id)
+@pytest.mark.parametrize("path,kernel", KERNELS, ids=[k for _, k in KERNELS])
+def test_compiles_and_passes_ptxas(path, kernel, fmt, aligned):
+    divisible = None if aligned else {"M": False, "N": False, "K": False}
+    ptx = compile_file(path, kernel=kernel, constants=fmt, divisible=divisible).ptx
+    report = assemble(ptx, arch="sm_90a", entry=kernel).report
+    assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0
+
+
+def ptx_of(path, kernel, **constants):
+    return compile_file(path, kernel=kernel, constants=constants).ptx
+
+
+def test_weight_quant_ptx():
+    ptx = ptx_of(WEIGHT_QUANT, "weight_quant")
+    assert re.search(r"ld\.global\.nc\.v4\.b32", ptx), "bf16 loads must be 16 bytes wide"
+    assert not re.search(r"ld\.global\.nc\.b16", ptx)
+    assert "cvt.rn.satfinite.e4m3x2.f32" in ptx
+    assert "bar.sync 0" in ptx, "the block amax crosses warps through shared memory"
+    assert "div.rn.f32" in ptx and "rcp.rn.f32" in ptx, "one IEEE scale, one reciprocal"
+    ue = ptx_of(WEIGHT_QUANT, "weight_quant", SF="ue8m0", FMT="e5m2")
+    assert "cvt.rn.satfinite.e5m2x2.f32" in ue
+    assert re.search(r"st\.global\.b8 ", ue), "a UE8M0 scale is one byte"
+
+
+def test_dequant_ptx():
+    ptx = ptx_of(DEQUANT, "dequant_act")
+    assert re.search(r"ld\.global\.nc\.v4\.b32", ptx), "FP8 loads must be 16 bytes wide"
+    assert re.search(r"st\.global\.v4\.b32", ptx), "bf16 stores must be 16 bytes wide"
+    assert "cvt.rn.f16x2.e4m3x2" in ptx and "cvt.rn.bf16.f32" in ptx
+    assert "bar.sync" not in ptx and "shfl" not in ptx, "scales are loaded where they are used"
+    w = ptx_of(DEQUANT, "dequant_weight", SF="ue8m0")
+    assert re.search(r"ld\.global\.nc\.v4\.b32", w) and "bar.sync" not in w
+
+
+def test_requant_t_is_one_kernel_through_shared_memory():
+    ptx = ptx_of(REQUANT_T, "requant_t")
+    assert re.search(r"ld\.global\.nc\.v4\.b32", ptx), "FP8 loads must be 16 bytes wide"
+    assert "st.shared.b8" in ptx and "ld.shared.v4.b32" in ptx and "bar.sync 0" in ptx
+    stores = set(re.findall(r"st\.global[.\w]*", ptx))
+    assert stores == {"st.global.v4.b32", "st.global.b32"}, stores   # xt (FP8) and st (f32)
+    assert "bf16" not in ptx, "no bf16 intermediate"
+    assert "cvt.rn.f16x2.e4m3x2" in ptx and "cvt.rn.satfinite.e4m3x2.f32" in ptx
+
+
+def test_requant_t_transpose_is_bank_conflict_free():
+    """Writes: one byte per lane per instruction; reads: 16 bytes per lane. The plan must
+    reach the minimum wavefronts for one warp: 1 per write, 4 per 16-byte read."""
+    out = compile_source(open(REQUANT_T).read(), REQUANT_T, emit="ptx")
+    op = next(op for op in out.ir[0].walk() if op.name == "transpose")
+    plan = op.attrs["smem"]
+    writes = 128 * 128 // out.ir[0].num_threads
+    reads = writes // 16
+    assert plan.wavefronts == writes + 4 * reads, plan
+    assert plan.bytes <= 128 * 128 + 128 * 16
+
+
+def test_act_quant_keeps_its_hinted_16_byte_loads():
+    ptx = compile_file(os.path.join(EXAMPLES, "act_quant.cdsl")).ptx
+    hinted = re.findall(r"ld\.global\.nc\.L1::no_allocate\.L2::256B\S*", ptx)
+    assert hinted and all(h.endswith(".v4.b32") for h in hinted)
+
+
+def test_partial_repeats_cover_sizes_that_are_not_powers_of_two():
+    m = DimMap(size=48, spt=1, tpw=32, wpc=1, lane_stride=1, warp_stride=1)
+    assert m.reps == 2 and m.wraps
+    covered = {(t + r * m.span) % 48 for t in range(32) for r in range(m.reps)}
+    assert covered == set(range(48))
+
+
+# ---- the interpreter against torch ---------------------------------------------------------
+
+SHAPES = [(1, 128), (127, 256), (129, 200), (64, 80), (3, 7168)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS[:4], ids=fmt_id)
+@pytest.mark.parametrize("n,k", SHAPES)
+def test_weight_quant_interpreter(n, k, fmt):
+    w = R.random_activations(n, k, seed=n * 7 + k)
+    y, s = commdsl.load(WEIGHT_QUANT, **fmt).interpret(w)
+    y_ref, s_ref = R.weight_quant(w, fmt["G"], fmt["FMT"], fmt["SF"])
+    assert R.same_bits(s, s_ref) and R.same_bits(y, y_ref)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=fmt_id)
+@pytest.mark.parametrize("n,k", SHAPES[:4])
+def test_dequant_interpreter(n, k, fmt):
+    g, f, sf = fmt["G"], fmt["FMT"], fmt["SF"]
+    w = R.random_activations(n, k, seed=n + k)
+    xq, xs = R.act_quant(w, g, f, sf)
+    act = commdsl.load(DEQUANT, kernel="dequant_act", ROWS=4, **fmt)
+    assert R.same_bits(act.interpret(xq, xs), R.dequant(xq, xs, (1, g)))
+    wq, ws = R.weight_quant(w, g, f, sf)
+    weight = commdsl.load(DEQUANT, kernel="dequant_weight", **fmt)
+    assert R.same_bits(weight.interpret(wq, ws), R.dequant(wq, ws, (g, g)))
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=fmt_id)
+@pytest.mark.parametrize("m,k", [(1, 256), (127, 128), (129, 384), (33, 200)])
+def test_requant_t_interpreter(m, k, fmt):
+    g, f, sf = fmt["G"], fmt["FMT"], fmt["SF"]
+    xq, xs = R.act_quant(R.random_activations(m, k, seed=m * 3 + k), g, f, sf)
+    xt, st = commdsl.load(REQUANT_T, **fmt).interpret(xq, xs)
+    xt_ref, st_ref = R.requant_t(xq, xs, g, f, sf)
+    assert xt.shape == (k, m) and st.shape == (k, R.cdiv(m, g))
+    assert R.same_bits(st, st_ref) and R.same_bits(xt, xt_ref)
+
+
+def test_ue8m0_reference_is_deepgemm_ceil_to_ue8m0():
+    """DeepGEMM: ceil_to_ue8m0(x) = 2^ceil(log2(x)). The bit form agrees wherever log2 is
+    exact, and is the one that cannot be off by a power of two from log2's rounding."""
+    sc = torch.cat([torch.rand(4096) * 10, torch.tensor([1e-4 / 448, 1.0, 2.0, 0.75, 3.0])])
+    deepgemm = torch.pow(2.0, torch.ceil(torch.log2(sc)))
+    assert torch.equal(R.ue8m0_decode(R.ue8m0_encode(sc)), deepgemm)
+    assert int(R.ue8m0_encode(torch.tensor([1.0]))) == 127
+
+
+def test_all_zero_block_gives_zeros_and_the_floor_scale():
+    y, s = commdsl.load(WEIGHT_QUANT).interpret(torch.zeros(130, 128, dtype=torch.bfloat16))
+    assert (y.view(torch.uint8) == 0).all()
+    assert torch.all(s == torch.tensor(1e-4) / torch.tensor(448.0))
+
+
+# ---- diagnostics: compile time and launch time ---------------------------------------------
+
+GOOD = """\
+kernel wq(w: bf16[N, K], y: out e4m3[N, K] quant(128 x 128, scale = s),
+          s: out f32[cdiv(N, 128), cdiv(K, 128)])
+  grid(cdiv(K, 128), cdiv(N, 128))
+{
+  let t = load w[pid.1 * 128 : +128, pid.0 * 128 : +128]
+  let sc = max(amax(t), 1e-4) / 448.0
+  store y[pid.1 * 128 : +128, pid.0 * 128 : +128] = cast<e4m3>(t / sc)
+  store s[pid.1, pid.0] = sc
+}
+"""
+
+
+def compile_error(source, **constants) -> commdsl.CompileError:
+    with pytest.raises(commdsl.CompileError) as info:
+        compile_source(source, "k.cdsl", constants=constants)
+    e = info.value
+    assert e.span is not None and e.hint, e.render()
+    return e
+
+
+def test_good_weight_block_kernel():
+    assert "bar.sync" in compile_source(GOOD, "k.cdsl").ptx
+
+
+def test_wrong_scale_shape_names_the_scale():
+    e = compile_error(GOOD.replace("s: out f32[cdiv(N, 128), cdiv(K, 128)]",
+                                   "s: out f32[N, cdiv(K, 128)]"))
+    assert "scale 's'" in e.message and "needs [N / 128, K / 128]" in e.message
+    assert e.span.line == 2
+
+
+def test_group_not_a_multiple_of_16():
+    e = compile_error(GOOD.replace("quant(128 x 128", "quant(128 x 100"))
+    assert "multiple of 16" in e.message and e.span.line == 1
+    src, caret = e.render().splitlines()[1:3]
+    assert src[caret.index("^"):].startswith("100")
+
+
+def test_ue8m0_format_needs_a_ue8m0_scale():
+    e = compile_error(GOOD.replace("scale = s)", "scale = s, format = ue8m0)"))
+    assert "format = ue8m0" in e.message and "'s' must be ue8m0, not f32" in e.message
+    assert "s: out ue8m0[" in e.hint and e.span.line == 2
+
+
+def test_scale_dtype_must_be_a_scale_format():
+    e = compile_error(GOOD.replace("s: out f32[", "s: out u8["))
+    assert "must be f32 or ue8m0, not u8" in e.message and e.span.line == 2
+
+
+def test_unknown_scale_format():
+    e = compile_error(GOOD.replace("scale = s)", "scale = s, format = e8m0)"))
+    assert "unknown scale format 'e8m0'" in e.message and "ue8m0" in e.hint
+
+
+def test_quant_of_a_non_fp8_tensor():
+    e = compile_error(GOOD.replace("y: out e4m3[N, K]", "y: out bf16[N, K]"))
+    assert "quant groups describe FP8 data" in e.message
+
+
+def test_dtype_constant_that_is_not_a_dtype():
+    src = open(WEIGHT_QUANT).read()
+    with pytest.raises(commdsl.CompileError, match="constant 'FMT' = 128 is not a dtype"):
+        compile_source(src, "weight_quant.cdsl", constants={"FMT": 128})
+
+
+def test_arithmetic_on_ue8m0_needs_a_cast():
+    src = GOOD.replace("s: out f32[", "s: out ue8m0[").replace(
+        "store s[pid.1, pid.0] = sc", "store s[pid.1, pid.0] = cast<ue8m0>(sc) * 2.0")
+    e = compile_error(src)
+    assert "ue8m0" in e.message and "cast<f32>" in e.hint
+
+
+def test_launch_checks_name_the_scale_argument():
+    dq = commdsl.load(DEQUANT, kernel="dequant_weight", SF="ue8m0")
+    x = torch.zeros(256, 384, dtype=torch.float8_e4m3fn)
+    with pytest.raises(commdsl.LaunchError, match=r"argument 's'.*ue8m0 \(torch.uint8\)"):
+        dq.interpret(x, torch.zeros(2, 3))
+    with pytest.raises(commdsl.LaunchError, match=r"argument 's'.*dimension 1 must be cdiv\(K, 128\) = 3"):
+        dq.interpret(x, torch.zeros(2, 4, dtype=torch.uint8))
+    rq = commdsl.load(REQUANT_T)
+    with pytest.raises(commdsl.LaunchError, match=r"argument 'x'.*e4m3"):
+        rq.interpret(torch.zeros(4, 128, dtype=torch.float8_e5m2), torch.zeros(4, 1))
+    with pytest.raises(commdsl.LaunchError, match=r"argument 's'.*size M is 5 here but 4"):
+        rq.interpret(torch.zeros(4, 128, dtype=torch.float8_e4m3fn), torch.zeros(5, 1))
+
+
+def test_divide_pass_keeps_the_sign_of_zero():
+    """x / b by reciprocal and FMA correction must give IEEE's quotient, -0 included: FP8
+    inputs hold -0 (0x80), and requant_t divides them. The pass's ops, evaluated in f32
+    with fma computed exactly in f64 and rounded once."""
+    src = """kernel k(x: f32[M, K], s: f32[M], y: out f32[M, K])
+      grid(1)
+    { let t = load x[0 : +4, 0 : +16]
+      let sc = load s[0 : +4]
+      store y[0 : +4, 0 : +16] = t / sc[:, None] }"""
+    from commdsl.passes import get_pass
+    from commdsl.target import get_target
+    kir = compile_source(src, "k.cdsl", emit="ir").ir[0]
+    kir = get_pass("divide")(kir, get_target("sm_90a"))
+    xs = torch.tensor([-0.0, 0.0, -3.0, 1e-30, -448.0, 7.0], dtype=torch.float32)
+    b = torch.tensor(0.37, dtype=torch.float32)
+    vals = {}
+    f32 = torch.float32
+    for op in kir.body.ops:
+        args = [vals.get(o.id) for o in op.operands]
+        if op.name == "load" and op.result.type.shape == (4, 16):
+            out = xs
+        elif op.name == "load":
+            out = b
+        elif op.name == "recip":
+            out = (1.0 / args[0].double()).to(f32)
+        elif op.name in ("expand_dims", "broadcast"):
+            out = args[0]
+        elif op.name == "mul":
+            out = args[0] * args[1]
+        elif op.name == "neg":
+            out = -args[0]
+        elif op.name == "fma":
+            out = (args[0].double() * args[1].double() + args[2].double()).to(f32)
+            zero = out == 0                       # exact zeros: IEEE's sign rule for a*b + c
+            prod = args[0] * args[1]
+            out = torch.where(zero & (prod == 0) & (args[2] == 0),
+                              torch.where(torch.signbit(prod) & torch.signbit(args[2]),
+                                          torch.tensor(-0.0), torch.tensor(0.0)), out)
+        else:
+            continue
+        vals[op.results[0].id] = out if op.results else None
+    store = next(op for op in kir.body.ops if op.name == "store")
+    q = vals[store.operands[-1].id]
+    assert R.same_bits(q, xs / b), (q, xs / b)
