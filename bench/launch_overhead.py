@@ -11,8 +11,7 @@ on the same small input, outputs preallocated:
   commdsl, allocating  kernel(x): the same, allocating y and s on each call
   commdsl, full checks Launcher(x, y=y, s=s): every argument check on every call
   triton               a Triton kernel computing the same thing, launched the same way
-  cuLaunchKernel       on pre-packed arguments, through cuda-bindings' wrapper and through
-                       ctypes (commdsl's path): the floor
+  cuLaunchKernel       cuda-bindings' cuLaunchKernel on pre-packed arguments: the floor
 
 Targets (issue #5): commdsl under 10 us, and no more than Triton in the same run.
 """
@@ -64,9 +63,8 @@ def host_us_per_launch(launch, launches: int, rounds: int) -> float:
     return statistics.median(per_round)
 
 
-def bare_cu_launch(kernel, x, y, s, through: str):
-    """cuLaunchKernel on arguments packed once, called through cuda-bindings or ctypes (what
-    commdsl uses): what is left without any Python around it."""
+def bare_cu_launch(kernel, x, y, s):
+    """cuLaunchKernel on arguments packed once: what is left without any Python around it."""
     launcher = kernel._default.launcher
     m, k = x.shape
     launcher.launch(launcher.bind(x, y=y, s=s))           # loads the module, packs the params
@@ -78,11 +76,7 @@ def bare_cu_launch(kernel, x, y, s, through: str):
     stream = torch.cuda.current_stream().cuda_stream
     params = launcher._kernel_params_address
     smem = kernel.spec.shared_bytes
-    if through == "ctypes":
-        raw = driver.raw_launch_kernel()
-        return lambda: raw(function, *grid, *block, smem, stream, params, None)
-    return lambda: cu.cuLaunchKernel(cu.CUfunction(function), *grid, *block, smem, stream,
-                                     params, 0)
+    return lambda: cu.cuLaunchKernel(function, *grid, *block, smem, stream, params, 0)
 
 
 def main():
@@ -116,8 +110,7 @@ def main():
         "commdsl_allocating": lambda: kernel(x),
         "commdsl_full_checks": lambda: full(x, y=y, s=s),
         "triton": lambda: _triton_act_quant[tgrid](x, y, s, m, k, ROWS=args.rows),
-        "cuLaunchKernel (cuda-bindings)": bare_cu_launch(kernel, x, y, s, "cuda-bindings"),
-        "cuLaunchKernel (ctypes)": bare_cu_launch(kernel, x, y, s, "ctypes"),
+        "cuLaunchKernel": bare_cu_launch(kernel, x, y, s),
     }
     us = {name: host_us_per_launch(fn, args.launches, args.rounds) for name, fn in paths.items()}
     common.print_table(f"host time per launch, act_quant {m}x{k} (ROWS={args.rows}), "

@@ -41,27 +41,6 @@ def check(result, call: str = "CUDA driver call"):
     return values[0] if len(values) == 1 else tuple(values)
 
 
-@functools.cache
-def raw_launch_kernel():
-    """`cuLaunchKernel` called through ctypes, for the per-call path only.
-
-    It is the same driver entry point cuda-bindings wraps, but the wrapper's argument
-    conversion costs ~6.5 us per call on an H100 host (bench/launch_overhead.py), most of a
-    launch's host time; a ctypes call with fixed argument types costs about 1 us. Returns the
-    CUresult as an int; `check_code` turns a failure into the usual ToolError."""
-    import ctypes
-    lib = ctypes.CDLL("libcuda.so.1")
-    launch = lib.cuLaunchKernel
-    launch.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
-    launch.restype = ctypes.c_int
-    return launch
-
-
-def check_code(code: int, call: str) -> None:
-    if code:
-        check((cuda_driver().CUresult(code),), call)
-
-
 def _decode(s) -> str:
     return s.decode() if isinstance(s, bytes) else str(s)
 

@@ -22,7 +22,6 @@ from .tensormap import TensorMaps
 ALIGNMENT = 16
 U32_LIMIT = 1 << 32
 GRID_LIMITS = (2**31 - 1, 65535, 65535)
-CUDA_ERROR_INVALID_CONTEXT = 201
 
 
 @dataclass(slots=True)
@@ -55,7 +54,7 @@ class Launcher:
         self._functions = {}
         if function is not None:
             self._prepare(function, device)
-            self._functions[device] = int(function)     # the CUfunction handle, for ctypes
+            self._functions[device] = function
         # Everything a call needs that depends only on the spec is worked out here, once.
         self._positional = spec.inputs + spec.outputs   # also the order sizes are bound in
         self._by_name = {t.name: t for t in spec.tensors}
@@ -294,7 +293,8 @@ class Launcher:
         if 0 in grid:
             return lambda pointers, sizes: None
         import torch
-        cu_launch = driver.raw_launch_kernel()
+        cu = driver.cuda_driver()
+        cu_launch, success = cu.cuLaunchKernel, cu.CUresult.CUDA_SUCCESS
         # torch's raw getters: torch.cuda.current_device() and current_stream() build Python
         # objects and cost more than the launch (Triton's launcher reads the same ones).
         current_device = torch._C._cuda_getDevice
@@ -311,7 +311,7 @@ class Launcher:
                     holder[0] = value
                 if maps is not None:
                     params_array[-len(maps.spec.tensor_maps):] = maps.addresses(pointers, sizes)
-                if cu_launch(*head, current_stream(index), params, None) == 0:
+                if cu_launch(*head, current_stream(index), params, 0)[0] == success:
                     return
             self.launch_checked(pointers, sizes, grid, index)
         return launch
@@ -331,22 +331,23 @@ class Launcher:
             self._kernel_params[-len(self.spec.tensor_maps):] = self._maps.addresses(pointers,
                                                                                    sizes)
         function = self._function_on(index)
+        cu = driver.cuda_driver()
         if index == torch.cuda.current_device():
-            code = self._launch_on(function, grid, index)
-            if code != CUDA_ERROR_INVALID_CONTEXT:
-                driver.check_code(code, "cuLaunchKernel")
+            result = self._launch_on(cu, function, grid, index)
+            if result[0] != cu.CUresult.CUDA_ERROR_INVALID_CONTEXT:
+                driver.check(result, "cuLaunchKernel")
                 return
         # Another device, or a thread that has not used CUDA yet: make the context current.
         with driver.device_context(index):
-            driver.check_code(self._launch_on(function, grid, index), "cuLaunchKernel")
+            driver.check(self._launch_on(cu, function, grid, index), "cuLaunchKernel")
 
-    def _launch_on(self, function: int, grid: tuple[int, int, int], index: int) -> int:
+    def _launch_on(self, cu, function, grid: tuple[int, int, int], index: int):
         import torch
         # The raw handle of torch's current stream, without building a torch.cuda.Stream
         # (which costs more than the rest of the launch); Triton's launcher does the same.
         stream = torch._C._cuda_getCurrentRawStream(index)
-        return driver.raw_launch_kernel()(function, *grid, *self._block, self.spec.shared_bytes,
-                                          stream, self._kernel_params_address, None)
+        return cu.cuLaunchKernel(function, *grid, *self._block, self.spec.shared_bytes, stream,
+                                 self._kernel_params_address, 0)
 
     def _function_on(self, index: int):
         for key in (index, None):
@@ -361,8 +362,8 @@ class Launcher:
             module = driver.load_module(self._image)
             function = driver.get_function(module, self.spec.name)
             self._prepare(function, index)
-        self._functions[index] = int(function)          # the CUfunction handle, for ctypes
-        return self._functions[index]
+        self._functions[index] = function
+        return function
 
     def _prepare(self, function, device: int | None) -> None:
         """Opt `function` in to the dynamic smem the kernel launches with."""
