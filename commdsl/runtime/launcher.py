@@ -9,6 +9,7 @@ kernelParams array built once so a call costs little more than the checks.
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from ..diagnostics import LaunchError
@@ -69,12 +70,16 @@ class Launcher:
             *(d.symbols() for t in spec.tensors for d in t.dims), *(d.symbols() for d in spec.grid))
         self._torch_dtypes: dict | None = None
         self._block = (spec.num_threads, 1, 1)
-        # kernelParams: an array of addresses, one per entry parameter, each pointing at a
-        # holder whose bytes are the argument. Built once; a call only rewrites the holders.
-        self._pointer_holders = [np.zeros(1, np.uint64) for _ in spec.tensors]
-        self._size_holders = [np.zeros(1, np.uint32) for _ in spec.size_symbols]
-        self._kernel_params = np.array(
-            [h.ctypes.data for h in self._pointer_holders + self._size_holders], np.uint64)
+        # kernelParams: an array of addresses, one per entry parameter, each pointing at the
+        # argument's bytes in one buffer. Built once; a call only repacks the buffer, in one
+        # struct.pack_into (a quarter of the cost of one numpy write per argument).
+        self._arg_format = struct.Struct("=" + "Q" * len(spec.tensors) +
+                                         "I" * len(spec.size_symbols))
+        self._arg_buffer = np.zeros(max(1, self._arg_format.size), np.uint8)
+        base = self._arg_buffer.ctypes.data
+        offsets = [8 * i for i in range(len(spec.tensors))]
+        offsets += [8 * len(spec.tensors) + 4 * i for i in range(len(spec.size_symbols))]
+        self._kernel_params = np.array([base + o for o in offsets], np.uint64)
         # TMA tensor maps come last; their slots point at this call's CUtensorMaps.
         self._maps = TensorMaps(spec) if spec.tensor_maps else None
         if self._maps is not None:
@@ -299,7 +304,7 @@ class Launcher:
         # objects and cost more than the launch (Triton's launcher reads the same ones).
         current_device = torch._C._cuda_getDevice
         current_stream = torch._C._cuda_getCurrentRawStream
-        holders = self._pointer_holders + self._size_holders
+        pack, buffer = self._arg_format.pack_into, self._arg_buffer
         head = (self._function_on(index), *grid, *self._block, self.spec.shared_bytes)
         params = self._kernel_params_address
 
@@ -307,8 +312,7 @@ class Launcher:
 
         def launch(pointers: list[int], sizes: list[int]) -> None:
             if current_device() == index:
-                for holder, value in zip(holders, pointers + sizes):
-                    holder[0] = value
+                pack(buffer, 0, *pointers, *sizes)
                 if maps is not None:
                     params_array[-len(maps.spec.tensor_maps):] = maps.addresses(pointers, sizes)
                 if cu_launch(*head, current_stream(index), params, 0)[0] == success:
@@ -323,10 +327,7 @@ class Launcher:
         if 0 in grid:
             return
         import torch
-        for holder, pointer in zip(self._pointer_holders, pointers):
-            holder[0] = pointer
-        for holder, size in zip(self._size_holders, sizes):
-            holder[0] = size
+        self._arg_format.pack_into(self._arg_buffer, 0, *pointers, *sizes)
         if self._maps is not None:
             self._kernel_params[-len(self.spec.tensor_maps):] = self._maps.addresses(pointers,
                                                                                    sizes)
