@@ -34,12 +34,13 @@ def candidates(m: int, n: int, k: int) -> list[dict]:
     """Configs worth timing: small M wants many small tiles to keep all SMs streaming B;
     large M wants 128 x 128 tiles and deep pipelines."""
     if m <= 256:
-        return [dict(BM=64, BN=16, STAGES=6), dict(BM=64, BN=32, STAGES=6),
-                dict(BM=128, BN=16, STAGES=6), dict(BM=128, BN=32, STAGES=6),
-                dict(BM=64, BN=64, STAGES=6)]
-    return [dict(BM=128, BN=128, STAGES=5, GROUP=8), dict(BM=128, BN=128, STAGES=6, GROUP=16),
-            dict(BM=192, BN=128, STAGES=5, GROUP=8), dict(BM=192, BN=128, STAGES=4, GROUP=16),
-            dict(BM=192, BN=128, STAGES=5, GROUP=4)]
+        return [dict(BM=64, BN=16, STAGES=8), dict(BM=64, BN=32, STAGES=8, PROMOTE=64),
+                dict(BM=128, BN=32, STAGES=6, PROMOTE=64), dict(BM=64, BN=64, STAGES=6),
+                dict(BM=64, BN=64, STAGES=6, PROMOTE=64)]
+    return [dict(BM=128, BN=128, STAGES=5, GROUP=8), dict(BM=128, BN=128, STAGES=5, GROUP=8,
+                                                          PROMOTE=64),
+            dict(BM=128, BN=128, STAGES=6, GROUP=16, PROMOTE=64),
+            dict(BM=192, BN=128, STAGES=4, GROUP=16), dict(BM=192, BN=128, STAGES=5, GROUP=4)]
 
 
 def cublas(a, sa, b, sb):
@@ -76,7 +77,7 @@ def main():
             kernel(a, sa, b, sb, d=d)
             err = relative_error(d, ref)
             ms = common.time_ms(lambda: kernel(a, sa, b, sb, d=d), iters=args.iters)
-            name = ",".join(f"{k}={v}" for k, v in config.items())
+            name = ",".join(f"{key}={value}" for key, value in config.items())
             entry["commdsl"][name] = {"ms": ms, "tflops": flops / ms / 1e9, "rel_err": err}
             if err > TOLERANCE or math.isnan(err):
                 print(f"{m}x{n}x{k} {name}: rel err {err:.2e} > {TOLERANCE}", file=sys.stderr)
@@ -102,7 +103,6 @@ def main():
                              "rel_err": best[2], "ratio": ours / theirs}
             rows.append([f"{m}x{n}x{k}", ours, best[0], theirs, f"{ours / theirs:.2f}x"])
         results["shapes"].append(entry)
-        del a, b, ref
     ratios = [e["best"]["ratio"] for e in results["shapes"] if e["best"]]
     geomean = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else float("nan")
     results["geomean_ratio"] = geomean

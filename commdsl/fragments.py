@@ -1,14 +1,14 @@
 """The register fragment of a warpgroup MMA accumulator: which consumer thread holds which
 element of an f32 [BM, BN] tile that `wgmma.mma_async` m64nNk32 writes.
 
-Consumer warpgroup c (of C; warpgroup 0 is the TMA producer, so c = tid / 128 - 1) owns
-rows 64 * (C * j + c) .. +64 for j < BM / (64 C). In it, thread t = 32 w + l holds, per
-m64 block, rows r0 = 16 w + l / 4 and r0 + 8, and columns 8 q + 2 (l % 4) + {0, 1} for
-q < BN / 8 (PTX ISA "wgmma register fragment"; reference §3.3, checked on an H100).
+Consumer warpgroup c (of C = BM / 64; warpgroup 0 is the TMA producer, so c = tid / 128 - 1)
+owns rows 64 c .. 64 c + 63. In it, thread t = 32 w + l holds rows r0 = 64 c + 16 w + l / 4
+and r0 + 8, and columns 8 q + 2 (l % 4) + {0, 1} for q < BN / 8 (PTX ISA "wgmma register
+fragment"; reference §3.3, checked on an H100).
 
-As a layout it counts slots like a Blocked one (rows: 2 per m64 block; columns: pairs,
-BN / 8 of them), so elementwise ops, broadcasts and `Sliced` row vectors work unchanged;
-only the coordinates differ, and the backend computes them with `FragmentDim`'s formula.
+As a layout it counts slots like a Blocked one (rows: 2; columns: pairs, BN / 8 of them),
+so elementwise ops, broadcasts and `Sliced` row vectors work unchanged; only the
+coordinates differ, and the backend computes them from `FragmentDim.axis`.
 """
 from __future__ import annotations
 
@@ -21,11 +21,6 @@ from .layout import DimMap
 class FragmentDim(DimMap):
     """A dimension of an accumulator fragment (`axis` 0: rows, 1: columns)."""
     axis: int = 0
-    warpgroups: int = 1
-
-    def row(self, rep: int) -> tuple[int, int]:
-        """(m64 block, +8 half) of row slot `rep`."""
-        return rep // 2, rep % 2
 
 
 @dataclass(frozen=True)
@@ -35,14 +30,10 @@ class WgmmaAcc:
     def dims(self, shape: tuple[int, ...]) -> list[DimMap]:
         rows, cols = shape
         c = self.warpgroups
-        return [FragmentDim(rows, 1, 8, 4 * c, 4, 1, axis=0, warpgroups=c) if rows > 1
+        return [FragmentDim(rows, 1, 8, 4 * c, 4, 1, axis=0) if rows > 1
                 else DimMap(1, 1, 1, 1, 1, 1),
-                FragmentDim(cols, 2, 4, 1, 1, 1, axis=1, warpgroups=c) if cols > 1
+                FragmentDim(cols, 2, 4, 1, 1, 1, axis=1) if cols > 1
                 else DimMap(1, 1, 1, 1, 1, 1)]
-
-    @property
-    def num_warps(self) -> int:
-        return 4 * self.warpgroups
 
     def __str__(self):
         return f"wgmma_acc<warpgroups={self.warpgroups}>"

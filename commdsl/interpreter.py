@@ -88,7 +88,8 @@ class _Program(CommProgram):
             self.run_block(op.blocks[0], list(origin))
 
     def op_mma(self, op, a, b, acc=None):
-        """f32 products of the exactly widened operands, summed in f32."""
+        """f32 products of the exactly widened operands, summed in f32 (more precisely than
+        any promotion interval of the tensor cores, which only changes the rounding)."""
         b = b.float().T if op.attrs["trans_b"] else b.float()
         out = a.float() @ b
         return out if acc is None else acc + out

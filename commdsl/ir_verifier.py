@@ -111,6 +111,7 @@ _RULES = {
     "broadcast": _broadcast,
     "reduce": _reduce,
     "transpose": _transpose,
+    "relayout": _convert,          # same shape and dtype, another layout (passes/tile.py)
     "load": _memory,
     "store": _memory,
 }

@@ -27,7 +27,8 @@ FUNCTIONS = {
                  "shared memory)",
     "max_finite": "max_finite<e4m3>(): the largest finite value of a float format (448.0)",
     "zeros": "zeros(f32, R, C): a tile of zeros (an accumulator)",
-    "mma": "mma(a, b.T): the f32 product of an [M, K] and an [N, K] tile; "
+    "mma": "mma(a, b.T): the f32 product of an [M, K] and an [N, K] tile, its tensor-core "
+           "partial sums promoted into f32 every K (or every promote_every = P of K); "
            "mma(a, b.T, acc) accumulates into acc in the tensor cores",
 }
 LOOP_CLAUSES = {
@@ -322,7 +323,21 @@ class _Lowering(CommLowering):
                                    f"not {acc.type}", e.args[2].span,
                                    f"start it with zeros(f32, {m}, {n})")
             operands.append(acc)
-        return self.at(e).value("mma", operands, result, trans_b=trans_b)
+        every = k
+        for kw in e.kwargs:
+            if kw.name != "promote_every" or len(e.args) == 3:
+                raise CompileError(f"mma takes no keyword '{kw.name}'" if kw.name != "promote_every"
+                                   else "mma(a, b.T, acc) accumulates in the tensor cores, so "
+                                   "it promotes nothing", kw.span, FUNCTIONS["mma"])
+            n_every = self.expr(kw.value)
+            if (not isinstance(n_every, Folded) or not n_every.is_int or n_every.value <= 0
+                    or k % n_every.value):
+                raise CompileError(f"promote_every must be a compile-time divisor of the "
+                                   f"product's K = {k}", kw.value.span,
+                                   "e.g. promote_every = 64 promotes twice per 128 of K")
+            every = n_every.value
+        return self.at(e).value("mma", operands, result, trans_b=trans_b,
+                                promote_every=every if len(e.args) == 2 else None)
 
     def expr_Attribute(self, e: ast.Attribute):
         raise CompileError(f"'.{e.name}' is only supported as mma's second operand", e.span,

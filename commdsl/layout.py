@@ -113,14 +113,18 @@ def _prod(xs) -> int:
     return p
 
 
-def choose_blocked(shape: tuple[int, ...], vec: int, num_warps: int) -> Blocked:
-    """A layout that gives each thread `vec` contiguous innermost elements and spreads lanes
-    innermost-first and warps outermost-first, avoiding copies where the tile allows."""
+def choose_blocked(shape: tuple[int, ...], vec: int, num_warps: int,
+                   rows: int = 1) -> Blocked:
+    """A layout that gives each thread `vec` contiguous innermost elements (and `rows`
+    consecutive outermost ones, for a 2-D tile) and spreads lanes innermost-first and warps
+    outermost-first, avoiding copies where the tile allows."""
     n = len(shape)
     if n == 0:
         return Blocked((), (), ())
     spt = [1] * n
     spt[-1] = vec if shape[-1] % vec == 0 else 1
+    if n == 2 and rows > 1 and shape[0] % rows == 0:
+        spt[0] = rows
     per_thread = [max(1, shape[d] // spt[d]) for d in range(n)]
     tpw, lanes = [1] * n, 32
     for d in reversed(range(n)):

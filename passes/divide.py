@@ -11,6 +11,9 @@ residual e is computed exactly and q = RN(x/b), the IEEE quotient `/` promises, 
 underflow of e. Zeros keep their sign: FP8 data holds -0 (0x80), and -0 / b is -0. That only happens for |x/b| far below anything an FP8 or bf16 result can
 represent, where both quotients convert to the same value. The per-element division was
 the bottleneck of act_quant: about 10 instructions and a reciprocal per element.
+
+A divisor read from a UE8M0 scale is a power of two: its reciprocal is exact (the byte
+254 - e), so the quotient is one multiply, x * 2^-e, correctly rounded with no correction.
 """
 from __future__ import annotations
 
@@ -29,8 +32,11 @@ def _rewrite(op: Op, producers: dict[int, Op]) -> list[Op] | None:
     if bcast.name == "splat":
         if producers.get(bcast.operands[0].id) is None or producers[bcast.operands[0].id].name == "const":
             return None                 # a literal divisor: one division per value is cheap
-        rb = builder.value("splat", [builder.value("recip", [bcast.operands[0]],
-                                                   bcast.operands[0].type)], b.type)
+        d = bcast.operands[0]
+        if _is_ue8m0(d, producers):
+            return _exact(builder, op, x, builder.value("splat", [_ue8m0_recip(builder, d, producers)],
+                                                        b.type))
+        rb = builder.value("splat", [builder.value("recip", [d], d.type)], b.type)
         return _correct(builder, op, x, b, rb)
     inner = bcast.operands[0]
     chain = [inner]
@@ -38,11 +44,35 @@ def _rewrite(op: Op, producers: dict[int, Op]) -> list[Op] | None:
         chain.append(producers[chain[-1].id].operands[0])
     # The reciprocal is taken before any expand_dims/broadcast: once per divisor value.
     source = chain[-1]
-    r = builder.value("recip", [source], source.type)
+    pow2 = _is_ue8m0(source, producers)
+    r = (_ue8m0_recip(builder, source, producers) if pow2 else
+         builder.value("recip", [source], source.type))
     for expand in reversed([producers[v.id] for v in chain[:-1]]):
         r = builder.value("expand_dims", [r], expand.result.type, axis=expand.attrs["axis"])
     rb = builder.value("broadcast", [r], b.type)
-    return _correct(builder, op, x, b, rb)
+    return _exact(builder, op, x, rb) if pow2 else _correct(builder, op, x, b, rb)
+
+
+def _is_ue8m0(d, producers) -> bool:
+    """`d` is a UE8M0 scale read as f32: a power of two (or NaN)."""
+    conv = producers.get(d.id)
+    return (conv is not None and conv.name == "convert" and d.type.dtype == "f32"
+            and conv.operands[0].type.dtype == "ue8m0")
+
+
+def _ue8m0_recip(builder: Builder, d, producers):
+    """1 / f32(u) for a UE8M0 byte u, exactly: f32(254 - u), the byte arithmetic the
+    backend gives `recip` of a ue8m0 (2^(127 - e) for every e; NaN stays NaN)."""
+    u = producers[d.id].operands[0]
+    return builder.value("convert", [builder.value("recip", [u], u.type)], d.type)
+
+
+def _exact(builder: Builder, op: Op, x, rb) -> list[Op]:
+    """x / 2^e = x * 2^-e, one rounding of the exact quotient: the IEEE result, no correction
+    (2^-e is exact in f32 for every UE8M0 exponent, subnormal 2^-127 included)."""
+    q = builder.op("mul", [x, rb], [x.type])
+    q.results = op.results
+    return builder.block.ops
 
 
 def _correct(builder: Builder, op: Op, x, b, rb) -> list[Op]:

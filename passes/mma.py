@@ -21,11 +21,13 @@ from commdsl.diagnostics import CompileError
 from commdsl.fragments import WgmmaAcc
 from commdsl.ir import KernelIR, Op, TileType, Value
 from commdsl.layout import Sliced
+from commdsl.passes.pipeline import consumer_registers
 from commdsl.target import Target
 
 FP8 = ("e4m3", "e5m2")
 K_BYTES = 128                     # one 128B-swizzled row of K per operand row
 WGMMA_K = 32                      # K of one FP8 wgmma
+REGISTER_MARGIN = 24              # addresses, scales, loop state next to the accumulators
 ELEMENTWISE = ("add", "sub", "mul", "div", "max", "min", "fma", "neg", "abs", "convert",
                "recip", "splat", "broadcast")
 
@@ -134,8 +136,21 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     producers = {r.id: o for o in kernel.walk() for r in o.results}
     groups = _check(op, producers, kernel, target)
     bn = op.operands[1].type.shape[0]
-    op.attrs.update(instr=f"m64n{bn}k{WGMMA_K}", warpgroups=groups,
-                    k_steps=op.operands[0].type.shape[1] // WGMMA_K)
+    k_steps = op.operands[0].type.shape[1] // WGMMA_K
+    every = op.attrs.get("promote_every") or op.operands[0].type.shape[1]
+    if every % WGMMA_K:
+        raise CompileError(f"promote_every = {every} is not a whole number of {WGMMA_K}-wide "
+                           "wgmma steps", op.loc, "use 32, 64 or 128")
+    intervals = k_steps // (every // WGMMA_K)
+    # Each promotion interval in flight holds its own BN / 2 partial sums per thread.
+    needed = (intervals + 1) * bn // 2 + REGISTER_MARGIN
+    if needed > consumer_registers(groups):
+        raise CompileError(f"{intervals} promotion intervals of BN = {bn} in flight need about "
+                           f"{needed} registers per thread; {groups} consumer warpgroups get "
+                           f"{consumer_registers(groups)}", op.loc,
+                           "promote less often, or use a smaller BN or BM")
+    op.attrs.update(instr=f"m64n{bn}k{WGMMA_K}", warpgroups=groups, k_steps=k_steps,
+                    promote_steps=every // WGMMA_K)
     kernel.attrs["mma_warpgroups"] = groups
     seeds: dict[int, object] = {op.result.id: WgmmaAcc(groups)}
     values: dict[int, Value] = {}
@@ -149,18 +164,25 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
 
 
 def _fuse_promotion(kernel: KernelIR, mma: Op) -> None:
-    """fma(mma(a, b), s[:, None], acc) -> mma_promote(a, b, s, acc): the backend then
-    promotes each m64 block right after its wgmmas, so only one block's partial sums need
-    registers (what lets a warpgroup own 128 rows) and the FFMAs need no separate pass."""
+    """fma(mma(a, b), s[:, None], acc) -> mma_promote(a, b, s, acc): one op from the wgmma
+    issue to the FFMAs, so the backend can promote one interval's partial sums while the
+    next interval's wgmmas still run (with promote_every < K)."""
     if len(mma.operands) != 2:
         return
+    promoted_alone = CompileError(
+        f"promote_every = {mma.attrs['promote_every']} splits the product, so it must be added "
+        "into an accumulator right away", mma.loc,
+        "write 'acc += mma(ta, tb.T, promote_every = P) * s[:, None]'")
     uses: dict[int, list[Op]] = {}
     for op in kernel.walk():
         for v in op.operands:
             uses.setdefault(v.id, []).append(op)
     producers = {r.id: op for op in kernel.walk() for r in op.results}
+    split = mma.attrs["promote_steps"] < mma.attrs["k_steps"]
     users = uses.get(mma.result.id, [])
     if len(users) != 1 or users[0].name != "fma":
+        if split:
+            raise promoted_alone
         return
     fma = users[0]
     p, s, acc = fma.operands
@@ -168,12 +190,13 @@ def _fuse_promotion(kernel: KernelIR, mma: Op) -> None:
         p, s = s, p
     bcast = producers.get(s.id)
     expand = bcast and producers.get(bcast.operands[0].id)
-    if (p is not mma.result or bcast is None or bcast.name != "broadcast" or expand is None
-            or expand.name != "expand_dims" or expand.attrs["axis"] != 1):
-        return
     block = next(b for b in [kernel.body] + [b for o in kernel.walk() for b in o.blocks]
                  if fma in b.ops)
-    if mma not in block.ops:
+    if (p is not mma.result or bcast is None or bcast.name != "broadcast" or expand is None
+            or expand.name != "expand_dims" or expand.attrs["axis"] != 1
+            or mma not in block.ops):
+        if split:
+            raise promoted_alone
         return
     fused = Op("mma_promote", [*mma.operands, expand.operands[0], acc], fma.results,
                dict(mma.attrs), loc=mma.loc)

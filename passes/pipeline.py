@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from commdsl.diagnostics import CompileError
 from commdsl.dtypes import dtype as dtype_info
-from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, TileType, Value
+from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, Value
 from commdsl.ir_async import MMA_OPS, BarrierType, SmemType
 from commdsl.spec import TensorMapParam
 from commdsl.target import Target
@@ -29,6 +29,11 @@ SWIZZLE_ATOM = 1024              # 8 rows of 128 bytes: the alignment of every s
 MAX_SHARED = 232448              # opt-in dynamic shared memory per CTA on sm_90 (227 KB)
 PRODUCER_REGS = 24
 REGISTERS_PER_SM = 65536
+
+
+def consumer_registers(groups: int) -> int:
+    """Registers per consumer thread once the producer warpgroup has given its back."""
+    return min(248, (REGISTERS_PER_SM // 128 - PRODUCER_REGS) // groups // 8 * 8)
 
 
 def _path_to(kernel: KernelIR, target_op: Op) -> list[Op] | None:
@@ -55,7 +60,7 @@ def _stage_and_parity(b: Builder, it: Value, stages: int) -> tuple[Value, Value]
             b.value("rem", [b.value("div", [it, s], I32), _const(b, 2)], I32))
 
 
-def _check_loads(loop: Op, kernel: KernelIR, target: Target, users) -> list[Op]:
+def _check_loads(loop: Op, target: Target, users) -> list[Op]:
     loads = [op for op in loop.blocks[0].ops if op.name == "load" and op.attrs.get("via")]
     if not loads:
         raise CompileError("a pipelined loop needs 'via tma' loads to overlap", loop.loc,
@@ -213,7 +218,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     for op in kernel.walk():
         for v in op.operands:
             users.setdefault(v.id, []).append(op)
-    loads = _check_loads(loop, kernel, target, users)
+    loads = _check_loads(loop, target, users)
     if len(stray) != len(loads):
         raise CompileError("'via tma' loads belong directly in the pipelined loop",
                            next(op for op in stray if op not in loads).loc,
@@ -252,7 +257,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     index = kernel.body.ops.index(path[0])
     after = kernel.body.ops[index + 1:]
     consumer = Block(ops=_consumer(path, loads, bufs, full, empty, stages) + after)
-    regs = min(248, (REGISTERS_PER_SM // 128 - PRODUCER_REGS) // groups // 8 * 8)
+    regs = consumer_registers(groups)
     ws = Op("warp_specialize", [], [], dict(producer_regs=PRODUCER_REGS, consumer_regs=regs,
                                              consumers=groups), [producer, consumer],
             loc=loop.loc)

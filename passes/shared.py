@@ -1,10 +1,13 @@
-"""Plans the shared memory of ops that move data between threads (`transpose`).
+"""Plans the shared memory of ops that move data between threads (`transpose`, and
+`relayout`, which needs a plain array of its tile).
 
 A transpose writes every element of its operand, from the thread that holds it, to its
 place in the result tile, kept in shared memory row by row; after a barrier every thread
 reads the elements its result layout gives it, 16 bytes at a time where it holds that many.
-The writes go one element at a time down a column of the result, the worst case for shared
-memory's 32 banks: with plain rows every lane of a warp would hit the same bank. So each row
+The writes go down a column of the result, one element at a time or, where a thread holds
+consecutive rows of the operand (FP8: 4 per thread, passes/tile.py), 4 bytes at a time
+across the result's row (`write_groups`); either way the worst case for shared memory's 32
+banks: with plain rows every lane of a warp would hit the same bank. So each row
 is stored with its 16-byte chunks permuted by an XOR swizzle,
 
     byte(r, c) = r * row_bytes + ((c * e / 16) ^ ((r >> shift) & mask)) * 16 + (c * e) % 16
@@ -85,11 +88,31 @@ def _accesses(op: Op, e: int):
     operand and the reads of the result, both in result coordinates."""
     src, dst = op.operands[0].type, op.result.type
     src_lanes = [lane_coords(src.layout, src.shape, lane) for lane in range(32)]
-    writes = [(e, [(c[j][1], c[j][0]) for c in src_lanes]) for j in range(len(src_lanes[0]))]
+    groups = write_groups(src, e)
+    writes = [(len(g) * e, [(c[g[0]][1], c[g[0]][0]) for c in src_lanes]) for g in groups]
     dst_lanes = [lane_coords(dst.layout, dst.shape, lane) for lane in range(32)]
     vec = read_vector(dst, e)
     reads = [(vec * e, [c[j] for c in dst_lanes]) for j in range(0, len(dst_lanes[0]), vec)]
     return writes + reads
+
+
+def write_groups(tile_type, e: int) -> list[list[int]]:
+    """The operand's slots as shared-memory writes: each group is one write, of the
+    elements a thread holds in consecutive rows of one column, which are side by side in a
+    row of the result (up to 4 bytes: the layout gives FP8 operands 4 rows per thread)."""
+    dims = tile_type.layout.dims(tile_type.shape)
+    spt = dims[0].spt
+    n = 1
+    while n * 2 * e <= 4 and spt % (n * 2) == 0:
+        n *= 2
+    all_slots = slots(dims)
+    index = {sl: i for i, sl in enumerate(all_slots)}
+    groups = []
+    for i, sl in enumerate(all_slots):
+        rep, elem = sl[0]
+        if elem % n == 0:
+            groups.append([index[((rep, elem + k),) + sl[1:]] for k in range(n)])
+    return groups
 
 
 def read_vector(tile_type, e: int) -> int:
@@ -141,6 +164,10 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         if op.name == "transpose":
             op.attrs["smem"] = plan(op)
             total += op.attrs["smem"].bytes
+        elif op.name == "relayout":      # a plain array of the tile (passes/tile.py)
+            t = op.result.type
+            op.attrs["smem_bytes"] = -(-t.numel * dtype_info(t.dtype).bytes // 16) * 16
+            total += op.attrs["smem_bytes"]
             if total > STATIC_SMEM_LIMIT:
                 raise CompileError(f"this transpose needs {total} bytes of shared memory, more "
                                    f"than the {STATIC_SMEM_LIMIT} a CTA has statically", op.loc,

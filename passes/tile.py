@@ -11,13 +11,15 @@ axis leaves a scalar every thread holds.
 A load may take any layout, so one whose value is only broadcast back along an axis (the
 scales of a group, `s[:, None]`) gets the Sliced layout its use wants, and costs no data
 movement. `transpose` gives its result the layout of its own shape; the data moves through
-shared memory (planned by passes/shared.py).
+shared memory (planned by passes/shared.py). The operand shape of a transpose of 1- or
+2-byte elements gives each thread 4 / bytes consecutive rows, so its shared-memory writes
+are 32 bits wide (one per 4 FP8 elements).
 """
 from __future__ import annotations
 
 from commdsl.diagnostics import CompileError
 from commdsl.ir import KernelIR, TileType
-from commdsl.layout import Blocked, Sliced, choose_blocked
+from commdsl.layout import Blocked, Sliced, choose_blocked, slots
 from commdsl.target import Target
 
 DEFAULT_WARPS = 4
@@ -49,12 +51,16 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     by_shape: dict[tuple[int, ...], Blocked] = {}
     splats = {op.result.id for op in kernel.walk() if op.name == "splat"}
 
+    rows = _transpose_rows(kernel, 32 * warps, vectors)
+
     def blocked(shape):
         if shape not in by_shape:
-            by_shape[shape] = choose_blocked(shape, vectors.get(shape, 1), warps)
+            by_shape[shape] = choose_blocked(shape, vectors.get(shape, 1), warps,
+                                             rows.get(shape, 1))
         return by_shape[shape]
 
     wanted = _wanted_layouts(kernel, blocked)
+    _relayout_strided_broadcasts(kernel, wanted, 32 * warps)
     gathers = _gather_layouts(kernel, blocked)
     wanted.update(gathers)
     for op in kernel.walk():
@@ -67,7 +73,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
             layout = blocked(t.shape)
             if op.name == "reduce":
                 layout = Sliced(op.operands[0].type.layout, op.attrs["axis"])
-            elif op.name == "load" and r.id in wanted:
+            elif op.name in ("load", "relayout") and r.id in wanted:
                 layout = wanted[r.id]
             elif op.name in ("expand_dims", "broadcast", "convert", "abs", "neg", "recip") or (
                     op.name in ("add", "sub", "mul", "div", "rem", "max", "min", "fma")):
@@ -81,6 +87,73 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
                                    "get peer(load src[i : +R]).x[load row[i : +R], c : +C]")
     kernel.num_threads = kernel.num_threads or 32 * warps    # warp-specialized: set already
     return kernel
+
+
+def _transpose_rows(kernel: KernelIR, threads: int, vectors) -> dict[tuple[int, ...], int]:
+    """Rows per thread for the operand shape of a transpose of narrow elements: with
+    4 / bytes consecutive rows in one thread, the elements that land side by side in a row
+    of the result are one 32-bit shared-memory write instead of one write per element
+    (FP8: 4 bytes), if every thread still gets that many rows of its vector."""
+    from commdsl.dtypes import dtype as dtype_info
+    out: dict[tuple[int, ...], int] = {}
+    for op in kernel.walk():
+        if op.name != "transpose":
+            continue
+        shape = op.operands[0].type.shape
+        r = 4 // dtype_info(op.operands[0].type.dtype).bytes
+        if (r > 1 and shape[0] % r == 0
+                and shape[0] * shape[1] >= threads * r * vectors.get(shape, 1)):
+            out[shape] = max(out.get(shape, 1), r)
+    return out
+
+
+RELAYOUT_MIN_SLOTS = 4       # elements per thread of the broadcast layout worth a relayout
+
+
+def _relayout_strided_broadcasts(kernel: KernelIR, wanted: dict, threads: int) -> None:
+    """A load that only feeds a broadcast gets the Sliced layout the broadcast wants, so it
+    needs no data movement; but where that layout gives every thread several elements that
+    are scattered in memory (a column of scales, one per row of x: `s[r0 : +G, c]`) and each
+    element sits in many threads, each thread would issue one narrow load (and one decode,
+    for UE8M0) per element. There, load the tile spread over the CTA instead (about one
+    element per thread), and put a `relayout` before the broadcast: through shared memory,
+    read back as vectors (passes/shared.py sizes it, the backend emits it). Top-level ops
+    only (the buffer is not reused, so one barrier suffices)."""
+    from commdsl.ir import Op, Value
+    users: dict[int, list] = {}
+    for op in kernel.walk():
+        for o in op.operands:
+            users.setdefault(o.id, []).append(op)
+    producer = {r.id: op for op in kernel.body.ops for r in op.results}
+    new_ops = []
+    for op in kernel.body.ops:
+        if op.name == "expand_dims":
+            src = op.operands[0]
+            chain = src
+            while producer.get(chain.id) is not None and producer[chain.id].name in _UNARY:
+                chain = producer[chain.id].operands[0]
+            load = producer.get(chain.id)
+            layout = wanted.get(chain.id)
+            if (load is not None and load.name == "load" and isinstance(layout, Sliced)
+                    and load.attrs.get("vec", 1) == 1 and len(src.type.shape) == 1
+                    and all(len(users.get(v.id, [])) == 1 for v in _chain(src, chain, producer))):
+                held = len(slots(layout.dims(src.type.shape)))
+                copies = threads * held // src.type.shape[0]
+                if held >= RELAYOUT_MIN_SLOTS and copies >= RELAYOUT_MIN_SLOTS:
+                    del wanted[chain.id]              # the load takes its own shape's layout
+                    moved = Value(src.type)
+                    new_ops.append(Op("relayout", [src], [moved], {}, loc=op.loc))
+                    wanted[moved.id] = layout
+                    op.operands[0] = moved
+        new_ops.append(op)
+    kernel.body.ops = new_ops
+
+
+def _chain(top, bottom, producer) -> list:
+    out = [top]
+    while out[-1] is not bottom:
+        out.append(producer[out[-1].id].operands[0])
+    return out
 
 
 def _carry_layouts(loop) -> None:

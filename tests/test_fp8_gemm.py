@@ -15,7 +15,8 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 FP8_GEMM = os.path.join(EXAMPLES, "fp8_gemm.cdsl")
 SOURCE = open(FP8_GEMM).read()
 CONFIGS = [dict(), dict(BM=64, BN=128), dict(BM=128, BN=16, STAGES=6), dict(BM=64, BN=32),
-           dict(BM=128, BN=64, STAGES=3), dict(BM=64, BN=16, STAGES=6), dict(BM=192, STAGES=5)]
+           dict(BM=128, BN=64, STAGES=3), dict(BM=64, BN=16, STAGES=6), dict(BM=192, STAGES=5),
+           dict(PROMOTE=64), dict(BM=64, BN=32, PROMOTE=32)]
 
 
 def quantize_a(x: torch.Tensor):
@@ -91,6 +92,19 @@ def test_promotion_every_k_step():
     assert ptx.count("fma.rn.f32") == 64         # BN / 2 accumulators per thread
 
 
+@pytest.mark.parametrize("every,scale_d,waits", [(128, ["0", "1", "1", "1"], ["0"]),
+                                                  (64, ["0", "1", "0", "1"], ["1", "0"]),
+                                                  (32, ["0", "0", "0", "0"], ["3", "2", "1", "0"])])
+def test_promotion_interval_is_a_language_choice(every, scale_d, waits):
+    """promote_every = P: a fresh tensor-core sum (scale-d = 0) every P of K, each its own
+    commit group, promoted into f32 as soon as its group is done while later ones run."""
+    ptx = compile_file(FP8_GEMM, constants=dict(BN=32, PROMOTE=every)).ptx
+    assert re.findall(r"wgmma\.mma_async[^;]*, (\d), 1, 1;", ptx) == scale_d
+    assert re.findall(r"wgmma\.wait_group\.sync\.aligned (\d);", ptx) == waits
+    assert ptx.count("wgmma.commit_group") == len(waits)
+    assert ptx.count("fma.rn.f32") == len(waits) * 16        # BN / 2 per interval
+
+
 def test_spec_describes_the_launch():
     spec = compile_file(FP8_GEMM, constants=dict(BM=64, BN=32, STAGES=4)).specs[0]
     assert str(spec.grid[0]) == "min(cdiv(M, 64) * cdiv(N, 32), sms)"
@@ -122,14 +136,15 @@ def test_target_without_wgmma_is_a_clear_error():
 
 
 def test_promotion_cannot_span_scale_groups():
-    err = compile_error(SOURCE.replace("step 128", "step 256").replace("+128]", "+256]"))
+    err = compile_error(SOURCE.replace("step 128", "step 256").replace("+128]", "+256]"),
+                        constants={"PROMOTE": 256})
     assert "promoted with one scale" in err.message
 
 
 @pytest.mark.parametrize("edit,message", [
     (("let tb = load b[n0 : +BN, k : +128] via tma", "let tb = load b[n0 : +BN, k : +128]"),
      "loaded 'via tma'"),
-    (("mma(ta, tb.T)", "mma(ta, tb)"), "K-major"),
+    (("mma(ta, tb.T,", "mma(ta, tb,"), "K-major"),
     (("persistent(raster = GROUP)", "persistent(raster = GROUP)\n  grid(4)"), None),
     (("pipeline(STAGES)", "pipeline(1)"), "at least 2"),
     (("persistent(raster = GROUP)", "persistent(order = GROUP)"), "only 'raster"),
@@ -144,6 +159,16 @@ def test_mistakes_get_errors_with_a_span(edit, message):
     err = compile_error(source)
     assert message in err.message, err.render()
     assert err.span is not None
+
+
+def test_promotion_interval_errors():
+    assert "divisor of the product's K = 128" in compile_error(SOURCE, constants={"PROMOTE": 48}).message
+    assert "whole number of 32-wide" in compile_error(SOURCE, constants={"PROMOTE": 16}).message
+    err = compile_error(SOURCE, constants={"PROMOTE": 32})          # 4 x 64 partial sums
+    assert "registers per thread" in err.message and "promote less often" in err.hint
+    err = compile_error(SOURCE.replace("acc += mma(ta, tb.T, promote_every = PROMOTE) * s[:, None]",
+                                       "acc = mma(ta, tb.T, acc, promote_every = 64)"))
+    assert "promotes nothing" in err.message
 
 
 def test_tile_shape_limits():

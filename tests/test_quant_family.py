@@ -65,7 +65,7 @@ def test_dequant_ptx():
     ptx = ptx_of(DEQUANT, "dequant_act")
     assert re.search(r"ld\.global\.nc\.v4\.b32", ptx), "FP8 loads must be 16 bytes wide"
     assert re.search(r"st\.global\.v4\.b32", ptx), "bf16 stores must be 16 bytes wide"
-    assert "cvt.rn.f16x2.e4m3x2" in ptx and "cvt.rn.bf16.f32" in ptx
+    assert "cvt.rn.f16x2.e4m3x2" in ptx and "cvt.rn.bf16x2.f32" in ptx, "two per conversion"
     assert "bar.sync" not in ptx and "shfl" not in ptx, "scales are loaded where they are used"
     w = ptx_of(DEQUANT, "dequant_weight", SF="ue8m0")
     assert re.search(r"ld\.global\.nc\.v4\.b32", w) and "bar.sync" not in w
@@ -74,7 +74,11 @@ def test_dequant_ptx():
 def test_requant_t_is_one_kernel_through_shared_memory():
     ptx = ptx_of(REQUANT_T, "requant_t")
     assert re.search(r"ld\.global\.nc\.v4\.b32", ptx), "FP8 loads must be 16 bytes wide"
-    assert "st.shared.b8" in ptx and "ld.shared.v4.b32" in ptx and "bar.sync 0" in ptx
+    assert "ld.shared.v4.b32" in ptx and "bar.sync 0" in ptx
+    # 4 FP8 bytes per shared write (4 rows per thread, byte-transposed by prmt), no byte stores
+    assert "st.shared.b32" in ptx and "prmt.b32" in ptx and "st.shared.b8" not in ptx
+    # the 128 strided scales: one global load per thread, to threads through shared memory
+    assert len(re.findall(r"ld\.global\.nc\.b32", ptx)) == 1
     stores = set(re.findall(r"st\.global[.\w]*", ptx))
     assert stores == {"st.global.v4.b32", "st.global.b32"}, stores   # xt (FP8) and st (f32)
     assert "bf16" not in ptx, "no bf16 intermediate"
@@ -82,13 +86,13 @@ def test_requant_t_is_one_kernel_through_shared_memory():
 
 
 def test_requant_t_transpose_is_bank_conflict_free():
-    """Writes: one byte per lane per instruction; reads: 16 bytes per lane. The plan must
+    """Writes: 4 bytes per lane per instruction; reads: 16 bytes per lane. The plan must
     reach the minimum wavefronts for one warp: 1 per write, 4 per 16-byte read."""
     out = compile_source(open(REQUANT_T).read(), REQUANT_T, emit="ptx")
     op = next(op for op in out.ir[0].walk() if op.name == "transpose")
     plan = op.attrs["smem"]
-    writes = 128 * 128 // out.ir[0].num_threads
-    reads = writes // 16
+    writes = 128 * 128 // out.ir[0].num_threads // 4
+    reads = writes * 4 // 16
     assert plan.wavefronts == writes + 4 * reads, plan
     assert plan.bytes <= 128 * 128 + 128 * 16
 

@@ -74,9 +74,21 @@ def bf16_from_f32(b: ir.IRBuilder, x):
     return b.call(ir.InlineAsm(fn, "cvt.rn.bf16.f32 $0, $1;", "=h,f"), [x])
 
 
+def bf16x2_from_f32(b: ir.IRBuilder, hi, lo):
+    """Two floats to two bf16 (hi in bits 31:16), each rounded to nearest even."""
+    fn = ir.FunctionType(I32, [F32, F32])
+    return b.call(ir.InlineAsm(fn, "cvt.rn.bf16x2.f32 $0, $1, $2;", "=r,f,f"), [hi, lo])
+
+
 def f16_from_f32(b: ir.IRBuilder, x):
     fn = ir.FunctionType(I16, [F32])
     return b.call(ir.InlineAsm(fn, "cvt.rn.f16.f32 $0, $1;", "=h,f"), [x])
+
+
+def prmt(b: ir.IRBuilder, a, c, selector: int):
+    """`prmt.b32`: four bytes picked from the eight of a (0-3) and c (4-7)."""
+    fn = ir.FunctionType(I32, [I32, I32])
+    return b.call(ir.InlineAsm(fn, f"prmt.b32 $0, $1, $2, {selector:#x};", "=r,r,r"), [a, c])
 
 
 def shuffle_xor(b: ir.IRBuilder, value_i32, lane_mask: int):

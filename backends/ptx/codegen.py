@@ -68,6 +68,7 @@ class KernelCodegen(CommCodegen):
         self.lane = self.b.and_(tid, ir.Constant(I32, 31), name="lane")
         self.warp = self.b.lshr(tid, ir.Constant(I32, 5), name="warp")
         self._smem_count = 0
+        self._byte_origin: dict[int, tuple] = {}   # id(i8 value) -> (value, i32 word, byte)
 
     # ---- helpers -----------------------------------------------------------------------
 
@@ -224,6 +225,9 @@ class KernelCodegen(CommCodegen):
         self._map(op, lambda a, b, c: self.intrinsic("llvm.fma.f32", F32, [a, b, c]))
 
     def op_recip(self, op):
+        if op.operands[0].type.dtype == "ue8m0":     # 1 / 2^(u - 127) = 2^(127 - u): 254 - u
+            self._map(op, lambda a: self.b.sub(ir.Constant(I8, 254), a))   # (0xFF: NaN stays)
+            return
         self._map(op, lambda a: self.b.fdiv(ir.Constant(F32, 1.0), a))   # rcp.rn.f32
 
     def op_neg(self, op):
@@ -269,8 +273,14 @@ class KernelCodegen(CommCodegen):
                     pair = asm.fp8x2_from_f32(b, dst, hi, lo)
                     out += [b.trunc(pair, I8), b.trunc(b.lshr(pair, ir.Constant(I16, 8)), I8)]
                 return out[:len(regs)]
-            if dst == "bf16":
-                return [asm.bf16_from_f32(b, r) for r in regs]
+            if dst == "bf16":             # two per cvt.rn.bf16x2.f32, as for FP8 pairs
+                if len(regs) % 2:
+                    return [asm.bf16_from_f32(b, r) for r in regs]
+                out = []
+                for lo, hi in zip(regs[0::2], regs[1::2]):
+                    pair = asm.bf16x2_from_f32(b, hi, lo)
+                    out += [b.trunc(pair, I16), b.trunc(b.lshr(pair, ir.Constant(I32, 16)), I16)]
+                return out
             if dst == "f16":
                 return [asm.f16_from_f32(b, r) for r in regs]
             return [b.fptosi(r, reg_type(dst)) for r in regs]
@@ -325,7 +335,7 @@ class KernelCodegen(CommCodegen):
         """Through shared memory, as passes/shared.py planned: every thread writes its
         elements at their transposed place, a barrier, then every thread reads its slots of
         the result, up to 16 bytes per read."""
-        from commdsl.passes.shared import lane_coords, read_vector
+        from commdsl.passes.shared import lane_coords, read_vector, write_groups
         b, plan = self.b, op.attrs["smem"]
         src, out_t = self.tile(op.operands[0]), op.result.type
         smem = ir.GlobalVariable(self.module, ir.ArrayType(I8, plan.bytes),
@@ -349,15 +359,23 @@ class KernelCodegen(CommCodegen):
 
         src_slots = slots(src.dims)
         nthreads = self.k.num_threads
+        groups = write_groups(op.operands[0].type, e)     # one write each: up to 4 bytes
+        by_slot = list(zip(*(lane_coords(src.layout, op.operands[0].type.shape, t % 32, t // 32)
+                             for t in range(nthreads))))
         write_at = self._smem_addresses(
-            plan, [[(c[1], c[0]) for c in coords] for coords in
-                   zip(*(lane_coords(src.layout, op.operands[0].type.shape, t % 32, t // 32)
-                         for t in range(nthreads)))],
-            lambda i: tuple(self.coord(m, r, el)[0] for m, (r, el) in zip(src.dims, src_slots[i]))[::-1],
+            plan, [[(c[1], c[0]) for c in by_slot[g[0]]] for g in groups],
+            lambda i: tuple(self.coord(m, r, el)[0]
+                            for m, (r, el) in zip(src.dims, src_slots[groups[i][0]]))[::-1],
             address)
-        for i, reg in enumerate(src.regs):
-            val = b.bitcast(reg, I32) if rt == F32 else reg
-            b.store(val, write_at(i), align=e)
+        packed = self.pack_bytes([[src.regs[j] for j in g] for g in groups]) if e == 1 else None
+        for i, g in enumerate(groups):
+            vals = [b.bitcast(src.regs[j], I32) if rt == F32 else src.regs[j] for j in g]
+            val = (packed[i] if packed and packed[i] is not None else
+                   self.pack(vals, out_t.dtype)[0] if len(g) > 1 else vals[0])
+            ptr = write_at(i)
+            if val.type != I8:
+                ptr = b.bitcast(ptr, val.type.as_pointer(3))
+            b.store(val, ptr, align=len(g) * e)
         asm.barrier(b)
         dims = out_t.layout.dims(out_t.shape)
         vec = read_vector(out_t, e)
@@ -374,6 +392,46 @@ class KernelCodegen(CommCodegen):
         regs = []
         for i in range(len(firsts)):
             loaded = b.load(read_at(i), typ=vty, align=vec * e)
+            words = ([b.extract_element(loaded, self.i32(w)) for w in range(nwords)]
+                     if nwords > 1 else [loaded])
+            regs += self.unpack(words, out_t.dtype, vec)
+        self.vals[op.result.id] = self.new_tile(out_t, regs)
+
+    def op_relayout(self, op: Op):
+        """A 1-D tile to another layout through a plain shared array: every thread writes
+        the elements it holds (copies write the same value), a barrier, then every thread
+        reads its slots of the new layout, up to 16 bytes per read."""
+        b = self.b
+        src, out_t = self.tile(op.operands[0]), op.result.type
+        e = dtype_info(out_t.dtype).bytes
+        rt = reg_type(out_t.dtype)
+        smem = ir.GlobalVariable(self.module, ir.ArrayType(I8, op.attrs["smem_bytes"]),
+                                 f"{self.k.name}_relayout_smem{self._smem_count}", addrspace=3)
+        self._smem_count += 1
+        smem.linkage, smem.align = "internal", 16
+        smem.initializer = ir.Constant(smem.value_type, ir.Undefined)
+
+        def at(index, ty):
+            ptr = b.gep(smem, [self.i32(0), b.mul(index, self.i32(e)) if e > 1 else index])
+            return b.bitcast(ptr, ty.as_pointer(3)) if ty != I8 else ptr
+
+        for slot, reg in zip(slots(src.dims), src.regs):
+            (r, el), = slot
+            val = b.bitcast(reg, I32) if rt == F32 else reg
+            b.store(val, at(self.coord(src.dims[0], r, el)[0], val.type), align=e)
+        asm.barrier(b)
+        dims = out_t.layout.dims(out_t.shape)
+        m = dims[0]
+        vec = 1
+        while vec * 2 <= m.spt and m.spt % (vec * 2) == 0 and vec * 2 * e <= 16:
+            vec *= 2
+        nwords, wt = asm.access_registers(vec * e)
+        vty = ir.VectorType(wt, nwords) if nwords > 1 else wt
+        regs = []
+        all_slots = slots(dims)
+        for first in range(0, len(all_slots), vec):
+            (r, el), = all_slots[first]
+            loaded = b.load(at(self.coord(m, r, el)[0], vty), typ=vty, align=vec * e)
             words = ([b.extract_element(loaded, self.i32(w)) for w in range(nwords)]
                      if nwords > 1 else [loaded])
             regs += self.unpack(words, out_t.dtype, vec)
@@ -563,8 +621,47 @@ class KernelCodegen(CommCodegen):
             for i in range(per):
                 x = b.lshr(w, ir.Constant(w.type, i * bits)) if i else w
                 x = b.trunc(x, ir.IntType(bits)) if bits < w.type.width else x
+                if bits == 8 and w.type == I32:       # where each byte came from: pack_bytes
+                    self._byte_origin[id(x)] = (x, w, i)
                 out.append(b.bitcast(x, F32) if dtype == "f32" else x)
         return out[:count]
+
+    def pack_bytes(self, groups: list[list]) -> list:
+        """Words of 4 bytes each, where every byte is a byte of a 32-bit register (as unpack
+        made them): a 4x4 byte transpose costs 8 `prmt` per 4 words instead of a shift and a
+        mask per byte. Level 1 takes two source words and keeps two bytes of each, for two
+        output words at once; level 2 joins two level-1 halves. None where a byte's origin is
+        unknown (the caller packs that word with shifts)."""
+        b = self.b
+        out: list = [None] * len(groups)
+        halves: dict[tuple, list] = {}          # (word a, word c) -> [(group, half, ia, ic)]
+        origin = []
+        for gi, g in enumerate(groups):
+            src = [self._byte_origin.get(id(x)) for x in g]
+            if len(g) != 4 or any(o is None or o[0] is not x for o, x in zip(src, g)):
+                origin.append(None)
+                continue
+            origin.append(src)
+            for h in (0, 1):
+                (_, wa, ia), (_, wc, ic) = src[2 * h], src[2 * h + 1]
+                halves.setdefault((id(wa), id(wc)), []).append((gi, h, wa, wc, ia, ic))
+        made: dict[tuple[int, int], tuple] = {}  # (group, half) -> (register, byte position)
+        for entries in halves.values():
+            for k in range(0, len(entries), 2):
+                pair = entries[k:k + 2]
+                sel = 0
+                for pos, (_, _, _, _, ia, ic) in enumerate(pair):
+                    sel |= (ia | (4 + ic) << 4) << (8 * pos)
+                reg = asm.prmt(b, pair[0][2], pair[0][3], sel)
+                for pos, (gi, h, *_rest) in enumerate(pair):
+                    made[(gi, h)] = (reg, 2 * pos)
+        for gi, src in enumerate(origin):
+            if src is None:
+                continue
+            (lo, plo), (hi, phi) = made[(gi, 0)], made[(gi, 1)]
+            sel = plo | (plo + 1) << 4 | (4 + phi) << 8 | (5 + phi) << 12
+            out[gi] = asm.prmt(b, lo, hi, sel)
+        return out
 
     def pack(self, elems: list, dtype: str) -> list:
         """One register per element -> the registers of one vector access."""

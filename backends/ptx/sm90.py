@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from commdsl.dtypes import dtype as dtype_info
-from commdsl.ir import Op, TileType
+from commdsl.ir import Op
 
 from .asm import F32, I32, I64
 
@@ -228,11 +228,10 @@ def fragment_coord(cg, m, rep: int, elem: int):
     if m.axis == 1:                              # 8 q + 2 (lane % 4) + e
         quad = b.mul(b.and_(cg.lane, cg.i32(3)), cg.i32(2))
         return b.add(quad, cg.i32(8 * rep + elem))
-    block, half = m.row(rep)                     # 64 (C j + c) + 16 w + lane / 4 + 8 h
-    warp = b.and_(cg.warp, cg.i32(3))
+    warp = b.and_(cg.warp, cg.i32(3))            # 64 c + 16 w + lane / 4 + 8 rep
     base = b.add(b.mul(warp, cg.i32(16)), b.lshr(cg.lane, cg.i32(2)))
     group = b.mul(_consumer_warpgroup(cg), cg.i32(64))
-    return b.add(b.add(base, group), cg.i32(64 * m.warpgroups * block + 8 * half))
+    return b.add(b.add(base, group), cg.i32(8 * rep))
 
 
 def _descriptor(cg, address):
@@ -241,21 +240,15 @@ def _descriptor(cg, address):
     return b.or_(start, ir.Constant(I64, DESC_128B))
 
 
-def _fragment_order(rows_per_thread: int, n: int) -> list[int]:
-    """wgmma register i (i = 4 q + 2 h + e for each m64 block) -> its slot in the tile's
-    Blocked-like order (row slot, then column q, then e)."""
-    order = []
-    for j in range(rows_per_thread // 2):
-        for q in range(n // 8):
-            for h in range(2):
-                for e in range(2):
-                    order.append(((2 * j + h) * (n // 8) + q) * 2 + e)
-    return order
+def _fragment_order(n: int) -> list[int]:
+    """wgmma register i = 4 q + 2 h + e -> its slot in the tile's Blocked-like order (row
+    slot h, then column q, then e)."""
+    return [(h * (n // 8) + q) * 2 + e for q in range(n // 8) for h in range(2)
+            for e in range(2)]
 
 
 class _Wgmma:
-    """The wgmmas of one mma op in this consumer warpgroup: descriptors, instruction text,
-    and the issue of one m64 block's K steps."""
+    """The wgmmas of one mma op in this consumer warpgroup (its m64 block of rows)."""
 
     def __init__(self, cg, op: Op):
         b = self.b = cg.b
@@ -263,27 +256,25 @@ class _Wgmma:
         bufs = [cg.vals[v.id] for v in op.operands[:2]]
         rings = [v.type for v in op.operands[:2]]
         stage = cg.vals[op.operands[2].id]
-        self.bm, self.bn = op.result.type.shape
-        self.groups = op.attrs["warpgroups"]
-        self.blocks = self.bm // (64 * self.groups)
+        self.bn = op.result.type.shape[1]
         a_base = b.add(bufs[0], b.mul(stage, cg.i32(_stage_bytes(rings[0]))))
-        self.a_base = b.add(a_base, b.mul(_consumer_warpgroup(cg), cg.i32(64 * 128)))
+        a_base = b.add(a_base, b.mul(_consumer_warpgroup(cg), cg.i32(64 * 128)))
+        self.a_desc = _descriptor(cg, a_base)
         self.b_desc = _descriptor(cg, b.add(bufs[1], b.mul(stage, cg.i32(_stage_bytes(rings[1])))))
         self.nregs = self.bn // 2
-        self.order = _fragment_order(2 * self.blocks, self.bn)
+        self.order = _fragment_order(self.bn)
         self.instr = (f"wgmma.mma_async.sync.aligned.{op.attrs['instr']}.f32."
                       f"{rings[0].dtype}.{rings[1].dtype}")
 
-    def block(self, j: int, regs: list | None) -> list:
-        """k_steps wgmmas for m64 block j, stepping 32 bytes along the swizzled K row; the
-        first zeroes the accumulator unless `regs` (wgmma order) are given to add to."""
+    def issue(self, steps: range, regs: list | None = None) -> list:
+        """One wgmma per K step of 32, stepping 32 bytes along the swizzled K row (the first
+        zeroes the accumulator unless `regs`, in wgmma order, are given), then a commit."""
         b, cg, n = self.b, self.cg, self.nregs
-        a_desc = _descriptor(cg, b.add(self.a_base, cg.i32(j * 64 * self.groups * 128)))
         acc_type = ir.LiteralStructType([F32] * n)
         outputs = "{" + ", ".join(f"${i}" for i in range(n)) + "}"
-        for kk in range(self.op.attrs["k_steps"]):
+        for kk in steps:
             step = ir.Constant(I64, 2 * kk)                   # +32 bytes, in 16-byte units
-            descs = [b.add(a_desc, step), b.add(self.b_desc, step)]
+            descs = [b.add(self.a_desc, step), b.add(self.b_desc, step)]
             if regs is None:
                 res = _asm(cg, f"{self.instr} {outputs}, ${n}, ${n + 1}, 0, 1, 1;",
                            ",".join(["=f"] * n + ["l", "l"]), descs, acc_type)
@@ -292,54 +283,44 @@ class _Wgmma:
                            ",".join(["=f"] * n + [str(i) for i in range(n)] + ["l", "l"]),
                            regs + descs, acc_type)
             regs = [b.extract_value(res, i) for i in range(n)]
+        _asm(cg, "wgmma.commit_group.sync.aligned;", "")
         return regs
 
-    def wait(self, regs: list) -> list:
-        """Commit and wait for the group; the wait hands every accumulator through, so no
-        instruction reads them before it."""
-        _asm(self.cg, "wgmma.commit_group.sync.aligned;", "")
-        return _through(self.cg, "wgmma.wait_group.sync.aligned 0;", regs)
+    def wait(self, pending: int, regs: list) -> list:
+        """Waits until at most `pending` groups are in flight; the wait hands the group's
+        accumulators through, so nothing reads them before it."""
+        return _through(self.cg, f"wgmma.wait_group.sync.aligned {pending};", regs)
 
 
 def emit_mma(cg, op: Op):
-    """Every m64 block of this warpgroup, one commit, one wait."""
     w = _Wgmma(cg, op)
     acc_in = cg.vals[op.operands[3].id] if len(op.operands) > 3 else None
     _asm(cg, "wgmma.fence.sync.aligned;", "")
-    regs = []
-    for j in range(w.blocks):
-        given = None
-        if acc_in is not None:
-            given = [acc_in.regs[w.order[j * w.nregs + i]] for i in range(w.nregs)]
-        regs += w.block(j, given)
-    out = [None] * len(regs)
-    for i, r in enumerate(w.wait(regs)):
+    given = [acc_in.regs[w.order[i]] for i in range(w.nregs)] if acc_in is not None else None
+    out = [None] * w.nregs
+    for i, r in enumerate(w.wait(0, w.issue(range(op.attrs["k_steps"]), given))):
         out[w.order[i]] = r
     cg.vals[op.result.id] = cg.new_tile(op.result.type, out)
 
 
 def emit_mma_promote(cg, op: Op):
-    """acc + (a . b^T) * scale[:, None], one m64 block at a time: its wgmmas, a wait, and one
-    FFMA per element into the f32 accumulator, so one block's partial sums are live at once
-    (BM = 256 fits the registers) while the other warpgroup keeps the tensor cores busy."""
-    b = cg.b
+    """acc + (a . b^T) * scale[:, None], promoted every `promote_steps` K steps: each
+    interval's wgmmas accumulate into their own registers as one commit group; then each
+    group in turn is waited for and added into the f32 accumulator with one FFMA per
+    element, while the later groups still run on the tensor cores."""
     w = _Wgmma(cg, op)
     scale, acc = (cg.vals[v.id] for v in op.operands[3:5])
     fma = cg.module.globals.get("llvm.fma.f32") or ir.Function(
         cg.module, ir.FunctionType(F32, [F32, F32, F32]), "llvm.fma.f32")
     out = list(acc.regs)
     per_row = w.bn // 8 * 2                           # slots per row slot
-    done: list[int] = []                              # slots of the block promoted last
-    for j in range(w.blocks):
-        # The fence takes the last block's sums through, so its FFMAs stay before these
-        # wgmmas and two blocks' partial sums are never live together.
-        fenced = _through(cg, "wgmma.fence.sync.aligned;", [out[i] for i in done])
-        for slot, value in zip(done, fenced):
-            out[slot] = value
-        partial = w.wait(w.block(j, None))
-        done = [w.order[j * w.nregs + i] for i in range(w.nregs)]
-        for p, slot in zip(partial, done):
-            out[slot] = b.call(fma, [p, scale.regs[slot // per_row], out[slot]])
+    steps, every = op.attrs["k_steps"], op.attrs["promote_steps"]
+    _asm(cg, "wgmma.fence.sync.aligned;", "")
+    groups = [w.issue(range(first, first + every)) for first in range(0, steps, every)]
+    for g, partial in enumerate(groups):
+        for i, p in enumerate(w.wait(len(groups) - 1 - g, partial)):
+            slot = w.order[i]
+            out[slot] = cg.b.call(fma, [p, scale.regs[slot // per_row], out[slot]])
     cg.vals[op.result.id] = cg.new_tile(op.result.type, out)
 
 
