@@ -2,6 +2,10 @@
 
     python bench/compile_time.py [--runs 5]
 
+First, the command line end to end: the wall time of the whole `commdsl compile
+examples/act_quant.cdsl` process, interpreter start included, with an empty cache folder
+(issue #2: under 0.5 s).
+
 Each measurement runs in a fresh Python process (as a user's next run would), timing
 `commdsl.load` alone; `import commdsl` is timed apart. Cold runs start from an empty cache
 folder, so they also build lark's parser tables; "cold kernel" runs keep the parser tables
@@ -18,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
@@ -51,12 +56,26 @@ def measure(cache: str) -> dict:
     return json.loads(out.stdout)
 
 
+def cli_compile_s(cache: str, out: str) -> float:
+    """Wall time of one `commdsl compile` process, from spawn to exit."""
+    env = {**os.environ, "COMMDSL_CACHE_DIR": cache}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "commdsl.cli", "compile", EXAMPLE, "-o", out],
+                          env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"commdsl compile failed:\n{proc.stderr}")
+    return elapsed
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     root = tempfile.mkdtemp(prefix="commdsl-bench-")
     try:
+        cli = [cli_compile_s(os.path.join(root, f"cli{i}"), os.path.join(root, "out.ptx"))
+               for i in range(args.runs)]
         cold, cold_kernel, cached = [], [], []
         for i in range(args.runs):
             cache = os.path.join(root, f"cold{i}")
@@ -75,13 +94,16 @@ def main():
         return statistics.median(r[field] for r in runs)
 
     figures = {
+        "cli_compile_end_to_end_s": statistics.median(cli),
         "cold_compile_s": median(cold, "load_s"),
         "cold_kernel_warm_parser_s": median(cold_kernel, "load_s"),
         "cached_load_new_process_s": median(cached, "load_s"),
         "cached_load_same_process_s": median(cached, "same_process_load_s"),
         "import_commdsl_s": median(cached, "import_s"),
     }
-    rows = [["cold compile (empty cache, new process)", figures["cold_compile_s"] * 1e3,
+    rows = [["`commdsl compile` process, end to end, empty cache",
+             figures["cli_compile_end_to_end_s"] * 1e3, f"< {COLD_COMPILE_TARGET_S * 1e3:.0f}"],
+            ["cold compile (empty cache, new process)", figures["cold_compile_s"] * 1e3,
              f"< {COLD_COMPILE_TARGET_S * 1e3:.0f}"],
             ["cold kernel, lark tables cached", figures["cold_kernel_warm_parser_s"] * 1e3, ""],
             ["cached load, new process", figures["cached_load_new_process_s"] * 1e3,
@@ -94,7 +116,8 @@ def main():
                        ["what", "ms", "target ms"], rows)
     passed = {"cached_load": max(figures["cached_load_new_process_s"],
                                  figures["cached_load_same_process_s"]) < CACHED_LOAD_TARGET_S,
-              "cold_compile": figures["cold_compile_s"] < COLD_COMPILE_TARGET_S}
+              "cold_compile": figures["cold_compile_s"] < COLD_COMPILE_TARGET_S,
+              "cli_compile": figures["cli_compile_end_to_end_s"] < COLD_COMPILE_TARGET_S}
     print("\n" + ", ".join(f"{k}: {'PASS' if v else 'FAIL'}" for k, v in passed.items()))
     common.write_results("compile_time", {
         "kernel": "act_quant", "runs": args.runs, **figures, "passed": passed,
