@@ -11,6 +11,7 @@ import itertools
 
 from .dtypes import FP8_MAX, torch_dtype
 from .interpreter_comm import CommProgram, Ranks
+from .regions import in_bounds_region
 from .ir import KernelIR, Op, ScalarType, TileType
 
 
@@ -183,27 +184,11 @@ class _Program(CommProgram):
 
     # ---- memory ------------------------------------------------------------------------
 
-    def _region(self, op: Op, tensor, starts):
-        """(tensor index, tile index) covering the in-bounds part of the access, or None."""
-        t_index, tile_index = [], []
-        for dim, start, size in zip(tensor.shape, starts, op.attrs["sizes"]):
-            if size is None:
-                if not 0 <= start < dim:
-                    return None
-                t_index.append(start)
-                continue
-            lo, hi = max(start, 0), min(start + size, dim)
-            if hi <= lo:
-                return None
-            t_index.append(slice(lo, hi))
-            tile_index.append(slice(lo - start, hi - start))
-        return tuple(t_index), tuple(tile_index)
-
     def op_load(self, op, tensor, *starts):
         import torch
         t = op.result.type
         out = torch.zeros(t.shape if isinstance(t, TileType) else (), dtype=tensor.dtype)
-        region = self._region(op, tensor, starts)
+        region = in_bounds_region(op.attrs["sizes"], tensor.shape, starts)
         if region is not None:
             out[region[1]] = tensor[region[0]]
         return out
@@ -213,6 +198,6 @@ class _Program(CommProgram):
         starts, value = rest[:-1], rest[-1]
         if isinstance(op.operands[-1].type, ScalarType) and not isinstance(value, torch.Tensor):
             value = torch.tensor(value)
-        region = self._region(op, tensor, starts)
+        region = in_bounds_region(op.attrs["sizes"], tensor.shape, starts)
         if region is not None:
             tensor[region[0]] = value[region[1]].to(tensor.dtype)

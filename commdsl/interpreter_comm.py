@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from .diagnostics import CommdslError
 from .ir import KernelIR, Op, TileType
+from .regions import in_bounds_region
 
 POLL_S = 1e-4
 
@@ -78,7 +79,7 @@ class CommProgram:
         sizes = self._row_sizes(op)
         gathered = op.attrs["gather"]
         for j, (r, starts) in enumerate(self._rows(op, indices, rank)):
-            region = _region(sizes, self._copy(op, r).shape, starts)
+            region = in_bounds_region(sizes, self._copy(op, r).shape, starts)
             if region is None:
                 continue
             src, tile_index = region
@@ -98,7 +99,7 @@ class CommProgram:
         gathered = op.attrs["gather"]
         for j, (r, starts) in enumerate(self._rows(op, indices, rank)):
             target = self._copy(op, r)
-            region = _region(sizes, target.shape, starts)
+            region = in_bounds_region(sizes, target.shape, starts)
             if region is None:
                 continue
             dst, tile_index = region
@@ -127,23 +128,6 @@ class CommProgram:
             time.sleep(POLL_S)
 
 
-def _region(sizes, shape, starts):
-    """(tensor index, tile index) of the in-bounds part of an access, or None; negative
-    indices are out of bounds (as the GPU's unsigned compare makes them)."""
-    t_index, tile_index = [], []
-    for dim, start, size in zip(shape, starts, sizes):
-        start = int(start)
-        if size is None:
-            if not 0 <= start < dim:
-                return None
-            t_index.append(start)
-            continue
-        lo, hi = max(start, 0), min(start + size, dim)
-        if hi <= lo:
-            return None
-        t_index.append(slice(lo, hi))
-        tile_index.append(slice(lo - start, hi - start))
-    return tuple(t_index), tuple(tile_index)
 
 
 def run_ranks(kernel: KernelIR, tensors: list[dict], sizes: list[dict], epoch: int,
