@@ -453,6 +453,19 @@ class _Lowering(CommLowering):
 
     # ---- statements --------------------------------------------------------------------
 
+    def lower_in(self, body: Block, stmts, finish=None):
+        """Lowers `stmts` into `body` with its arguments in scope; names bound inside stay
+        inside. `finish` runs last, still inside (a loop's yield)."""
+        outer_env, outer_b = self.env, self.b
+        self.env = dict(outer_env)
+        self.env.update({a.name: a for a in body.args})
+        self.b = Builder(body)
+        for stmt in stmts:
+            getattr(self, "stmt_" + type(stmt).__name__)(stmt)
+        if finish is not None:
+            finish()
+        self.env, self.b = outer_env, outer_b
+
     def stmt_Let(self, s: ast.Let):
         if s.name in self.tensors or s.name in self.sig.constants:
             raise CompileError(f"'{s.name}' is already a parameter or constant", s.span,
@@ -530,14 +543,8 @@ class _Lowering(CommLowering):
         loop = self.at(s).op("for", [lo, hi, step, *inits], [v.type for v in inits],
                              pipeline=stages)
         loop.blocks.append(body)
-        outer_env, outer_b = self.env, self.b
-        self.env = dict(outer_env)
-        self.env.update({a.name: a for a in body.args})
-        self.b = Builder(body)
-        for stmt in s.body:
-            getattr(self, "stmt_" + type(stmt).__name__)(stmt)
-        self.at(s).op("yield", [self.env[n] for n in carried], [])
-        self.env, self.b = outer_env, outer_b
+        self.lower_in(body, s.body,
+                      lambda: self.at(s).op("yield", [self.env[n] for n in carried], []))
         for n, v in zip(carried, loop.results):
             v.name = None
             self.env[n] = v
@@ -578,13 +585,7 @@ class _Lowering(CommLowering):
         loop = self.at(s).op("tiles", [v for lo, hi, _ in bounds for v in (lo, hi)], [],
                              steps=steps, raster=raster)
         loop.blocks.append(body)
-        outer_env, outer_b = self.env, self.b
-        self.env = dict(outer_env)
-        self.env.update({a.name: a for a in body.args})
-        self.b = Builder(body)
-        for stmt in s.body:
-            getattr(self, "stmt_" + type(stmt).__name__)(stmt)
-        self.env, self.b = outer_env, outer_b
+        self.lower_in(body, s.body)
 
     def range_step(self, r: ast.Range) -> int:
         step = Folded(1) if r.step is None else self.expr(r.step)
