@@ -1,8 +1,8 @@
 """Maps tiles onto the threads of a CTA: picks the CTA size and a layout for every tile.
 
 All tiles of one shape share one Blocked layout, so elementwise ops need no data movement.
-Its innermost elements per thread are the narrowest vector any load or store of that shape
-may use (passes/vectorize.py). A reduction's result is the Sliced layout of its operand,
+Its innermost elements per thread are the widest vector the loads and stores of that shape
+may use (passes/vectorize.py) that splits no store (`_shape_vectors`). A reduction's result is the Sliced layout of its operand,
 and `t[:, None]` of such a result takes the parent layout back, which is what makes the
 per-row scale of a quantization group free to broadcast. Reducing a Sliced tile again
 slices the slice (a 128 x 128 block's amax: rows, then the column of row maxima); the last
@@ -27,21 +27,33 @@ DEFAULT_WARPS = 4
 
 def _shape_vectors(kernel: KernelIR, threads: int) -> dict[tuple[int, ...], int]:
     """Contiguous elements per thread for each tile shape: the widest vector any access of
-    that shape may use, if every thread still gets that many elements (else narrower, down
-    to the narrowest access). Narrower accesses of the shape take several vectors: an FP8
-    tile loaded 16 at a time and stored as bf16 does two 16-byte stores per load."""
+    that shape may use, if every thread still gets that many elements, and if no access
+    that L1 does not combine (a store, or a load that skips L1) is split by it (else
+    narrower, down to the narrowest access). Narrower accesses of the shape take several
+    vectors, whose lanes are then 32 or 64 bytes apart: every instruction touches every
+    other 16-byte chunk of its span. Loads through L1 merge those (weight_quant: bf16
+    loaded 16 at a time, 98% of copy); stores do not, so each store instruction writes half
+    sectors to L2: an FP8 tile loaded 16 at a time and stored as bf16 in two 16-byte halves
+    measured 74% of copy (dequant_weight), 8 at a time (both accesses whole) 94% (see
+    docs/perf-notes.md)."""
     widths: dict[tuple[int, ...], set[int]] = {}
+    whole: dict[tuple[int, ...], int] = {}       # shape -> widest vector its stores allow
     for op in kernel.walk():
         if op.name in ("load", "store", "get", "put"):
             tile = op.result.type if op.name in ("load", "get") else op.operands[-1].type
             if isinstance(tile, TileType) and tile.shape:
                 widths.setdefault(tile.shape, set()).add(op.attrs["vec"])
+                if op.name in ("store", "put") or "no_allocate" in op.attrs.get(
+                        "qualifiers", ""):
+                    whole[tile.shape] = min(whole.get(tile.shape, op.attrs["vec"]),
+                                            op.attrs["vec"])
     vec = {}
     for shape, ws in widths.items():
         numel = 1
         for n in shape:
             numel *= n
-        vec[shape] = max([min(ws)] + [w for w in ws if numel // w >= threads])
+        cap = whole.get(shape, max(ws))
+        vec[shape] = max([min(ws)] + [w for w in ws if numel // w >= threads and w <= cap])
     return vec
 
 

@@ -63,12 +63,16 @@ def test_weight_quant_ptx():
 
 def test_dequant_ptx():
     ptx = ptx_of(DEQUANT, "dequant_act")
-    assert re.search(r"ld\.global\.nc\.v4\.b32", ptx), "FP8 loads must be 16 bytes wide"
+    # Each thread holds 8 consecutive elements: one 16-byte bf16 store, coalesced across the
+    # warp, from one 8-byte FP8 load (16-byte loads would split every store in two halves,
+    # 32 bytes apart: passes/tile.py `_shape_vectors`).
+    assert re.search(r"ld\.global\.nc\.v2\.b32", ptx), "FP8 loads must be 8 bytes wide"
+    assert not re.search(r"ld\.global\.nc\.v4\.b32", ptx), "no split bf16 stores"
     assert re.search(r"st\.global\.v4\.b32", ptx), "bf16 stores must be 16 bytes wide"
     assert "cvt.rn.f16x2.e4m3x2" in ptx and "cvt.rn.bf16x2.f32" in ptx, "two per conversion"
     assert "bar.sync" not in ptx and "shfl" not in ptx, "scales are loaded where they are used"
     w = ptx_of(DEQUANT, "dequant_weight", SF="ue8m0")
-    assert re.search(r"ld\.global\.nc\.v4\.b32", w) and "bar.sync" not in w
+    assert re.search(r"ld\.global\.nc\.v2\.b32", w) and "bar.sync" not in w
 
 
 def test_requant_t_is_one_kernel_through_shared_memory():
