@@ -27,18 +27,17 @@ def access_registers(nbytes: int) -> tuple[int, ir.IntType]:
 
 
 def global_load(b: ir.IRBuilder, qualifiers: str, nbytes: int, address, predicate) -> list:
-    """`@p ld<qualifiers>.v4.b32 {...}, [addr]`, the registers zeroed where `p` is false.
-    The predicate is an i1 passed as a `.pred` register (constraint "b")."""
+    """`@p ld<qualifiers>.v4.b32 {...}, [addr]`. Each output is tied to a zero input, so where
+    `p` is false the registers keep 0. The predicate is an i1 in a `.pred` register ("b")."""
     suffix, n, ty, c = _WIDTHS[nbytes]
     regs = ", ".join(f"${i}" for i in range(n))
-    zero = " ".join(f"mov.b{ty.width} ${i}, 0;" for i in range(n))
-    text = (f"{{ {zero} @${n + 1} {qualifiers}{suffix} {{{regs}}}, [${n}]; }}"
-            if n > 1 else
-            f"{{ {zero} @${n + 1} {qualifiers}{suffix} $0, [${n}]; }}")
+    dst = f"{{{regs}}}" if n > 1 else "$0"
+    text = f"@${n + 1} {qualifiers}{suffix} {dst}, [${n}];"
     ret = ir.LiteralStructType([ty] * n) if n > 1 else ty
-    fn = ir.FunctionType(ret, [GLOBAL_PTR, I1])
-    asm = ir.InlineAsm(fn, text, ",".join([f"=&{c}"] * n + ["l", "b"]), side_effect=True)
-    out = b.call(asm, [address, predicate])
+    fn = ir.FunctionType(ret, [GLOBAL_PTR, I1] + [ty] * n)
+    constraints = [f"={c}"] * n + ["l", "b"] + [str(i) for i in range(n)]
+    asm = ir.InlineAsm(fn, text, ",".join(constraints), side_effect=True)
+    out = b.call(asm, [address, predicate] + [ir.Constant(ty, 0)] * n)
     return [b.extract_value(out, i) for i in range(n)] if n > 1 else [out]
 
 

@@ -37,10 +37,9 @@ def comm_param_types(kernel: KernelIR) -> list:
 # ---- single instructions -------------------------------------------------------------------
 
 def release_store(b: ir.IRBuilder, address, value, predicate):
-    fn = ir.FunctionType(ir.VoidType(), [GLOBAL_PTR, I32, I32])
-    asm = ir.InlineAsm(fn, "{ .reg .pred p; setp.ne.b32 p, $2, 0; "
-                           "@p st.release.sys.global.b32 [$0], $1; }", "l,r,r", side_effect=True)
-    b.call(asm, [address, value, b.zext(predicate, I32)])
+    fn = ir.FunctionType(ir.VoidType(), [GLOBAL_PTR, I32, I1])
+    asm = ir.InlineAsm(fn, "@$2 st.release.sys.global.b32 [$0], $1;", "l,r,b", side_effect=True)
+    b.call(asm, [address, value, predicate])
 
 
 def acquire_load(b: ir.IRBuilder, address):
@@ -57,11 +56,9 @@ def global_timer(b: ir.IRBuilder):
 def barrier_any(b: ir.IRBuilder, predicate):
     """True in every thread when `predicate` is true in any thread of the CTA. The
     non-aligned form: lanes of one warp may arrive from different paths (a spinning lane)."""
-    fn = ir.FunctionType(I32, [I32])
-    asm = ir.InlineAsm(fn, "{ .reg .pred p, q; setp.ne.b32 p, $1, 0; "
-                           "barrier.red.or.pred q, 0, p; selp.b32 $0, 1, 0, q; }", "=r,r",
-                       side_effect=True)
-    return b.trunc(b.call(asm, [b.zext(predicate, I32)]), I1)
+    fn = ir.FunctionType(I1, [I1])
+    asm = ir.InlineAsm(fn, "barrier.red.or.pred $0, 0, $1;", "=b,b", side_effect=True)
+    return b.call(asm, [predicate])
 
 
 # ---- the mixin -----------------------------------------------------------------------------
