@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import time
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
@@ -25,17 +24,11 @@ def device_name() -> str:
 def time_ms(fn, warmup: int = 10, iters: int = 50) -> float:
     """Median milliseconds of `fn()` measured with CUDA events, one pair per run."""
     import torch
+    from commdsl.tune.timer import event_median_ms
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-    for s, e in zip(starts, ends):
-        s.record()
-        fn()
-        e.record()
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+    return event_median_ms(fn, iters)
 
 
 def copy_bandwidth_gbs(nbytes: int = 1 << 30) -> float:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from . import ast
 from .check import Signature, did_you_mean
-from .diagnostics import CompileError, Span
+from .diagnostics import CompileError
 from .ir import Block, Builder, KernelIR, ScalarType, TensorType, TileType, Value
 from .irgen_comm import BUILTINS as COMM_BUILTINS, CommLowering
 

@@ -1,5 +1,4 @@
 """On a GPU: act_quant equals the torch formula bit for bit; copy_nc copies exactly."""
-import os
 
 import pytest
 import torch

@@ -7,7 +7,6 @@ from commdsl.ir import Block, Builder, KernelIR, ScalarType, TileType
 from commdsl.ir_verifier import IRVerifyError, verify
 from commdsl.layout import Blocked, Sliced, choose_blocked
 from commdsl.passes import PassManager
-from commdsl.passes.cache import qualifiers
 from commdsl.target import get_target
 
 ROWS = """

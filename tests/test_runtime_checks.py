@@ -1,5 +1,4 @@
 """Launch-argument checks and ptxas assembly; both run without a GPU."""
-import shutil
 
 import pytest
 import torch

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from commdsl.dims import BinOp, Const, Dim, Sym
+from commdsl.dims import Const, Dim, Sym
 from commdsl.fragments import FragmentDim
 from commdsl.dtypes import dtype as dtype_info
-from commdsl.ir import KernelIR, Op, ScalarType, TileType, Value
+from commdsl.ir import KernelIR, Op, TileType, Value
 from commdsl.ir_comm import PEER_OPS
 from commdsl.layout import DimMap, Sliced, slots
 from commdsl.target import Target

@@ -35,7 +35,12 @@ def cuda_event_timer(run, config: dict | None = None) -> float:
     estimate = max(start.elapsed_time(end) / 5, 1e-3)
     for _ in range(_runs(WARMUP_MS, estimate)):
         run()
-    count = _runs(MEASURE_MS, estimate)
+    return event_median_ms(run, _runs(MEASURE_MS, estimate))
+
+
+def event_median_ms(run, count: int) -> float:
+    """The median of `count` launches of `run()`, each between its own pair of CUDA events."""
+    import torch
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
     for s, e in zip(starts, ends):
