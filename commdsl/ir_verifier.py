@@ -80,6 +80,42 @@ def _transpose(op: Op):
         _fail(op, f"shared-memory plan {plan} breaks 16-byte rows")
 
 
+def _compact(op: Op):
+    """compact: Sliced -> Compact of it; gather_copies: Compact -> its Sliced parent
+    (passes/replicas.py). Same shape and dtype."""
+    from .layout import Compact, Sliced
+    a, r = op.operands[0].type, op.result.type
+    if not isinstance(a, TileType) or not isinstance(r, TileType) or a.shape != r.shape or (
+            a.dtype != r.dtype):
+        _fail(op, "must keep the tile's shape and dtype")
+    if a.layout is None and r.layout is None:
+        return
+    src, dst = (a.layout, r.layout) if op.name == "compact" else (r.layout, a.layout)
+    if not isinstance(src, Sliced) or not isinstance(dst, Compact) or dst.parent != src:
+        _fail(op, f"needs a Sliced tile and the Compact layout of it, not {a.layout} -> "
+              f"{r.layout}")
+
+
+def _compact_operands(op: Op):
+    """Compact values (passes/replicas.py) feed only slot-by-slot elementwise ops of the
+    same Compact layout, and gather_copies; splats of a scalar may take that layout."""
+    from .layout import Compact
+    layouts = [getattr(v.type, "layout", None) for v in op.operands + op.results]
+    compact = [l for l in layouts if isinstance(l, Compact)]
+    if not compact or op.name in ("compact", "gather_copies"):
+        return
+    if op.name == "splat":
+        return
+    if op.name not in _COMPACT_OPS:
+        _fail(op, "takes a compact tile: only elementwise ops and gather_copies may")
+    if len(compact) != len(layouts) or len(set(compact)) != 1:
+        _fail(op, "mixes compact and other layouts")
+
+
+_COMPACT_OPS = ("add", "sub", "mul", "div", "rem", "max", "min", "neg", "abs", "fma", "recip",
+                "convert")
+
+
 def _memory(op: Op):
     tensor = op.operands[0].type
     if not isinstance(tensor, TensorType):
@@ -111,7 +147,9 @@ _RULES = {
     "broadcast": _broadcast,
     "reduce": _reduce,
     "transpose": _transpose,
-    "relayout": _convert,          # same shape and dtype, another layout (passes/tile.py)
+    "relayout": _convert,
+    "compact": _compact,           # split a Sliced tile's copies (passes/replicas.py)
+    "gather_copies": _compact,          # same shape and dtype, another layout (passes/tile.py)
     "load": _memory,
     "store": _memory,
 }
@@ -137,6 +175,7 @@ def _verify_block(block: Block, defined: set[int], require_layouts: bool):
             if o.id not in defined:
                 _fail(op, f"uses {o!r} before it is defined")
         rule(op)
+        _compact_operands(op)
         for r in op.results:
             if require_layouts and isinstance(r.type, TileType) and r.type.layout is None:
                 _fail(op, "result tile has no layout")

@@ -97,7 +97,32 @@ class Sliced:
         return f"sliced<{self.parent}, axis={self.axis}>"
 
 
-Layout = Blocked | Sliced
+@dataclass(frozen=True)
+class Compact:
+    """A Sliced tile whose copies are split instead of repeated (passes/replicas.py): the
+    `copies` lanes that hold the same slots of `parent` (they differ only along its reduced
+    axis, `lane_stride` apart) each hold `ceil(R / copies)` of its R slots; lane position j
+    of the group holds slots j, j + copies, ... (clamped to the last slot). Only elementwise
+    ops work on it; `gather_copies` gives every lane all R slots back."""
+    parent: Sliced
+
+    def dims(self, shape: tuple[int, ...]) -> list[DimMap]:
+        return self.parent.dims(shape)
+
+    def copies(self, shape: tuple[int, ...]) -> int:
+        return self.parent.reduced_dim(shape).tpw
+
+    def lane_stride(self, shape: tuple[int, ...]) -> int:
+        return self.parent.reduced_dim(shape).lane_stride
+
+    def held(self, shape: tuple[int, ...]) -> int:
+        return -(-len(slots(self.dims(shape))) // self.copies(shape))
+
+    def __str__(self):
+        return f"compact<{self.parent}>"
+
+
+Layout = Blocked | Sliced | Compact
 
 
 def slots(dims: list[DimMap]) -> list[tuple[tuple[int, int], ...]]:

@@ -22,6 +22,7 @@ PASS_ORDER = {
     "pipeline": "pipeline",     # via tma loads -> TMA/mbarrier ring, producer/consumer warpgroups
     "tile": "tile",             # map tiles onto threads: layouts and the CTA size
     "shared": "shared",         # shared memory of transposes: swizzle with fewest bank conflicts
+    "replicas": "replicas",     # per-row work after a reduction split among the row's copies
 }
 
 

@@ -1,5 +1,6 @@
 """Each pass on small kernels: what it decides, and what it rejects."""
 import pytest
+import re
 
 from commdsl.compiler import compile_source
 from commdsl.diagnostics import CompileError
@@ -154,3 +155,63 @@ def test_f32_rows_assemble(divisible):
           "  store y[pid.0, 0 : +64] = load x[pid.0, 0 : +64]\n}\n"
     ptx = compile_source(src, divisible={"L": divisible}).ptx
     assert assemble(ptx, entry="c").report.spill_stores_bytes == 0
+
+
+# ---- replicas: per-row work after a reduction split among the row's copies ----------------
+
+def _replica_ir(path, kernel, **constants):
+    import os
+    from commdsl.compiler import compile_file
+    examples = os.path.join(os.path.dirname(__file__), "..", "examples")
+    out = compile_file(os.path.join(examples, path), kernel=kernel, constants=constants)
+    return out.ir[0], out.ptx
+
+
+@pytest.mark.parametrize("path,kernel,constants", [
+    ("requant_t.cdsl", "requant_t", {}),
+    ("requant_t.cdsl", "requant_t", {"SF": "ue8m0"}),
+    ("act_quant.cdsl", "act_quant", {"ROWS": 64}),
+], ids=["requant_t-f32", "requant_t-ue8m0", "act_quant-rows64"])
+def test_replicas_pass_splits_the_per_row_scale_work(path, kernel, constants):
+    from commdsl.layout import Compact, Sliced
+    from commdsl.runtime.ptxas import assemble
+    kir, ptx = _replica_ir(path, kernel, **constants)
+    ops = list(kir.walk())
+    names = [op.name for op in ops]
+    assert names.count("compact") == 1 and "gather_copies" in names
+    compact = next(op for op in ops if op.name == "compact")
+    assert isinstance(compact.operands[0].type.layout, Sliced)
+    assert isinstance(compact.result.type.layout, Compact)
+    # the divisions and reciprocals of the scale run on compact values, once per row
+    for op in ops:
+        if op.name in ("div", "recip") and op.result.type.dtype == "f32" and len(
+                op.result.type.shape) == 1:
+            assert isinstance(op.result.type.layout, Compact), op
+    # every gathered value leaves as the Sliced layout its users had
+    for op in ops:
+        if op.name == "gather_copies":
+            assert op.result.type.layout == compact.operands[0].type.layout
+    assert "shfl.sync.idx.b32" in ptx
+    report = assemble(ptx, arch="sm_90a", entry=kernel).report
+    assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0
+    if kernel == "act_quant":
+        hinted = re.findall(r"ld\.global\.nc\.L1::no_allocate\.L2::256B\S*", ptx)
+        assert hinted and all(h.endswith(".v4.b32") for h in hinted)
+
+
+def test_replicas_pass_skips_one_row_per_thread():
+    """act_quant's default tile gives each thread one row: nothing to split."""
+    kir, ptx = _replica_ir("act_quant.cdsl", "act_quant")
+    assert not any(op.name in ("compact", "gather_copies") for op in kir.walk())
+    assert "shfl.sync.idx" not in ptx
+
+
+def test_compact_values_only_feed_elementwise_ops():
+    from commdsl.ir import Op, Value
+    from commdsl.ir_verifier import IRVerifyError, verify
+    kir, _ = _replica_ir("requant_t.cdsl", "requant_t")
+    gather = next(op for op in kir.body.ops if op.name == "gather_copies")
+    store = next(op for op in kir.body.ops if op.name == "store" and gather.result in op.operands)
+    store.operands[-1] = gather.operands[0]             # a store of a compact tile
+    with pytest.raises(IRVerifyError, match="compact"):
+        verify(kir, require_layouts=True)

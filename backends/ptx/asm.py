@@ -96,6 +96,15 @@ def shuffle_xor(b: ir.IRBuilder, value_i32, lane_mask: int):
     return b.call(asm, [value_i32])
 
 
+def shuffle_idx(b: ir.IRBuilder, value_i32, src_lane: int, segmask: int):
+    """`shfl.sync.idx` from lane (laneid & segmask) | src_lane: the lanes that agree on the
+    segmask bits form one group, and src_lane picks a lane of it (both immediates)."""
+    fn = ir.FunctionType(I32, [I32])
+    c = (segmask & 0x1F) << 8 | 0x1F
+    asm = ir.InlineAsm(fn, f"shfl.sync.idx.b32 $0, $1, {src_lane}, {c:#x}, 0xffffffff;", "=r,r")
+    return b.call(asm, [value_i32])
+
+
 def barrier(b: ir.IRBuilder):
     b.call(ir.InlineAsm(ir.FunctionType(ir.VoidType(), []), "bar.sync 0;", "", side_effect=True),
            [])

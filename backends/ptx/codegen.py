@@ -16,7 +16,7 @@ from commdsl.fragments import FragmentDim
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import KernelIR, Op, TileType, Value
 from commdsl.ir_comm import PEER_OPS
-from commdsl.layout import DimMap, Sliced, slots
+from commdsl.layout import Compact, DimMap, Sliced, slots
 from commdsl.target import Target
 
 from . import asm, sm90
@@ -236,7 +236,8 @@ class KernelCodegen(CommCodegen):
 
     def op_splat(self, op):
         t = op.result.type
-        n = len(slots(t.layout.dims(t.shape)))
+        n = (t.layout.held(t.shape) if isinstance(t.layout, Compact)
+             else len(slots(t.layout.dims(t.shape))))
         self.vals[op.result.id] = self.new_tile(t, [self.vals[op.operands[0].id]] * n)
 
     def op_expand_dims(self, op):
@@ -460,6 +461,45 @@ class KernelCodegen(CommCodegen):
             ptr, delta = out[i]
             return self.b.gep(ptr, [self.i32(delta)], source_etype=I8) if delta else ptr
         return at
+
+    # ---- copies of a Sliced tile split among its lanes (passes/replicas.py) -----------------
+
+    def op_compact(self, op: Op):
+        """Lane position j of each group of copies keeps slots j, j + C, ... (the last slot
+        where that runs past the end): C - 1 selects per kept slot, on the bits of j."""
+        b, t = self.b, op.result.type
+        src = self.tile(op.operands[0])
+        copies, stride = t.layout.copies(t.shape), t.layout.lane_stride(t.shape)
+        n = len(src.regs)
+        pos = b.urem(b.udiv(self.lane, self.i32(stride)), self.i32(copies))
+        bits = [b.trunc(b.lshr(pos, self.i32(k)), I1) for k in range(copies.bit_length() - 1)]
+        out = []
+        for k in range(t.layout.held(t.shape)):
+            cands = [src.regs[min(k * copies + j, n - 1)] for j in range(copies)]
+            for bit in bits:                       # the lowest bit of j picks first
+                cands = [c0 if c0 is c1 else b.select(bit, c1, c0)
+                         for c0, c1 in zip(cands[0::2], cands[1::2])]
+            out.append(cands[0])
+        self.vals[op.result.id] = self.new_tile(t, out)
+
+    def op_gather_copies(self, op: Op):
+        """Every lane gets all R slots back: slot i from lane position i % C of its group,
+        compact slot i // C (one `shfl.sync.idx` with immediate lane and segment mask)."""
+        b, src_t, t = self.b, op.operands[0].type, op.result.type
+        src = self.tile(op.operands[0])
+        copies = src_t.layout.copies(src_t.shape)
+        stride = src_t.layout.lane_stride(src_t.shape)
+        segmask = 0x1F & ~((copies - 1) * stride)
+        out = []
+        for i in range(len(slots(t.layout.dims(t.shape)))):
+            reg = src.regs[i // copies]
+            ty = reg.type
+            word = (b.bitcast(reg, I32) if ty == F32 else
+                    b.zext(reg, I32) if ty.width < 32 else reg)
+            got = asm.shuffle_idx(b, word, (i % copies) * stride, segmask)
+            out.append(b.bitcast(got, F32) if ty == F32 else
+                       b.trunc(got, ty) if ty.width < 32 else got)
+        self.vals[op.result.id] = self.new_tile(t, out)
 
     # ---- reductions ----------------------------------------------------------------------
 

@@ -1,0 +1,123 @@
+"""Per-row scalar work done once per row, not once per copy of the row.
+
+A reduction's result is Sliced (commdsl/layout.py): the C lanes that differed only along the
+reduced axis all hold the same R slots, and every one of them runs the elementwise chain
+that follows (quantization: max(amax, 1e-4), an IEEE division by max_finite, the
+reciprocal of the scale; each division and reciprocal ~10 instructions) on all R slots.
+Where R >= 2, C >= 2 and the chain holds such an expensive op, this pass splits the slots
+among the copies instead:
+
+    r  = reduce(..)                      (Sliced, R slots in each of C lanes)
+ -> rc = compact(r)                      (Compact: lane j of the group holds slots j, j+C, ..)
+    ... the same elementwise ops on compact values (ceil(R / C) slots per lane) ...
+    v  = gather_copies(vc)               (Sliced again: R shuffles, `shfl.sync.idx`)
+
+for every value of the chain used outside it (a store, a broadcast back). Each slot is
+computed by the same IEEE operations on the same inputs, only in one lane instead of C, so
+the results are bit for bit the values every copy computed before.
+Top-level ops only; a chain whose ops are all cheap is left alone (the shuffles would cost
+more than they save).
+"""
+from __future__ import annotations
+
+from commdsl.ir import KernelIR, Op, TileType, Value
+from commdsl.layout import Blocked, Compact, Sliced, slots
+from commdsl.target import Target
+
+# Elementwise ops that may run on compact values (codegen maps them slot by slot).
+ELEMENTWISE = ("add", "sub", "mul", "div", "rem", "max", "min", "neg", "abs", "fma", "recip",
+               "convert")
+_CONVERTIBLE = ("f32", "ue8m0")     # one register per element, converted one by one
+
+
+def _expensive(op: Op) -> bool:
+    """An f32 division or reciprocal: div.rn / rcp.rn, ~8-10 instructions each."""
+    return op.name in ("div", "recip") and op.result.type.dtype == "f32"
+
+
+def _eligible(op: Op, region: set[int], splats: dict[int, Op]) -> bool:
+    if op.name not in ELEMENTWISE or len(op.results) != 1:
+        return False
+    if not isinstance(op.result.type, TileType):
+        return False
+    if op.name == "convert" and not (op.operands[0].type.dtype in _CONVERTIBLE
+                                     and op.result.type.dtype in _CONVERTIBLE):
+        return False
+    inside = False
+    for o in op.operands:
+        if o.id in region:
+            inside = True
+        elif o.id not in splats:
+            return False
+    return inside
+
+
+def run(kernel: KernelIR, target: Target) -> KernelIR:
+    ops = kernel.body.ops
+    splats = {op.result.id: op for op in ops if op.name == "splat"}
+    for reduce in [op for op in ops if op.name == "reduce"]:
+        t = reduce.result.type
+        if not isinstance(t, TileType) or not isinstance(t.layout, Sliced):
+            continue
+        if not isinstance(t.layout.parent, Blocked):
+            continue
+        compact = Compact(t.layout)
+        rows, copies = len(slots(t.layout.dims(t.shape))), compact.copies(t.shape)
+        if rows < 2 or copies < 2:
+            continue
+        start = ops.index(reduce)
+        region: set[int] = {reduce.result.id}
+        chain: list[Op] = []
+        for op in ops[start + 1:]:
+            if _eligible(op, region, splats) and op.result.type.layout == t.layout:
+                chain.append(op)
+                region.add(op.result.id)
+        if not any(_expensive(op) for op in chain):
+            continue
+        _rewrite(kernel, reduce, chain, compact)
+    return kernel
+
+
+def _rewrite(kernel: KernelIR, reduce: Op, chain: list[Op], compact: Compact) -> None:
+    ops = kernel.body.ops
+    in_chain = {id(op) for op in chain}
+    renamed: dict[int, Value] = {}           # original value id -> its compact value
+    new_ops: list[Op] = []
+    users_outside: set[int] = set()
+    for op in kernel.walk():
+        if id(op) not in in_chain:
+            users_outside.update(o.id for o in op.operands)
+    for op in ops:
+        if op is reduce:
+            new_ops.append(op)
+            c = Value(op.result.type.with_layout(compact))
+            new_ops.append(Op("compact", [op.result], [c], {}, loc=op.loc))
+            renamed[op.result.id] = c
+            continue
+        if id(op) not in in_chain:
+            new_ops.append(op)
+            continue
+        operands = []
+        for o in op.operands:
+            if o.id in renamed:
+                operands.append(renamed[o.id])
+            else:                            # a splat: a fresh one on the compact layout
+                s = Value(o.type.with_layout(compact))
+                new_ops.append(Op("splat", [kernel_splat_scalar(kernel, o)], [s], {},
+                                  loc=op.loc))
+                operands.append(s)
+        original = op.result
+        c = Value(original.type.with_layout(compact))
+        op.operands, op.results = operands, [c]
+        renamed[original.id] = c
+        new_ops.append(op)
+        if original.id in users_outside:
+            new_ops.append(Op("gather_copies", [c], [original], {}, loc=op.loc))
+    kernel.body.ops = new_ops
+
+
+def kernel_splat_scalar(kernel: KernelIR, v: Value) -> Value:
+    for op in kernel.body.ops:
+        if op.name == "splat" and op.result is v:
+            return op.operands[0]
+    raise KeyError(v)
