@@ -23,9 +23,6 @@ class DType:
     def is_float(self) -> bool:
         return self.kind == "float"
 
-    @property
-    def is_fp8(self) -> bool:
-        return self.name in ("e4m3", "e5m2")
 
     @property
     def is_int(self) -> bool:
@@ -68,12 +65,3 @@ def dtype(name: str) -> DType:
 def torch_dtype(name: str):
     import torch
     return getattr(torch, DTYPES[name].torch_name)
-
-
-def from_torch(tdtype) -> str | None:
-    """The commdsl name of a torch dtype, or None if the language has no such type."""
-    short = str(tdtype).removeprefix("torch.")
-    for d in _TABLE:
-        if d.torch_name == short:
-            return d.name
-    return None

@@ -129,12 +129,6 @@ class KernelIR:
     def walk(self):
         return self.body.walk()
 
-    def size_value(self, symbol: str) -> Value:
-        for v in self.sizes:
-            if v.name == symbol:
-                return v
-        raise KeyError(symbol)
-
 
 class Builder:
     """Appends ops to a block; irgen and passes create ops only through it."""

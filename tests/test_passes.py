@@ -207,7 +207,6 @@ def test_replicas_pass_skips_one_row_per_thread():
 
 
 def test_compact_values_only_feed_elementwise_ops():
-    from commdsl.ir import Op, Value
     from commdsl.ir_verifier import IRVerifyError, verify
     kir, _ = _replica_ir("requant_t.cdsl", "requant_t")
     gather = next(op for op in kir.body.ops if op.name == "gather_copies")
