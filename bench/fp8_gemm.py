@@ -32,15 +32,20 @@ TOLERANCE = 2e-3
 
 def candidates(m: int, n: int, k: int) -> list[dict]:
     """Configs worth timing: small M wants many small tiles to keep all SMs streaming B;
-    large M wants 128 x 128 tiles and deep pipelines."""
+    large M wants 128- or 192-row tiles, deep pipelines, and CTA pairs that load A's tile once
+    for both (CLUSTER = 2: TMA multicast halves A's traffic from L2, which bounds big tiles)."""
     if m <= 256:
         return [dict(BM=64, BN=16, STAGES=8), dict(BM=64, BN=32, STAGES=8, PROMOTE=64),
                 dict(BM=128, BN=32, STAGES=6, PROMOTE=64), dict(BM=64, BN=64, STAGES=6),
-                dict(BM=64, BN=64, STAGES=6, PROMOTE=64)]
+                dict(BM=64, BN=64, STAGES=6, PROMOTE=64),
+                dict(BM=64, BN=32, STAGES=8, PROMOTE=64, CLUSTER=2)]
     return [dict(BM=128, BN=128, STAGES=5, GROUP=8), dict(BM=128, BN=128, STAGES=5, GROUP=8,
                                                           PROMOTE=64),
-            dict(BM=128, BN=128, STAGES=6, GROUP=16, PROMOTE=64),
-            dict(BM=192, BN=128, STAGES=4, GROUP=16), dict(BM=192, BN=128, STAGES=5, GROUP=4)]
+            dict(BM=192, BN=128, STAGES=4, GROUP=16),
+            dict(BM=128, BN=128, STAGES=5, GROUP=8, CLUSTER=2),
+            dict(BM=128, BN=128, STAGES=6, GROUP=16, CLUSTER=2),
+            dict(BM=192, BN=128, STAGES=4, GROUP=16, CLUSTER=2),
+            dict(BM=192, BN=128, STAGES=4, GROUP=8, CLUSTER=2)]
 
 
 def cublas(a, sa, b, sb):

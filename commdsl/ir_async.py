@@ -2,7 +2,7 @@
 
     for(lo, hi, step, inits...) ^(iv, carried...) { ...; yield(next...) } : carried types
         A counted loop (scf.for): the block's last op yields the carried values.
-    tiles(lo0, hi0, lo1, hi1) {steps, raster} ^(m0, n0) { ... }
+    tiles(lo0, hi0, lo1, hi1) {steps, raster, cluster} ^(m0, n0) { ... }
         Every tile origin of a persistent loop; passes/schedule.py lowers it to a `for`.
     nprogs() {axis}                     the number of CTAs along a grid axis
     mma(a, b[, acc]) {trans_b}          [M, K] x [N, K]^T tiles -> f32 [M, N]; with smem
@@ -11,12 +11,17 @@
                                         smem operands as for mma)
     smem_alloc() {offset, ...}          a ring of tiles in dynamic shared memory
     mbarrier_alloc() {offset, count, arrivals}   `count` mbarriers, `arrivals` each
-    mbarrier_init(bars...)              one thread initializes them, then the CTA syncs
+    mbarrier_init(bars...) {cluster}    one thread initializes them, then the CTA (or the
+                                        cluster of `cluster` CTAs) syncs
     mbarrier_wait(bars, i, parity)      wait for phase `parity` of barrier i to complete
     mbarrier_expect_tx(bars, i) {bytes} arrive on barrier i, expecting `bytes` of TMA data
-    mbarrier_arrive(bars, i) {per}      arrive once per `per` ("warp": lane 0 of each warp)
-    tma_load(tensor, buf, stage, coords..., bars, i) {map}   box of tensor map `map` into
-                                        buf[stage], completing on barrier i
+    mbarrier_arrive(bars, i) {per, cluster}   arrive once per `per` ("warp": lane 0 of each
+                                        warp) on barrier i of each of the cluster's CTAs
+    tma_load(tensor, buf, stage, coords..., bars, i) {map, multicast}   box of tensor map
+                                        `map` into buf[stage], completing on barrier i; with
+                                        multicast = C, this CTA's 1/C of the tile's rows,
+                                        into buf[stage] and barrier i of all C CTAs
+    cluster_sync()                      every thread of the cluster's CTAs meets
     warp_specialize() {...} ^() {producer} ^() {consumers}   warpgroup 0 runs the first
                                         block on one thread; the others run the second
 
@@ -188,6 +193,13 @@ def _tma_load(op: Op):
         _fail(op, "takes an i32 stage, one i32 coordinate per dimension and a barrier index")
     if not isinstance(bars.type, BarrierType):
         _fail(op, "completes on a barrier")
+    if op.attrs.get("multicast", 1) not in (1, 2):
+        _fail(op, "multicasts to 1 or 2 CTAs")
+
+
+def _cluster_sync(op: Op):
+    if op.operands or op.results or op.blocks:
+        _fail(op, "takes nothing")
 
 
 def _warp_specialize(op: Op):
@@ -206,5 +218,5 @@ RULES = {
     "smem_alloc": _smem_alloc, "mbarrier_alloc": _mbarrier_alloc,
     "mbarrier_init": _mbarrier_init, "mbarrier_wait": _mbarrier_wait,
     "mbarrier_expect_tx": _mbarrier_expect_tx, "mbarrier_arrive": _mbarrier_arrive,
-    "tma_load": _tma_load, "warp_specialize": _warp_specialize,
+    "tma_load": _tma_load, "warp_specialize": _warp_specialize, "cluster_sync": _cluster_sync,
 }

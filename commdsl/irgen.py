@@ -34,8 +34,9 @@ FUNCTIONS = {
 LOOP_CLAUSES = {
     "pipeline": "pipeline(STAGES): overlap the loop's 'via tma' loads with its math through "
                 "STAGES shared-memory buffers",
-    "persistent": "persistent(raster = G): one CTA per SM takes tiles in turn, G tile rows "
-                  "at a time",
+    "persistent": "persistent(raster = G, cluster = C): one CTA per SM takes tiles in turn, "
+                  "G tile rows at a time; with C = 2, pairs of CTAs take neighbouring tiles of "
+                  "one tile row and share its first operand's tiles by TMA multicast",
 }
 
 
@@ -552,8 +553,8 @@ class _Lowering(CommLowering):
     def persistent_loop(self, s: ast.For, clauses):
         c = clauses["persistent"]
         kwargs = {k.name: k.value for k in c.kwargs}
-        if c.args or set(kwargs) - {"raster"}:
-            raise CompileError("persistent takes only 'raster = G'", c.span,
+        if c.args or set(kwargs) - {"raster", "cluster"}:
+            raise CompileError("persistent takes only 'raster = G' and 'cluster = C'", c.span,
                                LOOP_CLAUSES["persistent"])
         if "pipeline" in clauses:
             raise CompileError("a persistent loop is not pipelined itself", clauses["pipeline"].span,
@@ -574,6 +575,17 @@ class _Lowering(CommLowering):
                 raise CompileError("raster must be a positive compile-time integer",
                                    kwargs["raster"].span, LOOP_CLAUSES["persistent"])
             raster = g.value
+        cluster = 1
+        if "cluster" in kwargs:
+            g = self.expr(kwargs["cluster"])
+            if not isinstance(g, Folded) or not g.is_int or g.value not in (1, 2):
+                raise CompileError("cluster must be 1 or 2 (CTAs sharing tiles by multicast)",
+                                   kwargs["cluster"].span, LOOP_CLAUSES["persistent"])
+            cluster = g.value
+            if cluster > 1 and len(s.ranges) != 2:
+                raise CompileError("a cluster shares tiles of one tile row, so the persistent "
+                                   "loop needs two tile coordinates", kwargs["cluster"].span,
+                                   "write 'for m0 in 0 .. M step BM, n0 in 0 .. N step BN'")
         bounds = [self.range_bounds(r) for r in s.ranges]
         assigned = [n for n in _assigned(s.body) if isinstance(self.env.get(n), Value)]
         if assigned:
@@ -583,7 +595,7 @@ class _Lowering(CommLowering):
         steps = tuple(self.range_step(r) for r in s.ranges)
         body = Block(args=[Value(ScalarType("i32"), r.name) for r in s.ranges])
         loop = self.at(s).op("tiles", [v for lo, hi, _ in bounds for v in (lo, hi)], [],
-                             steps=steps, raster=raster)
+                             steps=steps, raster=raster, cluster=cluster)
         loop.blocks.append(body)
         self.lower_in(body, s.body)
 

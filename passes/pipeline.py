@@ -16,6 +16,13 @@
 
 The producer's copy of the nest keeps only what the TMA coordinates and loop bounds need.
 Registers move to the consumers with setmaxnreg (producer 24, consumers the rest).
+
+In a cluster of C CTAs (passes/schedule.py: neighbouring tiles of one tile row), a load whose
+coordinates do not depend on the tile origin that differs between them is the same tile for
+all C: each producer copies 1/C of its rows with `.multicast::cluster`, landing in every
+CTA's buffer and completing on every CTA's `full` barrier. A stage is then free only when
+the consumers of all C CTAs are done with it, so they arrive on every CTA's `empty` barrier;
+the CTAs of a cluster meet after the barrier inits and again before they exit.
 """
 from __future__ import annotations
 
@@ -91,6 +98,36 @@ def _check_loads(loop: Op, target: Target, users) -> list[Op]:
     return loads
 
 
+def _multicast_loads(kernel: KernelIR, loads: list[Op], cluster: int) -> dict[int, int]:
+    """{load result id: cluster} for the loads every CTA of a cluster makes alike: those
+    whose coordinates do not depend on the tile origin that differs between them."""
+    varying = kernel.attrs.get("cluster_varying")
+    if cluster == 1 or varying is None:
+        return {}
+    producers = {r.id: op for op in kernel.walk() for r in op.results}
+
+    def depends(v: Value, seen: set[int]) -> bool:
+        if v.id == varying:
+            return True
+        op = producers.get(v.id)
+        if op is None or id(op) in seen:
+            return False
+        seen.add(id(op))
+        return any(depends(o, seen) for o in op.operands)
+
+    shared = {}
+    for op in loads:
+        if any(depends(v, set()) for v in op.operands[1:]):
+            continue
+        rows = op.result.type.shape[0]
+        if rows % (8 * cluster):
+            raise CompileError(f"a tile of {rows} rows shared by a cluster of {cluster} splits "
+                               f"into {cluster} copies of whole 8-row swizzle atoms only",
+                               op.loc, f"make the rows a multiple of {8 * cluster}")
+        shared[op.result.id] = cluster
+    return shared
+
+
 def _add_carried(loop: Op, init: Value, name: str = "it") -> tuple[Value, Value]:
     """Appends a carried value to a `for`: (its block argument, its result). The caller
     appends the yielded value."""
@@ -102,7 +139,8 @@ def _add_carried(loop: Op, init: Value, name: str = "it") -> tuple[Value, Value]
 
 
 def _producer(path: list[Op], loads: list[Op], bufs: dict[int, Value], maps: dict[int, int],
-              full: Value, empty: Value, stages: int, nbytes: int) -> list[Op]:
+              full: Value, empty: Value, stages: int, nbytes: int,
+              multicast: dict[int, int]) -> list[Op]:
     """A copy of the loop nest that only issues the TMA copies."""
     needed = {v.id for op in loads for v in op.operands[1:]}
     for loop in path:
@@ -148,7 +186,7 @@ def _producer(path: list[Op], loads: list[Op], bufs: dict[int, Value], maps: dic
                     inner.op("mbarrier_expect_tx", [full, stage], [], bytes=nbytes)
                 inner.op("tma_load", [op.operands[0], bufs[op.result.id], stage,
                                       *map(get, op.operands[1:]), full, stage], [],
-                         map=maps[op.result.id])
+                         map=maps[op.result.id], multicast=multicast.get(op.result.id, 1))
             elif op.name != "yield" and any(r.id in needed for r in op.results):
                 clone = Op(op.name, [get(v) for v in op.operands],
                            [Value(r.type, r.name) for r in op.results], dict(op.attrs),
@@ -234,7 +272,7 @@ def _prefetch(path: list[Op]) -> list[Op]:
 
 
 def _consumer(path: list[Op], loads: list[Op], bufs: dict[int, Value], full: Value,
-              empty: Value, stages: int) -> list[Op]:
+              empty: Value, stages: int, cluster: int) -> list[Op]:
     """The loop nest itself, waiting for each stage before its mma and releasing it after."""
     top = Block()
     it = _const(Builder(top, path[0].loc), 0)
@@ -260,7 +298,7 @@ def _consumer(path: list[Op], loads: list[Op], bufs: dict[int, Value], full: Val
             op.operands = [bufs[a.id], bufs[bt.id], stage] + op.operands[2:]
             new_ops.append(op)
             b = Builder(Block(), op.loc)
-            b.op("mbarrier_arrive", [empty, stage], [], per="warp")
+            b.op("mbarrier_arrive", [empty, stage], [], per="warp", cluster=cluster)
             new_ops += b.block.ops
             continue
         if op.name == "yield":
@@ -301,6 +339,8 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
                            "move it out of this construct")
     stages = loop.attrs["pipeline"]
     groups = kernel.attrs.get("mma_warpgroups", 1)
+    cluster = kernel.attrs.get("cluster", 1)
+    multicast = _multicast_loads(kernel, loads, cluster)
 
     pre = Builder(Block(), loop.loc)
     offset, bufs, maps, stage_bytes = 0, {}, {}, 0
@@ -313,28 +353,34 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         bufs[op.result.id] = pre.value("smem_alloc", [], ring, offset=offset)
         offset += stages * -(-nbytes // SWIZZLE_ATOM) * SWIZZLE_ATOM
         maps[op.result.id] = len(tensor_maps)
-        tensor_maps.append(TensorMapParam(op.operands[0].name, (rows, cols), SWIZZLE_BYTES))
+        share = multicast.get(op.result.id, 1)
+        tensor_maps.append(TensorMapParam(op.operands[0].name, (rows // share, cols),
+                                          SWIZZLE_BYTES))
     full = pre.value("mbarrier_alloc", [], BarrierType(stages), offset=offset, count=stages,
                      arrivals=1)
     empty = pre.value("mbarrier_alloc", [], BarrierType(stages), offset=offset + 8 * stages,
-                      count=stages, arrivals=4 * groups)
+                      count=stages, arrivals=4 * groups * cluster)
     total = offset + 16 * stages
     if total > MAX_SHARED:
         raise CompileError(f"{stages} stages of {stage_bytes} bytes need {total} bytes of "
                            f"shared memory; a CTA can have {MAX_SHARED}", loop.loc,
                            "use fewer stages or smaller tiles")
-    pre.op("mbarrier_init", [full, empty], [])
+    pre.op("mbarrier_init", [full, empty], [], cluster=cluster)
 
-    producer = Block(ops=_producer(path, loads, bufs, maps, full, empty, stages, stage_bytes))
+    producer = Block(ops=_producer(path, loads, bufs, maps, full, empty, stages, stage_bytes,
+                                   multicast))
     index = kernel.body.ops.index(path[0])
     after = kernel.body.ops[index + 1:]
     first = _prefetch(path)
-    consumer = Block(ops=first + _consumer(path, loads, bufs, full, empty, stages) + after)
+    consumer = Block(ops=first + _consumer(path, loads, bufs, full, empty, stages, cluster)
+                     + after)
     regs = consumer_registers(groups)
     ws = Op("warp_specialize", [], [], dict(producer_regs=PRODUCER_REGS, consumer_regs=regs,
                                              consumers=groups), [producer, consumer],
             loc=loop.loc)
     kernel.body.ops = kernel.body.ops[:index] + pre.block.ops + [ws]
+    if cluster > 1:         # no CTA exits while its partner may still signal its barriers
+        kernel.body.ops.append(Op("cluster_sync", [], [], {}, loc=loop.loc))
     kernel.attrs["tensor_maps"] = tuple(tensor_maps)
     kernel.shared_bytes = total
     kernel.num_threads = 128 * (1 + groups)

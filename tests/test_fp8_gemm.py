@@ -113,6 +113,28 @@ def test_spec_describes_the_launch():
     assert spec.shared_bytes == 4 * (64 * 128 + 32 * 128) + 4 * 16 and spec.shared_bytes > 48 * 1024
 
 
+def test_cluster_of_two_multicasts_the_shared_tile():
+    """cluster = 2: CTA pairs take neighbouring tiles of one tile row; A's tile is the same
+    for both, so each producer copies half its rows to both CTAs (one multicast TMA, B's
+    stays a plain copy), consumers release each stage in both CTAs, and the pair meets after
+    the barrier inits and before exit."""
+    result = compile_file(FP8_GEMM, constants=dict(CLUSTER=2))
+    ptx, spec = result.ptx, result.specs[0]
+    assert ".explicitcluster" in ptx and ".reqnctapercluster 2, 1, 1" in ptx
+    assert ptx.count(".multicast::cluster") == 1 and ptx.count("cp.async.bulk.tensor") == 2
+    assert "%cluster_ctarank" in ptx
+    assert ptx.count("mapa.shared::cluster.u32") == 2
+    assert ptx.count("mbarrier.arrive.shared::cluster.b64") == 2
+    assert ptx.count("barrier.cluster.arrive.release;") == 2
+    assert [(m.tensor, m.box) for m in spec.tensor_maps] == [("a", (64, 128)), ("b", (128, 128))]
+    assert str(spec.grid[0]) == "2 * min(cdiv(M, 128) * cdiv(cdiv(N, 128), 2), cdiv(sms - 1, 2))"
+    report = assemble(ptx, arch="sm_90a", entry="fp8_gemm").report
+    assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0, report.summary()
+    assert not [w for w in report.warnings if re.search(r"C75\d\d", w)], report.warnings
+    small = compile_file(FP8_GEMM, constants=dict(CLUSTER=2, BM=64, BN=64)).specs[0]
+    assert [m.box for m in small.tensor_maps] == [(32, 128), (64, 128)]
+
+
 def test_ir_after_passes_has_the_pipeline_structure():
     ir = compile_file(FP8_GEMM, emit="llvm").text["ir"]
     assert "warp_specialize() {producer_regs = 24, consumer_regs = 240, consumers = 2}" in ir
@@ -149,9 +171,12 @@ def test_promotion_cannot_span_scale_groups():
     (("let tb = load b[n0 : +BN, k : +128] via tma", "let tb = load b[n0 : +BN, k : +128]"),
      "loaded 'via tma'"),
     (("mma(ta, tb.T,", "mma(ta, tb,"), "K-major"),
-    (("persistent(raster = GROUP)", "persistent(raster = GROUP)\n  grid(4)"), None),
+    (("persistent(raster = GROUP, ", "persistent(raster = GROUP)\n  grid(4)"), None),
     (("pipeline(STAGES)", "pipeline(1)"), "at least 2"),
-    (("persistent(raster = GROUP)", "persistent(order = GROUP)"), "only 'raster"),
+    (("persistent(raster = GROUP, ", "persistent(order = GROUP, "), "only 'raster"),
+    (("cluster = CLUSTER", "cluster = 3"), "cluster must be 1 or 2"),
+    (("M step BM, n0 in 0 .. N step BN persistent(raster = GROUP, cluster = CLUSTER)",
+      "M step BM persistent(raster = GROUP, cluster = 2)"), "two tile coordinates"),
     (("pipeline(STAGES)", "pipelined(STAGES)"), "unknown loop clause"),
     (("acc += mma", "acc2 += mma"), "not a variable"),
 ])

@@ -729,7 +729,10 @@ def emit_module(kernels: list[KernelIR], target: Target) -> ir.Module:
     for k in kernels:
         cg = KernelCodegen(k, target, module)
         fn = cg.run()
-        for key, value in (("maxntidx", k.num_threads), ("minctasm", 1)):
+        cluster = k.attrs.get("cluster", 1)
+        dims = (("cluster_dim_x", cluster), ("cluster_dim_y", 1), ("cluster_dim_z", 1))
+        for key, value in (("maxntidx", k.num_threads), ("minctasm", 1),
+                           *(dims if cluster > 1 else ())):
             annotations.add(module.add_metadata(
                 [fn, ir.MetaDataString(module, key), ir.Constant(I32, value)]))
         if cg.tensor_maps:       # passed by value, used in place: `cvta.param`, not a copy

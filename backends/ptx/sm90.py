@@ -163,7 +163,19 @@ def emit_mbarrier_init(cg, op: Op):
                 _asm(cg, f"mbarrier.init.shared::cta.b64 [$0], {bars.arrivals};", "r",
                      [bars.at(cg, cg.i32(i))])
         _asm(cg, "fence.mbarrier_init.release.cluster;", "")
-    _asm(cg, "bar.sync 0;", "")
+    if op.attrs.get("cluster", 1) > 1:        # the partner's TMA may signal these barriers
+        _cluster_barrier(cg)
+    else:
+        _asm(cg, "bar.sync 0;", "")
+
+
+def _cluster_barrier(cg):
+    _asm(cg, "barrier.cluster.arrive.release;", "")
+    _asm(cg, "barrier.cluster.wait.acquire;", "")
+
+
+def emit_cluster_sync(cg, op: Op):
+    _cluster_barrier(cg)
 
 
 def emit_mbarrier_wait(cg, op: Op):
@@ -193,11 +205,23 @@ def emit_mbarrier_arrive(cg, op: Op):
     b = cg.b
     bars, index = (cg.vals[v.id] for v in op.operands)
     address = bars.at(cg, index)
+    cluster = op.attrs.get("cluster", 1)
+
+    def arrive():
+        if cluster == 1:
+            _asm(cg, "mbarrier.arrive.shared::cta.b64 _, [$0];", "r", [address])
+            return
+        for rank in range(cluster):          # the same barrier in every CTA of the cluster
+            remote = _asm(cg, f"mapa.shared::cluster.u32 $0, $1, {rank};", "=r,r", [address],
+                          I32)
+            # CUTLASS's ClusterBarrier::arrive form; `.release.cluster` made every arrive
+            # wait for this thread's loads in flight (the next step's scales): 3x slower.
+            _asm(cg, "mbarrier.arrive.shared::cluster.b64 _, [$0];", "r", [remote])
     if op.attrs["per"] == "warp":
         with b.if_then(b.icmp_unsigned("==", cg.lane, cg.i32(0))):
-            _asm(cg, "mbarrier.arrive.shared::cta.b64 _, [$0];", "r", [address])
+            arrive()
     else:
-        _asm(cg, "mbarrier.arrive.shared::cta.b64 _, [$0];", "r", [address])
+        arrive()
 
 
 def emit_tma_load(cg, op: Op):
@@ -210,10 +234,27 @@ def emit_tma_load(cg, op: Op):
     dst = b.add(buf, b.mul(stage, cg.i32(_stage_bytes(ring))))
     tmap = b.ptrtoint(cg.tensor_maps[op.attrs["map"]], I64)
     inner_first = ", ".join(f"${i + 2}" for i in range(len(coords)))
-    _asm(cg, f"cp.async.bulk.tensor.{len(coords)}d.shared::cluster.global.tile."
-         f"mbarrier::complete_tx::bytes [$0], [$1, {{{inner_first}}}], [${len(coords) + 2}];",
-         ",".join(["r", "l"] + ["r"] * len(coords) + ["r"]),
-         [dst, tmap, *reversed(coords), bars.at(cg, index)])
+    n = len(coords)
+    share = op.attrs.get("multicast", 1)
+    if share == 1:
+        _asm(cg, f"cp.async.bulk.tensor.{n}d.shared::cluster.global.tile."
+             f"mbarrier::complete_tx::bytes [$0], [$1, {{{inner_first}}}], [${n + 2}];",
+             ",".join(["r", "l"] + ["r"] * n + ["r"]),
+             [dst, tmap, *reversed(coords), bars.at(cg, index)])
+        return
+    # This CTA's 1/share of the rows, at the same offset in every CTA of the cluster.
+    rows, cols = ring.shape
+    part_rows = rows // share
+    rank = cg.special("cluster.ctarank")
+    coords = [b.add(coords[0], b.mul(rank, cg.i32(part_rows))), *coords[1:]]
+    part_bytes = part_rows * cols * dtype_info(ring.dtype).bytes
+    dst = b.add(dst, b.mul(rank, cg.i32(part_bytes)))
+    mask = ir.Constant(ir.IntType(16), (1 << share) - 1)
+    _asm(cg, f"cp.async.bulk.tensor.{n}d.shared::cluster.global.tile."
+         f"mbarrier::complete_tx::bytes.multicast::cluster [$0], [$1, {{{inner_first}}}], "
+         f"[${n + 2}], ${n + 3};",
+         ",".join(["r", "l"] + ["r"] * n + ["r", "h"]),
+         [dst, tmap, *reversed(coords), bars.at(cg, index), mask])
 
 
 # ---- warpgroup MMA -------------------------------------------------------------------------
@@ -330,4 +371,5 @@ EMITTERS = {
     "mbarrier_init": emit_mbarrier_init, "mbarrier_wait": emit_mbarrier_wait,
     "mbarrier_expect_tx": emit_mbarrier_expect_tx, "mbarrier_arrive": emit_mbarrier_arrive,
     "tma_load": emit_tma_load, "mma": emit_mma, "mma_promote": emit_mma_promote,
+    "cluster_sync": emit_cluster_sync,
 }
