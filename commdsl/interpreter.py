@@ -11,7 +11,7 @@ import itertools
 
 from .dtypes import FP8_MAX, torch_dtype
 from .interpreter_comm import CommProgram, Ranks
-from .regions import in_bounds_region
+from .regions import in_bounds_region, unguarded
 from .ir import KernelIR, Op, ScalarType, TileType
 
 
@@ -188,8 +188,9 @@ class _Program(CommProgram):
         import torch
         t = op.result.type
         out = torch.zeros(t.shape if isinstance(t, TileType) else (), dtype=tensor.dtype)
+        starts, runs = unguarded(op, starts)
         region = in_bounds_region(op.attrs["sizes"], tensor.shape, starts)
-        if region is not None:
+        if runs and region is not None:
             out[region[1]] = tensor[region[0]]
         return out
 

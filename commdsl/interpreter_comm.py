@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .diagnostics import CommdslError
 from .ir import KernelIR, Op, TileType
-from .regions import in_bounds_region
+from .regions import in_bounds_region, unguarded
 
 POLL_S = 1e-4
 
@@ -72,13 +72,14 @@ class CommProgram:
 
     def op_get(self, op: Op, tensor, *rest):
         import torch
+        rest, runs = unguarded(op, rest)
         indices, rank = rest[:-1], rest[-1]
         t = op.result.type
         shape = t.shape if isinstance(t, TileType) else ()
         out = torch.zeros(shape, dtype=tensor.dtype)
         sizes = self._row_sizes(op)
         gathered = op.attrs["gather"]
-        for j, (r, starts) in enumerate(self._rows(op, indices, rank)):
+        for j, (r, starts) in enumerate(self._rows(op, indices, rank) if runs else []):
             region = in_bounds_region(sizes, self._copy(op, r).shape, starts)
             if region is None:
                 continue

@@ -1,7 +1,8 @@
 """Tile IR for communication between ranks: peer memory, signals, waits.
 
-    get(x, idx..., rank) {sizes, gather, cache}         a tile of rank `rank`'s copy of the
-                                                        symmetric tensor x
+    get(x, idx..., rank[, g]) {sizes, gather, cache}    a tile of rank `rank`'s copy of the
+                                                        symmetric tensor x; with attribute
+                                                        `guard`, only where the i32 g > 0
     put(x, idx..., rank, value) {sizes, gather, cache}  value into rank `rank`'s copy of x
     signal(flags, idx..., rank, value)                  release store at system scope of value
                                                         into rank `rank`'s flags[idx], once per
@@ -67,7 +68,8 @@ def _peer_memory(op: Op):
         _fail(op, f"tile shape must be {tile_shape}")
     if value.dtype != tensor.dtype:
         _fail(op, f"tile dtype {value.dtype} differs from tensor dtype {tensor.dtype}")
-    n = 2 + tensor.rank + (op.name == "put")
+    from .ir_verifier import guard_operands
+    n = 2 + tensor.rank + (op.name == "put") + guard_operands(op)
     if len(op.operands) != n:
         _fail(op, f"takes {n} operands")
 

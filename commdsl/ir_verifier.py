@@ -116,7 +116,21 @@ _COMPACT_OPS = ("add", "sub", "mul", "div", "rem", "max", "min", "neg", "abs", "
                 "convert")
 
 
+def guard_operands(op: Op) -> int:
+    """1 if a load or get has a guard (passes/prefetch.py): a trailing i32 scalar; the
+    access moves data only where it is > 0."""
+    if not op.attrs.get("guard"):
+        return 0
+    if op.name not in ("load", "get"):
+        _fail(op, "takes no guard: only loads and gets do")
+    g = op.operands[-1].type
+    if not isinstance(g, ScalarType) or g.dtype != "i32":
+        _fail(op, "guard must be an i32 scalar")
+    return 1
+
+
 def _memory(op: Op):
+    """load(x, idx...[, guard]) {sizes, ...}, store(x, idx..., value) {sizes, ...}"""
     tensor = op.operands[0].type
     if not isinstance(tensor, TensorType):
         _fail(op, "needs a tensor as first operand")
@@ -134,6 +148,9 @@ def _memory(op: Op):
         _fail(op, f"tile shape must be {tile_shape}")
     if value.dtype != tensor.dtype:
         _fail(op, f"tile dtype {value.dtype} differs from tensor dtype {tensor.dtype}")
+    n = 1 + tensor.rank + (op.name == "store") + guard_operands(op)
+    if len(op.operands) != n:
+        _fail(op, f"takes {n} operands")
 
 
 _RULES = {

@@ -33,7 +33,8 @@ FUNCTIONS = {
 }
 LOOP_CLAUSES = {
     "pipeline": "pipeline(STAGES): overlap the loop's 'via tma' loads with its math through "
-                "STAGES shared-memory buffers",
+                "STAGES shared-memory buffers; pipeline(2) on a loop without them issues its "
+                "loads one iteration ahead, into registers",
     "persistent": "persistent(raster = G, cluster = C): one CTA per SM takes tiles in turn, "
                   "G tile rows at a time; with C = 2, pairs of CTAs take neighbouring tiles of "
                   "one tile row and share its first operand's tiles by TMA multicast",
@@ -546,6 +547,11 @@ class _Lowering(CommLowering):
         loop.blocks.append(body)
         self.lower_in(body, s.body,
                       lambda: self.at(s).op("yield", [self.env[n] for n in carried], []))
+        if stages not in (None, 2) and not any(op.name == "load" and op.attrs.get("via")
+                                               for op in body.walk()):
+            raise CompileError("a loop without 'via tma' loads prefetches one iteration ahead: "
+                               "write pipeline(2)", clauses["pipeline"].span,
+                               "more stages need 'via tma' loads (a shared-memory ring)")
         for n, v in zip(carried, loop.results):
             v.name = None
             self.env[n] = v

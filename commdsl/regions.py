@@ -1,5 +1,15 @@
-"""The in-bounds part of a tile access: what the CPU interpreters read and write."""
+"""The in-bounds part of a tile access, and whether its guard lets it run: what the CPU
+interpreters read and write."""
 from __future__ import annotations
+
+
+def unguarded(op, operands):
+    """(the operands without the guard, whether the access runs) of a load or get; a guard
+    (passes/prefetch.py) turns it off where it is <= 0."""
+    if not op.attrs.get("guard"):
+        return operands, True
+    return operands[:-1], operands[-1] > 0
+
 
 def in_bounds_region(sizes, shape, starts):
     """(tensor index, tile index) of the in-bounds part of an access, or None; negative

@@ -19,6 +19,7 @@ PASS_ORDER = {
     "vectorize": "vectorize",   # widest legal vector per global access (16 bytes)
     "divide": "divide",         # x / broadcast(d): one reciprocal per d, exact FMA correction
     "mma": "mma",               # mma -> wgmma shapes, warpgroups, fragments; fused promotion
+    "prefetch": "prefetch",     # pipeline(2) without TMA -> loads an iteration ahead, in registers
     "pipeline": "pipeline",     # via tma loads -> TMA/mbarrier ring, producer/consumer warpgroups
     "tile": "tile",             # map tiles onto threads: layouts and the CTA size
     "shared": "shared",         # shared memory of transposes: swizzle with fewest bank conflicts

@@ -11,8 +11,8 @@
     Both sides count iterations `it` across the whole nest (the persistent tile loop
     included): stage s = it % S, parity = (it / S) % 2, so the ring runs on across tiles.
     The loop's other global loads (the scales) are issued one iteration ahead and carried
-    in registers, so their latency hides under the previous step's wgmmas rather than
-    delaying the next step's issue.
+    in registers (passes/prefetch.py), so their latency hides under the previous step's
+    wgmmas rather than delaying the next step's issue.
 
 The producer's copy of the nest keeps only what the TMA coordinates and loop bounds need.
 Registers move to the consumers with setmaxnreg (producer 24, consumers the rest).
@@ -30,6 +30,7 @@ from commdsl.diagnostics import CompileError
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, Value
 from commdsl.ir_async import MMA_OPS, BarrierType, SmemType
+from commdsl.passes.prefetch import add_carried, issue_ahead
 from commdsl.spec import TensorMapParam
 from commdsl.target import Target
 
@@ -128,16 +129,6 @@ def _multicast_loads(kernel: KernelIR, loads: list[Op], cluster: int) -> dict[in
     return shared
 
 
-def _add_carried(loop: Op, init: Value, name: str = "it") -> tuple[Value, Value]:
-    """Appends a carried value to a `for`: (its block argument, its result). The caller
-    appends the yielded value."""
-    arg, result = Value(init.type, name), Value(init.type)
-    loop.operands.append(init)
-    loop.blocks[0].args.append(arg)
-    loop.results.append(result)
-    return arg, result
-
-
 def _producer(path: list[Op], loads: list[Op], bufs: dict[int, Value], maps: dict[int, int],
               full: Value, empty: Value, stages: int, nbytes: int,
               multicast: dict[int, int]) -> list[Op]:
@@ -202,82 +193,13 @@ def _producer(path: list[Op], loads: list[Op], bufs: dict[int, Value], maps: dic
     return top.ops
 
 
-def _prefetch(path: list[Op]) -> list[Op]:
-    """Issues the pipelined loop's global (non-TMA) loads one iteration ahead: the first
-    iteration's before the loop, iteration i + 1's at the top of iteration i (past the end
-    they are masked off), their values carried in registers. Loads whose indices depend on
-    values carried across iterations stay where they are. Returns the first iteration's
-    loads where the loop is outermost (they go before it), else puts them in its parent."""
-    loop = path[-1]
-    body = loop.blocks[0]
-    iv, carried = body.args[0], {a.id for a in body.args[1:]}
-    local = {r.id: op for op in body.ops for r in op.results}
-
-    def inputs(op: Op, found: set[int]) -> bool:
-        """Adds the body ops `op` depends on to `found`; False if one is carried or nested."""
-        for v in op.operands:
-            src = local.get(v.id)
-            if v.id in carried or (src is not None and src.blocks):
-                return False
-            if src is not None and id(src) not in found:
-                found.add(id(src))
-                if not inputs(src, found):
-                    return False
-        return True
-
-    chain_ids: set[int] = set()
-    loads = []
-    for op in body.ops:
-        found: set[int] = set()
-        if op.name == "load" and not op.attrs.get("via") and inputs(op, found):
-            loads.append(op)
-            chain_ids |= found
-    if not loads:
-        return []
-    chain = [op for op in body.ops if id(op) in chain_ids]
-
-    def clone(at: Value) -> tuple[list[Op], list[Value]]:
-        mapping = {iv.id: at}
-        ops = []
-        for op in chain + loads:
-            new = Op(op.name, [mapping.get(v.id, v) for v in op.operands],
-                     [Value(r.type, r.name) for r in op.results], dict(op.attrs), loc=op.loc)
-            mapping.update({r.id: n for r, n in zip(op.results, new.results)})
-            ops.append(new)
-        return ops, [mapping[op.result.id] for op in loads]
-
-    first, inits = clone(loop.operands[0])
-    b = Builder(Block(), loop.loc)
-    ahead, nexts = clone(b.value("add", [iv, loop.operands[2]], I32))
-    renamed = {}
-    for op, init, nxt in zip(loads, inits, nexts):
-        renamed[op.result.id], _ = _add_carried(loop, init, op.operands[0].name)
-        body.ops[-1].operands.append(nxt)                # the yield
-    rest = [op for op in body.ops if op not in loads]
-    for op in rest:
-        op.operands = [renamed.get(v.id, v) for v in op.operands]
-    while True:                                          # drop what only the loads used
-        used = {v.id for op in rest for v in op.operands}
-        dead = [op for op in rest if id(op) in chain_ids
-                and not any(r.id in used for r in op.results)]
-        if not dead:
-            break
-        rest = [op for op in rest if op not in dead]
-    body.ops = b.block.ops + ahead + rest
-    if len(path) == 1:
-        return first
-    outer = path[-2].blocks[0].ops
-    outer[outer.index(loop):outer.index(loop)] = first
-    return []
-
-
 def _consumer(path: list[Op], loads: list[Op], bufs: dict[int, Value], full: Value,
               empty: Value, stages: int, cluster: int) -> list[Op]:
     """The loop nest itself, waiting for each stage before its mma and releasing it after."""
     top = Block()
     it = _const(Builder(top, path[0].loc), 0)
     for level, loop in enumerate(path):
-        arg, result = _add_carried(loop, it)
+        arg, result = add_carried(loop, it)
         if level:
             path[level - 1].blocks[0].ops[-1].operands.append(result)    # the parent's yield
         it = arg
@@ -371,7 +293,11 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
                                    multicast))
     index = kernel.body.ops.index(path[0])
     after = kernel.body.ops[index + 1:]
-    first = _prefetch(path)
+    first = issue_ahead(path[-1])            # the scales: a K step ahead, in registers
+    if len(path) > 1:                        # else they open the consumers' block
+        outer = path[-2].blocks[0].ops
+        outer[outer.index(path[-1]):outer.index(path[-1])] = first
+        first = []
     consumer = Block(ops=first + _consumer(path, loads, bufs, full, empty, stages, cluster)
                      + after)
     regs = consumer_registers(groups)

@@ -602,12 +602,15 @@ class KernelCodegen(CommCodegen):
         vec = math.gcd(tdims[-1].spt, op.attrs.get("vec", 1)) if tdims and sizes[-1] is not None else 1
         esize = dtype_info(tensor.type.dtype).bytes
         base = self.vals[tensor.id]
+        # A guarded access (passes/prefetch.py) runs only where its guard is > 0.
+        guard = ([b.icmp_signed(">", self.vals[op.operands[-1].id], self.i32(0))]
+                 if op.attrs.get("guard") else [])
         # get/put reach another rank's copy (backends/ptx/comm.py), maybe a rank per row.
-        base_of = self.peer_bases(op) if op.name in PEER_OPS else (lambda slot: base)
+        base_of = self.peer_bases(op, guard) if op.name in PEER_OPS else (lambda slot: base)
         gathered = {d: self.gather_lookup(op, starts[d]) for d in op.attrs.get("gather", ())}
         for first in range(0, len(all_slots), vec):
             slot = all_slots[first]
-            offset, ok = ir.Constant(I64, 0), []
+            offset, ok = ir.Constant(I64, 0), list(guard)
             for d in range(len(dims)):
                 pos = starts[d]
                 if d in gathered:                 # this slot's row number, from the index tile
@@ -702,6 +705,18 @@ class KernelCodegen(CommCodegen):
             sel = plo | (plo + 1) << 4 | (4 + phi) << 8 | (5 + phi) << 12
             out[gi] = asm.prmt(b, lo, hi, sel)
         return out
+
+    def words(self, elems: list, dtype: str) -> list:
+        """One register per element -> elements narrower than 32 bits packed 4 bytes to a
+        register (as elements() unpacks them); wider ones as they are."""
+        per = 32 // dtype_info(dtype).bits
+        if per <= 1 or len(elems) % per:
+            return elems
+        return [w for i in range(0, len(elems), per) for w in self.pack(elems[i:i + per], dtype)]
+
+    def elements(self, words: list, dtype: str, count: int) -> list:
+        """The inverse of words()."""
+        return words if len(words) == count else self.unpack(words, dtype, count)
 
     def pack(self, elems: list, dtype: str) -> list:
         """One register per element -> the registers of one vector access."""

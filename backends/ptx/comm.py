@@ -97,22 +97,29 @@ class CommCodegen:
         base.set_metadata("invariant.load", self.module.add_metadata([]))
         return b.inttoptr(base, GLOBAL_PTR)
 
-    def peer_bases(self, op: Op):
+    def peer_bases(self, op: Op, guard: list):
         """slot -> the base address of the rank that slot of a get/put reaches: one rank for
-        the whole tile, or (a gather with a tile of ranks) each row's own."""
+        the whole tile, or (a gather with a tile of ranks) each row's own. Where the access
+        is guarded off (`guard`: [] or [its i1]) the rank may be out of range (the step past
+        a prefetched loop over ranks), so the table is read at rank 0."""
         tensor = op.operands[0]
         table = self.vals[tensor.id]
         rank = op.operands[1 + tensor.type.rank]
+
+        def base(reg):
+            if guard:
+                reg = self.b.select(guard[0], reg, ir.Constant(I32, 0))
+            return self.rank_base(table, reg)
         if not isinstance(rank.type, TileType):
-            base = self.rank_base(table, self.vals[rank.id])
-            return lambda slot: base
+            whole = base(self.vals[rank.id])
+            return lambda slot: whole
         row = self.gather_lookup(op, self.tile(rank))
         cache: dict[int, object] = {}
 
         def base_of(slot):
             reg = row(slot)
             if id(reg) not in cache:
-                cache[id(reg)] = self.rank_base(table, reg)
+                cache[id(reg)] = base(reg)
             return cache[id(reg)]
         return base_of
 

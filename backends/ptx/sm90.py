@@ -70,11 +70,34 @@ def _stage_bytes(ring) -> int:
 
 # ---- structure ----------------------------------------------------------------------------
 
+def _loop_registers(cg, value, dtype: str) -> list:
+    """The registers a carried value rides the loop in: a tile's narrow elements packed 32
+    bits to a register, as loads return them (a register per bf16 element would double a
+    prefetched tile's registers, passes/prefetch.py), a scalar as itself."""
+    return cg.words(value.regs, dtype) if hasattr(value, "regs") else [value]
+
+
+def _carried(cg, init, dtype: str, phis: list):
+    """The body's view of a carried value, from its phis."""
+    if not hasattr(init, "regs"):
+        return phis[0]
+    if len(phis) != len(init.regs):
+        # Packed words pass an empty asm first: seeing only their halves used, LLVM would
+        # split each phi back into narrow ones, which ptxas gives a register each.
+        fn = ir.FunctionType(ir.LiteralStructType([I32] * len(phis)), [I32] * len(phis))
+        tied = ",".join(["=r"] * len(phis) + [str(i) for i in range(len(phis))])
+        out = cg.b.call(ir.InlineAsm(fn, "", tied), phis)
+        phis = [cg.b.extract_value(out, i) for i in range(len(phis))]
+    return type(init)(cg.elements(phis, dtype, len(init.regs)), init.dims, init.layout)
+
+
 def emit_for(cg, op: Op):
-    """while (iv < hi) { body; iv += step } with one phi per carried scalar or tile slot."""
+    """while (iv < hi) { body; iv += step } with one phi per carried scalar or tile register."""
     b = cg.b
     lo, hi, step = (cg.vals[v.id] for v in op.operands[:3])
     inits = [cg.vals[v.id] for v in op.operands[3:]]
+    dtypes = [v.type.dtype for v in op.operands[3:]]
+    entering = [_loop_registers(cg, init, dtype) for init, dtype in zip(inits, dtypes)]
     entry = b.block
     header = cg.fn.append_basic_block("loop")
     body = cg.fn.append_basic_block("body")
@@ -83,32 +106,25 @@ def emit_for(cg, op: Op):
     b.position_at_end(header)
     iv = b.phi(I32, name="iv")
     iv.add_incoming(lo, entry)
-    carried = []
-    for init in inits:
-        if hasattr(init, "regs"):
-            phis = [b.phi(r.type) for r in init.regs]
-            for p, r in zip(phis, init.regs):
-                p.add_incoming(r, entry)
-            carried.append(type(init)(phis, init.dims, init.layout))
-        else:
-            p = b.phi(init.type)
-            p.add_incoming(init, entry)
-            carried.append(p)
+    phis = []
+    for regs in entering:
+        phis.append([b.phi(r.type) for r in regs])
+        for p, r in zip(phis[-1], regs):
+            p.add_incoming(r, entry)
+    carried = [_carried(cg, init, dtype, ps) for init, dtype, ps in zip(inits, dtypes, phis)]
     b.cbranch(b.icmp_signed("<", iv, hi), body, done)
     b.position_at_end(body)
     block = op.blocks[0]
     cg.vals[block.args[0].id] = iv
     for arg, value in zip(block.args[1:], carried):
         cg.vals[arg.id] = value
-    yielded = cg.emit_block(block)
+    yielded = [_loop_registers(cg, value, dtype)
+               for value, dtype in zip(cg.emit_block(block), dtypes)]
     latch = b.block
     iv.add_incoming(b.add(iv, step), latch)
-    for phi, value in zip(carried, yielded):
-        if hasattr(phi, "regs"):
-            for p, r in zip(phi.regs, value.regs):
-                p.add_incoming(r, latch)
-        else:
-            phi.add_incoming(value, latch)
+    for ps, regs in zip(phis, yielded):
+        for p, r in zip(ps, regs):
+            p.add_incoming(r, latch)
     b.branch(header)
     b.position_at_end(done)
     for result, value in zip(op.results, carried):
