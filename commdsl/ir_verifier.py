@@ -80,9 +80,8 @@ def _transpose(op: Op):
         _fail(op, f"shared-memory plan {plan} breaks 16-byte rows")
 
 
-def _compact(op: Op):
-    """compact: Sliced -> Compact of it; gather_copies: Compact -> its Sliced parent
-    (passes/replicas.py). Same shape and dtype."""
+def _gather_copies(op: Op):
+    """Compact -> its Sliced parent (passes/replicas.py). Same shape and dtype."""
     from .layout import Compact, Sliced
     a, r = op.operands[0].type, op.result.type
     if not isinstance(a, TileType) or not isinstance(r, TileType) or a.shape != r.shape or (
@@ -90,24 +89,32 @@ def _compact(op: Op):
         _fail(op, "must keep the tile's shape and dtype")
     if a.layout is None and r.layout is None:
         return
-    src, dst = (a.layout, r.layout) if op.name == "compact" else (r.layout, a.layout)
-    if not isinstance(src, Sliced) or not isinstance(dst, Compact) or dst.parent != src:
-        _fail(op, f"needs a Sliced tile and the Compact layout of it, not {a.layout} -> "
+    if not isinstance(r.layout, Sliced) or not isinstance(a.layout, Compact) or (
+            a.layout.parent != r.layout):
+        _fail(op, f"needs a Compact tile and the Sliced layout it splits, not {a.layout} -> "
               f"{r.layout}")
 
 
 def _compact_operands(op: Op):
-    """Compact values (passes/replicas.py) feed only slot-by-slot elementwise ops of the
-    same Compact layout, and gather_copies; splats of a scalar may take that layout."""
-    from .layout import Compact
+    """Compact values (passes/replicas.py) come from a reduce (a reduce-scatter) or a
+    splat, and feed only slot-by-slot elementwise ops of the same Compact layout, stores
+    (one element per access) and gather_copies."""
+    from .layout import Compact, Sliced
     layouts = [getattr(v.type, "layout", None) for v in op.operands + op.results]
     compact = [l for l in layouts if isinstance(l, Compact)]
-    if not compact or op.name in ("compact", "gather_copies"):
+    if not compact or op.name in ("gather_copies", "splat"):
         return
-    if op.name == "splat":
+    if op.name == "reduce":
+        a, r = op.operands[0].type.layout, op.result.type.layout
+        if r != Compact(Sliced(a, op.attrs["axis"])):
+            _fail(op, f"makes {r}, not the Compact layout of its Sliced result")
+        return
+    if op.name == "store":
+        if op.attrs.get("vec", 1) != 1:
+            _fail(op, "stores a compact tile one element per access (vec 1)")
         return
     if op.name not in _COMPACT_OPS:
-        _fail(op, "takes a compact tile: only elementwise ops and gather_copies may")
+        _fail(op, "takes a compact tile: only elementwise ops, stores and gather_copies may")
     if len(compact) != len(layouts) or len(set(compact)) != 1:
         _fail(op, "mixes compact and other layouts")
 
@@ -165,8 +172,7 @@ _RULES = {
     "reduce": _reduce,
     "transpose": _transpose,
     "relayout": _convert,
-    "compact": _compact,           # split a Sliced tile's copies (passes/replicas.py)
-    "gather_copies": _compact,          # same shape and dtype, another layout (passes/tile.py)
+    "gather_copies": _gather_copies,    # a Compact tile's slots to every copy (passes/replicas.py)
     "load": _memory,
     "store": _memory,
 }

@@ -102,8 +102,11 @@ class Compact:
     """A Sliced tile whose copies are split instead of repeated (passes/replicas.py): the
     `copies` lanes that hold the same slots of `parent` (they differ only along its reduced
     axis, `lane_stride` apart) each hold `ceil(R / copies)` of its R slots; lane position j
-    of the group holds slots j, j + copies, ... (clamped to the last slot). Only elementwise
-    ops work on it; `gather_copies` gives every lane all R slots back."""
+    of the group holds slots j, j + copies, ... modulo R (with R = 2 and 4 copies,
+    positions 2 and 3 hold slots 0 and 1 again: the reduce-scatter that makes it keeps a
+    power-of-two pattern; the copy at j + k * copies < R is the one that counts). A reduce
+    makes it, elementwise ops and stores take it, `gather_copies` gives every lane all R
+    slots back."""
     parent: Sliced
 
     def dims(self, shape: tuple[int, ...]) -> list[DimMap]:

@@ -8,11 +8,13 @@ Where R >= 2, C >= 2 and the chain holds such an expensive op, this pass splits 
 among the copies instead:
 
     r  = reduce(..)                      (Sliced, R slots in each of C lanes)
- -> rc = compact(r)                      (Compact: lane j of the group holds slots j, j+C, ..)
+ -> rc = reduce(..)                      (Compact: lane j of the group holds slots j, j+C, ..
+                                          a reduce-scatter, backends/ptx/compact.py)
     ... the same elementwise ops on compact values (ceil(R / C) slots per lane) ...
     v  = gather_copies(vc)               (Sliced again: R shuffles, `shfl.sync.idx`)
 
-for every value of the chain used outside it (a store, a broadcast back). Each slot is
+for every value of the chain used outside it (a broadcast back, a store), except that a
+value only stored is stored compact, each slot by the one lane that holds it. Each slot is
 computed by the same IEEE operations on the same inputs, only in one lane instead of C, so
 the results are bit for bit the values every copy computed before.
 Top-level ops only; a chain whose ops are all cheap is left alone (the shuffles would cost
@@ -53,9 +55,9 @@ def _eligible(op: Op, region: set[int], splats: dict[int, Op]) -> bool:
 
 
 def run(kernel: KernelIR, target: Target) -> KernelIR:
-    ops = kernel.body.ops
-    splats = {op.result.id: op for op in ops if op.name == "splat"}
-    for reduce in [op for op in ops if op.name == "reduce"]:
+    splats = {op.result.id: op for op in kernel.body.ops if op.name == "splat"}
+    for reduce in [op for op in kernel.body.ops if op.name == "reduce"]:
+        ops = kernel.body.ops                # (a rewrite replaces the list)
         t = reduce.result.type
         if not isinstance(t, TileType) or not isinstance(t.layout, Sliced):
             continue
@@ -79,39 +81,48 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
 
 
 def _rewrite(kernel: KernelIR, reduce: Op, chain: list[Op], compact: Compact) -> None:
-    ops = kernel.body.ops
-    in_chain = {id(op) for op in chain}
-    renamed: dict[int, Value] = {}           # original value id -> its compact value
-    new_ops: list[Op] = []
-    users_outside: set[int] = set()
+    in_chain = {id(op) for op in [reduce] + chain}
+    users: dict[int, list[Op]] = {}          # chain value id -> its users outside the chain
     for op in kernel.walk():
         if id(op) not in in_chain:
-            users_outside.update(o.id for o in op.operands)
-    for op in ops:
-        if op is reduce:
-            new_ops.append(op)
-            c = Value(op.result.type.with_layout(compact))
-            new_ops.append(Op("compact", [op.result], [c], {}, loc=op.loc))
-            renamed[op.result.id] = c
-            continue
+            for o in op.operands:
+                users.setdefault(o.id, []).append(op)
+    # Stores that write the compact value: those of a value that nothing else takes back,
+    # so it needs no gather. A value gathered anyway keeps its stores (their extra address
+    # arithmetic is cheap, and without them ptxas schedules requant_t's division for
+    # latency: 244 registers instead of 162, two CTAs of 4 warps per SM instead of three).
+    top = {id(op) for op in kernel.body.ops}
+    stores: set[int] = set()
+    for op in [reduce] + chain:
+        used = users.get(op.result.id, [])
+        if used and all(u.name == "store" and id(u) in top for u in used):
+            stores.update(id(u) for u in used)
+    renamed: dict[int, Value] = {}           # original value id -> its compact value
+    new_ops: list[Op] = []
+    for op in kernel.body.ops:
+        if id(op) in stores:                 # one element per access: a lane's slots are C apart
+            op.operands[-1] = renamed[op.operands[-1].id]
+            op.attrs = {**op.attrs, "vec": 1}
         if id(op) not in in_chain:
             new_ops.append(op)
             continue
-        operands = []
-        for o in op.operands:
-            if o.id in renamed:
-                operands.append(renamed[o.id])
-            else:                            # a splat: a fresh one on the compact layout
-                s = Value(o.type.with_layout(compact))
-                new_ops.append(Op("splat", [kernel_splat_scalar(kernel, o)], [s], {},
-                                  loc=op.loc))
-                operands.append(s)
+        if op is not reduce:                 # (the reduce keeps its Blocked operand)
+            operands = []
+            for o in op.operands:
+                if o.id in renamed:
+                    operands.append(renamed[o.id])
+                else:                        # a splat: a fresh one on the compact layout
+                    s = Value(o.type.with_layout(compact))
+                    new_ops.append(Op("splat", [kernel_splat_scalar(kernel, o)], [s], {},
+                                      loc=op.loc))
+                    operands.append(s)
+            op.operands = operands
         original = op.result
         c = Value(original.type.with_layout(compact))
-        op.operands, op.results = operands, [c]
+        op.results = [c]
         renamed[original.id] = c
         new_ops.append(op)
-        if original.id in users_outside:
+        if any(id(u) not in stores for u in users.get(original.id, [])):
             new_ops.append(Op("gather_copies", [c], [original], {}, loc=op.loc))
     kernel.body.ops = new_ops
 

@@ -173,15 +173,17 @@ def _replica_ir(path, kernel, **constants):
     ("act_quant.cdsl", "act_quant", {"ROWS": 64}),
 ], ids=["requant_t-f32", "requant_t-ue8m0", "act_quant-rows64"])
 def test_replicas_pass_splits_the_per_row_scale_work(path, kernel, constants):
-    from commdsl.layout import Compact, Sliced
+    from commdsl.layout import Blocked, Compact
     from commdsl.runtime.ptxas import assemble
     kir, ptx = _replica_ir(path, kernel, **constants)
     ops = list(kir.walk())
     names = [op.name for op in ops]
-    assert names.count("compact") == 1 and "gather_copies" in names
-    compact = next(op for op in ops if op.name == "compact")
-    assert isinstance(compact.operands[0].type.layout, Sliced)
-    assert isinstance(compact.result.type.layout, Compact)
+    assert "gather_copies" in names
+    # the reduce itself makes the compact layout (a reduce-scatter)
+    reduce = next(op for op in ops if op.name == "reduce")
+    assert isinstance(reduce.operands[0].type.layout, Blocked)
+    assert isinstance(reduce.result.type.layout, Compact)
+    compact = reduce.result.type.layout
     # the divisions and reciprocals of the scale run on compact values, once per row
     for op in ops:
         if op.name in ("div", "recip") and op.result.type.dtype == "f32" and len(
@@ -190,7 +192,14 @@ def test_replicas_pass_splits_the_per_row_scale_work(path, kernel, constants):
     # every gathered value leaves as the Sliced layout its users had
     for op in ops:
         if op.name == "gather_copies":
-            assert op.result.type.layout == compact.operands[0].type.layout
+            assert op.result.type.layout == compact.parent
+    # the scale is stored from the compact value (one element per access) where it is not
+    # gathered for a broadcast anyway: ue8m0 broadcasts only the reciprocal
+    scale = next(op for op in ops if op.name == "store" and len(op.operands[-1].type.shape) == 1)
+    if constants.get("SF") == "ue8m0":
+        assert scale.operands[-1].type.layout == compact and scale.attrs["vec"] == 1
+    else:
+        assert scale.operands[-1].type.layout == compact.parent
     assert "shfl.sync.idx.b32" in ptx
     report = assemble(ptx, arch="sm_90a", entry=kernel).report
     assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0
@@ -206,11 +215,36 @@ def test_replicas_pass_skips_one_row_per_thread():
     assert "shfl.sync.idx" not in ptx
 
 
-def test_compact_values_only_feed_elementwise_ops():
+def test_compact_values_only_feed_elementwise_ops_and_stores():
     from commdsl.ir_verifier import IRVerifyError, verify
     kir, _ = _replica_ir("requant_t.cdsl", "requant_t")
     gather = next(op for op in kir.body.ops if op.name == "gather_copies")
-    store = next(op for op in kir.body.ops if op.name == "store" and gather.result in op.operands)
-    store.operands[-1] = gather.operands[0]             # a store of a compact tile
+    user = next(op for op in kir.body.ops
+                if op.name == "expand_dims" and gather.result in op.operands)
+    user.operands[0] = gather.operands[0]               # a broadcast of a compact tile
     with pytest.raises(IRVerifyError, match="compact"):
         verify(kir, require_layouts=True)
+    kir, _ = _replica_ir("requant_t.cdsl", "requant_t", SF="ue8m0")    # a compact store
+    store = next(op for op in kir.body.ops if op.name == "store" and op.attrs["vec"] == 1)
+    store.attrs["vec"] = 4                              # compact slots are C apart
+    with pytest.raises(IRVerifyError, match="one element per access"):
+        verify(kir, require_layouts=True)
+
+
+@pytest.mark.parametrize("constants,butterfly,gathers,scale_stores", [
+    ({}, 7, 16, 8), ({"SF": "ue8m0"}, 7, 8, 1), ({"WARPS": 16}, 3, 4, 2), ({"G": 64}, 2, 4, 2)],
+    ids=["f32", "ue8m0", "warps16", "g64"])
+def test_requant_t_scale_takes_a_reduce_scatter(constants, butterfly, gathers, scale_stores):
+    """The amax across a row's C lanes: R/2 + R/4 + ... shuffles (7 for R = C = 8, not 24;
+    with R = 2 < C, 1 + 1 + ...), R gathers for each of the scale and its reciprocal that
+    the broadcast uses. ue8m0 broadcasts only the reciprocal, so its scale is stored
+    compact: one st.global.b8 per thread, not R, and no gather. At 4 warps the registers
+    stay within 168, so 3 CTAs fit on an SM (f32's scale stored compact took 244)."""
+    from commdsl.runtime.ptxas import assemble
+    _, ptx = _replica_ir("requant_t.cdsl", "requant_t", **constants)
+    assert ptx.count("shfl.sync.bfly") == butterfly
+    assert ptx.count("shfl.sync.idx") == gathers
+    assert len(re.findall(r"st\.global\.b(8|32) ", ptx)) == scale_stores
+    report = assemble(ptx, arch="sm_90a", entry="requant_t").report
+    assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0
+    assert constants.get("WARPS", 4) != 4 or report.registers <= 168

@@ -21,6 +21,7 @@ from commdsl.target import Target
 
 from . import asm, sm90
 from .comm import CommCodegen, comm_param_types
+from .compact import CompactCodegen
 from .asm import F32, GLOBAL_PTR, I1, I8, I16, I32, I64
 
 _REG = {"f32": F32, "bf16": I16, "f16": I16, "e4m3": I8, "e5m2": I8,
@@ -40,7 +41,7 @@ class Tile:
     layout: object
 
 
-class KernelCodegen(CommCodegen):
+class KernelCodegen(CommCodegen, CompactCodegen):
     def __init__(self, kernel: KernelIR, target: Target, module: ir.Module):
         self.k, self.target, self.module = kernel, target, module
         maps = kernel.attrs.get("tensor_maps", ())
@@ -119,23 +120,36 @@ class KernelCodegen(CommCodegen):
             self._coords[key] = b.add(b.mul(warp, self.i32(m.tpw)), lane)
         return self._coords[key]
 
-    def coord(self, m: DimMap, rep: int, elem: int):
-        """(coordinate, is-first-copy) of one slot along one dimension."""
+    def coord(self, m: DimMap, rep, elem):
+        """(coordinate, is-first-copy) of one slot along one dimension. rep and elem are
+        ints, or i32 values for a Compact tile's slots (compact.py)."""
         b = self.b
         if isinstance(m, FragmentDim):          # an mma accumulator: lanes are not linear
             return sm90.fragment_coord(self, m, rep, elem), None
-        raw = b.add(b.mul(self.thread_coord(m), self.i32(m.spt)), self.i32(m.offset(rep, elem)))
+        offset = (self.i32(m.offset(rep, elem)) if isinstance(rep, int) else
+                  b.add(b.mul(rep, self.i32(m.span)), elem))
+        raw = b.add(b.mul(self.thread_coord(m), self.i32(m.spt)), offset)
         if not m.wraps:
             return raw, None
         return b.urem(raw, self.i32(m.size)), b.icmp_unsigned("<", raw, self.i32(m.size))
 
-    def first_copy(self, tile: Tile, slot) -> object | None:
-        """True in the one thread whose copy of this slot counts (None: every copy counts)."""
+    def first_copy(self, tile: Tile, slot, k: int) -> object | None:
+        """True in the one thread whose copy of this slot (its k-th register) counts (None:
+        every copy counts)."""
         flags = [self.coord(m, r, e)[1] for m, (r, e) in zip(tile.dims, slot)]
+        shape = tuple(d.size for d in tile.dims)
         if isinstance(tile.layout, Sliced):
-            for m in tile.layout.reduced_dims(tuple(d.size for d in tile.dims)):
+            for m in tile.layout.reduced_dims(shape):
                 flags.append(self.coord(m, 0, 0)[1])
+        if isinstance(tile.layout, Compact):
+            flags.append(self.compact_owner(tile.layout, shape, k))
         return self.all_of([f for f in flags if f is not None])
+
+    def held_slots(self, t) -> list:
+        """The slots of a tile (or scalar: one, `()`) this thread holds, in register order."""
+        if isinstance(t, TileType) and isinstance(t.layout, Compact):
+            return self.compact_slots(t)
+        return slots(t.layout.dims(t.shape) if isinstance(t, TileType) else [])
 
     def all_of(self, flags):
         if not flags:
@@ -462,45 +476,6 @@ class KernelCodegen(CommCodegen):
             return self.b.gep(ptr, [self.i32(delta)], source_etype=I8) if delta else ptr
         return at
 
-    # ---- copies of a Sliced tile split among its lanes (passes/replicas.py) -----------------
-
-    def op_compact(self, op: Op):
-        """Lane position j of each group of copies keeps slots j, j + C, ... (the last slot
-        where that runs past the end): C - 1 selects per kept slot, on the bits of j."""
-        b, t = self.b, op.result.type
-        src = self.tile(op.operands[0])
-        copies, stride = t.layout.copies(t.shape), t.layout.lane_stride(t.shape)
-        n = len(src.regs)
-        pos = b.urem(b.udiv(self.lane, self.i32(stride)), self.i32(copies))
-        bits = [b.trunc(b.lshr(pos, self.i32(k)), I1) for k in range(copies.bit_length() - 1)]
-        out = []
-        for k in range(t.layout.held(t.shape)):
-            cands = [src.regs[min(k * copies + j, n - 1)] for j in range(copies)]
-            for bit in bits:                       # the lowest bit of j picks first
-                cands = [c0 if c0 is c1 else b.select(bit, c1, c0)
-                         for c0, c1 in zip(cands[0::2], cands[1::2])]
-            out.append(cands[0])
-        self.vals[op.result.id] = self.new_tile(t, out)
-
-    def op_gather_copies(self, op: Op):
-        """Every lane gets all R slots back: slot i from lane position i % C of its group,
-        compact slot i // C (one `shfl.sync.idx` with immediate lane and segment mask)."""
-        b, src_t, t = self.b, op.operands[0].type, op.result.type
-        src = self.tile(op.operands[0])
-        copies = src_t.layout.copies(src_t.shape)
-        stride = src_t.layout.lane_stride(src_t.shape)
-        segmask = 0x1F & ~((copies - 1) * stride)
-        out = []
-        for i in range(len(slots(t.layout.dims(t.shape)))):
-            reg = src.regs[i // copies]
-            ty = reg.type
-            word = (b.bitcast(reg, I32) if ty == F32 else
-                    b.zext(reg, I32) if ty.width < 32 else reg)
-            got = asm.shuffle_idx(b, word, (i % copies) * stride, segmask)
-            out.append(b.bitcast(got, F32) if ty == F32 else
-                       b.trunc(got, ty) if ty.width < 32 else got)
-        self.vals[op.result.id] = self.new_tile(t, out)
-
     # ---- reductions ----------------------------------------------------------------------
 
     def op_reduce(self, op: Op):
@@ -524,8 +499,11 @@ class KernelCodegen(CommCodegen):
             regs = [groups[s] for s in slots(out_t.layout.dims(out_t.shape))]
         else:
             regs = [groups[()]]                                    # a scalar: all threads
-        for k in range(m.tpw.bit_length() - 1):                   # lanes along the axis
-            regs = [combine(r, self.shuffle(r, m.lane_stride << k)) for r in regs]
+        if isinstance(out_t, TileType) and isinstance(out_t.layout, Compact):
+            regs = self.reduce_scatter(regs, m, combine)           # each lane its own slots
+        else:
+            for k in range(m.tpw.bit_length() - 1):               # lanes along the axis
+                regs = [combine(r, self.shuffle(r, m.lane_stride << k)) for r in regs]
         if m.wpc > 1:
             regs = self.reduce_across_warps(regs, m, combine)
         self.vals[op.result.id] = (self.new_tile(out_t, regs) if isinstance(out_t, TileType)
@@ -597,7 +575,7 @@ class KernelCodegen(CommCodegen):
         for d, s in enumerate(sizes):
             if s is not None:
                 tile_axis[d] = len(tile_axis)
-        all_slots = slots(tdims)
+        all_slots = self.held_slots(tile_t)
         # The thread's run of contiguous elements, split into the accesses vectorize allowed.
         vec = math.gcd(tdims[-1].spt, op.attrs.get("vec", 1)) if tdims and sizes[-1] is not None else 1
         esize = dtype_info(tensor.type.dtype).bytes
@@ -621,9 +599,10 @@ class KernelCodegen(CommCodegen):
                     pos = b.add(pos, c)
                 ok.append(b.icmp_unsigned("<", pos, bounds[d]))
                 offset = b.add(offset, b.mul(b.sext(pos, I64), strides[d]))
-            if op.name == "get" and tdims:
-                # Only the first copy of a replicated slot reads: each would cross NVLink.
-                first_copy = self.first_copy(Tile([], tdims, tile_t.layout), slot)
+            if op.name != "load" and tdims:
+                # Only the first copy of a replicated slot writes, or reads in a get (each
+                # would cross NVLink).
+                first_copy = self.first_copy(Tile([], tdims, tile_t.layout), slot, first)
                 if first_copy is not None:
                     ok.append(first_copy)
             addr = b.gep(base_of(slot), [b.mul(offset, ir.Constant(I64, esize))],
@@ -645,14 +624,11 @@ class KernelCodegen(CommCodegen):
         tile = self.tile(value) if isinstance(t, TileType) else None
         esize = dtype_info(t.dtype).bytes
         regs = tile.regs if tile else [self.vals[value.id]]
-        all_slots = slots(tile.dims) if tile else [()]
         for addr, ok, idx, vec in self._access(op, t):
-            # A scalar is held by every thread; thread 0 writes it.
-            first = (self.first_copy(tile, all_slots[idx[0]]) if tile else
-                     self.b.icmp_unsigned("==", self._tid, self.i32(0)))
-            pred = self.b.and_(ok, first) if first is not None else ok
+            if not tile:                  # a scalar is held by every thread; thread 0 writes it
+                ok = self.b.and_(ok, self.b.icmp_unsigned("==", self._tid, self.i32(0)))
             words = self.pack([regs[i] for i in idx], t.dtype)
-            asm.global_store(self.b, op.attrs["qualifiers"], vec * esize, addr, words, pred)
+            asm.global_store(self.b, op.attrs["qualifiers"], vec * esize, addr, words, ok)
 
     def unpack(self, words: list, dtype: str, count: int) -> list:
         """Registers of a vector access -> one register per element, in memory order."""
