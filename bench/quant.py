@@ -136,7 +136,7 @@ def main():
         xt = torch.empty_like(ref_t)
         st = torch.empty(ref_st.shape, dtype=sdt, device=dev)
         best = best_config(f"requant_t/{sf}", os.path.join(EXAMPLES, "requant_t.cdsl"), None,
-                           [dict(c, SF=sf) for c in warps],
+                           [dict(WARPS=w, SF=sf) for w in (4, 8)],
                            lambda: ((aq, as_), {"xt": xt, "st": st}),
                            {"xt": ref_t, "st": ref_st}, nbytes, results["commdsl"])
         if sf == "f32":

@@ -20,6 +20,9 @@ KERNEL_ATTRS = {
     "warps": "warps(N): threads per program in warps of 32",
     "sms": "sms(N): an SM budget: N programs (one CTA each) that loop over the work, e.g. "
            "'for w in pid.0 .. ITEMS step N'",
+    "ctas_per_sm": "ctas_per_sm(N): fit N CTAs on an SM (.minnctapersm, CUDA's launch-bounds "
+                   "minimum): registers are capped at 64K / (N x threads); what does not fit "
+                   "spills",
 }
 # Scale formats: one f32 per group, or a power of two stored as its biased exponent (UE8M0).
 SCALE_FORMATS = {
@@ -40,6 +43,7 @@ class Signature:
     grid: tuple[Dim, ...]
     warps: int | None
     sms: int | None = None
+    ctas_per_sm: int = 1
 
 
 def did_you_mean(name: str, options) -> str:
@@ -258,6 +262,7 @@ def check_signature(k: ast.Kernel, overrides: dict) -> Signature:
             tensors[p.name] = dataclasses.replace(tensors[p.name], quant=quant)
     grid: tuple[Dim, ...] = (Const(1),)
     warps = sms = None
+    ctas_per_sm = 1
     for a in k.attrs:
         if a.name not in KERNEL_ATTRS:
             raise CompileError(f"unknown kernel annotation '{a.name}'", a.span,
@@ -277,6 +282,14 @@ def check_signature(k: ast.Kernel, overrides: dict) -> Signature:
             if len(a.args) != 1 or a.kwargs:
                 raise CompileError("sms takes one number", a.span, KERNEL_ATTRS["sms"])
             sms = _positive_int(a.args[0], constants, "the SM budget")
+        elif a.name == "ctas_per_sm":
+            if len(a.args) != 1 or a.kwargs:
+                raise CompileError("ctas_per_sm takes one number", a.span,
+                                   KERNEL_ATTRS["ctas_per_sm"])
+            ctas_per_sm = _positive_int(a.args[0], constants, "the CTAs per SM")
+            if ctas_per_sm > 32:
+                raise CompileError(f"an SM holds at most 32 CTAs, not {ctas_per_sm}",
+                                   a.args[0].span, KERNEL_ATTRS["ctas_per_sm"])
     if sms is not None:
         if any(a.name == "grid" for a in k.attrs):
             raise CompileError("sms(N) launches N programs, so the kernel takes no grid(...)",
@@ -285,5 +298,5 @@ def check_signature(k: ast.Kernel, overrides: dict) -> Signature:
                                "'for w in pid.0 .. ITEMS step N'")
         grid = (Const(sms),)
     return Signature(k.name, constants, list(tensors.values()), spans, symbols, grid, warps,
-                     sms)
+                     sms, ctas_per_sm)
 

@@ -648,6 +648,7 @@ def lower(sig: Signature, kernel: ast.Kernel) -> KernelIR:
     for s in kernel.body:
         getattr(low, "stmt_" + type(s).__name__)(s)
     low.ir.attrs["warps"] = sig.warps
+    low.ir.attrs["ctas_per_sm"] = sig.ctas_per_sm
     low.ir.attrs["span"] = kernel.span
     low.ir.attrs["quant"] = {t.name: t.quant for t in sig.tensors if t.quant is not None}
     return low.ir

@@ -13,8 +13,8 @@ among the copies instead:
     ... the same elementwise ops on compact values (ceil(R / C) slots per lane) ...
     v  = gather_copies(vc)               (Sliced again: R shuffles, `shfl.sync.idx`)
 
-for every value of the chain used outside it (a broadcast back, a store), except that a
-value only stored is stored compact, each slot by the one lane that holds it. Each slot is
+for every value of the chain a broadcast takes back; stores write the compact values, each
+slot from the one lane that holds it. Each slot is
 computed by the same IEEE operations on the same inputs, only in one lane instead of C, so
 the results are bit for bit the values every copy computed before.
 Top-level ops only; a chain whose ops are all cheap is left alone (the shuffles would cost
@@ -87,16 +87,11 @@ def _rewrite(kernel: KernelIR, reduce: Op, chain: list[Op], compact: Compact) ->
         if id(op) not in in_chain:
             for o in op.operands:
                 users.setdefault(o.id, []).append(op)
-    # Stores that write the compact value: those of a value that nothing else takes back,
-    # so it needs no gather. A value gathered anyway keeps its stores (their extra address
-    # arithmetic is cheap, and without them ptxas schedules requant_t's division for
-    # latency: 244 registers instead of 162, two CTAs of 4 warps per SM instead of three).
+    # Stores write the compact value, each slot from the one lane that holds it (a value
+    # also taken back by a broadcast is gathered for that use alone).
     top = {id(op) for op in kernel.body.ops}
-    stores: set[int] = set()
-    for op in [reduce] + chain:
-        used = users.get(op.result.id, [])
-        if used and all(u.name == "store" and id(u) in top for u in used):
-            stores.update(id(u) for u in used)
+    stores = {id(u) for op in [reduce] + chain for u in users.get(op.result.id, [])
+              if u.name == "store" and id(u) in top}
     renamed: dict[int, Value] = {}           # original value id -> its compact value
     new_ops: list[Op] = []
     for op in kernel.body.ops:

@@ -153,6 +153,20 @@ def test_shapes_that_do_not_combine(tmp_path, capsys):
     assert "do not combine" in err and "[:, None]" in err
 
 
+def test_ctas_per_sm_out_of_range(tmp_path, capsys):
+    err = compile_error(tmp_path, capsys, GOOD.replace("grid(M, K / 128)",
+                                                       "grid(M, K / 128)\n  ctas_per_sm(40)"))
+    assert_points_at(err, 3, "40")
+    assert "at most 32 CTAs" in err and "ctas_per_sm(N)" in err
+
+
+def test_ctas_per_sm_caps_registers(tmp_path):
+    path = tmp_path / "k.cdsl"
+    path.write_text(GOOD.replace("grid(M, K / 128)", "grid(M, K / 128)\n  ctas_per_sm(4)"))
+    assert main(["compile", str(path), "-o", str(tmp_path / "k.ptx")]) == 0
+    assert ".minnctapersm 4" in (tmp_path / "k.ptx").read_text()
+
+
 def test_console_script_prints_no_traceback(tmp_path):
     path = tmp_path / "k.cdsl"
     path.write_text(GOOD.replace("L2 = 256B", "L2 = 512B"))

@@ -722,7 +722,8 @@ def emit_module(kernels: list[KernelIR], target: Target) -> ir.Module:
         fn = cg.run()
         cluster = k.attrs.get("cluster", 1)
         dims = (("cluster_dim_x", cluster), ("cluster_dim_y", 1), ("cluster_dim_z", 1))
-        for key, value in (("maxntidx", k.num_threads), ("minctasm", 1),
+        ctas = k.attrs.get("ctas_per_sm") or 1
+        for key, value in (("maxntidx", k.num_threads), ("minctasm", ctas),
                            *(dims if cluster > 1 else ())):
             annotations.add(module.add_metadata(
                 [fn, ir.MetaDataString(module, key), ir.Constant(I32, value)]))
