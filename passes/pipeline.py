@@ -259,6 +259,10 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     if any(op.name != "for" for op in path):
         raise CompileError("a pipelined loop may sit only inside other loops", loop.loc,
                            "move it out of this construct")
+    if (kernel.attrs.get("ctas_per_sm") or 1) > 1:
+        raise CompileError("a TMA-pipelined kernel runs one CTA per SM: its warpgroups trade "
+                           "registers with setmaxnreg, sized for the whole SM", loop.loc,
+                           "drop ctas_per_sm(...) from this kernel")
     stages = loop.attrs["pipeline"]
     groups = kernel.attrs.get("mma_warpgroups", 1)
     cluster = kernel.attrs.get("cluster", 1)

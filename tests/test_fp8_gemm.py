@@ -178,6 +178,7 @@ def test_promotion_cannot_span_scale_groups():
     (("M step BM, n0 in 0 .. N step BN persistent(raster = GROUP, cluster = CLUSTER)",
       "M step BM persistent(raster = GROUP, cluster = 2)"), "two tile coordinates"),
     (("pipeline(STAGES)", "pipelined(STAGES)"), "unknown loop clause"),
+    (("  tune BM", "  ctas_per_sm(2)\n  tune BM"), "one CTA per SM"),
     (("acc += mma", "acc2 += mma"), "not a variable"),
 ])
 def test_mistakes_get_errors_with_a_span(edit, message):
