@@ -60,18 +60,8 @@ def _peer_memory(op: Op):
     if not _is_i32(rank.type) or (isinstance(rank.type, TileType) and
                                   (not gather or rank.type.shape != (sizes[gather[0]],))):
         _fail(op, "rank must be an i32 scalar, or an i32 tile with one rank per gathered row")
-    tile_shape = tuple(s for s in sizes if s is not None)
-    value = op.result.type if op.name == "get" else op.operands[-1].type
-    if isinstance(value, ScalarType) and not tile_shape:
-        pass
-    elif not isinstance(value, TileType) or value.shape != tile_shape:
-        _fail(op, f"tile shape must be {tile_shape}")
-    if value.dtype != tensor.dtype:
-        _fail(op, f"tile dtype {value.dtype} differs from tensor dtype {tensor.dtype}")
-    from .ir_verifier import guard_operands
-    n = 2 + tensor.rank + (op.name == "put") + guard_operands(op)
-    if len(op.operands) != n:
-        _fail(op, f"takes {n} operands")
+    from .ir_verifier import check_access_value     # that module merges RULES: import late
+    check_access_value(op, tensor, reads=op.name == "get", fixed=2 + tensor.rank)
 
 
 def _flag(op: Op, trailing: int):

@@ -147,15 +147,22 @@ def _memory(op: Op):
         _fail(op, f"needs one index and one size per dimension of a rank-{tensor.rank} tensor")
     if any(not isinstance(i.type, ScalarType) or i.type.dtype != "i32" for i in idx):
         _fail(op, "indices must be i32 scalars")
-    tile_shape = tuple(s for s in sizes if s is not None)
-    value = op.result.type if op.name == "load" else op.operands[-1].type
+    check_access_value(op, tensor, reads=op.name == "load", fixed=1 + tensor.rank)
+
+
+def check_access_value(op: Op, tensor: TensorType, reads: bool, fixed: int):
+    """The tile a memory access moves (its result if it reads, else its last operand) has
+    the tensor's dtype and the shape of the sliced sizes; the op has `fixed` operands, one
+    more for a written value and one more for a guard."""
+    tile_shape = tuple(s for s in op.attrs["sizes"] if s is not None)
+    value = op.result.type if reads else op.operands[-1].type
     if isinstance(value, ScalarType) and not tile_shape:
         pass                                   # one element: a scalar
     elif not isinstance(value, TileType) or value.shape != tile_shape:
         _fail(op, f"tile shape must be {tile_shape}")
     if value.dtype != tensor.dtype:
         _fail(op, f"tile dtype {value.dtype} differs from tensor dtype {tensor.dtype}")
-    n = 1 + tensor.rank + (op.name == "store") + guard_operands(op)
+    n = fixed + (not reads) + guard_operands(op)
     if len(op.operands) != n:
         _fail(op, f"takes {n} operands")
 
