@@ -37,7 +37,7 @@ def candidates(m: int, n: int, k: int) -> list[dict]:
     if m <= 256:
         return [dict(BM=64, BN=16, STAGES=8), dict(BM=64, BN=32, STAGES=8, PROMOTE=64),
                 dict(BM=128, BN=32, STAGES=6, PROMOTE=64), dict(BM=64, BN=64, STAGES=6),
-                dict(BM=64, BN=64, STAGES=6, PROMOTE=64),
+                dict(BM=64, BN=64, STAGES=6, PROMOTE=64), dict(BM=64, BN=128, STAGES=6),
                 dict(BM=64, BN=32, STAGES=8, PROMOTE=64, CLUSTER=2)]
     return [dict(BM=128, BN=128, STAGES=5, GROUP=8), dict(BM=128, BN=128, STAGES=5, GROUP=8,
                                                           PROMOTE=64),

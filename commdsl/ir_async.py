@@ -9,6 +9,10 @@
     mma(bufA, bufB, stage[, acc])       operands after passes/pipeline.py (the stage's buffer)
     mma_promote(a, b, s, acc)           acc + mma(a, b) * s[:, None] (passes/mma.py fuses it;
                                         smem operands as for mma)
+    mma_issue(bufA, bufB, stage)        mma_promote's first half (passes/overlap.py): starts
+                                        the wgmmas; the partial product is in flight
+    mma_retire(p, s, acc) {pending}     its second half: waits until at most `pending` later
+                                        mma_issues are in flight, then acc + p * s[:, None]
     smem_alloc() {offset, ...}          a ring of tiles in dynamic shared memory
     mbarrier_alloc() {offset, count, arrivals}   `count` mbarriers, `arrivals` each
     mbarrier_init(bars...) {cluster}    one thread initializes them, then the CTA (or the
@@ -136,6 +140,25 @@ def _mma_promote(op: Op):
         _fail(op, f"row scale must be a [{r.shape[0]}] tile, not {scale.type}")
 
 
+def _mma_issue(op: Op):
+    if len(op.operands) != 3 or not isinstance(op.operands[0].type, SmemType):
+        _fail(op, "takes two shared-memory rings and a stage index")
+    _mma(op)
+
+
+def _mma_retire(op: Op):
+    if len(op.operands) != 3:
+        _fail(op, "takes an in-flight product, a row scale and an accumulator")
+    partial, scale, acc = op.operands
+    r = op.result.type
+    if _shape_of(partial.type) != _shape_of(r) or _shape_of(acc.type) != _shape_of(r):
+        _fail(op, "product and accumulator must have the result's type")
+    if not isinstance(scale.type, TileType) or scale.type.shape != r.shape[:1]:
+        _fail(op, f"row scale must be a [{r.shape[0]}] tile, not {scale.type}")
+    if op.attrs["pending"] not in (0, 1):
+        _fail(op, "leaves 0 or 1 later groups in flight")
+
+
 def _nprogs(op: Op):
     if not _is_i32(op.result):
         _fail(op, "gives an i32")
@@ -214,7 +237,7 @@ def _warp_specialize(op: Op):
 
 RULES = {
     "for": _for, "yield": _yield, "tiles": _tiles, "mma": _mma, "mma_promote": _mma_promote,
-    "nprogs": _nprogs,
+    "mma_issue": _mma_issue, "mma_retire": _mma_retire, "nprogs": _nprogs,
     "smem_alloc": _smem_alloc, "mbarrier_alloc": _mbarrier_alloc,
     "mbarrier_init": _mbarrier_init, "mbarrier_wait": _mbarrier_wait,
     "mbarrier_expect_tx": _mbarrier_expect_tx, "mbarrier_arrive": _mbarrier_arrive,

@@ -24,6 +24,7 @@ PASS_ORDER = {
     "tile": "tile",             # map tiles onto threads: layouts and the CTA size
     "shared": "shared",         # shared memory of transposes: swizzle with fewest bank conflicts
     "replicas": "replicas",     # per-row work after a reduction split among the row's copies
+    "overlap": "overlap",       # one K step of wgmmas in flight while the last one is promoted
 }
 
 

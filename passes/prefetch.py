@@ -88,10 +88,12 @@ def _issue(b: Builder, ops: list[Op], iv: Value, at: Value, hi: Value) -> dict[i
     return mapping
 
 
-def _drop_dead(ops: list[Op], candidates: set[int]) -> list[Op]:
-    """`ops` without those among `candidates` whose results nothing left in `ops` uses."""
+def drop_dead(ops: list[Op], candidates: set[int], keep=()) -> list[Op]:
+    """`ops` without those among `candidates` whose results nothing left in `ops` (nor
+    `keep`, values used after them) uses."""
+    kept = {v.id for v in keep}
     while True:
-        used = {v.id for op in ops for v in op.operands}
+        used = kept | {v.id for op in ops for v in op.operands}
         dead = [op for op in ops if id(op) in candidates and
                 not any(r.id in used for r in op.results)]
         if not dead:
@@ -110,7 +112,7 @@ def issue_ahead(loop: Op) -> list[Op]:
     iv, (lo, hi, step) = body.args[0], loop.operands[:3]
     ops = [op for op in body.ops if id(op) in needed]
     # The originals of the index math stay where the rest of the body still uses them.
-    rest = _drop_dead([op for op in body.ops if op not in fetched], needed)
+    rest = drop_dead([op for op in body.ops if op not in fetched], needed)
     used = {v.id for op in rest for v in op.operands}
     first = Builder(Block(), loop.loc)
     inits = _issue(first, ops, iv, lo, hi)

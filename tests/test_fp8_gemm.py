@@ -85,24 +85,49 @@ def test_ptx_facts_and_ptxas(config):
 
 def test_promotion_every_k_step():
     """Each 128-wide K step starts a fresh tensor-core sum (scale-d = 0) and chains three
-    more into it; the partial is then promoted into f32 with one FMA per element."""
+    more into it; the partial is then promoted into f32 with one FMA per element. The K loop
+    runs an odd step alone, then pairs of steps (passes/overlap.py): three copies."""
     ptx = compile_file(FP8_GEMM).ptx
     wgmmas = re.findall(r"wgmma\.mma_async[^;]*, (\d), 1, 1;", ptx)
-    assert wgmmas == ["0", "1", "1", "1"]
-    assert ptx.count("fma.rn.f32") == 64         # BN / 2 accumulators per thread
+    assert wgmmas == ["0", "1", "1", "1"] * 3
+    assert ptx.count("fma.rn.f32") == 3 * 64     # BN / 2 accumulators per thread
 
 
-@pytest.mark.parametrize("every,scale_d,waits", [(128, ["0", "1", "1", "1"], ["0"]),
+@pytest.mark.parametrize("every,scale_d,waits", [(128, ["0", "1", "1", "1"] * 3, ["0", "1", "0"]),
                                                   (64, ["0", "1", "0", "1"], ["1", "0"]),
                                                   (32, ["0", "0", "0", "0"], ["3", "2", "1", "0"])])
 def test_promotion_interval_is_a_language_choice(every, scale_d, waits):
     """promote_every = P: a fresh tensor-core sum (scale-d = 0) every P of K, each its own
-    commit group, promoted into f32 as soon as its group is done while later ones run."""
+    commit group, promoted into f32 as soon as its group is done while later ones run. With
+    one group per step, the K loop's pairs of steps do the same across two steps."""
     ptx = compile_file(FP8_GEMM, constants=dict(BN=32, PROMOTE=every)).ptx
     assert re.findall(r"wgmma\.mma_async[^;]*, (\d), 1, 1;", ptx) == scale_d
     assert re.findall(r"wgmma\.wait_group\.sync\.aligned (\d);", ptx) == waits
     assert ptx.count("wgmma.commit_group") == len(waits)
     assert ptx.count("fma.rn.f32") == len(waits) * 16        # BN / 2 per interval
+
+
+def test_next_step_is_issued_before_this_one_is_promoted():
+    """passes/overlap.py: in a pair of K steps, the second step's wgmmas are committed
+    before the first's are waited for (wait_group 1), so the tensor cores work while the
+    first is promoted; nothing is in flight across the loop's back edge."""
+    ir = compile_file(FP8_GEMM, emit="llvm").text["ir"]
+    assert ir.count("mma_promote(") == 1                  # the odd step, alone
+    assert ir.count("mma_issue(") == 2
+    assert ir.count("{pending = 1}") == 1 and ir.count("{pending = 0}") == 1
+    ptx = compile_file(FP8_GEMM).ptx
+    pair = ptx[ptx.index("wgmma.wait_group.sync.aligned 0;") + 1:]
+    assert pair.count("wgmma.commit_group") == 2
+    assert pair.index("wgmma.commit_group") < pair.index("wgmma.commit_group", pair.index(
+        "wgmma.commit_group") + 1) < pair.index("wgmma.wait_group.sync.aligned 1;")
+
+
+@pytest.mark.parametrize("config", [dict(BM=192), dict(PROMOTE=64)])
+def test_no_second_partial_when_it_does_not_pay(config):
+    """Three warpgroups have 160 registers each, too few for two partial accumulators and
+    the f32 one; promote_every < K already overlaps within a step."""
+    ir = compile_file(FP8_GEMM, emit="llvm", constants=config).text["ir"]
+    assert "mma_issue(" not in ir and ir.count("mma_promote(") == 1
 
 
 def test_spec_describes_the_launch():
@@ -123,8 +148,9 @@ def test_cluster_of_two_multicasts_the_shared_tile():
     assert ".explicitcluster" in ptx and ".reqnctapercluster 2, 1, 1" in ptx
     assert ptx.count(".multicast::cluster") == 1 and ptx.count("cp.async.bulk.tensor") == 2
     assert "%cluster_ctarank" in ptx
-    assert ptx.count("mapa.shared::cluster.u32") == 2
-    assert ptx.count("mbarrier.arrive.shared::cluster.b64") == 2
+    steps = 3                                  # copies of the K step (passes/overlap.py)
+    assert ptx.count("mapa.shared::cluster.u32") == 2 * steps
+    assert ptx.count("mbarrier.arrive.shared::cluster.b64") == 2 * steps
     assert ptx.count("barrier.cluster.arrive.release;") == 2
     assert [(m.tensor, m.box) for m in spec.tensor_maps] == [("a", (64, 128)), ("b", (128, 128))]
     assert str(spec.grid[0]) == "2 * min(cdiv(M, 128) * cdiv(cdiv(N, 128), 2), cdiv(sms - 1, 2))"
@@ -140,9 +166,10 @@ def test_ir_after_passes_has_the_pipeline_structure():
     assert "warp_specialize() {producer_regs = 24, consumer_regs = 240, consumers = 2}" in ir
     assert ir.count("tma_load(") == 2 and "mbarrier_expect_tx" in ir
     assert "wgmma_acc<warpgroups=2>" in ir and "nprogs()" in ir
-    # The scales are loaded a K step ahead (before the loop, then for k + 128 in it) and
-    # carried in registers, so their latency is not on the wgmma issue's path.
-    assert ir.count("load(%sa") == 2 and ir.count("load(%sb") == 2
+    # The scales are loaded a K step ahead (before the loop, then for k + 128 in each of
+    # its three copies of the step) and carried in registers, so their latency is not on
+    # the wgmma issue's path.
+    assert ir.count("load(%sa") == 4 and ir.count("load(%sb") == 4
     assert "%sa: tile<f32[128], sliced<wgmma_acc<warpgroups=2>, axis=1>>, %sb: f32" in ir
 
 

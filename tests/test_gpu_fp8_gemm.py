@@ -15,7 +15,8 @@ pytestmark = pytest.mark.gpu
 ISSUE_SHAPES = [(m, n, k) for m in (128, 4096)
                 for n, k in ((2112, 7168), (24576, 1536), (7168, 16384), (4096, 7168),
                              (7168, 2048))] + [(8192, 8192, 8192)]
-RAGGED_SHAPES = [(1, 2112, 7168), (200, 300, 384), (4097, 1000, 256), (130, 4104, 1024)]
+RAGGED_SHAPES = [(1, 2112, 7168), (200, 300, 384), (4097, 1000, 256), (130, 4104, 1024),
+                 (64, 256, 128), (300, 520, 640)]    # K steps: 3, 2, 8, 1, 5 (odd ones alone)
 CONFIGS = [dict(), dict(BM=64, BN=16, STAGES=8), dict(BM=128, BN=32, STAGES=4, GROUP=1),
            dict(BM=192, BN=128, STAGES=5), dict(PROMOTE=64), dict(BM=64, BN=32, PROMOTE=32),
            dict(CLUSTER=2), dict(BM=192, BN=128, STAGES=4, CLUSTER=2),

@@ -344,9 +344,13 @@ class _Wgmma:
         return regs
 
     def wait(self, pending: int, regs: list) -> list:
-        """Waits until at most `pending` groups are in flight; the wait hands the group's
-        accumulators through, so nothing reads them before it."""
-        return _through(self.cg, f"wgmma.wait_group.sync.aligned {pending};", regs)
+        return _wait_group(self.cg, pending, regs)
+
+
+def _wait_group(cg, pending: int, regs: list) -> list:
+    """Waits until at most `pending` wgmma groups are in flight; the wait hands the group's
+    accumulators through, so nothing reads them before it."""
+    return _through(cg, f"wgmma.wait_group.sync.aligned {pending};", regs)
 
 
 def emit_mma(cg, op: Op):
@@ -360,6 +364,16 @@ def emit_mma(cg, op: Op):
     cg.vals[op.result.id] = cg.new_tile(op.result.type, out)
 
 
+def _promote(cg, bn: int, done: list, scale, out: list) -> None:
+    """out[slot] += partial * scale[row]: one FFMA per element of a completed group (in
+    wgmma order)."""
+    fma = cg.module.globals.get("llvm.fma.f32") or ir.Function(
+        cg.module, ir.FunctionType(F32, [F32, F32, F32]), "llvm.fma.f32")
+    per_row = bn // 8 * 2                             # slots per row slot
+    for slot, p in zip(_fragment_order(bn), done):
+        out[slot] = cg.b.call(fma, [p, scale.regs[slot // per_row], out[slot]])
+
+
 def emit_mma_promote(cg, op: Op):
     """acc + (a . b^T) * scale[:, None], promoted every `promote_steps` K steps: each
     interval's wgmmas accumulate into their own registers as one commit group; then each
@@ -367,17 +381,32 @@ def emit_mma_promote(cg, op: Op):
     element, while the later groups still run on the tensor cores."""
     w = _Wgmma(cg, op)
     scale, acc = (cg.vals[v.id] for v in op.operands[3:5])
-    fma = cg.module.globals.get("llvm.fma.f32") or ir.Function(
-        cg.module, ir.FunctionType(F32, [F32, F32, F32]), "llvm.fma.f32")
     out = list(acc.regs)
-    per_row = w.bn // 8 * 2                           # slots per row slot
     steps, every = op.attrs["k_steps"], op.attrs["promote_steps"]
     _asm(cg, "wgmma.fence.sync.aligned;", "")
     groups = [w.issue(range(first, first + every)) for first in range(0, steps, every)]
     for g, partial in enumerate(groups):
-        for i, p in enumerate(w.wait(len(groups) - 1 - g, partial)):
-            slot = w.order[i]
-            out[slot] = cg.b.call(fma, [p, scale.regs[slot // per_row], out[slot]])
+        _promote(cg, w.bn, w.wait(len(groups) - 1 - g, partial), scale, out)
+    cg.vals[op.result.id] = cg.new_tile(op.result.type, out)
+
+
+def emit_mma_issue(cg, op: Op):
+    """One K step's wgmmas as one commit group; the result stays in flight until an
+    mma_retire waits for it."""
+    w = _Wgmma(cg, op)
+    _asm(cg, "wgmma.fence.sync.aligned;", "")
+    out = [None] * w.nregs
+    for i, r in enumerate(w.issue(range(op.attrs["k_steps"]))):
+        out[w.order[i]] = r
+    cg.vals[op.result.id] = cg.new_tile(op.result.type, out)
+
+
+def emit_mma_retire(cg, op: Op):
+    partial, scale, acc = (cg.vals[v.id] for v in op.operands)
+    bn = op.result.type.shape[1]
+    in_flight = [partial.regs[slot] for slot in _fragment_order(bn)]
+    out = list(acc.regs)
+    _promote(cg, bn, _wait_group(cg, op.attrs["pending"], in_flight), scale, out)
     cg.vals[op.result.id] = cg.new_tile(op.result.type, out)
 
 
@@ -387,5 +416,6 @@ EMITTERS = {
     "mbarrier_init": emit_mbarrier_init, "mbarrier_wait": emit_mbarrier_wait,
     "mbarrier_expect_tx": emit_mbarrier_expect_tx, "mbarrier_arrive": emit_mbarrier_arrive,
     "tma_load": emit_tma_load, "mma": emit_mma, "mma_promote": emit_mma_promote,
+    "mma_issue": emit_mma_issue, "mma_retire": emit_mma_retire,
     "cluster_sync": emit_cluster_sync,
 }
