@@ -86,20 +86,22 @@ def test_ptx_facts_and_ptxas(config):
 def test_promotion_every_k_step():
     """Each 128-wide K step starts a fresh tensor-core sum (scale-d = 0) and chains three
     more into it; the partial is then promoted into f32 with one FMA per element. The K loop
-    runs an odd step alone, then pairs of steps (passes/overlap.py): three copies."""
+    runs the first K / 128 % 8 steps one at a time, then groups of 8 (passes/overlap.py): nine
+    copies."""
     ptx = compile_file(FP8_GEMM).ptx
     wgmmas = re.findall(r"wgmma\.mma_async[^;]*, (\d), 1, 1;", ptx)
-    assert wgmmas == ["0", "1", "1", "1"] * 3
-    assert ptx.count("fma.rn.f32") == 3 * 64     # BN / 2 accumulators per thread
+    assert wgmmas == ["0", "1", "1", "1"] * 9
+    assert ptx.count("fma.rn.f32") == 9 * 64     # BN / 2 accumulators per thread
 
 
-@pytest.mark.parametrize("every,scale_d,waits", [(128, ["0", "1", "1", "1"] * 3, ["0", "1", "0"]),
+@pytest.mark.parametrize("every,scale_d,waits", [(128, ["0", "1", "1", "1"] * 9,
+                                                   ["0"] + ["1"] * 7 + ["0"]),
                                                   (64, ["0", "1", "0", "1"], ["1", "0"]),
                                                   (32, ["0", "0", "0", "0"], ["3", "2", "1", "0"])])
 def test_promotion_interval_is_a_language_choice(every, scale_d, waits):
     """promote_every = P: a fresh tensor-core sum (scale-d = 0) every P of K, each its own
     commit group, promoted into f32 as soon as its group is done while later ones run. With
-    one group per step, the K loop's pairs of steps do the same across two steps."""
+    one group per step, the K loop's groups of steps do the same across eight steps."""
     ptx = compile_file(FP8_GEMM, constants=dict(BN=32, PROMOTE=every)).ptx
     assert re.findall(r"wgmma\.mma_async[^;]*, (\d), 1, 1;", ptx) == scale_d
     assert re.findall(r"wgmma\.wait_group\.sync\.aligned (\d);", ptx) == waits
@@ -108,18 +110,25 @@ def test_promotion_interval_is_a_language_choice(every, scale_d, waits):
 
 
 def test_next_step_is_issued_before_this_one_is_promoted():
-    """passes/overlap.py: in a pair of K steps, the second step's wgmmas are committed
-    before the first's are waited for (wait_group 1), so the tensor cores work while the
-    first is promoted; nothing is in flight across the loop's back edge."""
+    """passes/overlap.py: in a group of K steps, each step's wgmmas are committed before the
+    previous step's are waited for (wait_group 1), so the tensor cores work while that one is
+    promoted; nothing is in flight across the loop's back edge."""
     ir = compile_file(FP8_GEMM, emit="llvm").text["ir"]
-    assert ir.count("mma_promote(") == 1                  # the odd step, alone
-    assert ir.count("mma_issue(") == 2
-    assert ir.count("{pending = 1}") == 1 and ir.count("{pending = 0}") == 1
+    assert ir.count("mma_promote(") == 1                  # the steps before the groups
+    assert ir.count("mma_issue(") == 8
+    assert ir.count("{pending = 1}") == 7 and ir.count("{pending = 0}") == 1
     ptx = compile_file(FP8_GEMM).ptx
-    pair = ptx[ptx.index("wgmma.wait_group.sync.aligned 0;") + 1:]
-    assert pair.count("wgmma.commit_group") == 2
-    assert pair.index("wgmma.commit_group") < pair.index("wgmma.commit_group", pair.index(
-        "wgmma.commit_group") + 1) < pair.index("wgmma.wait_group.sync.aligned 1;")
+    group = ptx[ptx.index("wgmma.wait_group.sync.aligned 0;") + 1:]
+    sync = re.findall(r"wgmma\.(commit_group|wait_group)\.sync\.aligned ?(\d?);", group)
+    assert sync == [("commit_group", ""), ("commit_group", ""), ("wait_group", "1")] + [
+        ("commit_group", ""), ("wait_group", "1")] * 6 + [("wait_group", "0")]
+
+
+def test_one_consumer_warpgroup_takes_steps_in_pairs():
+    """With a single consumer warpgroup the steady state is two steps per iteration (groups
+    of 8 spill there)."""
+    ir = compile_file(FP8_GEMM, emit="llvm", constants=dict(BM=64)).text["ir"]
+    assert ir.count("mma_issue(") == 2 and ir.count("mma_promote(") == 1
 
 
 @pytest.mark.parametrize("config", [dict(BM=192), dict(PROMOTE=64)])
@@ -148,7 +157,7 @@ def test_cluster_of_two_multicasts_the_shared_tile():
     assert ".explicitcluster" in ptx and ".reqnctapercluster 2, 1, 1" in ptx
     assert ptx.count(".multicast::cluster") == 1 and ptx.count("cp.async.bulk.tensor") == 2
     assert "%cluster_ctarank" in ptx
-    steps = 3                                  # copies of the K step (passes/overlap.py)
+    steps = 9                                  # copies of the K step (passes/overlap.py)
     assert ptx.count("mapa.shared::cluster.u32") == 2 * steps
     assert ptx.count("mbarrier.arrive.shared::cluster.b64") == 2 * steps
     assert ptx.count("barrier.cluster.arrive.release;") == 2
@@ -167,9 +176,9 @@ def test_ir_after_passes_has_the_pipeline_structure():
     assert ir.count("tma_load(") == 2 and "mbarrier_expect_tx" in ir
     assert "wgmma_acc<warpgroups=2>" in ir and "nprogs()" in ir
     # The scales are loaded a K step ahead (before the loop, then for k + 128 in each of
-    # its three copies of the step) and carried in registers, so their latency is not on
+    # its nine copies of the step) and carried in registers, so their latency is not on
     # the wgmma issue's path.
-    assert ir.count("load(%sa") == 4 and ir.count("load(%sb") == 4
+    assert ir.count("load(%sa") == 10 and ir.count("load(%sb") == 10
     assert "%sa: tile<f32[128], sliced<wgmma_acc<warpgroups=2>, axis=1>>, %sb: f32" in ir
 
 
