@@ -107,6 +107,7 @@ class Kernel:
         unaligned = frozenset(s for s in self.spec.size_symbols
                               if bound.sizes[s] % SPECIALIZE_DIVISOR)
         launcher = self.variant(unaligned).launcher
+        launcher.check_tensor_maps(bound)
         launcher.launch(bound)
         if key is not None:
             plan = self._plans.remember(key, CallPlan(checker, launcher, bound, args, kwargs))

@@ -46,6 +46,11 @@ class TensorParam:
     symmetric: bool = False
 
 
+# TMA's rule for a tensor map (cuTensorMapEncodeTiled): row strides, and the base address,
+# are multiples of 16 bytes.
+TMA_ALIGNMENT = 16
+
+
 @dataclass(frozen=True)
 class TensorMapParam:
     """A TMA tensor map over a row-major 2-D tensor parameter: `box` = (rows, columns) per

@@ -104,13 +104,18 @@ class Launcher:
         sizes, source = self._bind_sizes(given)
         for name, value in given.items():
             self._check_layout(name, value)
-        if self._maps is not None:
-            self._maps.check(self._fail, given, sizes)
         device = self._check_device(given) if require_cuda else self._any_device(given)
         grid = self._grid(sizes, source, device)
         tensors = tuple([given[t.name] if t.name in given else self._allocate(t, sizes, device)
                          for t in self.spec.tensors])
         return Bound(tensors, sizes, grid, device)
+
+    def check_tensor_maps(self, bound: Bound) -> None:
+        """TMA's rules for this variant's tensor maps. Not part of `bind`: the variant for
+        sizes that are multiples of 16 may describe a tensor (a TMA-stored output) that the
+        variant for other sizes leaves to plain stores."""
+        if self._maps is not None:
+            self._maps.check(self._fail, bound.sizes)
 
     def _fail(self, arg: str, message: str, hint: str | None = None) -> LaunchError:
         return LaunchError(self.spec.name, arg, message, hint)
@@ -274,6 +279,7 @@ class Launcher:
         """Check, launch on torch's current stream, and return the outputs: one tensor, or a
         tuple in declaration order."""
         bound = self.bind(*args, **kwargs)
+        self.check_tensor_maps(bound)
         self.launch(bound)
         return self.results(bound)
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from ..dims import Sym
 from ..dtypes import dtype as dtype_info
-from ..spec import KernelSpec
+from ..spec import TMA_ALIGNMENT, KernelSpec
 from . import driver
 
 # How many (address, sizes) combinations to keep; the oldest goes first.
 MAX_CACHED = 1024
-# TMA rules (CUDA driver API, cuTensorMapEncodeTiled): 16-byte aligned base and row stride.
-TMA_ALIGNMENT = 16
 _DATA_TYPES = {1: "UINT8", 2: "BFLOAT16", 4: "FLOAT32"}
 _SWIZZLES = {32: "SWIZZLE_32B", 64: "SWIZZLE_64B", 128: "SWIZZLE_128B"}
 
@@ -29,7 +27,7 @@ class TensorMaps:
                         for m in spec.tensor_maps]
         self._cache: dict[tuple, list] = {}
 
-    def check(self, fail, given: dict, sizes: dict[str, int]) -> None:
+    def check(self, fail, sizes: dict[str, int]) -> None:
         """Raises `fail(argument, message, hint)` for a tensor TMA cannot describe."""
         for _, t, m in self._params:
             row_bytes = t.dims[-1].evaluate(sizes) * dtype_info(t.dtype).bytes
