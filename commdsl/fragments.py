@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from .layout import DimMap
 
+WARPGROUP_ROWS = 64               # the accumulator rows one consumer warpgroup holds
+
 
 @dataclass(frozen=True)
 class FragmentDim(DimMap):

@@ -26,6 +26,16 @@
                                         multicast = C, this CTA's 1/C of the tile's rows,
                                         into buf[stage] and barrier i of all C CTAs
     cluster_sync()                      every thread of the cluster's CTAs meets
+    smem_store(buf, t)                  each consumer thread writes its wgmma fragment of t
+                                        into buf, its warpgroup's 64 rows as 64 x 128-byte
+                                        boxes, 128B-swizzled
+    fence_async_shared()                this thread's shared-memory writes, visible to TMA
+    warpgroup_barrier()                 the threads of this consumer warpgroup meet
+    tma_store(tensor, buf, coords...) {map}   one thread per consumer warpgroup copies its
+                                        boxes of buf to the tile at coords (clipped at the
+                                        tensor's edges) and commits them as a bulk group
+    bulk_wait() {read}                  that thread waits until its bulk groups have read
+                                        shared memory (read) or completed
     warp_specialize() {...} ^() {producer} ^() {consumers}   warpgroup 0 runs the first
                                         block on one thread; the others run the second
 
@@ -220,9 +230,33 @@ def _tma_load(op: Op):
         _fail(op, "multicasts to 1 or 2 CTAs")
 
 
-def _cluster_sync(op: Op):
+def _no_operands(op: Op):
     if op.operands or op.results or op.blocks:
         _fail(op, "takes nothing")
+
+
+def _smem_store(op: Op):
+    if len(op.operands) != 2 or not isinstance(op.operands[0].type, SmemType):
+        _fail(op, "takes a shared-memory buffer and a tile")
+    buf, t = (v.type for v in op.operands)
+    if not isinstance(t, TileType) or (t.dtype, t.shape) != (buf.dtype, buf.shape):
+        _fail(op, f"stores a {buf.dtype}{list(buf.shape)} tile, not {t}")
+
+
+def _tma_store(op: Op):
+    tensor, buf, coords = op.operands[0], op.operands[1], op.operands[2:]
+    if not isinstance(tensor.type, TensorType) or not isinstance(buf.type, SmemType):
+        _fail(op, "copies from a shared-memory buffer into a tensor")
+    if tensor.type.dtype != buf.type.dtype:
+        _fail(op, "changes the dtype")
+    if len(coords) != tensor.type.rank or not all(_is_i32(v) for v in coords):
+        _fail(op, "takes one i32 coordinate per dimension")
+
+
+def _bulk_wait(op: Op):
+    _no_operands(op)
+    if not isinstance(op.attrs.get("read"), bool):
+        _fail(op, "waits for reads (read = True) or completion (read = False)")
 
 
 def _warp_specialize(op: Op):
@@ -241,5 +275,7 @@ RULES = {
     "smem_alloc": _smem_alloc, "mbarrier_alloc": _mbarrier_alloc,
     "mbarrier_init": _mbarrier_init, "mbarrier_wait": _mbarrier_wait,
     "mbarrier_expect_tx": _mbarrier_expect_tx, "mbarrier_arrive": _mbarrier_arrive,
-    "tma_load": _tma_load, "warp_specialize": _warp_specialize, "cluster_sync": _cluster_sync,
+    "tma_load": _tma_load, "warp_specialize": _warp_specialize, "cluster_sync": _no_operands,
+    "smem_store": _smem_store, "fence_async_shared": _no_operands,
+    "warpgroup_barrier": _no_operands, "tma_store": _tma_store, "bulk_wait": _bulk_wait,
 }

@@ -25,6 +25,7 @@ PASS_ORDER = {
     "shared": "shared",         # shared memory of transposes: swizzle with fewest bank conflicts
     "replicas": "replicas",     # per-row work after a reduction split among the row's copies
     "overlap": "overlap",       # one K step of wgmmas in flight while the last one is promoted
+    "epilogue": "epilogue",     # accumulator tiles out through shared memory and TMA stores
 }
 
 

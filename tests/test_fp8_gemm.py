@@ -75,8 +75,10 @@ def test_ptx_facts_and_ptxas(config):
                   "wgmma.commit_group.sync.aligned", "wgmma.wait_group.sync.aligned 0",
                   "prefetch.tensormap", "fma.rn.f32", "cvta.param.u64"):
         assert instr in ptx, instr
-    # The tensor maps are kernel parameters passed by value, used in place.
-    assert len(re.findall(r"\.param \.align 64 \.b8 fp8_gemm_param_\d+\[128\]", ptx)) == 2
+    # The tensor maps are kernel parameters passed by value, used in place: A's and B's, and
+    # D's where the epilogue stores through TMA (passes/epilogue.py: BN a multiple of 64).
+    maps = 3 if bn % 64 == 0 and config.get("BM") != 192 else 2    # 192 x 128: no room
+    assert len(re.findall(r"\.param \.align 64 \.b8 fp8_gemm_param_\d+\[128\]", ptx)) == maps
     assert ".maxntid" in ptx and ".minnctapersm 1" in ptx
     report = assemble(ptx, arch="sm_90a", entry="fp8_gemm").report
     assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0, report.summary()
@@ -155,19 +157,50 @@ def test_cluster_of_two_multicasts_the_shared_tile():
     result = compile_file(FP8_GEMM, constants=dict(CLUSTER=2))
     ptx, spec = result.ptx, result.specs[0]
     assert ".explicitcluster" in ptx and ".reqnctapercluster 2, 1, 1" in ptx
-    assert ptx.count(".multicast::cluster") == 1 and ptx.count("cp.async.bulk.tensor") == 2
+    assert ptx.count(".multicast::cluster") == 1
+    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global") == 2
     assert "%cluster_ctarank" in ptx
     steps = 9                                  # copies of the K step (passes/overlap.py)
     assert ptx.count("mapa.shared::cluster.u32") == 2 * steps
     assert ptx.count("mbarrier.arrive.shared::cluster.b64") == 2 * steps
     assert ptx.count("barrier.cluster.arrive.release;") == 2
-    assert [(m.tensor, m.box) for m in spec.tensor_maps] == [("a", (64, 128)), ("b", (128, 128))]
+    assert [(m.tensor, m.box) for m in spec.tensor_maps] == [("a", (64, 128)), ("b", (128, 128)),
+                                                             ("d", (64, 64))]
     assert str(spec.grid[0]) == "2 * min(cdiv(M, 128) * cdiv(cdiv(N, 128), 2), cdiv(sms - 1, 2))"
     report = assemble(ptx, arch="sm_90a", entry="fp8_gemm").report
     assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0, report.summary()
     assert not [w for w in report.warnings if re.search(r"C75\d\d", w)], report.warnings
     small = compile_file(FP8_GEMM, constants=dict(CLUSTER=2, BM=64, BN=64)).specs[0]
-    assert [m.box for m in small.tensor_maps] == [(32, 128), (64, 128)]
+    assert [m.box for m in small.tensor_maps] == [(32, 128), (64, 128), (64, 64)]
+
+
+def test_epilogue_stores_through_shared_memory_and_tma():
+    """passes/epilogue.py: each consumer warpgroup writes its 64 x BN fragment into a
+    128B-swizzled buffer (BN / 4 four-byte st.shared per thread), fences it for the async
+    proxy, and one thread per warpgroup stores it with one TMA copy per 64 columns; nothing
+    goes out through st.global, and the leader waits for its stores to land before exiting."""
+    result = compile_file(FP8_GEMM)
+    ptx, spec = result.ptx, result.specs[0]
+    assert ptx.count("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group") == 2
+    assert ptx.count("st.shared.b32") == 32 and "st.global" not in ptx
+    for instr in ("fence.proxy.async.shared::cta;", "cp.async.bulk.commit_group;",
+                  "cp.async.bulk.wait_group.read 0;", "cp.async.bulk.wait_group 0;"):
+        assert ptx.count(instr) == 1, instr
+    assert len(re.findall(r"bar\.sync %r\d+, 128;", ptx)) == 2   # 1 + warpgroup, 128 threads
+    stages = 5 * (128 * 128 + 128 * 128) + 16 * 5
+    assert spec.shared_bytes == -(-stages // 1024) * 1024 + 128 * 128 * 2
+    assert spec.tensor_maps[-1].tensor == "d" and spec.tensor_maps[-1].box == (64, 64)
+
+
+@pytest.mark.parametrize("config,divisible", [(dict(), {"N": False}), (dict(BN=32), None),
+                                              (dict(BM=192, STAGES=5), None)])
+def test_epilogue_stays_direct_where_tma_cannot_store(config, divisible):
+    """Rows that may not be a multiple of 16 bytes (the variant for N % 16 != 0), box rows
+    shorter than 128 bytes, or no room left beside the stages (5 stages of 192 x 128 and
+    128 x 128): the tile goes out through st.global, and D has no tensor map."""
+    result = compile_file(FP8_GEMM, constants=config, divisible=divisible)
+    assert "bulk_group" not in result.ptx and "st.global" in result.ptx
+    assert [m.tensor for m in result.specs[0].tensor_maps] == ["a", "b"]
 
 
 def test_ir_after_passes_has_the_pipeline_structure():
@@ -291,6 +324,21 @@ def test_tensor_map_row_stride_check():
 
     def fail(arg, message, hint=None):
         return LaunchError("k", arg, message, hint)
-    TensorMaps(spec).check(fail, {}, {"R": 3, "C": 64})
+    TensorMaps(spec).check(fail, {"R": 3, "C": 64})
     with pytest.raises(LaunchError, match=r"argument 'x'.*rows of 20 bytes \(C = 10\).*TMA"):
-        TensorMaps(spec).check(fail, {}, {"R": 3, "C": 10})
+        TensorMaps(spec).check(fail, {"R": 3, "C": 10})
+
+
+def test_only_the_variant_that_stores_d_through_tma_checks_its_rows():
+    """N = 300 (rows of 600 bytes): the variant for sizes that are multiples of 16 would
+    describe D with a tensor map and refuses it; the call runs the variant for other sizes,
+    which stores D directly."""
+    kernel = commdsl.load(FP8_GEMM)
+    a, sa, b, sb = random_operands(64, 300, 256)
+    aligned = kernel.variant(frozenset()).launcher
+    bound = aligned.bind(a, sa, b, sb, require_cuda=False)
+    with pytest.raises(commdsl.LaunchError, match=r"argument 'd'.*600 bytes.*multiple of 16"):
+        aligned.check_tensor_maps(bound)
+    kernel.variant(frozenset({"M", "N"})).launcher.check_tensor_maps(bound)
+    d = kernel.interpret(a, sa, b, sb)
+    assert relative_error(d, reference(a, sa, b, sb)) <= 2e-3

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from commdsl.dtypes import dtype as dtype_info
+from commdsl.fragments import WARPGROUP_ROWS
 from commdsl.ir import Op
 
 from .asm import F32, I32, I64
 
+SWIZZLE_BYTES = 128
 TENSOR_MAP = ir.PointerType(ir.ArrayType(ir.IntType(8), 128))   # byval CUtensorMap
 VOID = ir.VoidType()
 SWIZZLE_ATOM = 1024
@@ -287,7 +289,7 @@ def fragment_coord(cg, m, rep: int, elem: int):
         return b.add(quad, cg.i32(8 * rep + elem))
     warp = b.and_(cg.warp, cg.i32(3))            # 64 c + 16 w + lane / 4 + 8 rep
     base = b.add(b.mul(warp, cg.i32(16)), b.lshr(cg.lane, cg.i32(2)))
-    group = b.mul(_consumer_warpgroup(cg), cg.i32(64))
+    group = b.mul(_consumer_warpgroup(cg), cg.i32(WARPGROUP_ROWS))
     return b.add(b.add(base, group), cg.i32(8 * rep))
 
 
@@ -315,7 +317,7 @@ class _Wgmma:
         stage = cg.vals[op.operands[2].id]
         self.bn = op.result.type.shape[1]
         a_base = b.add(bufs[0], b.mul(stage, cg.i32(_stage_bytes(rings[0]))))
-        a_base = b.add(a_base, b.mul(_consumer_warpgroup(cg), cg.i32(64 * 128)))
+        a_base = b.add(a_base, b.mul(_consumer_warpgroup(cg), cg.i32(WARPGROUP_ROWS * 128)))
         self.a_desc = _descriptor(cg, a_base)
         self.b_desc = _descriptor(cg, b.add(bufs[1], b.mul(stage, cg.i32(_stage_bytes(rings[1])))))
         self.nregs = self.bn // 2
@@ -410,6 +412,82 @@ def emit_mma_retire(cg, op: Op):
     cg.vals[op.result.id] = cg.new_tile(op.result.type, out)
 
 
+# ---- the epilogue through shared memory (passes/epilogue.py) ----------------------------------
+
+def _leader(cg):
+    """The first thread of each consumer warpgroup."""
+    return cg.b.icmp_unsigned("==", cg.b.and_(cg._tid, cg.i32(127)), cg.i32(0))
+
+
+def _group_bytes(smem) -> int:
+    """Bytes of one consumer warpgroup's rows of a staged tile."""
+    return WARPGROUP_ROWS * smem.shape[1] * dtype_info(smem.dtype).bytes
+
+
+def emit_smem_store(cg, op: Op):
+    """Each thread's column pairs as 4-byte words at their place in its warpgroup's boxes of
+    64 rows x 128 bytes. SWIZZLE_128B moves a row's 16-byte chunk c to c ^ (row % 8), and a
+    thread's rows are 16 w + lane / 4 (+ 8), so row % 8 = lane / 4: a warp's 8 rows x 16
+    bytes per store land in 32 different banks."""
+    b = cg.b
+    smem, t = op.operands[0].type, op.operands[1].type
+    tile = cg.tile(op.operands[1])
+    cols = t.shape[1]
+    pairs = cols // 8                                   # fragment column pairs per row slot
+    per_box = SWIZZLE_BYTES // (8 * dtype_info(t.dtype).bytes)
+    quad = b.lshr(cg.lane, cg.i32(2))
+    row = b.add(b.mul(b.and_(cg.warp, cg.i32(3)), cg.i32(16)), quad)
+    base = b.add(cg.vals[op.operands[0].id],
+                 b.mul(_consumer_warpgroup(cg), cg.i32(_group_bytes(smem))))
+    base = b.add(base, b.add(b.mul(row, cg.i32(SWIZZLE_BYTES)),
+                             b.mul(b.and_(cg.lane, cg.i32(3)), cg.i32(4))))
+    # Computed here, once per tile: hoisted out of the tile loop, the per-chunk addresses
+    # below would hold registers through the K loop (ptxas then spills at BM = 192).
+    base = _asm(cg, "mov.u32 $0, $1;", "=r,r", [base], I32)
+    for h in range(2):
+        for q in range(pairs):
+            chunk = b.shl(b.xor(quad, cg.i32(q % per_box)), cg.i32(4))
+            fixed = 8 * h * SWIZZLE_BYTES + q // per_box * WARPGROUP_ROWS * SWIZZLE_BYTES
+            address = b.add(b.add(base, cg.i32(fixed)), chunk)
+            first = (h * pairs + q) * 2
+            word = cg.pack(tile.regs[first:first + 2], t.dtype)[0]
+            _asm(cg, "st.shared.b32 [$0], $1;", "r,r", [address, word])
+
+
+def emit_fence_async_shared(cg, op: Op):
+    _asm(cg, "fence.proxy.async.shared::cta;", "")
+
+
+def emit_warpgroup_barrier(cg, op: Op):
+    """Named barrier 1 + c for consumer warpgroup c (0 is the CTA's)."""
+    _asm(cg, "bar.sync $0, 128;", "r", [cg.b.add(_consumer_warpgroup(cg), cg.i32(1))])
+
+
+def emit_tma_store(cg, op: Op):
+    """The leader copies its warpgroup's boxes to (m0 + 64 c, n0 + box columns j)."""
+    b = cg.b
+    smem = op.operands[1].type
+    m0, n0 = (cg.vals[v.id] for v in op.operands[2:])
+    tmap = b.ptrtoint(cg.tensor_maps[op.attrs["map"]], I64)
+    box_cols = SWIZZLE_BYTES // dtype_info(smem.dtype).bytes
+    group = _consumer_warpgroup(cg)
+    with b.if_then(_leader(cg)):
+        base = b.add(cg.vals[op.operands[1].id], b.mul(group, cg.i32(_group_bytes(smem))))
+        row = b.add(m0, b.mul(group, cg.i32(WARPGROUP_ROWS)))
+        for j in range(smem.shape[1] // box_cols):
+            _asm(cg, "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [$0, {$1, $2}], "
+                 "[$3];", "l,r,r,r",
+                 [tmap, b.add(n0, cg.i32(j * box_cols)), row,
+                  b.add(base, cg.i32(j * WARPGROUP_ROWS * SWIZZLE_BYTES))])
+        _asm(cg, "cp.async.bulk.commit_group;", "")
+
+
+def emit_bulk_wait(cg, op: Op):
+    read = ".read" if op.attrs["read"] else ""
+    with cg.b.if_then(_leader(cg)):
+        _asm(cg, f"cp.async.bulk.wait_group{read} 0;", "")
+
+
 EMITTERS = {
     "for": emit_for, "nprogs": emit_nprogs, "warp_specialize": emit_warp_specialize,
     "smem_alloc": emit_smem_alloc, "mbarrier_alloc": emit_mbarrier_alloc,
@@ -417,5 +495,7 @@ EMITTERS = {
     "mbarrier_expect_tx": emit_mbarrier_expect_tx, "mbarrier_arrive": emit_mbarrier_arrive,
     "tma_load": emit_tma_load, "mma": emit_mma, "mma_promote": emit_mma_promote,
     "mma_issue": emit_mma_issue, "mma_retire": emit_mma_retire,
-    "cluster_sync": emit_cluster_sync,
+    "cluster_sync": emit_cluster_sync, "smem_store": emit_smem_store,
+    "fence_async_shared": emit_fence_async_shared, "warpgroup_barrier": emit_warpgroup_barrier,
+    "tma_store": emit_tma_store, "bulk_wait": emit_bulk_wait,
 }

@@ -1,0 +1,105 @@
+"""Stores the consumers' accumulator tiles through shared memory and TMA.
+
+A warp-specialized kernel's consumers end each output tile with a store of the converted
+accumulator; lowered as it is, each thread writes 4-byte pairs to eight rows at a time (the
+wgmma fragment), BN / 4 predicated stores per thread that hold the warpgroup and queue the
+next tile's scale loads behind them. Instead, each consumer warpgroup stages its 64 rows in
+a shared-memory buffer and one of its threads hands them to TMA, which writes whole lines,
+clips the ragged edges and runs on while the warpgroup starts the next tile:
+
+    store d[m0 : +BM, n0 : +BN] = t
+ -> bulk_wait() {read = True}         the leader: the last tile's TMA store has read the buffer
+    warpgroup_barrier()
+    smem_store(buf, t)                each thread its fragment, 128B-swizzled (no bank conflict)
+    fence_async_shared()              the writes, visible to TMA
+    warpgroup_barrier()
+    tma_store(d, buf, m0, n0) {map}   the leader: one 64-row box per 128 bytes of columns
+and before the consumers finish, bulk_wait() {read = False}: the leader waits for its last
+store to land.
+
+Applies to a 2-byte (bf16, f16) tile in the wgmma fragment layout stored whole at (m0, n0)
+with the default policy, when BN is a multiple of 64 (128-byte box rows), the tensor's rows
+are a multiple of 16 bytes (TMA's stride rule: known from the shapes or the size
+specialization) and the buffer fits beside the pipeline's stages; other stores stay as they
+are.
+"""
+from __future__ import annotations
+
+from commdsl.dtypes import dtype as dtype_info
+from commdsl.fragments import WARPGROUP_ROWS, WgmmaAcc
+from commdsl.ir import Block, KernelIR, Op, TileType, Value
+from commdsl.ir_async import SmemType
+from commdsl.passes.pipeline import MAX_SHARED, SWIZZLE_ATOM, SWIZZLE_BYTES
+from commdsl.passes.vectorize import size_facts
+from commdsl.spec import TMA_ALIGNMENT, TensorMapParam
+from commdsl.target import Target
+
+
+def _stageable(op: Op, facts: dict[str, int]) -> bool:
+    """Whether TMA can take this store (see the module doc)."""
+    value = op.operands[-1]
+    t, tensor = value.type, op.operands[0].type
+    if not (isinstance(t, TileType) and isinstance(t.layout, WgmmaAcc) and len(t.shape) == 2):
+        return False
+    esize = dtype_info(t.dtype).bytes
+    rows, cols = t.shape
+    row_multiple = tensor.dims[-1].divisibility(facts)
+    return (esize == 2 and tensor.rank == 2 and tuple(op.attrs.get("sizes", ())) == (rows, cols)
+            and op.attrs.get("qualifiers") == "st.global" and cols * esize % SWIZZLE_BYTES == 0
+            and row_multiple * esize % TMA_ALIGNMENT == 0)
+
+
+def _staged(op: Op, buf: Value, index: int) -> list[Op]:
+    tensor, m0, n0, value = op.operands
+    loc = op.loc
+    return [Op("bulk_wait", [], [], {"read": True}, loc=loc),
+            Op("warpgroup_barrier", [], [], {}, loc=loc),
+            Op("smem_store", [buf, value], [], {}, loc=loc),
+            Op("fence_async_shared", [], [], {}, loc=loc),
+            Op("warpgroup_barrier", [], [], {}, loc=loc),
+            Op("tma_store", [tensor, buf, m0, n0], [], {"map": index}, loc=loc)]
+
+
+def _rewrite(block: Block, stores: list[Op], bufs: dict[int, Value], maps: dict[int, int]):
+    for op in list(block.ops):
+        for inner in op.blocks:
+            _rewrite(inner, stores, bufs, maps)
+        if op in stores:
+            at = block.ops.index(op)
+            block.ops[at:at + 1] = _staged(op, bufs[id(op)], maps[id(op)])
+
+
+def run(kernel: KernelIR, target: Target) -> KernelIR:
+    ws = next((op for op in kernel.body.ops if op.name == "warp_specialize"), None)
+    if ws is None:
+        return kernel
+    facts = size_facts(kernel)
+    consumers = ws.blocks[1]
+    stores = [op for op in consumers.walk() if op.name == "store" and _stageable(op, facts)]
+    offset = -(-kernel.shared_bytes // SWIZZLE_ATOM) * SWIZZLE_ATOM
+    tensor_maps = list(kernel.attrs.get("tensor_maps", ()))
+    bufs, maps, allocs = {}, {}, []
+    for op in stores:
+        t = op.operands[-1].type
+        nbytes = t.numel * dtype_info(t.dtype).bytes
+        if offset + nbytes > MAX_SHARED:
+            continue
+        alloc = Op("smem_alloc", [], [Value(SmemType(t.dtype, 1, t.shape))], {"offset": offset},
+                   loc=op.loc)
+        allocs.append(alloc)
+        bufs[id(op)], maps[id(op)] = alloc.result, len(tensor_maps)
+        tensor_maps.append(TensorMapParam(op.operands[0].name,
+                                          (WARPGROUP_ROWS,
+                                           SWIZZLE_BYTES // dtype_info(t.dtype).bytes),
+                                          SWIZZLE_BYTES))
+        offset += -(-nbytes // SWIZZLE_ATOM) * SWIZZLE_ATOM
+    staged = [op for op in stores if id(op) in bufs]
+    if not staged:
+        return kernel
+    _rewrite(consumers, staged, bufs, maps)
+    consumers.ops.append(Op("bulk_wait", [], [], {"read": False}, loc=ws.loc))
+    at = kernel.body.ops.index(ws)
+    kernel.body.ops[at:at] = allocs
+    kernel.attrs["tensor_maps"] = tuple(tensor_maps)
+    kernel.shared_bytes = offset
+    return kernel
