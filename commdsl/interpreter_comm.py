@@ -117,8 +117,12 @@ class CommProgram:
         indices, value = rest[:-1], rest[-1]
         flags = self._copy(op, self.comm.rank)
         deadline = time.monotonic() + self.comm.timeout_s
-        while int(flags[tuple(indices)]) < value:
+        while True:
+            # Read before the flag: a rank that finished has made its signals, so a flag
+            # still short after it is final (read after, it may have been set in between).
             others_done = self.comm.done is not None and self.comm.done.is_set()
+            if int(flags[tuple(indices)]) >= value:
+                return
             if others_done or time.monotonic() > deadline:
                 why = ("every other rank has finished" if others_done
                        else f"{self.comm.timeout_s} s passed")
