@@ -16,9 +16,9 @@ pytestmark = pytest.mark.gpu
 ISSUE_SHAPES = [(m, n, k) for m in (128, 4096)
                 for n, k in ((2112, 7168), (24576, 1536), (7168, 16384), (4096, 7168),
                              (7168, 2048))] + [(8192, 8192, 8192)]
-# K steps 56, 3, 2, 8, 1, 5, 9, 17: groups of 8 with 0, 1 or more steps before them. Rows of
-# D a multiple of 16 bytes (N = 2112, 256, 1040, 2048) store through TMA, clipped at ragged
-# M and N edges (passes/epilogue.py); the others store directly.
+# K steps 56, 3, 2, 8, 1, 5, 9, 17: groups of 8 with 0, 1 or more steps before them. N a
+# multiple of 16 (2112, 256, 1040, 2048: the variant specialized for it) stores through TMA,
+# clipped at ragged M and N edges (passes/epilogue.py); the other shapes store directly.
 RAGGED_SHAPES = [(1, 2112, 7168), (200, 300, 384), (4097, 1000, 256), (130, 4104, 1024),
                  (64, 256, 128), (300, 520, 640), (333, 1040, 1152), (4100, 2048, 2176)]
 CONFIGS = [dict(), dict(BM=64, BN=16, STAGES=8), dict(BM=128, BN=32, STAGES=4, GROUP=1),
