@@ -45,9 +45,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .dtypes import dtype as dtype_info
 from .ir import Op, ScalarType, TensorType, TileType, Type
 
 MMA_OPS = ("mma", "mma_promote")
+SWIZZLE_BYTES = 128     # a 128B-swizzled row: TMA's SWIZZLE_128B, wgmma's descriptor layout 1
+SWIZZLE_ATOM = 1024     # 8 such rows: the alignment of every shared-memory buffer
+
+
+def atom_aligned(nbytes: int) -> int:
+    """`nbytes` rounded up to whole swizzle atoms."""
+    return -(-nbytes // SWIZZLE_ATOM) * SWIZZLE_ATOM
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,14 @@ class SmemType(Type):
     dtype: str
     stages: int
     shape: tuple[int, ...]
+
+    @property
+    def stage_bytes(self) -> int:
+        """Bytes from one tile to the next: the tile, rounded up to whole swizzle atoms."""
+        n = dtype_info(self.dtype).bytes
+        for s in self.shape:
+            n *= s
+        return atom_aligned(n)
 
     def __str__(self):
         return f"smem<{self.dtype}[{self.stages} x {', '.join(map(str, self.shape))}]>"

@@ -28,8 +28,8 @@ from __future__ import annotations
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.fragments import WARPGROUP_ROWS, WgmmaAcc
 from commdsl.ir import Block, KernelIR, Op, TileType, Value
-from commdsl.ir_async import SmemType
-from commdsl.passes.pipeline import MAX_SHARED, SWIZZLE_ATOM, SWIZZLE_BYTES
+from commdsl.ir_async import SWIZZLE_BYTES, SmemType, atom_aligned
+from commdsl.passes.pipeline import MAX_SHARED
 from commdsl.passes.vectorize import size_facts
 from commdsl.spec import TMA_ALIGNMENT, TensorMapParam
 from commdsl.target import Target
@@ -76,23 +76,22 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     facts = size_facts(kernel)
     consumers = ws.blocks[1]
     stores = [op for op in consumers.walk() if op.name == "store" and _stageable(op, facts)]
-    offset = -(-kernel.shared_bytes // SWIZZLE_ATOM) * SWIZZLE_ATOM
+    offset = atom_aligned(kernel.shared_bytes)
     tensor_maps = list(kernel.attrs.get("tensor_maps", ()))
     bufs, maps, allocs = {}, {}, []
     for op in stores:
         t = op.operands[-1].type
-        nbytes = t.numel * dtype_info(t.dtype).bytes
-        if offset + nbytes > MAX_SHARED:
+        buf = SmemType(t.dtype, 1, t.shape)
+        if offset + buf.stage_bytes > MAX_SHARED:
             continue
-        alloc = Op("smem_alloc", [], [Value(SmemType(t.dtype, 1, t.shape))], {"offset": offset},
-                   loc=op.loc)
+        alloc = Op("smem_alloc", [], [Value(buf)], {"offset": offset}, loc=op.loc)
         allocs.append(alloc)
         bufs[id(op)], maps[id(op)] = alloc.result, len(tensor_maps)
         tensor_maps.append(TensorMapParam(op.operands[0].name,
                                           (WARPGROUP_ROWS,
                                            SWIZZLE_BYTES // dtype_info(t.dtype).bytes),
                                           SWIZZLE_BYTES))
-        offset += -(-nbytes // SWIZZLE_ATOM) * SWIZZLE_ATOM
+        offset += buf.stage_bytes
     staged = [op for op in stores if id(op) in bufs]
     if not staged:
         return kernel

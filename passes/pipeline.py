@@ -29,14 +29,12 @@ from __future__ import annotations
 from commdsl.diagnostics import CompileError
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, Value
-from commdsl.ir_async import MMA_OPS, BarrierType, SmemType
+from commdsl.ir_async import MMA_OPS, SWIZZLE_BYTES, BarrierType, SmemType
 from commdsl.passes.prefetch import add_carried, issue_ahead
 from commdsl.spec import TensorMapParam
 from commdsl.target import Target
 
 I32 = ScalarType("i32")
-SWIZZLE_BYTES = 128
-SWIZZLE_ATOM = 1024              # 8 rows of 128 bytes: the alignment of every stage buffer
 MAX_SHARED = 232448              # opt-in dynamic shared memory per CTA on sm_90 (227 KB)
 PRODUCER_REGS = 24
 REGISTERS_PER_SM = 65536
@@ -277,7 +275,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         stage_bytes += nbytes
         ring = SmemType(op.result.type.dtype, stages, (rows, cols))
         bufs[op.result.id] = pre.value("smem_alloc", [], ring, offset=offset)
-        offset += stages * -(-nbytes // SWIZZLE_ATOM) * SWIZZLE_ATOM
+        offset += stages * ring.stage_bytes
         maps[op.result.id] = len(tensor_maps)
         share = multicast.get(op.result.id, 1)
         tensor_maps.append(TensorMapParam(op.operands[0].name, (rows // share, cols),

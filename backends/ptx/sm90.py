@@ -16,13 +16,12 @@ from llvmlite import ir
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.fragments import WARPGROUP_ROWS
 from commdsl.ir import Op
+from commdsl.ir_async import SWIZZLE_ATOM, SWIZZLE_BYTES
 
 from .asm import F32, I32, I64
 
-SWIZZLE_BYTES = 128
 TENSOR_MAP = ir.PointerType(ir.ArrayType(ir.IntType(8), 128))   # byval CUtensorMap
 VOID = ir.VoidType()
-SWIZZLE_ATOM = 1024
 # Shared-memory matrix descriptor of a K-major, 128B-swizzled tile (PTX ISA "matrix
 # descriptor"): LBO 16 B (encoded 1), SBO 1024 B between 8-row groups (64), layout 1 = 128B.
 DESC_128B = (1 << 16) | (64 << 32) | (1 << 62)
@@ -62,12 +61,6 @@ def _dynamic_smem(cg):
         gv = ir.GlobalVariable(cg.module, ir.ArrayType(ir.IntType(8), 0), "dsmem", addrspace=3)
         gv.linkage, gv.align = "external", SWIZZLE_ATOM
     return cg.b.ptrtoint(gv, I32)
-
-
-def _stage_bytes(ring) -> int:
-    rows, cols = ring.shape
-    nbytes = rows * cols * dtype_info(ring.dtype).bytes
-    return -(-nbytes // SWIZZLE_ATOM) * SWIZZLE_ATOM
 
 
 # ---- structure ----------------------------------------------------------------------------
@@ -249,7 +242,7 @@ def emit_tma_load(cg, op: Op):
     buf, stage = cg.vals[op.operands[1].id], cg.vals[op.operands[2].id]
     coords = [cg.vals[v.id] for v in op.operands[3:-2]]
     bars, index = cg.vals[op.operands[-2].id], cg.vals[op.operands[-1].id]
-    dst = b.add(buf, b.mul(stage, cg.i32(_stage_bytes(ring))))
+    dst = b.add(buf, b.mul(stage, cg.i32(ring.stage_bytes)))
     tmap = b.ptrtoint(cg.tensor_maps[op.attrs["map"]], I64)
     inner_first = ", ".join(f"${i + 2}" for i in range(len(coords)))
     n = len(coords)
@@ -316,10 +309,10 @@ class _Wgmma:
         rings = [v.type for v in op.operands[:2]]
         stage = cg.vals[op.operands[2].id]
         self.bn = op.result.type.shape[1]
-        a_base = b.add(bufs[0], b.mul(stage, cg.i32(_stage_bytes(rings[0]))))
+        a_base = b.add(bufs[0], b.mul(stage, cg.i32(rings[0].stage_bytes)))
         a_base = b.add(a_base, b.mul(_consumer_warpgroup(cg), cg.i32(WARPGROUP_ROWS * 128)))
         self.a_desc = _descriptor(cg, a_base)
-        self.b_desc = _descriptor(cg, b.add(bufs[1], b.mul(stage, cg.i32(_stage_bytes(rings[1])))))
+        self.b_desc = _descriptor(cg, b.add(bufs[1], b.mul(stage, cg.i32(rings[1].stage_bytes))))
         self.nregs = self.bn // 2
         self.order = _fragment_order(self.bn)
         self.instr = (f"wgmma.mma_async.sync.aligned.{op.attrs['instr']}.f32."
@@ -464,21 +457,22 @@ def emit_warpgroup_barrier(cg, op: Op):
 
 
 def emit_tma_store(cg, op: Op):
-    """The leader copies its warpgroup's boxes to (m0 + 64 c, n0 + box columns j)."""
+    """The leader copies its warpgroup's boxes (the tensor map's, one warpgroup's rows by
+    128 bytes) to (m0 + 64 c, n0 + box columns j)."""
     b = cg.b
     smem = op.operands[1].type
     m0, n0 = (cg.vals[v.id] for v in op.operands[2:])
     tmap = b.ptrtoint(cg.tensor_maps[op.attrs["map"]], I64)
-    box_cols = SWIZZLE_BYTES // dtype_info(smem.dtype).bytes
+    box_rows, box_cols = cg.k.attrs["tensor_maps"][op.attrs["map"]].box
+    box_bytes = box_rows * box_cols * dtype_info(smem.dtype).bytes
     group = _consumer_warpgroup(cg)
     with b.if_then(_leader(cg)):
         base = b.add(cg.vals[op.operands[1].id], b.mul(group, cg.i32(_group_bytes(smem))))
-        row = b.add(m0, b.mul(group, cg.i32(WARPGROUP_ROWS)))
+        row = b.add(m0, b.mul(group, cg.i32(box_rows)))
         for j in range(smem.shape[1] // box_cols):
             _asm(cg, "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [$0, {$1, $2}], "
                  "[$3];", "l,r,r,r",
-                 [tmap, b.add(n0, cg.i32(j * box_cols)), row,
-                  b.add(base, cg.i32(j * WARPGROUP_ROWS * SWIZZLE_BYTES))])
+                 [tmap, b.add(n0, cg.i32(j * box_cols)), row, b.add(base, cg.i32(j * box_bytes))])
         _asm(cg, "cp.async.bulk.commit_group;", "")
 
 
