@@ -15,6 +15,7 @@ from typing import Any
 
 from .diagnostics import Span
 from .dims import Dim
+from .dtypes import dtype as dtype_info
 
 
 # ---- types -------------------------------------------------------------------------------
@@ -69,6 +70,44 @@ class TensorType(Type):
         dims = ", ".join(map(str, self.dims))
         return (f"tensor<{self.dtype}[{dims}]{' out' if self.is_out else ''}"
                 f"{' sym' if self.symmetric else ''}>")
+
+
+# ---- shared memory and barriers (after passes/pipeline.py) ----------------------------
+
+SWIZZLE_BYTES = 128     # a 128B-swizzled row: TMA's SWIZZLE_128B, wgmma's descriptor layout 1
+SWIZZLE_ATOM = 1024     # 8 such rows: the alignment of every shared-memory buffer
+
+
+def atom_aligned(nbytes: int) -> int:
+    """`nbytes` rounded up to whole swizzle atoms."""
+    return -(-nbytes // SWIZZLE_ATOM) * SWIZZLE_ATOM
+
+
+@dataclass(frozen=True)
+class SmemType(Type):
+    """`stages` tiles of `shape` in shared memory, each 1024-byte aligned (128B swizzle)."""
+    dtype: str
+    stages: int
+    shape: tuple[int, ...]
+
+    @property
+    def stage_bytes(self) -> int:
+        """Bytes from one tile to the next: the tile, rounded up to whole swizzle atoms."""
+        n = dtype_info(self.dtype).bytes
+        for s in self.shape:
+            n *= s
+        return atom_aligned(n)
+
+    def __str__(self):
+        return f"smem<{self.dtype}[{self.stages} x {', '.join(map(str, self.shape))}]>"
+
+
+@dataclass(frozen=True)
+class BarrierType(Type):
+    count: int
+
+    def __str__(self):
+        return f"mbarriers<{self.count}>"
 
 
 # ---- values, ops, blocks -----------------------------------------------------------------

@@ -43,48 +43,10 @@ The verifier rules of these ops are in RULES, merged into commdsl.ir_verifier.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-from .dtypes import dtype as dtype_info
-from .ir import Op, ScalarType, TensorType, TileType, Type
+from .ir import BarrierType, Op, ScalarType, SmemType, TensorType, TileType
 
 MMA_OPS = ("mma", "mma_promote")
-SWIZZLE_BYTES = 128     # a 128B-swizzled row: TMA's SWIZZLE_128B, wgmma's descriptor layout 1
-SWIZZLE_ATOM = 1024     # 8 such rows: the alignment of every shared-memory buffer
-
-
-def atom_aligned(nbytes: int) -> int:
-    """`nbytes` rounded up to whole swizzle atoms."""
-    return -(-nbytes // SWIZZLE_ATOM) * SWIZZLE_ATOM
-
-
-@dataclass(frozen=True)
-class SmemType(Type):
-    """`stages` tiles of `shape` in shared memory, each 1024-byte aligned (128B swizzle)."""
-    dtype: str
-    stages: int
-    shape: tuple[int, ...]
-
-    @property
-    def stage_bytes(self) -> int:
-        """Bytes from one tile to the next: the tile, rounded up to whole swizzle atoms."""
-        n = dtype_info(self.dtype).bytes
-        for s in self.shape:
-            n *= s
-        return atom_aligned(n)
-
-    def __str__(self):
-        return f"smem<{self.dtype}[{self.stages} x {', '.join(map(str, self.shape))}]>"
-
-
-@dataclass(frozen=True)
-class BarrierType(Type):
-    count: int
-
-    def __str__(self):
-        return f"mbarriers<{self.count}>"
-
-
 def _fail(op: Op, msg: str):
     from .ir_verifier import IRVerifyError     # that module merges RULES: import late
     raise IRVerifyError(f"'{op.name}' {msg}")

@@ -28,7 +28,7 @@ from __future__ import annotations
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.fragments import WARPGROUP_ROWS, WgmmaAcc
 from commdsl.ir import Block, KernelIR, Op, TileType, Value
-from commdsl.ir_async import SWIZZLE_BYTES, SmemType, atom_aligned
+from commdsl.ir import SWIZZLE_BYTES, SmemType, atom_aligned
 from commdsl.passes.pipeline import MAX_SHARED
 from commdsl.passes.vectorize import size_facts
 from commdsl.spec import TMA_ALIGNMENT, TensorMapParam

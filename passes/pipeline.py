@@ -29,7 +29,8 @@ from __future__ import annotations
 from commdsl.diagnostics import CompileError
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, Value
-from commdsl.ir_async import MMA_OPS, SWIZZLE_BYTES, BarrierType, SmemType
+from commdsl.ir import SWIZZLE_BYTES, BarrierType, SmemType
+from commdsl.ir_async import MMA_OPS
 from commdsl.passes.prefetch import add_carried, issue_ahead
 from commdsl.spec import TensorMapParam
 from commdsl.target import Target

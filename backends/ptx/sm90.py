@@ -16,7 +16,7 @@ from llvmlite import ir
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.fragments import WARPGROUP_ROWS
 from commdsl.ir import Op
-from commdsl.ir_async import SWIZZLE_ATOM, SWIZZLE_BYTES
+from commdsl.ir import SWIZZLE_ATOM, SWIZZLE_BYTES
 
 from .asm import F32, I32, I64
 

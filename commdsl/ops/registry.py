@@ -1,0 +1,92 @@
+"""The op registry: every tile-IR op is declared once, here or in a sibling module.
+
+A declaration (`OpDef`) holds what the rest of the compiler needs to know about an op:
+its operands and results in one line of text, the attributes it carries, its traits (which
+passes select ops by, never by lists of names), its verifier rule, its meaning on the CPU
+(the interpreter runs it), and a one-line doc. `docs/ir.md` is generated from the
+declarations. Backends keep their own table of emitters per (op, target).
+
+    interpret(ctx, op, *operand_values) -> result value (or a list, one per result)
+        ctx is the interpreter's state of one program (commdsl/interpreter.py).
+    verify(op) -> None, raising IRVerifyError through `fail(op, message)`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+class IRVerifyError(Exception):
+    """The IR breaks an op's rule: a compiler bug, not a user mistake."""
+
+
+def fail(op, msg: str):
+    raise IRVerifyError(f"'{op.name}' {msg}")
+
+
+# ---- traits: what a pass may ask of an op -----------------------------------------------
+ELEMENTWISE = "elementwise"    # result element i depends on operand elements i only
+REDUCTION = "reduction"        # folds an axis of a tile
+MEMORY = "memory"              # reads or writes global memory
+SHARED = "shared"              # reads or writes shared memory
+ASYNC = "async"                # starts or completes work that runs beside the thread
+BARRIER = "barrier"            # threads (or async units) meet or order their accesses
+TERMINATOR = "terminator"      # ends a block
+REGION = "region"              # holds nested blocks
+SIDE_EFFECTS = "side_effects"  # must not be removed or reordered even if its results are unused
+COMM = "comm"                  # reaches other ranks' memory
+MMA = "mma"                    # tensor-core matrix product
+LAYOUT = "layout"              # moves a tile's elements between threads, same values
+INDEX = "index"                # gives an i32 index of the launch (pid, rank, ...)
+CONSTANT = "constant"          # a compile-time value
+
+TRAITS = (ELEMENTWISE, REDUCTION, MEMORY, SHARED, ASYNC, BARRIER, TERMINATOR, REGION,
+          SIDE_EFFECTS, COMM, MMA, LAYOUT, INDEX, CONSTANT)
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    syntax: str                            # "add(a, b) : T", operands and results in IR text
+    doc: str                               # one line
+    traits: frozenset[str]
+    verify: Callable[[Any], None]
+    interpret: Callable[..., Any] | None
+    attrs: dict[str, str] = field(default_factory=dict)    # attribute -> its meaning
+    family: str = ""                       # the module that declares it: a section of docs/ir.md
+
+    def has(self, trait: str) -> bool:
+        return trait in self.traits
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def declare(name: str, syntax: str, doc: str, *, traits=(), verify=None, interpret=None,
+            attrs: dict[str, str] | None = None, family: str = "") -> OpDef:
+    unknown = set(traits) - set(TRAITS)
+    if unknown:
+        raise ValueError(f"op '{name}': unknown traits {sorted(unknown)}")
+    if name in OPS:
+        raise ValueError(f"op '{name}' is declared twice")
+    d = OpDef(name, syntax, doc, frozenset(traits), verify or (lambda op: None), interpret,
+              dict(attrs or {}), family)
+    OPS[name] = d
+    return d
+
+
+def lookup(name: str) -> OpDef:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise IRVerifyError(f"unknown op '{name}': it has no declaration in commdsl/ops") from None
+
+
+def has_trait(op, trait: str) -> bool:
+    """Whether an IR op (or op name) has `trait`; an undeclared op has none."""
+    d = OPS.get(op if isinstance(op, str) else op.name)
+    return d is not None and trait in d.traits
+
+
+def with_trait(trait: str) -> frozenset[str]:
+    return frozenset(n for n, d in OPS.items() if trait in d.traits)
