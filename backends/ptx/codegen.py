@@ -22,6 +22,7 @@ from commdsl.target import Target
 from . import asm, sm90
 from .comm import CommCodegen, comm_param_types
 from .compact import CompactCodegen
+from .emitters import check_emittable, emits, emitter
 from .asm import F32, GLOBAL_PTR, I1, I8, I16, I32, I64
 
 _REG = {"f32": F32, "bf16": I16, "f16": I16, "e4m3": I8, "e5m2": I8,
@@ -174,20 +175,22 @@ class KernelCodegen(CommCodegen, CompactCodegen):
 
     def emit_block(self, block) -> list:
         """Emits a block's ops; returns the values its `yield` gives (loop bodies)."""
+        self.yielded = []
         for op in block.ops:
-            if op.name == "yield":
-                return [self.vals[v.id] for v in op.operands]
-            emit = sm90.EMITTERS.get(op.name)
-            if emit is not None:
-                emit(self, op)
-            else:
-                getattr(self, "op_" + op.name)(op)
-        return []
+            emitter(op, self.target)(self, op)
+        yielded, self.yielded = self.yielded, []
+        return yielded
 
+    @emits("yield")
+    def op_yield(self, op: Op):
+        self.yielded = [self.vals[v.id] for v in op.operands]
+
+    @emits("const")
     def op_const(self, op: Op):
         t = reg_type(op.result.type.dtype)
         self.vals[op.result.id] = ir.Constant(t, op.attrs["value"])
 
+    @emits("pid")
     def op_pid(self, op: Op):
         self.vals[op.result.id] = self.special("ctaid." + "xyz"[op.attrs["axis"]])
 
@@ -204,18 +207,23 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         is_float = op.operands[0].type.dtype == "f32"
         self._map(op, getattr(self.b, float_fn if is_float else int_fn))
 
+    @emits("add")
     def op_add(self, op):
         self._arith(op, "fadd", "add")
 
+    @emits("sub")
     def op_sub(self, op):
         self._arith(op, "fsub", "sub")
 
+    @emits("mul")
     def op_mul(self, op):
         self._arith(op, "fmul", "mul")
 
+    @emits("div")
     def op_div(self, op):
         self._arith(op, "fdiv", "sdiv")        # fdiv: IEEE round-to-nearest (div.rn.f32)
 
+    @emits("rem")
     def op_rem(self, op):
         self._arith(op, "frem", "srem")
 
@@ -226,37 +234,46 @@ class KernelCodegen(CommCodegen, CompactCodegen):
             pred = ">" if which == "max" else "<"
             self._map(op, lambda a, b: self.b.select(self.b.icmp_signed(pred, a, b), a, b))
 
+    @emits("max")
     def op_max(self, op):
         self._minmax(op, "max")
 
+    @emits("min")
     def op_min(self, op):
         self._minmax(op, "min")
 
+    @emits("abs")
     def op_abs(self, op):
         self._map(op, lambda a: self.intrinsic("llvm.fabs.f32", F32, [a]))
 
+    @emits("fma")
     def op_fma(self, op):
         self._map(op, lambda a, b, c: self.intrinsic("llvm.fma.f32", F32, [a, b, c]))
 
+    @emits("recip")
     def op_recip(self, op):
         if op.operands[0].type.dtype == "ue8m0":     # 1 / 2^(u - 127) = 2^(127 - u): 254 - u
             self._map(op, lambda a: self.b.sub(ir.Constant(I8, 254), a))   # (0xFF: NaN stays)
             return
         self._map(op, lambda a: self.b.fdiv(ir.Constant(F32, 1.0), a))   # rcp.rn.f32
 
+    @emits("neg")
     def op_neg(self, op):
         is_float = op.operands[0].type.dtype == "f32"
         self._map(op, self.b.fneg if is_float else self.b.neg)
 
+    @emits("splat")
     def op_splat(self, op):
         t = op.result.type
         n = (t.layout.held(t.shape) if isinstance(t.layout, Compact)
              else len(slots(t.layout.dims(t.shape))))
         self.vals[op.result.id] = self.new_tile(t, [self.vals[op.operands[0].id]] * n)
 
+    @emits("expand_dims")
     def op_expand_dims(self, op):
         self.vals[op.result.id] = self.new_tile(op.result.type, self.tile(op.operands[0]).regs)
 
+    @emits("broadcast")
     def op_broadcast(self, op):
         src, t = self.tile(op.operands[0]), op.result.type
         index = {s: i for i, s in enumerate(slots(src.dims))}
@@ -266,6 +283,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
             out.append(src.regs[index[key]])
         self.vals[op.result.id] = self.new_tile(t, out)
 
+    @emits("convert")
     def op_convert(self, op):
         src, dst = op.operands[0].type.dtype, op.result.type.dtype
         if isinstance(op.result.type, TileType):
@@ -346,6 +364,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
 
     # ---- data movement between threads ------------------------------------------------------
 
+    @emits("transpose")
     def op_transpose(self, op: Op):
         """Through shared memory, as passes/shared.py planned: every thread writes its
         elements at their transposed place, a barrier, then every thread reads its slots of
@@ -412,6 +431,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
             regs += self.unpack(words, out_t.dtype, vec)
         self.vals[op.result.id] = self.new_tile(out_t, regs)
 
+    @emits("relayout")
     def op_relayout(self, op: Op):
         """A 1-D tile to another layout through a plain shared array: every thread writes
         the elements it holds (copies write the same value), a barrier, then every thread
@@ -478,6 +498,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
 
     # ---- reductions ----------------------------------------------------------------------
 
+    @emits("reduce")
     def op_reduce(self, op: Op):
         kind, axis = op.attrs["kind"], op.attrs["axis"]
         src = self.tile(op.operands[0])
@@ -609,6 +630,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
                          source_etype=I8)
             yield addr, self.all_of(ok) or ir.Constant(I1, 1), list(range(first, first + vec)), vec
 
+    @emits("load")
     def op_load(self, op: Op):
         t = op.result.type
         esize = dtype_info(t.dtype).bytes
@@ -618,6 +640,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
             regs += self.unpack(words, t.dtype, vec)
         self.vals[op.result.id] = self.new_tile(t, regs) if isinstance(t, TileType) else regs[0]
 
+    @emits("store")
     def op_store(self, op: Op):
         value = op.operands[-1]
         t = value.type
@@ -718,6 +741,7 @@ def emit_module(kernels: list[KernelIR], target: Target) -> ir.Module:
     module.triple = "nvptx64-nvidia-cuda"
     annotations = module.add_named_metadata("nvvm.annotations")
     for k in kernels:
+        check_emittable(k, target)
         cg = KernelCodegen(k, target, module)
         fn = cg.run()
         cluster = k.attrs.get("cluster", 1)

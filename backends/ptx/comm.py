@@ -22,6 +22,7 @@ from commdsl.layout import slots
 from commdsl.spec import COMM_PARAMS
 
 from .asm import GLOBAL_PTR, I1, I8, I32, I64, global_store
+from .emitters import emits
 
 _PARAM_TYPES = {"u32": I32, "u64": I64, "ptr": GLOBAL_PTR}
 TIMED_OUT = 1            # status[0] after a wait ran out of time
@@ -73,18 +74,23 @@ class CommCodegen:
         for name, arg in self.comm_args.items():
             arg.name = name
 
+    @emits("rank")
     def op_rank(self, op: Op):
         self.vals[op.result.id] = self.comm_args["rank"]
 
+    @emits("world")
     def op_world(self, op: Op):
         self.vals[op.result.id] = self.comm_args["world"]
 
+    @emits("epoch")
     def op_epoch(self, op: Op):
         self.vals[op.result.id] = self.comm_args["epoch"]
 
+    @emits("get")
     def op_get(self, op: Op):
         self.op_load(op)
 
+    @emits("put")
     def op_put(self, op: Op):
         self.op_store(op)
 
@@ -140,6 +146,7 @@ class CommCodegen:
             stride = b.mul(stride, self.dim_value(d))
         return b.gep(base, [b.mul(offset, ir.Constant(I64, 4))], source_etype=I8)
 
+    @emits("signal")
     def op_signal(self, op: Op):
         tensor, *rest = op.operands
         idx, rank, value = rest[:-2], rest[-2], rest[-1]
@@ -150,6 +157,7 @@ class CommCodegen:
         release_store(self.b, address, self.vals[value.id],
                       self.b.icmp_unsigned("==", self._tid, ir.Constant(I32, 0)))
 
+    @emits("wait")
     def op_wait(self, op: Op):
         b = self.b
         tensor, *rest = op.operands

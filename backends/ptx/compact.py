@@ -13,6 +13,7 @@ from commdsl.layout import Compact, DimMap, slots
 
 from . import asm
 from .asm import F32, I32
+from .emitters import emits
 
 
 class CompactCodegen:
@@ -75,6 +76,7 @@ class CompactCodegen:
             flags.append(b.icmp_unsigned("<", self.thread_coord(m), self.i32(m.tpw)))
         return self.all_of(flags)
 
+    @emits("gather_copies")
     def op_gather_copies(self, op: Op):
         """Every lane gets all R slots back: slot i from lane position i % C of its group,
         compact slot i // C (one `shfl.sync.idx` with immediate lane and segment mask)."""

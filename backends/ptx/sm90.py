@@ -1,11 +1,11 @@
 """Emitters for loops and Hopper's asynchronous machinery: shared-memory rings, mbarriers,
 TMA copies, warpgroup roles (setmaxnreg) and wgmma, as LLVM IR around one-instruction asm.
 
-`EMITTERS` maps an op name to `emit(cg, op)`; codegen.KernelCodegen dispatches to it. Loops
-are LLVM control flow with a phi per carried register; every PTX instruction LLVM has no
-intrinsic for is a single inline-asm instruction (predicate plumbing aside). Shared-memory
-addresses are 32-bit `.shared` addresses: the dynamic shared memory's base plus an offset
-that passes/pipeline.py chose.
+Each `emit_<op>(cg, op)` registers itself in emitters.EMITTERS: loops and shared-memory
+offsets for every target, the rest for sm_90a only. Loops are LLVM control flow with a phi
+per carried register; every PTX instruction LLVM has no intrinsic for is a single inline-asm
+instruction (predicate plumbing aside). Shared-memory addresses are 32-bit `.shared`
+addresses: the dynamic shared memory's base plus an offset that passes/pipeline.py chose.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from commdsl.ir import Op
 from commdsl.ir import SWIZZLE_ATOM, SWIZZLE_BYTES
 
 from .asm import F32, I32, I64
+from .emitters import emits
 
 TENSOR_MAP = ir.PointerType(ir.ArrayType(ir.IntType(8), 128))   # byval CUtensorMap
 VOID = ir.VoidType()
@@ -26,6 +27,7 @@ VOID = ir.VoidType()
 # descriptor"): LBO 16 B (encoded 1), SBO 1024 B between 8-row groups (64), layout 1 = 128B.
 DESC_128B = (1 << 16) | (64 << 32) | (1 << 62)
 WAIT_HINT_NS = 0x989680           # try_wait's suspend-time hint, as CUTLASS and DeepGEMM use
+HOPPER = ("sm_90a",)              # wgmma, setmaxnreg, TMA, mbarrier tx counts, clusters
 
 
 def _asm(cg, text: str, constraints: str, args=(), ret=VOID):
@@ -86,6 +88,7 @@ def _carried(cg, init, dtype: str, phis: list):
     return type(init)(cg.elements(phis, dtype, len(init.regs)), init.dims, init.layout)
 
 
+@emits("for")
 def emit_for(cg, op: Op):
     """while (iv < hi) { body; iv += step } with one phi per carried scalar or tile register."""
     b = cg.b
@@ -126,10 +129,12 @@ def emit_for(cg, op: Op):
         cg.vals[result.id] = value
 
 
+@emits("nprogs")
 def emit_nprogs(cg, op: Op):
     cg.vals[op.result.id] = cg.special("nctaid." + "xyz"[op.attrs["axis"]])
 
 
+@emits("warp_specialize", targets=HOPPER)
 def emit_warp_specialize(cg, op: Op):
     """Warpgroup 0 gives registers back and one of its threads runs the producer block; the
     other warpgroups take the registers and run the consumer block."""
@@ -155,15 +160,18 @@ def emit_warp_specialize(cg, op: Op):
 
 # ---- shared memory and barriers -------------------------------------------------------------
 
+@emits("smem_alloc")
 def emit_smem_alloc(cg, op: Op):
     cg.vals[op.result.id] = cg.b.add(_dynamic_smem(cg), cg.i32(op.attrs["offset"]))
 
 
+@emits("mbarrier_alloc", targets=HOPPER)
 def emit_mbarrier_alloc(cg, op: Op):
     address = cg.b.add(_dynamic_smem(cg), cg.i32(op.attrs["offset"]))
     cg.vals[op.result.id] = Barriers(address, op.attrs["count"], op.attrs["arrivals"])
 
 
+@emits("mbarrier_init", targets=HOPPER)
 def emit_mbarrier_init(cg, op: Op):
     """Thread 0 initializes every barrier and fences the inits; then the CTA syncs."""
     b = cg.b
@@ -185,10 +193,12 @@ def _cluster_barrier(cg):
     _asm(cg, "barrier.cluster.wait.acquire;", "")
 
 
+@emits("cluster_sync", targets=HOPPER)
 def emit_cluster_sync(cg, op: Op):
     _cluster_barrier(cg)
 
 
+@emits("mbarrier_wait", targets=HOPPER)
 def emit_mbarrier_wait(cg, op: Op):
     """Spins on try_wait (which suspends the thread up to the hint) until the phase with
     the given parity has completed."""
@@ -206,12 +216,14 @@ def emit_mbarrier_wait(cg, op: Op):
     b.position_at_end(done)
 
 
+@emits("mbarrier_expect_tx", targets=HOPPER)
 def emit_mbarrier_expect_tx(cg, op: Op):
     bars, index = (cg.vals[v.id] for v in op.operands)
     _asm(cg, f"mbarrier.arrive.expect_tx.shared::cta.b64 _, [$0], {op.attrs['bytes']};", "r",
          [bars.at(cg, index)])
 
 
+@emits("mbarrier_arrive", targets=HOPPER)
 def emit_mbarrier_arrive(cg, op: Op):
     b = cg.b
     bars, index = (cg.vals[v.id] for v in op.operands)
@@ -235,6 +247,7 @@ def emit_mbarrier_arrive(cg, op: Op):
         arrive()
 
 
+@emits("tma_load", targets=HOPPER)
 def emit_tma_load(cg, op: Op):
     """One box of the op's tensor map into buf[stage], completing on the barrier."""
     b = cg.b
@@ -348,6 +361,7 @@ def _wait_group(cg, pending: int, regs: list) -> list:
     return _through(cg, f"wgmma.wait_group.sync.aligned {pending};", regs)
 
 
+@emits("mma", targets=HOPPER)
 def emit_mma(cg, op: Op):
     w = _Wgmma(cg, op)
     acc_in = cg.vals[op.operands[3].id] if len(op.operands) > 3 else None
@@ -369,6 +383,7 @@ def _promote(cg, bn: int, done: list, scale, out: list) -> None:
         out[slot] = cg.b.call(fma, [p, scale.regs[slot // per_row], out[slot]])
 
 
+@emits("mma_promote", targets=HOPPER)
 def emit_mma_promote(cg, op: Op):
     """acc + (a . b^T) * scale[:, None], promoted every `promote_steps` K steps: each
     interval's wgmmas accumulate into their own registers as one commit group; then each
@@ -385,6 +400,7 @@ def emit_mma_promote(cg, op: Op):
     cg.vals[op.result.id] = cg.new_tile(op.result.type, out)
 
 
+@emits("mma_issue", targets=HOPPER)
 def emit_mma_issue(cg, op: Op):
     """One K step's wgmmas as one commit group; the result stays in flight until an
     mma_retire waits for it."""
@@ -396,6 +412,7 @@ def emit_mma_issue(cg, op: Op):
     cg.vals[op.result.id] = cg.new_tile(op.result.type, out)
 
 
+@emits("mma_retire", targets=HOPPER)
 def emit_mma_retire(cg, op: Op):
     partial, scale, acc = (cg.vals[v.id] for v in op.operands)
     bn = op.result.type.shape[1]
@@ -417,6 +434,7 @@ def _group_bytes(smem) -> int:
     return WARPGROUP_ROWS * smem.shape[1] * dtype_info(smem.dtype).bytes
 
 
+@emits("smem_store", targets=HOPPER)
 def emit_smem_store(cg, op: Op):
     """Each thread's column pairs as 4-byte words at their place in its warpgroup's boxes of
     64 rows x 128 bytes. SWIZZLE_128B moves a row's 16-byte chunk c to c ^ (row % 8), and a
@@ -447,15 +465,18 @@ def emit_smem_store(cg, op: Op):
             _asm(cg, "st.shared.b32 [$0], $1;", "r,r", [address, word])
 
 
+@emits("fence_async_shared", targets=HOPPER)
 def emit_fence_async_shared(cg, op: Op):
     _asm(cg, "fence.proxy.async.shared::cta;", "")
 
 
+@emits("warpgroup_barrier", targets=HOPPER)
 def emit_warpgroup_barrier(cg, op: Op):
     """Named barrier 1 + c for consumer warpgroup c (0 is the CTA's)."""
     _asm(cg, "bar.sync $0, 128;", "r", [cg.b.add(_consumer_warpgroup(cg), cg.i32(1))])
 
 
+@emits("tma_store", targets=HOPPER)
 def emit_tma_store(cg, op: Op):
     """The leader copies its warpgroup's boxes (the tensor map's, one warpgroup's rows by
     128 bytes) to (m0 + 64 c, n0 + box columns j)."""
@@ -476,20 +497,9 @@ def emit_tma_store(cg, op: Op):
         _asm(cg, "cp.async.bulk.commit_group;", "")
 
 
+@emits("bulk_wait", targets=HOPPER)
 def emit_bulk_wait(cg, op: Op):
     read = ".read" if op.attrs["read"] else ""
     with cg.b.if_then(_leader(cg)):
         _asm(cg, f"cp.async.bulk.wait_group{read} 0;", "")
 
-
-EMITTERS = {
-    "for": emit_for, "nprogs": emit_nprogs, "warp_specialize": emit_warp_specialize,
-    "smem_alloc": emit_smem_alloc, "mbarrier_alloc": emit_mbarrier_alloc,
-    "mbarrier_init": emit_mbarrier_init, "mbarrier_wait": emit_mbarrier_wait,
-    "mbarrier_expect_tx": emit_mbarrier_expect_tx, "mbarrier_arrive": emit_mbarrier_arrive,
-    "tma_load": emit_tma_load, "mma": emit_mma, "mma_promote": emit_mma_promote,
-    "mma_issue": emit_mma_issue, "mma_retire": emit_mma_retire,
-    "cluster_sync": emit_cluster_sync, "smem_store": emit_smem_store,
-    "fence_async_shared": emit_fence_async_shared, "warpgroup_barrier": emit_warpgroup_barrier,
-    "tma_store": emit_tma_store, "bulk_wait": emit_bulk_wait,
-}
