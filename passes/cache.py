@@ -1,16 +1,19 @@
-"""Lowers `cache(...)` clauses to PTX load/store qualifiers and rejects illegal ones.
+"""Decides each global access's cache policy from its `cache(...)` clause and rejects
+illegal ones.
 
-    cache(nc, L1 = no_allocate, L2 = 256B)  ->  ld.global.nc.L1::no_allocate.L2::256B
+    cache(nc, L1 = no_allocate, L2 = 256B)  ->  {nc = True, L1 = "no_allocate", L2 = "256B"}
 
 The rules are the PTX ISA's for sm_90 (checked with ptxas 13): `.nc` only on loads and not
 with `volatile`; a cache operator (ca/cg/cs, wb/wt) and an L1 eviction priority exclude each
 other; `volatile` takes neither; the L2 prefetch size is for loads only; L2 eviction
-priorities on ld/st and 256-bit accesses need sm_100. Each op gets `qualifiers`, the
-instruction prefix the backend emits, e.g. "ld.global.nc.L1::no_allocate.L2::256B".
+priorities on ld/st and 256-bit accesses need sm_100. Each load, store, get and put gets
+`cache_policy`, a dict with the keys given of `volatile` (True), `operator` (ca, cg, cs, wb,
+wt), `nc` (True), `L1` (an eviction policy) and `L2` (a prefetch size); `{}` is a plain
+access. The backend spells it (backends/ptx/asm.py: ld.global.nc.L1::no_allocate.L2::256B).
 
 Reads of other ranks' memory (`get`) follow the same rules; with the compile option
-`peer_loads = volatile` a `get ... cache(nc, ...)` becomes DeepEP's fallback
-`ld.volatile.global` instead (passes/cache.py is where every qualifier is decided).
+`peer_loads = volatile` a `get ... cache(nc, ...)` becomes DeepEP's fallback, a volatile
+load and nothing else (passes/cache.py is where every cache policy is decided).
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ def _error(op: Op, i: int | None, message: str, hint: str) -> CompileError:
     return CompileError(message, span, hint)
 
 
-def qualifiers(op: Op, target: Target) -> str:
+def policy(op: Op, target: Target) -> dict:
     is_load = op.name in ("load", "get")
     seen: dict[str, tuple[str | None, int]] = {}
     for i, (key, value) in enumerate(op.attrs.get("cache") or ()):
@@ -98,24 +101,15 @@ def qualifiers(op: Op, target: Target) -> str:
     if l1 is not None and target.sm < 70:
         raise _error(op, pos("L1"), "L1 eviction policies need sm_70 or newer", "drop 'L1'")
 
-    parts = ["ld" if is_load else "st"]
-    if flag("volatile"):
-        parts.append("volatile")
-    parts.append("global")
-    parts += given_ops
-    if flag("nc"):
-        parts.append("nc")
-    if l1 is not None:
-        parts.append(f"L1::{l1}")
-    if l2 is not None:
-        parts.append(f"L2::{l2}")
-    return ".".join(parts)
+    decided = {"volatile": flag("volatile"), "operator": given_ops[0] if given_ops else None,
+               "nc": flag("nc"), "L1": l1, "L2": l2}
+    return {k: v for k, v in decided.items() if v not in (None, False)}
 
 
-# DeepEP's safe spelling of a read of another GPU's memory, for when the non-coherent path
-# is not trusted there (its DISABLE_AGGRESSIVE_PTX_INSTRS): PTX leaves `.nc` on data another
+# DeepEP's safe form of a read of another GPU's memory, for when the non-coherent path is
+# not trusted there (its DISABLE_AGGRESSIVE_PTX_INSTRS): PTX leaves `.nc` on data another
 # agent may write undefined, and only Hopper was found to honour it with L1::no_allocate.
-VOLATILE_PEER_LOAD = "ld.volatile.global"
+VOLATILE_PEER_LOAD = {"volatile": True}
 
 
 def peer_load_policy(kernel: KernelIR, target: Target) -> str:
@@ -124,11 +118,10 @@ def peer_load_policy(kernel: KernelIR, target: Target) -> str:
 
 
 def run(kernel: KernelIR, target: Target) -> KernelIR:
-    policy = peer_load_policy(kernel, target)
+    peer_loads = peer_load_policy(kernel, target)
     for op in kernel.walk():
         if op.name in ("load", "store", "get", "put"):
-            op.attrs["qualifiers"] = qualifiers(op, target)
-            nc = any(key == "nc" for key, _ in op.attrs.get("cache") or ())
-            if op.name == "get" and nc and policy == "volatile":
-                op.attrs["qualifiers"] = VOLATILE_PEER_LOAD
+            op.attrs["cache_policy"] = policy(op, target)
+            if op.name == "get" and op.attrs["cache_policy"].get("nc") and peer_loads == "volatile":
+                op.attrs["cache_policy"] = dict(VOLATILE_PEER_LOAD)
     return kernel

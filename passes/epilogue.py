@@ -45,7 +45,7 @@ def _stageable(op: Op, facts: dict[str, int]) -> bool:
     rows, cols = t.shape
     row_multiple = tensor.dims[-1].divisibility(facts)
     return (esize == 2 and tensor.rank == 2 and tuple(op.attrs.get("sizes", ())) == (rows, cols)
-            and op.attrs.get("qualifiers") == "st.global" and cols * esize % SWIZZLE_BYTES == 0
+            and op.attrs.get("cache_policy") == {} and cols * esize % SWIZZLE_BYTES == 0
             and row_multiple * esize % TMA_ALIGNMENT == 0)
 
 

@@ -15,7 +15,7 @@ from commdsl.target import Target
 PASS_ORDER = {
     "legalize": "legalize",     # reject what the target cannot do (FP8 conversion, ...)
     "schedule": "schedule",     # persistent tile loops -> one CTA per SM, rasterized tile order
-    "cache": "cache",           # cache(...) clauses -> PTX load/store qualifiers
+    "cache": "cache",           # cache(...) clauses -> checked cache policies of accesses
     "vectorize": "vectorize",   # widest legal vector per global access (16 bytes)
     "divide": "divide",         # x / broadcast(d): one reciprocal per d, exact FMA correction
     "mma": "mma",               # mma -> wgmma shapes, warpgroups, fragments; fused promotion

@@ -43,8 +43,8 @@ def _shape_vectors(kernel: KernelIR, threads: int) -> dict[tuple[int, ...], int]
             tile = op.result.type if op.name in ("load", "get") else op.operands[-1].type
             if isinstance(tile, TileType) and tile.shape:
                 widths.setdefault(tile.shape, set()).add(op.attrs["vec"])
-                if op.name in ("store", "put") or "no_allocate" in op.attrs.get(
-                        "qualifiers", ""):
+                if (op.name in ("store", "put")
+                        or op.attrs["cache_policy"].get("L1") == "no_allocate"):
                     whole[tile.shape] = min(whole.get(tile.shape, op.attrs["vec"]),
                                             op.attrs["vec"])
     vec = {}

@@ -2,6 +2,7 @@
 import pytest
 import re
 
+from commdsl.backends.ptx.asm import global_access
 from commdsl.compiler import compile_source
 from commdsl.diagnostics import CompileError
 from commdsl.ir import Block, Builder, KernelIR, ScalarType, TileType
@@ -33,17 +34,20 @@ def load_op(cache_clause, target="sm_90a"):
     return next(op for op in ops if op.name == "load")
 
 
-@pytest.mark.parametrize("clause,expected", [
-    ("", "ld.global"),
-    ("cache(nc)", "ld.global.nc"),
-    ("cache(nc, L1 = no_allocate, L2 = 256B)", "ld.global.nc.L1::no_allocate.L2::256B"),
-    ("cache(cg, nc)", "ld.global.cg.nc"),
-    ("cache(L1 = evict_last, L2 = 128B)", "ld.global.L1::evict_last.L2::128B"),
-    ("cache(volatile, L2 = 64B)", "ld.volatile.global.L2::64B"),
-    ("cache(cs)", "ld.global.cs"),
+@pytest.mark.parametrize("clause,policy,spelled", [
+    ("", {}, "ld.global"),
+    ("cache(nc)", {"nc": True}, "ld.global.nc"),
+    ("cache(nc, L1 = no_allocate, L2 = 256B)", {"nc": True, "L1": "no_allocate", "L2": "256B"},
+     "ld.global.nc.L1::no_allocate.L2::256B"),
+    ("cache(cg, nc)", {"operator": "cg", "nc": True}, "ld.global.cg.nc"),
+    ("cache(L1 = evict_last, L2 = 128B)", {"L1": "evict_last", "L2": "128B"},
+     "ld.global.L1::evict_last.L2::128B"),
+    ("cache(volatile, L2 = 64B)", {"volatile": True, "L2": "64B"}, "ld.volatile.global.L2::64B"),
+    ("cache(cs)", {"operator": "cs"}, "ld.global.cs"),
 ])
-def test_cache_clause_becomes_qualifiers(clause, expected):
-    assert load_op(clause).attrs["qualifiers"] == expected
+def test_cache_clause_becomes_a_policy_the_backend_spells(clause, policy, spelled):
+    assert load_op(clause).attrs["cache_policy"] == policy
+    assert global_access("ld", policy) == spelled
 
 
 @pytest.mark.parametrize("clause,message", [
@@ -115,7 +119,7 @@ def test_print_after_shows_the_ir_after_that_pass():
     compile_source(ROWS.replace("CACHE", ""), emit="llvm", print_after={"cache"},
                    printer=seen.append)
     assert len(seen) == 1 and "IR after cache" in seen[0]
-    assert 'qualifiers = "ld.global"' in seen[0] and "vec =" not in seen[0]
+    assert "cache_policy = {}" in seen[0] and "vec =" not in seen[0]
 
 
 def test_verifier_runs_after_every_pass(monkeypatch):

@@ -26,13 +26,26 @@ def access_registers(nbytes: int) -> tuple[int, ir.IntType]:
     return count, ty
 
 
-def global_load(b: ir.IRBuilder, qualifiers: str, nbytes: int, address, predicate) -> list:
-    """`@p ld<qualifiers>.v4.b32 {...}, [addr]`. Each output is tied to a zero input, so where
-    `p` is false the registers keep 0. The predicate is an i1 in a `.pred` register ("b")."""
+def global_access(kind: str, policy: dict) -> str:
+    """`ld` or `st` of global memory under a cache policy (passes/cache.py), as PTX spells
+    it: {nc = True, L1 = "no_allocate", L2 = "256B"} -> ld.global.nc.L1::no_allocate.L2::256B."""
+    parts = [kind, "volatile", "global"] if policy.get("volatile") else [kind, "global"]
+    if "operator" in policy:
+        parts.append(policy["operator"])
+    if policy.get("nc"):
+        parts.append("nc")
+    parts += [f"{level}::{policy[level]}" for level in ("L1", "L2") if level in policy]
+    return ".".join(parts)
+
+
+def global_load(b: ir.IRBuilder, policy: dict, nbytes: int, address, predicate) -> list:
+    """`@p ld.global<policy>.v4.b32 {...}, [addr]`. Each output is tied to a zero input, so
+    where `p` is false the registers keep 0. The predicate is an i1 in a `.pred` register
+    ("b")."""
     suffix, n, ty, c = _WIDTHS[nbytes]
     regs = ", ".join(f"${i}" for i in range(n))
     dst = f"{{{regs}}}" if n > 1 else "$0"
-    text = f"@${n + 1} {qualifiers}{suffix} {dst}, [${n}];"
+    text = f"@${n + 1} {global_access('ld', policy)}{suffix} {dst}, [${n}];"
     ret = ir.LiteralStructType([ty] * n) if n > 1 else ty
     fn = ir.FunctionType(ret, [GLOBAL_PTR, I1] + [ty] * n)
     constraints = [f"={c}"] * n + ["l", "b"] + [str(i) for i in range(n)]
@@ -41,11 +54,11 @@ def global_load(b: ir.IRBuilder, qualifiers: str, nbytes: int, address, predicat
     return [b.extract_value(out, i) for i in range(n)] if n > 1 else [out]
 
 
-def global_store(b: ir.IRBuilder, qualifiers: str, nbytes: int, address, words: list, predicate):
+def global_store(b: ir.IRBuilder, policy: dict, nbytes: int, address, words: list, predicate):
     suffix, n, ty, c = _WIDTHS[nbytes]
     regs = ", ".join(f"${i + 1}" for i in range(n))
     vals = f"{{{regs}}}" if n > 1 else "$1"
-    text = f"@${n + 1} {qualifiers}{suffix} [$0], {vals};"
+    text = f"@${n + 1} {global_access('st', policy)}{suffix} [$0], {vals};"
     fn = ir.FunctionType(ir.VoidType(), [GLOBAL_PTR] + [ty] * n + [I1])
     asm = ir.InlineAsm(fn, text, ",".join(["l"] + [c] * n + ["b"]), side_effect=True)
     b.call(asm, [address, *words, predicate])

@@ -636,7 +636,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         esize = dtype_info(t.dtype).bytes
         regs = []
         for addr, ok, _, vec in self._access(op, t):
-            words = asm.global_load(self.b, op.attrs["qualifiers"], vec * esize, addr, ok)
+            words = asm.global_load(self.b, op.attrs["cache_policy"], vec * esize, addr, ok)
             regs += self.unpack(words, t.dtype, vec)
         self.vals[op.result.id] = self.new_tile(t, regs) if isinstance(t, TileType) else regs[0]
 
@@ -651,7 +651,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
             if not tile:                  # a scalar is held by every thread; thread 0 writes it
                 ok = self.b.and_(ok, self.b.icmp_unsigned("==", self._tid, self.i32(0)))
             words = self.pack([regs[i] for i in idx], t.dtype)
-            asm.global_store(self.b, op.attrs["qualifiers"], vec * esize, addr, words, ok)
+            asm.global_store(self.b, op.attrs["cache_policy"], vec * esize, addr, words, ok)
 
     def unpack(self, words: list, dtype: str, count: int) -> list:
         """Registers of a vector access -> one register per element, in memory order."""

@@ -2,7 +2,7 @@
 
 A symmetric tensor parameter is a pointer to a table of every rank's base address of that
 tensor (runtime/symmetric.py builds it); `get`/`put` load the base of the rank they name
-from it and otherwise are loads and stores (KernelCodegen._access), so cache qualifiers,
+from it and otherwise are loads and stores (KernelCodegen._access), so cache policies,
 vector widths and bounds work the same. `signal` and `wait` are the release/acquire pair
 at system scope that orders memory between GPUs of one host:
 
@@ -194,6 +194,6 @@ class CommCodegen:
         b.position_at_end(timed_out)
         flag = self.vals[idx[-1].id] if idx else ir.Constant(I32, 0)
         words = [ir.Constant(I32, TIMED_OUT), flag, target, last]
-        global_store(b, "st.global", 16, self.comm_args["status"], words, failed)
+        global_store(b, {}, 16, self.comm_args["status"], words, failed)
         b.ret_void()
         b.position_at_end(cont)
