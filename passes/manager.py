@@ -22,10 +22,10 @@ PASS_ORDER = {
     "prefetch": "prefetch",     # pipeline(2) without TMA -> loads an iteration ahead, in registers
     "pipeline": "pipeline",     # via tma loads -> TMA/mbarrier ring, producer/consumer warpgroups
     "tile": "tile",             # map tiles onto threads: layouts and the CTA size
-    "shared": "shared",         # shared memory of transposes: swizzle with fewest bank conflicts
     "replicas": "replicas",     # per-row work after a reduction split among the row's copies
     "overlap": "overlap",       # one K step of wgmmas in flight while the last one is promoted
     "epilogue": "epilogue",     # accumulator tiles out through shared memory and TMA stores
+    "shared": "shared",         # static shared memory of transposes, relayouts, reductions
 }
 
 

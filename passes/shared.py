@@ -1,5 +1,8 @@
-"""Plans the shared memory of ops that move data between threads (`transpose`, and
-`relayout`, which needs a plain array of its tile).
+"""Plans the static shared memory of ops that move data between threads: `transpose`,
+`relayout` (which needs a plain array of its tile) and a `reduce` whose axis spans warps
+(each warp's partials go through shared memory). Each gets its own array, `smem_buffer`
+(its number in the kernel) of `smem_bytes`; the total is checked here, against what a CTA
+may have statically, for all of them at once. The backend emits one array per op as planned.
 
 A transpose writes every element of its operand, from the thread that holds it, to its
 place in the result tile, kept in shared memory row by row; after a barrier every thread
@@ -15,15 +18,16 @@ is stored with its 16-byte chunks permuted by an XOR swizzle,
 (or with a padded row, where that is enough), and the pass picks the plan with the fewest
 bank wavefronts for this op's two access patterns, simulated for one warp from the layouts.
 16-byte chunks stay whole, so the reads stay 16-byte vectors. The plan is the op's `smem`
-attribute; the backend allocates one static shared buffer per op and emits the addresses.
+attribute.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from commdsl.dtypes import dtype as dtype_info
-from commdsl.ir import KernelIR, Op
-from commdsl.layout import slots
+from commdsl.diagnostics import CompileError
+from commdsl.ir import KernelIR, Op, TileType
+from commdsl.layout import Compact, slots
 from commdsl.target import Target
 
 BANKS, BANK_BYTES = 32, 4
@@ -157,21 +161,47 @@ def plan(op: Op) -> SmemPlan:
     return chosen
 
 
+def reduce_bytes(op: Op, num_threads: int) -> int:
+    """Shared memory of a reduce's exchange between warps: a 4-byte word per register of
+    its result per thread (a Compact result: after the reduce-scatter within the warp);
+    0 where the reduced axis stays within a warp."""
+    src, out = op.operands[0].type, op.result.type
+    m = src.layout.dims(src.shape)[op.attrs["axis"]]
+    if m.wpc == 1:
+        return 0
+    regs = len(slots(out.layout.dims(out.shape))) if isinstance(out, TileType) else 1
+    if isinstance(out, TileType) and isinstance(out.layout, Compact):
+        regs = -(-regs // m.tpw)
+    return regs * num_threads * dtype_info(src.dtype).bytes
+
+
+def buffer_bytes(op: Op, num_threads: int) -> int:
+    """Static shared memory the op needs (planning a transpose's layout first), or 0."""
+    if op.name == "transpose":
+        op.attrs["smem"] = plan(op)
+        return op.attrs["smem"].bytes
+    if op.name == "relayout":        # a plain array of the tile (passes/tile.py)
+        t = op.result.type
+        return -(-t.numel * dtype_info(t.dtype).bytes // 16) * 16
+    if op.name == "reduce":
+        return reduce_bytes(op, num_threads)
+    return 0
+
+
 def run(kernel: KernelIR, target: Target) -> KernelIR:
-    from commdsl.diagnostics import CompileError
-    total = 0
+    total, count = 0, 0
     for op in kernel.walk():
-        if op.name == "transpose":
-            op.attrs["smem"] = plan(op)
-            total += op.attrs["smem"].bytes
-        elif op.name == "relayout":      # a plain array of the tile (passes/tile.py)
-            t = op.result.type
-            op.attrs["smem_bytes"] = -(-t.numel * dtype_info(t.dtype).bytes // 16) * 16
-            total += op.attrs["smem_bytes"]
-            if total > STATIC_SMEM_LIMIT:
-                raise CompileError(f"this transpose needs {total} bytes of shared memory, more "
-                                   f"than the {STATIC_SMEM_LIMIT} a CTA has statically", op.loc,
-                                   "transpose a smaller tile, or the FP8 data before "
-                                   "dequantizing it (1 byte per element instead of 4)")
-    kernel.attrs["static_smem_bytes"] = total
+        nbytes = buffer_bytes(op, kernel.num_threads)
+        if not nbytes:
+            continue
+        op.attrs["smem_buffer"], op.attrs["smem_bytes"] = count, nbytes
+        count += 1
+        total += nbytes
+        if total > STATIC_SMEM_LIMIT:
+            raise CompileError(f"with this {op.name}, the kernel's transposes, relayouts and "
+                               f"reductions across warps need {total} bytes of shared memory, "
+                               f"more than the {STATIC_SMEM_LIMIT} a CTA has statically",
+                               op.loc, "transpose or reduce a smaller tile (fewer warps along "
+                               "a reduced axis), or transpose FP8 data before dequantizing "
+                               "it (1 byte per element instead of 4)")
     return kernel

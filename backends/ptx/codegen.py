@@ -69,7 +69,6 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         tid = self._tid = self.special("tid.x")
         self.lane = self.b.and_(tid, ir.Constant(I32, 31), name="lane")
         self.warp = self.b.lshr(tid, ir.Constant(I32, 5), name="warp")
-        self._smem_count = 0
         self._byte_origin: dict[int, tuple] = {}   # id(i8 value) -> (value, i32 word, byte)
 
     # ---- helpers -----------------------------------------------------------------------
@@ -165,6 +164,16 @@ class KernelCodegen(CommCodegen, CompactCodegen):
 
     def new_tile(self, t: TileType, regs) -> Tile:
         return Tile(list(regs), t.layout.dims(t.shape), t.layout)
+
+    def static_smem(self, op: Op, dtype: str):
+        """The op's own shared-memory array of `dtype`, as passes/shared.py planned it."""
+        count = op.attrs["smem_bytes"] // dtype_info(dtype).bytes
+        smem = ir.GlobalVariable(self.module, ir.ArrayType(reg_type(dtype), count),
+                                 f"{self.k.name}_{op.name}_smem{op.attrs['smem_buffer']}",
+                                 addrspace=3)
+        smem.linkage, smem.align = "internal", 16
+        smem.initializer = ir.Constant(smem.value_type, ir.Undefined)
+        return smem
 
     # ---- ops ---------------------------------------------------------------------------
 
@@ -372,11 +381,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         from commdsl.passes.shared import lane_coords, read_vector, write_groups
         b, plan = self.b, op.attrs["smem"]
         src, out_t = self.tile(op.operands[0]), op.result.type
-        smem = ir.GlobalVariable(self.module, ir.ArrayType(I8, plan.bytes),
-                                 f"{self.k.name}_transpose_smem{self._smem_count}", addrspace=3)
-        self._smem_count += 1
-        smem.linkage, smem.align = "internal", 16
-        smem.initializer = ir.Constant(smem.value_type, ir.Undefined)
+        smem = self.static_smem(op, "u8")
         e = plan.elem_bytes
         rt = reg_type(out_t.dtype)
 
@@ -440,11 +445,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         src, out_t = self.tile(op.operands[0]), op.result.type
         e = dtype_info(out_t.dtype).bytes
         rt = reg_type(out_t.dtype)
-        smem = ir.GlobalVariable(self.module, ir.ArrayType(I8, op.attrs["smem_bytes"]),
-                                 f"{self.k.name}_relayout_smem{self._smem_count}", addrspace=3)
-        self._smem_count += 1
-        smem.linkage, smem.align = "internal", 16
-        smem.initializer = ir.Constant(smem.value_type, ir.Undefined)
+        smem = self.static_smem(op, "u8")
 
         def at(index, ty):
             ptr = b.gep(smem, [self.i32(0), b.mul(index, self.i32(e)) if e > 1 else index])
@@ -526,7 +527,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
             for k in range(m.tpw.bit_length() - 1):               # lanes along the axis
                 regs = [combine(r, self.shuffle(r, m.lane_stride << k)) for r in regs]
         if m.wpc > 1:
-            regs = self.reduce_across_warps(regs, m, combine)
+            regs = self.reduce_across_warps(op, regs, m, combine)
         self.vals[op.result.id] = (self.new_tile(out_t, regs) if isinstance(out_t, TileType)
                                    else regs[0])
 
@@ -544,17 +545,12 @@ class KernelCodegen(CommCodegen, CompactCodegen):
             return self.b.bitcast(asm.shuffle_xor(self.b, self.b.bitcast(x, I32), lane_mask), F32)
         return asm.shuffle_xor(self.b, x, lane_mask)
 
-    def reduce_across_warps(self, regs, m: DimMap, combine):
+    def reduce_across_warps(self, op: Op, regs, m: DimMap, combine):
         """Each warp's partials go through shared memory; every thread combines the warps
         that differ only along the reduced axis."""
         b = self.b
         nwarps = self.k.num_threads // 32
-        ty = regs[0].type
-        smem = ir.GlobalVariable(self.module, ir.ArrayType(ty, len(regs) * nwarps * 32),
-                                 f"{self.k.name}_reduce_smem{self._smem_count}", addrspace=3)
-        self._smem_count += 1
-        smem.linkage, smem.align = "internal", 16
-        smem.initializer = ir.Constant(smem.value_type, ir.Undefined)
+        smem = self.static_smem(op, op.operands[0].type.dtype)
 
         def slot_ptr(i, warp):
             idx = b.add(b.mul(b.add(self.i32(i * nwarps), warp), self.i32(32)), self.lane)

@@ -1,0 +1,54 @@
+"""passes/shared.py: every static shared-memory array is planned by the pass, and the limit
+holds for all of them together."""
+import os
+
+import pytest
+
+from commdsl.compiler import compile_file, compile_source
+from commdsl.diagnostics import CompileError
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+
+TRANSPOSE = """
+kernel t(x: f32[M, N], y: out f32[N, M])
+  grid(M / R, N / 128)
+  warps(8)
+{
+  let a = load x[pid.0 * R : +R, pid.1 * 128 : +128]
+  store y[pid.1 * 128 : +128, pid.0 * R : +R] = transpose(a)
+}
+"""
+
+
+def planned(path, **constants):
+    out = compile_file(os.path.join(EXAMPLES, path), constants=constants)
+    return [op for op in out.ir[0].walk() if "smem_bytes" in op.attrs], out.ptx
+
+
+def test_every_static_array_is_numbered_and_sized_by_the_pass():
+    ops, ptx = planned("requant_t.cdsl")
+    assert [(op.name, op.attrs["smem_buffer"]) for op in ops] == [("transpose", 0), ("relayout", 1)]
+    for op in ops:
+        name = f"requant_t_{op.name}_smem{op.attrs['smem_buffer']}[{op.attrs['smem_bytes']}]"
+        assert name in ptx
+    assert ops[0].attrs["smem_bytes"] == ops[0].attrs["smem"].bytes
+
+
+def test_a_reduction_across_warps_has_its_array_planned():
+    ops, ptx = planned("weight_quant.cdsl")
+    assert [op.name for op in ops] == ["reduce"]
+    assert f"weight_quant_reduce_smem0[{ops[0].attrs['smem_bytes']}]" in ptx
+
+
+def test_a_transpose_alone_is_held_to_the_static_limit():
+    with pytest.raises(CompileError, match="65536 bytes of shared memory, more than the 49152"):
+        compile_source(TRANSPOSE.replace("R", "128"), emit="llvm")
+    compile_source(TRANSPOSE.replace("R", "64"), emit="llvm")          # 32 KiB fits
+
+
+def test_the_limit_counts_every_array_of_the_kernel():
+    two = TRANSPOSE.replace("R", "64").replace(
+        "= transpose(a)", "= transpose(a) + transpose(a * 2.0)")
+    with pytest.raises(CompileError, match="65536 bytes") as err:
+        compile_source(two, emit="llvm")
+    assert err.value.span is not None
