@@ -17,12 +17,14 @@ is stored with its 16-byte chunks permuted by an XOR swizzle,
 
 (or with a padded row, where that is enough), and the pass picks the plan with the fewest
 bank wavefronts for this op's two access patterns, simulated for one warp from the layouts.
-16-byte chunks stay whole, so the reads stay 16-byte vectors. The plan is the op's `smem`
-attribute.
+16-byte chunks stay whole, so the reads stay 16-byte vectors. The plan, the op's `smem`
+attribute, also fixes the accesses: which registers each write takes, the read width, and,
+from every thread's coordinates, which accesses are an earlier one's address plus a
+constant (an immediate offset in PTX); the backend emits them as planned.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.diagnostics import CompileError
@@ -43,6 +45,15 @@ class SmemPlan:
     swizzle_shift: int
     swizzle_mask: int        # 0: no swizzle
     wavefronts: int          # modelled cost for one warp: writes + reads
+    # The accesses, in the order the backend emits them. Write i stores the operand's
+    # registers writes[i] (side by side in a result row); read i loads read_vector
+    # elements from the result's slot i * read_vector on. Each access's address is
+    # (anchor, delta): that of access `anchor` (the same kind) plus delta bytes, in every
+    # thread; only an access that is its own anchor computes a swizzled address.
+    writes: tuple[tuple[int, ...], ...] = ()
+    write_at: tuple[tuple[int, int], ...] = ()
+    read_vector: int = 1
+    read_at: tuple[tuple[int, int], ...] = ()
 
     @property
     def bytes(self) -> int:
@@ -72,6 +83,31 @@ def lane_coords(layout, shape, lane: int, warp: int = 0) -> list[tuple[int, ...]
         out.append(tuple((b + m.offset(r, e)) % m.size
                          for b, m, (r, e) in zip(base, dims, slot)))
     return out
+
+
+def thread_coords(tile_type, num_threads: int) -> list[tuple[tuple[int, ...], ...]]:
+    """Per slot, the tile coordinates it stands for in every thread of the CTA."""
+    return list(zip(*(lane_coords(tile_type.layout, tile_type.shape, t % 32, t // 32)
+                      for t in range(num_threads))))
+
+
+def anchors(p: SmemPlan, coords_by_access) -> tuple[tuple[int, int], ...]:
+    """(anchor, delta) per access, from the (row, col) each thread touches in it: an access
+    whose address differs from an earlier anchor's by the same constant in every thread
+    reuses that address plus an immediate offset (`st.shared [%rd+128]`)."""
+    found: list[tuple[int, list[int]]] = []
+    out = []
+    for i, coords in enumerate(coords_by_access):
+        addrs = [p.address(r, c) for r, c in coords]
+        for a, a_addrs in found:
+            delta = addrs[0] - a_addrs[0]
+            if all(x - y == delta for x, y in zip(addrs, a_addrs)):
+                out.append((a, delta))
+                break
+        else:
+            found.append((i, addrs))
+            out.append((i, 0))
+    return tuple(out)
 
 
 def _wavefronts(addresses: list[int], nbytes: int) -> int:
@@ -143,7 +179,7 @@ def _candidates(rows: int, cols: int, e: int):
         shift += 1
 
 
-def plan(op: Op) -> SmemPlan:
+def plan(op: Op, num_threads: int) -> SmemPlan:
     rows, cols = op.result.type.shape
     e = dtype_info(op.result.type.dtype).bytes
     accesses = _accesses(op, e)
@@ -158,7 +194,13 @@ def plan(op: Op) -> SmemPlan:
     chosen = best[1]
     every = {chosen.address(r, c) for r in range(rows) for c in range(cols)}
     assert len(every) == rows * cols and max(every) < chosen.bytes, f"{chosen} is not a bijection"
-    return chosen
+    src, dst = op.operands[0].type, op.result.type
+    groups = write_groups(src, e)
+    by_slot = thread_coords(src, num_threads)
+    writes = [[(c[1], c[0]) for c in by_slot[g[0]]] for g in groups]    # result (row, col)
+    vec = read_vector(dst, e)
+    return replace(chosen, writes=tuple(tuple(g) for g in groups), write_at=anchors(chosen, writes),
+                   read_vector=vec, read_at=anchors(chosen, thread_coords(dst, num_threads)[::vec]))
 
 
 def reduce_bytes(op: Op, num_threads: int) -> int:
@@ -178,7 +220,7 @@ def reduce_bytes(op: Op, num_threads: int) -> int:
 def buffer_bytes(op: Op, num_threads: int) -> int:
     """Static shared memory the op needs (planning a transpose's layout first), or 0."""
     if op.name == "transpose":
-        op.attrs["smem"] = plan(op)
+        op.attrs["smem"] = plan(op, num_threads)
         return op.attrs["smem"].bytes
     if op.name == "relayout":        # a plain array of the tile (passes/tile.py)
         t = op.result.type

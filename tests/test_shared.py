@@ -6,6 +6,7 @@ import pytest
 
 from commdsl.compiler import compile_file, compile_source
 from commdsl.diagnostics import CompileError
+from commdsl.passes.shared import thread_coords
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 
@@ -52,3 +53,21 @@ def test_the_limit_counts_every_array_of_the_kernel():
     with pytest.raises(CompileError, match="65536 bytes") as err:
         compile_source(two, emit="llvm")
     assert err.value.span is not None
+
+
+def test_the_pass_plans_each_transpose_access_and_its_address():
+    """requant_t (FP8, 128 x 128, 4 warps): 4-byte writes of 4 operand rows each, 16-byte
+    reads; all but 2 of the 32 writes and 2 of the 8 reads sit at a constant offset from an
+    earlier access in every thread, so only those 4 compute a swizzled address."""
+    (op, _), _ = planned("requant_t.cdsl")
+    p = op.attrs["smem"]
+    assert len(p.writes) == 32 and all(len(g) == 4 for g in p.writes) and p.read_vector == 16
+    assert {a for a, _ in p.write_at} == {0, 16} and {a for a, _ in p.read_at} == {0, 4}
+    src, dst = op.operands[0].type, op.result.type
+    by_slot = thread_coords(src, 128)
+    writes = [[(c, r) for r, c in by_slot[g[0]]] for g in p.writes]
+    reads = thread_coords(dst, 128)[::p.read_vector]
+    for accesses, plan_at in ((writes, p.write_at), (reads, p.read_at)):
+        for coords, (anchor, delta) in zip(accesses, plan_at):
+            assert [p.address(*c) for c in coords] == [
+                p.address(*c) + delta for c in accesses[anchor]]

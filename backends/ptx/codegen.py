@@ -378,7 +378,6 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         """Through shared memory, as passes/shared.py planned: every thread writes its
         elements at their transposed place, a barrier, then every thread reads its slots of
         the result, up to 16 bytes per read."""
-        from commdsl.passes.shared import lane_coords, read_vector, write_groups
         b, plan = self.b, op.attrs["smem"]
         src, out_t = self.tile(op.operands[0]), op.result.type
         smem = self.static_smem(op, "u8")
@@ -397,12 +396,9 @@ class KernelCodegen(CommCodegen, CompactCodegen):
             return b.gep(smem, [self.i32(0), off])
 
         src_slots = slots(src.dims)
-        nthreads = self.k.num_threads
-        groups = write_groups(op.operands[0].type, e)     # one write each: up to 4 bytes
-        by_slot = list(zip(*(lane_coords(src.layout, op.operands[0].type.shape, t % 32, t // 32)
-                             for t in range(nthreads))))
+        groups = plan.writes
         write_at = self._smem_addresses(
-            plan, [[(c[1], c[0]) for c in by_slot[g[0]]] for g in groups],
+            plan.write_at,
             lambda i: tuple(self.coord(m, r, el)[0]
                             for m, (r, el) in zip(src.dims, src_slots[groups[i][0]]))[::-1],
             address)
@@ -417,19 +413,17 @@ class KernelCodegen(CommCodegen, CompactCodegen):
             b.store(val, ptr, align=len(g) * e)
         asm.barrier(b)
         dims = out_t.layout.dims(out_t.shape)
-        vec = read_vector(out_t, e)
+        vec = plan.read_vector
         nwords, wt = asm.access_registers(vec * e)
         vty = ir.VectorType(wt, nwords) if nwords > 1 else wt
         all_slots = slots(dims)
-        firsts = list(range(0, len(all_slots), vec))
         read_at = self._smem_addresses(
-            plan, [list(coords) for coords in
-                   zip(*(lane_coords(out_t.layout, out_t.shape, t % 32, t // 32)
-                         for t in range(nthreads)))][::vec],
-            lambda i: tuple(self.coord(m, rr, el)[0] for m, (rr, el) in zip(dims, all_slots[firsts[i]])),
+            plan.read_at,
+            lambda i: tuple(self.coord(m, rr, el)[0]
+                            for m, (rr, el) in zip(dims, all_slots[i * vec])),
             address)
         regs = []
-        for i in range(len(firsts)):
+        for i in range(len(plan.read_at)):
             loaded = b.load(read_at(i), typ=vty, align=vec * e)
             words = ([b.extract_element(loaded, self.i32(w)) for w in range(nwords)]
                      if nwords > 1 else [loaded])
@@ -473,27 +467,15 @@ class KernelCodegen(CommCodegen, CompactCodegen):
             regs += self.unpack(words, out_t.dtype, vec)
         self.vals[op.result.id] = self.new_tile(out_t, regs)
 
-    def _smem_addresses(self, plan, coords_by_access, coords_of, address):
-        """Addresses of a sequence of shared-memory accesses. `coords_by_access[i]` lists the
-        (row, col) each thread touches in access i. An access whose address differs from an
-        earlier one's by the same constant in every thread reuses that address plus an
-        immediate offset (`st.shared [%rd+128]`); only the others compute a swizzled address."""
-        anchors: list[tuple[int, list[int], object]] = []
-        out = {}
-        for i, coords in enumerate(coords_by_access):
-            addrs = [plan.address(r, c) for r, c in coords]
-            for a_i, a_addrs, a_ptr in anchors:
-                delta = addrs[0] - a_addrs[0]
-                if all(x - y == delta for x, y in zip(addrs, a_addrs)):
-                    out[i] = (a_ptr, delta)
-                    break
-            else:
-                ptr = address(*coords_of(i))
-                anchors.append((i, addrs, ptr))
-                out[i] = (ptr, 0)
+    def _smem_addresses(self, accesses, coords_of, address):
+        """Addresses of a sequence of shared-memory accesses planned as (anchor, delta)
+        (passes/shared.py): an anchor's from its coordinates `coords_of(i)`, computed here
+        in order; every other one's as its anchor's plus an immediate offset."""
+        ptrs = {i: address(*coords_of(i)) for i, (anchor, _) in enumerate(accesses) if anchor == i}
 
         def at(i):
-            ptr, delta = out[i]
+            anchor, delta = accesses[i]
+            ptr = ptrs[anchor]
             return self.b.gep(ptr, [self.i32(delta)], source_etype=I8) if delta else ptr
         return at
 
