@@ -1,8 +1,9 @@
 """Plans the static shared memory of ops that move data between threads: `transpose`,
-`relayout` (which needs a plain array of its tile) and a `reduce` whose axis spans warps
-(each warp's partials go through shared memory). Each gets its own array, `smem_buffer`
-(its number in the kernel) of `smem_bytes`; the total is checked here, against what a CTA
-may have statically, for all of them at once. The backend emits one array per op as planned.
+`relayout` (a plain array of its tile, read `read_vector` elements at a time) and a `reduce`
+whose axis spans warps (each warp's partials go through shared memory). Each gets its own
+array: `smem_buffer`, its number in the kernel, of `smem_bytes`. Their total is checked
+here, for all of them at once, against what a CTA may have statically; the backend makes
+the arrays as planned.
 
 A transpose writes every element of its operand, from the thread that holds it, to its
 place in the result tile, kept in shared memory row by row; after a barrier every thread
@@ -224,7 +225,9 @@ def buffer_bytes(op: Op, num_threads: int) -> int:
         return op.attrs["smem"].bytes
     if op.name == "relayout":        # a plain array of the tile (passes/tile.py)
         t = op.result.type
-        return -(-t.numel * dtype_info(t.dtype).bytes // 16) * 16
+        e = dtype_info(t.dtype).bytes
+        op.attrs["read_vector"] = read_vector(t, e)
+        return -(-t.numel * e // 16) * 16
     if op.name == "reduce":
         return reduce_bytes(op, num_threads)
     return 0

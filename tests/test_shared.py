@@ -4,9 +4,11 @@ import os
 
 import pytest
 
+from commdsl.backends.ptx.codegen import emit_module
 from commdsl.compiler import compile_file, compile_source
 from commdsl.diagnostics import CompileError
 from commdsl.passes.shared import thread_coords
+from commdsl.target import get_target
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 
@@ -71,3 +73,14 @@ def test_the_pass_plans_each_transpose_access_and_its_address():
         for coords, (anchor, delta) in zip(accesses, plan_at):
             assert [p.address(*c) for c in coords] == [
                 p.address(*c) + delta for c in accesses[anchor]]
+
+
+def test_a_relayout_reads_as_wide_as_the_pass_says():
+    """requant_t's scales (f32, 4 consecutive per thread after the relayout): 16-byte reads;
+    the backend follows the plan, not its own rule."""
+    out = compile_file(os.path.join(EXAMPLES, "requant_t.cdsl"), emit="llvm")
+    relayout = next(op for op in out.ir[0].walk() if op.name == "relayout")
+    assert relayout.attrs["read_vector"] == 4
+    relayout.attrs["read_vector"] = 2
+    llvm = str(emit_module(out.ir, get_target("sm_90a")))
+    assert "load <2 x i32>, <2 x i32> addrspace(3)*" in llvm

@@ -434,7 +434,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
     def op_relayout(self, op: Op):
         """A 1-D tile to another layout through a plain shared array: every thread writes
         the elements it holds (copies write the same value), a barrier, then every thread
-        reads its slots of the new layout, up to 16 bytes per read."""
+        reads its slots of the new layout, `read_vector` at a time (passes/shared.py)."""
         b = self.b
         src, out_t = self.tile(op.operands[0]), op.result.type
         e = dtype_info(out_t.dtype).bytes
@@ -451,10 +451,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
             b.store(val, at(self.coord(src.dims[0], r, el)[0], val.type), align=e)
         asm.barrier(b)
         dims = out_t.layout.dims(out_t.shape)
-        m = dims[0]
-        vec = 1
-        while vec * 2 <= m.spt and m.spt % (vec * 2) == 0 and vec * 2 * e <= 16:
-            vec *= 2
+        m, vec = dims[0], op.attrs["read_vector"]
         nwords, wt = asm.access_registers(vec * e)
         vty = ir.VectorType(wt, nwords) if nwords > 1 else wt
         regs = []
