@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .ir import Block, KernelIR, Op, TileType
 from .layout import Compact, Sliced
-from .ops import IRVerifyError, fail, lookup
+from .ops import ELEMENTWISE, IRVerifyError, fail, has_trait, lookup
 
 __all__ = ["IRVerifyError", "verify"]
 
@@ -28,14 +28,10 @@ def _compact_operands(op: Op):
         if op.attrs.get("vec", 1) != 1:
             fail(op, "stores a compact tile one element per access (vec 1)")
         return
-    if op.name not in _COMPACT_OPS:
+    if not has_trait(op, ELEMENTWISE):
         fail(op, "takes a compact tile: only elementwise ops, stores and gather_copies may")
     if len(compact) != len(layouts) or len(set(compact)) != 1:
         fail(op, "mixes compact and other layouts")
-
-
-_COMPACT_OPS = ("add", "sub", "mul", "div", "rem", "max", "min", "neg", "abs", "fma", "recip",
-                "convert")
 
 
 def verify(kernel: KernelIR, require_layouts: bool = False) -> None:
