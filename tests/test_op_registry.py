@@ -54,3 +54,10 @@ def test_unknown_op_fails_verification_by_name():
     with pytest.raises(IRVerifyError, match="unknown op 'frobnicate': it has no declaration in "
                                             "commdsl/ops"):
         verify(KernelIR("k", [], [], block))
+
+
+def test_docs_ir_md_is_generated_from_the_declarations():
+    from commdsl.ops.docgen import COMMAND, FAMILIES, generate
+    assert {d.family for d in OPS.values()} <= set(FAMILIES), "add the new family to FAMILIES"
+    path = pathlib.Path(__file__).parent.parent / "docs" / "ir.md"
+    assert path.read_text() == generate(), f"docs/ir.md is stale: run `{COMMAND}`"
