@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from commdsl.ir import TileType
 
-from .registry import CONSTANT, ELEMENTWISE, INDEX, declare, fail
+from .registry import CONSTANT, ELEMENTWISE, INDEX, Builtin, declare, fail
 
 FAMILY = "arith"
 
@@ -45,14 +45,17 @@ _BINARY = {
     "max": "the larger of a and b",
     "min": "the smaller of a and b",
 }
+_CALLED = {"max": Builtin("max", "max(a, b)", arity=2),     # the others are + - * / %
+           "min": Builtin("min", "min(a, b)", arity=2)}
 for _name, _doc in _BINARY.items():
     declare(_name, f"{_name}(a, b) : T", _doc, traits=(ELEMENTWISE,), verify=_elementwise,
-            family=FAMILY)
+            family=FAMILY, builtin=_CALLED.get(_name))
 declare("neg", "neg(a) : T", "-a", traits=(ELEMENTWISE,), verify=_elementwise, family=FAMILY)
-declare("abs", "abs(a) : T", "|a|", traits=(ELEMENTWISE,), verify=_elementwise, family=FAMILY)
+declare("abs", "abs(a) : T", "|a|", traits=(ELEMENTWISE,), verify=_elementwise, family=FAMILY,
+        builtin=Builtin("abs", "abs(t)", floats_only=True))
 declare("fma", "fma(a, b, c) : T", "a * b + c, rounded once", traits=(ELEMENTWISE,),
         verify=_elementwise, family=FAMILY)
-declare("recip", "recip(a) : T", "1 / a, correctly rounded (ue8m0: the exponent negated)", traits=(ELEMENTWISE,),
-        verify=_elementwise, family=FAMILY)
-declare("convert", "convert(a) : U", "a in another dtype, same shape: round to nearest, saturating to FP8",
-        traits=(ELEMENTWISE,), verify=_convert, family=FAMILY)
+declare("recip", "recip(a) : T", "1 / a, correctly rounded (ue8m0: the exponent negated)",
+        traits=(ELEMENTWISE,), verify=_elementwise, family=FAMILY)
+declare("convert", "convert(a) : U",
+        "a in another dtype, same shape: round to nearest, saturating to FP8", traits=(ELEMENTWISE,), verify=_convert, family=FAMILY)
