@@ -37,7 +37,7 @@ def parse_module(text: str, path: str = "<string>") -> list[KernelIR]:
     source = Source(text, path)
     try:
         tree = _parser().parse(text)
-        return [_Builder(source).kernel(k) for k in tree.children]
+        return [_Builder().kernel(k) for k in tree.children]
     except UnexpectedInput as e:
         raise _syntax_error(e, source) from None
     except CompileError as e:
@@ -171,8 +171,7 @@ class _Terms(Transformer):
 class _Builder:
     """Ops, blocks and kernels, built in text order so every use finds its definition."""
 
-    def __init__(self, source: Source):
-        self.source = source
+    def __init__(self):
         self.values: dict[str, Value] = {}
 
     def terms(self, tree):
@@ -182,6 +181,16 @@ class _Builder:
             if isinstance(e.orig_exc, CompileError):
                 raise e.orig_exc from None
             raise
+
+    def attrs(self, tree, value_ids=()) -> dict:
+        """An attribute dict; a value's name stands for its id in the keys `value_ids`."""
+        attrs = self.terms(tree)
+        for key, v in attrs.items():
+            if key in value_ids and isinstance(v, _ValueName):
+                attrs[key] = self.use(v.token).id
+            else:
+                _no_value_names(v)
+        return attrs
 
     def define(self, tok: Token, type) -> Value:
         name = str(tok)
@@ -217,10 +226,7 @@ class _Builder:
         k.shared_bytes = int(shared.children[0]) if shared is not None else 0
         k.body.ops = [self.op(o) for o in ops]
         if attrs is not None:
-            k.attrs = self.terms(attrs.children[0])
-            for key in VALUE_ID_ATTRS:
-                if isinstance(k.attrs.get(key), _ValueName):
-                    k.attrs[key] = self.use(k.attrs[key].token).id
+            k.attrs = self.attrs(attrs.children[0], VALUE_ID_ATTRS)
         return k
 
     def op(self, tree: Tree) -> Op:
@@ -232,7 +238,7 @@ class _Builder:
             raise CompileError(f"{name} has {len(result_toks)} results and {len(types)} "
                                "result types", _span(name), "give one type per result")
         op = Op(str(name), operands, [self.define(t, ty) for t, ty in zip(result_toks, types)],
-                self.terms(attrs) if attrs is not None else {}, loc=_span(name))
+                self.attrs(attrs) if attrs is not None else {}, loc=_span(name))
         op.blocks = [self.block(r) for r in regions]
         return op
 
@@ -245,6 +251,14 @@ class _Builder:
                     block.args.append(self.define(a.children[0], self.terms(a.children[1])))
         block.ops = [self.op(o) for o in ops]
         return block
+
+
+def _no_value_names(v) -> None:
+    if isinstance(v, _ValueName):
+        raise CompileError(f"{v.token}: a value stands in an attribute only for "
+                           f"{', '.join(VALUE_ID_ATTRS)}", _span(v.token))
+    for x in v.values() if isinstance(v, dict) else v if isinstance(v, tuple) else ():
+        _no_value_names(x)
 
 
 def _syntax_error(e: UnexpectedInput, source: Source) -> CompileError:

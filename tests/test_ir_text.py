@@ -144,6 +144,8 @@ def test_values_named_alike_stay_apart():
     ("kernel @k() grid(1) {\n  %0 = const() {value = 1 : i32\n}\n", "unexpected ':'", 27),
     ("kernel @k() grid(1) {\n  %0, %1 = const() {value = 1} : i32\n}\n",
      "2 results and 1 result types", 12),
+    ("kernel @k() grid(1) {\n  %0 = const() {value = [%0]} : i32\n}\n",
+     "%0: a value stands in an attribute only for cluster_varying", 26),
 ])
 def test_errors_point_into_the_ir_text(text, message, col):
     with pytest.raises(CompileError) as e:
