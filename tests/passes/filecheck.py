@@ -1,7 +1,10 @@
 """A small FileCheck: the directives of a golden test, matched against a pass's output.
 
 Directives are comment lines of the test file (`// CHECK: text`); the text matches as a
-substring, except that `{{...}}` holds a Python regular expression. In order:
+substring, except that `{{...}}` holds a Python regular expression, `[[NAME:regex]]` matches
+the regex and binds NAME to what it matched, and `[[NAME]]` matches that text again (so a
+check can follow a value without naming its number: `[[R:%[0-9]+]] = recip(` ... `mul(%x,
+[[R]])`). In order:
 
     CHECK: p         p on a line at or after the line after the last match
     CHECK-NEXT: p    p on the line right after the last match
@@ -35,20 +38,31 @@ class Check:
     line: int               # 1-based, in the test file
     count: int = 1          # CHECK-COUNT-n
 
-    def regex(self) -> re.Pattern:
-        return compile_pattern(self.pattern)
+    def regex(self, env: dict[str, str]) -> re.Pattern:
+        return compile_pattern(self.pattern, env, self.line)
 
     def __str__(self):
         kind = f"CHECK-COUNT-{self.count}" if self.kind == "CHECK-COUNT" else self.kind
         return f"{kind}: {self.pattern} (line {self.line})"
 
 
-def compile_pattern(pattern: str) -> re.Pattern:
-    """Literal text with `{{regex}}` parts."""
+def compile_pattern(pattern: str, env: dict[str, str] | None = None,
+                    line: int = 0) -> re.Pattern:
+    """Literal text with `{{regex}}`, `[[NAME:regex]]` and `[[NAME]]` parts; `env` holds
+    the names bound so far."""
+    env = {} if env is None else env
     parts, at = [], 0
-    for m in re.finditer(r"\{\{(.*?)\}\}", pattern):
+    for m in re.finditer(r"\{\{(.*?)\}\}|\[\[([A-Za-z_][A-Za-z0-9_]*)(?::(.*?))?\]\]", pattern):
         parts.append(re.escape(pattern[at:m.start()]))
-        parts.append(f"(?:{m.group(1)})")
+        regex, name, bound = m.groups()
+        if regex is not None:
+            parts.append(f"(?:{regex})")
+        elif bound is not None:
+            parts.append(f"(?P<{name}>{bound})")
+        elif name in env:
+            parts.append(re.escape(env[name]))
+        else:
+            raise CheckError(f"line {line}: [[{name}]] is used before a match binds it")
         at = m.end()
     parts.append(re.escape(pattern[at:]))
     return re.compile("".join(parts))
@@ -56,7 +70,7 @@ def compile_pattern(pattern: str) -> re.Pattern:
 
 @dataclass
 class TestFile:
-    source: str             # the IR, directive lines blanked (line numbers stay)
+    source: str             # the IR, comment lines blanked (line numbers stay)
     run: list[str]          # [pass, target...]
     checks: list[Check]
     error: str | None = None
@@ -67,10 +81,9 @@ def parse_test(text: str) -> TestFile:
     source, run, checks, error = [], None, [], None
     for n, line in enumerate(text.splitlines(), 1):
         m = _DIRECTIVE.match(line)
+        source.append("" if line.lstrip().startswith("//") else line)    # notes for the reader
         if not m:
-            source.append(line)
             continue
-        source.append("")
         name, body = m.group(1), m.group(2).strip()
         if name == "RUN":
             if run is not None:
@@ -117,6 +130,7 @@ def match(checks: list[Check], output: str) -> None:
     lines = output.splitlines()
     line, col = -1, 0          # the last match: its line and the column after it
     pending_not: list[Check] = []
+    env: dict[str, str] = {}    # [[NAME:...]] bindings
 
     def fail(check: Check, why: str, at: int):
         raise CheckError(f"{check}: {why}; output from line {at + 1}:\n{_context(lines, at)}")
@@ -131,13 +145,13 @@ def match(checks: list[Check], output: str) -> None:
                     text = text[:upto_col]
                 if i == line:
                     text = text[col:]
-                if c.regex().search(text):
+                if c.regex(env).search(text):
                     fail(c, f"found on line {i + 1}: {lines[i].strip()}", i)
         pending_not.clear()
 
     def find(check: Check, start: int) -> tuple[int, re.Match]:
         for i in range(start, len(lines)):
-            m = check.regex().search(lines[i])
+            m = check.regex(env).search(lines[i])
             if m:
                 return i, m
         fail(check, "no match", start)
@@ -149,22 +163,25 @@ def match(checks: list[Check], output: str) -> None:
         if check.kind == "CHECK-SAME":
             if line < 0:
                 fail(check, "CHECK-SAME needs a match before it", 0)
-            m = check.regex().search(lines[line], col)
+            m = check.regex(env).search(lines[line], col)
             if not m:
                 fail(check, f"not on the line of the last match (after column {col})", line)
             forbid(line, m.start())
             col = m.end()
+            env.update(m.groupdict())
             continue
         if check.kind == "CHECK-NEXT":
             at = line + 1
-            m = check.regex().search(lines[at]) if at < len(lines) else None
+            m = check.regex(env).search(lines[at]) if at < len(lines) else None
             if not m:
                 fail(check, f"not on the line right after the last match (line {at + 1})", at)
             forbid(at, m.start())
             line, col = at, m.end()
+            env.update(m.groupdict())
             continue
         for _ in range(check.count):
             at, m = find(check, line + 1)
             forbid(at, m.start())
             line, col = at, m.end()
+            env.update(m.groupdict())
     forbid(len(lines))

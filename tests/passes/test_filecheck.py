@@ -65,6 +65,13 @@ def test_regex_parts_and_literal_parts():
     fails("// CHECK: vec = {{[58]}}", "no match")
 
 
+def test_variables_bind_and_match_again():
+    ok("// CHECK: [[V:%[0-9]+]] = load(\n// CHECK: recip([[V]])")
+    ok("// CHECK: [[V:%[0-9]+]] = recip(\n// CHECK-NOT: load([[V]]\n// CHECK: store(%x, %0, [[V]])")
+    fails("// CHECK: [[V:%[0-9]+]] = pid()\n// CHECK: recip([[V]])", "no match")
+    fails("// CHECK: recip([[W]])", r"\[\[W\]\] is used before a match binds it")
+
+
 def test_failure_shows_the_output_where_matching_stopped():
     with pytest.raises(CheckError) as err:
         ok("// CHECK: recip(\n// CHECK: fma(")
