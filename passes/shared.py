@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import KernelIR, Op
+from commdsl.ir_printer import attribute_class
 from commdsl.layout import slots
 from commdsl.target import Target
 
@@ -30,6 +31,7 @@ BANKS, BANK_BYTES = 32, 4
 STATIC_SMEM_LIMIT = 48 * 1024          # static shared memory per CTA
 
 
+@attribute_class("smem_plan")
 @dataclass(frozen=True)
 class SmemPlan:
     rows: int                # the result tile's shape
