@@ -28,7 +28,7 @@ from .ir_printer import ATTRIBUTE_CLASSES, VALUE_ID_ATTRS
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
     grammar = resources.files("commdsl.grammar").joinpath("tile_ir.lark").read_text()
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True,
+    return Lark(grammar, parser="lalr", maybe_placeholders=True,
                 cache=os.path.join(cache_dir(), "tile_ir.lark.cache"))
 
 
@@ -151,13 +151,15 @@ class _Terms(Transformer):
         cls = ATTRIBUTE_CLASSES.get(str(name))
         if cls is None:
             raise CompileError(f"unknown attribute object '{name}'", _span(name),
-                               f"known: {', '.join(sorted(ATTRIBUTE_CLASSES))}")
+                               f"known: {', '.join(sorted(ATTRIBUTE_CLASSES))}; a pass's "
+                               "class is known once its module is imported")
         names = [f.name for f in fields(cls)]
         kwargs = {}
         for i, (key, value) in enumerate(a for a in args if a is not None):
             key = key or (names[i] if i < len(names) else None)
-            if key not in names:
-                raise CompileError(f"{name} has no field '{key}'", _span(name),
+            if key not in names or key in kwargs:
+                raise CompileError(f"{name} has no field '{key}'" if key not in names else
+                                   f"{name} gets '{key}' twice", _span(name),
                                    f"fields: {', '.join(names)}")
             kwargs[key] = value
         try:

@@ -112,7 +112,7 @@ def attr_text(v) -> str:
         return json.dumps(v)
     if isinstance(v, dict):
         return "{" + ", ".join(f"{_key(k)} = {attr_text(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, tuple):
+    if isinstance(v, (tuple, list)):            # read back as a tuple
         return "[" + ", ".join(attr_text(x) for x in v) + "]"
     if isinstance(v, Dim):
         return f"dim<{v}>"

@@ -7,8 +7,10 @@ import os
 import pytest
 
 from commdsl.backends.ptx import to_llvm, to_ptx
+from commdsl.cli import main
 from commdsl.compiler import compile_file
 from commdsl.diagnostics import CompileError
+from commdsl.dims import BinOp, Const, SmCount, Sym
 from commdsl.ir import Block, KernelIR
 from commdsl.ir_parser import parse_kernel, parse_module
 from commdsl.ir_printer import VALUE_ID_ATTRS, attr_text, print_kernel
@@ -106,7 +108,8 @@ def test_emit_ir_output_reads_back():
 @pytest.mark.parametrize("value", [
     0, -3, 0.0, -0.0, 1e-05, 3.4028234663852886e38, math.inf, -math.inf, math.nan,
     -math.nan, True, False, None, "", 'say "hi"\n', (), (None, 4), ((1, "a"), ()),
-    {"x": 1, "two words": {}},
+    {"x": 1, "two words": {}}, BinOp("/", Sym("K"), Const(128)),
+    BinOp("-", BinOp("cdiv", SmCount(), Const(-2)), BinOp("*", Sym("M"), Sym("N"))),
 ])
 def test_attribute_values_read_back(value):
     text = ("kernel @k() grid(1) {\n"
@@ -148,3 +151,49 @@ def test_errors_point_into_the_ir_text(text, message, col):
     assert message in e.value.message
     assert e.value.span.line == 2 and e.value.span.col == col
     assert e.value.render().startswith(f"k.ir:2:{col}: error:")
+
+
+# ---- commdsl opt ----------------------------------------------------------------------------
+
+def _ir_after(example: str, last: str, constants=None) -> KernelIR:
+    kernel = compile_file(os.path.join(EXAMPLES, f"{example}.cdsl"), constants=constants,
+                          emit="ir").ir[0]
+    for stage, kernel in _stages(kernel):
+        if stage == last:
+            return kernel
+
+
+@pytest.mark.parametrize("example,before,passes", [
+    ("fp8_gemm", "pipeline", ["tile"]),
+    ("requant_t", "tile", ["shared", "replicas"]),
+])
+def test_opt_runs_passes_on_a_printed_file(tmp_path, capsys, example, before, passes):
+    kernel = _ir_after(example, before)
+    path = tmp_path / "in.ir"
+    path.write_text(print_kernel(kernel))
+    for name in passes:
+        kernel = get_pass(name)(kernel, TARGET)
+    assert main(["opt", str(path), "--passes", ",".join(passes), "-o",
+                 str(tmp_path / "out.ir")]) == 0
+    assert (tmp_path / "out.ir").read_text() == print_kernel(kernel)
+    assert main(["opt", str(path), "--passes", ",".join(passes)]) == 0
+    assert capsys.readouterr().out == print_kernel(kernel)
+
+
+@pytest.mark.parametrize("edit,passes,expected", [
+    (None, "tiel", ["in.ir: error: --passes: no pass named 'tiel'", "did you mean 'tile'?"]),
+    (("%0 = pid()", "%0 = = pid()"), "legalize",
+     ["in.ir:3:8: error: unexpected '='", "    %0 = = pid() {axis = 1} : i32",
+      "         ^"]),
+    (None, "shared", ["in.ir: error: @act_quant: the IR after pass 'shared' does not verify"]),
+])
+def test_opt_errors_are_one_message(tmp_path, capsys, edit, passes, expected):
+    text = print_kernel(_ir_after("act_quant", "irgen"))
+    if edit:
+        text = text.replace(*edit)
+    (tmp_path / "in.ir").write_text(text)
+    assert main(["opt", str(tmp_path / "in.ir"), "--passes", passes]) == 1
+    err = capsys.readouterr().err
+    for line in expected:
+        assert line in err, err
+    assert "Traceback" not in err
