@@ -5,7 +5,8 @@ To add a case, write tests/passes/PASS/CASE.ir: a few ops of IR text (trim what
 `// RUN: PASS [TARGET]` (sm_90a unless named) and either `// CHECK...:` lines that assert
 what the pass decided (a qualifier, a vector width, a layout, the ops it made or removed) or
 `// ERROR: text` for an input it must reject. The directives are filecheck.py's. The input
-must verify as the pass manager would find it, and so must the output.
+must verify as the pass manager would find it, and so must the output. To see what a case
+prints: `commdsl opt tests/passes/PASS/CASE.ir --passes PASS`.
 """
 from pathlib import Path
 
