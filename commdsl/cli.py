@@ -1,4 +1,4 @@
-"""`commdsl compile | check | tune`: the command line.
+"""`commdsl compile | check | tune | opt`: the command line.
 
 Every user mistake is printed as one diagnostic (file:line:col, the line, a caret, a fix)
 and exits with status 1; no Python traceback reaches the user unless COMMDSL_DEBUG is set.
@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "inputs (on a GPU) and save the best for commdsl.load(..., autotune=True)")
     _common(t)
     add_tune_arguments(t)
+    o = sub.add_parser("opt", help="run passes on tile IR text (from --emit ir or "
+                       "--print-after) and print the IR they give")
+    o.add_argument("file", help="a tile IR file")
+    o.add_argument("--passes", required=True, metavar="A,B,...",
+                   help="the passes to run, in this order")
+    o.add_argument("--target", default=None, help="GPU target (default sm_90a)")
+    o.add_argument("-o", "--output", help="output file (default: stdout)")
     return ap
 
 
@@ -114,10 +121,78 @@ def cmd_tune(args) -> int:
     return run(args, dict(_constant(d) for d in args.defines), args.target or DEFAULT_TARGET)
 
 
+def cmd_opt(args) -> int:
+    from commdsl.passes.manager import PASS_ORDER, get_pass
+
+    from .check import did_you_mean
+    from .diagnostics import Source
+    from .ir_parser import parse_module
+    from .ir_printer import print_kernel
+    from .target import DEFAULT_TARGET, get_target
+    try:
+        with open(args.file) as f:
+            text = f.read()
+    except OSError as e:
+        raise CompileError(f"cannot read {args.file}: {e.strerror}") from None
+    source = Source(text, args.file)
+    names = [n.strip() for n in args.passes.split(",") if n.strip()]
+    for name in names:
+        if name not in PASS_ORDER:
+            raise CompileError(f"--passes: no pass named '{name}'", None,
+                               did_you_mean(name, PASS_ORDER) or
+                               f"passes: {', '.join(PASS_ORDER)}", source)
+    target = get_target(args.target or DEFAULT_TARGET)
+    for name in PASS_ORDER:      # imported before parsing: passes register attribute classes
+        get_pass(name)
+    try:
+        out = "".join(print_kernel(_run_passes(k, names, target))
+                      for k in parse_module(text, args.file))
+    except CompileError as e:
+        raise e.with_source(source) from None
+    if args.output is None or args.output == "-":
+        sys.stdout.write(out)
+    else:
+        with open(args.output, "w") as f:
+            f.write(out)
+    return 0
+
+
+def _run_passes(kernel, names: list[str], target):
+    """Runs the named passes in order, verifying the IR before and after each."""
+    from commdsl.passes.manager import PASS_ORDER, get_pass
+
+    from .ir_verifier import IRVerifyError, verify
+    order = list(PASS_ORDER)
+    hint = ("each pass takes the IR of its place in the pipeline, after the passes before it: "
+            + ", ".join(order))
+    ran, layouts = None, False
+    try:
+        verify(kernel)
+        for name in names:
+            ran = name
+            kernel = get_pass(name)(kernel, target)
+            # a pass at or after `tile` in the pipeline gives tiles with layouts
+            layouts |= order.index(name) >= order.index("tile")
+            verify(kernel, require_layouts=layouts)
+    except IRVerifyError as e:
+        what = f"the IR after pass '{ran}'" if ran else "the input IR"
+        raise CompileError(f"@{kernel.name}: {what} does not verify: {e}", None,
+                           hint if ran else None) from None
+    except CompileError:
+        raise
+    except Exception as e:          # a pass given IR of another stage than it expects
+        if os.environ.get("COMMDSL_DEBUG"):
+            raise
+        raise CompileError(f"@{kernel.name}: pass '{ran}' failed: {type(e).__name__}: {e}",
+                           None, hint + " (COMMDSL_DEBUG=1 shows the traceback)") from None
+    return kernel
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"compile": cmd_compile, "check": cmd_check, "tune": cmd_tune}[args.command](args)
+        return {"compile": cmd_compile, "check": cmd_check, "tune": cmd_tune,
+                "opt": cmd_opt}[args.command](args)
     except CommdslError as e:
         print(e.render(), file=sys.stderr)
         return 1

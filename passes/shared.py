@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.diagnostics import CompileError
 from commdsl.ir import KernelIR, Op, TileType
+from commdsl.ir_printer import attribute_class
 from commdsl.layout import Compact, slots
 from commdsl.target import Target
 
@@ -37,6 +38,7 @@ BANKS, BANK_BYTES = 32, 4
 STATIC_SMEM_LIMIT = 48 * 1024          # static shared memory per CTA
 
 
+@attribute_class("smem_plan")
 @dataclass(frozen=True)
 class SmemPlan:
     rows: int                # the result tile's shape
@@ -234,6 +236,8 @@ def buffer_bytes(op: Op, num_threads: int) -> int:
 
 
 def run(kernel: KernelIR, target: Target) -> KernelIR:
+    if not kernel.num_threads:       # before passes/tile.py: no thread mapping to plan for
+        return kernel
     total, count = 0, 0
     for op in kernel.walk():
         nbytes = buffer_bytes(op, kernel.num_threads)

@@ -10,7 +10,7 @@ from commdsl.backends.ptx.emitters import EMITTERS, GENERIC, emits, lookup
 from commdsl.compiler import compile_file
 from commdsl.diagnostics import CompileError
 from commdsl.ir import Builder, ScalarType
-from commdsl.ir_verifier import _RULES
+from commdsl.ops import OPS
 from commdsl.target import get_target
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
@@ -19,7 +19,7 @@ LOWERED_BY_PASSES = {"tiles"}        # passes/schedule.py turns it into loops ov
 
 def test_every_op_has_an_emitter_for_sm_90a():
     target = get_target("sm_90a")
-    missing = sorted(n for n in set(_RULES) - LOWERED_BY_PASSES if lookup(n, target) is None)
+    missing = sorted(n for n in set(OPS) - LOWERED_BY_PASSES if lookup(n, target) is None)
     assert not missing, f"ops without a PTX emitter for sm_90a: {missing}"
 
 
