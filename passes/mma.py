@@ -21,6 +21,7 @@ from commdsl.diagnostics import CompileError
 from commdsl.fragments import WgmmaAcc
 from commdsl.ir import KernelIR, Op, TileType, Value
 from commdsl.layout import Sliced
+from commdsl.ops import ELEMENTWISE, has_trait
 from commdsl.passes.pipeline import consumer_registers
 from commdsl.target import Target
 
@@ -28,8 +29,6 @@ FP8 = ("e4m3", "e5m2")
 K_BYTES = 128                     # one 128B-swizzled row of K per operand row
 WGMMA_K = 32                      # K of one FP8 wgmma
 REGISTER_MARGIN = 24              # addresses, scales, loop state next to the accumulators
-ELEMENTWISE = ("add", "sub", "mul", "div", "max", "min", "fma", "neg", "abs", "convert",
-               "recip", "splat", "broadcast")
 
 
 def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -> int:
@@ -86,11 +85,11 @@ def _assign(kernel: KernelIR, seeds: dict[int, object], values: dict[int, Value]
     links: list[tuple[Value, Value, object]] = []    # (a, b, how b's layout follows a's)
     for op in kernel.walk():
         tiles = [v for v in op.operands + op.results if isinstance(v.type, TileType)]
-        if op.name in ELEMENTWISE:
+        if op.name == "expand_dims":
+            links.append((op.results[0], op.operands[0], ("slice", op.attrs["axis"])))
+        elif has_trait(op, ELEMENTWISE) or op.name == "broadcast":
             out = op.results[0]
             links += [(o, out, None) for o in op.operands if isinstance(o.type, TileType)]
-        elif op.name == "expand_dims":
-            links.append((op.results[0], op.operands[0], ("slice", op.attrs["axis"])))
         elif op.name == "mma" and len(op.operands) > 2:
             links.append((op.results[0], op.operands[-1], None))
         elif op.name == "for":

@@ -33,11 +33,11 @@ plain arithmetic (passes/pipeline.py's `it`).
 from __future__ import annotations
 
 from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, Value
+from commdsl.ops import CONSTANT, ELEMENTWISE, MMA, has_trait
 from commdsl.passes.prefetch import drop_dead
 from commdsl.target import Target
 
 I32 = ScalarType("i32")
-ARITHMETIC = ("const", "add", "sub", "mul", "div", "rem", "min", "max")
 # Registers a consumer thread needs besides its accumulators (addresses, scales, counters):
 # ptxas used 40 with one partial and one f32 accumulator of 64 registers each.
 OTHER_REGS = 48
@@ -46,20 +46,27 @@ OTHER_REGS = 48
 GROUP_STEPS = {1: 2, 2: 8}
 
 
+def _index_math(op: Op) -> bool:
+    """A constant or elementwise op giving an i32 scalar: the stage and phase arithmetic a
+    step may recompute, or drop where nothing uses it."""
+    return ((has_trait(op, CONSTANT) or has_trait(op, ELEMENTWISE))
+            and all(r.type == I32 for r in op.results))
+
+
 def _defining(body: Block) -> dict[int, Op]:
     return {r.id: op for op in body.ops for r in op.results}
 
 
 def _closure(values: list[Value], local: dict[int, Op], body: Block) -> list[Op] | None:
-    """The body's arithmetic ops that compute `values`, in body order; None when one of
-    them needs anything else the body computes."""
+    """The body's index math (_index_math) that computes `values`, in body order; None
+    when one of them needs anything else the body computes."""
     needed: set[int] = set()
     stack = [local[v.id] for v in values if v.id in local]
     while stack:
         op = stack.pop()
         if id(op) in needed:
             continue
-        if op.name not in ARITHMETIC:
+        if not _index_math(op):
             return None
         needed.add(id(op))
         stack += [local[v.id] for v in op.operands if v.id in local]
@@ -126,7 +133,7 @@ class _Step:
             self._clone(b, [op], here)
         yielded = [here.get(v.id, v) for v in self.yield_op.operands]
         mine = b.block.ops[start:]
-        kept = drop_dead(mine, {id(op) for op in mine if op.name in ARITHMETIC},
+        kept = drop_dead(mine, {id(op) for op in mine if _index_math(op)},
                           keep=yielded)
         b.block.ops[start:] = kept
         return yielded
@@ -136,7 +143,7 @@ def _step(loop: Op) -> _Step | None:
     """The loop's issue/finish split, or None when the rewrite does not apply."""
     body = loop.blocks[0]
     mmas = [op for op in body.ops if op.name == "mma_promote"]
-    if len(mmas) != 1 or any(op.name in ("mma", "mma_promote") for inner in body.ops
+    if len(mmas) != 1 or any(has_trait(op, MMA) for inner in body.ops
                              for b in inner.blocks for op in b.walk()):
         return None
     mma = mmas[0]

@@ -30,7 +30,7 @@ from commdsl.diagnostics import CompileError
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, Value
 from commdsl.ir import SWIZZLE_BYTES, BarrierType, SmemType
-from commdsl.ir_async import MMA_OPS
+from commdsl.ops import MMA, has_trait
 from commdsl.passes.prefetch import add_carried, issue_ahead
 from commdsl.spec import TensorMapParam
 from commdsl.target import Target
@@ -92,7 +92,7 @@ def _check_loads(loop: Op, target: Target, users) -> list[Op]:
             raise CompileError(f"a 'via tma' tile has a multiple of 8 rows up to 256, not "
                                f"{rows}", op.loc, "pick BM / BN among 16, 32, 64, 128, 256")
         uses = users.get(op.result.id, [])
-        if any(u.name not in MMA_OPS for u in uses):
+        if any(not has_trait(u, MMA) for u in uses):
             raise CompileError("a 'via tma' tile lands in shared memory, where only mma reads "
                                "it", op.loc, "load tiles used by other math without 'via tma'")
     return loads
@@ -211,7 +211,7 @@ def _consumer(path: list[Op], loads: list[Op], bufs: dict[int, Value], full: Val
     for op in body.ops:
         if op in loads:
             continue
-        if op.name in MMA_OPS:
+        if has_trait(op, MMA):
             b = Builder(Block(), op.loc)
             b.op("mbarrier_wait", [full, stage, parity], [])
             new_ops += b.block.ops

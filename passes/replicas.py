@@ -24,11 +24,9 @@ from __future__ import annotations
 
 from commdsl.ir import KernelIR, Op, TileType, Value
 from commdsl.layout import Blocked, Compact, Sliced, slots
+from commdsl.ops import ELEMENTWISE, has_trait
 from commdsl.target import Target
 
-# Elementwise ops that may run on compact values (codegen maps them slot by slot).
-ELEMENTWISE = ("add", "sub", "mul", "div", "rem", "max", "min", "neg", "abs", "fma", "recip",
-               "convert")
 _CONVERTIBLE = ("f32", "ue8m0")     # one register per element, converted one by one
 
 
@@ -38,7 +36,8 @@ def _expensive(op: Op) -> bool:
 
 
 def _eligible(op: Op, region: set[int], splats: dict[int, Op]) -> bool:
-    if op.name not in ELEMENTWISE or len(op.results) != 1:
+    # Elementwise ops may run on compact values: codegen maps them slot by slot.
+    if not has_trait(op, ELEMENTWISE) or len(op.results) != 1:
         return False
     if not isinstance(op.result.type, TileType):
         return False

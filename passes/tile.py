@@ -20,6 +20,7 @@ from __future__ import annotations
 from commdsl.diagnostics import CompileError
 from commdsl.ir import KernelIR, TileType
 from commdsl.layout import Blocked, Sliced, choose_blocked, slots
+from commdsl.ops import ASYNC, ELEMENTWISE, MEMORY, has_trait
 from commdsl.target import Target
 
 DEFAULT_WARPS = 4
@@ -39,7 +40,7 @@ def _shape_vectors(kernel: KernelIR, threads: int) -> dict[tuple[int, ...], int]
     widths: dict[tuple[int, ...], set[int]] = {}
     whole: dict[tuple[int, ...], int] = {}       # shape -> widest vector its stores allow
     for op in kernel.walk():
-        if op.name in ("load", "store", "get", "put"):
+        if has_trait(op, MEMORY) and not has_trait(op, ASYNC):    # not a TMA copy
             tile = op.result.type if op.name in ("load", "get") else op.operands[-1].type
             if isinstance(tile, TileType) and tile.shape:
                 widths.setdefault(tile.shape, set()).add(op.attrs["vec"])
@@ -87,8 +88,8 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
                 layout = Sliced(op.operands[0].type.layout, op.attrs["axis"])
             elif op.name in ("load", "relayout") and r.id in wanted:
                 layout = wanted[r.id]
-            elif op.name in ("expand_dims", "broadcast", "convert", "abs", "neg", "recip") or (
-                    op.name in ("add", "sub", "mul", "div", "rem", "max", "min", "fma")):
+            elif has_trait(op, ELEMENTWISE) or op.name in ("expand_dims", "broadcast"):
+                # (the two reshapes have their own rules in _propagated)
                 layout = _propagated(op, layout, splats)
             r.type = t.with_layout(layout)
     for op in kernel.walk():
@@ -142,7 +143,7 @@ def _relayout_strided_broadcasts(kernel: KernelIR, wanted: dict, threads: int) -
         if op.name == "expand_dims":
             src = op.operands[0]
             chain = src
-            while producer.get(chain.id) is not None and producer[chain.id].name in _UNARY:
+            while producer.get(chain.id) is not None and _unary_elementwise(producer[chain.id]):
                 chain = producer[chain.id].operands[0]
             load = producer.get(chain.id)
             layout = wanted.get(chain.id)
@@ -206,8 +207,9 @@ def _gather_layouts(kernel: KernelIR, blocked) -> dict[int, object]:
     return out
 
 
-# Ops whose result keeps its operand's layout element for element.
-_UNARY = ("convert", "abs", "neg", "recip")
+def _unary_elementwise(op) -> bool:
+    """Its result keeps its operand's layout element for element."""
+    return has_trait(op, ELEMENTWISE) and len(op.operands) == 1
 
 
 def _wanted_layouts(kernel: KernelIR, blocked) -> dict[int, object]:
@@ -222,7 +224,7 @@ def _wanted_layouts(kernel: KernelIR, blocked) -> dict[int, object]:
     def want(v, depth=0):
         found = set()
         for use in users.get(v.id, []):
-            if use.name in _UNARY and depth < 8:
+            if _unary_elementwise(use) and depth < 8:
                 w = want(use.result, depth + 1)
             elif use.name == "expand_dims":
                 after = [u for u in users.get(use.result.id, []) if u.name == "broadcast"]

@@ -14,6 +14,7 @@ import math
 
 from commdsl.dims import divisibility_facts
 from commdsl.ir import KernelIR, Value
+from commdsl.ops import ASYNC, MEMORY, has_trait
 from commdsl.target import Target
 
 MAX_VECTOR_BYTES = 16          # sm_90: .v4.b32 / .v2.b64; 32-byte accesses need sm_100
@@ -67,7 +68,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     facts = size_facts(kernel)
     known = _divisibility(kernel, facts)
     for op in kernel.walk():
-        if op.name in ("load", "store", "get", "put"):
+        if has_trait(op, MEMORY) and not has_trait(op, ASYNC):    # not a TMA copy
             tensor = op.operands[0]
             start = op.operands[tensor.type.rank]       # index of the innermost dimension
             op.attrs["vec"] = vector_width(tensor, known.get(start.id, 1),

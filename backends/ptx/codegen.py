@@ -15,7 +15,7 @@ from commdsl.dims import Const, Dim, Sym
 from commdsl.fragments import FragmentDim
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import KernelIR, Op, TileType, Value
-from commdsl.ir_comm import PEER_OPS
+from commdsl.ops import COMM, has_trait
 from commdsl.layout import Compact, DimMap, Sliced, slots
 from commdsl.target import Target
 
@@ -584,7 +584,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         guard = ([b.icmp_signed(">", self.vals[op.operands[-1].id], self.i32(0))]
                  if op.attrs.get("guard") else [])
         # get/put reach another rank's copy (backends/ptx/comm.py), maybe a rank per row.
-        base_of = self.peer_bases(op, guard) if op.name in PEER_OPS else (lambda slot: base)
+        base_of = self.peer_bases(op, guard) if has_trait(op, COMM) else (lambda slot: base)
         gathered = {d: self.gather_lookup(op, starts[d]) for d in op.attrs.get("gather", ())}
         for first in range(0, len(all_slots), vec):
             slot = all_slots[first]

@@ -1,0 +1,95 @@
+"""Ops that reshape tiles or move their elements between threads."""
+from __future__ import annotations
+
+from commdsl.ir import ScalarType, TileType
+from commdsl.layout import Compact, Sliced
+
+from .registry import LAYOUT, REDUCTION, SHARED, declare, fail
+
+FAMILY = "tiles"
+
+
+def _splat(op):
+    if not isinstance(op.operands[0].type, ScalarType) or not isinstance(op.result.type, TileType):
+        fail(op, "takes a scalar and makes a tile")
+
+
+def _expand_dims(op):
+    a, r, axis = op.operands[0].type, op.result.type, op.attrs["axis"]
+    if r.shape != a.shape[:axis] + (1,) + a.shape[axis:]:
+        fail(op, f"shape {r.shape} is not {a.shape} with a 1 at axis {axis}")
+
+
+def _broadcast(op):
+    a, r = op.operands[0].type, op.result.type
+    if len(a.shape) != len(r.shape) or any(x not in (1, y) for x, y in zip(a.shape, r.shape)):
+        fail(op, f"cannot broadcast {a.shape} to {r.shape}")
+
+
+REDUCTIONS = ("sum", "max", "min", "amax")
+
+
+def _reduce(op):
+    a, r, axis = op.operands[0].type, op.result.type, op.attrs["axis"]
+    if not isinstance(a, TileType) or not 0 <= axis < len(a.shape):
+        fail(op, f"axis {axis} is not an axis of {a}")
+    shape = a.shape[:axis] + a.shape[axis + 1:]
+    if (isinstance(r, ScalarType) and shape) or (isinstance(r, TileType) and r.shape != shape):
+        fail(op, f"result {r} does not drop axis {axis} of {a.shape} (a scalar when none is "
+             "left)")
+    if op.attrs["kind"] not in REDUCTIONS:
+        fail(op, f"unknown reduction {op.attrs['kind']}")
+
+
+def _transpose(op):
+    a, r = op.operands[0].type, op.result.type
+    if not isinstance(a, TileType) or len(a.shape) != 2 or r.shape != a.shape[::-1]:
+        fail(op, f"result {r} is not {a} with its two axes swapped")
+    if r.dtype != a.dtype:
+        fail(op, "changes the dtype")
+    plan = op.attrs.get("smem")
+    if plan is not None and (plan.row_bytes % 16 or plan.swizzle_mask >= plan.row_bytes // 16):
+        fail(op, f"shared-memory plan {plan} breaks 16-byte rows")
+
+
+def _relayout(op):
+    a, r = op.operands[0].type, op.result.type
+    if getattr(a, "shape", None) != getattr(r, "shape", None):
+        fail(op, "changes the shape")
+
+
+def _gather_copies(op):
+    a, r = op.operands[0].type, op.result.type
+    if not isinstance(a, TileType) or not isinstance(r, TileType) or a.shape != r.shape or (
+            a.dtype != r.dtype):
+        fail(op, "must keep the tile's shape and dtype")
+    if a.layout is None and r.layout is None:
+        return
+    if not isinstance(r.layout, Sliced) or not isinstance(a.layout, Compact) or (
+            a.layout.parent != r.layout):
+        fail(op, f"needs a Compact tile and the Sliced layout it splits, not {a.layout} -> "
+             f"{r.layout}")
+
+
+declare("splat", "splat(s) : tile", "a tile with the scalar s in every element",
+        verify=_splat, family=FAMILY)
+declare("expand_dims", "expand_dims(t) {axis} : tile", "t with a new axis of size 1 at `axis`",
+        traits=(LAYOUT,), verify=_expand_dims, attrs={"axis": "where the new axis goes"},
+        family=FAMILY)
+declare("broadcast", "broadcast(t) : tile", "t repeated along its axes of size 1 to the "
+        "result's shape", traits=(LAYOUT,), verify=_broadcast, family=FAMILY)
+declare("reduce", "reduce(t) {axis, kind} : tile | scalar",
+        "t folded along `axis` by sum, max, min or amax (max of |x|)",
+        traits=(REDUCTION,), verify=_reduce,
+        attrs={"axis": "the axis folded away", "kind": "sum, max, min or amax"}, family=FAMILY)
+declare("transpose", "transpose(t) {smem} : tile", "t with its two axes swapped, through "
+        "shared memory", traits=(LAYOUT, SHARED), verify=_transpose,
+        attrs={"smem": "the shared-memory plan (row bytes, swizzle) of passes/shared.py"},
+        family=FAMILY)
+declare("relayout", "relayout(t) {smem_bytes} : tile", "t in another thread layout, same "
+        "values, through shared memory (passes/tile.py)", traits=(LAYOUT, SHARED),
+        verify=_relayout, attrs={"smem_bytes": "its shared-memory buffer (passes/shared.py)"},
+        family=FAMILY)
+declare("gather_copies", "gather_copies(t) : tile", "a Compact tile's slots sent to every copy "
+        "of its Sliced parent layout (passes/replicas.py)", traits=(LAYOUT,),
+        verify=_gather_copies, family=FAMILY)
