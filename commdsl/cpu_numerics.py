@@ -1,9 +1,8 @@
 """Floating-point operations the GPU rounds differently from plain torch on the CPU: FMA
 rounded once, FP8 conversion saturating as `cvt.rn.satfinite`, and the UE8M0 scale byte.
-What the CPU interpreter's ops compute with; imports nothing of the compiler."""
+What the ops' CPU meanings (commdsl/ops, `interpret`) compute with. torch is imported only
+when they run: compiling a kernel does not need it."""
 from __future__ import annotations
-
-import torch
 
 from .dtypes import DTYPES, FP8_MAX, torch_dtype
 
@@ -12,10 +11,17 @@ def is_int(dtype: str) -> bool:
     return DTYPES[dtype].is_int
 
 
+def scalar(value, dtype: str):
+    """A constant as the interpreter holds it: an i32 as an int, a float as a 0-d tensor."""
+    import torch
+    return int(value) if is_int(dtype) else torch.tensor(value, dtype=torch_dtype(dtype))
+
+
 def fma_f32(a, b, c):
     """a * b + c rounded once to f32, as `fma.rn.f32`. The product of two f32 is exact in
     f64; the f64 sum is rounded to odd (nudged off an even last bit when inexact, the error
     from TwoSum), so its rounding to f32 is the correct rounding of the exact value."""
+    import torch
     a, b, c = (x.double() for x in torch.broadcast_tensors(a, b, c))
     p = a * b
     s = p + c
@@ -32,6 +38,7 @@ def ue8m0_from_f32(x):
     """The UE8M0 byte of the smallest power of two >= |x|, from the f32 bits: exponent +
     (mantissa != 0), at most 0xFF. For positive normal x this is DeepGEMM's
     ceil_to_ue8m0(x) = 2^ceil(log2(x)), computed without log2's rounding."""
+    import torch
     bits = x.float().contiguous().view(torch.int32)
     exp = (bits >> 23) & 0xFF
     up = exp + ((bits & 0x7FFFFF) != 0).to(torch.int32)
@@ -40,6 +47,7 @@ def ue8m0_from_f32(x):
 
 def f32_from_ue8m0(b):
     """2^(b - 127) for a UE8M0 byte: 0 gives 2^-127 (subnormal), 0xFF gives NaN."""
+    import torch
     e = b.to(torch.int32)
     bits = torch.where(e == 0, torch.full_like(e, 0x400000), e << 23)
     bits = torch.where(e == 0xFF, torch.full_like(e, 0x7FC00000), bits)
@@ -49,6 +57,7 @@ def f32_from_ue8m0(b):
 def convert(a, src: str, dst: str):
     """`a` (a tile, a 0-d tensor or an int) from dtype `src` to `dst` as the GPU converts:
     to FP8 rounding to nearest and saturating (NaN stays NaN), to integers toward zero."""
+    import torch
     if isinstance(a, int):
         a = torch.tensor(a, dtype=torch.int32)
     if dst == "ue8m0":

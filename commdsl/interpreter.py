@@ -22,8 +22,8 @@ from .dims import SM_COUNT
 from .interpreter_async import (ClusterBarrier, InterpreterError, Mbarriers, Ring, Scheduler,
                                 wait_until)
 from .interpreter_comm import CommMachinery, Ranks
-from .interpreter_ops import INTERPRET
 from .ir import KernelIR
+from .ops import lookup
 
 
 def run(kernel: KernelIR, tensors: dict, sizes: dict[str, int], comm: Ranks | None = None,
@@ -72,9 +72,10 @@ class Program(CommMachinery):
         for op in block.ops:
             if op.name == "yield":
                 return [self.vals[o.id] for o in op.operands]
-            meaning = INTERPRET.get(op.name)
+            meaning = lookup(op.name).interpret
             if meaning is None:
-                raise InterpreterError(f"op '{op.name}' has no CPU meaning (interpret)")
+                raise InterpreterError(f"op '{op.name}' has no CPU meaning: its declaration "
+                                       f"in commdsl/ops has no interpret")
             out = meaning(self, op, *(self.vals[o.id] for o in op.operands))
             if inspect.isgenerator(out):
                 out = yield from out

@@ -117,38 +117,61 @@ def test_copy_nc():
         dict(x=_random(5000, torch.bfloat16, 2)), dict(y=((5000,), torch.bfloat16)), sizes))
 
 
+FORMATS = [dict(), dict(FMT="e5m2", SF="ue8m0", G=64)]     # a UE8M0 scale: recip is exact
+TORCH = {"e4m3": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2, "f32": torch.float32,
+         "ue8m0": torch.uint8}
+
+
+def _format(fmt):
+    """(element dtype, scale dtype, group) of a quant example's constants."""
+    return TORCH[fmt.get("FMT", "e4m3")], TORCH[fmt.get("SF", "f32")], fmt.get("G", 128)
+
+
+def _input_scales(shape, dtype, seed):
+    if dtype == torch.uint8:                                 # UE8M0: 2^-8 .. 2^7
+        g = torch.Generator().manual_seed(seed)
+        return torch.randint(119, 135, shape, generator=g, dtype=torch.uint8)
+    return _scales(shape, seed)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("n,k", [(200, 300), (128, 256)])
-def test_weight_quant(n, k):
+def test_weight_quant(n, k, fmt):
     sizes = dict(N=n, K=k)
+    x, sf, g = _format(fmt)
     _check(EXAMPLES + "weight_quant.cdsl", "weight_quant", sizes, _runner(
         dict(w=_random((n, k), torch.bfloat16, 3, 2.0)),
-        dict(y=((n, k), torch.float8_e4m3fn), s=((cdiv(n, 128), cdiv(k, 128)), torch.float32)),
-        sizes))
+        dict(y=((n, k), x), s=((cdiv(n, g), cdiv(k, g)), sf)), sizes), **fmt)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("m,k", [(37, 300), (64, 256)])
-def test_dequant_act(m, k):
+def test_dequant_act(m, k, fmt):
     sizes = dict(M=m, K=k)
+    x, sf, g = _format(fmt)
     _check(EXAMPLES + "dequant.cdsl", "dequant_act", sizes, _runner(
-        dict(x=_random((m, k), torch.float8_e4m3fn, 4, 50.0), s=_scales((m, cdiv(k, 128)), 5)),
-        dict(y=((m, k), torch.bfloat16)), sizes))
+        dict(x=_random((m, k), x, 4, 50.0), s=_input_scales((m, cdiv(k, g)), sf, 5)),
+        dict(y=((m, k), torch.bfloat16)), sizes), **fmt)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("n,k", [(200, 300), (128, 256)])
-def test_dequant_weight(n, k):
+def test_dequant_weight(n, k, fmt):
     sizes = dict(N=n, K=k)
+    x, sf, g = _format(fmt)
     _check(EXAMPLES + "dequant.cdsl", "dequant_weight", sizes, _runner(
-        dict(w=_random((n, k), torch.float8_e4m3fn, 6, 50.0),
-             s=_scales((cdiv(n, 128), cdiv(k, 128)), 7)),
-        dict(y=((n, k), torch.bfloat16)), sizes))
+        dict(w=_random((n, k), x, 6, 50.0), s=_input_scales((cdiv(n, g), cdiv(k, g)), sf, 7)),
+        dict(y=((n, k), torch.bfloat16)), sizes), **fmt)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("m,k", [(200, 300), (128, 256)])
-def test_requant_t(m, k):
+def test_requant_t(m, k, fmt):
     sizes = dict(M=m, K=k)
+    x, sf, g = _format(fmt)
     _check(EXAMPLES + "requant_t.cdsl", "requant_t", sizes, _runner(
-        dict(x=_random((m, k), torch.float8_e4m3fn, 8, 50.0), s=_scales((m, cdiv(k, 128)), 9)),
-        dict(xt=((k, m), torch.float8_e4m3fn), st=((k, cdiv(m, 128)), torch.float32)), sizes))
+        dict(x=_random((m, k), x, 8, 50.0), s=_input_scales((m, cdiv(k, g)), sf, 9)),
+        dict(xt=((k, m), x), st=((k, cdiv(m, g)), sf)), sizes), **fmt)
 
 
 # ---- fp8_gemm: the TMA pipeline, warp specialization, clusters -----------------------------
