@@ -33,8 +33,7 @@ def run(kernel: KernelIR, tensors: dict, sizes: dict[str, int], comm: Ranks | No
     count a persistent grid (passes/schedule.py) is sized for."""
     grid = [d.evaluate({**sizes, SM_COUNT: sms}) for d in kernel.grid]
     size = kernel.attrs.get("cluster", 1)
-    pids = sorted(itertools.product(*(range(n) for n in grid)),
-                  key=lambda p: (p[1:], p[0] // size, p[0]))     # a cluster: consecutive x
+    pids = list(itertools.product(*(range(n) for n in grid)))  # clusters: a 1-D grid's runs
     for first in range(0, len(pids), size):
         scheduler, meet = Scheduler(), ClusterBarrier(size)
         cluster = [Program(kernel, tensors, sizes, pid, grid, comm, scheduler, meet)
@@ -136,7 +135,7 @@ class Program(CommMachinery):
 
 
 def run_ranks(kernel: KernelIR, tensors: list[dict], sizes: list[dict], epoch: int,
-              timeout_s: float = 10.0, sms: int = 1) -> None:
+              timeout_s: float = 10.0) -> None:
     """Runs `kernel` on len(tensors) simulated ranks at once, each a thread that runs its
     programs one after another. `tensors[r]` maps parameter names to rank r's CPU tensors (its
     own copy of each symmetric one); `sizes[r]` its sizes."""
@@ -150,7 +149,7 @@ def run_ranks(kernel: KernelIR, tensors: list[dict], sizes: list[dict], epoch: i
     def body(r):
         try:
             run(kernel, tensors[r], sizes[r], Ranks(r, world, epoch, copies, timeout_s,
-                                                     everyone_else[r]), sms)
+                                                     everyone_else[r]))
         except BaseException as e:       # re-raised below, on the caller's thread
             errors[r] = e
         finally:

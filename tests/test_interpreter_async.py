@@ -84,3 +84,22 @@ def test_fma_is_not_double_rounded():
     c = torch.tensor(1 + 2 ** -23, dtype=torch.float32)      # a * b = 2^-24 - 2^-70
     assert float((a.double() * b.double() + c.double()).float()) == 1 + 2 ** -22
     assert float(fma_f32(a, b, c)) == 1 + 2 ** -23
+
+
+def test_every_op_but_yield_has_a_cpu_meaning():
+    from commdsl.ops import OPS
+    assert [name for name, d in OPS.items() if d.interpret is None] == ["yield"]
+
+
+def test_an_op_without_a_meaning_is_a_clear_error(monkeypatch):
+    from dataclasses import replace
+    from commdsl.ops import OPS, IRVerifyError
+    copy_nc = os.path.join(os.path.dirname(__file__), "..", "examples", "copy_nc.cdsl")
+    kir = compile_source(open(copy_nc).read(), copy_nc, emit="ir").ir[0]
+    tensors = dict(x=torch.zeros(8, dtype=torch.bfloat16), y=torch.zeros(8, dtype=torch.bfloat16))
+    monkeypatch.setitem(OPS, "load", replace(OPS["load"], interpret=None))
+    with pytest.raises(InterpreterError, match="op 'load' has no CPU meaning"):
+        run(kir, tensors, dict(N=8))
+    next(op for op in kir.walk() if op.name == "load").name = "frobnicate"
+    with pytest.raises(IRVerifyError, match="unknown op 'frobnicate'"):
+        run(kir, tensors, dict(N=8))
