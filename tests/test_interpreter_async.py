@@ -69,6 +69,16 @@ def test_an_mma_on_the_wrong_stage_gives_a_wrong_result():
     assert not torch.equal(execute().view(torch.int16), good.view(torch.int16))
 
 
+def test_a_cluster_runs_clean_and_needs_its_partners_arrivals():
+    kir, execute = _gemm(CLUSTER=2, BN=64)
+    assert [op.attrs["multicast"] for op in kir.walk() if op.name == "tma_load"] == [2, 1]
+    assert not execute().isnan().any()
+    for arrive in _consumer_ops(kir, "mbarrier_arrive"):
+        arrive.attrs["cluster"] = 1              # release only this CTA's copy of the stage
+    with pytest.raises(InterpreterError, match=r"deadlock at mbarrier_wait.*CTA \(1,\) producer"):
+        execute()
+
+
 def test_fma_rounds_once():
     a = torch.tensor(1 + 2 ** -12, dtype=torch.float32)
     exact = 2 ** -11 + 2 ** -24                  # a * a - 1, representable in f32
