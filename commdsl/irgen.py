@@ -12,14 +12,28 @@ from .check import Signature, did_you_mean
 from .diagnostics import CompileError
 from .ir import Block, Builder, KernelIR, ScalarType, TensorType, TileType, Value
 from .irgen_comm import BUILTINS as COMM_BUILTINS, CommLowering
+from .ops import OPS, OpDef
 
-REDUCTIONS = {"amax", "sum", "max", "min"}
-FUNCTIONS = {
+REDUCTIONS = {
     "amax": "amax(t, axis = A): largest |t| along axis A",
     "sum": "sum(t, axis = A)",
-    "max": "max(a, b) elementwise, or max(t, axis = A)",
-    "min": "min(a, b) elementwise, or min(t, axis = A)",
-    "abs": "abs(t)",
+    "max": "max(t, axis = A)",
+    "min": "min(t, axis = A)",
+}
+# Elementwise functions, from their ops' declarations (commdsl/ops): name -> op.
+ELEMENTWISE_BUILTINS: dict[str, OpDef] = {d.builtin.name: d for d in OPS.values() if d.builtin}
+
+
+def _usage(name: str) -> str:
+    """A function's help line: its elementwise form, its reduction, or both."""
+    if name not in ELEMENTWISE_BUILTINS:
+        return REDUCTIONS[name]
+    usage = ELEMENTWISE_BUILTINS[name].builtin.usage
+    return f"{usage} elementwise, or {REDUCTIONS[name]}" if name in REDUCTIONS else usage
+
+
+FUNCTIONS = {
+    **{name: _usage(name) for name in [*REDUCTIONS, *ELEMENTWISE_BUILTINS]},
     "cast": "cast<e4m3>(t): convert to another dtype (FP8 saturates; cast<ue8m0> rounds a "
             "scale up to a power of two, cast<f32> of a ue8m0 gives 2^(b - 127))",
     "cdiv": "cdiv(a, b): ceil(a / b) of integers",
@@ -240,14 +254,24 @@ class _Lowering(CommLowering):
                 "sub", b, Folded(1), e), e), b, e)
         if e.func in REDUCTIONS and ("axis" in kwargs or e.func in ("amax", "sum")):
             return self.call_reduce(e, kwargs)
-        if e.func == "abs":
-            (x,) = self.expect_args(e, 1)
-            v = self.value(x)
-            if _is_narrow_float(v.type.dtype):
-                v = self.to_dtype(v, "f32", e)
-            return self.at(e).value("abs", [v], v.type)
-        a, b = self.expect_args(e, 2)
-        return self.binary(e.func, self.expr(a), self.expr(b), e)
+        return self.call_builtin(e, ELEMENTWISE_BUILTINS[e.func])
+
+    def call_builtin(self, e: ast.Call, op: OpDef) -> Value:
+        """An elementwise function: its op from the registry, typed by its builtin's rule."""
+        if op.builtin.arity == 2:
+            a, b = self.expect_args(e, 2)
+            return self.binary(op.name, self.expr(a), self.expr(b), e)
+        (x,) = self.expect_args(e, 1)
+        v = self.value(x)
+        if v.type.dtype == "ue8m0":
+            raise CompileError("ue8m0 values are scales stored as exponents, not numbers",
+                               e.span, "compute with cast<f32>(...) of them")
+        if op.builtin.floats_only and _is_int(v.type.dtype):
+            raise CompileError(f"{e.func} takes floats, not {v.type.dtype}", x.span,
+                               f"{FUNCTIONS[e.func]}; convert with cast<f32>(...)")
+        if _is_narrow_float(v.type.dtype):
+            v = self.to_dtype(v, "f32", e)
+        return self.at(e).value(op.name, [v], v.type)
 
     def expect_args(self, e: ast.Call, n: int):
         if len(e.args) != n:
@@ -407,7 +431,15 @@ class _Lowering(CommLowering):
                                    "TMA copies bypass L1; drop the cache(...) clause")
             via = "tma"
         return self.at(e).value("load", [tensor, *idx], rtype, sizes=sizes, via=via,
-                                **_cache_attrs(e.cache))
+                                **self.cache_attrs(e.cache))
+
+    @staticmethod
+    def cache_attrs(clause: ast.CacheClause | None) -> dict:
+        """The clause as written, for the `cache` pass to check and lower; spans kept apart."""
+        if clause is None:
+            return {"cache": None}
+        return {"cache": tuple((a.key, a.value) for a in clause.args),
+                "_cache_spans": tuple(a.span for a in clause.args)}
 
     def tensor(self, name: ast.Name, local: bool = True) -> Value:
         """A tensor parameter; `local`: for load and store, which reach no symmetric tensor
@@ -496,7 +528,8 @@ class _Lowering(CommLowering):
                                s.value.span, "make the slice lengths match the tile")
         if shape or isinstance(value.type, TileType):
             value = self.broadcast_to(value, shape, s)
-        self.at(s).op("store", [tensor, *idx, value], [], sizes=sizes, **_cache_attrs(s.cache))
+        self.at(s).op("store", [tensor, *idx, value], [], sizes=sizes,
+                      **self.cache_attrs(s.cache))
 
     def stmt_Assign(self, s: ast.Assign):
         old = self.env.get(s.name)
@@ -633,14 +666,6 @@ def _assigned(body) -> list[str]:
             names += [n for n in _assigned(stmt.body) if n not in names]
     local = {stmt.name for stmt in body if isinstance(stmt, ast.Let)}
     return [n for n in names if n not in local]
-
-
-def _cache_attrs(clause: ast.CacheClause | None) -> dict:
-    """The clause as written, for the `cache` pass to check and lower; spans kept apart."""
-    if clause is None:
-        return {"cache": None}
-    return {"cache": tuple((a.key, a.value) for a in clause.args),
-            "_cache_spans": tuple(a.span for a in clause.args)}
 
 
 def lower(sig: Signature, kernel: ast.Kernel) -> KernelIR:

@@ -27,6 +27,9 @@ FLAG_DTYPE = "i32"
 
 
 class CommLowering:
+    """Builds on the host class's helpers (at, value, tensor, index_value, cache_attrs), so
+    this module needs nothing from irgen."""
+
     def comm_builtin(self, e: ast.Name) -> Value:
         self.ir.attrs["comm"] = True
         return self.at(e).value(e.id, [], ScalarType("i32"))
@@ -93,16 +96,14 @@ class CommLowering:
         return idx, tuple(sizes), tuple(gather)
 
     def expr_Get(self, e: ast.Get):
-        from .irgen import _cache_attrs
         tensor, rank = self.peer_tensor(e.peer)
         idx, sizes, gather = self.peer_indices(tensor, rank, e.indices, e)
         shape = tuple(s for s in sizes if s is not None)
         rtype = TileType(tensor.type.dtype, shape) if shape else ScalarType(tensor.type.dtype)
         return self.at(e).value("get", [tensor, *idx, rank], rtype, sizes=sizes, gather=gather,
-                                **_cache_attrs(e.cache))
+                                **self.cache_attrs(e.cache))
 
     def stmt_Put(self, s: ast.Put):
-        from .irgen import _cache_attrs
         tensor, rank = self.peer_tensor(s.peer)
         idx, sizes, gather = self.peer_indices(tensor, rank, s.indices, s)
         shape = tuple(n for n in sizes if n is not None)
@@ -119,7 +120,7 @@ class CommLowering:
         if shape and isinstance(value.type, ScalarType):
             value = self.broadcast_to(value, shape, s)
         self.at(s).op("put", [tensor, *idx, rank, value], [], sizes=sizes, gather=gather,
-                      **_cache_attrs(s.cache))
+                      **self.cache_attrs(s.cache))
 
     def flag(self, tensor: Value, indices, node) -> list[Value]:
         """The scalar indices of one flag of a symmetric i32 tensor."""

@@ -61,3 +61,33 @@ def test_docs_ir_md_is_generated_from_the_declarations():
     assert {d.family for d in OPS.values()} <= set(FAMILIES), "add the new family to FAMILIES"
     path = pathlib.Path(__file__).parent.parent / "docs" / "ir.md"
     assert path.read_text() == generate(), f"docs/ir.md is stale: run `{COMMAND}`"
+
+
+ABS = """
+kernel k(x: DT[M], y: out f32[M]) grid(M / 128) warps(4) {
+  let t = load x[pid.0 * 128 : +128]
+  store y[pid.0 * 128 : +128] = FN(t)
+}
+"""
+
+
+def test_a_declared_builtin_is_a_function_of_the_language(monkeypatch):
+    """Adding an elementwise function is one declaration: irgen routes calls by the registry."""
+    from commdsl import irgen
+    from commdsl.compiler import compile_source
+    from commdsl.ops import ELEMENTWISE, Builtin, declare
+    monkeypatch.setattr("commdsl.ops.registry.OPS", dict(OPS))     # undone after the test
+    d = declare("exp2", "exp2(a) : T", "2^a", traits=(ELEMENTWISE,),
+                builtin=Builtin("exp2", "exp2(t)", floats_only=True))
+    monkeypatch.setitem(irgen.ELEMENTWISE_BUILTINS, "exp2", d)
+    monkeypatch.setitem(irgen.FUNCTIONS, "exp2", "exp2(t)")
+    kernel = compile_source(ABS.replace("DT", "bf16").replace("FN", "exp2"), emit="ir").ir[0]
+    (op,) = [op for op in kernel.walk() if op.name == "exp2"]
+    assert op.operands[0].type.dtype == "f32"            # a narrow float computes in f32
+
+
+def test_builtin_type_rule_is_a_diagnostic():
+    from commdsl.compiler import compile_source
+    from commdsl.diagnostics import CompileError
+    with pytest.raises(CompileError, match="abs takes floats, not i32"):
+        compile_source(ABS.replace("DT", "i32").replace("FN", "abs"), emit="ir")

@@ -3,5 +3,5 @@ registers them all, one module per family."""
 from . import arith, asynchronous, comm, control, memory, mma, tiles  # noqa: F401
 from .registry import (ASYNC, BARRIER, COMM, CONSTANT, ELEMENTWISE, INDEX, LAYOUT,  # noqa: F401
                        MEMORY, MMA, OPS, REDUCTION, REGION, SHARED, SIDE_EFFECTS, TERMINATOR,
-                       TRAITS, IRVerifyError, OpDef, declare, fail, has_trait, lookup,
+                       TRAITS, Builtin, IRVerifyError, OpDef, declare, fail, has_trait, lookup,
                        with_trait)

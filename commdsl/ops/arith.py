@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from commdsl.ir import TileType
 
-from .registry import CONSTANT, ELEMENTWISE, INDEX, declare, fail
+from .registry import CONSTANT, ELEMENTWISE, INDEX, Builtin, declare, fail
 
 FAMILY = "arith"
 
@@ -115,16 +115,18 @@ _BINARY = {
     "max": "the larger of a and b",
     "min": "the smaller of a and b",
 }
+_CALLED = {"max": Builtin("max", "max(a, b)", arity=2),     # the others are + - * / %
+           "min": Builtin("min", "min(a, b)", arity=2)}
 for _name, _doc in _BINARY.items():
     declare(_name, f"{_name}(a, b) : T", _doc, traits=(ELEMENTWISE,), verify=_elementwise,
-            interpret=_RUN_BINARY[_name], family=FAMILY)
+            interpret=_RUN_BINARY[_name], family=FAMILY, builtin=_CALLED.get(_name))
 declare("neg", "neg(a) : T", "-a", traits=(ELEMENTWISE,), verify=_elementwise,
         interpret=_run_neg, family=FAMILY)
 declare("abs", "abs(a) : T", "|a|", traits=(ELEMENTWISE,), verify=_elementwise,
-        interpret=_run_abs, family=FAMILY)
+        interpret=_run_abs, family=FAMILY, builtin=Builtin("abs", "abs(t)", floats_only=True))
 declare("fma", "fma(a, b, c) : T", "a * b + c, rounded once", traits=(ELEMENTWISE,),
         verify=_elementwise, interpret=_run_fma, family=FAMILY)
-declare("recip", "recip(a) : T", "1 / a, correctly rounded (ue8m0: the exponent negated)", traits=(ELEMENTWISE,),
-        verify=_elementwise, interpret=_run_recip, family=FAMILY)
-declare("convert", "convert(a) : U", "a in another dtype, same shape: round to nearest, saturating to FP8",
-        traits=(ELEMENTWISE,), verify=_convert, interpret=_run_convert, family=FAMILY)
+declare("recip", "recip(a) : T", "1 / a, correctly rounded (ue8m0: the exponent negated)",
+        traits=(ELEMENTWISE,), verify=_elementwise, interpret=_run_recip, family=FAMILY)
+declare("convert", "convert(a) : U",
+        "a in another dtype, same shape: round to nearest, saturating to FP8", traits=(ELEMENTWISE,), verify=_convert, interpret=_run_convert, family=FAMILY)

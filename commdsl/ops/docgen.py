@@ -16,6 +16,9 @@ COMMAND = "python -m commdsl.ops.docgen > docs/ir.md"
 def _entry(d) -> list[str]:
     lines = [f"### `{d.name}`", "", f"    {d.syntax}", "", d.doc, ""]
     lines.append("Traits: " + (", ".join(sorted(d.traits)) or "none") + ".")
+    if d.builtin:
+        lines += ["", f"Called in commdsl as `{d.builtin.usage}`" +
+                  (", on floats only." if d.builtin.floats_only else ".")]
     if d.attrs:
         lines += ["", "Attributes:", ""] + [f"- `{a}`: {m}" for a, m in d.attrs.items()]
     return lines + [""]

@@ -90,8 +90,9 @@ def _run_store(ctx, op, tensor, *rest):
 declare("load", "load(x, idx...[, guard]) {sizes, ...} : tile | scalar",
         "a tile of tensor x at the indices; with `guard`, only where the i32 guard > 0",
         traits=(MEMORY,), verify=_memory,
-        attrs={**ACCESS_ATTRS, "via": "'tma': the tile goes through shared memory by TMA "
-               "(passes/pipeline.py)", "guard": "a trailing i32 guard operand (passes/prefetch.py)"},
+        attrs={**ACCESS_ATTRS,
+               "via": "'tma': the tile goes through shared memory by TMA (passes/pipeline.py)",
+               "guard": "a trailing i32 guard operand (passes/prefetch.py)"},
         interpret=_run_load, family=FAMILY)
 declare("store", "store(x, idx..., value) {sizes, ...}", "value into tensor x at the indices",
         traits=(MEMORY, SIDE_EFFECTS), verify=_memory, attrs=ACCESS_ATTRS,

@@ -45,6 +45,16 @@ TRAITS = (ELEMENTWISE, REDUCTION, MEMORY, SHARED, ASYNC, BARRIER, TERMINATOR, RE
 
 
 @dataclass(frozen=True)
+class Builtin:
+    """An elementwise op the language calls as a function, `name(args)` (commdsl/irgen.py):
+    narrow floats are computed in f32, scalars and tiles broadcast as for `+`."""
+    name: str                  # the function's name in commdsl source
+    usage: str                 # its help line in diagnostics, e.g. "abs(t)"
+    arity: int = 1             # 1 or 2 arguments
+    floats_only: bool = False  # integer arguments are an error
+
+
+@dataclass(frozen=True)
 class OpDef:
     name: str
     syntax: str                            # "add(a, b) : T", operands and results in IR text
@@ -54,6 +64,7 @@ class OpDef:
     interpret: Callable[..., Any] | None
     attrs: dict[str, str] = field(default_factory=dict)    # attribute -> its meaning
     family: str = ""                       # the module that declares it: a section of docs/ir.md
+    builtin: Builtin | None = None         # how the language calls it, if it does
 
     def has(self, trait: str) -> bool:
         return trait in self.traits
@@ -63,14 +74,17 @@ OPS: dict[str, OpDef] = {}
 
 
 def declare(name: str, syntax: str, doc: str, *, traits=(), verify=None, interpret=None,
-            attrs: dict[str, str] | None = None, family: str = "") -> OpDef:
+            attrs: dict[str, str] | None = None, family: str = "",
+            builtin: Builtin | None = None) -> OpDef:
     unknown = set(traits) - set(TRAITS)
     if unknown:
         raise ValueError(f"op '{name}': unknown traits {sorted(unknown)}")
+    if builtin and (ELEMENTWISE not in traits or builtin.arity not in (1, 2)):
+        raise ValueError(f"op '{name}': a builtin is an elementwise op of 1 or 2 operands")
     if name in OPS:
         raise ValueError(f"op '{name}' is declared twice")
     d = OpDef(name, syntax, doc, frozenset(traits), verify or (lambda op: None), interpret,
-              dict(attrs or {}), family)
+              dict(attrs or {}), family, builtin)
     OPS[name] = d
     return d
 
