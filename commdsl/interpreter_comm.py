@@ -1,11 +1,11 @@
-"""The IR interpreter's communication ops (a mixin of interpreter._Program), and `run_ranks`,
-which runs one kernel on several simulated ranks in one process.
+"""What the IR interpreter's communication ops ask of it: other ranks' copies of a symmetric
+tensor, and waiting for a flag.
 
-Each rank is a thread that runs its programs one after another; a symmetric tensor is a
-list of CPU tensors, one per rank, so `get`/`put` index that list and `signal`/`wait` are
-stores and polls of a shared tensor. A wait polls until its flag is reached; when the
-other ranks have all finished or `timeout_s` passes, it raises InterpreterWaitError, the
-CPU analogue of the GPU's timed-out status.
+Each simulated rank is a thread (interpreter.run_ranks) that runs its programs one after
+another; a symmetric tensor is a list of CPU tensors, one per rank, so `get`/`put` index
+that list and `signal`/`wait` are stores and polls of a shared tensor. A wait polls until
+its flag is reached; when the other ranks have all finished or `timeout_s` passes, it
+raises InterpreterWaitError, the CPU analogue of the GPU's timed-out status.
 """
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import time
 from dataclasses import dataclass
 
 from .diagnostics import CommdslError
-from .ir import KernelIR, Op, TileType
-from .regions import in_bounds_region, unguarded
+from .ir import KernelIR, Op
 
 POLL_S = 1e-4
 
@@ -35,87 +34,22 @@ class Ranks:
     done: threading.Event | None = None      # set when every other rank has finished
 
 
-class CommProgram:
+class CommMachinery:
+    """A mixin of interpreter.Program."""
+    k: KernelIR
     comm: Ranks
 
-    def op_rank(self, op: Op):
-        return self.comm.rank
-
-    def op_world(self, op: Op):
-        return self.comm.world
-
-    def op_epoch(self, op: Op):
-        return self.comm.epoch
-
-    def _copy(self, op: Op, rank: int):
+    def peer_copy(self, op: Op, rank: int):
+        """Rank `rank`'s copy of the symmetric tensor that is `op`'s first operand."""
         name = op.operands[0].name
         if not 0 <= rank < self.comm.world:
             raise InterpreterWaitError(f"{self.k.name}: peer({rank}) is outside the "
                                        f"{self.comm.world} ranks")
         return self.comm.copies[name][rank]
 
-    def _rows(self, op: Op, indices, rank):
-        """(rank, point indices) of each row a get/put moves; one entry without a gather."""
-        gather = op.attrs["gather"]
-        if not gather:
-            return [(int(rank), list(indices))]
-        d = gather[0]
-        rows = indices[d].tolist()
-        ranks = rank.tolist() if hasattr(rank, "tolist") and rank.dim() else [int(rank)] * len(rows)
-        return [(r, [*indices[:d], row, *indices[d + 1:]]) for r, row in zip(ranks, rows)]
-
-    def _row_sizes(self, op: Op):
-        sizes = list(op.attrs["sizes"])
-        for d in op.attrs["gather"]:
-            sizes[d] = None
-        return sizes
-
-    def op_get(self, op: Op, tensor, *rest):
-        import torch
-        rest, runs = unguarded(op, rest)
-        indices, rank = rest[:-1], rest[-1]
-        t = op.result.type
-        shape = t.shape if isinstance(t, TileType) else ()
-        out = torch.zeros(shape, dtype=tensor.dtype)
-        sizes = self._row_sizes(op)
-        gathered = op.attrs["gather"]
-        for j, (r, starts) in enumerate(self._rows(op, indices, rank) if runs else []):
-            region = in_bounds_region(sizes, self._copy(op, r).shape, starts)
-            if region is None:
-                continue
-            src, tile_index = region
-            if gathered:
-                axis = sum(1 for s in op.attrs["sizes"][:gathered[0]] if s is not None)
-                tile_index = tile_index[:axis] + (j,) + tile_index[axis:]
-            out[tile_index] = self._copy(op, r)[src]
-        return out if isinstance(t, TileType) else (int(out) if not out.is_floating_point()
-                                                    else out)
-
-    def op_put(self, op: Op, tensor, *rest):
-        import torch
-        indices, rank, value = rest[:-2], rest[-2], rest[-1]
-        if not isinstance(value, torch.Tensor):
-            value = torch.tensor(value)
-        sizes = self._row_sizes(op)
-        gathered = op.attrs["gather"]
-        for j, (r, starts) in enumerate(self._rows(op, indices, rank)):
-            target = self._copy(op, r)
-            region = in_bounds_region(sizes, target.shape, starts)
-            if region is None:
-                continue
-            dst, tile_index = region
-            if gathered:
-                axis = sum(1 for s in op.attrs["sizes"][:gathered[0]] if s is not None)
-                tile_index = tile_index[:axis] + (j,) + tile_index[axis:]
-            target[dst] = value[tile_index].to(target.dtype)
-
-    def op_signal(self, op: Op, tensor, *rest):
-        indices, rank, value = rest[:-2], rest[-2], rest[-1]
-        self._copy(op, int(rank))[tuple(indices)] = value
-
-    def op_wait(self, op: Op, tensor, *rest):
-        indices, value = rest[:-1], rest[-1]
-        flags = self._copy(op, self.comm.rank)
+    def wait_flag(self, op: Op, indices, value) -> None:
+        """Polls this rank's flag at `indices` of `op`'s tensor until it reaches `value`."""
+        flags = self.peer_copy(op, self.comm.rank)
         deadline = time.monotonic() + self.comm.timeout_s
         while True:
             # Read before the flag: a rank that finished has made its signals, so a flag
@@ -131,39 +65,3 @@ class CommProgram:
                     f"{op.operands[0].name}[{', '.join(map(str, indices))}] >= {value}, but "
                     f"it is {int(flags[tuple(indices)])} and {why}")
             time.sleep(POLL_S)
-
-
-
-
-def run_ranks(kernel: KernelIR, tensors: list[dict], sizes: list[dict], epoch: int,
-              timeout_s: float = 10.0) -> None:
-    """Runs `kernel` on len(tensors) simulated ranks at once. `tensors[r]` maps parameter
-    names to rank r's CPU tensors (its own copy of each symmetric one); `sizes[r]` its sizes."""
-    from .interpreter import run
-    world = len(tensors)
-    symmetric = [v.name for v in kernel.tensors if v.type.symmetric]
-    copies = {name: [t[name] for t in tensors] for name in symmetric}
-    finished = [threading.Event() for _ in range(world)]
-    everyone_else = [threading.Event() for _ in range(world)]
-    errors: list[BaseException | None] = [None] * world
-
-    def body(r):
-        try:
-            run(kernel, tensors[r], sizes[r], Ranks(r, world, epoch, copies, timeout_s,
-                                                     everyone_else[r]))
-        except BaseException as e:       # re-raised below, on the caller's thread
-            errors[r] = e
-        finally:
-            finished[r].set()
-            for other in range(world):
-                if all(finished[o].is_set() for o in range(world) if o != other):
-                    everyone_else[other].set()
-
-    threads = [threading.Thread(target=body, args=(r,), daemon=True) for r in range(world)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for e in errors:
-        if e is not None:
-            raise e

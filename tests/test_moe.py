@@ -10,8 +10,8 @@ import torch
 
 from commdsl.compiler import compile_file, compile_source
 from commdsl.diagnostics import CompileError
-from commdsl.interpreter_comm import InterpreterWaitError, run_ranks
-from commdsl.interpreter_comm import CommProgram
+from commdsl.interpreter import Program, run_ranks
+from commdsl.interpreter_comm import InterpreterWaitError
 from commdsl.moe import COMBINE_SOURCE, DISPATCH_SOURCE, layout, route_table
 from commdsl.passes import PASS_ORDER, get_pass
 from commdsl.runtime.ptxas import assemble
@@ -283,15 +283,15 @@ def test_fp8_dispatch_moves_tokens_and_scales_exactly():
 
 @pytest.fixture
 def peer_reads(monkeypatch) -> list:
-    """The ranks whose copies `get` ops read (CommProgram._copy, per row moved)."""
+    """The ranks whose copies `get` ops read (Program.peer_copy, per row moved)."""
     reads = []
-    copy = CommProgram._copy
+    copy = Program.peer_copy
 
     def counted(self, op, rank):
         if op.name == "get":
             reads.append(rank)
         return copy(self, op, rank)
-    monkeypatch.setattr(CommProgram, "_copy", counted)
+    monkeypatch.setattr(Program, "peer_copy", counted)
     return reads
 
 

@@ -31,10 +31,80 @@ def _convert(op):
         fail(op, "changes the shape")
 
 
+# ---- CPU meaning (commdsl/interpreter.py): i32 scalars are ints, floats 0-d tensors -------
+
+def _run_const(ctx, op):
+    from commdsl.cpu_numerics import scalar
+    return scalar(op.attrs["value"], op.result.type.dtype)
+
+
+def _run_pid(ctx, op):
+    return ctx.pid[op.attrs["axis"]]
+
+
+def _run_div(ctx, op, a, b):
+    if isinstance(a, int):                        # C division: toward zero
+        q = abs(a) // abs(b)
+        return q if (a >= 0) == (b > 0) else -q
+    return a / b
+
+
+def _run_rem(ctx, op, a, b):
+    import math
+    return int(math.fmod(a, b)) if isinstance(a, int) else a.fmod(b)
+
+
+def _run_max(ctx, op, a, b):
+    import torch
+    return max(a, b) if isinstance(a, int) else torch.fmax(a, b)
+
+
+def _run_min(ctx, op, a, b):
+    import torch
+    return min(a, b) if isinstance(a, int) else torch.fmin(a, b)
+
+
+_RUN_BINARY = {
+    "add": lambda ctx, op, a, b: a + b,
+    "sub": lambda ctx, op, a, b: a - b,
+    "mul": lambda ctx, op, a, b: a * b,
+    "div": _run_div,
+    "rem": _run_rem,
+    "max": _run_max,
+    "min": _run_min,
+}
+
+
+def _run_neg(ctx, op, a):
+    return -a
+
+
+def _run_abs(ctx, op, a):
+    return abs(a)
+
+
+def _run_fma(ctx, op, a, b, c):
+    from commdsl.cpu_numerics import fma_f32
+    return fma_f32(a, b, c).to(a.dtype)
+
+
+def _run_recip(ctx, op, a):
+    if op.result.type.dtype == "ue8m0":           # 2^-(e - 127) is the byte 254 - e
+        import torch
+        return torch.where(a == 0xFF, a, 254 - a)
+    return 1.0 / a                                # rcp.rn: correctly rounded
+
+
+def _run_convert(ctx, op, a):
+    from commdsl.cpu_numerics import convert
+    return convert(a, op.operands[0].type.dtype, op.result.type.dtype)
+
+
 declare("const", "const() {value} : T", "a compile-time scalar",
-        traits=(CONSTANT,), attrs={"value": "the number (int or float)"}, family=FAMILY)
+        traits=(CONSTANT,), attrs={"value": "the number (int or float)"},
+        interpret=_run_const, family=FAMILY)
 declare("pid", "pid() {axis} : i32", "this program's index along a grid axis",
-        traits=(INDEX,), attrs={"axis": "the grid axis, 0 .. 2"}, family=FAMILY)
+        traits=(INDEX,), attrs={"axis": "the grid axis, 0 .. 2"}, interpret=_run_pid, family=FAMILY)
 
 _BINARY = {
     "add": "a + b",
@@ -49,13 +119,14 @@ _CALLED = {"max": Builtin("max", "max(a, b)", arity=2),     # the others are + -
            "min": Builtin("min", "min(a, b)", arity=2)}
 for _name, _doc in _BINARY.items():
     declare(_name, f"{_name}(a, b) : T", _doc, traits=(ELEMENTWISE,), verify=_elementwise,
-            family=FAMILY, builtin=_CALLED.get(_name))
-declare("neg", "neg(a) : T", "-a", traits=(ELEMENTWISE,), verify=_elementwise, family=FAMILY)
-declare("abs", "abs(a) : T", "|a|", traits=(ELEMENTWISE,), verify=_elementwise, family=FAMILY,
-        builtin=Builtin("abs", "abs(t)", floats_only=True))
+            interpret=_RUN_BINARY[_name], family=FAMILY, builtin=_CALLED.get(_name))
+declare("neg", "neg(a) : T", "-a", traits=(ELEMENTWISE,), verify=_elementwise,
+        interpret=_run_neg, family=FAMILY)
+declare("abs", "abs(a) : T", "|a|", traits=(ELEMENTWISE,), verify=_elementwise,
+        interpret=_run_abs, family=FAMILY, builtin=Builtin("abs", "abs(t)", floats_only=True))
 declare("fma", "fma(a, b, c) : T", "a * b + c, rounded once", traits=(ELEMENTWISE,),
-        verify=_elementwise, family=FAMILY)
+        verify=_elementwise, interpret=_run_fma, family=FAMILY)
 declare("recip", "recip(a) : T", "1 / a, correctly rounded (ue8m0: the exponent negated)",
-        traits=(ELEMENTWISE,), verify=_elementwise, family=FAMILY)
+        traits=(ELEMENTWISE,), verify=_elementwise, interpret=_run_recip, family=FAMILY)
 declare("convert", "convert(a) : U",
-        "a in another dtype, same shape: round to nearest, saturating to FP8", traits=(ELEMENTWISE,), verify=_convert, family=FAMILY)
+        "a in another dtype, same shape: round to nearest, saturating to FP8", traits=(ELEMENTWISE,), verify=_convert, interpret=_run_convert, family=FAMILY)

@@ -94,55 +94,153 @@ def _bulk_wait(op):
         fail(op, "waits for reads (read = True) or completion (read = False)")
 
 
+# ---- CPU meaning (commdsl/interpreter.py; rings, barriers and coroutines in
+# commdsl/interpreter_async.py) -----------------------------------------------------------
+
+def _run_smem_alloc(ctx, op):
+    return ctx.ring(op.result.type)
+
+
+def _run_mbarrier_alloc(ctx, op):
+    return ctx.barriers(op.attrs["count"], op.attrs["arrivals"])
+
+
+def _run_mbarrier_init(ctx, op, *bars):
+    for b in bars:
+        b.init()
+    if op.attrs.get("cluster", 1) > 1:
+        return ctx.cluster_sync(op)
+
+
+def _run_mbarrier_wait(ctx, op, bars, i, parity):
+    return bars.wait(op, i, parity)
+
+
+def _run_mbarrier_expect_tx(ctx, op, bars, i):
+    bars.expect_tx(op, i, op.attrs["bytes"])
+    bars.arrive(op, i)                 # one thread: arrive.expect_tx
+
+
+def _run_mbarrier_arrive(ctx, op, bars, i):
+    """Each thread arrives, or lane 0 of each warp with per = "warp"; with cluster = C on
+    barrier i of each of the cluster's CTAs."""
+    n = -(-ctx.threads // 32) if op.attrs.get("per") == "warp" else ctx.threads
+    for cta in ctx.peers() if op.attrs.get("cluster", 1) > 1 else [ctx]:
+        cta.vals[op.operands[0].id].arrive(op, i, n)
+
+
+def _run_tma_load(ctx, op, tensor, buf, stage, *rest):
+    """The box of tensor map `map` at the coordinates into buf[stage] (with multicast = C,
+    this CTA's 1/C of the tile's rows into every CTA of the cluster), completing its bytes
+    on barrier i of each; it lands later (interpreter_async.Scheduler.land)."""
+    import torch
+    from commdsl.dtypes import dtype as dtype_info
+    from commdsl.regions import in_bounds_region
+    coords, i = rest[:-2], rest[-1]
+    rows, cols = ctx.k.attrs["tensor_maps"][op.attrs["map"]].box
+    share = op.attrs.get("multicast", 1)
+    part = ctx.cluster_rank() if share > 1 else 0
+    box = torch.zeros((rows, cols), dtype=tensor.dtype)      # TMA fills what is outside
+    region = in_bounds_region((rows, cols), tensor.shape, (coords[0] + part * rows, *coords[1:]))
+    if region is not None:
+        box[region[1]] = tensor[region[0]]
+    nbytes = rows * cols * dtype_info(op.operands[0].type.dtype).bytes
+    for cta in ctx.peers() if share > 1 else [ctx]:
+        ring, bars = cta.vals[op.operands[1].id], cta.vals[op.operands[-2].id]
+        ring.start_copy(op, stage)
+
+        def land(ring=ring, bars=bars):
+            ring.data[stage, part * rows:(part + 1) * rows] = box
+            ring.copies_in_flight[stage] -= 1
+            bars.complete_tx(op, i, nbytes)
+        ctx.in_flight(land)
+
+
+def _run_tma_store(ctx, op, tensor, buf, *coords):
+    """buf's tile to `tensor` at coords in boxes of tensor map `map`, clipped at the
+    tensor's edges; buf is read when the bulk group is waited for (bulk_wait)."""
+    from commdsl.regions import in_bounds_region
+    rows, cols = ctx.k.attrs["tensor_maps"][op.attrs["map"]].box
+
+    def store():
+        tile = buf.data[0]
+        for r in range(0, tile.shape[0], rows):
+            for c in range(0, tile.shape[1], cols):
+                region = in_bounds_region((rows, cols), tensor.shape,
+                                          (coords[0] + r, coords[1] + c))
+                if region is not None:
+                    tensor[region[0]] = tile[r:r + rows, c:c + cols][region[1]]
+    ctx.bulk_groups.append(store)
+
+
+def _run_smem_store(ctx, op, buf, t):
+    buf.data[0] = t.to(buf.data.dtype)
+
+
+def _run_nothing(ctx, op, *values):
+    """Orders or meets threads that the interpreter runs as one thread set: no effect."""
+
+
+def _run_bulk_wait(ctx, op):
+    ctx.land_bulk_groups()
+
+
+def _run_cluster_sync(ctx, op):
+    return ctx.cluster_sync(op)
+
+
 declare("smem_alloc", "smem_alloc() {offset} : smem", "a ring of tiles in dynamic shared "
         "memory", traits=(SHARED,), verify=_smem_alloc,
         attrs={"offset": "its byte offset in dynamic shared memory, 1024-byte aligned"},
-        family=FAMILY)
+        interpret=_run_smem_alloc, family=FAMILY)
 declare("mbarrier_alloc", "mbarrier_alloc() {offset, count, arrivals} : barriers",
         "`count` mbarriers, `arrivals` each", traits=(SHARED, BARRIER), verify=_mbarrier_alloc,
         attrs={"offset": "byte offset in shared memory, 8-byte aligned",
                "count": "the number of barriers", "arrivals": "arrivals that complete a phase"},
-        family=FAMILY)
+        interpret=_run_mbarrier_alloc, family=FAMILY)
 declare("mbarrier_init", "mbarrier_init(bars...) {cluster}", "one thread initializes them, "
         "then the CTA (or the cluster of `cluster` CTAs) syncs",
         traits=(BARRIER, SIDE_EFFECTS), verify=_mbarrier_init,
-        attrs={"cluster": "CTAs per cluster that sync after the init"}, family=FAMILY)
+        attrs={"cluster": "CTAs per cluster that sync after the init"},
+        interpret=_run_mbarrier_init, family=FAMILY)
 declare("mbarrier_wait", "mbarrier_wait(bars, i, parity)", "wait for phase `parity` of "
         "barrier i to complete", traits=(BARRIER, ASYNC, SIDE_EFFECTS), verify=_mbarrier_wait,
-        family=FAMILY)
+        interpret=_run_mbarrier_wait, family=FAMILY)
 declare("mbarrier_expect_tx", "mbarrier_expect_tx(bars, i) {bytes}", "arrive on barrier i, "
         "expecting `bytes` of TMA data", traits=(BARRIER, ASYNC, SIDE_EFFECTS),
         verify=_mbarrier_expect_tx, attrs={"bytes": "TMA bytes the phase waits for"},
-        family=FAMILY)
+        interpret=_run_mbarrier_expect_tx, family=FAMILY)
 declare("mbarrier_arrive", "mbarrier_arrive(bars, i) {per, cluster}", "arrive once per "
         "`per` (\"warp\": lane 0 of each warp) on barrier i of each of the cluster's CTAs",
         traits=(BARRIER, SIDE_EFFECTS), verify=_mbarrier_arrive,
         attrs={"per": "'thread' or 'warp'", "cluster": "CTAs of the cluster to arrive on"},
-        family=FAMILY)
+        interpret=_run_mbarrier_arrive, family=FAMILY)
 declare("tma_load", "tma_load(tensor, buf, stage, coords..., bars, i) {map, multicast}",
         "box of tensor map `map` into buf[stage], completing on barrier i; with multicast = "
         "C, this CTA's 1/C of the tile's rows, into buf[stage] and barrier i of all C CTAs",
         traits=(MEMORY, SHARED, ASYNC, SIDE_EFFECTS), verify=_tma_load,
         attrs={"map": "the index of its tensor map in kernel.attrs['tensor_maps']",
                "multicast": "CTAs of the cluster that receive the tile (1 or 2)"},
-        family=FAMILY)
+        interpret=_run_tma_load, family=FAMILY)
 declare("tma_store", "tma_store(tensor, buf, coords...) {map}", "one thread per consumer "
         "warpgroup copies its boxes of buf to the tile at coords (clipped at the tensor's "
         "edges) and commits them as a bulk group",
         traits=(MEMORY, SHARED, ASYNC, SIDE_EFFECTS), verify=_tma_store,
         attrs={"map": "the index of its tensor map in kernel.attrs['tensor_maps']"},
-        family=FAMILY)
+        interpret=_run_tma_store, family=FAMILY)
 declare("smem_store", "smem_store(buf, t)", "each consumer thread writes its wgmma fragment "
         "of t into buf, its warpgroup's 64 rows as 64 x 128-byte boxes, 128B-swizzled",
-        traits=(SHARED, SIDE_EFFECTS), verify=_smem_store, family=FAMILY)
+        traits=(SHARED, SIDE_EFFECTS), verify=_smem_store, interpret=_run_smem_store, family=FAMILY)
 declare("fence_async_shared", "fence_async_shared()", "this thread's shared-memory writes, "
         "visible to TMA", traits=(BARRIER, ASYNC, SIDE_EFFECTS), verify=_no_operands,
-        family=FAMILY)
+        interpret=_run_nothing, family=FAMILY)
 declare("warpgroup_barrier", "warpgroup_barrier()", "the threads of this consumer warpgroup "
-        "meet", traits=(BARRIER, SIDE_EFFECTS), verify=_no_operands, family=FAMILY)
+        "meet", traits=(BARRIER, SIDE_EFFECTS), verify=_no_operands,
+        interpret=_run_nothing, family=FAMILY)
 declare("bulk_wait", "bulk_wait() {read}", "that thread waits until its bulk groups have "
         "read shared memory (read) or completed", traits=(ASYNC, BARRIER, SIDE_EFFECTS),
         verify=_bulk_wait, attrs={"read": "True: wait for the reads only; False: completion"},
-        family=FAMILY)
+        interpret=_run_bulk_wait, family=FAMILY)
 declare("cluster_sync", "cluster_sync()", "every thread of the cluster's CTAs meets",
-        traits=(BARRIER, SIDE_EFFECTS), verify=_no_operands, family=FAMILY)
+        traits=(BARRIER, SIDE_EFFECTS), verify=_no_operands,
+        interpret=_run_cluster_sync, family=FAMILY)

@@ -60,20 +60,107 @@ def _flag(op, trailing: int):
 PEER_ATTRS = {**ACCESS_ATTRS, "gather": "the dimensions indexed by a tile of row numbers "
               "(at most one, never the innermost)"}
 
+
+# ---- CPU meaning (commdsl/interpreter.py; other ranks in commdsl/interpreter_comm.py) ------
+
+def _rows(op, indices, rank):
+    """(rank, point indices) of each row a get/put moves; one entry without a gather."""
+    gather = op.attrs["gather"]
+    if not gather:
+        return [(int(rank), list(indices))]
+    d = gather[0]
+    rows = indices[d].tolist()
+    ranks = rank.tolist() if hasattr(rank, "tolist") and rank.dim() else [int(rank)] * len(rows)
+    return [(r, [*indices[:d], row, *indices[d + 1:]]) for r, row in zip(ranks, rows)]
+
+
+def _row_sizes(op):
+    sizes = list(op.attrs["sizes"])
+    for d in op.attrs["gather"]:
+        sizes[d] = None
+    return sizes
+
+
+def _row_index(op, j, tile_index):
+    """Where in the tile row j of a gather goes."""
+    gathered = op.attrs["gather"]
+    if not gathered:
+        return tile_index
+    axis = sum(1 for s in op.attrs["sizes"][:gathered[0]] if s is not None)
+    return tile_index[:axis] + (j,) + tile_index[axis:]
+
+
+def _run_get(ctx, op, tensor, *rest):
+    import torch
+    from commdsl.regions import in_bounds_region, unguarded
+    rest, runs = unguarded(op, rest)
+    indices, rank = rest[:-1], rest[-1]
+    t = op.result.type
+    out = torch.zeros(t.shape if isinstance(t, TileType) else (), dtype=tensor.dtype)
+    sizes = _row_sizes(op)
+    for j, (r, starts) in enumerate(_rows(op, indices, rank) if runs else []):
+        source = ctx.peer_copy(op, r)
+        region = in_bounds_region(sizes, source.shape, starts)
+        if region is not None:
+            out[_row_index(op, j, region[1])] = source[region[0]]
+    if isinstance(t, TileType) or out.is_floating_point():
+        return out
+    return int(out)
+
+
+def _run_put(ctx, op, tensor, *rest):
+    import torch
+    from commdsl.regions import in_bounds_region
+    indices, rank, value = rest[:-2], rest[-2], rest[-1]
+    if not isinstance(value, torch.Tensor):
+        value = torch.tensor(value)
+    sizes = _row_sizes(op)
+    for j, (r, starts) in enumerate(_rows(op, indices, rank)):
+        target = ctx.peer_copy(op, r)
+        region = in_bounds_region(sizes, target.shape, starts)
+        if region is not None:
+            target[region[0]] = value[_row_index(op, j, region[1])].to(target.dtype)
+
+
+def _run_signal(ctx, op, flags, *rest):
+    indices, rank, value = rest[:-2], rest[-2], rest[-1]
+    ctx.peer_copy(op, int(rank))[tuple(indices)] = value
+
+
+def _run_wait(ctx, op, flags, *rest):
+    ctx.wait_flag(op, rest[:-1], rest[-1])
+
+
+def _run_rank(ctx, op):
+    return ctx.comm.rank
+
+
+def _run_world(ctx, op):
+    return ctx.comm.world
+
+
+def _run_epoch(ctx, op):
+    return ctx.comm.epoch
+
+
 declare("get", "get(x, idx..., rank[, g]) {sizes, gather, cache} : tile | scalar",
         "a tile of rank `rank`'s copy of the symmetric tensor x; with attribute `guard`, "
         "only where the i32 g > 0", traits=(COMM, MEMORY), verify=_peer_memory,
         attrs={**PEER_ATTRS, "guard": "a trailing i32 guard operand (passes/prefetch.py)"},
-        family=FAMILY)
+        interpret=_run_get, family=FAMILY)
 declare("put", "put(x, idx..., rank, value) {sizes, gather, cache}",
         "value into rank `rank`'s copy of x", traits=(COMM, MEMORY, SIDE_EFFECTS),
-        verify=_peer_memory, attrs=PEER_ATTRS, family=FAMILY)
+        verify=_peer_memory, attrs=PEER_ATTRS, interpret=_run_put, family=FAMILY)
 declare("signal", "signal(flags, idx..., rank, value)", "release store at system scope of "
         "value into rank `rank`'s flags[idx], once per program after its earlier accesses",
-        traits=(COMM, BARRIER, SIDE_EFFECTS), verify=lambda op: _flag(op, 2), family=FAMILY)
+        traits=(COMM, BARRIER, SIDE_EFFECTS), verify=lambda op: _flag(op, 2),
+        interpret=_run_signal, family=FAMILY)
 declare("wait", "wait(flags, idx..., value)", "acquire spin at system scope until this "
         "rank's flags[idx] >= value, once per program; bounded by the launch's timeout",
-        traits=(COMM, BARRIER, SIDE_EFFECTS), verify=lambda op: _flag(op, 1), family=FAMILY)
-declare("rank", "rank() : i32", "this rank", traits=(INDEX,), family=FAMILY)
-declare("world", "world() : i32", "the number of ranks", traits=(INDEX,), family=FAMILY)
-declare("epoch", "epoch() : i32", "the launch's epoch", traits=(INDEX,), family=FAMILY)
+        traits=(COMM, BARRIER, SIDE_EFFECTS), verify=lambda op: _flag(op, 1),
+        interpret=_run_wait, family=FAMILY)
+declare("rank", "rank() : i32", "this rank", traits=(INDEX,), interpret=_run_rank, family=FAMILY)
+declare("world", "world() : i32", "the number of ranks", traits=(INDEX,),
+        interpret=_run_world, family=FAMILY)
+declare("epoch", "epoch() : i32", "the launch's epoch", traits=(INDEX,),
+        interpret=_run_epoch, family=FAMILY)

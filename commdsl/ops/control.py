@@ -55,12 +55,42 @@ def _warp_specialize(op):
         fail(op, f"register counts {regs} exceed the 64K registers of an SM")
 
 
+# ---- CPU meaning (commdsl/interpreter.py): generators, which run their blocks --------------
+
+def _run_for(ctx, op, lo, hi, step, *carried):
+    carried = list(carried)
+    for i in range(lo, hi, step):
+        carried = yield from ctx.run_block(op.blocks[0], [i, *carried])
+    return carried[0] if len(carried) == 1 else carried
+
+
+def _run_tiles(ctx, op, *bounds):
+    """Every tile origin in turn: the persistent schedule only changes who runs which."""
+    import itertools
+    ranges = [range(lo, hi, step) for (lo, hi), step in
+              zip(zip(bounds[0::2], bounds[1::2]), op.attrs["steps"])]
+    for origin in itertools.product(*ranges):
+        yield from ctx.run_block(op.blocks[0], list(origin))
+
+
+def _run_nprogs(ctx, op):
+    return ctx.nprogs(op.attrs["axis"])
+
+
+def _run_warp_specialize(ctx, op):
+    """The producer block on one thread and the consumer block on the consumer warpgroups,
+    as two coroutines; the op ends when both have."""
+    producer = ctx.role(1).spawn("producer", op.blocks[0])
+    consumers = ctx.role(128 * op.attrs["consumers"]).spawn("consumers", op.blocks[1])
+    return ctx.join(op, [producer, consumers])
+
+
 declare("for", "for(lo, hi, step, inits...) {pipeline} ^(iv, carried...) { ...; yield(next...) } "
         ": carried types",
         "a counted loop (scf.for): the block's last op yields the carried values",
         traits=(REGION,), verify=_for,
         attrs={"pipeline": "pipeline(STAGES) as written: stages of 'via tma' loads in flight"},
-        family=FAMILY)
+        interpret=_run_for, family=FAMILY)
 declare("yield", "yield(next...)", "ends a loop body with the carried values of the next "
         "iteration", traits=(TERMINATOR,), verify=_yield, family=FAMILY)
 declare("tiles", "tiles(lo0, hi0, lo1, hi1) {steps, raster, cluster} ^(m0, n0) { ... }",
@@ -68,13 +98,14 @@ declare("tiles", "tiles(lo0, hi0, lo1, hi1) {steps, raster, cluster} ^(m0, n0) {
         traits=(REGION,), verify=_tiles,
         attrs={"steps": "the tile size along each range", "raster": "tile rows per group of "
                "the rasterized order", "cluster": "CTAs per cluster (1 when absent)"},
-        family=FAMILY)
+        interpret=_run_tiles, family=FAMILY)
 declare("nprogs", "nprogs() {axis} : i32", "the number of CTAs along a grid axis",
-        traits=(INDEX,), verify=_nprogs, attrs={"axis": "the grid axis, 0 .. 2"}, family=FAMILY)
+        traits=(INDEX,), verify=_nprogs, attrs={"axis": "the grid axis, 0 .. 2"},
+        interpret=_run_nprogs, family=FAMILY)
 declare("warp_specialize", "warp_specialize() {...} ^() {producer} ^() {consumers}",
         "warpgroup 0 runs the first block on one thread; the others run the second",
         traits=(REGION, SIDE_EFFECTS), verify=_warp_specialize,
         attrs={"producer_regs": "registers per producer thread (setmaxnreg)",
                "consumer_regs": "registers per consumer thread (setmaxnreg)",
                "consumers": "the number of consumer warpgroups"},
-        family=FAMILY)
+        interpret=_run_warp_specialize, family=FAMILY)

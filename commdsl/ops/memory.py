@@ -61,12 +61,39 @@ ACCESS_ATTRS = {
     "vec": "elements per access (passes/vectorize.py)",
 }
 
+
+# ---- CPU meaning (commdsl/interpreter.py): out of bounds reads 0 and writes nothing --------
+
+def _run_load(ctx, op, tensor, *starts):
+    import torch
+    from commdsl.regions import in_bounds_region, unguarded
+    t = op.result.type
+    out = torch.zeros(t.shape if isinstance(t, TileType) else (), dtype=tensor.dtype)
+    starts, runs = unguarded(op, starts)
+    region = in_bounds_region(op.attrs["sizes"], tensor.shape, starts)
+    if runs and region is not None:
+        out[region[1]] = tensor[region[0]]
+    return out
+
+
+def _run_store(ctx, op, tensor, *rest):
+    import torch
+    from commdsl.regions import in_bounds_region
+    starts, value = rest[:-1], rest[-1]
+    if isinstance(op.operands[-1].type, ScalarType) and not isinstance(value, torch.Tensor):
+        value = torch.tensor(value)
+    region = in_bounds_region(op.attrs["sizes"], tensor.shape, starts)
+    if region is not None:
+        tensor[region[0]] = value[region[1]].to(tensor.dtype)
+
+
 declare("load", "load(x, idx...[, guard]) {sizes, ...} : tile | scalar",
         "a tile of tensor x at the indices; with `guard`, only where the i32 guard > 0",
         traits=(MEMORY,), verify=_memory,
         attrs={**ACCESS_ATTRS,
                "via": "'tma': the tile goes through shared memory by TMA (passes/pipeline.py)",
                "guard": "a trailing i32 guard operand (passes/prefetch.py)"},
-        family=FAMILY)
+        interpret=_run_load, family=FAMILY)
 declare("store", "store(x, idx..., value) {sizes, ...}", "value into tensor x at the indices",
-        traits=(MEMORY, SIDE_EFFECTS), verify=_memory, attrs=ACCESS_ATTRS, family=FAMILY)
+        traits=(MEMORY, SIDE_EFFECTS), verify=_memory, attrs=ACCESS_ATTRS,
+        interpret=_run_store, family=FAMILY)

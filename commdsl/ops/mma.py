@@ -72,20 +72,83 @@ LOWERED = {    # what passes/mma.py decides for the wgmmas of a product
     "promote_steps": "wgmmas per promotion interval",
 }
 
+
+# ---- CPU meaning (commdsl/interpreter.py) ------------------------------------------------
+
+def _operands(op, values):
+    """(A tile, B tile as [K, N], the other operands): from registers, or from a stage of
+    two shared-memory rings (after passes/pipeline.py)."""
+    a, b, *rest = values
+    if isinstance(op.operands[0].type, SmemType):
+        stage, *rest = rest
+        a, b = a.read(op, stage), b.read(op, stage)
+    return a, (b.T if op.attrs["trans_b"] else b), rest
+
+
+def _run_mma(ctx, op, *values):
+    """The exact product rounded once to f32 (cpu_numerics.matmul_f32): more precise than
+    the tensor cores' accumulation, which only changes the rounding."""
+    from commdsl.cpu_numerics import matmul_f32
+    a, b, rest = _operands(op, values)
+    out = matmul_f32(a, b)
+    return out if not rest else rest[0] + out
+
+
+def _run_mma_promote(ctx, op, *values):
+    """acc + (a . b) * s[:, None], one FMA per element per promotion interval of K, as the
+    backend promotes (DeepGEMM's `final += scale * accum`)."""
+    from commdsl.cpu_numerics import fma_f32, matmul_f32
+    a, b, (s, acc) = _operands(op, values)
+    k = a.shape[1]
+    every = op.attrs.get("promote_every") or k
+    for first in range(0, k, every):
+        part = matmul_f32(a[:, first:first + every], b[first:first + every])
+        acc = fma_f32(part, s.unsqueeze(1), acc)
+    return acc
+
+
+class Partial:
+    """mma_issue's product, in flight: its rings' stage is read when it retires, and no TMA
+    copy may land in that stage before."""
+
+    def __init__(self, op, rings, stage):
+        self.op, self.rings, self.stage = op, rings, stage
+        for ring in rings:
+            ring.readers[stage] += 1
+
+    def retire(self):
+        from commdsl.cpu_numerics import matmul_f32
+        a, b, _ = _operands(self.op, [*self.rings, self.stage])
+        for ring in self.rings:
+            ring.readers[self.stage] -= 1
+        return matmul_f32(a, b)
+
+
+def _run_mma_issue(ctx, op, buf_a, buf_b, stage):
+    return Partial(op, (buf_a, buf_b), stage)
+
+
+def _run_mma_retire(ctx, op, partial, s, acc):
+    from commdsl.cpu_numerics import fma_f32
+    return fma_f32(partial.retire(), s.unsqueeze(1), acc)
+
+
 declare("mma", "mma(a, b[, acc]) {trans_b} : f32 tile | mma(bufA, bufB, stage[, acc])",
         "[M, K] x [N, K]^T tiles -> f32 [M, N]; after passes/pipeline.py the operands are "
         "the stage's shared-memory buffers", traits=(MMA,), verify=_mma,
         attrs={"trans_b": "b is given as [N, K]", "promote_every": "K elements per "
-               "promotion into the accumulator (None: all of K)", **LOWERED}, family=FAMILY)
+               "promotion into the accumulator (None: all of K)", **LOWERED},
+               interpret=_run_mma, family=FAMILY)
 declare("mma_promote", "mma_promote(a, b, s, acc) : f32 tile", "acc + mma(a, b) * s[:, None] "
         "(passes/mma.py fuses it; smem operands as for mma)", traits=(MMA,),
         verify=_mma_promote, attrs={"trans_b": "as for mma", "promote_every": "as for mma",
-                                    **LOWERED}, family=FAMILY)
+                                    **LOWERED}, interpret=_run_mma_promote, family=FAMILY)
 declare("mma_issue", "mma_issue(bufA, bufB, stage) : f32 tile", "mma_promote's first half "
         "(passes/overlap.py): starts the wgmmas; the partial product is in flight",
         traits=(MMA, ASYNC), verify=_mma_issue, attrs={"trans_b": "as for mma", **LOWERED},
-        family=FAMILY)
+        interpret=_run_mma_issue, family=FAMILY)
 declare("mma_retire", "mma_retire(p, s, acc) {pending} : f32 tile", "its second half: waits "
         "until at most `pending` later mma_issues are in flight, then acc + p * s[:, None]",
         traits=(MMA, ASYNC), verify=_mma_retire,
-        attrs={"pending": "later mma_issues left in flight, 0 or 1"}, family=FAMILY)
+        attrs={"pending": "later mma_issues left in flight, 0 or 1"},
+        interpret=_run_mma_retire, family=FAMILY)

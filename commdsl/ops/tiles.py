@@ -71,25 +71,62 @@ def _gather_copies(op):
              f"{r.layout}")
 
 
+# ---- CPU meaning (commdsl/interpreter.py): whole tiles; layouts move no values -------------
+
+def _run_splat(ctx, op, s):
+    import torch
+    from commdsl.dtypes import torch_dtype
+    t = op.result.type
+    return torch.full(t.shape, s if isinstance(s, int) else float(s), dtype=torch_dtype(t.dtype))
+
+
+def _run_expand_dims(ctx, op, t):
+    return t.unsqueeze(op.attrs["axis"])
+
+
+def _run_broadcast(ctx, op, t):
+    return t.expand(op.result.type.shape).contiguous()
+
+
+def _run_reduce(ctx, op, t):
+    axis, kind = op.attrs["axis"], op.attrs["kind"]
+    if kind == "amax":
+        return t.abs().amax(axis)
+    if kind == "sum":
+        return t.sum(axis, dtype=t.dtype)
+    return t.amax(axis) if kind == "max" else t.amin(axis)
+
+
+def _run_transpose(ctx, op, t):
+    return t.t().contiguous()
+
+
+def _run_same(ctx, op, t):
+    """The elements move between threads; the tile's values stay."""
+    return t
+
+
 declare("splat", "splat(s) : tile", "a tile with the scalar s in every element",
-        verify=_splat, family=FAMILY)
+        verify=_splat, interpret=_run_splat, family=FAMILY)
 declare("expand_dims", "expand_dims(t) {axis} : tile", "t with a new axis of size 1 at `axis`",
         traits=(LAYOUT,), verify=_expand_dims, attrs={"axis": "where the new axis goes"},
-        family=FAMILY)
+        interpret=_run_expand_dims, family=FAMILY)
 declare("broadcast", "broadcast(t) : tile", "t repeated along its axes of size 1 to the "
-        "result's shape", traits=(LAYOUT,), verify=_broadcast, family=FAMILY)
+        "result's shape", traits=(LAYOUT,), verify=_broadcast,
+        interpret=_run_broadcast, family=FAMILY)
 declare("reduce", "reduce(t) {axis, kind} : tile | scalar",
         "t folded along `axis` by sum, max, min or amax (max of |x|)",
         traits=(REDUCTION,), verify=_reduce,
-        attrs={"axis": "the axis folded away", "kind": "sum, max, min or amax"}, family=FAMILY)
+        attrs={"axis": "the axis folded away", "kind": "sum, max, min or amax"},
+        interpret=_run_reduce, family=FAMILY)
 declare("transpose", "transpose(t) {smem} : tile", "t with its two axes swapped, through "
         "shared memory", traits=(LAYOUT, SHARED), verify=_transpose,
         attrs={"smem": "the shared-memory plan (row bytes, swizzle) of passes/shared.py"},
-        family=FAMILY)
+        interpret=_run_transpose, family=FAMILY)
 declare("relayout", "relayout(t) {smem_bytes} : tile", "t in another thread layout, same "
         "values, through shared memory (passes/tile.py)", traits=(LAYOUT, SHARED),
         verify=_relayout, attrs={"smem_bytes": "its shared-memory buffer (passes/shared.py)"},
-        family=FAMILY)
+        interpret=_run_same, family=FAMILY)
 declare("gather_copies", "gather_copies(t) : tile", "a Compact tile's slots sent to every copy "
         "of its Sliced parent layout (passes/replicas.py)", traits=(LAYOUT,),
-        verify=_gather_copies, family=FAMILY)
+        verify=_gather_copies, interpret=_run_same, family=FAMILY)

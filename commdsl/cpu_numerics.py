@@ -1,0 +1,78 @@
+"""Floating-point operations the GPU rounds differently from plain torch on the CPU: FMA
+rounded once, FP8 conversion saturating as `cvt.rn.satfinite`, and the UE8M0 scale byte.
+What the ops' CPU meanings (commdsl/ops, `interpret`) compute with. torch is imported only
+when they run: compiling a kernel does not need it."""
+from __future__ import annotations
+
+from .dtypes import DTYPES, FP8_MAX, torch_dtype
+
+
+def is_int(dtype: str) -> bool:
+    return DTYPES[dtype].is_int
+
+
+def scalar(value, dtype: str):
+    """A constant as the interpreter holds it: an i32 as an int, a float as a 0-d tensor."""
+    import torch
+    return int(value) if is_int(dtype) else torch.tensor(value, dtype=torch_dtype(dtype))
+
+
+def fma_f32(a, b, c):
+    """a * b + c rounded once to f32, as `fma.rn.f32`. The product of two f32 is exact in
+    f64; the f64 sum is rounded to odd (nudged off an even last bit when inexact, the error
+    from TwoSum), so its rounding to f32 is the correct rounding of the exact value."""
+    import torch
+    a, b, c = (x.double() for x in torch.broadcast_tensors(a, b, c))
+    p = a * b
+    s = p + c
+    back = s - p
+    err = (p - (s - back)) + (c - back)
+    even = (s.view(torch.int64) & 1) == 0
+    inexact = (err != 0) & torch.isfinite(err)
+    away = torch.where(err > 0, torch.full_like(s, float("inf")), torch.full_like(s, -float("inf")))
+    s = torch.where(inexact & even, torch.nextafter(s, away), s)
+    return s.float()
+
+
+def ue8m0_from_f32(x):
+    """The UE8M0 byte of the smallest power of two >= |x|, from the f32 bits: exponent +
+    (mantissa != 0), at most 0xFF. For positive normal x this is DeepGEMM's
+    ceil_to_ue8m0(x) = 2^ceil(log2(x)), computed without log2's rounding."""
+    import torch
+    bits = x.float().contiguous().view(torch.int32)
+    exp = (bits >> 23) & 0xFF
+    up = exp + ((bits & 0x7FFFFF) != 0).to(torch.int32)
+    return up.clamp(max=0xFF).to(torch.uint8)
+
+
+def f32_from_ue8m0(b):
+    """2^(b - 127) for a UE8M0 byte: 0 gives 2^-127 (subnormal), 0xFF gives NaN."""
+    import torch
+    e = b.to(torch.int32)
+    bits = torch.where(e == 0, torch.full_like(e, 0x400000), e << 23)
+    bits = torch.where(e == 0xFF, torch.full_like(e, 0x7FC00000), bits)
+    return bits.view(torch.float32)
+
+
+def convert(a, src: str, dst: str):
+    """`a` (a tile, a 0-d tensor or an int) from dtype `src` to `dst` as the GPU converts:
+    to FP8 rounding to nearest and saturating (NaN stays NaN), to integers toward zero."""
+    import torch
+    if isinstance(a, int):
+        a = torch.tensor(a, dtype=torch.int32)
+    if dst == "ue8m0":
+        return ue8m0_from_f32(a)
+    if src == "ue8m0":
+        return f32_from_ue8m0(a)
+    if dst in FP8_MAX:
+        a = a.float().clamp(-FP8_MAX[dst], FP8_MAX[dst])
+    elif is_int(dst) and a.is_floating_point():
+        a = a.trunc()
+    return a.to(torch_dtype(dst))
+
+
+def matmul_f32(a, b):
+    """[M, K] x [K, N] of exactly widened operands, summed exactly and rounded once to f32:
+    the f64 sum is exact for FP8 operands (8-bit products between 2^-18 and 2^17, 128 of
+    them), so the result does not depend on the order of the sum nor on how K is split."""
+    return (a.double() @ b.double()).float()
