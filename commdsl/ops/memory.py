@@ -57,7 +57,9 @@ ACCESS_ATTRS = {
              "dimension is dropped)",
     "cache": "the cache(...) clause as written: (key, value) pairs, or None",
     "_cache_spans": "source spans of the clause's arguments, for the cache pass's errors",
-    "qualifiers": "the PTX spelling the cache pass chose, e.g. ld.global.nc.L1::no_allocate",
+    "cache_policy": "the cache pass's decision, which the backend spells: volatile, operator "
+                    "(ca/cg/cs/wb/wt), nc, L1 (eviction policy), L2 (prefetch size); {} for "
+                    "a plain access",
     "vec": "elements per access (passes/vectorize.py)",
 }
 

@@ -52,6 +52,11 @@ def _transpose(op):
         fail(op, f"shared-memory plan {plan} breaks 16-byte rows")
 
 
+# The static shared-memory array passes/shared.py gives an op that moves data between warps.
+SMEM_BUFFER_ATTRS = {"smem_buffer": "its static shared-memory array's number in the kernel",
+                     "smem_bytes": "that array's size"}
+
+
 def _relayout(op):
     a, r = op.operands[0].type, op.result.type
     if getattr(a, "shape", None) != getattr(r, "shape", None):
@@ -117,15 +122,18 @@ declare("broadcast", "broadcast(t) : tile", "t repeated along its axes of size 1
 declare("reduce", "reduce(t) {axis, kind} : tile | scalar",
         "t folded along `axis` by sum, max, min or amax (max of |x|)",
         traits=(REDUCTION,), verify=_reduce,
-        attrs={"axis": "the axis folded away", "kind": "sum, max, min or amax"},
+        attrs={"axis": "the axis folded away", "kind": "sum, max, min or amax",
+               **SMEM_BUFFER_ATTRS},
         interpret=_run_reduce, family=FAMILY)
-declare("transpose", "transpose(t) {smem} : tile", "t with its two axes swapped, through "
+declare("transpose", "transpose(t) {smem, smem_buffer, smem_bytes} : tile", "t with its two axes swapped, through "
         "shared memory", traits=(LAYOUT, SHARED), verify=_transpose,
-        attrs={"smem": "the shared-memory plan (row bytes, swizzle) of passes/shared.py"},
+        attrs={"smem": "the shared-memory plan of passes/shared.py: row bytes, swizzle, and "
+                       "each access's registers and address", **SMEM_BUFFER_ATTRS},
         interpret=_run_transpose, family=FAMILY)
-declare("relayout", "relayout(t) {smem_bytes} : tile", "t in another thread layout, same "
+declare("relayout", "relayout(t) {read_vector, smem_buffer, smem_bytes} : tile", "t in another thread layout, same "
         "values, through shared memory (passes/tile.py)", traits=(LAYOUT, SHARED),
-        verify=_relayout, attrs={"smem_bytes": "its shared-memory buffer (passes/shared.py)"},
+        verify=_relayout, attrs={"read_vector": "elements per shared-memory read "
+                                 "(passes/shared.py)", **SMEM_BUFFER_ATTRS},
         interpret=_run_same, family=FAMILY)
 declare("gather_copies", "gather_copies(t) : tile", "a Compact tile's slots sent to every copy "
         "of its Sliced parent layout (passes/replicas.py)", traits=(LAYOUT,),
