@@ -220,8 +220,9 @@ def reduce_bytes(op: Op, num_threads: int) -> int:
     return regs * num_threads * dtype_info(src.dtype).bytes
 
 
-def buffer_bytes(op: Op, num_threads: int) -> int:
-    """Static shared memory the op needs (planning a transpose's layout first), or 0."""
+def plan_buffer(op: Op, num_threads: int) -> int:
+    """Plans the op's shared-memory accesses (a transpose's layout and accesses, a
+    relayout's read width); returns the bytes of its array, 0 for an op with none."""
     if op.name == "transpose":
         op.attrs["smem"] = plan(op, num_threads)
         return op.attrs["smem"].bytes
@@ -240,7 +241,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         return kernel
     total, count = 0, 0
     for op in kernel.walk():
-        nbytes = buffer_bytes(op, kernel.num_threads)
+        nbytes = plan_buffer(op, kernel.num_threads)
         if not nbytes:
             continue
         op.attrs["smem_buffer"], op.attrs["smem_bytes"] = count, nbytes

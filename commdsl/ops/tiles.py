@@ -125,13 +125,15 @@ declare("reduce", "reduce(t) {axis, kind} : tile | scalar",
         attrs={"axis": "the axis folded away", "kind": "sum, max, min or amax",
                **SMEM_BUFFER_ATTRS},
         interpret=_run_reduce, family=FAMILY)
-declare("transpose", "transpose(t) {smem, smem_buffer, smem_bytes} : tile", "t with its two axes swapped, through "
-        "shared memory", traits=(LAYOUT, SHARED), verify=_transpose,
+declare("transpose", "transpose(t) {smem, smem_buffer, smem_bytes} : tile",
+        "t with its two axes swapped, through shared memory", traits=(LAYOUT, SHARED),
+        verify=_transpose,
         attrs={"smem": "the shared-memory plan of passes/shared.py: row bytes, swizzle, and "
                        "each access's registers and address", **SMEM_BUFFER_ATTRS},
         interpret=_run_transpose, family=FAMILY)
-declare("relayout", "relayout(t) {read_vector, smem_buffer, smem_bytes} : tile", "t in another thread layout, same "
-        "values, through shared memory (passes/tile.py)", traits=(LAYOUT, SHARED),
+declare("relayout", "relayout(t) {read_vector, smem_buffer, smem_bytes} : tile",
+        "t in another thread layout, same values, through shared memory (passes/tile.py)",
+        traits=(LAYOUT, SHARED),
         verify=_relayout, attrs={"read_vector": "elements per shared-memory read "
                                  "(passes/shared.py)", **SMEM_BUFFER_ATTRS},
         interpret=_run_same, family=FAMILY)
