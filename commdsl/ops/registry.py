@@ -7,7 +7,9 @@ passes select ops by, never by lists of names), its verifier rule, its meaning o
 declarations. Backends keep their own table of emitters per (op, target).
 
     interpret(ctx, op, *operand_values) -> result value (or a list, one per result)
-        ctx is the interpreter's state of one program (commdsl/interpreter.py).
+        ctx is the interpreter's state of one program (commdsl/interpreter.py). An op that
+        may wait (a barrier, a loop whose body waits) returns a generator instead: the
+        program runs it as part of its coroutine and takes its return value as the result.
     verify(op) -> None, raising IRVerifyError through `fail(op, message)`.
 """
 from __future__ import annotations
