@@ -255,6 +255,10 @@ class KernelCodegen(CommCodegen, CompactCodegen):
     def op_abs(self, op):
         self._map(op, lambda a: self.intrinsic("llvm.fabs.f32", F32, [a]))
 
+    @emits("sqrt")
+    def op_sqrt(self, op):
+        self._map(op, lambda a: self.intrinsic("llvm.sqrt.f32", F32, [a]))
+
     @emits("fma")
     def op_fma(self, op):
         self._map(op, lambda a, b, c: self.intrinsic("llvm.fma.f32", F32, [a, b, c]))
