@@ -45,6 +45,8 @@ def _peer_loads(p: argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="commdsl", description="Compile communication-aware "
                                  "FP8 GPU kernels written in .cdsl to Hopper PTX.")
+    from . import __version__
+    ap.add_argument("--version", action="version", version=f"commdsl {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compile", help="compile a .cdsl file to PTX (or an earlier stage)")
     _common(c)
