@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from . import ast
 from .check import Signature, did_you_mean
 from .diagnostics import CompileError
+from .folding import fold_binary, fold_cdiv, fold_neg, number
 from .ir import Block, Builder, KernelIR, ScalarType, TensorType, TileType, Value
 from .irgen_comm import BUILTINS as COMM_BUILTINS, CommLowering
 from .ops import OPS, OpDef
@@ -152,7 +153,10 @@ class _Lowering(CommLowering):
 
     def expr_Name(self, e: ast.Name):
         if e.id in self.env:
-            return self.env[e.id]
+            x = self.env[e.id]
+            if isinstance(x, Folded):
+                number(x.value, e.span, f"'{e.id}'")
+            return x
         if e.id in COMM_BUILTINS:
             return self.comm_builtin(e)
         if e.id in self.tensors:
@@ -174,7 +178,7 @@ class _Lowering(CommLowering):
     def expr_Neg(self, e: ast.Neg):
         x = self.expr(e.operand)
         if isinstance(x, Folded):
-            return Folded(-x.value)
+            return Folded(fold_neg(x.value, e.span))
         if _is_narrow_float(x.type.dtype):
             x = self.to_dtype(x, "f32", e)
         return self.at(e).value("neg", [x], x.type)
@@ -182,11 +186,7 @@ class _Lowering(CommLowering):
     def expr_BinOp(self, e: ast.BinOp):
         a, b = self.expr(e.lhs), self.expr(e.rhs)
         if isinstance(a, Folded) and isinstance(b, Folded):
-            if e.op == "/" and a.is_int and b.is_int:
-                return Folded(a.value // b.value)
-            return Folded({"+": a.value + b.value, "-": a.value - b.value,
-                           "*": a.value * b.value, "/": a.value / b.value,
-                           "%": a.value % b.value}[e.op])
+            return Folded(fold_binary(e.op, a.value, b.value, e.span, e.rhs.span))
         name = {"+": "add", "-": "sub", "*": "mul", "/": "div", "%": "rem"}[e.op]
         return self.binary(name, a, b, e)
 
@@ -198,6 +198,9 @@ class _Lowering(CommLowering):
         dtype = self.result_dtype(a, b, node)
         if name == "rem" and not _is_int(dtype):
             raise CompileError("'%' is for integers", node.span)
+        if name in ("div", "rem") and _is_int(dtype) and isinstance(b, Folded) and b.value == 0:
+            raise CompileError("integer division by zero", node.span,
+                               "the divisor is 0 at compile time")
         a = self.to_dtype(self.materialize(a, dtype, node), dtype, node)
         b = self.to_dtype(self.materialize(b, dtype, node), dtype, node)
         shape = self.common_shape(a, b, node)
@@ -249,7 +252,7 @@ class _Lowering(CommLowering):
         if e.func == "cdiv":
             a, b = (self.expr(x) for x in self.expect_args(e, 2))
             if isinstance(a, Folded) and isinstance(b, Folded):
-                return Folded(-(-a.value // b.value))
+                return Folded(fold_cdiv(a.value, b.value, e.span, e.args[1].span))
             return self.binary("div", self.binary("add", a, self.binary(
                 "sub", b, Folded(1), e), e), b, e)
         if e.func in REDUCTIONS and ("axis" in kwargs or e.func in ("amax", "sum")):
