@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from .diagnostics import CompileError
+from .diagnostics import CompileError, Source
 from .runtime.callplan import CallPlan, CallPlans, RecentCall, call_signature
 from .spec import SPECIALIZE_DIVISOR
 from .target import DEFAULT_TARGET
@@ -42,11 +42,7 @@ def read_source(path_or_source: str) -> tuple[str, str]:
     """(text, path) of a .cdsl file, or of source text given directly."""
     if "{" in path_or_source or "\n" in path_or_source:
         return path_or_source, "<string>"
-    try:
-        with open(path_or_source) as f:
-            return f.read(), path_or_source
-    except OSError as e:
-        raise CompileError(f"cannot read {path_or_source}: {e.strerror}") from None
+    return Source.read(path_or_source).text, path_or_source
 
 
 class Kernel:

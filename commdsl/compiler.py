@@ -73,6 +73,7 @@ def compile_source(text: str, path: str = "<string>", *, constants: dict | None 
         options = check_options(options or {})
         module = parse(text, path)
         kernels = list(module.kernels)
+        _check_unique_names(kernels)
         if kernel is not None:
             kernels = [k for k in kernels if k.name == kernel]
             if not kernels:
@@ -120,6 +121,16 @@ def compile_source(text: str, path: str = "<string>", *, constants: dict | None 
         raise e.with_source(source) from None
 
 
+def _check_unique_names(kernels: list[ast.Kernel]):
+    seen: dict[str, ast.Kernel] = {}
+    for k in kernels:
+        if k.name in seen:
+            raise CompileError(f"kernel '{k.name}' is defined twice (first on line "
+                               f"{seen[k.name].span.line})", k.span,
+                               "give each kernel of a file its own name")
+        seen[k.name] = k
+
+
 def _lower(sig, k: ast.Kernel, divisible: dict[str, bool] | None) -> KernelIR:
     from .irgen import lower
     kir = lower(sig, k)
@@ -130,9 +141,4 @@ def _lower(sig, k: ast.Kernel, divisible: dict[str, bool] | None) -> KernelIR:
 
 
 def compile_file(path: str, **kwargs) -> Compiled:
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as e:
-        raise CompileError(f"cannot read {path}: {e.strerror}") from None
-    return compile_source(text, path, **kwargs)
+    return compile_source(Source.read(path).text, path, **kwargs)

@@ -79,3 +79,52 @@ def test_dtype_given_with_D_for_an_integer_tune(tmp_path, capsys):
     assert "'ROWS' is an integer (16), so it cannot be set to 'f32'" in err
     line = next(i for i, s in enumerate(source.splitlines(), 1) if "tune ROWS" in s)
     assert_points_at(err, line, "ROWS = 16")
+
+
+# ---- 3. the front end and the command line ------------------------------------------------
+
+def test_two_kernels_of_one_name(tmp_path, capsys):
+    one = open("examples/copy_nc.cdsl").read()
+    err = compile_error(tmp_path, capsys, one + "\n" + one)
+    assert "kernel 'copy_nc' is defined twice" in err
+    line = len(one.splitlines()) + 1 + next(
+        i for i, s in enumerate(one.splitlines(), 1) if s.startswith("kernel"))
+    assert_points_at(err, line, "kernel copy_nc")
+
+
+def test_a_sum_of_500_terms_is_a_nesting_error(tmp_path, capsys):
+    err = compile_error(tmp_path, capsys, kernel(" + ".join(["cast<f32>(t)"] * 500)))
+    assert "nests more than 256 levels deep" in err
+    assert_points_at(err, 5, "cast<f32>(t) + cast<f32>(t)")
+
+
+def test_a_sum_of_200_terms_compiles(tmp_path):
+    path = tmp_path / "k.cdsl"
+    path.write_text(kernel(" + ".join(["cast<f32>(t)"] * 200)))
+    assert main(["compile", str(path), "-o", str(tmp_path / "k.ptx")]) == 0
+
+
+def test_a_byte_that_is_not_utf8_is_located(tmp_path, capsys):
+    path = tmp_path / "k.cdsl"
+    source = kernel().replace("grid(M)", "grid(M)  # caf\xe9")
+    path.write_bytes(source.encode("latin-1"))
+    assert main(["compile", str(path), "-o", str(tmp_path / "k.ptx")]) == 1
+    err = capsys.readouterr().err
+    assert "byte 0xe9 is not UTF-8" in err and "Traceback" not in err
+    line = source.splitlines()[1]
+    assert f"k.cdsl:2:{line.index(chr(0xe9)) + 1}: error: " in err and "help:" in err
+
+
+def test_output_into_a_missing_folder_names_the_path(tmp_path, capsys):
+    path = tmp_path / "k.cdsl"
+    path.write_text(kernel())
+    target = tmp_path / "missing_dir" / "x.ptx"
+    assert main(["compile", str(path), "-o", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write {target}: No such file or directory" in err and "help:" in err
+
+
+def test_a_constant_given_twice_with_D_is_an_error(tmp_path, capsys):
+    err = compile_error(tmp_path, capsys, open("examples/act_quant.cdsl").read(),
+                        "-D", "ROWS=1", "-D", "ROWS=2")
+    assert "-D ROWS is given twice (ROWS=1 and ROWS=2)" in err and "help:" in err
