@@ -12,7 +12,7 @@ from .diagnostics import CompileError, Source
 from .ir import KernelIR
 from .ir_printer import print_kernel
 from .spec import SPECIALIZE_DIVISOR, KernelSpec
-from .target import DEFAULT_TARGET, get_target
+from .target import DEFAULT_TARGET, Target, get_target
 
 STAGES = ("ast", "ir", "llvm", "ptx")
 
@@ -93,7 +93,7 @@ def compile_source(text: str, path: str = "<string>", *, constants: dict | None 
         irs = []
         for k in kernels:
             sig = check_signature(k, {n: v for n, v in constants.items() if n in _declared(k)})
-            kir = _lower(sig, k, divisible)
+            kir = _lower(sig, k, tgt, divisible)
             kir.attrs.update(options)
             if emit == "ir":
                 irs.append(kir)
@@ -131,9 +131,9 @@ def _check_unique_names(kernels: list[ast.Kernel]):
         seen[k.name] = k
 
 
-def _lower(sig, k: ast.Kernel, divisible: dict[str, bool] | None) -> KernelIR:
+def _lower(sig, k: ast.Kernel, target: Target, divisible: dict[str, bool] | None) -> KernelIR:
     from .irgen import lower
-    kir = lower(sig, k)
+    kir = lower(sig, k, target)
     divisible = divisible or {}
     kir.attrs["size_divisibility"] = {
         s: SPECIALIZE_DIVISOR for s in sig.size_symbols if divisible.get(s, True)}

@@ -5,6 +5,7 @@ integer and float values never mix silently. Literals and constants fold at comp
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from . import ast
@@ -14,6 +15,7 @@ from .folding import fold_binary, fold_cdiv, fold_neg, number
 from .ir import Block, Builder, KernelIR, ScalarType, TensorType, TileType, Value
 from .irgen_comm import BUILTINS as COMM_BUILTINS, CommLowering
 from .ops import OPS, OpDef
+from .target import Target
 
 REDUCTIONS = {
     "amax": "amax(t, axis = A): largest |t| along axis A",
@@ -75,9 +77,19 @@ def _is_int(dtype: str) -> bool:
     return DTYPES[dtype].is_int
 
 
+def _check_fits(value: int, dtype: str, node):
+    from .dtypes import DTYPES
+    d = DTYPES[dtype]
+    lo, hi = (0, (1 << d.bits) - 1) if d.kind == "uint" else (-(1 << d.bits - 1),
+                                                               (1 << d.bits - 1) - 1)
+    if not lo <= value <= hi:
+        raise CompileError(f"{value} does not fit in {dtype} ({lo} .. {hi})", node.span,
+                           "indices and sizes are 32-bit: use smaller constants")
+
+
 class _Lowering(CommLowering):
-    def __init__(self, sig: Signature, kernel: ast.Kernel):
-        self.sig, self.kernel = sig, kernel
+    def __init__(self, sig: Signature, kernel: ast.Kernel, target: Target):
+        self.sig, self.kernel, self.target = sig, kernel, target
         self.ir = KernelIR(
             name=sig.name,
             tensors=[Value(TensorType(t.dtype, t.dims, t.is_out, t.symmetric), t.name)
@@ -103,6 +115,8 @@ class _Lowering(CommLowering):
             if _is_int(dtype) and not x.is_int:
                 raise CompileError(f"{x.value} is not an integer", node.span,
                                    "index arithmetic is on integers")
+            if _is_int(dtype):
+                _check_fits(x.value, dtype, node)
             return self.const(float(x.value) if not _is_int(dtype) else int(x.value), dtype, node)
         return x
 
@@ -137,7 +151,22 @@ class _Lowering(CommLowering):
 
     def expr(self, e: ast.Expr):
         method = getattr(self, "expr_" + type(e).__name__)
-        return method(e)
+        x = method(e)
+        if isinstance(x, Value) and isinstance(x.type, TileType):
+            self.check_tile_size(x.type.shape, x.type.dtype, e)
+        return x
+
+    def check_tile_size(self, shape: tuple[int, ...], dtype: str, node):
+        """A tile larger than a CTA's registers can never be laid out: say so before trying
+        (layout works element by element, so a huge tile would take minutes to reject)."""
+        from .dtypes import DTYPES
+        limit = self.target.register_file_bytes
+        nbytes = math.prod(shape) * DTYPES[dtype].bytes
+        if nbytes > limit:
+            raise CompileError(
+                f"a [{', '.join(map(str, shape))}] {dtype} tile is {nbytes} bytes, more than "
+                f"the {limit} bytes of registers a CTA has on {self.target.name}", node.span,
+                "use smaller tiles: loop over the data, or set smaller tile sizes")
 
     def value(self, e: ast.Expr, dtype_hint: str = "f32") -> Value:
         x = self.expr(e)
@@ -319,6 +348,7 @@ class _Lowering(CommLowering):
                                    a.span, "use a number or a tune/const name")
             shape.append(n.value)
         dtype = e.args[0].id
+        self.check_tile_size(tuple(shape), dtype, e)
         zero = self.const(0 if _is_int(dtype) else 0.0, dtype, e)
         return self.at(e).value("splat", [zero], TileType(dtype, tuple(shape)))
 
@@ -478,6 +508,7 @@ class _Lowering(CommLowering):
                 sizes.append(n.value)
             else:
                 raise CompileError("tensor indices are 'i' or 'start : +length'", i.span)
+        self.check_tile_size(tuple(n for n in sizes if n is not None), tensor.type.dtype, node)
         return idx, tuple(sizes)
 
     def index_value(self, e: ast.Expr) -> Value:
@@ -671,8 +702,8 @@ def _assigned(body) -> list[str]:
     return [n for n in names if n not in local]
 
 
-def lower(sig: Signature, kernel: ast.Kernel) -> KernelIR:
-    low = _Lowering(sig, kernel)
+def lower(sig: Signature, kernel: ast.Kernel, target: Target) -> KernelIR:
+    low = _Lowering(sig, kernel, target)
     for s in kernel.body:
         getattr(low, "stmt_" + type(s).__name__)(s)
     low.ir.attrs["warps"] = sig.warps

@@ -128,3 +128,35 @@ def test_a_constant_given_twice_with_D_is_an_error(tmp_path, capsys):
     err = compile_error(tmp_path, capsys, open("examples/act_quant.cdsl").read(),
                         "-D", "ROWS=1", "-D", "ROWS=2")
     assert "-D ROWS is given twice (ROWS=1 and ROWS=2)" in err and "help:" in err
+
+
+# ---- 4. a cap on tile sizes, checked before layout -----------------------------------------
+
+@pytest.mark.parametrize("example, define, message, under", [
+    ("act_quant", "ROWS=2147483648", "2147483648 does not fit in i32", "pid.1 * ROWS"),
+    ("act_quant", "ROWS=65536", "bytes of registers a CTA has on sm_90a", "load x["),
+    ("requant_t", "G=1024", "bytes of registers a CTA has on sm_90a", "load x["),
+])
+def test_a_huge_tile_is_rejected_at_once(tmp_path, capsys, example, define, message, under):
+    import time
+    source = open(f"examples/{example}.cdsl").read()
+    start = time.perf_counter()
+    err = compile_error(tmp_path, capsys, source, "-D", define)
+    assert time.perf_counter() - start < 2.0
+    assert message in err
+    line = next(i for i, s in enumerate(source.splitlines(), 1) if under in s)
+    assert_points_at(err, line, under)
+
+
+def test_a_zeros_tile_larger_than_the_register_file(tmp_path, capsys):
+    err = compile_error(tmp_path, capsys, kernel("cast<f32>(t) + zeros(f32, 1024, 1024)"))
+    assert "a [1024, 1024] f32 tile is 4194304 bytes" in err
+    assert_points_at(err, 5, "zeros(")
+
+
+def test_an_index_constant_past_i32(tmp_path, capsys):
+    source = kernel(consts="  const BIG = 4294967296\n").replace(
+        "load x[pid.0 : +1, 0 : +128]", "load x[pid.0 : +1, BIG : +128]")
+    err = compile_error(tmp_path, capsys, source)
+    assert "4294967296 does not fit in i32" in err
+    assert_points_at(err, 5, "BIG")
