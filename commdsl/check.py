@@ -77,14 +77,24 @@ def fold_constant(e: ast.Expr, constants: dict, what: str):
                        "use numbers, constants, + - * / and cdiv(a, b)")
 
 
+# Dtypes the language names but the code generator cannot handle yet: name -> what to use.
+NOT_SUPPORTED_YET = {"i64": "use i32 (64-bit integer tiles are not lowered yet)"}
+
+
+def supported_dtype(name: str, span) -> str:
+    if name in NOT_SUPPORTED_YET:
+        raise CompileError(f"{name} is not supported yet", span, NOT_SUPPORTED_YET[name])
+    return name
+
+
 def resolve_dtype(name: str, constants: dict, span) -> str:
     """A dtype written directly (`e4m3`) or through a constant (`FMT`, set by `-D FMT=e5m2`)."""
     if name in DTYPES:
-        return name
+        return supported_dtype(name, span)
     if name in constants:
         value = constants[name]
         if isinstance(value, str) and value in DTYPES:
-            return value
+            return supported_dtype(value, span)
         raise CompileError(f"constant '{name}' = {value!r} is not a dtype", span,
                            f"dtypes are: {', '.join(DTYPES)}; e.g. -D {name}=e4m3")
     raise CompileError(f"unknown dtype '{name}'", span,

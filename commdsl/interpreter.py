@@ -120,8 +120,11 @@ class _Program(CommProgram):
         return a * b
 
     def op_div(self, op, a, b):
-        if isinstance(a, int):
+        import torch
+        if isinstance(a, int) and isinstance(b, int):
             return int(a / b)                  # C division: toward zero
+        if _is_int(op.result.type.dtype):
+            return torch.div(a, b, rounding_mode="trunc")
         return a / b
 
     def op_rem(self, op, a, b):

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 
 from . import ast
-from .check import Signature, did_you_mean
+from .check import Signature, did_you_mean, supported_dtype
 from .diagnostics import CompileError
 from .folding import fold_binary, fold_cdiv, fold_neg, number
 from .ir import Block, Builder, KernelIR, ScalarType, TensorType, TileType, Value
@@ -347,7 +347,7 @@ class _Lowering(CommLowering):
                 raise CompileError("a tile's size must be a positive compile-time integer",
                                    a.span, "use a number or a tune/const name")
             shape.append(n.value)
-        dtype = e.args[0].id
+        dtype = supported_dtype(e.args[0].id, e.args[0].span)
         self.check_tile_size(tuple(shape), dtype, e)
         zero = self.const(0 if _is_int(dtype) else 0.0, dtype, e)
         return self.at(e).value("splat", [zero], TileType(dtype, tuple(shape)))
@@ -421,6 +421,9 @@ class _Lowering(CommLowering):
         if v.type.dtype == "ue8m0":
             raise CompileError("ue8m0 values are scales, not numbers to reduce", x.span,
                                "reduce cast<f32>(...) of them")
+        if e.func == "amax" and _is_int(v.type.dtype):
+            raise CompileError(f"amax takes floats, not {v.type.dtype}", x.span,
+                               f"max(t, axis = A) is the largest integer; {REDUCTIONS['amax']}")
         if _is_narrow_float(v.type.dtype):
             v = self.to_dtype(v, "f32", e)
         kind = e.func
