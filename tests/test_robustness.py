@@ -160,3 +160,32 @@ def test_an_index_constant_past_i32(tmp_path, capsys):
     err = compile_error(tmp_path, capsys, source)
     assert "4294967296 does not fit in i32" in err
     assert_points_at(err, 5, "BIG")
+
+
+# ---- 2. an FP8 load in a register-prefetched loop ----------------------------------------
+
+@pytest.mark.parametrize("dt", ["e4m3", "e5m2"])
+@pytest.mark.parametrize("n", [1, 3, 16, 128])
+def test_fp8_load_in_a_pipeline_2_loop_without_tma(dt, n):
+    import torch
+
+    import commdsl
+    from commdsl.compiler import compile_source
+    from commdsl.runtime.ptxas import assemble
+    source = f"""kernel k(x: {dt}[M, K], y: out {dt}[M, K], z: out f32[M, K])
+  grid(M)
+{{
+  for k0 in 0 .. K step {n} pipeline(2) {{
+    let t = load x[pid.0 : +1, k0 : +{n}]
+    store y[pid.0 : +1, k0 : +{n}] = t
+    store z[pid.0 : +1, k0 : +{n}] = cast<f32>(t) * 2.0
+  }}
+}}
+"""
+    compiled = compile_source(source, "k.cdsl")
+    assemble(compiled.ptx, arch=compiled.target, entry="k")
+    x = torch.randn(3, 4 * n).to(getattr(torch, {"e4m3": "float8_e4m3fn", "e5m2": "float8_e5m2"}[dt]))
+    y, z = torch.empty_like(x), torch.empty(3, 4 * n)
+    commdsl.load(source).interpret(x, y, z)
+    assert torch.equal(y.view(torch.uint8), x.view(torch.uint8))
+    assert torch.equal(z, x.float() * 2)
