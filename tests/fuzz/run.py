@@ -35,14 +35,21 @@ def main() -> int:
     crashes: dict[str, str] = {}
     start = time.time()
     for i, item in enumerate(inputs(args.seed, args.count)):
+        if i and i % 1000 == 0:
+            print(f"{i} inputs, {time.time() - start:.0f} s: {dict(counts)}", flush=True)
         try:
             counts[outcome(item, args.limit, args.emit)] += 1
         except InputTimeout:
             counts["timeout"] += 1
-            crashes.setdefault(f"timeout ({item.origin})", str(item))
+            sig, text = f"timeout ({item.origin})", str(item)
         except Exception as e:          # an internal compiler error: what we look for
             counts["internal"] += 1
-            crashes.setdefault(signature(e), str(item))
+            sig, text = signature(e), str(item)
+        else:
+            continue
+        if sig not in crashes:
+            print(f"input {i}: {sig}", flush=True)
+            crashes[sig] = text
     print(f"{args.count} inputs in {time.time() - start:.0f} s: {dict(counts)}")
     if crashes:
         os.makedirs(args.out, exist_ok=True)
