@@ -44,13 +44,7 @@ def read_source(path_or_source: str) -> tuple[str, str]:
     """(text, path) of a .cdsl file, or of source text given directly."""
     if "{" in path_or_source or "\n" in path_or_source:
         return path_or_source, "<string>"
-    try:
-        with open(path_or_source) as f:
-            return f.read(), path_or_source
-    except FileNotFoundError:
-        raise CompileError("no such file", None, None, Source("", path_or_source)) from None
-    except OSError as e:
-        raise CompileError(f"cannot read {path_or_source}: {e.strerror}") from None
+    return Source.read(path_or_source).text, path_or_source
 
 
 class Kernel:

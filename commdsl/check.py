@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from . import ast
 from .diagnostics import CompileError
-from .dims import BinOp, Const, Dim, Sym
+from .dims import BinOp, Const, Dim, DimError, Sym
 from .dtypes import DTYPES, FP8_MAX
+from .folding import fold_binary, fold_cdiv, fold_neg
 from .spec import QuantGroup, TensorParam
 
 KERNEL_ATTRS = {
@@ -65,28 +66,35 @@ def fold_constant(e: ast.Expr, constants: dict, what: str):
         raise CompileError(f"{what} must be known at compile time; '{e.id}' is not a constant",
                            e.span, "use a number or a name declared with 'const' or 'tune'")
     if isinstance(e, ast.Neg):
-        return -fold_constant(e.operand, constants, what)
+        return fold_neg(fold_constant(e.operand, constants, what), e.span)
     if isinstance(e, ast.BinOp):
         a, b = fold_constant(e.lhs, constants, what), fold_constant(e.rhs, constants, what)
-        if e.op == "/" and isinstance(a, int) and isinstance(b, int):
-            return a // b
-        return {"+": a + b, "-": a - b, "*": a * b, "%": a % b if b else 0,
-                "/": a / b if b else 0}[e.op]
+        return fold_binary(e.op, a, b, e.span, e.rhs.span)
     if isinstance(e, ast.Call) and e.func == "cdiv" and len(e.args) == 2:
         a, b = (fold_constant(x, constants, what) for x in e.args)
-        return -(-a // b)
+        return fold_cdiv(a, b, e.span, e.args[1].span)
     raise CompileError(f"{what} must be known at compile time", e.span,
                        "use numbers, constants, + - * / and cdiv(a, b)")
+
+
+# Dtypes the language names but the code generator cannot handle yet: name -> what to use.
+NOT_SUPPORTED_YET = {"i64": "use i32 (64-bit integer tiles are not lowered yet)"}
+
+
+def supported_dtype(name: str, span) -> str:
+    if name in NOT_SUPPORTED_YET:
+        raise CompileError(f"{name} is not supported yet", span, NOT_SUPPORTED_YET[name])
+    return name
 
 
 def resolve_dtype(name: str, constants: dict, span) -> str:
     """A dtype written directly (`e4m3`) or through a constant (`FMT`, set by `-D FMT=e5m2`)."""
     if name in DTYPES:
-        return name
+        return supported_dtype(name, span)
     if name in constants:
         value = constants[name]
         if isinstance(value, str) and value in DTYPES:
-            return value
+            return supported_dtype(value, span)
         raise CompileError(f"constant '{name}' = {value!r} is not a dtype", span,
                            f"dtypes are: {', '.join(DTYPES)}; e.g. -D {name}=e4m3")
     raise CompileError(f"unknown dtype '{name}'", span,
@@ -111,22 +119,41 @@ def _constants(k: ast.Kernel, overrides: dict) -> dict:
     constants: dict = {}
     for t in k.tunes:
         values = tuple(fold_constant(v, constants, f"value of '{t.name}'") for v in t.values)
-        if t.name in overrides:
-            constants[t.name] = overrides[t.name]
-        elif t.default is not None:
+        if t.default is not None:
             constants[t.name] = fold_constant(t.default, constants, f"default of '{t.name}'")
         else:
             constants[t.name] = values[0]
+        if t.name in overrides:
+            constants[t.name] = _override(t, constants[t.name], overrides[t.name])
     for c in k.consts:
+        value = None if c.value is None else fold_constant(c.value, constants,
+                                                           f"constant '{c.name}'")
         if c.name in overrides:
-            constants[c.name] = overrides[c.name]
-        elif c.value is not None:
-            constants[c.name] = fold_constant(c.value, constants, f"constant '{c.name}'")
+            constants[c.name] = _override(c, value, overrides[c.name])
+        elif value is not None:
+            constants[c.name] = value
         else:
             raise CompileError(f"constant '{c.name}' has no value", c.span,
                                f"give it one with -D {c.name}=VALUE on the command line or "
                                f"commdsl.load(..., {c.name}=VALUE), or write 'const {c.name} = VALUE'")
     return constants
+
+
+def _kind(value) -> str:
+    return "a dtype" if isinstance(value, str) else "an integer" if isinstance(value, int) \
+        else "a number"
+
+
+def _override(decl: ast.Tune | ast.Const, declared, value):
+    """A -D (or load(...)) value for a declared constant: of the kind its declaration has (an
+    integer stays an integer, a dtype a dtype), so a wrong -D is reported where it lands."""
+    if declared is None or _kind(declared) == _kind(value) or (
+            _kind(declared) == "a number" and isinstance(value, int)):
+        return value
+    what = (f"constant '{decl.name}' = {value!r} is not a dtype" if isinstance(declared, str)
+            else f"'{decl.name}' is {_kind(declared)} ({declared}), so it cannot be set to "
+            f"{value!r}")
+    raise CompileError(what, decl.span, f"give {_kind(declared)}, e.g. -D {decl.name}={declared}")
 
 
 def to_dim(e: ast.Expr, constants: dict, symbols: list[str], allow_new: bool = True) -> Dim:
@@ -138,7 +165,8 @@ def to_dim(e: ast.Expr, constants: dict, symbols: list[str], allow_new: bool = T
         if e.id in constants:
             v = constants[e.id]
             if not isinstance(v, int):
-                raise CompileError(f"'{e.id}' = {v} is not an integer size", e.span)
+                raise CompileError(f"'{e.id}' = {v} is not an integer size", e.span,
+                                   f"sizes are integers, e.g. -D {e.id}=128")
             return Const(v)
         if e.id not in symbols and not allow_new:
             raise CompileError(f"unknown size '{e.id}'", e.span,
@@ -148,12 +176,25 @@ def to_dim(e: ast.Expr, constants: dict, symbols: list[str], allow_new: bool = T
             symbols.append(e.id)
         return Sym(e.id)
     if isinstance(e, ast.BinOp) and e.op in "+-*/":
-        return BinOp(e.op, to_dim(e.lhs, constants, symbols, allow_new),
-                     to_dim(e.rhs, constants, symbols, allow_new))
+        return _dim_op(e.op, e.lhs, e.rhs, constants, symbols, allow_new)
     if isinstance(e, ast.Call) and e.func == "cdiv" and len(e.args) == 2 and not e.kwargs:
-        return BinOp("cdiv", *(to_dim(a, constants, symbols, allow_new) for a in e.args))
+        return _dim_op("cdiv", *e.args, constants, symbols, allow_new)
     raise CompileError("a size must be built from names, integers, + - * / and cdiv(a, b)",
                        e.span)
+
+
+def _dim_op(op: str, lhs: ast.Expr, rhs: ast.Expr, constants: dict, symbols: list[str],
+            allow_new: bool) -> Dim:
+    a, b = (to_dim(x, constants, symbols, allow_new) for x in (lhs, rhs))
+    if op in ("/", "cdiv") and not b.symbols():
+        try:
+            divisor = b.evaluate({})
+        except DimError as err:
+            raise CompileError(str(err), rhs.span, "sizes are exact integer arithmetic") from None
+        if divisor == 0:
+            raise CompileError("a size is divided by zero", rhs.span,
+                               "the divisor folds to 0 at compile time")
+    return BinOp(op, a, b)
 
 
 def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict):

@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from .diagnostics import CommdslError, CompileError
+from .diagnostics import CommdslError, CompileError, Source
 
 
 def _constant(text: str) -> tuple[str, int | float | str]:
@@ -26,6 +26,18 @@ def _constant(text: str) -> tuple[str, int | float | str]:
         return name, value
     raise CompileError(f"-D {name}: '{value}' is not a number or a dtype", None,
                        f"e.g. -D {name}=128 or -D {name}=e5m2")
+
+
+def _constants(defines: list[str]) -> dict[str, int | float | str]:
+    """The -D options as a dict; setting one name twice is an error, not 'the last wins'."""
+    constants: dict[str, int | float | str] = {}
+    for text in defines:
+        name, value = _constant(text)
+        if name in constants:
+            raise CompileError(f"-D {name} is given twice ({name}={constants[name]} and "
+                               f"{name}={value})", None, f"keep one -D {name}=...")
+        constants[name] = value
+    return constants
 
 
 def _common(p: argparse.ArgumentParser):
@@ -83,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _compile(args, emit: str, print_after=()):
     from .compiler import compile_file
     from .target import DEFAULT_TARGET
-    constants = dict(_constant(d) for d in args.defines)
+    constants = _constants(args.defines)
     peer_loads = getattr(args, "peer_loads", None)       # compile and check take it
     options = {"peer_loads": peer_loads} if peer_loads else None
     return compile_file(args.file, constants=constants, target=args.target or DEFAULT_TARGET,
@@ -105,8 +117,12 @@ def cmd_compile(args) -> int:
     if out is None or out == "-":
         sys.stdout.write(text)
     else:
-        with open(out, "w") as f:
-            f.write(text)
+        try:
+            with open(out, "w") as f:
+                f.write(text)
+        except OSError as e:
+            raise CompileError(f"cannot write {out}: {e.strerror}", None,
+                               "-o names a file in a folder that exists and can be written")
         print(f"wrote {out} ({args.emit}, {result.target}: {', '.join(s.name for s in result.specs)})")
     return 0
 
@@ -127,7 +143,7 @@ def cmd_check(args) -> int:
 def cmd_tune(args) -> int:
     from .target import DEFAULT_TARGET
     from .tune.command import run
-    return run(args, dict(_constant(d) for d in args.defines), args.target or DEFAULT_TARGET)
+    return run(args, _constants(args.defines), args.target or DEFAULT_TARGET)
 
 
 def cmd_opt(args) -> int:
@@ -231,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         return {"compile": cmd_compile, "check": cmd_check, "tune": cmd_tune,
                 "opt": cmd_opt, "cache": cmd_cache}[args.command](args)
     except CommdslError as e:
+        if isinstance(e, CompileError):        # an option's error: name the file it was for
+            e.with_source(Source("", args.file))
         print(e.render(), file=sys.stderr)
         return 1
     except Exception:

@@ -14,7 +14,7 @@ from .dump import Dump
 from .ir import KernelIR
 from .ir_printer import print_kernel
 from .spec import SPECIALIZE_DIVISOR, KernelSpec
-from .target import DEFAULT_TARGET, get_target
+from .target import DEFAULT_TARGET, Target, get_target
 
 STAGES = ("ast", "ir", "llvm", "ptx")
 
@@ -76,6 +76,7 @@ def compile_source(text: str, path: str = "<string>", *, constants: dict | None 
         options = check_options(options or {})
         module = parse(text, path)
         kernels = list(module.kernels)
+        _check_unique_names(kernels)
         if kernel is not None:
             kernels = [k for k in kernels if k.name == kernel]
             if not kernels:
@@ -100,7 +101,7 @@ def compile_source(text: str, path: str = "<string>", *, constants: dict | None 
         irs = []
         for k in kernels:
             sig = check_signature(k, {n: v for n, v in constants.items() if n in _declared(k)})
-            kir = _lower(sig, k, divisible)
+            kir = _lower(sig, k, tgt, divisible)
             kir.attrs.update(options)
             if dump:
                 dump.write(f"{k.name}.irgen.ir", print_kernel(kir))
@@ -139,9 +140,19 @@ def compile_source(text: str, path: str = "<string>", *, constants: dict | None 
         raise e.with_source(source) from None
 
 
-def _lower(sig, k: ast.Kernel, divisible: dict[str, bool] | None) -> KernelIR:
+def _check_unique_names(kernels: list[ast.Kernel]):
+    seen: dict[str, ast.Kernel] = {}
+    for k in kernels:
+        if k.name in seen:
+            raise CompileError(f"kernel '{k.name}' is defined twice (first on line "
+                               f"{seen[k.name].span.line})", k.span,
+                               "give each kernel of a file its own name")
+        seen[k.name] = k
+
+
+def _lower(sig, k: ast.Kernel, target: Target, divisible: dict[str, bool] | None) -> KernelIR:
     from .irgen import lower
-    kir = lower(sig, k)
+    kir = lower(sig, k, target)
     divisible = divisible or {}
     kir.attrs["size_divisibility"] = {
         s: SPECIALIZE_DIVISOR for s in sig.size_symbols if divisible.get(s, True)}
@@ -149,11 +160,4 @@ def _lower(sig, k: ast.Kernel, divisible: dict[str, bool] | None) -> KernelIR:
 
 
 def compile_file(path: str, **kwargs) -> Compiled:
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise CompileError("no such file", None, None, Source("", path)) from None
-    except OSError as e:
-        raise CompileError(f"cannot read {path}: {e.strerror}") from None
-    return compile_source(text, path, **kwargs)
+    return compile_source(Source.read(path).text, path, **kwargs)

@@ -33,6 +33,27 @@ class Source:
         lines = self.text.splitlines()
         return lines[n - 1] if 0 < n <= len(lines) else ""
 
+    @staticmethod
+    def read(path: str) -> "Source":
+        """A .cdsl file; a byte that is not UTF-8 is an error located where it sits."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise CompileError("no such file", None, None, Source("", path)) from None
+        except OSError as e:
+            raise CompileError(f"cannot read {path}: {e.strerror}") from None
+        try:
+            return Source(data.decode("utf-8"), path)
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            line_start = data.rfind(b"\n", 0, e.start) + 1
+            col = len(data[line_start:e.start].decode("utf-8", "replace")) + 1
+            raise CompileError(f"byte 0x{data[e.start]:02x} is not UTF-8 text",
+                               Span(line, col, line, col + 1),
+                               "save the file as UTF-8 (comments included)",
+                               Source(data.decode("utf-8", "replace"), path)) from None
+
 
 class CommdslError(Exception):
     """Base of all errors commdsl reports to its users."""

@@ -5,14 +5,17 @@ integer and float values never mix silently. Literals and constants fold at comp
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from . import ast
-from .check import Signature, did_you_mean
+from .check import Signature, did_you_mean, supported_dtype
 from .diagnostics import CompileError
+from .folding import fold_binary, fold_cdiv, fold_neg, number
 from .ir import Block, Builder, KernelIR, ScalarType, TensorType, TileType, Value
 from .irgen_comm import BUILTINS as COMM_BUILTINS, CommLowering
 from .ops import OPS, OpDef
+from .target import Target
 
 REDUCTIONS = {
     "amax": "amax(t, axis = A): largest |t| along axis A",
@@ -74,9 +77,19 @@ def _is_int(dtype: str) -> bool:
     return DTYPES[dtype].is_int
 
 
+def _check_fits(value: int, dtype: str, node):
+    from .dtypes import DTYPES
+    d = DTYPES[dtype]
+    lo, hi = (0, (1 << d.bits) - 1) if d.kind == "uint" else (-(1 << d.bits - 1),
+                                                               (1 << d.bits - 1) - 1)
+    if not lo <= value <= hi:
+        raise CompileError(f"{value} does not fit in {dtype} ({lo} .. {hi})", node.span,
+                           "indices and sizes are 32-bit: use smaller constants")
+
+
 class _Lowering(CommLowering):
-    def __init__(self, sig: Signature, kernel: ast.Kernel):
-        self.sig, self.kernel = sig, kernel
+    def __init__(self, sig: Signature, kernel: ast.Kernel, target: Target):
+        self.sig, self.kernel, self.target = sig, kernel, target
         self.ir = KernelIR(
             name=sig.name,
             tensors=[Value(TensorType(t.dtype, t.dims, t.is_out, t.symmetric), t.name)
@@ -102,6 +115,8 @@ class _Lowering(CommLowering):
             if _is_int(dtype) and not x.is_int:
                 raise CompileError(f"{x.value} is not an integer", node.span,
                                    "index arithmetic is on integers")
+            if _is_int(dtype):
+                _check_fits(x.value, dtype, node)
             return self.const(float(x.value) if not _is_int(dtype) else int(x.value), dtype, node)
         return x
 
@@ -136,7 +151,22 @@ class _Lowering(CommLowering):
 
     def expr(self, e: ast.Expr):
         method = getattr(self, "expr_" + type(e).__name__)
-        return method(e)
+        x = method(e)
+        if isinstance(x, Value) and isinstance(x.type, TileType):
+            self.check_tile_size(x.type.shape, x.type.dtype, e)
+        return x
+
+    def check_tile_size(self, shape: tuple[int, ...], dtype: str, node):
+        """A tile larger than a CTA's registers can never be laid out: say so before trying
+        (layout works element by element, so a huge tile would take minutes to reject)."""
+        from .dtypes import DTYPES
+        limit = self.target.register_file_bytes
+        nbytes = math.prod(shape) * DTYPES[dtype].bytes
+        if nbytes > limit:
+            raise CompileError(
+                f"a [{', '.join(map(str, shape))}] {dtype} tile is {nbytes} bytes, more than "
+                f"the {limit} bytes of registers a CTA has on {self.target.name}", node.span,
+                "use smaller tiles: loop over the data, or set smaller tile sizes")
 
     def value(self, e: ast.Expr, dtype_hint: str = "f32") -> Value:
         x = self.expr(e)
@@ -152,7 +182,10 @@ class _Lowering(CommLowering):
 
     def expr_Name(self, e: ast.Name):
         if e.id in self.env:
-            return self.env[e.id]
+            x = self.env[e.id]
+            if isinstance(x, Folded):
+                number(x.value, e.span, f"'{e.id}'")
+            return x
         if e.id in COMM_BUILTINS:
             return self.comm_builtin(e)
         if e.id in self.tensors:
@@ -174,7 +207,7 @@ class _Lowering(CommLowering):
     def expr_Neg(self, e: ast.Neg):
         x = self.expr(e.operand)
         if isinstance(x, Folded):
-            return Folded(-x.value)
+            return Folded(fold_neg(x.value, e.span))
         if _is_narrow_float(x.type.dtype):
             x = self.to_dtype(x, "f32", e)
         return self.at(e).value("neg", [x], x.type)
@@ -182,11 +215,7 @@ class _Lowering(CommLowering):
     def expr_BinOp(self, e: ast.BinOp):
         a, b = self.expr(e.lhs), self.expr(e.rhs)
         if isinstance(a, Folded) and isinstance(b, Folded):
-            if e.op == "/" and a.is_int and b.is_int:
-                return Folded(a.value // b.value)
-            return Folded({"+": a.value + b.value, "-": a.value - b.value,
-                           "*": a.value * b.value, "/": a.value / b.value,
-                           "%": a.value % b.value}[e.op])
+            return Folded(fold_binary(e.op, a.value, b.value, e.span, e.rhs.span))
         name = {"+": "add", "-": "sub", "*": "mul", "/": "div", "%": "rem"}[e.op]
         return self.binary(name, a, b, e)
 
@@ -198,6 +227,9 @@ class _Lowering(CommLowering):
         dtype = self.result_dtype(a, b, node)
         if name == "rem" and not _is_int(dtype):
             raise CompileError("'%' is for integers", node.span)
+        if name in ("div", "rem") and _is_int(dtype) and isinstance(b, Folded) and b.value == 0:
+            raise CompileError("integer division by zero", node.span,
+                               "the divisor is 0 at compile time")
         a = self.to_dtype(self.materialize(a, dtype, node), dtype, node)
         b = self.to_dtype(self.materialize(b, dtype, node), dtype, node)
         shape = self.common_shape(a, b, node)
@@ -249,7 +281,7 @@ class _Lowering(CommLowering):
         if e.func == "cdiv":
             a, b = (self.expr(x) for x in self.expect_args(e, 2))
             if isinstance(a, Folded) and isinstance(b, Folded):
-                return Folded(-(-a.value // b.value))
+                return Folded(fold_cdiv(a.value, b.value, e.span, e.args[1].span))
             return self.binary("div", self.binary("add", a, self.binary(
                 "sub", b, Folded(1), e), e), b, e)
         if e.func in REDUCTIONS and ("axis" in kwargs or e.func in ("amax", "sum")):
@@ -315,7 +347,8 @@ class _Lowering(CommLowering):
                 raise CompileError("a tile's size must be a positive compile-time integer",
                                    a.span, "use a number or a tune/const name")
             shape.append(n.value)
-        dtype = e.args[0].id
+        dtype = supported_dtype(e.args[0].id, e.args[0].span)
+        self.check_tile_size(tuple(shape), dtype, e)
         zero = self.const(0 if _is_int(dtype) else 0.0, dtype, e)
         return self.at(e).value("splat", [zero], TileType(dtype, tuple(shape)))
 
@@ -388,6 +421,9 @@ class _Lowering(CommLowering):
         if v.type.dtype == "ue8m0":
             raise CompileError("ue8m0 values are scales, not numbers to reduce", x.span,
                                "reduce cast<f32>(...) of them")
+        if e.func == "amax" and _is_int(v.type.dtype):
+            raise CompileError(f"amax takes floats, not {v.type.dtype}", x.span,
+                               f"max(t, axis = A) is the largest integer; {REDUCTIONS['amax']}")
         if _is_narrow_float(v.type.dtype):
             v = self.to_dtype(v, "f32", e)
         kind = e.func
@@ -475,6 +511,7 @@ class _Lowering(CommLowering):
                 sizes.append(n.value)
             else:
                 raise CompileError("tensor indices are 'i' or 'start : +length'", i.span)
+        self.check_tile_size(tuple(n for n in sizes if n is not None), tensor.type.dtype, node)
         return idx, tuple(sizes)
 
     def index_value(self, e: ast.Expr) -> Value:
@@ -668,8 +705,8 @@ def _assigned(body) -> list[str]:
     return [n for n in names if n not in local]
 
 
-def lower(sig: Signature, kernel: ast.Kernel) -> KernelIR:
-    low = _Lowering(sig, kernel)
+def lower(sig: Signature, kernel: ast.Kernel, target: Target) -> KernelIR:
+    low = _Lowering(sig, kernel, target)
     for s in kernel.body:
         getattr(low, "stmt_" + type(s).__name__)(s)
     low.ir.attrs["warps"] = sig.warps

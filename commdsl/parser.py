@@ -5,7 +5,7 @@ import functools
 import os
 from importlib import resources
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import ast
@@ -210,13 +210,42 @@ class _ToAst(Transformer):
         return ast.CacheArg(Span.of(meta), str(key), str(value) if value is not None else None)
 
 
+# How deeply syntax may nest (a sum of N terms nests N deep): the AST builder, the checker and
+# irgen recurse over it, so this keeps them well inside Python's recursion limit.
+MAX_NESTING = 256
+
+
 def parse(text: str, path: str = "<string>") -> ast.Module:
     source = Source(text, path)
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as e:
         raise _syntax_error(e, source) from None
+    _check_nesting(tree, source)
     return _ToAst().transform(tree)
+
+
+# Rules inside an expression: a nesting error points at the whole expression, not at the
+# subexpression where the count ran out.
+_EXPRESSION_RULES = {"add", "sub", "mul", "div", "mod", "neg", "call", "args", "kwarg",
+                     "subscript", "attribute", "load", "get", "indices", "idx_point",
+                     "idx_slice", "exprs"}
+
+
+def _check_nesting(tree: Tree, source: Source):
+    """Walks the parse tree without recursion; a node nested past MAX_NESTING is an error."""
+    stack = [(tree, 1, None)]
+    while stack:
+        node, depth, outermost = stack.pop()
+        if depth > MAX_NESTING:
+            raise CompileError(f"this expression nests more than {MAX_NESTING} levels deep",
+                               Span.of((outermost or node).meta),
+                               "split it into several 'let' bindings", source)
+        for child in node.children:
+            if isinstance(child, Tree):
+                top = outermost if node.data in _EXPRESSION_RULES else None
+                stack.append((child, depth + 1, top or (child if child.data in
+                                                        _EXPRESSION_RULES else None)))
 
 
 def _syntax_error(e: UnexpectedInput, source: Source) -> CompileError:

@@ -11,6 +11,9 @@ class Target:
     name: str          # as ptxas spells it: sm_90a
     sm: int            # 90
     arch_specific: bool  # the 'a' suffix: wgmma, setmaxnreg
+    # 64K 32-bit registers per SM on every target here; shared memory is smaller still, so
+    # no tile of one CTA can be larger (irgen checks before any layout work).
+    register_file_bytes: int = 65536 * 4
 
     @property
     def ptx_version(self) -> int:

@@ -30,6 +30,19 @@ _REG = {"f32": F32, "bf16": I16, "f16": I16, "e4m3": I8, "e5m2": I8,
 _IDENTITY = {"sum": 0.0, "amax": 0.0, "max": float("-inf"), "min": float("inf")}
 
 
+def _int_identity(kind: str, dtype: str) -> ir.Constant:
+    """What a replica slot adds to an integer reduction: nothing (the type's extreme for
+    min and max, not 0)."""
+    d = dtype_info(dtype)
+    lo, hi = (0, (1 << d.bits) - 1) if d.kind == "uint" else (-(1 << d.bits - 1),
+                                                               (1 << d.bits - 1) - 1)
+    return ir.Constant(ir.IntType(d.bits), {"sum": 0, "min": hi, "max": lo}[kind])
+
+
+def _is_unsigned(dtype: str) -> bool:
+    return dtype_info(dtype).kind == "uint"
+
+
 def reg_type(dtype: str) -> ir.Type:
     return _REG[dtype]
 
@@ -212,9 +225,10 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         else:
             self.vals[op.result.id] = scalar_fn(*args)
 
-    def _arith(self, op: Op, float_fn, int_fn):
-        is_float = op.operands[0].type.dtype == "f32"
-        self._map(op, getattr(self.b, float_fn if is_float else int_fn))
+    def _arith(self, op: Op, float_fn, int_fn, uint_fn=None):
+        dtype = op.operands[0].type.dtype
+        fn = float_fn if dtype == "f32" else uint_fn if uint_fn and _is_unsigned(dtype) else int_fn
+        self._map(op, getattr(self.b, fn))
 
     @emits("add")
     def op_add(self, op):
@@ -230,18 +244,14 @@ class KernelCodegen(CommCodegen, CompactCodegen):
 
     @emits("div")
     def op_div(self, op):
-        self._arith(op, "fdiv", "sdiv")        # fdiv: IEEE round-to-nearest (div.rn.f32)
+        self._arith(op, "fdiv", "sdiv", "udiv")  # fdiv: IEEE round-to-nearest (div.rn.f32)
 
     @emits("rem")
     def op_rem(self, op):
-        self._arith(op, "frem", "srem")
+        self._arith(op, "frem", "srem", "urem")
 
     def _minmax(self, op, which: str):
-        if op.operands[0].type.dtype == "f32":
-            self._map(op, lambda a, b: self.intrinsic(f"llvm.{which}num.f32", F32, [a, b]))
-        else:
-            pred = ">" if which == "max" else "<"
-            self._map(op, lambda a, b: self.b.select(self.b.icmp_signed(pred, a, b), a, b))
+        self._map(op, self._combiner(which, op.operands[0].type.dtype))
 
     @emits("max")
     def op_max(self, op):
@@ -486,9 +496,10 @@ class KernelCodegen(CommCodegen, CompactCodegen):
     def op_reduce(self, op: Op):
         kind, axis = op.attrs["kind"], op.attrs["axis"]
         src = self.tile(op.operands[0])
-        is_float = op.operands[0].type.dtype == "f32"
-        combine = self._combiner(kind, is_float)
-        identity = ir.Constant(F32, _IDENTITY[kind]) if is_float else ir.Constant(I32, 0)
+        dtype = op.operands[0].type.dtype
+        combine = self._combiner(kind, dtype)
+        identity = (ir.Constant(F32, _IDENTITY[kind]) if dtype == "f32"
+                    else _int_identity(kind, dtype))
         m = src.dims[axis]
         groups: dict[tuple, object] = {}
         for slot, reg in zip(slots(src.dims), src.regs):
@@ -514,18 +525,22 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         self.vals[op.result.id] = (self.new_tile(out_t, regs) if isinstance(out_t, TileType)
                                    else regs[0])
 
-    def _combiner(self, kind, is_float):
+    def _combiner(self, kind, dtype: str):
+        is_float = dtype == "f32"
         if kind == "sum":
             return self.b.fadd if is_float else self.b.add
         which = "min" if kind == "min" else "max"
         if is_float:
             return lambda a, b: self.intrinsic(f"llvm.{which}num.f32", F32, [a, b])
         pred = "<" if kind == "min" else ">"
-        return lambda a, b: self.b.select(self.b.icmp_signed(pred, a, b), a, b)
+        compare = self.b.icmp_unsigned if _is_unsigned(dtype) else self.b.icmp_signed
+        return lambda a, b: self.b.select(compare(pred, a, b), a, b)
 
     def shuffle(self, x, lane_mask: int):
         if x.type == F32:
             return self.b.bitcast(asm.shuffle_xor(self.b, self.b.bitcast(x, I32), lane_mask), F32)
+        if x.type.width < 32:                  # shfl moves 32-bit registers
+            return self.b.trunc(asm.shuffle_xor(self.b, self.b.zext(x, I32), lane_mask), x.type)
         return asm.shuffle_xor(self.b, x, lane_mask)
 
     def reduce_across_warps(self, op: Op, regs, m: DimMap, combine):

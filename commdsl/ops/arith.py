@@ -1,6 +1,7 @@
 """Scalar and elementwise arithmetic: constants, the program id, math on tiles or scalars."""
 from __future__ import annotations
 
+from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import TileType
 
 from .registry import CONSTANT, ELEMENTWISE, INDEX, Builtin, declare, fail
@@ -43,9 +44,12 @@ def _run_pid(ctx, op):
 
 
 def _run_div(ctx, op, a, b):
-    if isinstance(a, int):                        # C division: toward zero
+    if isinstance(a, int) and isinstance(b, int):  # C division: toward zero
         q = abs(a) // abs(b)
         return q if (a >= 0) == (b > 0) else -q
+    if dtype_info(op.result.type.dtype).is_int:     # integer tiles truncate too
+        import torch
+        return torch.div(a, b, rounding_mode="trunc")
     return a / b
 
 

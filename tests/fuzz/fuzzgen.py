@@ -1,0 +1,210 @@
+"""Fuzz inputs for the compiler: kernels generated from the language's grammar, and mutants of
+the examples. `outcome` runs one through the front end, the passes and LLVM IR generation:
+every input must end in success or a commdsl diagnostic, within a time limit.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import random
+import re
+import signal
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+EXAMPLES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "examples",
+                                         "*.cdsl")))
+DTYPES = ["f32", "bf16", "f16", "e4m3", "e5m2", "i32", "i16", "i8", "u8", "ue8m0", "i64"]
+INTS = ["0", "1", "2", "3", "7", "16", "48", "64", "128", "256", "1024", "65536",
+        "2147483647", "2147483648", "4294967296"]
+FLOATS = ["0.0", "-0.0", "1.0", "0.5", "1e-4", "448.0", "1e38", "3.4e38", "1e308"]
+UNARY = ["abs", "exp2", "sqrt", "rsqrt", "neg"]
+BINARY_FUNCS = ["max", "min"]
+REDUCE = ["amax", "sum", "max", "min"]
+OPS = ["+", "-", "*", "/", "%"]
+# Single characters and fragments a mutation may insert: delimiters, odd bytes, keywords.
+NOISE = ["(", ")", "[", "]", "{", "}", ",", ":", "+", "-", "*", "/", "%", "=", ".", "<", ">",
+         "\x00", "\u00e9", "\t", "\n", "#", "let", "store", "for", "via tma", "pipeline(2)",
+         "None", "pid.3", "cdiv(", "cast<e4m3>(", "zeros(f32, 1, 128)", "1e999"]
+
+
+@dataclass
+class FuzzInput:
+    text: str
+    constants: dict = field(default_factory=dict)
+    origin: str = ""
+
+    def __str__(self):
+        return f"--- {self.origin} constants={self.constants}\n{self.text}"
+
+
+class Generator:
+    """Random kernels from the grammar: a signature, constants, attributes and a body of
+    lets, stores and loops over tiles loaded from the parameters."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+
+    def pick(self, xs):
+        return self.rng.choice(xs)
+
+    def number(self) -> str:
+        return self.pick(INTS) if self.rng.random() < 0.6 else self.pick(FLOATS)
+
+    def scalar(self, depth: int) -> str:
+        r = self.rng.random()
+        if depth <= 0 or r < 0.3:
+            return self.pick([self.number(), "C", "pid.0", "pid.1", "M", "K"])
+        if r < 0.7:
+            return f"({self.scalar(depth - 1)} {self.pick(OPS)} {self.scalar(depth - 1)})"
+        if r < 0.85:
+            return f"cdiv({self.scalar(depth - 1)}, {self.scalar(depth - 1)})"
+        return f"-{self.scalar(depth - 1)}"
+
+    def tile(self, depth: int, names: list[str]) -> str:
+        r = self.rng.random()
+        if depth <= 0 or r < 0.25:
+            return self.pick(names + [self.number()])
+        if r < 0.45:
+            return f"({self.tile(depth - 1, names)} {self.pick(OPS)} {self.tile(depth - 1, names)})"
+        if r < 0.55:
+            return f"cast<{self.pick(DTYPES)}>({self.tile(depth - 1, names)})"
+        if r < 0.65:
+            return f"{self.pick(UNARY)}({self.tile(depth - 1, names)})"
+        if r < 0.75:
+            return (f"{self.pick(BINARY_FUNCS)}({self.tile(depth - 1, names)}, "
+                    f"{self.tile(depth - 1, names)})")
+        if r < 0.85:
+            axis = self.pick(["", ", axis = 0", ", axis = 1", ", axis = 2", ", axis = -1"])
+            return f"{self.pick(REDUCE)}({self.tile(depth - 1, names)}{axis})"
+        if r < 0.92:
+            return f"{self.tile(depth - 1, names)}[{self.pick([':, None', 'None, :', ':'])}]"
+        return f"zeros({self.pick(DTYPES)}, {self.pick(INTS[:9])}, {self.pick(INTS[:9])})"
+
+    def slice(self, start: str, length: str) -> str:
+        return f"{start} : +{length}"
+
+    def kernel(self) -> FuzzInput:
+        dx, dy = self.pick(DTYPES), self.pick(DTYPES)
+        rows, cols = self.pick(["1", "2", "ROWS", "16"]), self.pick(["128", "64", "C", "48"])
+        quant = ""
+        if self.rng.random() < 0.3:
+            quant = f" quant(1 x {self.pick(['128', '64', '0', '17'])}, scale = s)"
+        params = (f"x: {dx}[M, K], y: out {dy}[M, K]{quant}, "
+                  f"s: out {self.pick(['f32', 'ue8m0', 'i32'])}[M, K / {self.pick(['128', '64', '0', 'C'])}]")
+        consts = [f"  const C = {self.scalar(2)}", f"  tune ROWS = {self.pick(INTS[:8])} in [1, 2, 4]"]
+        attrs = [f"  grid({', '.join(self.scalar(1) for _ in range(self.rng.randint(1, 3)))})"]
+        if self.rng.random() < 0.5:
+            attrs.append(f"  warps({self.pick(INTS[:9])})")
+        names = ["t"]
+        body = [f"  let t = load x[{self.slice('pid.0 * ' + rows, rows)}, {self.slice('0', cols)}]"
+                f"{self.pick(['', ' cache(nc)', ' via tma', ' cache(nc, L1 = no_allocate, L2 = 256B)'])}"]
+        for i in range(self.rng.randint(0, 3)):
+            name = f"u{i}"
+            body.append(f"  let {name} = {self.tile(3, names)}")
+            names.append(name)
+        if self.rng.random() < 0.4:
+            step = self.pick(["128", "C", "0", "1"])
+            clause = self.pick(["", " pipeline(2)", " pipeline(3)", " pipeline(0)"])
+            body.append(f"  for k0 in 0 .. K step {step}{clause} {{\n"
+                        f"    let v = load x[{self.slice('pid.0', rows)}, {self.slice('k0', cols)}]\n"
+                        f"    store y[{self.slice('pid.0', rows)}, {self.slice('k0', cols)}] = "
+                        f"{self.tile(2, ['v'] + names)}\n  }}")
+        body.append(f"  store y[{self.slice('pid.0 * ' + rows, rows)}, {self.slice('0', cols)}] = "
+                    f"{self.tile(3, names)}")
+        if self.rng.random() < 0.5:
+            body.append(f"  store s[{self.slice('pid.0', rows)}, pid.1] = {self.tile(2, names)}")
+        text = (f"kernel k({params})\n" + "\n".join(consts + attrs) + "\n{\n" +
+                "\n".join(body) + "\n}\n")
+        return FuzzInput(text, origin="generated")
+
+
+_TOKEN = re.compile(r"\d+\.\d*(?:e-?\d+)?|\d+|\w+|[^\s\w]")
+
+
+class Mutator:
+    """Token-level mutations of the examples: numbers to interesting values, names swapped,
+    operators changed, tokens dropped or repeated, noise inserted, constants overridden."""
+
+    def __init__(self, rng: random.Random, sources: list[str] | None = None):
+        self.rng = rng
+        self.sources = sources if sources is not None else [open(p).read() for p in EXAMPLES]
+
+    def mutate(self) -> FuzzInput:
+        text = self.rng.choice(self.sources)
+        for _ in range(self.rng.randint(1, 3)):
+            text = self.once(text)
+        constants = {}
+        if self.rng.random() < 0.2:
+            names = re.findall(r"(?:tune|const)\s+(\w+)", text)
+            if names:
+                constants[self.rng.choice(names)] = self.rng.choice(
+                    [0, 1, 7, 64, 1024, 2147483648, -1, 0.5, "e5m2", "f32", "i64"])
+        return FuzzInput(text, constants, origin="mutated")
+
+    def once(self, text: str) -> str:
+        tokens = list(_TOKEN.finditer(text))
+        if not tokens:
+            return text
+        m = self.rng.choice(tokens)
+        tok, (a, b) = m.group(), m.span()
+        r = self.rng.random()
+        if r < 0.3 and tok[0].isdigit():
+            new = self.rng.choice(INTS + FLOATS)
+        elif r < 0.5 and (tok[0].isalpha() or tok[0] == "_"):
+            words = [t.group() for t in tokens if t.group()[0].isalpha()]
+            new = self.rng.choice(words + DTYPES + REDUCE + UNARY)
+        elif r < 0.6 and tok in OPS:
+            new = self.rng.choice(OPS)
+        elif r < 0.7:
+            new = ""
+        elif r < 0.8:
+            new = tok + " " + tok
+        elif r < 0.9:
+            new = tok + " " + self.rng.choice(NOISE) + " "
+        else:                                       # move a line elsewhere
+            lines = text.splitlines(keepends=True)
+            if len(lines) > 2:
+                line = lines.pop(self.rng.randrange(len(lines)))
+                lines.insert(self.rng.randrange(len(lines)), line)
+            return "".join(lines)
+        return text[:a] + new + text[b:]
+
+
+def inputs(seed: int, count: int):
+    """`count` inputs, half generated and half mutated, the same for the same seed."""
+    rng = random.Random(seed)
+    gen, mut = Generator(rng), Mutator(rng)
+    for i in range(count):
+        yield gen.kernel() if i % 2 == 0 else mut.mutate()
+
+
+class InputTimeout(Exception):
+    """An input ran past its time limit (a hang, for the fuzzer)."""
+
+
+@contextmanager
+def deadline(seconds: float):
+    def expire(signum, frame):
+        raise InputTimeout(f"over {seconds} s")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def outcome(item: FuzzInput, seconds: float = 5.0, emit: str = "llvm") -> str:
+    """'ok' or 'error' (a diagnostic, rendered); anything else raises: an internal error,
+    or InputTimeout."""
+    from commdsl.compiler import compile_source
+    from commdsl.diagnostics import CommdslError
+    with deadline(seconds):
+        try:
+            compile_source(item.text, "fuzz.cdsl", constants=item.constants, emit=emit)
+            return "ok"
+        except CommdslError as e:
+            e.render()
+            return "error"

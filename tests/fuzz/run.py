@@ -1,0 +1,64 @@
+"""A long fuzz run: `python tests/fuzz/run.py --count 100000 --seed 1 [--emit llvm|ptx]`.
+
+Prints a count per outcome and one line per distinct crash signature (exception type and
+the innermost commdsl frame), and writes each signature's first input to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(__file__))
+from fuzzgen import InputTimeout, inputs, outcome  # noqa: E402
+
+
+def signature(exc: BaseException) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "commdsl" in f.filename
+              or "passes" in f.filename or "backends" in f.filename]
+    where = f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else "?"
+    return f"{type(exc).__name__} at {where}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--count", type=int, default=10000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--emit", default="llvm", choices=("ir", "llvm", "ptx"))
+    ap.add_argument("--limit", type=float, default=5.0, help="seconds per input")
+    ap.add_argument("--out", default="fuzz-crashes")
+    args = ap.parse_args()
+    counts: collections.Counter = collections.Counter()
+    crashes: dict[str, str] = {}
+    start = time.time()
+    for i, item in enumerate(inputs(args.seed, args.count)):
+        if i and i % 1000 == 0:
+            print(f"{i} inputs, {time.time() - start:.0f} s: {dict(counts)}", flush=True)
+        try:
+            counts[outcome(item, args.limit, args.emit)] += 1
+        except InputTimeout:
+            counts["timeout"] += 1
+            sig, text = f"timeout ({item.origin})", str(item)
+        except Exception as e:          # an internal compiler error: what we look for
+            counts["internal"] += 1
+            sig, text = signature(e), str(item)
+        else:
+            continue
+        if sig not in crashes:
+            print(f"input {i}: {sig}", flush=True)
+            crashes[sig] = text
+    print(f"{args.count} inputs in {time.time() - start:.0f} s: {dict(counts)}")
+    if crashes:
+        os.makedirs(args.out, exist_ok=True)
+        for n, (sig, text) in enumerate(sorted(crashes.items())):
+            print(f"  {sig}")
+            with open(os.path.join(args.out, f"crash{n}.txt"), "w") as f:
+                f.write(f"# {sig}\n{text}")
+    return 1 if crashes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
