@@ -13,6 +13,7 @@ from .diagnostics import CompileError
 from .ir import Block, Builder, KernelIR, ScalarType, TensorType, TileType, Value
 from .irgen_comm import BUILTINS as COMM_BUILTINS, CommLowering
 from .ops import OPS, OpDef
+from .ragged import Raggedness
 
 REDUCTIONS = {
     "amax": "amax(t, axis = A): largest |t| along axis A",
@@ -87,6 +88,8 @@ class _Lowering(CommLowering):
         self.env: dict[str, Value | Folded] = {n: Folded(v) for n, v in sig.constants.items()}
         self.env.update({v.name: v for v in self.ir.sizes})
         self.tensors = {v.name: v for v in self.ir.tensors}
+        self.sizes = {v.name: v for v in self.ir.sizes}
+        self.ragged = Raggedness(self.ir)
 
     # ---- helpers ---------------------------------------------------------------------
 
@@ -391,10 +394,15 @@ class _Lowering(CommLowering):
         if _is_narrow_float(v.type.dtype):
             v = self.to_dtype(v, "f32", e)
         kind = e.func
+        # Elements no load read are 0: left out of max and min, and of sum and amax unless
+        # they are still 0 here (commdsl/ragged.py).
+        masked = kind in ("max", "min") or not self.ragged.zero_padded(v)
         for ax in axes:
             shape = v.type.shape[:ax] + v.type.shape[ax + 1:]
             rtype = TileType(v.type.dtype, shape) if shape else ScalarType(v.type.dtype)
-            v = self.at(e).value("reduce", [v], rtype, kind=kind, axis=ax)
+            edges = self.ragged.edges(v)[ax] if masked else ()
+            count = [self.ragged.count(self.at(e), edges, self.sizes)] if edges else []
+            v = self.at(e).value("reduce", [v, *count], rtype, kind=kind, axis=ax)
             kind = "max" if kind == "amax" else kind         # |.| is taken once
         return v
 

@@ -16,6 +16,7 @@ from commdsl.fragments import FragmentDim
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import KernelIR, Op, TileType, Value
 from commdsl.ops import COMM, has_trait
+from commdsl.ops.tiles import IDENTITY, identity as reduction_identity
 from commdsl.layout import Compact, DimMap, Sliced, slots
 from commdsl.target import Target
 
@@ -27,7 +28,6 @@ from .asm import F32, GLOBAL_PTR, I1, I8, I16, I32, I64
 
 _REG = {"f32": F32, "bf16": I16, "f16": I16, "e4m3": I8, "e5m2": I8,
         "i64": I64, "i32": I32, "i16": I16, "i8": I8, "u8": I8, "bool": I8}
-_IDENTITY = {"sum": 0.0, "amax": 0.0, "max": float("-inf"), "min": float("inf")}
 
 
 def reg_type(dtype: str) -> ir.Type:
@@ -488,13 +488,18 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         src = self.tile(op.operands[0])
         is_float = op.operands[0].type.dtype == "f32"
         combine = self._combiner(kind, is_float)
-        identity = ir.Constant(F32, _IDENTITY[kind]) if is_float else ir.Constant(I32, 0)
+        identity = ir.Constant(F32, IDENTITY[kind]) if is_float else ir.Constant(I32, 0)
+        # With a count (commdsl/ragged.py), elements from it on along the axis are left out.
+        count = self.vals[op.operands[1].id] if len(op.operands) > 1 else None
+        left_out = ir.Constant(F32 if is_float else I32, reduction_identity(kind, is_float))
         m = src.dims[axis]
         groups: dict[tuple, object] = {}
         for slot, reg in zip(slots(src.dims), src.regs):
             if kind == "amax":
                 reg = self.intrinsic("llvm.fabs.f32", F32, [reg])
-            _, first = self.coord(m, *slot[axis])
+            pos, first = self.coord(m, *slot[axis])
+            if count is not None:
+                reg = self.b.select(self.b.icmp_signed("<", pos, count), reg, left_out)
             if first is not None:
                 reg = self.b.select(first, reg, identity)
             key = slot[:axis] + slot[axis + 1:]

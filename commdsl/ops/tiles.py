@@ -39,6 +39,9 @@ def _reduce(op):
              "left)")
     if op.attrs["kind"] not in REDUCTIONS:
         fail(op, f"unknown reduction {op.attrs['kind']}")
+    if len(op.operands) > 2 or any(not isinstance(n.type, ScalarType) or n.type.dtype != "i32"
+                                   for n in op.operands[1:]):
+        fail(op, "takes a tile and at most one i32 count (commdsl/ragged.py)")
 
 
 def _transpose(op):
@@ -93,10 +96,28 @@ def _run_broadcast(ctx, op, t):
     return t.expand(op.result.type.shape).contiguous()
 
 
-def _run_reduce(ctx, op, t):
+# What an element a reduction leaves out counts as (commdsl/ragged.py).
+IDENTITY = {"sum": 0.0, "amax": 0.0, "max": float("-inf"), "min": float("inf")}
+I32_IDENTITY = {"sum": 0, "amax": 0, "max": -2 ** 31, "min": 2 ** 31 - 1}
+
+
+def identity(kind: str, is_float: bool):
+    return IDENTITY[kind] if is_float else I32_IDENTITY[kind]
+
+
+def _run_reduce(ctx, op, t, *count):
+    import torch
     axis, kind = op.attrs["axis"], op.attrs["kind"]
     if kind == "amax":
-        return t.abs().amax(axis)
+        t = t.abs()
+    if count:
+        shape = [1] * t.dim()
+        shape[axis] = t.shape[axis]
+        read = (torch.arange(t.shape[axis]) < int(count[0])).view(shape)
+        t = torch.where(read, t, torch.tensor(identity(kind, t.dtype.is_floating_point),
+                                              dtype=t.dtype))
+    if kind == "amax":
+        return t.amax(axis)
     if kind == "sum":
         return t.sum(axis, dtype=t.dtype)
     return t.amax(axis) if kind == "max" else t.amin(axis)
@@ -119,8 +140,10 @@ declare("expand_dims", "expand_dims(t) {axis} : tile", "t with a new axis of siz
 declare("broadcast", "broadcast(t) : tile", "t repeated along its axes of size 1 to the "
         "result's shape", traits=(LAYOUT,), verify=_broadcast,
         interpret=_run_broadcast, family=FAMILY)
-declare("reduce", "reduce(t) {axis, kind} : tile | scalar",
-        "t folded along `axis` by sum, max, min or amax (max of |x|)",
+declare("reduce", "reduce(t[, n]) {axis, kind} : tile | scalar",
+        "t folded along `axis` by sum, max, min or amax (max of |x|); with the i32 n, only "
+        "the first n elements along `axis` take part (the rest were not read: "
+        "commdsl/ragged.py)",
         traits=(REDUCTION,), verify=_reduce,
         attrs={"axis": "the axis folded away", "kind": "sum, max, min or amax",
                **SMEM_BUFFER_ATTRS},

@@ -1,0 +1,128 @@
+"""Which elements of a tile a load did not read (past the tensor's edge), so that a reduction
+can leave them out: ragged tiles reduce right by default.
+
+A load reads 0 past the edge. For max and min that 0 would take part, so irgen gives such a
+reduce the count of elements along its axis that every load feeding it read (`reduce(t, n)`:
+the rest count as the reduction's identity). Tracked per axis of a tile, through elementwise
+ops, broadcasts, new axes, transposes and earlier reductions, not across loop iterations
+(a loop-carried value counts as fully read). A sum or amax over a tile that is provably 0
+wherever a load did not read (a load, products, negations, conversions of it) needs no count:
+0 is already its identity, so such kernels' code does not change.
+"""
+from __future__ import annotations
+
+from .dims import BinOp, Const, Dim, Sym
+from .ir import Builder, KernelIR, Op, ScalarType, TileType, Value
+from .ops import ELEMENTWISE, has_trait
+
+# One load's reach along one tile axis: element i was read iff start + i < the tensor's dim.
+Edge = tuple[Value, int, Value]          # (tensor, tensor dimension, start index)
+
+# Ops whose result is 0 wherever an operand with unread elements is 0 there.
+_ZERO_KEEPING = {"mul", "neg", "abs", "convert", "broadcast", "expand_dims", "transpose"}
+
+
+class Raggedness:
+    """Answers, for values of one kernel under construction, which loads' edges bound each
+    axis and whether unread elements are 0."""
+
+    def __init__(self, kernel: KernelIR):
+        self.kernel = kernel
+
+    def _producers(self) -> dict[int, Op]:
+        return {r.id: op for op in self.kernel.walk() for r in op.results}
+
+    def edges(self, v: Value) -> list[frozenset]:
+        """Per axis of v, the edges an element must be inside to have been read."""
+        return _edges(v, self._producers(), {})
+
+    def zero_padded(self, v: Value) -> bool:
+        """Whether v is 0 (or -0) at every element some load did not read."""
+        producers, memo = self._producers(), {}
+        return _zero(v, producers, memo, {})
+
+    def count(self, b: Builder, edges: frozenset, sizes: dict[str, Value]) -> Value:
+        """The i32 count of leading elements inside every edge: min over them of dim - start."""
+        n = None
+        for tensor, d, start in sorted(edges, key=lambda e: (e[0].id, e[1], e[2].id)):
+            dim = dim_value(b, tensor.type.dims[d], sizes)
+            left = b.value("sub", [dim, start], ScalarType("i32"))
+            n = left if n is None else b.value("min", [n, left], ScalarType("i32"))
+        return n
+
+
+def _rank(v: Value) -> int:
+    return len(v.type.shape) if isinstance(v.type, TileType) else 0
+
+
+def _edges(v: Value, producers, memo) -> list[frozenset]:
+    if v.id in memo:
+        return memo[v.id]
+    none = [frozenset()] * _rank(v)
+    op = producers.get(v.id)
+    out = none
+    if op is None or not isinstance(v.type, TileType):
+        pass
+    elif op.name == "load":
+        tensor, sizes = op.operands[0], op.attrs["sizes"]
+        starts = op.operands[1:1 + tensor.type.rank]
+        out = [frozenset({(tensor, d, starts[d])}) for d, s in enumerate(sizes) if s is not None]
+    elif op.name == "broadcast":
+        src = _edges(op.operands[0], producers, memo)
+        shape = op.operands[0].type.shape
+        out = [e if shape[a] == v.type.shape[a] else frozenset() for a, e in enumerate(src)]
+    elif op.name == "expand_dims":
+        src = _edges(op.operands[0], producers, memo)
+        a = op.attrs["axis"]
+        out = src[:a] + [frozenset()] + src[a:]
+    elif op.name == "transpose":
+        out = _edges(op.operands[0], producers, memo)[::-1]
+    elif op.name == "reduce":
+        src = _edges(op.operands[0], producers, memo)
+        out = src[:op.attrs["axis"]] + src[op.attrs["axis"] + 1:]
+    elif has_trait(op, ELEMENTWISE):
+        out = none
+        for o in op.operands:
+            if _rank(o) == len(out):
+                out = [a | b for a, b in zip(out, _edges(o, producers, memo))]
+    memo[v.id] = out
+    return out
+
+
+def _zero(v: Value, producers, memo, edge_memo) -> bool:
+    if not any(_edges(v, producers, edge_memo)):
+        return True                            # every element was read
+    if v.id in memo:
+        return memo[v.id]
+    op = producers.get(v.id)
+    if op is None:
+        ok = False
+    elif op.name == "load":
+        ok = True
+    elif op.name == "reduce":
+        ok = op.attrs["kind"] in ("sum", "amax") and len(op.operands) == 1 and _zero(
+            op.operands[0], producers, memo, edge_memo)
+    elif op.name in _ZERO_KEEPING and not (op.name == "convert" and v.type.dtype == "ue8m0"):
+        # a product is 0 where either factor is; the others keep 0 (a ue8m0 byte 0 is 2^-127)
+        factors = [o for o in op.operands if isinstance(o.type, TileType)]
+        ok = all(_zero(o, producers, memo, edge_memo) for o in factors)
+    else:
+        ok = False
+    memo[v.id] = ok
+    return ok
+
+
+def dim_value(b: Builder, d: Dim, sizes: dict[str, Value]) -> Value:
+    """A tensor dimension as i32 IR ops on the kernel's size parameters."""
+    i32 = ScalarType("i32")
+    if isinstance(d, Const):
+        return b.value("const", [], i32, value=d.value)
+    if isinstance(d, Sym):
+        return sizes[d.name]
+    assert isinstance(d, BinOp), f"no i32 value for dimension {d}"
+    lhs, rhs = dim_value(b, d.lhs, sizes), dim_value(b, d.rhs, sizes)
+    if d.op == "cdiv":
+        one = b.value("const", [], i32, value=1)
+        lhs = b.value("add", [lhs, b.value("sub", [rhs, one], i32)], i32)
+    name = {"+": "add", "-": "sub", "*": "mul", "/": "div", "cdiv": "div", "min": "min"}[d.op]
+    return b.value(name, [lhs, rhs], i32)
