@@ -66,6 +66,8 @@ class Load(Node):
     indices: tuple["Index", ...]
     cache: "CacheClause | None"
     via: Name | None = None      # `via tma`: an asynchronous bulk copy into shared memory
+    mask: "Expr | None" = None   # `mask(c)`: read only where the bool tile c holds
+    other: "Expr | None" = None  # `other = v`: what the elements not read are (0 if absent)
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,7 @@ class Store(Node):
     indices: tuple[Index, ...]
     cache: CacheClause | None
     value: Expr
+    mask: Expr | None = None     # `mask(c)`: write only where the bool tile c holds
 
 
 @dataclass(frozen=True)

@@ -93,8 +93,9 @@ class _ToAst(Transformer):
         return ast.Let(Span.of(meta), str(items[0]), items[1])
 
     def store_stmt(self, meta, items):
-        name, indices, cache, value = items
-        return ast.Store(Span.of(meta), ast.Name(_span(name), str(name)), indices, cache, value)
+        name, indices, cache, mask, value = items
+        return ast.Store(Span.of(meta), ast.Name(_span(name), str(name)), indices, cache, value,
+                         mask)
 
     def add_assign_stmt(self, meta, items):
         return ast.Assign(Span.of(meta), str(items[0]), "+=", items[1])
@@ -195,8 +196,15 @@ class _ToAst(Transformer):
         return ast.KwArg(Span.of(meta), str(items[0]), items[1])
 
     def load(self, meta, items):
-        name, indices, via, cache = items
-        return ast.Load(Span.of(meta), ast.Name(_span(name), str(name)), indices, cache, via)
+        name, indices, via, cache, mask, other = items
+        return ast.Load(Span.of(meta), ast.Name(_span(name), str(name)), indices, cache, via,
+                        mask, other)
+
+    def mask(self, meta, items):
+        return items[0]
+
+    def other(self, meta, items):
+        return items[0]
 
     def via(self, meta, items):
         return ast.Name(Span.of(meta), str(items[0]))

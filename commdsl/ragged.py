@@ -5,7 +5,9 @@ A load reads 0 past the edge. For max and min that 0 would take part, so irgen g
 reduce the count of elements along its axis that every load feeding it read (`reduce(t, n)`:
 the rest count as the reduction's identity). Tracked per axis of a tile, through elementwise
 ops, broadcasts, new axes, transposes and earlier reductions, not across loop iterations
-(a loop-carried value counts as fully read). A sum or amax over a tile that is provably 0
+(a loop-carried value counts as fully read). A load that says what it reads there
+(`other = v`) is taken at its word, and elements a mask turns off read `other` (0 unless
+given) and take part. A sum or amax over a tile that is provably 0
 wherever a load did not read (a load, products, negations, conversions of it) needs no count:
 0 is already its identity, so such kernels' code does not change.
 """
@@ -15,11 +17,16 @@ from .dims import BinOp, Const, Dim, Sym
 from .ir import Builder, KernelIR, Op, ScalarType, TileType, Value
 from .ops import ELEMENTWISE, has_trait
 
-# One load's reach along one tile axis: element i was read iff start + i < the tensor's dim.
-Edge = tuple[Value, int, Value]          # (tensor, tensor dimension, start index)
+# One load's reach along one tile axis: element i was read iff start + offset + i < the
+# tensor's dim (offset: where a slice of the loaded tile begins).
+Edge = tuple[Value, int, Value, int]     # (tensor, tensor dimension, start index, offset)
+# An axis a reshape made from a split or merged axis with edges: no count says which of its
+# elements were read.
+RESHAPED = "reshaped"
 
 # Ops whose result is 0 wherever an operand with unread elements is 0 there.
-_ZERO_KEEPING = {"mul", "neg", "abs", "convert", "broadcast", "expand_dims", "transpose"}
+_ZERO_KEEPING = {"mul", "neg", "abs", "convert", "broadcast", "expand_dims", "transpose",
+                 "slice", "reshape"}
 
 
 class Raggedness:
@@ -44,9 +51,13 @@ class Raggedness:
     def count(self, b: Builder, edges: frozenset, sizes: dict[str, Value]) -> Value:
         """The i32 count of leading elements inside every edge: min over them of dim - start."""
         n = None
-        for tensor, d, start in sorted(edges, key=lambda e: (e[0].id, e[1], e[2].id)):
+        i32 = ScalarType("i32")
+        for tensor, d, start, offset in sorted(edges, key=lambda e: (e[0].id, e[1], e[2].id,
+                                                                      e[3])):
             dim = dim_value(b, tensor.type.dims[d], sizes)
-            left = b.value("sub", [dim, start], ScalarType("i32"))
+            left = b.value("sub", [dim, start], i32)
+            if offset:
+                left = b.value("sub", [left, b.value("const", [], i32, value=offset)], i32)
             n = left if n is None else b.value("min", [n, left], ScalarType("i32"))
         return n
 
@@ -63,10 +74,18 @@ def _edges(v: Value, producers, memo) -> list[frozenset]:
     out = none
     if op is None or not isinstance(v.type, TileType):
         pass
-    elif op.name == "load":
+    elif op.name == "load" and "other" not in op.attrs:     # (with `other`, as the source says)
         tensor, sizes = op.operands[0], op.attrs["sizes"]
         starts = op.operands[1:1 + tensor.type.rank]
-        out = [frozenset({(tensor, d, starts[d])}) for d, s in enumerate(sizes) if s is not None]
+        out = [frozenset() if _inside(tensor.type.dims[d], starts[d], s, producers) else
+               frozenset({(tensor, d, starts[d], 0)}) for d, s in enumerate(sizes) if s is not None]
+    elif op.name == "slice":
+        src = _edges(op.operands[0], producers, memo)
+        out = [frozenset((t, d, start, offset + o) for t, d, start, offset in e)
+               if RESHAPED not in e else e for e, o in zip(src, op.attrs["offsets"])]
+    elif op.name == "reshape":
+        out = _reshaped(op.operands[0].type.shape, v.type.shape,
+                        _edges(op.operands[0], producers, memo))
     elif op.name == "broadcast":
         src = _edges(op.operands[0], producers, memo)
         shape = op.operands[0].type.shape
@@ -87,6 +106,28 @@ def _edges(v: Value, producers, memo) -> list[frozenset]:
                 out = [a | b for a, b in zip(out, _edges(o, producers, memo))]
     memo[v.id] = out
     return out
+
+
+def _inside(dim: Dim, start: Value, size: int, producers) -> bool:
+    """Whether a constant start and a constant dim keep the whole tile inside the tensor."""
+    op = producers.get(start.id)
+    return (isinstance(dim, Const) and op is not None and op.name == "const"
+            and 0 <= op.attrs["value"] and op.attrs["value"] + size <= dim.value)
+
+
+def _reshaped(src_shape, shape, src: list[frozenset]) -> list[frozenset]:
+    """Axes a reshape keeps at either end keep their edges; the axes it makes by splitting
+    or merging the others are RESHAPED if any of those had edges."""
+    lead = 0
+    while lead < min(len(src_shape), len(shape)) and src_shape[lead] == shape[lead]:
+        lead += 1
+    trail = 0
+    while (trail < min(len(src_shape), len(shape)) - lead
+           and src_shape[-1 - trail] == shape[-1 - trail]):
+        trail += 1
+    middle = src[lead:len(src) - trail]
+    mark = frozenset({RESHAPED}) if any(middle) else frozenset()
+    return src[:lead] + [mark] * (len(shape) - lead - trail) + src[len(src) - trail:]
 
 
 def _zero(v: Value, producers, memo, edge_memo) -> bool:

@@ -6,6 +6,7 @@ import torch
 
 import commdsl
 from commdsl.compiler import compile_source
+from commdsl.diagnostics import CompileError
 from commdsl.interpreter import run
 from commdsl.ir_parser import parse_kernel
 from commdsl.ir_printer import print_kernel
@@ -173,3 +174,131 @@ def test_block_reductions_ignore_the_padding_on_the_gpu(r, c, shift):
     rr, cc = -(-r // 64), -(-c // 64)
     y = commdsl.load(BLOCK)(x.cuda())
     _close(y.cpu(), _block_reference(x, rr, cc))
+
+
+# ---- `load ... mask(c) other = v` and `store ... mask(c) = t` ---------------------------
+
+MASKED = """\
+kernel mk(x: bf16[M, N], c: bool[M, N], y: out f32[M, N], z: out bf16[M, N], w: out f32[M])
+  grid(M)
+{
+  let keep = load c[pid.0 : +1, 0 : +256]
+  let t = load x[pid.0 : +1, 0 : +256] mask(keep) other = -inf
+  store y[pid.0 : +1, 0 : +256] = cast<f32>(t)
+  store z[pid.0 : +1, 0 : +256] mask(keep) = load x[pid.0 : +1, 0 : +256]
+  store w[pid.0 : +1] = max(t, axis = 1)
+}
+"""
+
+
+def _masked_inputs(m, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(m, n, generator=g) - 3.0).to(torch.bfloat16)
+    return x, torch.rand(m, n, generator=g) > 0.5
+
+
+def _check_masked(x, c, y, z, w):
+    read = torch.where(c, x.float(), -torch.inf)
+    assert torch.equal(y, read)
+    assert torch.equal(z.float(), torch.where(c, x.float(), 7.0))   # untouched where c is false
+    assert torch.equal(w, read.amax(1))
+
+
+@pytest.mark.parametrize("n", [200, 256])
+def test_a_masked_load_reads_other_and_a_masked_store_writes_only_where_the_mask_holds(n):
+    x, c = _masked_inputs(3, n, seed=n)
+    z = torch.full((3, n), 7.0).to(torch.bfloat16)
+    y, _, w = commdsl.load(MASKED).interpret(x, c, z=z)
+    _check_masked(x, c, y, z, w)
+
+
+def test_other_without_a_mask_fills_past_the_edge_and_the_reduction_takes_it():
+    source = """\
+kernel o(x: f32[M, N], y: out f32[M])
+  grid(M)
+{
+  let t = load x[pid.0 : +1, 0 : +128] other = 100.0
+  store y[pid.0 : +1] = sum(t, axis = 1)
+}
+"""
+    x = torch.ones(2, 100)
+    assert torch.equal(commdsl.load(source).interpret(x), torch.full((2,), 100.0 + 28 * 100.0))
+
+
+def test_masked_accesses_compile_and_ptxas_accepts_them():
+    ptx = compile_source(MASKED, "k.cdsl").ptx
+    if find_ptxas():
+        assemble(ptx, arch="sm_90a", entry="mk")
+
+
+def test_a_masked_access_reads_back_from_ir_text():
+    for stage, kir in _stages(MASKED, dict(M=3, N=200)):
+        text = print_kernel(kir)
+        assert print_kernel(parse_kernel(text)) == text, stage
+        assert "mask = true" in text
+
+
+def test_a_variable_may_still_be_called_mask():
+    source = MASKED.replace("keep", "mask")
+    assert "let mask = load c" in source
+    x, c = _masked_inputs(2, 256, seed=3)
+    z = torch.full((2, 256), 7.0).to(torch.bfloat16)
+    y, _, w = commdsl.load(source).interpret(x, c, z=z)
+    _check_masked(x, c, y, z, w)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n", [200, 256, 1000])
+def test_masked_accesses_on_the_gpu(n):
+    x, c = _masked_inputs(300, n, seed=n)
+    z = torch.full((300, n), 7.0).to(torch.bfloat16).cuda()
+    source = MASKED.replace("256", "1024") if n > 256 else MASKED
+    y, _, w = commdsl.load(source)(x.cuda(), c.cuda(), z=z)
+    _check_masked(x, c, y.cpu(), z.cpu(), w.cpu())
+
+
+# ---- diagnostics: file:line:col, a caret under the mistake, a help line ------------------
+
+def _error(source):
+    with pytest.raises(CompileError) as e:
+        compile_source(source, "k.cdsl")
+    return str(e.value)
+
+
+def _points_at(text, source, line, under):
+    col = source.splitlines()[line - 1].index(under) + 1
+    assert f"k.cdsl:{line}:{col}: error:" in text, text
+    lines = text.splitlines()
+    caret = next(i for i, s in enumerate(lines) if s.strip().startswith("^"))
+    start = lines[caret].index("^")
+    assert lines[caret - 1][start:start + len(under)] == under, text
+    assert "help:" in text, text
+
+
+def test_a_mask_that_is_not_bool_is_a_located_error():
+    source = MASKED.replace("mask(keep) other", "mask(cast<f32>(keep)) other")
+    text = _error(source)
+    _points_at(text, source, 5, "cast<f32>(keep)")
+    assert "bool" in text
+
+
+def test_a_mask_of_another_shape_is_a_located_error():
+    source = MASKED.replace("mask(keep) =", "mask(load c[pid.0 : +1, 0 : +128]) =")
+    text = _error(source)
+    _points_at(text, source, 7, "load c[pid.0 : +1, 0 : +128]")
+    assert "[1, 128]" in text and "[1, 256]" in text
+
+
+def test_other_that_is_not_a_number_is_a_located_error():
+    source = MASKED.replace("other = -inf", "other = t0").replace(
+        "  let t =", "  let t0 = load x[pid.0 : +1, 0 : +256]\n  let t =")
+    text = _error(source)
+    _points_at(text, source, 6, "t0")
+    assert "compile-time" in text
+
+
+def test_a_mask_on_a_tma_load_is_a_located_error():
+    source = MASKED.replace("] mask(keep) other = -inf", "] via tma mask(keep)")
+    text = _error(source)
+    _points_at(text, source, 5, "keep)")
+    assert "tma" in text

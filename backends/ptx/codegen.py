@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
+from commdsl.diagnostics import CompileError
 from commdsl.dims import Const, Dim, Sym
 from commdsl.fragments import FragmentDim
 from commdsl.dtypes import dtype as dtype_info
@@ -468,6 +469,44 @@ class KernelCodegen(CommCodegen, CompactCodegen):
             regs += self.unpack(words, out_t.dtype, vec)
         self.vals[op.result.id] = self.new_tile(out_t, regs)
 
+    @emits("slice", "reshape")
+    def op_view(self, op: Op):
+        """A view of a tile through a plain shared array of the operand, row-major: every
+        thread writes the elements it holds, a barrier, every thread reads its slots of the
+        result from where they sit in the operand, a barrier (a loop's next iteration
+        reuses the array)."""
+        b = self.b
+        src, a_t, out_t = self.tile(op.operands[0]), op.operands[0].type, op.result.type
+        e = dtype_info(out_t.dtype).bytes
+        smem = self.static_smem(op, out_t.dtype)
+
+        def element(index):
+            return b.gep(smem, [self.i32(0), index])
+
+        for slot, reg in zip(slots(src.dims), src.regs):
+            coords = [self.coord(m, *s)[0] for m, s in zip(src.dims, slot)]
+            b.store(reg, element(self.row_major(coords, a_t.shape)), align=e)
+        asm.barrier(b)
+        dims = out_t.layout.dims(out_t.shape)
+        regs = []
+        for slot in slots(dims):
+            coords = [self.coord(m, *s)[0] for m, s in zip(dims, slot)]
+            if op.name == "slice":         # where the result's element sits in the operand
+                index = self.row_major([b.add(c, self.i32(o)) for c, o in
+                                        zip(coords, op.attrs["offsets"])], a_t.shape)
+            else:                          # a reshape keeps the row-major order
+                index = self.row_major(coords, out_t.shape)
+            regs.append(b.load(element(index), typ=reg_type(out_t.dtype), align=e))
+        asm.barrier(b)
+        self.vals[op.result.id] = self.new_tile(out_t, regs)
+
+    def row_major(self, coords, shape):
+        """The row-major index of an element of a tile of `shape` at `coords` (i32 values)."""
+        index = coords[0]
+        for c, n in zip(coords[1:], shape[1:]):
+            index = self.b.add(self.b.mul(index, self.i32(n)), c)
+        return index
+
     def _smem_addresses(self, accesses, coords_of, address):
         """Addresses of a sequence of shared-memory accesses planned as (anchor, delta)
         (passes/shared.py): an anchor's from its coordinates `coords_of(i)`, computed here
@@ -614,14 +653,43 @@ class KernelCodegen(CommCodegen, CompactCodegen):
                          source_etype=I8)
             yield addr, self.all_of(ok) or ir.Constant(I1, 1), list(range(first, first + vec)), vec
 
+    def mask_flags(self, op: Op, tile_t: TileType) -> list | None:
+        """Per held slot of a masked access, whether its mask element is true (None: no mask)."""
+        if not op.attrs.get("mask"):
+            return None
+        mask = self.tile(op.operands[1 + op.operands[0].type.rank])
+        if mask.layout != tile_t.layout:
+            raise CompileError("the mask is spread over the threads unlike the tile it masks",
+                               op.loc, "compute the mask from tiles of the access's shape")
+        return [self.b.icmp_unsigned("!=", r, ir.Constant(r.type, 0)) for r in mask.regs]
+
+    def raw_constant(self, dtype: str, value):
+        """`value` as the register bits of a `dtype` element (narrow floats are raw bits)."""
+        if dtype == "f32":
+            return ir.Constant(F32, value)
+        if dtype_info(dtype).is_int:
+            return ir.Constant(reg_type(dtype), int(value))
+        import torch
+        from commdsl.dtypes import torch_dtype
+        bits = torch.tensor(value).to(torch_dtype(dtype)).view(
+            torch.int16 if dtype_info(dtype).bits == 16 else torch.uint8).item()
+        return ir.Constant(reg_type(dtype), bits & ((1 << dtype_info(dtype).bits) - 1))
+
     @emits("load")
     def op_load(self, op: Op):
         t = op.result.type
         esize = dtype_info(t.dtype).bytes
+        flags = self.mask_flags(op, t)
+        fill = "other" in op.attrs or flags is not None
+        other = self.raw_constant(t.dtype, op.attrs.get("other") or 0) if fill else None
         regs = []
-        for addr, ok, _, vec in self._access(op, t):
+        for addr, ok, idx, vec in self._access(op, t):
             words = asm.global_load(self.b, op.attrs["cache_policy"], vec * esize, addr, ok)
-            regs += self.unpack(words, t.dtype, vec)
+            elems = self.unpack(words, t.dtype, vec)
+            if fill:                      # elements not read (edge, mask) are `other`
+                elems = [self.b.select(ok if flags is None else self.b.and_(ok, flags[i]),
+                                       e, other) for i, e in zip(idx, elems)]
+            regs += elems
         self.vals[op.result.id] = self.new_tile(t, regs) if isinstance(t, TileType) else regs[0]
 
     @emits("store")
@@ -631,7 +699,10 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         tile = self.tile(value) if isinstance(t, TileType) else None
         esize = dtype_info(t.dtype).bytes
         regs = tile.regs if tile else [self.vals[value.id]]
+        flags = self.mask_flags(op, t)
         for addr, ok, idx, vec in self._access(op, t):
+            if flags is not None:         # vec is 1 (passes/vectorize.py)
+                ok = self.b.and_(ok, flags[idx[0]])
             if not tile:                  # a scalar is held by every thread; thread 0 writes it
                 ok = self.b.and_(ok, self.b.icmp_unsigned("==", self._tid, self.i32(0)))
             words = self.pack([regs[i] for i in idx], t.dtype)

@@ -79,6 +79,21 @@ def _gather_copies(op):
              f"{r.layout}")
 
 
+def _slice(op):
+    a, r, offsets = op.operands[0].type, op.result.type, op.attrs["offsets"]
+    if not isinstance(a, TileType) or len(offsets) != len(a.shape) or len(r.shape) != len(
+            a.shape) or any(o < 0 or o + n > m for o, n, m in zip(offsets, r.shape, a.shape)):
+        fail(op, f"result {r} at offsets {offsets} is not inside {a}")
+    if r.dtype != a.dtype:
+        fail(op, "changes the dtype")
+
+
+def _reshape(op):
+    a, r = op.operands[0].type, op.result.type
+    if not isinstance(a, TileType) or a.numel != r.numel or r.dtype != a.dtype:
+        fail(op, f"result {r} does not hold the elements of {a}")
+
+
 # ---- CPU meaning (commdsl/interpreter.py): whole tiles; layouts move no values -------------
 
 def _run_splat(ctx, op, s):
@@ -127,6 +142,15 @@ def _run_transpose(ctx, op, t):
     return t.t().contiguous()
 
 
+def _run_slice(ctx, op, t):
+    return t[tuple(slice(o, o + n) for o, n in zip(op.attrs["offsets"],
+                                                   op.result.type.shape))].contiguous()
+
+
+def _run_reshape(ctx, op, t):
+    return t.reshape(op.result.type.shape).contiguous()
+
+
 def _run_same(ctx, op, t):
     """The elements move between threads; the tile's values stay."""
     return t
@@ -163,3 +187,12 @@ declare("relayout", "relayout(t) {read_vector, smem_buffer, smem_bytes} : tile",
 declare("gather_copies", "gather_copies(t) : tile", "a Compact tile's slots sent to every copy "
         "of its Sliced parent layout (passes/replicas.py)", traits=(LAYOUT,),
         verify=_gather_copies, interpret=_run_same, family=FAMILY)
+declare("slice", "slice(t) {offsets, smem_buffer, smem_bytes} : tile",
+        "the part of t from `offsets` of the result's shape (a register-tile view), through "
+        "shared memory", traits=(LAYOUT, SHARED), verify=_slice,
+        attrs={"offsets": "per axis, the first element taken", **SMEM_BUFFER_ATTRS},
+        interpret=_run_slice, family=FAMILY)
+declare("reshape", "reshape(t) {smem_buffer, smem_bytes} : tile",
+        "t's elements in row-major order, in the result's shape, through shared memory",
+        traits=(LAYOUT, SHARED), verify=_reshape, attrs=SMEM_BUFFER_ATTRS,
+        interpret=_run_reshape, family=FAMILY)
