@@ -255,6 +255,15 @@ class KernelAttr(Node):
 
 
 @dataclass(frozen=True)
+class Function(Node):
+    """`fn silu(x) = x * sigmoid(x)`: expanded inline at each call."""
+    name: str
+    params: tuple[str, ...]
+    param_spans: tuple[Span, ...]
+    body: Expr
+
+
+@dataclass(frozen=True)
 class Kernel(Node):
     name: str
     params: tuple[Param, ...]
@@ -262,6 +271,7 @@ class Kernel(Node):
     consts: tuple[Const, ...]
     attrs: tuple[KernelAttr, ...]
     body: tuple[Stmt, ...]
+    functions: tuple[Function, ...] = ()    # the file's `fn`s, which any kernel may call
 
 
 @dataclass(frozen=True)

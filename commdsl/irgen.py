@@ -91,6 +91,8 @@ class _Lowering(CommLowering):
         self.env.update({v.name: v for v in self.ir.sizes})
         self.tensors = {v.name: v for v in self.ir.tensors}
         self.sizes = {v.name: v for v in self.ir.sizes}
+        self.functions = _functions(kernel.functions)
+        self.expanding: list[str] = []         # the functions being expanded, outermost first
         self.ragged = Raggedness(self.ir)
 
     # ---- helpers ---------------------------------------------------------------------
@@ -231,6 +233,8 @@ class _Lowering(CommLowering):
         return "f32" if not _is_int(da) else max(da, db, key=lambda d: int(d[1:]))
 
     def expr_Call(self, e: ast.Call):
+        if e.func in self.functions:
+            return self.call_function(self.functions[e.func], e)
         if e.func not in FUNCTIONS:
             raise CompileError(f"unknown function '{e.func}'", e.span,
                                did_you_mean(e.func, FUNCTIONS) or
@@ -262,6 +266,32 @@ class _Lowering(CommLowering):
         if e.func in REDUCTIONS and ("axis" in kwargs or e.func in ("amax", "sum")):
             return self.call_reduce(e, kwargs)
         return self.call_builtin(e, ELEMENTWISE_BUILTINS[e.func])
+
+    def call_function(self, f: ast.Function, e: ast.Call):
+        """A `fn` expanded here: its body lowered with its parameters bound to the call's
+        arguments, and only the kernel's sizes and constants in scope besides. An error in
+        the body points at the body, with a note at the call."""
+        if f.name in self.expanding:
+            raise CompileError(f"'{f.name}' calls itself", e.span,
+                               "functions are expanded inline, so they cannot recurse; "
+                               "write the repetition as a loop in the kernel")
+        if len(e.args) != len(f.params) or e.kwargs:
+            raise CompileError(f"{f.name} takes {len(f.params)} argument(s), got "
+                               f"{len(e.args) + len(e.kwargs)}", e.span,
+                               f"fn {f.name}({', '.join(f.params)})")
+        args = [self.expr(a) for a in e.args]
+        outer_env = self.env
+        self.env = {n: x for n, x in outer_env.items() if n in self.sig.constants
+                    or n in self.sizes}
+        self.env.update(zip(f.params, args))
+        self.expanding.append(f.name)
+        try:
+            return self.expr(f.body)
+        except CompileError as err:
+            raise err.note(f"in this call of '{f.name}'", e.span) from None
+        finally:
+            self.expanding.pop()
+            self.env = outer_env
 
     def call_builtin(self, e: ast.Call, op: OpDef) -> Value:
         """An elementwise function: its op from the registry, typed by its builtin's rule."""
@@ -765,6 +795,23 @@ class _Lowering(CommLowering):
     @staticmethod
     def _broadcastable(a, b) -> bool:
         return len(a) == len(b) and all(x in (1, y) for x, y in zip(a, b))
+
+
+def _functions(functions) -> dict[str, ast.Function]:
+    """The file's `fn`s by name; a name given twice, a builtin's name, or a parameter
+    named twice is an error at the definition."""
+    out: dict[str, ast.Function] = {}
+    for f in functions:
+        if f.name in out or f.name in FUNCTIONS:
+            raise CompileError(f"'{f.name}' is already "
+                               f"{'defined' if f.name in out else 'a builtin function'}",
+                               f.span, "give the function another name")
+        for i, (p, span) in enumerate(zip(f.params, f.param_spans)):
+            if p in f.params[:i]:
+                raise CompileError(f"parameter '{p}' is named twice", span,
+                                   "give each parameter its own name")
+        out[f.name] = f
+    return out
 
 
 def _assigned(body) -> list[str]:

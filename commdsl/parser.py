@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import replace
 from importlib import resources
 
 from lark import Lark, Token, Transformer, v_args
@@ -37,8 +38,17 @@ def _span(node) -> Span:
 class _ToAst(Transformer):
     """Builds ast nodes; every node keeps the span of the text it came from."""
 
-    def start(self, meta, kernels):
-        return ast.Module(Span.of(meta), tuple(kernels))
+    def start(self, meta, items):
+        functions = tuple(i for i in items if isinstance(i, ast.Function))
+        kernels = tuple(replace(k, functions=functions) for k in items
+                        if isinstance(k, ast.Kernel))
+        return ast.Module(Span.of(meta), kernels)
+
+    def function(self, meta, items):
+        name, *params, body = items
+        params = [p for p in params if p is not None]
+        return ast.Function(Span.of(meta), str(name), tuple(str(p) for p in params),
+                            tuple(_span(p) for p in params), body)
 
     def kernel(self, meta, items):
         name, params, *rest = items
