@@ -256,11 +256,13 @@ class KernelAttr(Node):
 
 @dataclass(frozen=True)
 class Function(Node):
-    """`fn silu(x) = x * sigmoid(x)`: expanded inline at each call."""
+    """`fn silu(x) = x * sigmoid(x)`, or `fn f(x) { let y = x * x  y + 1 }`: expanded
+    inline at each call."""
     name: str
     params: tuple[str, ...]
     param_spans: tuple[Span, ...]
-    body: Expr
+    body: Expr                   # the value
+    lets: tuple["Let", ...] = ()  # the block form's lets, before the value
 
 
 @dataclass(frozen=True)

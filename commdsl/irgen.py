@@ -286,6 +286,8 @@ class _Lowering(CommLowering):
         self.env.update(zip(f.params, args))
         self.expanding.append(f.name)
         try:
+            for let in f.lets:
+                self.stmt_Let(let)
             return self.expr(f.body)
         except CompileError as err:
             raise err.note(f"in this call of '{f.name}'", e.span) from None

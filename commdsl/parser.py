@@ -45,10 +45,16 @@ class _ToAst(Transformer):
         return ast.Module(Span.of(meta), kernels)
 
     def function(self, meta, items):
-        name, *params, body = items
+        name, *params, (lets, body) = items
         params = [p for p in params if p is not None]
         return ast.Function(Span.of(meta), str(name), tuple(str(p) for p in params),
-                            tuple(_span(p) for p in params), body)
+                            tuple(_span(p) for p in params), body, lets)
+
+    def fn_body(self, meta, items):
+        return tuple(items[:-1]), items[-1]
+
+    def fn_let(self, meta, items):
+        return ast.Let(Span.of(meta), str(items[0]), items[1])
 
     def kernel(self, meta, items):
         name, params, *rest = items

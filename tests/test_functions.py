@@ -94,3 +94,41 @@ def test_a_parameter_named_twice_is_a_located_error():
     text = _error(source)
     _points_at(text, source, 2, "a)")
     assert "named twice" in text
+
+
+def test_the_block_form_binds_lets_before_its_value():
+    source = """\
+fn poly(x) {
+  let x2 = x * x
+  let x3 = x2 * x
+  x3 + x2 * 2.0 + x
+}
+
+kernel k(x: f32[M, 128], y: out f32[M, 128])
+  grid(M)
+{
+  let t = load x[pid.0 : +1, 0 : +128]
+  store y[pid.0 : +1, 0 : +128] = poly(t) + poly(1.0)
+}
+"""
+    x = torch.randn(3, 128)
+    y = commdsl.load(source).interpret(x)
+    torch.testing.assert_close(y, (x * x * x + x * x * 2.0 + x) + 4.0, rtol=1e-6, atol=1e-6)
+
+
+def test_an_error_in_a_block_forms_let_points_at_it():
+    source = """\
+fn f(x) {
+  let a = x * nope
+  a
+}
+
+kernel k(x: f32[M, 128], y: out f32[M, 128])
+  grid(M)
+{
+  store y[pid.0 : +1, 0 : +128] = f(load x[pid.0 : +1, 0 : +128])
+}
+"""
+    text = _error(source)
+    _points_at(text, source, 2, "nope")
+    _points_at(text, source, 9, "f(load", kind="note")
