@@ -438,11 +438,11 @@ class _Lowering(CommLowering):
             rtype = TileType(v.type.dtype, shape) if shape else ScalarType(v.type.dtype)
             edges = self.ragged.edges(v)[ax] if masked else ()
             if RESHAPED in edges:
+                fill = {"max": "-inf", "min": "inf"}.get(e.func, "0.0")
                 raise CompileError(f"{e.func} over axis {ax} of a reshaped tile that a load "
                                    "may not have read to the end", e.span,
                                    "say what the load reads past the tensor's edge, e.g. "
-                                   f"'other = {dict(max='-inf', min='inf').get(e.func, '0.0')}', or "
-                                   "reduce before the reshape")
+                                   f"'other = {fill}', or reduce before the reshape")
             count = [self.ragged.count(self.at(e), edges, self.sizes)] if edges else []
             v = self.at(e).value("reduce", [v, *count], rtype, kind=kind, axis=ax)
             kind = "max" if kind == "amax" else kind         # |.| is taken once

@@ -302,3 +302,38 @@ def test_a_mask_on_a_tma_load_is_a_located_error():
     text = _error(source)
     _points_at(text, source, 5, "keep)")
     assert "tma" in text
+
+
+ROW_MASK = """\
+kernel r(x: f32[M, 128], c: bool[M], y: out f32[M])
+  grid(cdiv(M, 64))
+  warps(4)
+{
+  let t = load x[pid.0 * 64 : +64, 0 : +128]
+  let s = 1.0 / max(t, axis = 1)
+  store y[pid.0 * 64 : +64] mask(load c[pid.0 * 64 : +64]) = s
+}
+"""
+
+
+def test_a_mask_spread_unlike_its_tile_moves_through_shared_memory():
+    """A row result (Sliced over the threads, compact after passes/replicas.py) stored
+    under a mask loaded on its own (Blocked)."""
+    x, c = torch.randn(70, 128) - 3.0, torch.rand(70) > 0.5
+    for stage, kir in _stages(ROW_MASK, dict(M=70)):
+        y = torch.full((70,), 5.0)
+        run(kir, dict(x=x, c=c, y=y), dict(M=70))
+        assert torch.equal(y, torch.where(c, 1.0 / x.amax(1), 5.0)), stage
+    store = next(op for op in kir.walk() if op.name == "store")
+    assert store.attrs["smem_bytes"] == 64
+    ptx = compile_source(ROW_MASK, "k.cdsl").ptx
+    if find_ptxas():
+        assemble(ptx, arch="sm_90a", entry="r")
+
+
+@pytest.mark.gpu
+def test_a_mask_spread_unlike_its_tile_on_the_gpu():
+    x, c = torch.randn(300, 128) - 3.0, torch.rand(300) > 0.5
+    y = torch.full((300,), 5.0, device="cuda")
+    commdsl.load(ROW_MASK)(x.cuda(), c.cuda(), y=y)
+    assert torch.equal(y.cpu(), torch.where(c, 1.0 / x.amax(1), 5.0))

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from commdsl.diagnostics import CompileError
 from commdsl.dims import Const, Dim, Sym
 from commdsl.fragments import FragmentDim
 from commdsl.dtypes import dtype as dtype_info
@@ -471,34 +470,40 @@ class KernelCodegen(CommCodegen, CompactCodegen):
 
     @emits("slice", "reshape")
     def op_view(self, op: Op):
-        """A view of a tile through a plain shared array of the operand, row-major: every
-        thread writes the elements it holds, a barrier, every thread reads its slots of the
-        result from where they sit in the operand, a barrier (a loop's next iteration
-        reuses the array)."""
-        b = self.b
-        src, a_t, out_t = self.tile(op.operands[0]), op.operands[0].type, op.result.type
-        e = dtype_info(out_t.dtype).bytes
-        smem = self.static_smem(op, out_t.dtype)
+        """A view of a tile, through shared memory (exchange)."""
+        a_t, out_t = op.operands[0].type, op.result.type
 
-        def element(index):
-            return b.gep(smem, [self.i32(0), index])
+        def index(coords):
+            if op.name == "slice":        # where the result's element sits in the operand
+                return self.row_major([self.b.add(c, self.i32(o)) for c, o in
+                                       zip(coords, op.attrs["offsets"])], a_t.shape)
+            return self.row_major(coords, out_t.shape)   # a reshape keeps row-major order
+
+        regs = self.exchange(self.static_smem(op, out_t.dtype), self.tile(op.operands[0]),
+                             a_t, out_t.layout.dims(out_t.shape), index)
+        self.vals[op.result.id] = self.new_tile(out_t, regs)
+
+    def exchange(self, smem, src: Tile, src_t: TileType, dims, index) -> list:
+        """Registers of another layout (`dims`) through a plain shared array of the tile
+        `src`, row-major: every thread writes the elements it holds, a barrier, every thread
+        reads its slots from `index(coords)`, a barrier (a loop's next iteration reuses the
+        array)."""
+        b = self.b
+        e = dtype_info(src_t.dtype).bytes
+
+        def element(i):
+            return b.gep(smem, [self.i32(0), i])
 
         for slot, reg in zip(slots(src.dims), src.regs):
             coords = [self.coord(m, *s)[0] for m, s in zip(src.dims, slot)]
-            b.store(reg, element(self.row_major(coords, a_t.shape)), align=e)
+            b.store(reg, element(self.row_major(coords, src_t.shape)), align=e)
         asm.barrier(b)
-        dims = out_t.layout.dims(out_t.shape)
         regs = []
         for slot in slots(dims):
             coords = [self.coord(m, *s)[0] for m, s in zip(dims, slot)]
-            if op.name == "slice":         # where the result's element sits in the operand
-                index = self.row_major([b.add(c, self.i32(o)) for c, o in
-                                        zip(coords, op.attrs["offsets"])], a_t.shape)
-            else:                          # a reshape keeps the row-major order
-                index = self.row_major(coords, out_t.shape)
-            regs.append(b.load(element(index), typ=reg_type(out_t.dtype), align=e))
+            regs.append(b.load(element(index(coords)), typ=reg_type(src_t.dtype), align=e))
         asm.barrier(b)
-        self.vals[op.result.id] = self.new_tile(out_t, regs)
+        return regs
 
     def row_major(self, coords, shape):
         """The row-major index of an element of a tile of `shape` at `coords` (i32 values)."""
@@ -657,11 +662,13 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         """Per held slot of a masked access, whether its mask element is true (None: no mask)."""
         if not op.attrs.get("mask"):
             return None
-        mask = self.tile(op.operands[1 + op.operands[0].type.rank])
-        if mask.layout != tile_t.layout:
-            raise CompileError("the mask is spread over the threads unlike the tile it masks",
-                               op.loc, "compute the mask from tiles of the access's shape")
-        return [self.b.icmp_unsigned("!=", r, ir.Constant(r.type, 0)) for r in mask.regs]
+        value = op.operands[1 + op.operands[0].type.rank]
+        mask, regs = self.tile(value), self.tile(value).regs
+        if mask.layout != tile_t.layout:  # through shared memory (passes/shared.py)
+            regs = self.exchange(self.static_smem(op, "bool"), mask, value.type,
+                                 tile_t.layout.dims(tile_t.shape),
+                                 lambda coords: self.row_major(coords, tile_t.shape))
+        return [self.b.icmp_unsigned("!=", r, ir.Constant(r.type, 0)) for r in regs]
 
     def raw_constant(self, dtype: str, value):
         """`value` as the register bits of a `dtype` element (narrow floats are raw bits)."""

@@ -77,6 +77,9 @@ ACCESS_ATTRS = {
                     "a plain access",
     "vec": "elements per access (passes/vectorize.py)",
     "mask": "a bool tile operand after the indices: only its true elements move",
+    "smem_buffer": "a mask spread over the threads unlike the tile moves through this "
+                   "static shared-memory array (passes/shared.py)",
+    "smem_bytes": "that array's size",
 }
 
 
