@@ -13,7 +13,7 @@ from .diagnostics import CompileError
 from .ir import Block, Builder, KernelIR, ScalarType, TensorType, TileType, Value
 from .irgen_comm import BUILTINS as COMM_BUILTINS, CommLowering
 from .ops import OPS, OpDef
-from .ragged import RESHAPED, Raggedness
+from .ragged import CARRIED, RESHAPED, Raggedness
 
 REDUCTIONS = {
     "amax": "amax(t, axis = A): largest |t| along axis A",
@@ -437,12 +437,17 @@ class _Lowering(CommLowering):
             shape = v.type.shape[:ax] + v.type.shape[ax + 1:]
             rtype = TileType(v.type.dtype, shape) if shape else ScalarType(v.type.dtype)
             edges = self.ragged.edges(v)[ax] if masked else ()
+            fill = {"max": "-inf", "min": "inf"}.get(e.func, "0.0")
             if RESHAPED in edges:
-                fill = {"max": "-inf", "min": "inf"}.get(e.func, "0.0")
                 raise CompileError(f"{e.func} over axis {ax} of a reshaped tile that a load "
                                    "may not have read to the end", e.span,
                                    "say what the load reads past the tensor's edge, e.g. "
                                    f"'other = {fill}', or reduce before the reshape")
+            if CARRIED in edges:
+                raise CompileError(f"{e.func} over axis {ax} of a tile a loop built from "
+                                   "loads that may not have read to the end", e.span,
+                                   f"reduce each step's tile in the loop ({e.func}(t, axis = "
+                                   f"{ax})) and combine those, or load with 'other = {fill}'")
             count = [self.ragged.count(self.at(e), edges, self.sizes)] if edges else []
             v = self.at(e).value("reduce", [v, *count], rtype, kind=kind, axis=ax)
             kind = "max" if kind == "amax" else kind         # |.| is taken once

@@ -4,12 +4,13 @@ can leave them out: ragged tiles reduce right by default.
 A load reads 0 past the edge. For max and min that 0 would take part, so irgen gives such a
 reduce the count of elements along its axis that every load feeding it read (`reduce(t, n)`:
 the rest count as the reduction's identity). Tracked per axis of a tile, through elementwise
-ops, broadcasts, new axes, transposes and earlier reductions, not across loop iterations
-(a loop-carried value counts as fully read). A load that says what it reads there
-(`other = v`) is taken at its word, and elements a mask turns off read `other` (0 unless
-given) and take part. A sum or amax over a tile that is provably 0
-wherever a load did not read (a load, products, negations, conversions of it) needs no count:
-0 is already its identity, so such kernels' code does not change.
+ops, broadcasts, new axes, transposes, slices and earlier reductions. A value a loop
+carries out of it with edges inside (`m = max(m, t)`) has no count (CARRIED), nor an axis a
+reshape made from a ragged one (RESHAPED): a max or min over such an axis is an error. A load
+that says what it reads past the edge (`other = v`) is taken at its word; elements a mask
+turns off read `other` (0 unless given) and take part. A sum or amax over a tile that is
+provably 0 wherever a load did not read (a load, sums, products, negations, conversions of
+it) needs no count: 0 is already its identity, so such kernels' code does not change.
 """
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ Edge = tuple[Value, int, Value, int]     # (tensor, tensor dimension, start inde
 # An axis a reshape made from a split or merged axis with edges: no count says which of its
 # elements were read.
 RESHAPED = "reshaped"
+# An axis of a loop's result whose value inside the loop had edges: they moved every step.
+CARRIED = "carried"
 
 # Ops whose result is 0 wherever an operand with unread elements is 0 there.
-_ZERO_KEEPING = {"mul", "neg", "abs", "convert", "broadcast", "expand_dims", "transpose",
-                 "slice", "reshape"}
+_ZERO_KEEPING = {"add", "sub", "mul", "neg", "abs", "convert", "broadcast", "expand_dims",
+                 "transpose", "slice", "reshape"}
 
 
 class Raggedness:
@@ -83,6 +86,9 @@ def _edges(v: Value, producers, memo) -> list[frozenset]:
         src = _edges(op.operands[0], producers, memo)
         out = [frozenset((t, d, start, offset + o) for t, d, start, offset in e)
                if RESHAPED not in e else e for e, o in zip(src, op.attrs["offsets"])]
+    elif op.name == "for":
+        inside = _edges(_yielded(op, v), producers, memo)
+        out = [frozenset({CARRIED}) if e else e for e in inside]
     elif op.name == "reshape":
         out = _reshaped(op.operands[0].type.shape, v.type.shape,
                         _edges(op.operands[0], producers, memo))
@@ -106,6 +112,11 @@ def _edges(v: Value, producers, memo) -> list[frozenset]:
                 out = [a | b for a, b in zip(out, _edges(o, producers, memo))]
     memo[v.id] = out
     return out
+
+
+def _yielded(loop: Op, result: Value) -> Value:
+    """What a loop's body yields for one of its results."""
+    return loop.blocks[0].ops[-1].operands[loop.results.index(result)]
 
 
 def _inside(dim: Dim, start: Value, size: int, producers) -> bool:
@@ -140,13 +151,21 @@ def _zero(v: Value, producers, memo, edge_memo) -> bool:
         ok = False
     elif op.name == "load":
         ok = True
+    elif op.name == "for":           # (the body's own argument counts as 0: it is the start)
+        i = op.results.index(v)
+        ok = _zero(op.operands[3 + i], producers, memo, edge_memo) and _zero(
+            _yielded(op, v), producers, memo, edge_memo)
     elif op.name == "reduce":
         ok = op.attrs["kind"] in ("sum", "amax") and len(op.operands) == 1 and _zero(
             op.operands[0], producers, memo, edge_memo)
     elif op.name in _ZERO_KEEPING and not (op.name == "convert" and v.type.dtype == "ue8m0"):
-        # a product is 0 where either factor is; the others keep 0 (a ue8m0 byte 0 is 2^-127)
-        factors = [o for o in op.operands if isinstance(o.type, TileType)]
-        ok = all(_zero(o, producers, memo, edge_memo) for o in factors)
+        # each keeps 0 where its operands are 0 (a ue8m0 byte 0 is 2^-127, not 0); a term of
+        # a sum must itself be padded with 0 (not a constant), or be what a loop carries
+        tiles = [o for o in op.operands if isinstance(o.type, TileType)]
+        ok = all(_zero(o, producers, memo, edge_memo) for o in tiles)
+        if op.name in ("add", "sub"):
+            ok = ok and all(o.id not in producers or any(_edges(o, producers, edge_memo))
+                            for o in tiles)
     else:
         ok = False
     memo[v.id] = ok

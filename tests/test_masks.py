@@ -337,3 +337,37 @@ def test_a_mask_spread_unlike_its_tile_on_the_gpu():
     y = torch.full((300,), 5.0, device="cuda")
     commdsl.load(ROW_MASK)(x.cuda(), c.cuda(), y=y)
     assert torch.equal(y.cpu(), torch.where(c, 1.0 / x.amax(1), 5.0))
+
+
+CARRIED = """\
+kernel c(x: f32[M, N], y: out f32[M])
+  grid(M)
+{
+  let acc = load x[pid.0 : +1, 0 : +256]
+  for n0 in 256 .. N step 256 {
+    acc = ACC(acc, load x[pid.0 : +1, n0 : +256])
+  }
+  store y[pid.0 : +1] = RED(acc, axis = 1)
+}
+"""
+
+
+def test_a_sum_of_a_tile_a_loop_accumulated_counts_the_padding_as_0():
+    source = CARRIED.replace("ACC(acc, ", "acc + (").replace("RED", "sum")
+    x = torch.randn(3, 600) - 5.0
+    y = commdsl.load(source).interpret(x)
+    torch.testing.assert_close(y, x.sum(1), rtol=1e-5, atol=1e-4)
+
+
+def test_a_max_of_a_tile_a_loop_built_from_ragged_loads_is_a_located_error():
+    source = CARRIED.replace("ACC", "max").replace("RED", "max")
+    text = _error(source)
+    _points_at(text, source, 8, "max(acc, axis = 1)")
+    assert "max(t, axis = 1)" in text and "other = -inf" in text
+
+
+def test_a_max_of_a_tile_a_loop_built_reduces_right_with_other():
+    source = CARRIED.replace("ACC", "max").replace("RED", "max").replace(
+        ": +256]", ": +256] other = -inf")
+    x = torch.randn(3, 600) - 5.0
+    assert torch.equal(commdsl.load(source).interpret(x), x.amax(1))
