@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A/B on a lent GPU: this checkout against an older commdsl tree, benches interleaved in one run
 # on the same card, so a compiler change can be shown to cost nothing.
-#   usage (with `.whl` and OLD carried):  bash bench/ab_old.sh OLD [BENCH ...]
+#   usage (with `.whl` and OLD carried):  [ROUNDS=2] bash bench/ab_old.sh OLD [BENCH ...]
 #   OLD: `git archive REV | tar -x -C OLD` of the older commit; BENCH: act_quant quant fp8_gemm
 # Each bench's JSON lands in $OUT (or /tmp/ab) as BENCH-new-rN.json and BENCH-old-rN.json.
 set -uo pipefail
@@ -24,7 +24,7 @@ declare -A args=([act_quant]="" [quant]="" [fp8_gemm]="--shapes 4096,7168,16384 
 for side in new old; do
   (cd /tmp && PYTHONPATH=${path[$side]} python3 -c "import commdsl.passes.mma as m; print('$side:', m.__file__)")
 done
-for round in 1 2; do
+for round in $(seq ${ROUNDS:-2}); do
   for b in $benches; do
     for side in new old; do
       echo "=== round $round: $b ($side)"

@@ -30,9 +30,11 @@ the module is not part of the capture:
 from __future__ import annotations
 
 import os
+import time
 import warnings
 
-from .diagnostics import CompileError
+from . import config
+from .diagnostics import CompileError, Source
 from .runtime.callplan import CallPlan, CallPlans, RecentCall, call_signature
 from .spec import SPECIALIZE_DIVISOR
 from .target import DEFAULT_TARGET
@@ -45,6 +47,8 @@ def read_source(path_or_source: str) -> tuple[str, str]:
     try:
         with open(path_or_source) as f:
             return f.read(), path_or_source
+    except FileNotFoundError:
+        raise CompileError("no such file", None, None, Source("", path_or_source)) from None
     except OSError as e:
         raise CompileError(f"cannot read {path_or_source}: {e.strerror}") from None
 
@@ -131,6 +135,14 @@ class Kernel:
         return f"<commdsl kernel {self.name}({consts}) for {self.target}>"
 
 
+class InterpretedKernel(Kernel):
+    """What `load` gives under COMMDSL_INTERPRET=1: calls run on the CPU interpreter (a
+    subclass, so that Kernel's call path stays free of the check)."""
+
+    def __call__(self, *args, **kwargs):
+        return self.interpret(*args, **kwargs)
+
+
 class _Variant:
     """One compiled specialization and, once asked for, its launcher."""
 
@@ -157,12 +169,20 @@ def build(text: str, path: str, kernel: str | None, constants: dict, target: str
     """One variant's CachedKernel: from the compile cache, else compiled, assembled, stored.
     `options`: compile options (compiler.OPTIONS)."""
     from .runtime.cache import CompileCache, cache_key
+    log = config.logger()
     cache = CompileCache()
     key = cache_key(text, path, kernel, constants, target, unaligned_sizes, options)
-    cached = cache.get(key)
+    what = f"{kernel or os.path.basename(path)} {constants} (key {key[:12]})"
+    cached = None if config.always_compile() else cache.get(key)
     if cached is not None:
+        log.info("cache hit: %s", what)
         return cached
+    log.info("cache miss: %s%s", what, ", COMMDSL_ALWAYS_COMPILE" if config.always_compile()
+             else "" if cache.root else ", no cache folder")
+    start = time.perf_counter()
     built = compile_variant(text, path, kernel, constants, target, unaligned_sizes, options)
+    log.info("compiled %s in %.0f ms%s", built.spec.name, (time.perf_counter() - start) * 1e3,
+             "" if built.cubin is not None else " (no ptxas: the driver JITs the PTX)")
     try:
         cache.put(key, built)
     except OSError as e:
@@ -190,6 +210,8 @@ def compile_variant(text: str, path: str, kernel: str | None, constants: dict, t
     except ToolError:
         return CachedKernel(spec, compiled.ptx, None, None)
     assembled = assemble(compiled.ptx, arch=spec.target, entry=spec.name)
+    if compiled.dump:
+        compiled.dump.ptxas_report(assembled.report)
     return CachedKernel(spec, compiled.ptx, assembled.cubin, assembled.report)
 
 
@@ -201,6 +223,8 @@ def load(path_or_source: str, *, kernel: str | None = None, target: str = DEFAUL
     source declares with `tune NAME in [...]` (except those set here); `autotune={"ROWS": [8,
     16]}` tunes over that space instead. See `commdsl.autotune` for the details."""
     text, path = read_source(path_or_source)
+    if config.interpret():      # the interpreter times nothing: tune constants keep defaults
+        return InterpretedKernel(text, path, kernel, constants, target)
     if autotune is False:
         return Kernel(text, path, kernel, constants, target)
     from .tune import AutotunedKernel

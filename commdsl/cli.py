@@ -45,6 +45,8 @@ def _peer_loads(p: argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="commdsl", description="Compile communication-aware "
                                  "FP8 GPU kernels written in .cdsl to Hopper PTX.")
+    from . import __version__
+    ap.add_argument("--version", action="version", version=f"commdsl {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compile", help="compile a .cdsl file to PTX (or an earlier stage)")
     _common(c)
@@ -63,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "inputs (on a GPU) and save the best for commdsl.load(..., autotune=True)")
     _common(t)
     add_tune_arguments(t)
+    cache = sub.add_parser("cache", help="list or clear the compile cache "
+                           "($COMMDSL_CACHE_DIR, default ~/.cache/commdsl)")
+    cache.add_argument("action", choices=("list", "clear"))
+    cache.add_argument("--all", action="store_true",
+                       help="clear: also the tuning choices `commdsl tune` saved")
     o = sub.add_parser("opt", help="run passes on tile IR text (from --emit ir or "
                        "--print-after) and print the IR they give")
     o.add_argument("file", help="a tile IR file")
@@ -109,6 +116,8 @@ def cmd_check(args) -> int:
     result = _compile(args, "ptx")
     for spec in result.specs:
         report = assemble(result.ptx, arch=result.target, entry=spec.name).report
+        if result.dump:                                  # COMMDSL_DUMP_DIR
+            result.dump.ptxas_report(report)
         print(report.summary())
         for w in report.warnings:
             print(f"  warning: {w}")
@@ -188,11 +197,39 @@ def _run_passes(kernel, names: list[str], target):
     return kernel
 
 
+def cmd_cache(args) -> int:
+    import shutil
+    import time
+
+    from .config import cache_dir
+    from .runtime.cache import CompileCache
+    folder = cache_dir()
+    if folder is None:
+        return 1                                    # cache_dir warned why
+    cache = CompileCache()
+    if args.action == "clear":
+        count = cache.clear()
+        tune = os.path.join(folder, "tune")
+        if args.all and os.path.isdir(tune):
+            shutil.rmtree(tune, ignore_errors=True)
+        print(f"removed {count} compiled kernel{'s' * (count != 1)} from {cache.root}"
+              + (" and the saved tuning choices" if args.all else ""))
+        return 0
+    entries = cache.entries()
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e["mtime"]))
+        print(f"{e['key'][:16]}  {e['kernel']:<24} {e['bytes'] / 1024:8.1f} KiB  {when}")
+    total = sum(e["bytes"] for e in entries) / 2**20
+    print(f"{len(entries)} compiled kernel{'s' * (len(entries) != 1)}, {total:.1f} MiB, "
+          f"in {cache.root}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"compile": cmd_compile, "check": cmd_check, "tune": cmd_tune,
-                "opt": cmd_opt}[args.command](args)
+                "opt": cmd_opt, "cache": cmd_cache}[args.command](args)
     except CommdslError as e:
         print(e.render(), file=sys.stderr)
         return 1

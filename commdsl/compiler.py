@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from . import ast
 from .check import check_signature, did_you_mean
 from .diagnostics import CompileError, Source
+from .config import logger
+from .dump import Dump
 from .ir import KernelIR
 from .ir_printer import print_kernel
 from .spec import SPECIALIZE_DIVISOR, KernelSpec
@@ -24,6 +26,7 @@ class Compiled:
     specs: list[KernelSpec]
     ir: list[KernelIR] = field(default_factory=list)
     text: dict[str, str] = field(default_factory=dict)     # stage -> its printed form
+    dump: Dump | None = None         # where COMMDSL_DUMP_DIR has this compile's stages
 
     @property
     def ptx(self) -> str:
@@ -85,7 +88,12 @@ def compile_source(text: str, path: str = "<string>", *, constants: dict | None 
                 raise CompileError(f"no kernel declares a constant '{name}'", None,
                                    did_you_mean(name, declared) or
                                    f"declared constants: {', '.join(sorted(declared)) or 'none'}")
-        out = Compiled(source, tgt.name, [])
+        dump = Dump.start(text, path, constants=constants, target=tgt.name, kernel=kernel,
+                          divisible=divisible, options=options)
+        out = Compiled(source, tgt.name, [], dump=dump)
+        if dump:
+            for k in kernels:
+                dump.write(f"{k.name}.ast.txt", repr(k) + "\n")
         if emit == "ast":
             out.text["ast"] = "\n".join(repr(k) for k in kernels) + "\n"
             return out
@@ -94,11 +102,18 @@ def compile_source(text: str, path: str = "<string>", *, constants: dict | None 
             sig = check_signature(k, {n: v for n, v in constants.items() if n in _declared(k)})
             kir = _lower(sig, k, divisible)
             kir.attrs.update(options)
+            if dump:
+                dump.write(f"{k.name}.irgen.ir", print_kernel(kir))
             if emit == "ir":
                 irs.append(kir)
                 continue
             from commdsl.passes import PassManager
-            kir = PassManager(tgt, set(print_after), printer).run(kir)
+            observe = (lambda name, ir, k=k: dump.write(f"{k.name}.{name}.ir", print_kernel(ir))
+                       ) if dump else None
+            manager = PassManager(tgt, set(print_after), printer, observe=observe)
+            kir = manager.run(kir)
+            logger().debug("%s passes: %s", k.name, ", ".join(
+                f"{n} {t * 1e3:.1f} ms" for n, t in manager.timings.items()))
             irs.append(kir)
             out.specs.append(KernelSpec(
                 name=k.name, tensors=tuple(sig.tensors), size_symbols=tuple(sig.size_symbols),
@@ -112,9 +127,13 @@ def compile_source(text: str, path: str = "<string>", *, constants: dict | None 
             return out
         from commdsl.backends.ptx import to_llvm, to_ptx
         out.text["llvm"] = to_llvm(irs, tgt)
+        if dump:
+            dump.write("module.ll", out.text["llvm"])
         if emit == "llvm":
             return out
         out.text["ptx"] = to_ptx(out.text["llvm"], tgt)
+        if dump:
+            dump.write("module.ptx", out.text["ptx"])
         return out
     except CompileError as e:
         raise e.with_source(source) from None
@@ -133,6 +152,8 @@ def compile_file(path: str, **kwargs) -> Compiled:
     try:
         with open(path) as f:
             text = f.read()
+    except FileNotFoundError:
+        raise CompileError("no such file", None, None, Source("", path)) from None
     except OSError as e:
         raise CompileError(f"cannot read {path}: {e.strerror}") from None
     return compile_source(text, path, **kwargs)

@@ -28,8 +28,9 @@ from .ir_printer import ATTRIBUTE_CLASSES, VALUE_ID_ATTRS
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
     grammar = resources.files("commdsl.grammar").joinpath("tile_ir.lark").read_text()
+    folder = cache_dir()
     return Lark(grammar, parser="lalr", maybe_placeholders=True,
-                cache=os.path.join(cache_dir(), "tile_ir.lark.cache"))
+                cache=os.path.join(folder, "tile_ir.lark.cache") if folder else False)
 
 
 def parse_module(text: str, path: str = "<string>") -> list[KernelIR]:

@@ -1,5 +1,6 @@
 """MoE dispatch and combine between the GPUs of one host (DeepEP's normal mode), with the
-data moved by commdsl kernels (examples/moe_dispatch.cdsl, examples/moe_combine.cdsl).
+data moved by commdsl kernels (commdsl/kernels/moe_dispatch.cdsl, moe_combine.cdsl; the
+wheel ships them as package data, examples/ links to them).
 
     buf = MoeBuffer(group, max_tokens=4096, hidden=7168, num_experts=256, topk=8)
     out = buf.dispatch(x, topk_idx, topk_weights)          # x: bf16 [T, H] (or e4m3 + scales)
@@ -22,15 +23,17 @@ after the timeout, not a hang).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+from importlib import resources
 
 from .diagnostics import LaunchError
 from .runtime.symmetric import Comm, CommError, RegionSpec
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
-DISPATCH_SOURCE = os.path.join(EXAMPLES, "moe_dispatch.cdsl")
-COMBINE_SOURCE = os.path.join(EXAMPLES, "moe_combine.cdsl")
+# Paths, not text: diagnostics and the compile cache name the file. pip installs a wheel's
+# package data as plain files, so the resource is a real path.
+KERNELS = resources.files("commdsl") / "kernels"
+DISPATCH_SOURCE = str(KERNELS / "moe_dispatch.cdsl")
+COMBINE_SOURCE = str(KERNELS / "moe_combine.cdsl")
 
 
 @dataclass

@@ -26,8 +26,9 @@ _TOKEN_HINTS = {
 def _parser() -> Lark:
     grammar = resources.files("commdsl.grammar").joinpath("commdsl.lark").read_text()
     # lark keys its table cache by the grammar's hash, so a changed grammar rebuilds it.
+    folder = cache_dir()
     return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True,
-                cache=os.path.join(cache_dir(), "grammar.lark.cache"))
+                cache=os.path.join(folder, "grammar.lark.cache") if folder else False)
 
 
 def _span(node) -> Span:

@@ -39,6 +39,7 @@ class PassManager:
     print_after: set[str] = field(default_factory=set)
     printer: Callable[[str], None] = print
     timings: dict[str, float] = field(default_factory=dict)
+    observe: Callable[[str, KernelIR], None] | None = None   # called after each pass
 
     def run(self, kernel: KernelIR) -> KernelIR:
         verify(kernel)
@@ -52,6 +53,8 @@ class PassManager:
                 verify(kernel, require_layouts=layouts_assigned)
             except IRVerifyError as e:
                 raise IRVerifyError(f"after pass '{name}': {e}") from None
+            if self.observe is not None:
+                self.observe(name, kernel)
             if name in self.print_after or "all" in self.print_after:
                 self.printer(f"// ----- IR after {name} -----\n{print_kernel(kernel)}")
         return kernel

@@ -22,10 +22,12 @@ miss, and the caller rebuilds and rewrites the entry.
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import json
 import os
 import secrets
+import shutil
 from dataclasses import dataclass
 from importlib import util as importlib_util
 
@@ -132,14 +134,41 @@ class CompileCache:
     def __init__(self, root: str | None = None):
         if root is None:
             from ..config import cache_dir
-            root = os.path.join(cache_dir(), "kernels")
-        self.root = root
+            folder = cache_dir()
+            root = os.path.join(folder, "kernels") if folder else None
+        self.root = root            # None: no usable cache folder, nothing is kept
 
     def entry_dir(self, key: str) -> str:
         return os.path.join(self.root, key[:2], key)
 
+    def entries(self) -> list[dict]:
+        """Every complete entry: {"key", "kernel", "bytes", "mtime"}, newest first."""
+        found = []
+        for manifest in glob.glob(os.path.join(self.root or "", "??", "*", "manifest.json")):
+            folder = os.path.dirname(manifest)
+            try:
+                with open(manifest, "rb") as f:
+                    kernel = json.loads(f.read()).get("kernel", "?")
+                names = os.listdir(folder)
+                size = sum(os.path.getsize(os.path.join(folder, n)) for n in names)
+                mtime = os.path.getmtime(manifest)
+            except (OSError, ValueError, AttributeError):
+                continue            # removed or rewritten meanwhile
+            found.append({"key": os.path.basename(folder), "kernel": kernel, "bytes": size,
+                          "mtime": mtime})
+        return sorted(found, key=lambda e: -e["mtime"])
+
+    def clear(self) -> int:
+        """Delete every entry; the number deleted."""
+        count = len(self.entries())
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+        return count
+
     def get(self, key: str) -> CachedKernel | None:
         """The entry, or None if it is missing or fails any check."""
+        if self.root is None:
+            return None
         folder = self.entry_dir(key)
         try:
             with open(os.path.join(folder, "manifest.json"), "rb") as f:
@@ -158,6 +187,8 @@ class CompileCache:
 
     def put(self, key: str, entry: CachedKernel) -> None:
         """Write the entry: its files first, the manifest that vouches for them last."""
+        if self.root is None:
+            return
         folder = self.entry_dir(key)
         os.makedirs(folder, exist_ok=True)
         name = entry.spec.name

@@ -32,7 +32,8 @@ class TuneRecords:
     def __init__(self, root: str | None = None):
         if root is None:
             from ..config import cache_dir
-            root = os.path.join(cache_dir(), "tune")
+            folder = cache_dir()
+            root = os.path.join(folder, "tune") if folder else None   # None: nothing saved
         self.root = root
 
     def path(self, fields: dict) -> str:
@@ -41,6 +42,8 @@ class TuneRecords:
 
     def get(self, fields: dict) -> dict | None:
         """The saved record {"config": {...}, "ms": ..., ...}, or None."""
+        if self.root is None:
+            return None
         try:
             with open(self.path(fields)) as f:
                 record = json.load(f)
@@ -54,7 +57,9 @@ class TuneRecords:
             return None
         return record
 
-    def put(self, fields: dict, config: dict, ms: float, trials: list[dict]) -> str:
+    def put(self, fields: dict, config: dict, ms: float, trials: list[dict]) -> str | None:
+        if self.root is None:
+            return None
         os.makedirs(self.root, exist_ok=True)
         path = self.path(fields)
         record = {"key": fields, "config": config, "ms": ms, "trials": trials}

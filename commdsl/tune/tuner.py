@@ -16,6 +16,7 @@ nothing and the run goes on. The best config is saved per (GPU, kernel, source h
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from ..diagnostics import CommdslError, CompileError, Source
@@ -79,7 +80,9 @@ def tune(text: str, path: str, name: str | None, fixed: dict, target: str, space
          progress: bool = True) -> TuneResult:
     """`autotune` once the source is read and the space (None: declared) checked."""
     from ..api import Kernel
+    from ..config import logger
     from .records import TuneRecords, record_fields
+    start = time.perf_counter()
     default = Kernel(text, path, name, fixed, target)
     bound = default._default.launcher.bind(*args, require_cuda=False, **kwargs)
     shape = {s: bound.sizes[s] for s in default.spec.size_symbols}
@@ -88,6 +91,7 @@ def tune(text: str, path: str, name: str | None, fixed: dict, target: str, space
                            fixed, space)
     saved = None if retune else records.get(fields)
     if saved is not None:
+        logger().info("tune %s %s: saved choice %s", default.name, shape, saved["config"])
         best = Kernel(text, path, default.name, {**fixed, **saved["config"]}, target)
         return TuneResult(best, saved["config"], saved["ms"], shape, from_cache=True)
     if space is None:
@@ -101,6 +105,8 @@ def tune(text: str, path: str, name: str | None, fixed: dict, target: str, space
                            "fix the kernel for these configs, or tune over other values",
                            Source(text, path))
     winner = min(timed, key=lambda t: t.ms)
+    logger().info("tuned %s %s in %.1f s: %d configs, best %s (%.4f ms)", default.name, shape,
+                  time.perf_counter() - start, len(trials), winner.config, winner.ms)
     records.put(fields, winner.config, winner.ms,
                 [{"config": t.config, "ms": t.ms, "pruned": t.pruned} for t in trials])
     return TuneResult(kernels[_label(winner.config)], winner.config, winner.ms, shape,
