@@ -14,7 +14,7 @@ it) needs no count: 0 is already its identity, so such kernels' code does not ch
 """
 from __future__ import annotations
 
-from .dims import BinOp, Const, Dim, Sym
+from .dims import BinOp, Const, Dim, Sym, divisibility_facts
 from .ir import Builder, KernelIR, Op, ScalarType, TileType, Value
 from .ops import ELEMENTWISE, has_trait
 
@@ -39,8 +39,8 @@ class Raggedness:
     def __init__(self, kernel: KernelIR):
         self.kernel = kernel
 
-    def _producers(self) -> dict[int, Op]:
-        return {r.id: op for op in self.kernel.walk() for r in op.results}
+    def _producers(self) -> "_Producers":
+        return _Producers(self.kernel)
 
     def edges(self, v: Value) -> list[frozenset]:
         """Per axis of v, the edges an element must be inside to have been read."""
@@ -63,6 +63,17 @@ class Raggedness:
                 left = b.value("sub", [left, b.value("const", [], i32, value=offset)], i32)
             n = left if n is None else b.value("min", [n, left], ScalarType("i32"))
         return n
+
+
+class _Producers(dict):
+    """value id -> the op that makes it (a loop's variable: the loop), with the kernel's
+    grid and the divisibility its shapes promise, to see loads that stay inside."""
+
+    def __init__(self, kernel: KernelIR):
+        super().__init__((r.id, op) for op in kernel.walk() for r in op.results)
+        self.update((op.blocks[0].args[0].id, op) for op in kernel.walk() if op.name == "for")
+        self.grid = kernel.grid
+        self.facts = divisibility_facts([d for t in kernel.tensors for d in t.type.dims])
 
 
 def _rank(v: Value) -> int:
@@ -119,11 +130,30 @@ def _yielded(loop: Op, result: Value) -> Value:
     return loop.blocks[0].ops[-1].operands[loop.results.index(result)]
 
 
-def _inside(dim: Dim, start: Value, size: int, producers) -> bool:
-    """Whether a constant start and a constant dim keep the whole tile inside the tensor."""
+def _inside(dim: Dim, start: Value, size: int, producers: _Producers) -> bool:
+    """Whether the tile stays inside the tensor wherever it starts: a constant start in a
+    constant dim; `pid.a * size` with grid(.., dim / size, ..); or the variable of
+    `for k in 0 .. dim step size` where the shapes promise size | dim."""
     op = producers.get(start.id)
-    return (isinstance(dim, Const) and op is not None and op.name == "const"
-            and 0 <= op.attrs["value"] and op.attrs["value"] + size <= dim.value)
+    if op is None:
+        return False
+    if op.name == "const":
+        return isinstance(dim, Const) and 0 <= op.attrs["value"] <= dim.value - size
+    if op.name == "mul":
+        ops = [producers.get(o.id) for o in op.operands]
+        pid = next((o for o in ops if o is not None and o.name == "pid"), None)
+        step = next((o for o in ops if o is not None and o.name == "const"), None)
+        return (pid is not None and step is not None and step.attrs["value"] == size
+                and pid.attrs["axis"] < len(producers.grid)
+                and producers.grid[pid.attrs["axis"]] == BinOp("/", dim, Const(size)))
+    if op.name == "for" and op.blocks[0].args[0] is start:
+        lo, step = producers.get(op.operands[0].id), producers.get(op.operands[2].id)
+        hi = op.operands[1]                    # the size itself: a value nothing makes
+        return (isinstance(dim, Sym) and hi.id not in producers and hi.name == dim.name
+                and dim.divisibility(producers.facts) % size == 0
+                and all(c is not None and c.name == "const" for c in (lo, step))
+                and lo.attrs["value"] == 0 and step.attrs["value"] == size)
+    return False
 
 
 def _reshaped(src_shape, shape, src: list[frozenset]) -> list[frozenset]:

@@ -420,3 +420,38 @@ def test_an_online_softmax_over_ragged_tiles_on_the_gpu(n):
     y = commdsl.load(SOFTMAX)(x.cuda()).cpu()
     ref = torch.softmax(x.double(), 1)
     assert ((y.double() - ref).abs() / ref).max() < 2e-6
+
+
+@pytest.mark.parametrize("start,grid,inside", [
+    ("pid.0 * 128", "grid(K / 128, M)", True),          # the grid covers K exactly
+    ("pid.0 * 128", "grid(cdiv(K, 128), M)", False),
+    ("pid.0 * 64", "grid(K / 128, M)", False),
+])
+def test_a_tile_that_stays_inside_the_tensor_gets_no_count(start, grid, inside):
+    source = f"""\
+kernel k(x: f32[M, K], y: out f32[M, K / 128])
+  {grid}
+{{
+  let t = load x[pid.1 : +1, {start} : +128]
+  store y[pid.1 : +1, pid.0] = max(t, axis = 1)
+}}
+"""
+    kir = compile_source(source, "k.cdsl", emit="ir").ir[0]
+    (reduce,) = [op for op in kir.walk() if op.name == "reduce"]
+    assert len(reduce.operands) == (1 if inside else 2)
+
+
+@pytest.mark.parametrize("shape,inside", [("K / 512", True), ("K", False)])
+def test_a_loop_over_a_dim_its_step_divides_gets_no_count(shape, inside):
+    source = f"""\
+kernel k(x: f32[M, K], y: out f32[M], z: out f32[M, {shape}])
+  grid(M)
+{{
+  for k0 in 0 .. K step 512 {{
+    store y[pid.0 : +1] = max(load x[pid.0 : +1, k0 : +512], axis = 1)
+  }}
+}}
+"""
+    kir = compile_source(source, "k.cdsl", emit="ir").ir[0]
+    (reduce,) = [op for op in kir.walk() if op.name == "reduce"]
+    assert len(reduce.operands) == (1 if inside else 2)
