@@ -95,8 +95,9 @@ def _edges(v: Value, producers, memo) -> list[frozenset]:
                frozenset({(tensor, d, starts[d], 0)}) for d, s in enumerate(sizes) if s is not None]
     elif op.name == "slice":
         src = _edges(op.operands[0], producers, memo)
-        out = [frozenset((t, d, start, offset + o) for t, d, start, offset in e)
-               if RESHAPED not in e else e for e, o in zip(src, op.attrs["offsets"])]
+        out = [e if RESHAPED in e or CARRIED in e else
+               frozenset((t, d, start, offset + o) for t, d, start, offset in e)
+               for e, o in zip(src, op.attrs["offsets"])]
     elif op.name == "for":
         inside = _edges(_yielded(op, v), producers, memo)
         out = [frozenset({CARRIED}) if e else e for e in inside]

@@ -132,3 +132,20 @@ def test_a_reshaped_ragged_tile_reduces_right_with_other():
     y, _, _ = commdsl.load(source).interpret(x)
     padded = torch.cat([x, torch.zeros(5, 112)], 1).view(5, 4, 128)
     torch.testing.assert_close(y, padded.sum(2))
+
+
+def test_a_slice_of_a_tile_a_loop_built_from_ragged_loads_is_a_located_error():
+    source = """\
+kernel c(x: f32[M, N], y: out f32[M])
+  grid(M)
+{
+  let acc = load x[pid.0 : +1, 0 : +256]
+  for n0 in 256 .. N step 256 {
+    acc = max(acc, load x[pid.0 : +1, n0 : +256])
+  }
+  store y[pid.0 : +1] = max(acc[:, 0 : +128], axis = 1)
+}
+"""
+    text = _error(source)
+    _points_at(text, source, 8, "max(acc[:, 0 : +128], axis = 1)")
+    assert "loop" in text
