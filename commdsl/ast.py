@@ -66,6 +66,8 @@ class Load(Node):
     indices: tuple["Index", ...]
     cache: "CacheClause | None"
     via: Name | None = None      # `via tma`: an asynchronous bulk copy into shared memory
+    mask: "Expr | None" = None   # `mask(c)`: read only where the bool tile c holds
+    other: "Expr | None" = None  # `other = v`: what the elements not read are (0 if absent)
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,7 @@ class Store(Node):
     indices: tuple[Index, ...]
     cache: CacheClause | None
     value: Expr
+    mask: Expr | None = None     # `mask(c)`: write only where the bool tile c holds
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,17 @@ class KernelAttr(Node):
 
 
 @dataclass(frozen=True)
+class Function(Node):
+    """`fn silu(x) = x * sigmoid(x)`, or `fn f(x) { let y = x * x  y + 1 }`: expanded
+    inline at each call."""
+    name: str
+    params: tuple[str, ...]
+    param_spans: tuple[Span, ...]
+    body: Expr                   # the value
+    lets: tuple["Let", ...] = ()  # the block form's lets, before the value
+
+
+@dataclass(frozen=True)
 class Kernel(Node):
     name: str
     params: tuple[Param, ...]
@@ -259,6 +273,7 @@ class Kernel(Node):
     consts: tuple[Const, ...]
     attrs: tuple[KernelAttr, ...]
     body: tuple[Stmt, ...]
+    functions: tuple[Function, ...] = ()    # the file's `fn`s, which any kernel may call
 
 
 @dataclass(frozen=True)

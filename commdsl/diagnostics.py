@@ -67,6 +67,11 @@ class CompileError(CommdslError):
                  source: Source | None = None):
         super().__init__(message)
         self.message, self.span, self.hint, self.source = message, span, hint, source
+        self.notes: list[tuple[str, Span]] = []    # more places that explain the error
+
+    def note(self, message: str, span: Span) -> "CompileError":
+        self.notes.append((message, span))
+        return self
 
     def with_source(self, source: Source) -> "CompileError":
         if self.source is None:
@@ -74,20 +79,25 @@ class CompileError(CommdslError):
         return self
 
     def render(self) -> str:
-        path = self.source.path if self.source else "<string>"
-        if self.span is None:
-            out = [f"{path}: error: {self.message}"]
-        else:
-            out = [f"{path}:{self.span.line}:{self.span.col}: error: {self.message}"]
-            if self.source is not None:
-                text = self.source.line(self.span.line)
-                width = (self.span.end_col - self.span.col
-                         if self.span.end_line == self.span.line else len(text) - self.span.col + 1)
-                out.append(f"  {text}")
-                out.append("  " + " " * (self.span.col - 1) + "^" * max(1, width))
+        out = self._located("error", self.message, self.span)
         if self.hint:
             out.append(f"  help: {self.hint}")
+        for message, span in self.notes:
+            out += self._located("note", message, span)
         return "\n".join(out)
+
+    def _located(self, kind: str, message: str, span: Span | None) -> list[str]:
+        path = self.source.path if self.source else "<string>"
+        if span is None:
+            return [f"{path}: {kind}: {message}"]
+        out = [f"{path}:{span.line}:{span.col}: {kind}: {message}"]
+        if self.source is not None:
+            text = self.source.line(span.line)
+            width = (span.end_col - span.col
+                     if span.end_line == span.line else len(text) - span.col + 1)
+            out.append(f"  {text}")
+            out.append("  " + " " * (span.col - 1) + "^" * max(1, width))
+        return out
 
     def __str__(self):
         return self.render()

@@ -16,6 +16,7 @@ from .ir import Block, Builder, KernelIR, ScalarType, TensorType, TileType, Valu
 from .irgen_comm import BUILTINS as COMM_BUILTINS, CommLowering
 from .ops import OPS, OpDef
 from .target import Target
+from .ragged import CARRIED, RESHAPED, Raggedness
 
 REDUCTIONS = {
     "amax": "amax(t, axis = A): largest |t| along axis A",
@@ -44,6 +45,8 @@ FUNCTIONS = {
                  "shared memory)",
     "max_finite": "max_finite<e4m3>(): the largest finite value of a float format (448.0)",
     "zeros": "zeros(f32, R, C): a tile of zeros (an accumulator)",
+    "reshape": "reshape(t, R, H / 128, 128): t's elements, row-major, in a new shape of the "
+               "same element count (splits or merges axes; moves data through shared memory)",
     "mma": "mma(a, b.T): the f32 product of an [M, K] and an [N, K] tile, its tensor-core "
            "partial sums promoted into f32 every K (or every promote_every = P of K); "
            "mma(a, b.T, acc) accumulates into acc in the tensor cores",
@@ -100,6 +103,10 @@ class _Lowering(CommLowering):
         self.env: dict[str, Value | Folded] = {n: Folded(v) for n, v in sig.constants.items()}
         self.env.update({v.name: v for v in self.ir.sizes})
         self.tensors = {v.name: v for v in self.ir.tensors}
+        self.sizes = {v.name: v for v in self.ir.sizes}
+        self.functions = _functions(kernel.functions)
+        self.expanding: list[str] = []         # the functions being expanded, outermost first
+        self.ragged = Raggedness(self.ir)
 
     # ---- helpers ---------------------------------------------------------------------
 
@@ -258,6 +265,8 @@ class _Lowering(CommLowering):
         return "f32" if not _is_int(da) else max(da, db, key=lambda d: int(d[1:]))
 
     def expr_Call(self, e: ast.Call):
+        if e.func in self.functions:
+            return self.call_function(self.functions[e.func], e)
         if e.func not in FUNCTIONS:
             raise CompileError(f"unknown function '{e.func}'", e.span,
                                did_you_mean(e.func, FUNCTIONS) or
@@ -278,6 +287,8 @@ class _Lowering(CommLowering):
             return Folded(MAX_FINITE[dt])
         if e.func == "transpose":
             return self.call_transpose(e)
+        if e.func == "reshape":
+            return self.call_reshape(e)
         if e.func == "cdiv":
             a, b = (self.expr(x) for x in self.expect_args(e, 2))
             if isinstance(a, Folded) and isinstance(b, Folded):
@@ -287,6 +298,34 @@ class _Lowering(CommLowering):
         if e.func in REDUCTIONS and ("axis" in kwargs or e.func in ("amax", "sum")):
             return self.call_reduce(e, kwargs)
         return self.call_builtin(e, ELEMENTWISE_BUILTINS[e.func])
+
+    def call_function(self, f: ast.Function, e: ast.Call):
+        """A `fn` expanded here: its body lowered with its parameters bound to the call's
+        arguments, and only the kernel's sizes and constants in scope besides. An error in
+        the body points at the body, with a note at the call."""
+        if f.name in self.expanding:
+            raise CompileError(f"'{f.name}' calls itself", e.span,
+                               "functions are expanded inline, so they cannot recurse; "
+                               "write the repetition as a loop in the kernel")
+        if len(e.args) != len(f.params) or e.kwargs:
+            raise CompileError(f"{f.name} takes {len(f.params)} argument(s), got "
+                               f"{len(e.args) + len(e.kwargs)}", e.span,
+                               f"fn {f.name}({', '.join(f.params)})")
+        args = [self.expr(a) for a in e.args]
+        outer_env = self.env
+        self.env = {n: x for n, x in outer_env.items() if n in self.sig.constants
+                    or n in self.sizes}
+        self.env.update(zip(f.params, args))
+        self.expanding.append(f.name)
+        try:
+            for let in f.lets:
+                self.stmt_Let(let)
+            return self.expr(f.body)
+        except CompileError as err:
+            raise err.note(f"in this call of '{f.name}'", e.span) from None
+        finally:
+            self.expanding.pop()
+            self.env = outer_env
 
     def call_builtin(self, e: ast.Call, op: OpDef) -> Value:
         """An elementwise function: its op from the registry, typed by its builtin's rule."""
@@ -427,10 +466,26 @@ class _Lowering(CommLowering):
         if _is_narrow_float(v.type.dtype):
             v = self.to_dtype(v, "f32", e)
         kind = e.func
+        # Elements no load read are 0: left out of max and min, and of sum and amax unless
+        # they are still 0 here (commdsl/ragged.py).
+        masked = kind in ("max", "min") or not self.ragged.zero_padded(v)
         for ax in axes:
             shape = v.type.shape[:ax] + v.type.shape[ax + 1:]
             rtype = TileType(v.type.dtype, shape) if shape else ScalarType(v.type.dtype)
-            v = self.at(e).value("reduce", [v], rtype, kind=kind, axis=ax)
+            edges = self.ragged.edges(v)[ax] if masked else ()
+            fill = {"max": "-inf", "min": "inf"}.get(e.func, "0.0")
+            if RESHAPED in edges:
+                raise CompileError(f"{e.func} over axis {ax} of a reshaped tile that a load "
+                                   "may not have read to the end", e.span,
+                                   "say what the load reads past the tensor's edge, e.g. "
+                                   f"'other = {fill}', or reduce before the reshape")
+            if CARRIED in edges:
+                raise CompileError(f"{e.func} over axis {ax} of a tile a loop built from "
+                                   "loads that may not have read to the end", e.span,
+                                   f"reduce each step's tile in the loop ({e.func}(t, axis = "
+                                   f"{ax})) and combine those, or load with 'other = {fill}'")
+            count = [self.ragged.count(self.at(e), edges, self.sizes)] if edges else []
+            v = self.at(e).value("reduce", [v, *count], rtype, kind=kind, axis=ax)
             kind = "max" if kind == "amax" else kind         # |.| is taken once
         return v
 
@@ -438,18 +493,69 @@ class _Lowering(CommLowering):
         v = self.value(e.base)
         if not isinstance(v.type, TileType):
             raise CompileError("only tiles can be subscripted", e.base.span)
-        kept = [i for i in e.indices if isinstance(i, ast.All)]
+        kept = [i for i in e.indices if isinstance(i, (ast.All, ast.Slice))]
         if len(kept) != len(v.type.shape) or any(
-                not isinstance(i, (ast.All, ast.NewAxis)) for i in e.indices):
-            raise CompileError("a tile subscript keeps every dimension with ':' and adds ones "
-                               "with None", e.span,
+                not isinstance(i, (ast.All, ast.Slice, ast.NewAxis)) for i in e.indices):
+            raise CompileError("a tile subscript keeps every dimension with ':' or "
+                               "'start : +length' and adds ones with None", e.span,
                                f"this tile has {len(v.type.shape)} dimension(s), e.g. "
                                f"t[{', '.join([':'] * len(v.type.shape))}, None]")
+        if any(isinstance(i, ast.Slice) for i in kept):
+            v = self.tile_slice(v, kept, e)
         for axis, i in enumerate(e.indices):
             if isinstance(i, ast.NewAxis):
                 shape = v.type.shape[:axis] + (1,) + v.type.shape[axis:]
                 v = self.at(e).value("expand_dims", [v], TileType(v.type.dtype, shape), axis=axis)
         return v
+
+    def tile_slice(self, v: Value, kept, e: ast.Subscript) -> Value:
+        """`t[:, g : +128]`: a view of the elements from compile-time starts."""
+        offsets, shape = [], []
+        for i, n in zip(kept, v.type.shape):
+            if isinstance(i, ast.All):
+                offsets.append(0)
+                shape.append(n)
+                continue
+            start, length = self.expr(i.start), self.expr(i.length)
+            for x, node in ((start, i.start), (length, i.length)):
+                if not isinstance(x, Folded) or not x.is_int:
+                    raise CompileError("a slice of a tile needs a compile-time start and "
+                                       "length", node.span, "use numbers or tune/const names; "
+                                       "a slice at a runtime index is a load")
+            if start.value < 0 or length.value <= 0 or start.value + length.value > n:
+                raise CompileError(f"the slice {start.value} : +{length.value} is not inside "
+                                   f"the tile's {n} elements along this axis", i.span,
+                                   f"take at most {n} elements from 0 .. {n - 1}")
+            offsets.append(start.value)
+            shape.append(length.value)
+        return self.at(e).value("slice", [v], TileType(v.type.dtype, tuple(shape)),
+                                offsets=tuple(offsets))
+
+    def call_reshape(self, e: ast.Call) -> Value:
+        """`reshape(t, R, H / 128, 128)`: the same elements, row-major, in another shape."""
+        if len(e.args) < 2 or e.kwargs:
+            raise CompileError("reshape takes a tile and its new sizes", e.span,
+                               FUNCTIONS["reshape"])
+        v = self.value(e.args[0])
+        if not isinstance(v.type, TileType):
+            raise CompileError("reshape takes a tile, not a scalar", e.args[0].span,
+                               FUNCTIONS["reshape"])
+        shape = []
+        for a in e.args[1:]:
+            n = self.expr(a)
+            if not isinstance(n, Folded) or not n.is_int or n.value <= 0:
+                raise CompileError("a tile's size must be a positive compile-time integer",
+                                   a.span, "use a number or a tune/const name")
+            shape.append(n.value)
+        numel = 1
+        for n in shape:
+            numel *= n
+        if numel != v.type.numel:
+            old = " x ".join(map(str, v.type.shape))
+            raise CompileError(f"reshape to {' x '.join(map(str, shape))} = {numel} elements "
+                               f"does not divide the tile's {old} = {v.type.numel}", e.span,
+                               "the new sizes must multiply to the tile's element count")
+        return self.at(e).value("reshape", [v], TileType(v.type.dtype, tuple(shape)))
 
     def expr_Load(self, e: ast.Load):
         tensor = self.tensor(e.tensor)
@@ -466,8 +572,49 @@ class _Lowering(CommLowering):
                 raise CompileError("a 'via tma' load takes no cache clause", e.cache.span,
                                    "TMA copies bypass L1; drop the cache(...) clause")
             via = "tma"
-        return self.at(e).value("load", [tensor, *idx], rtype, sizes=sizes, via=via,
-                                **self.cache_attrs(e.cache))
+        masking = self.access_mask(e.mask, shape, e, via)
+        if e.other is not None:
+            masking["other"] = self.fill_value(e.other, tensor.type.dtype)
+        return self.at(e).value("load", [tensor, *idx, *masking.pop("operands")], rtype,
+                                sizes=sizes, via=via, **masking, **self.cache_attrs(e.cache))
+
+    def access_mask(self, node: ast.Expr | None, shape, access, via=None) -> dict:
+        """A load's or store's `mask(c)`: the bool tile c, broadcast to the access's shape."""
+        if node is None:
+            return {"operands": []}
+        if via is not None:
+            raise CompileError("a 'via tma' load takes no mask", node.span,
+                               "TMA copies whole boxes; mask the values after the load")
+        if not shape:
+            raise CompileError("a mask needs a tile: this access moves one element",
+                               node.span, "slice a dimension with 'start : +length'")
+        m = self.value(node)
+        if m.type.dtype != "bool":
+            raise CompileError(f"a mask is a bool tile, not {m.type.dtype}", node.span,
+                               "load it from a bool tensor, or compare: mask(t > 0.0)")
+        mshape = m.type.shape if isinstance(m.type, TileType) else ()
+        if isinstance(m.type, TileType) and not self._broadcastable(mshape, shape):
+            raise CompileError(f"a mask of shape [{', '.join(map(str, mshape))}] does not fit "
+                               f"the access's tile [{', '.join(map(str, shape))}]", node.span,
+                               "give the mask the tile's shape, or sizes of 1 to broadcast")
+        return {"operands": [self.broadcast_to(m, shape, access)], "mask": True}
+
+    def fill_value(self, node: ast.Expr, dtype: str):
+        """`other = v`: a compile-time number (or inf, -inf) for the elements not read."""
+        import math
+        x = node.operand if isinstance(node, ast.Neg) else node
+        if isinstance(x, ast.Name) and x.id == "inf" and "inf" not in self.env:
+            v = Folded(-math.inf if x is not node else math.inf)
+        else:
+            v = self.expr(node)
+        if not isinstance(v, Folded):
+            raise CompileError("'other' must be a compile-time number", node.span,
+                               "e.g. other = 0.0, other = -inf")
+        if _is_int(dtype):
+            if not v.is_int:
+                raise CompileError(f"'other' of an {dtype} load must be an integer", node.span)
+            return int(v.value)
+        return float(v.value)
 
     @staticmethod
     def cache_attrs(clause: ast.CacheClause | None) -> dict:
@@ -565,8 +712,9 @@ class _Lowering(CommLowering):
                                s.value.span, "make the slice lengths match the tile")
         if shape or isinstance(value.type, TileType):
             value = self.broadcast_to(value, shape, s)
-        self.at(s).op("store", [tensor, *idx, value], [], sizes=sizes,
-                      **self.cache_attrs(s.cache))
+        masking = self.access_mask(s.mask, shape, s)
+        self.at(s).op("store", [tensor, *idx, *masking.pop("operands"), value], [], sizes=sizes,
+                      **masking, **self.cache_attrs(s.cache))
 
     def stmt_Assign(self, s: ast.Assign):
         old = self.env.get(s.name)
@@ -691,6 +839,23 @@ class _Lowering(CommLowering):
     @staticmethod
     def _broadcastable(a, b) -> bool:
         return len(a) == len(b) and all(x in (1, y) for x, y in zip(a, b))
+
+
+def _functions(functions) -> dict[str, ast.Function]:
+    """The file's `fn`s by name; a name given twice, a builtin's name, or a parameter
+    named twice is an error at the definition."""
+    out: dict[str, ast.Function] = {}
+    for f in functions:
+        if f.name in out or f.name in FUNCTIONS:
+            raise CompileError(f"'{f.name}' is already "
+                               f"{'defined' if f.name in out else 'a builtin function'}",
+                               f.span, "give the function another name")
+        for i, (p, span) in enumerate(zip(f.params, f.param_spans)):
+            if p in f.params[:i]:
+                raise CompileError(f"parameter '{p}' is named twice", span,
+                                   "give each parameter its own name")
+        out[f.name] = f
+    return out
 
 
 def _assigned(body) -> list[str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import replace
 from importlib import resources
 
 from lark import Lark, Token, Transformer, Tree, v_args
@@ -38,8 +39,23 @@ def _span(node) -> Span:
 class _ToAst(Transformer):
     """Builds ast nodes; every node keeps the span of the text it came from."""
 
-    def start(self, meta, kernels):
-        return ast.Module(Span.of(meta), tuple(kernels))
+    def start(self, meta, items):
+        functions = tuple(i for i in items if isinstance(i, ast.Function))
+        kernels = tuple(replace(k, functions=functions) for k in items
+                        if isinstance(k, ast.Kernel))
+        return ast.Module(Span.of(meta), kernels)
+
+    def function(self, meta, items):
+        name, *params, (lets, body) = items
+        params = [p for p in params if p is not None]
+        return ast.Function(Span.of(meta), str(name), tuple(str(p) for p in params),
+                            tuple(_span(p) for p in params), body, lets)
+
+    def fn_body(self, meta, items):
+        return tuple(items[:-1]), items[-1]
+
+    def fn_let(self, meta, items):
+        return ast.Let(Span.of(meta), str(items[0]), items[1])
 
     def kernel(self, meta, items):
         name, params, *rest = items
@@ -94,8 +110,9 @@ class _ToAst(Transformer):
         return ast.Let(Span.of(meta), str(items[0]), items[1])
 
     def store_stmt(self, meta, items):
-        name, indices, cache, value = items
-        return ast.Store(Span.of(meta), ast.Name(_span(name), str(name)), indices, cache, value)
+        name, indices, cache, mask, value = items
+        return ast.Store(Span.of(meta), ast.Name(_span(name), str(name)), indices, cache, value,
+                         mask)
 
     def add_assign_stmt(self, meta, items):
         return ast.Assign(Span.of(meta), str(items[0]), "+=", items[1])
@@ -196,8 +213,15 @@ class _ToAst(Transformer):
         return ast.KwArg(Span.of(meta), str(items[0]), items[1])
 
     def load(self, meta, items):
-        name, indices, via, cache = items
-        return ast.Load(Span.of(meta), ast.Name(_span(name), str(name)), indices, cache, via)
+        name, indices, via, cache, mask, other = items
+        return ast.Load(Span.of(meta), ast.Name(_span(name), str(name)), indices, cache, via,
+                        mask, other)
+
+    def mask(self, meta, items):
+        return items[0]
+
+    def other(self, meta, items):
+        return items[0]
 
     def via(self, meta, items):
         return ast.Name(Span.of(meta), str(items[0]))

@@ -87,10 +87,11 @@ def _rewrite(kernel: KernelIR, reduce: Op, chain: list[Op], compact: Compact) ->
             for o in op.operands:
                 users.setdefault(o.id, []).append(op)
     # Stores write the compact value, each slot from the one lane that holds it (a value
-    # also taken back by a broadcast is gathered for that use alone).
+    # also taken back by a broadcast, or stored under a mask of the Sliced layout, is
+    # gathered for that use alone).
     top = {id(op) for op in kernel.body.ops}
     stores = {id(u) for op in [reduce] + chain for u in users.get(op.result.id, [])
-              if u.name == "store" and id(u) in top}
+              if u.name == "store" and id(u) in top and not u.attrs.get("mask")}
     renamed: dict[int, Value] = {}           # original value id -> its compact value
     new_ops: list[Op] = []
     for op in kernel.body.ops:

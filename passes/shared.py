@@ -231,6 +231,13 @@ def plan_buffer(op: Op, num_threads: int) -> int:
         e = dtype_info(t.dtype).bytes
         op.attrs["read_vector"] = read_vector(t, e)
         return -(-t.numel * e // 16) * 16
+    if op.name in ("slice", "reshape"):   # the operand tile, row-major
+        t = op.operands[0].type
+        return -(-t.numel * dtype_info(t.dtype).bytes // 16) * 16
+    if op.attrs.get("mask"):              # a mask spread unlike its access's tile moves
+        mask = op.operands[1 + op.operands[0].type.rank].type
+        tile = op.result.type if op.name == "load" else op.operands[-1].type
+        return 0 if mask.layout == tile.layout else -(-mask.numel // 16) * 16
     if op.name == "reduce":
         return reduce_bytes(op, num_threads)
     return 0

@@ -71,6 +71,8 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         if has_trait(op, MEMORY) and not has_trait(op, ASYNC):    # not a TMA copy
             tensor = op.operands[0]
             start = op.operands[tensor.type.rank]       # index of the innermost dimension
-            op.attrs["vec"] = vector_width(tensor, known.get(start.id, 1),
-                                           op.attrs["sizes"][-1], facts)
+            # a masked store writes element by element (a vector store is all or nothing)
+            whole = op.name == "store" and op.attrs.get("mask")
+            op.attrs["vec"] = 1 if whole else vector_width(tensor, known.get(start.id, 1),
+                                                           op.attrs["sizes"][-1], facts)
     return kernel

@@ -16,6 +16,7 @@ from commdsl.fragments import FragmentDim
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import KernelIR, Op, TileType, Value
 from commdsl.ops import COMM, has_trait
+from commdsl.ops.tiles import IDENTITY
 from commdsl.layout import Compact, DimMap, Sliced, slots
 from commdsl.target import Target
 
@@ -27,7 +28,6 @@ from .asm import F32, GLOBAL_PTR, I1, I8, I16, I32, I64
 
 _REG = {"f32": F32, "bf16": I16, "f16": I16, "e4m3": I8, "e5m2": I8,
         "i64": I64, "i32": I32, "i16": I16, "i8": I8, "u8": I8, "bool": I8}
-_IDENTITY = {"sum": 0.0, "amax": 0.0, "max": float("-inf"), "min": float("inf")}
 
 
 def _int_identity(kind: str, dtype: str) -> ir.Constant:
@@ -478,6 +478,50 @@ class KernelCodegen(CommCodegen, CompactCodegen):
             regs += self.unpack(words, out_t.dtype, vec)
         self.vals[op.result.id] = self.new_tile(out_t, regs)
 
+    @emits("slice", "reshape")
+    def op_view(self, op: Op):
+        """A view of a tile, through shared memory (exchange)."""
+        a_t, out_t = op.operands[0].type, op.result.type
+
+        def index(coords):
+            if op.name == "slice":        # where the result's element sits in the operand
+                return self.row_major([self.b.add(c, self.i32(o)) for c, o in
+                                       zip(coords, op.attrs["offsets"])], a_t.shape)
+            return self.row_major(coords, out_t.shape)   # a reshape keeps row-major order
+
+        regs = self.exchange(self.static_smem(op, out_t.dtype), self.tile(op.operands[0]),
+                             a_t, out_t.layout.dims(out_t.shape), index)
+        self.vals[op.result.id] = self.new_tile(out_t, regs)
+
+    def exchange(self, smem, src: Tile, src_t: TileType, dims, index) -> list:
+        """Registers of another layout (`dims`) through a plain shared array of the tile
+        `src`, row-major: every thread writes the elements it holds, a barrier, every thread
+        reads its slots from `index(coords)`, a barrier (a loop's next iteration reuses the
+        array)."""
+        b = self.b
+        e = dtype_info(src_t.dtype).bytes
+
+        def element(i):
+            return b.gep(smem, [self.i32(0), i])
+
+        for slot, reg in zip(slots(src.dims), src.regs):
+            coords = [self.coord(m, *s)[0] for m, s in zip(src.dims, slot)]
+            b.store(reg, element(self.row_major(coords, src_t.shape)), align=e)
+        asm.barrier(b)
+        regs = []
+        for slot in slots(dims):
+            coords = [self.coord(m, *s)[0] for m, s in zip(dims, slot)]
+            regs.append(b.load(element(index(coords)), typ=reg_type(src_t.dtype), align=e))
+        asm.barrier(b)
+        return regs
+
+    def row_major(self, coords, shape):
+        """The row-major index of an element of a tile of `shape` at `coords` (i32 values)."""
+        index = coords[0]
+        for c, n in zip(coords[1:], shape[1:]):
+            index = self.b.add(self.b.mul(index, self.i32(n)), c)
+        return index
+
     def _smem_addresses(self, accesses, coords_of, address):
         """Addresses of a sequence of shared-memory accesses planned as (anchor, delta)
         (passes/shared.py): an anchor's from its coordinates `coords_of(i)`, computed here
@@ -498,14 +542,18 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         src = self.tile(op.operands[0])
         dtype = op.operands[0].type.dtype
         combine = self._combiner(kind, dtype)
-        identity = (ir.Constant(F32, _IDENTITY[kind]) if dtype == "f32"
+        identity = (ir.Constant(F32, IDENTITY[kind]) if dtype == "f32"
                     else _int_identity(kind, dtype))
+        # With a count (commdsl/ragged.py), elements from it on along the axis are left out.
+        count = self.vals[op.operands[1].id] if len(op.operands) > 1 else None
         m = src.dims[axis]
         groups: dict[tuple, object] = {}
         for slot, reg in zip(slots(src.dims), src.regs):
             if kind == "amax":
                 reg = self.intrinsic("llvm.fabs.f32", F32, [reg])
-            _, first = self.coord(m, *slot[axis])
+            pos, first = self.coord(m, *slot[axis])
+            if count is not None:
+                reg = self.b.select(self.b.icmp_signed("<", pos, count), reg, identity)
             if first is not None:
                 reg = self.b.select(first, reg, identity)
             key = slot[:axis] + slot[axis + 1:]
@@ -624,14 +672,45 @@ class KernelCodegen(CommCodegen, CompactCodegen):
                          source_etype=I8)
             yield addr, self.all_of(ok) or ir.Constant(I1, 1), list(range(first, first + vec)), vec
 
+    def mask_flags(self, op: Op, tile_t: TileType) -> list | None:
+        """Per held slot of a masked access, whether its mask element is true (None: no mask)."""
+        if not op.attrs.get("mask"):
+            return None
+        value = op.operands[1 + op.operands[0].type.rank]
+        mask, regs = self.tile(value), self.tile(value).regs
+        if mask.layout != tile_t.layout:  # through shared memory (passes/shared.py)
+            regs = self.exchange(self.static_smem(op, "bool"), mask, value.type,
+                                 tile_t.layout.dims(tile_t.shape),
+                                 lambda coords: self.row_major(coords, tile_t.shape))
+        return [self.b.icmp_unsigned("!=", r, ir.Constant(r.type, 0)) for r in regs]
+
+    def raw_constant(self, dtype: str, value):
+        """`value` as the register bits of a `dtype` element (narrow floats are raw bits)."""
+        if dtype == "f32":
+            return ir.Constant(F32, value)
+        if dtype_info(dtype).is_int:
+            return ir.Constant(reg_type(dtype), int(value))
+        import torch
+        from commdsl.dtypes import torch_dtype
+        bits = torch.tensor(value).to(torch_dtype(dtype)).view(
+            torch.int16 if dtype_info(dtype).bits == 16 else torch.uint8).item()
+        return ir.Constant(reg_type(dtype), bits & ((1 << dtype_info(dtype).bits) - 1))
+
     @emits("load")
     def op_load(self, op: Op):
         t = op.result.type
         esize = dtype_info(t.dtype).bytes
+        flags = self.mask_flags(op, t)
+        fill = "other" in op.attrs or flags is not None
+        other = self.raw_constant(t.dtype, op.attrs.get("other") or 0) if fill else None
         regs = []
-        for addr, ok, _, vec in self._access(op, t):
+        for addr, ok, idx, vec in self._access(op, t):
             words = asm.global_load(self.b, op.attrs["cache_policy"], vec * esize, addr, ok)
-            regs += self.unpack(words, t.dtype, vec)
+            elems = self.unpack(words, t.dtype, vec)
+            if fill:                      # elements not read (edge, mask) are `other`
+                elems = [self.b.select(ok if flags is None else self.b.and_(ok, flags[i]),
+                                       e, other) for i, e in zip(idx, elems)]
+            regs += elems
         self.vals[op.result.id] = self.new_tile(t, regs) if isinstance(t, TileType) else regs[0]
 
     @emits("store")
@@ -641,7 +720,10 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         tile = self.tile(value) if isinstance(t, TileType) else None
         esize = dtype_info(t.dtype).bytes
         regs = tile.regs if tile else [self.vals[value.id]]
+        flags = self.mask_flags(op, t)
         for addr, ok, idx, vec in self._access(op, t):
+            if flags is not None:         # vec is 1 (passes/vectorize.py)
+                ok = self.b.and_(ok, flags[idx[0]])
             if not tile:                  # a scalar is held by every thread; thread 0 writes it
                 ok = self.b.and_(ok, self.b.icmp_unsigned("==", self._tid, self.i32(0)))
             words = self.pack([regs[i] for i in idx], t.dtype)

@@ -39,6 +39,9 @@ def _reduce(op):
              "left)")
     if op.attrs["kind"] not in REDUCTIONS:
         fail(op, f"unknown reduction {op.attrs['kind']}")
+    if len(op.operands) > 2 or any(not isinstance(n.type, ScalarType) or n.type.dtype != "i32"
+                                   for n in op.operands[1:]):
+        fail(op, "takes a tile and at most one i32 count (commdsl/ragged.py)")
 
 
 def _transpose(op):
@@ -76,6 +79,21 @@ def _gather_copies(op):
              f"{r.layout}")
 
 
+def _slice(op):
+    a, r, offsets = op.operands[0].type, op.result.type, op.attrs["offsets"]
+    if not isinstance(a, TileType) or len(offsets) != len(a.shape) or len(r.shape) != len(
+            a.shape) or any(o < 0 or o + n > m for o, n, m in zip(offsets, r.shape, a.shape)):
+        fail(op, f"result {r} at offsets {offsets} is not inside {a}")
+    if r.dtype != a.dtype:
+        fail(op, "changes the dtype")
+
+
+def _reshape(op):
+    a, r = op.operands[0].type, op.result.type
+    if not isinstance(a, TileType) or a.numel != r.numel or r.dtype != a.dtype:
+        fail(op, f"result {r} does not hold the elements of {a}")
+
+
 # ---- CPU meaning (commdsl/interpreter.py): whole tiles; layouts move no values -------------
 
 def _run_splat(ctx, op, s):
@@ -93,10 +111,28 @@ def _run_broadcast(ctx, op, t):
     return t.expand(op.result.type.shape).contiguous()
 
 
-def _run_reduce(ctx, op, t):
+# What an element a reduction leaves out counts as (commdsl/ragged.py).
+IDENTITY = {"sum": 0.0, "amax": 0.0, "max": float("-inf"), "min": float("inf")}
+I32_IDENTITY = {"sum": 0, "amax": 0, "max": -2 ** 31, "min": 2 ** 31 - 1}
+
+
+def identity(kind: str, is_float: bool):
+    return IDENTITY[kind] if is_float else I32_IDENTITY[kind]
+
+
+def _run_reduce(ctx, op, t, *count):
+    import torch
     axis, kind = op.attrs["axis"], op.attrs["kind"]
     if kind == "amax":
-        return t.abs().amax(axis)
+        t = t.abs()
+    if count:
+        shape = [1] * t.dim()
+        shape[axis] = t.shape[axis]
+        read = (torch.arange(t.shape[axis]) < int(count[0])).view(shape)
+        t = torch.where(read, t, torch.tensor(identity(kind, t.dtype.is_floating_point),
+                                              dtype=t.dtype))
+    if kind == "amax":
+        return t.amax(axis)
     if kind == "sum":
         return t.sum(axis, dtype=t.dtype)
     return t.amax(axis) if kind == "max" else t.amin(axis)
@@ -104,6 +140,15 @@ def _run_reduce(ctx, op, t):
 
 def _run_transpose(ctx, op, t):
     return t.t().contiguous()
+
+
+def _run_slice(ctx, op, t):
+    return t[tuple(slice(o, o + n) for o, n in zip(op.attrs["offsets"],
+                                                   op.result.type.shape))].contiguous()
+
+
+def _run_reshape(ctx, op, t):
+    return t.reshape(op.result.type.shape).contiguous()
 
 
 def _run_same(ctx, op, t):
@@ -119,8 +164,10 @@ declare("expand_dims", "expand_dims(t) {axis} : tile", "t with a new axis of siz
 declare("broadcast", "broadcast(t) : tile", "t repeated along its axes of size 1 to the "
         "result's shape", traits=(LAYOUT,), verify=_broadcast,
         interpret=_run_broadcast, family=FAMILY)
-declare("reduce", "reduce(t) {axis, kind} : tile | scalar",
-        "t folded along `axis` by sum, max, min or amax (max of |x|)",
+declare("reduce", "reduce(t[, n]) {axis, kind} : tile | scalar",
+        "t folded along `axis` by sum, max, min or amax (max of |x|); with the i32 n, only "
+        "the first n elements along `axis` take part (the rest were not read: "
+        "commdsl/ragged.py)",
         traits=(REDUCTION,), verify=_reduce,
         attrs={"axis": "the axis folded away", "kind": "sum, max, min or amax",
                **SMEM_BUFFER_ATTRS},
@@ -140,3 +187,12 @@ declare("relayout", "relayout(t) {read_vector, smem_buffer, smem_bytes} : tile",
 declare("gather_copies", "gather_copies(t) : tile", "a Compact tile's slots sent to every copy "
         "of its Sliced parent layout (passes/replicas.py)", traits=(LAYOUT,),
         verify=_gather_copies, interpret=_run_same, family=FAMILY)
+declare("slice", "slice(t) {offsets, smem_buffer, smem_bytes} : tile",
+        "the part of t from `offsets` of the result's shape (a register-tile view), through "
+        "shared memory", traits=(LAYOUT, SHARED), verify=_slice,
+        attrs={"offsets": "per axis, the first element taken", **SMEM_BUFFER_ATTRS},
+        interpret=_run_slice, family=FAMILY)
+declare("reshape", "reshape(t) {smem_buffer, smem_bytes} : tile",
+        "t's elements in row-major order, in the result's shape, through shared memory",
+        traits=(LAYOUT, SHARED), verify=_reshape, attrs=SMEM_BUFFER_ATTRS,
+        interpret=_run_reshape, family=FAMILY)
