@@ -1,8 +1,11 @@
 """The Target table: each GPU family's limits and instructions, and the target for a device."""
 import pytest
 
+import commdsl
 from commdsl import compile_source
 from commdsl.diagnostics import CompileError
+from commdsl.dims import Const, Sym
+from commdsl.spec import KernelSpec, TensorParam
 from commdsl.target import (CLUSTERS, FP8_CONVERT, SETMAXNREG, TARGETS, TMA, WGMMA, get_target,
                             target_for_capability)
 
@@ -77,3 +80,77 @@ def test_tma_pipeline_needs_a_tma_target():
 def test_pipeline_reads_the_shared_memory_limit_from_the_target():
     with pytest.raises(CompileError, match="a CTA can have 232448"):
         compile_source(GEMM, target="sm_90a", constants={"STAGES": 16})
+
+
+# ---- the runtime: the device's target, and kernels the device cannot run ---------------------
+
+ACT_QUANT = open("examples/act_quant.cdsl").read()
+
+
+@pytest.fixture
+def device_of(monkeypatch):
+    """Stands in a CUDA device of compute capability (major, minor) for every device index."""
+    from commdsl.runtime import device
+
+    def simulate(major: int, minor: int):
+        monkeypatch.setattr(device, "capability", lambda index: (major, minor))
+        monkeypatch.setattr(device, "current_target",
+                            lambda: device.device_target(0))
+    return simulate
+
+
+def test_load_compiles_for_the_devices_family(device_of, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMMDSL_CACHE_DIR", str(tmp_path))
+    device_of(8, 9)
+    kernel = commdsl.load(ACT_QUANT)
+    assert kernel.target == "sm_89" and ".target sm_89" in kernel.ptx
+
+
+def test_a_kernel_needing_wgmma_on_a_cc_8_0_device_fails_at_load(device_of, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.setenv("COMMDSL_CACHE_DIR", str(tmp_path))
+    device_of(8, 0)
+    with pytest.raises(CompileError, match="wgmma.*sm_80 has none"):
+        commdsl.load(GEMM)
+
+
+def test_loading_code_the_device_cannot_run_names_kernel_instructions_and_device(device_of):
+    from commdsl.runtime import Launcher
+    from commdsl.runtime.device import DeviceError
+    device_of(8, 0)
+    spec = KernelSpec(name="fp8_gemm", tensors=(), size_symbols=(), grid=(Const(1),),
+                      num_threads=256, target="sm_90a")
+    launcher = Launcher.from_image(spec, "// PTX for sm_90a")
+    with pytest.raises(DeviceError) as info:
+        launcher._function_on(0)        # what the first call on cuda:0 does, before the driver
+    message = str(info.value)
+    assert "fp8_gemm" in message and "sm_90a" in message
+    assert "cuda:0 (compute capability 8.0)" in message
+    assert "wgmma" in message and "tma" in message and "target='sm_80'" in message
+
+
+def test_a_device_older_than_every_target(device_of):
+    from commdsl.runtime.device import DeviceError, device_target
+    device_of(7, 5)
+    with pytest.raises(DeviceError, match=r"no target for cuda:0 \(compute capability 7.5\)"):
+        device_target(0)
+
+
+def test_comm_parameters_follow_the_sizes_each_aligned_to_its_size():
+    import numpy as np
+
+    from commdsl.runtime import Launcher
+    from commdsl.spec import COMM_PARAMS
+    spec = KernelSpec(name="moe", tensors=(TensorParam("x", "bf16", (Sym("T"),)),),
+                      size_symbols=("T",), grid=(Const(1),), num_threads=128, comm=True)
+    launcher = Launcher(spec)
+    values = (7, 2, 5, 30_000_000_000, 0xABC0)       # rank, world, epoch, timeout_ns, status
+    launcher.pack([0x1000], [96], values)
+    buffer = launcher._arg_buffer
+    offsets = [int(a) - buffer.ctypes.data for a in launcher._kernel_params]
+    assert len(offsets) == 2 + len(COMM_PARAMS)
+    kinds = [np.uint64, np.uint32] + [np.uint32 if k == "u32" else np.uint64
+                                      for _, k in COMM_PARAMS]
+    read = [int(buffer[o:o + np.dtype(t).itemsize].view(t)[0]) for o, t in zip(offsets, kinds)]
+    assert read == [0x1000, 96, *values]
+    assert all(o % np.dtype(t).itemsize == 0 for o, t in zip(offsets, kinds))
