@@ -23,6 +23,7 @@ capture:
 """
 from __future__ import annotations
 
+from .diagnostics import CompileError
 from .kernel import Kernel, build, local_target, read_source
 
 
@@ -35,6 +36,13 @@ def load(path_or_source: str, *, kernel: str | None = None, target: str | None =
     source declares with `tune NAME in [...]` (except those set here); `autotune={"ROWS": [8,
     16]}` tunes over that space instead. See `commdsl.autotune` for the details."""
     text, path = read_source(path_or_source)
+    if autotune is False and target is None:
+        target = local_target()
+        try:
+            return Kernel(text, path, kernel, constants, target)
+        except CompileError as e:     # say why this target, which the caller did not choose
+            e.hint = f"{e.hint + '; ' if e.hint else ''}{target} is the current GPU's family"
+            raise
     target = target or local_target()
     if autotune is False:
         return Kernel(text, path, kernel, constants, target)

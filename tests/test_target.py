@@ -110,8 +110,9 @@ def test_a_kernel_needing_wgmma_on_a_cc_8_0_device_fails_at_load(device_of, tmp_
                                                                  monkeypatch):
     monkeypatch.setenv("COMMDSL_CACHE_DIR", str(tmp_path))
     device_of(8, 0)
-    with pytest.raises(CompileError, match="wgmma.*sm_80 has none"):
+    with pytest.raises(CompileError, match="wgmma.*sm_80 has none") as info:
         commdsl.load(GEMM)
+    assert "sm_80 is the current GPU's family" in str(info.value)
 
 
 def test_loading_code_the_device_cannot_run_names_kernel_instructions_and_device(device_of):

@@ -63,8 +63,8 @@ def check_runs_on(spec: KernelSpec, device: int) -> None:
         return
     own = target_for_capability(*cc)
     missing = sorted(compiled.features - own.features) if own else []
-    lacks = (f", which lacks {', '.join(missing)}" if missing else
-             f", which cannot run {compiled.name} code")
+    lacks = (f", which lacks what {compiled.name} code may use: {', '.join(missing)}"
+             if missing else f", which cannot run {compiled.name} code")
     hint = (f"load it with target='{own.name}' (or no target: the device's own)" if own else
             f"targets are {', '.join(TARGETS)}")
     raise DeviceError(f"kernel {spec.name} is compiled for {compiled.name}, but "

@@ -1,7 +1,7 @@
 """Communication kernels at run time: ranks meet, allocate symmetric memory, launch.
 
     comm = Comm(group, "moe", config, regions, timeout_s=30)   # every rank of one host
-    kernel = commdsl.api.load_comm(comm, "examples/moe_dispatch.cdsl", "moe_dispatch", SMS=24)
+    kernel = load_comm(comm, "examples/moe_dispatch.cdsl", "moe_dispatch", SMS=24)   # api.py
     kernel(x=comm.region("x").next(), src_rank=..., ..., flags=comm.flags)
     comm.check()                                 # raises CommError if a wait timed out
 
