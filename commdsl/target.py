@@ -37,6 +37,7 @@ class Target:
     shared_bytes_per_block: int    # the most a block may opt in to (dynamic shared memory)
     warp_size: int = 32
     max_threads_per_block: int = 1024
+    max_grid: tuple[int, int, int] = (2**31 - 1, 65535, 65535)    # CTAs along x, y, z
     registers_per_sm: int = 64 * KIB          # 32-bit registers
     registers_per_block: int = 64 * KIB
     max_registers_per_thread: int = 255

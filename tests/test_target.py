@@ -25,6 +25,7 @@ def test_limits_are_the_programming_guides(name, smem_block, smem_sm, threads_sm
         65536, 65536, 255)
     assert (t.max_threads_per_block, t.warp_size, t.default_shared_bytes_per_block) == (
         1024, 32, 49152)
+    assert t.max_grid == (2**31 - 1, 65535, 65535)
     assert t.shared_bytes_per_block <= t.shared_bytes_per_sm
 
 

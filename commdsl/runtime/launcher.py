@@ -16,6 +16,7 @@ from ..diagnostics import LaunchError
 from ..dims import SM_COUNT, Dim, DimError, Sym
 from ..dtypes import torch_dtype
 from ..spec import COMM_PARAMS, KernelSpec, TensorParam
+from ..target import get_target
 from . import driver
 from .device import DeviceError, check_runs_on, device_target
 from .tensormap import TensorMaps
@@ -23,7 +24,6 @@ from .tensormap import TensorMaps
 # Generated code may use 16-byte vector accesses and TMA, which need 16-byte aligned bases.
 ALIGNMENT = 16
 U32_LIMIT = 1 << 32
-GRID_LIMITS = (2**31 - 1, 65535, 65535)
 PARAM_CODES = {"u32": "I", "u64": "Q", "ptr": "Q"}     # struct codes of scalar parameters
 
 
@@ -72,6 +72,7 @@ class Launcher:
             *(d.symbols() for t in spec.tensors for d in t.dims), *(d.symbols() for d in spec.grid))
         self._torch_dtypes: dict | None = None
         self._block = (spec.num_threads, 1, 1)
+        self._grid_limits = get_target(spec.target).max_grid
         # kernelParams: an array of addresses, one per entry parameter, each pointing at the
         # argument's bytes in one buffer. Built once; a call only repacks the buffer, in one
         # struct.pack_into (a quarter of the cost of one numpy write per argument).
@@ -272,7 +273,7 @@ class Launcher:
         env = {**sizes, SM_COUNT: driver.sm_count(device.index) if device.type == "cuda" else 1}
         grid = [self._evaluate(d, env, source, None) for d in self.spec.grid]
         grid += [1] * (3 - len(grid))
-        for axis, n, limit in zip("xyz", grid, GRID_LIMITS):
+        for axis, n, limit in zip("xyz", grid, self._grid_limits):
             if not 0 <= n <= limit:
                 raise self._fail("grid", f"{self._grid_text()}: {axis} = {n} is outside the CUDA "
                                  f"limit 0..{limit}", f"sizes here: {_sizes_text(sizes)}")
