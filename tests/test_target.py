@@ -156,3 +156,12 @@ def test_comm_parameters_follow_the_sizes_each_aligned_to_its_size():
     read = [int(buffer[o:o + np.dtype(t).itemsize].view(t)[0]) for o, t in zip(offsets, kinds)]
     assert read == [0x1000, 96, *values]
     assert all(o % np.dtype(t).itemsize == 0 for o, t in zip(offsets, kinds))
+
+
+def test_a_comm_kernel_launches_only_through_a_comm():
+    from commdsl.diagnostics import LaunchError
+    from commdsl.runtime import Bound, Launcher
+    spec = KernelSpec(name="moe_route", tensors=(), size_symbols=(), grid=(Const(1),),
+                      num_threads=128, comm=True)
+    with pytest.raises(LaunchError, match="(?s)through a Comm.*load_comm"):
+        Launcher(spec).launch(Bound((), {}, (1, 1, 1), None))

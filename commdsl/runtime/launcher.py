@@ -301,6 +301,9 @@ class Launcher:
 
     def launch(self, bound: Bound) -> None:
         """Launches a call that `bind` (of this or an equally specified launcher) checked."""
+        if self.spec.comm:       # its trailing parameters come from a Comm's ranks
+            raise self._fail("rank", "a communication kernel launches through a Comm",
+                             "load it with commdsl.api.load_comm(comm, path, kernel)")
         self.launch_checked([t.data_ptr() for t in bound.tensors],
                             [bound.sizes[name] for name in self.spec.size_symbols],
                             bound.grid, bound.device.index)
