@@ -7,11 +7,11 @@
     best = commdsl.autotune("examples/act_quant.cdsl", (x,))   # times ROWS x WARPS
     y, s = best.kernel(x)
 """
-from .api import Kernel, load
+from .api import load
 from .diagnostics import CommdslError, CompileError, LaunchError, ToolError
+from .kernel import Kernel
 from .tune import AutotunedKernel, TuneResult, autotune
-
-__version__ = "0.1.0"
+from .version import __version__
 __all__ = ["AutotunedKernel", "Kernel", "TuneResult", "autotune", "load", "compile_file",
            "compile_source", "CommdslError", "CompileError", "LaunchError", "ToolError",
            "__version__"]

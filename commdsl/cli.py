@@ -42,7 +42,8 @@ def _constants(defines: list[str]) -> dict[str, int | float | str]:
 
 def _common(p: argparse.ArgumentParser):
     p.add_argument("file", help="a .cdsl source file")
-    p.add_argument("--target", default=None, help="GPU target (default sm_90a)")
+    p.add_argument("--target", default=None,
+                   help="GPU target (default sm_90a; tune: the GPU's own)")
     p.add_argument("-D", dest="defines", action="append", default=[], metavar="NAME=VALUE",
                    help="set a tune/const constant; may repeat")
     p.add_argument("--kernel", help="compile only this kernel of the file")
@@ -141,9 +142,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from .target import DEFAULT_TARGET
     from .tune.command import run
-    return run(args, _constants(args.defines), args.target or DEFAULT_TARGET)
+    return run(args, _constants(args.defines), args.target)
 
 
 def cmd_opt(args) -> int:

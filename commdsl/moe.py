@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 
+from .api import load_comm
 from .diagnostics import LaunchError
 from .runtime.symmetric import Comm, CommError, RegionSpec
 
@@ -121,8 +122,8 @@ class MoeBuffer:
         if fp8:
             regions.append(RegionSpec("xs", (max_tokens, hidden // 128), "f32"))
         self.comm = Comm(group, "moe", config, regions, timeout_s=timeout_s)
-        self.route_kernel = self.comm.load(DISPATCH_SOURCE, "moe_route", self.options,
-                                           C=2 * topk)
+        self.route_kernel = load_comm(self.comm, DISPATCH_SOURCE, "moe_route", self.options,
+                                      C=2 * topk)
         self.dispatch_kernel = self.combine_kernel = None
         self.configure(dispatch_config or {}, combine_config or {})
 
@@ -133,11 +134,11 @@ class MoeBuffer:
     def configure(self, dispatch: dict | None = None, combine: dict | None = None) -> None:
         """Loads the data kernels with these tune constants (None: keep the current ones)."""
         if dispatch is not None:
-            self.dispatch_kernel = self.comm.load(DISPATCH_SOURCE, self.dispatch_name,
-                                                  self.options, **dispatch)
+            self.dispatch_kernel = load_comm(self.comm, DISPATCH_SOURCE, self.dispatch_name,
+                                             self.options, **dispatch)
         if combine is not None:
-            self.combine_kernel = self.comm.load(COMBINE_SOURCE, "moe_combine", self.options,
-                                                 **combine)
+            self.combine_kernel = load_comm(self.comm, COMBINE_SOURCE, "moe_combine",
+                                            self.options, **combine)
 
     # ---- dispatch -------------------------------------------------------------------------
 
@@ -228,15 +229,15 @@ def tune_lockstep(comm: Comm, path: str, kernel: str, fixed: dict, prepare, laun
     import torch
     import torch.distributed as dist
 
-    from .api import read_source
     from .diagnostics import CompileError
+    from .kernel import read_source
     from .tune.space import search_space
     text, _ = read_source(path)
     space = search_space(text, path, kernel, fixed, None)
     trials = []
     for config in space.configs():
         try:
-            k = comm.load(path, kernel, options, **fixed, **config)
+            k = load_comm(comm, path, kernel, options, **fixed, **config)
         except CompileError:
             trials.append((config, float("inf")))
             continue

@@ -29,7 +29,6 @@ from commdsl.dtypes import dtype as dtype_info
 from commdsl.fragments import WARPGROUP_ROWS, WgmmaAcc
 from commdsl.ir import Block, KernelIR, Op, TileType, Value
 from commdsl.ir import SWIZZLE_BYTES, SmemType, atom_aligned
-from commdsl.passes.pipeline import MAX_SHARED
 from commdsl.passes.vectorize import size_facts
 from commdsl.spec import TMA_ALIGNMENT, TensorMapParam
 from commdsl.target import Target
@@ -82,7 +81,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     for op in stores:
         t = op.operands[-1].type
         buf = SmemType(t.dtype, 1, t.shape)
-        if offset + buf.stage_bytes > MAX_SHARED:
+        if offset + buf.stage_bytes > target.shared_bytes_per_block:
             continue
         alloc = Op("smem_alloc", [], [Value(buf)], {"offset": offset}, loc=op.loc)
         allocs.append(alloc)

@@ -22,7 +22,6 @@ from commdsl.fragments import WgmmaAcc
 from commdsl.ir import KernelIR, Op, TileType, Value
 from commdsl.layout import Sliced
 from commdsl.ops import ELEMENTWISE, has_trait
-from commdsl.passes.pipeline import consumer_registers
 from commdsl.target import Target
 
 FP8 = ("e4m3", "e5m2")
@@ -143,10 +142,10 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     intervals = k_steps // (every // WGMMA_K)
     # Each promotion interval in flight holds its own BN / 2 partial sums per thread.
     needed = (intervals + 1) * bn // 2 + REGISTER_MARGIN
-    if needed > consumer_registers(groups):
+    if needed > target.consumer_registers(groups):
         raise CompileError(f"{intervals} promotion intervals of BN = {bn} in flight need about "
                            f"{needed} registers per thread; {groups} consumer warpgroups get "
-                           f"{consumer_registers(groups)}", op.loc,
+                           f"{target.consumer_registers(groups)}", op.loc,
                            "promote less often, or use a smaller BN or BM")
     op.attrs.update(instr=f"m64n{bn}k{WGMMA_K}", warpgroups=groups, k_steps=k_steps,
                     promote_steps=every // WGMMA_K)

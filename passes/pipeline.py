@@ -36,14 +36,6 @@ from commdsl.spec import TensorMapParam
 from commdsl.target import Target
 
 I32 = ScalarType("i32")
-MAX_SHARED = 232448              # opt-in dynamic shared memory per CTA on sm_90 (227 KB)
-PRODUCER_REGS = 24
-REGISTERS_PER_SM = 65536
-
-
-def consumer_registers(groups: int) -> int:
-    """Registers per consumer thread once the producer warpgroup has given its back."""
-    return min(248, (REGISTERS_PER_SM // 128 - PRODUCER_REGS) // groups // 8 * 8)
 
 
 def _path_to(kernel: KernelIR, target_op: Op) -> list[Op] | None:
@@ -75,7 +67,7 @@ def _check_loads(loop: Op, target: Target, users) -> list[Op]:
     if not loads:
         raise CompileError("a pipelined loop needs 'via tma' loads to overlap", loop.loc,
                            "load the operands with 'load t[...] via tma'")
-    if target.sm < 90:
+    if not target.has_tma:
         raise CompileError(f"TMA ('via tma') needs sm_90 or newer, not {target.name}",
                            loads[0].loc, "compile with --target sm_90a")
     for op in loads:
@@ -286,9 +278,10 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     empty = pre.value("mbarrier_alloc", [], BarrierType(stages), offset=offset + 8 * stages,
                       count=stages, arrivals=4 * groups * cluster)
     total = offset + 16 * stages
-    if total > MAX_SHARED:
+    if total > target.shared_bytes_per_block:
         raise CompileError(f"{stages} stages of {stage_bytes} bytes need {total} bytes of "
-                           f"shared memory; a CTA can have {MAX_SHARED}", loop.loc,
+                           f"shared memory; a CTA can have {target.shared_bytes_per_block}",
+                           loop.loc,
                            "use fewer stages or smaller tiles")
     pre.op("mbarrier_init", [full, empty], [], cluster=cluster)
 
@@ -303,8 +296,8 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         first = []
     consumer = Block(ops=first + _consumer(path, loads, bufs, full, empty, stages, cluster)
                      + after)
-    regs = consumer_registers(groups)
-    ws = Op("warp_specialize", [], [], dict(producer_regs=PRODUCER_REGS, consumer_regs=regs,
+    ws = Op("warp_specialize", [], [], dict(producer_regs=target.producer_registers,
+                                             consumer_regs=target.consumer_registers(groups),
                                              consumers=groups), [producer, consumer],
             loc=loop.loc)
     kernel.body.ops = kernel.body.ops[:index] + pre.block.ops + [ws]
@@ -312,5 +305,4 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         kernel.body.ops.append(Op("cluster_sync", [], [], {}, loc=loop.loc))
     kernel.attrs["tensor_maps"] = tuple(tensor_maps)
     kernel.shared_bytes = total
-    kernel.num_threads = 128 * (1 + groups)
     return kernel

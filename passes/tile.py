@@ -98,8 +98,16 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
                 raise CompileError("the row indices (and ranks) of a gather must come straight "
                                    "from a load", op.loc, "write the load inside the get, e.g. "
                                    "get peer(load src[i : +R]).x[load row[i : +R], c : +C]")
-    kernel.num_threads = kernel.num_threads or 32 * warps    # warp-specialized: set already
+    kernel.num_threads = _threads(kernel, target, warps)
     return kernel
+
+
+def _threads(kernel: KernelIR, target: Target, warps: int) -> int:
+    """The CTA size: a warp-specialized kernel's producer warpgroup and its consumers."""
+    ws = next((op for op in kernel.body.ops if op.name == "warp_specialize"), None)
+    if ws is not None:
+        return target.warpgroup_threads * (1 + ws.attrs["consumers"])
+    return target.warp_size * warps
 
 
 def _transpose_rows(kernel: KernelIR, threads: int, vectors) -> dict[tuple[int, ...], int]:

@@ -17,8 +17,6 @@ from commdsl.ir import KernelIR, Value
 from commdsl.ops import ASYNC, MEMORY, has_trait
 from commdsl.target import Target
 
-MAX_VECTOR_BYTES = 16          # sm_90: .v4.b32 / .v2.b64; 32-byte accesses need sm_100
-
 
 def size_facts(kernel: KernelIR) -> dict[str, int]:
     """size symbol -> a number it is known to be a multiple of."""
@@ -54,12 +52,13 @@ def _largest_power_of_two_dividing(n: int, cap: int) -> int:
     return v
 
 
-def vector_width(tensor: Value, start_div: int, length: int | None, facts: dict) -> int:
+def vector_width(tensor: Value, start_div: int, length: int | None, facts: dict,
+                 target: Target) -> int:
     """Elements per access for one load/store (1 when the innermost dim is indexed by a point)."""
     if length is None:
         return 1
     from commdsl.dtypes import dtype
-    cap = MAX_VECTOR_BYTES // dtype(tensor.type.dtype).bytes
+    cap = target.max_vector_bytes // dtype(tensor.type.dtype).bytes
     row = tensor.type.dims[-1].divisibility(facts)
     return _largest_power_of_two_dividing(math.gcd(math.gcd(length, start_div), row), cap)
 
@@ -74,5 +73,5 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
             # a masked store writes element by element (a vector store is all or nothing)
             whole = op.name == "store" and op.attrs.get("mask")
             op.attrs["vec"] = 1 if whole else vector_width(tensor, known.get(start.id, 1),
-                                                           op.attrs["sizes"][-1], facts)
+                                                           op.attrs["sizes"][-1], facts, target)
     return kernel

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 import commdsl
-from commdsl import api
+from commdsl import kernel as kernel_module
 from commdsl.runtime import cache as cache_module
 from commdsl.runtime.cache import CachedKernel, CompileCache, cache_key
 from commdsl.runtime.codec import decode, encode
@@ -34,7 +34,7 @@ def entries(root) -> list[str]:
 def forbid_compiling(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the compiler ran on a cache hit")
-    monkeypatch.setattr(api, "compile_variant", fail)
+    monkeypatch.setattr(kernel_module, "compile_variant", fail)
 
 
 def test_second_load_is_served_from_the_cache(monkeypatch, private_cache):

@@ -9,8 +9,8 @@ import torch
 
 import commdsl
 import quant_reference as R
-from commdsl import api
-from commdsl.api import InterpretedKernel
+from commdsl import kernel as kernel_module
+from commdsl.kernel import InterpretedKernel
 from commdsl.cli import main
 from commdsl.diagnostics import CompileError, ToolError
 from commdsl.passes import PASS_ORDER
@@ -35,12 +35,12 @@ def private_cache(tmp_path, monkeypatch):
 
 def _count_compiles(monkeypatch) -> list:
     compiled = []
-    real = api.compile_variant
+    real = kernel_module.compile_variant
 
     def counting(*args, **kwargs):
         compiled.append(args[0])
         return real(*args, **kwargs)
-    monkeypatch.setattr(api, "compile_variant", counting)
+    monkeypatch.setattr(kernel_module, "compile_variant", counting)
     return compiled
 
 

@@ -3,6 +3,7 @@
 The timer is injected (a stub that scores each config from a table and counts its calls),
 so nothing launches; configs still go through the real compiler and ptxas for pruning.
 """
+import dataclasses
 import os
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 import commdsl
 from commdsl.cli import main
+from commdsl.target import get_target
 from commdsl.tune import AutotunedKernel, tuner
 from commdsl.tune.inputs import random_arguments
 from commdsl.tune.space import search_space
@@ -108,8 +110,8 @@ def test_configs_over_the_register_budget_are_not_timed(monkeypatch):
     # A register file that just holds the 2-warp config: 1 and 2 warps fit, 4 warps do not.
     probe = commdsl.load(ACT_QUANT, ROWS=4, WARPS=2)
     budget = probe.resources.registers * 64
-    monkeypatch.setattr(tuner, "device_limits",
-                        lambda device: tuner.Limits(budget, tuner.HOPPER_SHARED_BYTES_PER_BLOCK))
+    small = dataclasses.replace(get_target("sm_90a"), registers_per_block=budget)
+    monkeypatch.setattr(tuner, "get_target", lambda name: small)
     timer = StubTimer(rows_near_8)
     result = commdsl.autotune(ACT_QUANT, (x_bf16(),), space={"WARPS": [1, 2, 4]}, ROWS=4,
                               timer=timer, progress=False)

@@ -70,7 +70,7 @@ def cache_key(text: str, path: str, kernel: str | None, constants: dict, target:
 @functools.cache
 def compiler_fingerprint() -> str:
     """sha256 of commdsl's version, its compiler sources, llvmlite and ptxas (once a process)."""
-    from .. import __version__
+    from ..version import __version__
     h = hashlib.sha256(f"commdsl {__version__}\n".encode())
     for name, path in sorted(_compiler_files().items()):
         h.update(name.encode() + b"\0")

@@ -13,9 +13,6 @@ import functools
 
 from ..diagnostics import ToolError
 
-# Launches may use 48 KiB of dynamic smem without opting in; beyond it the function must ask.
-DEFAULT_DYNAMIC_SMEM_LIMIT = 48 * 1024
-
 
 @functools.cache
 def cuda_driver():
@@ -78,14 +75,8 @@ def get_function(module, name: str):
     return check(cu.cuModuleGetFunction(module, name.encode()), f"cuModuleGetFunction('{name}')")
 
 
-def set_dynamic_smem(function, nbytes: int, device: int) -> None:
-    """Let `function` launch with `nbytes` of dynamic shared memory on `device`."""
-    if nbytes <= DEFAULT_DYNAMIC_SMEM_LIMIT:
-        return
-    limit = max_optin_shared_bytes(device)
-    if nbytes > limit:
-        raise ToolError(f"the kernel needs {nbytes} bytes of shared memory; "
-                        f"device {device} allows at most {limit} per block")
+def set_dynamic_smem(function, nbytes: int) -> None:
+    """Let `function` launch with `nbytes` of dynamic shared memory (an opt-in)."""
     cu = cuda_driver()
     attr = cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
     check(cu.cuFuncSetAttribute(function, attr, nbytes),
@@ -95,9 +86,8 @@ def set_dynamic_smem(function, nbytes: int, device: int) -> None:
 @functools.cache
 def device_attribute(device: int, name: str) -> int:
     """A CU_DEVICE_ATTRIBUTE_<name> of `device`; attributes do not change, so cached."""
-    import torch
-    torch.cuda.init()   # cuInit, in case nothing has touched CUDA yet
     cu = cuda_driver()
+    check(cu.cuInit(0), "cuInit")    # in case nothing has touched CUDA yet; idempotent
     attr = getattr(cu.CUdevice_attribute, f"CU_DEVICE_ATTRIBUTE_{name}")
     dev = check(cu.cuDeviceGet(device), "cuDeviceGet")
     return check(cu.cuDeviceGetAttribute(attr, dev), f"cuDeviceGetAttribute({name})")
@@ -105,8 +95,3 @@ def device_attribute(device: int, name: str) -> int:
 
 def sm_count(device: int) -> int:
     return device_attribute(device, "MULTIPROCESSOR_COUNT")
-
-
-def max_optin_shared_bytes(device: int) -> int:
-    """Most shared memory one block may opt in to (232448 on H100)."""
-    return device_attribute(device, "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN")

@@ -15,14 +15,16 @@ from dataclasses import dataclass
 from ..diagnostics import LaunchError
 from ..dims import SM_COUNT, Dim, DimError, Sym
 from ..dtypes import torch_dtype
-from ..spec import KernelSpec, TensorParam
+from ..spec import COMM_PARAMS, KernelSpec, TensorParam
+from ..target import get_target
 from . import driver
+from .device import DeviceError, check_runs_on, device_target
 from .tensormap import TensorMaps
 
 # Generated code may use 16-byte vector accesses and TMA, which need 16-byte aligned bases.
 ALIGNMENT = 16
 U32_LIMIT = 1 << 32
-GRID_LIMITS = (2**31 - 1, 65535, 65535)
+PARAM_CODES = {"u32": "I", "u64": "Q", "ptr": "Q"}     # struct codes of scalar parameters
 
 
 @dataclass(slots=True)
@@ -70,15 +72,22 @@ class Launcher:
             *(d.symbols() for t in spec.tensors for d in t.dims), *(d.symbols() for d in spec.grid))
         self._torch_dtypes: dict | None = None
         self._block = (spec.num_threads, 1, 1)
+        self._grid_limits = get_target(spec.target).max_grid
         # kernelParams: an array of addresses, one per entry parameter, each pointing at the
         # argument's bytes in one buffer. Built once; a call only repacks the buffer, in one
         # struct.pack_into (a quarter of the cost of one numpy write per argument).
-        self._arg_format = struct.Struct("=" + "Q" * len(spec.tensors) +
-                                         "I" * len(spec.size_symbols))
+        codes = "Q" * len(spec.tensors) + "I" * len(spec.size_symbols)
+        if spec.comm:
+            codes += "".join(PARAM_CODES[kind] for _, kind in COMM_PARAMS)
+        layout, offsets = "=", []
+        for code in codes:                 # each argument aligned to its size
+            size = struct.calcsize(code)
+            at = struct.calcsize(layout)
+            layout += "x" * (-at % size) + code
+            offsets.append(at + -at % size)
+        self._arg_format = struct.Struct(layout)
         self._arg_buffer = np.zeros(max(1, self._arg_format.size), np.uint8)
         base = self._arg_buffer.ctypes.data
-        offsets = [8 * i for i in range(len(spec.tensors))]
-        offsets += [8 * len(spec.tensors) + 4 * i for i in range(len(spec.size_symbols))]
         self._kernel_params = np.array([base + o for o in offsets], np.uint64)
         # TMA tensor maps come last; their slots point at this call's CUtensorMaps.
         self._maps = TensorMaps(spec) if spec.tensor_maps else None
@@ -264,7 +273,7 @@ class Launcher:
         env = {**sizes, SM_COUNT: driver.sm_count(device.index) if device.type == "cuda" else 1}
         grid = [self._evaluate(d, env, source, None) for d in self.spec.grid]
         grid += [1] * (3 - len(grid))
-        for axis, n, limit in zip("xyz", grid, GRID_LIMITS):
+        for axis, n, limit in zip("xyz", grid, self._grid_limits):
             if not 0 <= n <= limit:
                 raise self._fail("grid", f"{self._grid_text()}: {axis} = {n} is outside the CUDA "
                                  f"limit 0..{limit}", f"sizes here: {_sizes_text(sizes)}")
@@ -292,6 +301,9 @@ class Launcher:
 
     def launch(self, bound: Bound) -> None:
         """Launches a call that `bind` (of this or an equally specified launcher) checked."""
+        if self.spec.comm:       # its trailing parameters come from a Comm's ranks
+            raise self._fail("rank", "a communication kernel launches through a Comm",
+                             "load it with commdsl.api.load_comm(comm, path, kernel)")
         self.launch_checked([t.data_ptr() for t in bound.tensors],
                             [bound.sizes[name] for name in self.spec.size_symbols],
                             bound.grid, bound.device.index)
@@ -327,16 +339,14 @@ class Launcher:
         return launch
 
     def launch_checked(self, pointers: list[int], sizes: list[int],
-                       grid: tuple[int, int, int], index: int) -> None:
+                       grid: tuple[int, int, int], index: int, comm: tuple = ()) -> None:
         """Launches with arguments already checked: the tensors' addresses in declaration
-        order, the sizes in `spec.size_symbols` order."""
+        order, the sizes in `spec.size_symbols` order, and a communication kernel's
+        COMM_PARAMS values (runtime/symmetric.py)."""
         if 0 in grid:
             return
         import torch
-        self._arg_format.pack_into(self._arg_buffer, 0, *pointers, *sizes)
-        if self._maps is not None:
-            self._kernel_params[-len(self.spec.tensor_maps):] = self._maps.addresses(pointers,
-                                                                                   sizes)
+        self.pack(pointers, sizes, comm)
         function = self._function_on(index)
         cu = driver.cuda_driver()
         if index == torch.cuda.current_device():
@@ -347,6 +357,13 @@ class Launcher:
         # Another device, or a thread that has not used CUDA yet: make the context current.
         with driver.device_context(index):
             driver.check(self._launch_on(cu, function, grid, index), "cuLaunchKernel")
+
+    def pack(self, pointers: list[int], sizes: list[int], comm: tuple = ()) -> None:
+        """Writes a launch's arguments where the kernelParams array points."""
+        self._arg_format.pack_into(self._arg_buffer, 0, *pointers, *sizes, *comm)
+        if self._maps is not None:
+            self._kernel_params[-len(self.spec.tensor_maps):] = self._maps.addresses(pointers,
+                                                                                   sizes)
 
     def _launch_on(self, cu, function, grid: tuple[int, int, int], index: int):
         import torch
@@ -365,6 +382,7 @@ class Launcher:
             raise self._fail(self.spec.tensors[0].name if self.spec.tensors else "grid",
                              f"tensors are on cuda:{index} but the kernel was loaded on {loaded}",
                              "build the launcher with Launcher.from_image to load on any device")
+        check_runs_on(self.spec, index)
         with driver.device_context(index):
             module = driver.load_module(self._image)
             function = driver.get_function(module, self.spec.name)
@@ -376,7 +394,15 @@ class Launcher:
         """Opt `function` in to the dynamic smem the kernel launches with."""
         import torch
         index = torch.cuda.current_device() if device is None else device
-        driver.set_dynamic_smem(function, self.spec.shared_bytes, index)
+        nbytes = self.spec.shared_bytes
+        target = device_target(index)
+        if nbytes <= target.default_shared_bytes_per_block:
+            return
+        if nbytes > target.shared_bytes_per_block:
+            raise DeviceError(
+                f"kernel {self.spec.name} needs {nbytes} bytes of shared memory; cuda:{index} "
+                f"({target.name}) allows at most {target.shared_bytes_per_block} per block")
+        driver.set_dynamic_smem(function, nbytes)
 
 
 def _sizes_text(sizes: dict[str, int]) -> str:

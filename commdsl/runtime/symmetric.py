@@ -1,7 +1,7 @@
 """Communication kernels at run time: ranks meet, allocate symmetric memory, launch.
 
     comm = Comm(group, "moe", config, regions, timeout_s=30)   # every rank of one host
-    kernel = comm.load("examples/moe_dispatch.cdsl", kernel="moe_dispatch", SMS=24)
+    kernel = load_comm(comm, "examples/moe_dispatch.cdsl", "moe_dispatch", SMS=24)   # api.py
     kernel(x=comm.region("x").next(), src_rank=..., ..., flags=comm.flags)
     comm.check()                                 # raises CommError if a wait timed out
 
@@ -29,8 +29,8 @@ import socket
 from dataclasses import dataclass
 
 from ..diagnostics import CommdslError
-from ..spec import COMM_PARAMS
-from . import driver
+from ..spec import COMM_PARAMS, SPECIALIZE_DIVISOR
+from .launcher import Launcher
 
 DEFAULT_TIMEOUT_S = 30.0
 # The flags live in each rank's signal pad, past the words torch's own barrier uses.
@@ -211,36 +211,28 @@ class Comm:
                 "operations in the same order) or it failed")
             raise self.broken
 
-    def load(self, path: str, kernel: str, options: dict | None = None, **constants):
-        return CommKernel(self, path, kernel, constants, options)
-
 
 # ---- launching -----------------------------------------------------------------------------
 
 class CommKernel:
     """A communication kernel bound to a Comm: `kernel(name=tensor, ...)` checks the arguments
     (the ordinary launcher checks), swaps each symmetric argument for its table, appends
-    rank, world, epoch, timeout and status, and launches on torch's current stream."""
+    rank, world, epoch, timeout and status, and launches through the ordinary launcher on
+    torch's current stream. `variant(unaligned_sizes)` gives the compiled kernel (a
+    runtime.cache.CachedKernel) for sizes of which exactly those are not multiples of 16:
+    the API layer passes it in (api.load_comm), so the runtime never imports the compiler."""
 
-    def __init__(self, comm: Comm, path: str, kernel: str, constants: dict,
-                 options: dict | None = None):
-        from ..api import read_source
-        from ..target import DEFAULT_TARGET
-        self.comm, self.name = comm, kernel
-        self.text, self.path = read_source(path)
-        self.constants, self.options, self.target = dict(constants), options, DEFAULT_TARGET
+    def __init__(self, comm: Comm, name: str, variant):
+        self.comm, self.name, self._compile = comm, name, variant
         self._variants: dict[frozenset, tuple] = {}
         self.spec = self._variant(frozenset())[0].spec
         if not self.spec.comm:
-            raise CommError(f"{kernel} is not a communication kernel (no sym parameter, get, "
+            raise CommError(f"{name} is not a communication kernel (no sym parameter, get, "
                             "put, signal or wait)")
 
     def _variant(self, unaligned: frozenset):
         if unaligned not in self._variants:
-            from ..api import build
-            from .launcher import Launcher
-            artifact = build(self.text, self.path, self.name, self.constants, self.target,
-                             unaligned, self.options)
+            artifact = self._compile(unaligned)
             image = artifact.cubin if artifact.cubin is not None else artifact.ptx
             self._variants[unaligned] = (artifact, Launcher.from_image(artifact.spec, image))
         return self._variants[unaligned]
@@ -250,38 +242,20 @@ class CommKernel:
         return self._variant(frozenset())[0].ptx
 
     def __call__(self, **tensors):
-        import numpy as np
-        import torch
-        from ..spec import SPECIALIZE_DIVISOR
         checker = self._variant(frozenset())[1]
         bound = checker.bind(**tensors)
         unaligned = frozenset(s for s in self.spec.size_symbols
                               if bound.sizes[s] % SPECIALIZE_DIVISOR)
         launcher = self._variant(unaligned)[1]
+        launcher.check_tensor_maps(bound)
+        if 0 in bound.grid:                  # nothing launches, so no epoch is used
+            return checker.results(bound)
         comm = self.comm
         pointers = [comm.table(t).data_ptr() if p.symmetric else t.data_ptr()
                     for p, t in zip(self.spec.tensors, bound.tensors)]
-        if 0 in bound.grid:
-            return checker.results(bound)
-        epoch = comm.next_epoch(self.name)
-        values = {"rank": comm.rank, "world": comm.world, "epoch": epoch,
+        values = {"rank": comm.rank, "world": comm.world, "epoch": comm.next_epoch(self.name),
                   "timeout_ns": int(comm.timeout_s * 1e9), "status": comm.status.data_ptr()}
-        kinds = {"u32": np.uint32, "u64": np.uint64, "ptr": np.uint64}
-        holders = ([np.array([p], np.uint64) for p in pointers] +
-                   [np.array([bound.sizes[s]], np.uint32) for s in self.spec.size_symbols] +
-                   [np.array([values[n]], kinds[k]) for n, k in COMM_PARAMS])
-        params = np.array([h.ctypes.data for h in holders], np.uint64)
-        cu = driver.cuda_driver()
-        index = bound.device.index
-        function = launcher._function_on(index)
-        stream = torch.cuda.current_stream(bound.device).cuda_stream
-
-        def launch():
-            return cu.cuLaunchKernel(function, *bound.grid, launcher.spec.num_threads, 1, 1,
-                                     launcher.spec.shared_bytes, stream, params.ctypes.data, 0)
-        result = launch() if index == torch.cuda.current_device() else None
-        if result is None or result[0] == cu.CUresult.CUDA_ERROR_INVALID_CONTEXT:
-            with driver.device_context(index):     # a thread that has not used CUDA yet
-                result = launch()
-        driver.check(result, f"cuLaunchKernel({self.name})")
+        launcher.launch_checked(pointers, [bound.sizes[s] for s in self.spec.size_symbols],
+                                bound.grid, bound.device.index,
+                                tuple(values[n] for n, _ in COMM_PARAMS))
         return checker.results(bound)

@@ -10,7 +10,7 @@ chosen Kernel for the signature; the call then, and every later one, goes to tha
 """
 from __future__ import annotations
 
-from ..api import Kernel
+from ..kernel import Kernel
 from ..runtime.callplan import MAX_PLANS, RecentCall, call_signature
 
 

@@ -43,15 +43,17 @@ def _number(text: str):
         return float(text)
 
 
-def run(args, constants: dict, target: str) -> int:
+def run(args, constants: dict, target: str | None) -> int:
+    """`target`: None for the GPU's own."""
     import torch
-    from ..api import Kernel, read_source
+    from ..kernel import Kernel, local_target, read_source
     from .inputs import check_sizes, parse_shape, random_arguments
     from .space import search_space
     from .tuner import tune
     sizes = parse_shape(args.shape)
     space_arg = parse_space(args.space)
     text, path = read_source(args.file)
+    target = target or local_target()
     default = Kernel(text, path, args.kernel, constants, target)
     check_sizes(default.spec, sizes)
     space = None if space_arg is None else search_space(text, path, default.name, constants,

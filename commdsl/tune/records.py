@@ -19,7 +19,7 @@ from ..runtime.cache import atomic_write
 def record_fields(gpu: str, kernel: str, text: str, shape: dict, target: str, fixed: dict,
                   space) -> dict:
     """What identifies a tuning call, as plain JSON values."""
-    from .. import __version__
+    from ..version import __version__
     fields = {"gpu": gpu, "kernel": kernel, "source": hashlib.sha256(text.encode()).hexdigest(),
               "shape": shape, "target": target,
               "fixed": {name: repr(value) for name, value in sorted(fixed.items())},

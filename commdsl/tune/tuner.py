@@ -8,7 +8,9 @@
 
 Each config is compiled first (through the compile cache) and pruned without timing when it
 does not compile, when ptxas reports more registers than a block may hold (registers x
-threads > 65536 on Hopper), or when it needs more shared memory than the device allows. The
+threads > 65536 on Hopper), or when it needs more shared memory than a block may have: the
+limits of the kernel's target (commdsl/target.py), the device's family unless the caller
+chose another. The
 rest are timed (tune/timer.py) on copies of the arguments; a config whose launch fails scores
 nothing and the run goes on. The best config is saved per (GPU, kernel, source hash, sizes,
 ...) (tune/records.py), and the next identical call loads it without timing anything;
@@ -20,11 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..diagnostics import CommdslError, CompileError, Source
-from ..target import DEFAULT_TARGET
-
-# A Hopper SM's limits, used where no GPU is there to ask (tuning with a stub timer).
-HOPPER_REGISTERS_PER_BLOCK = 65536
-HOPPER_SHARED_BYTES_PER_BLOCK = 232448
+from ..target import Target, get_target
 
 
 @dataclass
@@ -44,22 +42,17 @@ class TuneResult:
     trials: list[Trial] = field(default_factory=list)   # every config of this run, if timed
 
 
-@dataclass(frozen=True)
-class Limits:
-    registers_per_block: int
-    shared_bytes_per_block: int
-
-
 def autotune(kernel, args=(), space: dict | None = None, *, kernel_name: str | None = None,
-             target: str = DEFAULT_TARGET, timer=None, retune: bool = False,
+             target: str | None = None, timer=None, retune: bool = False,
              progress: bool = True, **constants) -> TuneResult:
     """Tune a kernel (a .cdsl path, source text, or a commdsl.Kernel) on `args`.
 
     `args` is what the kernel is called with: a tuple of positional arguments or a dict of
     them by name. `space` maps constants to the values to try and defaults to the `tune`
     declarations of the source; constants passed as keywords (or set on a Kernel) stay fixed.
-    `timer(run, config) -> ms` replaces the CUDA-event timer (tune/timer.py)."""
-    from ..api import Kernel, read_source
+    `timer(run, config) -> ms` replaces the CUDA-event timer (tune/timer.py). The target
+    defaults to the current GPU's."""
+    from ..kernel import Kernel, local_target, read_source
     if isinstance(kernel, Kernel):
         if constants or kernel_name is not None:
             raise CompileError("a loaded Kernel already has its constants and name", None,
@@ -68,6 +61,7 @@ def autotune(kernel, args=(), space: dict | None = None, *, kernel_name: str | N
                                            kernel.constants, kernel.target)
     else:
         (text, path), name, fixed = read_source(kernel), kernel_name, constants
+        target = target or local_target()
     from .space import search_space
     tune_space = None if space is None else search_space(text, path, name, fixed, space)
     positional, keywords = (((), dict(args)) if isinstance(args, dict) else (tuple(args), {}))
@@ -79,7 +73,7 @@ def tune(text: str, path: str, name: str | None, fixed: dict, target: str, space
          args: tuple, kwargs: dict, *, timer=None, retune: bool = False,
          progress: bool = True) -> TuneResult:
     """`autotune` once the source is read and the space (None: declared) checked."""
-    from ..api import Kernel
+    from ..kernel import Kernel
     from ..config import logger
     from .records import TuneRecords, record_fields
     start = time.perf_counter()
@@ -116,11 +110,11 @@ def tune(text: str, path: str, name: str | None, fixed: dict, target: str, space
 def _run_trials(default, space, args: tuple, kwargs: dict, bound, timer, progress: bool):
     """Compile, prune and time every config; `default` is the kernel with only the fixed
     constants set, `bound` its binding of the call's arguments."""
-    from ..api import Kernel
+    from ..kernel import Kernel
     from .progress import Progress
     from .timer import cuda_event_timer
     timer = timer or cuda_event_timer
-    limits = device_limits(bound.device)
+    limits = get_target(default.target)
     arg_sets = _rotating_arguments(args, kwargs, default.spec, bound)
     sizes = ", ".join(f"{s}={bound.sizes[s]}" for s in default.spec.size_symbols)
     bar = Progress(f"tuning {default.name} ({sizes}) over {space}: {len(space)} configs",
@@ -151,8 +145,8 @@ def _run_trials(default, space, args: tuple, kwargs: dict, bound, timer, progres
     return trials, kernels
 
 
-def over_limits(kernel, limits: Limits) -> str | None:
-    """Why `kernel` cannot run on a device with `limits`, or None if it fits."""
+def over_limits(kernel, limits: Target) -> str | None:
+    """Why `kernel` cannot run on a GPU of family `limits`, or None if it fits."""
     spec, report = kernel.spec, kernel.resources
     shared = spec.shared_bytes + (report.shared_bytes if report else 0)
     if shared > limits.shared_bytes_per_block:
@@ -161,14 +155,6 @@ def over_limits(kernel, limits: Limits) -> str | None:
         return (f"{report.registers} registers x {spec.num_threads} threads > "
                 f"{limits.registers_per_block}")
     return None
-
-
-def device_limits(device) -> Limits:
-    if device.type != "cuda":
-        return Limits(HOPPER_REGISTERS_PER_BLOCK, HOPPER_SHARED_BYTES_PER_BLOCK)
-    from ..runtime import driver
-    return Limits(driver.device_attribute(device.index, "MAX_REGISTERS_PER_BLOCK"),
-                  driver.max_optin_shared_bytes(device.index))
 
 
 def _rotating_arguments(args: tuple, kwargs: dict, spec, bound) -> list[tuple[tuple, dict]]:
