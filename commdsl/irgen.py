@@ -13,6 +13,7 @@ from .diagnostics import CompileError
 from .ir import Block, Builder, KernelIR, ScalarType, TensorType, TileType, Value
 from .irgen_comm import BUILTINS as COMM_BUILTINS, CommLowering
 from .ops import OPS, OpDef
+from .ops.math import APPROX
 
 REDUCTIONS = {
     "amax": "amax(t, axis = A): largest |t| along axis A",
@@ -41,6 +42,10 @@ FUNCTIONS = {
                  "shared memory)",
     "max_finite": "max_finite<e4m3>(): the largest finite value of a float format (448.0)",
     "zeros": "zeros(f32, R, C): a tile of zeros (an accumulator)",
+    **{f"fast_{name}": f"fast_{name}(t): {name} by PTX's .approx instructions (needs the "
+                         "fast_math option)" for name in sorted(APPROX)},
+    "pow": "pow(t, N): t^N for a compile-time integer N, by repeated squaring (one rounding "
+           "per multiply; N < 0: 1 / t^-N)",
     "mma": "mma(a, b.T): the f32 product of an [M, K] and an [N, K] tile, its tensor-core "
            "partial sums promoted into f32 every K (or every promote_every = P of K); "
            "mma(a, b.T, acc) accumulates into acc in the tensor cores",
@@ -252,11 +257,15 @@ class _Lowering(CommLowering):
                 return Folded(-(-a.value // b.value))
             return self.binary("div", self.binary("add", a, self.binary(
                 "sub", b, Folded(1), e), e), b, e)
+        if e.func == "pow":
+            return self.call_pow(e)
+        if e.func.startswith("fast_"):
+            return self.call_builtin(e, ELEMENTWISE_BUILTINS[e.func[5:]], approx=True)
         if e.func in REDUCTIONS and ("axis" in kwargs or e.func in ("amax", "sum")):
             return self.call_reduce(e, kwargs)
         return self.call_builtin(e, ELEMENTWISE_BUILTINS[e.func])
 
-    def call_builtin(self, e: ast.Call, op: OpDef) -> Value:
+    def call_builtin(self, e: ast.Call, op: OpDef, approx: bool = False) -> Value:
         """An elementwise function: its op from the registry, typed by its builtin's rule."""
         if op.builtin.arity == 2:
             a, b = self.expect_args(e, 2)
@@ -271,7 +280,35 @@ class _Lowering(CommLowering):
                                f"{FUNCTIONS[e.func]}; convert with cast<f32>(...)")
         if _is_narrow_float(v.type.dtype):
             v = self.to_dtype(v, "f32", e)
-        return self.at(e).value(op.name, [v], v.type)
+        attrs = {"approx": True} if approx else {}
+        return self.at(e).value(op.name, [v], v.type, **attrs)
+
+    def call_pow(self, e: ast.Call):
+        """t^N as multiplies: the square-and-multiply chain of N's bits."""
+        x, n_node = self.expect_args(e, 2)
+        n = self.expr(n_node)
+        if not isinstance(n, Folded) or not n.is_int:
+            raise CompileError("pow's exponent must be a compile-time integer", n_node.span,
+                               FUNCTIONS["pow"] + "; for a float exponent write "
+                               "exp2(y * log2(t))")
+        v = self.value(x)
+        if _is_int(v.type.dtype) or v.type.dtype == "ue8m0":
+            raise CompileError(f"pow takes floats, not {v.type.dtype}", x.span,
+                               f"{FUNCTIONS['pow']}; convert with cast<f32>(...)")
+        if _is_narrow_float(v.type.dtype):
+            v = self.to_dtype(v, "f32", e)
+        result, square, k = None, v, abs(n.value)
+        while k:
+            if k & 1:
+                result = square if result is None else self.binary("mul", result, square, e)
+            k >>= 1
+            if k:
+                square = self.binary("mul", square, square, e)
+        if result is None:                              # t^0 is 1, as C's pow says
+            one = self.const(1.0, "f32", e)
+            return (self.broadcast_to(one, v.type.shape, e) if isinstance(v.type, TileType)
+                    else one)
+        return self.at(e).value("recip", [result], result.type) if n.value < 0 else result
 
     def expect_args(self, e: ast.Call, n: int):
         if len(e.args) != n:
