@@ -44,6 +44,9 @@ FUNCTIONS = {
     "zeros": "zeros(f32, R, C): a tile of zeros (an accumulator)",
     **{f"fast_{name}": f"fast_{name}(t): {name} by PTX's .approx instructions (needs the "
                          "fast_math option)" for name in sorted(APPROX)},
+    "where": "where(c, a, b): a where the bool c holds, else b (a and b of one dtype)",
+    "iota": "iota(N): the 1-D i32 tile 0, 1, ..., N - 1 (iota(N)[:, None] along rows)",
+    "bitcast": "bitcast<i32>(t): t's bits as another dtype of the same width",
     "pow": "pow(t, N): t^N for a compile-time integer N, by repeated squaring (one rounding "
            "per multiply; N < 0: 1 / t^-N)",
     "mma": "mma(a, b.T): the f32 product of an [M, K] and an [N, K] tile, its tensor-core "
@@ -58,6 +61,13 @@ LOOP_CLAUSES = {
                   "G tile rows at a time; with C = 2, pairs of CTAs take neighbouring tiles of "
                   "one tile row and share its first operand's tiles by TMA multicast",
 }
+
+
+COMPARISONS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+               ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+BITWISE = {"&": "and", "|": "or", "^": "xor", "<<": "shl", ">>": "shr", "and": "and", "or": "or"}
+BITWISE_FOLD = {"and": lambda a, b: a & b, "or": lambda a, b: a | b, "xor": lambda a, b: a ^ b,
+                "shl": lambda a, b: a << b, "shr": lambda a, b: a >> b}
 
 
 @dataclass(frozen=True)
@@ -186,6 +196,10 @@ class _Lowering(CommLowering):
 
     def expr_BinOp(self, e: ast.BinOp):
         a, b = self.expr(e.lhs), self.expr(e.rhs)
+        if e.op in COMPARISONS:
+            return self.compare(e.op, a, b, e)
+        if e.op in BITWISE:
+            return self.bitwise(BITWISE[e.op], a, b, e)
         if isinstance(a, Folded) and isinstance(b, Folded):
             if e.op == "/" and a.is_int and b.is_int:
                 return Folded(a.value // b.value)
@@ -196,6 +210,11 @@ class _Lowering(CommLowering):
         return self.binary(name, a, b, e)
 
     def binary(self, name: str, a, b, node) -> Value:
+        a, b = self.coerce(name, a, b, node)
+        return self.at(node).value(name, [a, b], a.type)
+
+    def coerce(self, name: str, a, b, node) -> tuple[Value, Value]:
+        """Both operands of a binary op in their common dtype and shape."""
         for x in (a, b):
             if isinstance(x, Value) and x.type.dtype == "ue8m0":
                 raise CompileError("ue8m0 values are scales stored as exponents, not numbers",
@@ -208,7 +227,56 @@ class _Lowering(CommLowering):
         shape = self.common_shape(a, b, node)
         if shape is not None:
             a, b = self.broadcast_to(a, shape, node), self.broadcast_to(b, shape, node)
-        return self.at(node).value(name, [a, b], a.type)
+        return a, b
+
+    def compare(self, pred: str, a, b, node) -> Value | Folded:
+        if isinstance(a, Folded) and isinstance(b, Folded):
+            return Folded(int(COMPARISONS[pred](a.value, b.value)))
+        for x in (a, b):
+            if isinstance(x, Value) and x.type.dtype == "bool" and pred not in ("==", "!="):
+                raise CompileError(f"'{pred}' compares numbers, not bools", node.span,
+                                   "combine conditions with and, or, not")
+        a, b = self.coerce("cmp", a, b, node)
+        t = a.type
+        result = TileType("bool", t.shape) if isinstance(t, TileType) else ScalarType("bool")
+        return self.at(node).value("cmp", [a, b], result, pred=pred)
+
+    def bitwise(self, name: str, a, b, node) -> Value | Folded:
+        symbol = {v: k for k, v in BITWISE.items()}[name]
+        for x in (a, b):
+            dt = x.type.dtype if isinstance(x, Value) else ("i32" if x.is_int else "f32")
+            logical = name in ("and", "or") and node.op in ("and", "or")
+            if logical and dt != "bool":
+                raise CompileError(f"'{node.op}' takes bools, not {dt}", node.span,
+                                   "compare first, e.g. (a > 0.0) and (b < 1.0); for bits "
+                                   "write & or |")
+            if not logical and (not _is_int(dt) or dt == "ue8m0"):
+                raise CompileError(f"'{symbol}' takes integers, not {dt}", node.span,
+                                   "bitcast<i32>(t) gives a float's bits")
+            if dt == "bool" and name in ("shl", "shr"):
+                raise CompileError(f"'{symbol}' shifts integers, not bools", node.span)
+        if isinstance(a, Folded) and isinstance(b, Folded):
+            return Folded(BITWISE_FOLD[name](a.value, b.value))
+        return self.binary(name, a, b, node)
+
+    def expr_Not(self, e: ast.Not):
+        x = self.expr(e.operand)
+        dt = x.type.dtype if isinstance(x, Value) else "a number"
+        if dt != "bool":
+            raise CompileError(f"'not' takes a bool, not {dt}", e.operand.span,
+                               "compare first, e.g. not (t > 0.0); ~i flips an integer's bits")
+        return self.at(e).value("not", [x], x.type)
+
+    def expr_Invert(self, e: ast.Invert):
+        x = self.expr(e.operand)
+        if isinstance(x, Folded):
+            if not x.is_int:
+                raise CompileError("'~' takes integers", e.operand.span)
+            return Folded(~x.value)
+        if not _is_int(x.type.dtype) or x.type.dtype in ("bool", "ue8m0"):
+            raise CompileError(f"'~' takes integers, not {x.type.dtype}", e.operand.span,
+                               "'not' negates a bool")
+        return self.at(e).value("not", [x], x.type)
 
     def result_dtype(self, a, b, node) -> str:
         """The dtype both sides are brought to: narrow floats compute in f32; a literal takes
@@ -259,6 +327,12 @@ class _Lowering(CommLowering):
                 "sub", b, Folded(1), e), e), b, e)
         if e.func == "pow":
             return self.call_pow(e)
+        if e.func == "where":
+            return self.call_where(e)
+        if e.func == "iota":
+            return self.call_iota(e)
+        if e.func == "bitcast":
+            return self.call_bitcast(e)
         if e.func.startswith("fast_"):
             return self.call_builtin(e, ELEMENTWISE_BUILTINS[e.func[5:]], approx=True)
         if e.func in REDUCTIONS and ("axis" in kwargs or e.func in ("amax", "sum")):
@@ -282,6 +356,47 @@ class _Lowering(CommLowering):
             v = self.to_dtype(v, "f32", e)
         attrs = {"approx": True} if approx else {}
         return self.at(e).value(op.name, [v], v.type, **attrs)
+
+    def call_where(self, e: ast.Call):
+        c_node, a_node, b_node = self.expect_args(e, 3)
+        c, a, b = self.expr(c_node), self.expr(a_node), self.expr(b_node)
+        if isinstance(c, Folded):
+            return a if c.value else b
+        if c.type.dtype != "bool":
+            raise CompileError(f"where chooses by a bool, not {c.type.dtype}", c_node.span,
+                               FUNCTIONS["where"])
+        da, db = (x.type.dtype if isinstance(x, Value) else None for x in (a, b))
+        if da and db and da != db:
+            raise CompileError(f"where's choices differ in dtype: {da} and {db}", e.span,
+                               "convert one, e.g. where(c, t, cast<f32>(i))")
+        a, b = self.coerce("select", a, b, e)
+        shape = self.common_shape(c, a, e)
+        if shape is not None:
+            c, a, b = (self.broadcast_to(x, shape, e) for x in (c, a, b))
+        return self.at(e).value("select", [c, a, b], a.type)
+
+    def call_iota(self, e: ast.Call):
+        (n_node,) = self.expect_args(e, 1)
+        n = self.expr(n_node)
+        if not isinstance(n, Folded) or not n.is_int or n.value <= 0:
+            raise CompileError("iota's length must be a positive compile-time integer",
+                               n_node.span, FUNCTIONS["iota"])
+        return self.at(e).value("iota", [], TileType("i32", (n.value,)))
+
+    def call_bitcast(self, e: ast.Call):
+        from .dtypes import DTYPES
+        dt = self.type_arg(e, "bitcast<i32>(t)")
+        (x,) = self.expect_args(e, 1)
+        v = self.value(x)
+        src = v.type.dtype
+        if "bool" in (src, dt) or "ue8m0" in (src, dt) or DTYPES[src].bits != DTYPES[dt].bits:
+            raise CompileError(f"bitcast<{dt}> of a {src} value: the widths differ" if
+                               DTYPES[src].bits != DTYPES[dt].bits else
+                               f"bitcast does not take {'bool' if 'bool' in (src, dt) else 'ue8m0'}",
+                               e.span, FUNCTIONS["bitcast"])
+        t = v.type
+        new = ScalarType(dt) if isinstance(t, ScalarType) else TileType(dt, t.shape)
+        return self.at(e).value("bitcast", [v], new)
 
     def call_pow(self, e: ast.Call):
         """t^N as multiplies: the square-and-multiply chain of N's bits."""

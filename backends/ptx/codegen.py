@@ -19,7 +19,7 @@ from commdsl.ops import COMM, has_trait
 from commdsl.layout import Compact, DimMap, Sliced, slots
 from commdsl.target import Target
 
-from . import asm, math_emitters, sm90  # noqa: F401  (math_emitters registers emitters)
+from . import asm, logic_emitters, math_emitters, sm90  # noqa: F401  (*_emitters register)
 from .comm import CommCodegen, comm_param_types
 from .compact import CompactCodegen
 from .emitters import check_emittable, emits, emitter
