@@ -242,10 +242,12 @@ class _Lowering(CommLowering):
         return self.at(node).value("cmp", [a, b], result, pred=pred)
 
     def bitwise(self, name: str, a, b, node) -> Value | Folded:
-        symbol = {v: k for k, v in BITWISE.items()}[name]
+        symbol, logical = node.op, node.op in ("and", "or")
         for x in (a, b):
-            dt = x.type.dtype if isinstance(x, Value) else ("i32" if x.is_int else "f32")
-            logical = name in ("and", "or") and node.op in ("and", "or")
+            if isinstance(x, Value):
+                dt = x.type.dtype
+            else:                          # a folded comparison is 0 or 1
+                dt = "bool" if logical and x.value in (0, 1) else "i32" if x.is_int else "f32"
             if logical and dt != "bool":
                 raise CompileError(f"'{node.op}' takes bools, not {dt}", node.span,
                                    "compare first, e.g. (a > 0.0) and (b < 1.0); for bits "
