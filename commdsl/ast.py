@@ -108,7 +108,8 @@ class Get(Node):
     cache: "CacheClause | None"
 
 
-Expr = IntLit | FloatLit | Name | Pid | BinOp | Neg | Not | Invert | Call | Load | Subscript | Attribute | Get
+Expr = (IntLit | FloatLit | Name | Pid | BinOp | Neg | Not | Invert | Call | Load | Subscript
+        | Attribute | Get)
 
 
 # ---- indices -----------------------------------------------------------------------------

@@ -391,11 +391,12 @@ class _Lowering(CommLowering):
         (x,) = self.expect_args(e, 1)
         v = self.value(x)
         src = v.type.dtype
-        if "bool" in (src, dt) or "ue8m0" in (src, dt) or DTYPES[src].bits != DTYPES[dt].bits:
-            raise CompileError(f"bitcast<{dt}> of a {src} value: the widths differ" if
-                               DTYPES[src].bits != DTYPES[dt].bits else
-                               f"bitcast does not take {'bool' if 'bool' in (src, dt) else 'ue8m0'}",
-                               e.span, FUNCTIONS["bitcast"])
+        for kind in ("bool", "ue8m0"):
+            if kind in (src, dt):
+                raise CompileError(f"bitcast does not take {kind}", e.span, FUNCTIONS["bitcast"])
+        if DTYPES[src].bits != DTYPES[dt].bits:
+            raise CompileError(f"bitcast<{dt}> of a {src} value: the widths differ", e.span,
+                               FUNCTIONS["bitcast"])
         t = v.type
         new = ScalarType(dt) if isinstance(t, ScalarType) else TileType(dt, t.shape)
         return self.at(e).value("bitcast", [v], new)

@@ -57,13 +57,15 @@ def test_precedence_is_pythons():
     x, n = inputs()
     _, z = commdsl.load(source(z="i | 3 & 5 << 1 ^ 6")).interpret(x, n)
     assert torch.equal(z, n | ((3 & (5 << 1)) ^ 6))
-    y, _ = commdsl.load(source(y="where(not t > 0.0 or t > 1.0 and t < 1.5, 1.0, 0.0)")).interpret(x, n)
+    y, _ = commdsl.load(source(y="where(not t > 0.0 or t > 1.0 and t < 1.5, 1.0, 0.0)")
+                        ).interpret(x, n)
     assert torch.equal(y, (~(x > 0) | ((x > 1) & (x < 1.5))).float())
 
 
 def test_comparisons_of_nan_follow_ieee():
     x, n = inputs()
-    y, _ = commdsl.load(source(y="where(t != t, 1.0, 0.0) + where(t < t, 2.0, 0.0)")).interpret(x, n)
+    y, _ = commdsl.load(source(y="where(t != t, 1.0, 0.0) + where(t < t, 2.0, 0.0)")
+                        ).interpret(x, n)
     assert torch.equal(y, x.isnan().float())
 
 

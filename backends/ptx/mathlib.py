@@ -54,7 +54,8 @@ COS = _coefficients(  # (cos(r) - 1 + r^2/2) / r^4 in r^2, |r| <= pi/4
     "-0x1.2414dcp-22 0x1.a010bp-16 -0x1.6c16b8p-10 "
     "0x1.555556p-5")
 
-LN2_HI, LN2_LO = float.fromhex("0x1.62e43p-1"), float.fromhex("-0x1.05c61p-29")   # ln 2 = HI + LO, HI the f32 nearest
+# ln 2 = LN2_HI + LN2_LO, LN2_HI the nearest f32
+LN2_HI, LN2_LO = float.fromhex("0x1.62e43p-1"), float.fromhex("-0x1.05c61p-29")
 LOG2E = float.fromhex("0x1.715476p+0")
 # 2/pi's bits after the point, 32 to a word, after two words of zeros: the window a large
 # argument needs starts up to 25 bits before the point (Payne and Hanek's reduction).

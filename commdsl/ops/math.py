@@ -57,7 +57,7 @@ FUNCTIONS = {
             "lg2.approx.ftz.f32 times ln 2: 2^-22 absolute near 1, a few ulp elsewhere"),
     "log2": (_torch("log2"), "the base-2 logarithm; max error 2 ulp",
              "lg2.approx.ftz.f32: 2^-22 absolute near 1, 2 ulp elsewhere"),
-    "rsqrt": (None, "1 / sqrt(a): sqrt.rn then rcp.rn, two roundings, max error 1 ulp",
+    "rsqrt": (None, "1 / sqrt(a): sqrt.rn then rcp.rn, two roundings, max error 1.5 ulp",
               "rsqrt.approx.ftz.f32: 2 ulp"),
     "sigmoid": (_torch("sigmoid"), "1 / (1 + e^-a); max error 3 ulp",
                 "0.5 tanh.approx(a / 2) + 0.5: about 2^-11 relative"),
