@@ -54,10 +54,12 @@ class Kernel:
 
     `constants` are the ones the caller set; `spec.constants` holds every constant's value."""
 
-    def __init__(self, text: str, path: str, name: str | None, constants: dict, target: str):
+    def __init__(self, text: str, path: str, name: str | None, constants: dict, target: str,
+                 options: dict | None = None):
         self.source, self.path, self.target = text, path, target
-        self.constants = dict(constants)
-        self._default = _Variant(build(text, path, name, self.constants, target))
+        self.constants, self.options = dict(constants), options
+        self._default = _Variant(build(text, path, name, self.constants, target,
+                                       options=options))
         self._variants = {frozenset(): self._default}
         self.name = self._default.spec.name
         self._plans = CallPlans()
@@ -81,7 +83,8 @@ class Kernel:
         """The variant for sizes of which exactly `unaligned_sizes` are not multiples of 16."""
         if unaligned_sizes not in self._variants:
             self._variants[unaligned_sizes] = _Variant(build(
-                self.source, self.path, self.name, self.constants, self.target, unaligned_sizes))
+                self.source, self.path, self.name, self.constants, self.target, unaligned_sizes,
+                self.options))
         return self._variants[unaligned_sizes]
 
     def __call__(self, *args, **kwargs):
@@ -194,15 +197,22 @@ def compile_variant(text: str, path: str, kernel: str | None, constants: dict, t
 
 
 def load(path_or_source: str, *, kernel: str | None = None, target: str = DEFAULT_TARGET,
-         autotune: bool | dict = False, **constants):
+         autotune: bool | dict = False, fast_math: bool = False, **constants):
     """Compiles a kernel from a .cdsl file (or source text) with the given constants.
 
     With `autotune=True` the result tunes, on the first call of each shape, the constants the
     source declares with `tune NAME in [...]` (except those set here); `autotune={"ROWS": [8,
-    16]}` tunes over that space instead. See `commdsl.autotune` for the details."""
+    16]}` tunes over that space instead. See `commdsl.autotune` for the details.
+
+    `fast_math=True` lowers math functions to PTX's .approx instructions (the compile option
+    fast_math; `fast_math()` in the kernel header does the same)."""
     text, path = read_source(path_or_source)
     if autotune is False:
-        return Kernel(text, path, kernel, constants, target)
+        return Kernel(text, path, kernel, constants, target,
+                      {"fast_math": True} if fast_math else None)
+    if fast_math:
+        raise CompileError("fast_math=True does not reach the autotuner's compiles", None,
+                           "write fast_math() in the kernel header instead")
     from .tune import AutotunedKernel
     space = None if autotune is True else autotune
     return AutotunedKernel(text, path, kernel, constants, target, space)

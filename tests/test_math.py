@@ -90,6 +90,11 @@ def test_fast_math_in_the_kernel_header():
     assert "ex2.approx" in ptx and "tanh.approx" in ptx
 
 
+def test_fast_math_from_the_python_api():
+    assert "ex2.approx" in commdsl.load(kernel("exp(t)"), fast_math=True).ptx
+    assert "ex2.approx" not in commdsl.load(kernel("exp(t)")).ptx
+
+
 def test_fast_math_from_the_command_line(tmp_path, capsys):
     src = tmp_path / "k.cdsl"
     src.write_text(kernel("exp(t)"))
