@@ -117,3 +117,22 @@ def test_the_gpu_matches_the_interpreter():
     y, z = commdsl.load(source())(x.cuda(), n.cuda())
     ry, rz = reference(x, n)
     assert torch.equal(y.cpu(), ry) and torch.equal(z.cpu(), rz)
+
+
+def test_a_predicate_stores_as_bool_and_scalar_predicates_choose_per_program():
+    text = """\
+kernel k(x: f32[M, 256], m: out bool[M, 256], y: out f32[M, 256])
+  grid(M)
+{
+  let t = load x[pid.0 : +1, 0 : +256]
+  store m[pid.0 : +1, 0 : +256] = t > 0.0
+  store y[pid.0 : +1, 0 : +256] = where(not (pid.0 < 2), t, -t) + where(pid.0 == 1, 1.0, 0.0)
+}
+"""
+    x = torch.randn(4, 256)
+    m, y = commdsl.load(text).interpret(x)
+    row = torch.arange(4)[:, None]
+    assert m.dtype == torch.bool and torch.equal(m, x > 0)
+    assert torch.equal(y, torch.where(row >= 2, x, -x) + (row == 1).float())
+    if find_ptxas():
+        assemble(compile_source(text, "k.cdsl").ptx, arch="sm_90a", entry="k")
