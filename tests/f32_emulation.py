@@ -30,6 +30,9 @@ class NumpyOps:
     def div(self, a, b):
         return F32(a) / F32(b)
 
+    def sqrt(self, a):
+        return np.sqrt(F32(a))
+
     def fneg(self, a):
         return -a
 

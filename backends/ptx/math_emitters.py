@@ -44,6 +44,9 @@ class LLVMOps:
     def div(self, a, b):
         return self.b.fdiv(a, b)                       # div.rn.f32
 
+    def sqrt(self, a):
+        return self._call("llvm.sqrt.f32", F32, a)     # sqrt.rn.f32
+
     def fneg(self, a):
         return self.b.fneg(a)
 
@@ -197,15 +200,6 @@ def emit_accurate(cg, op):
         cg._map(op, lambda x: _FAST[op.name](cg, x))
     else:
         cg._map(op, lambda x: mathlib.ACCURATE[op.name](LLVMOps(cg), x))
-
-
-@emits("rsqrt")
-def emit_rsqrt(cg, op):
-    if op.attrs.get("approx"):
-        cg._map(op, lambda x: _FAST["rsqrt"](cg, x))
-    else:
-        cg._map(op, lambda x: cg.b.fdiv(ir.Constant(F32, 1.0),
-                                        cg.intrinsic("llvm.sqrt.f32", F32, [x])))
 
 
 @emits(*_ROUNDING)
