@@ -45,7 +45,8 @@ FUNCTIONS = {
     **{f"fast_{name}": f"fast_{name}(t): {name} by PTX's .approx instructions (needs the "
                          "fast_math option)" for name in sorted(APPROX)},
     "where": "where(c, a, b): a where the bool c holds, else b (a and b of one dtype)",
-    "iota": "iota(N): the 1-D i32 tile 0, 1, ..., N - 1 (iota(N)[:, None] along rows)",
+    "iota": "iota(N): the 1-D i32 tile 0, 1, ..., N - 1; iota(R, C, axis = A): the [R, C] "
+            "tile of each element's index along axis A (default: the last)",
     "bitcast": "bitcast<i32>(t): t's bits as another dtype of the same width",
     "pow": "pow(t, N): t^N for a compile-time integer N, by repeated squaring (one rounding "
            "per multiply; N < 0: 1 / t^-N)",
@@ -378,12 +379,25 @@ class _Lowering(CommLowering):
         return self.at(e).value("select", [c, a, b], a.type)
 
     def call_iota(self, e: ast.Call):
-        (n_node,) = self.expect_args(e, 1)
-        n = self.expr(n_node)
-        if not isinstance(n, Folded) or not n.is_int or n.value <= 0:
-            raise CompileError("iota's length must be a positive compile-time integer",
-                               n_node.span, FUNCTIONS["iota"])
-        return self.at(e).value("iota", [], TileType("i32", (n.value,)))
+        """iota(N), or iota(R, C, axis = A): each element's index along axis A."""
+        if len(e.args) not in (1, 2):
+            raise CompileError(f"iota takes 1 or 2 sizes, got {len(e.args)}", e.span,
+                               FUNCTIONS["iota"])
+        shape = []
+        for a in e.args:
+            n = self.expr(a)
+            if not isinstance(n, Folded) or not n.is_int or n.value <= 0:
+                raise CompileError("iota's sizes must be positive compile-time integers",
+                                   a.span, FUNCTIONS["iota"])
+            shape.append(n.value)
+        axis = len(shape) - 1
+        for kw in e.kwargs:
+            a = self.expr(kw.value) if kw.name == "axis" else None
+            if not isinstance(a, Folded) or a.value not in range(len(shape)):
+                raise CompileError(f"iota takes axis = 0 .. {len(shape) - 1}", kw.span,
+                                   FUNCTIONS["iota"])
+            axis = a.value
+        return self.at(e).value("iota", [], TileType("i32", tuple(shape)), axis=axis)
 
     def call_bitcast(self, e: ast.Call):
         from .dtypes import DTYPES

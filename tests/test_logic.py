@@ -103,7 +103,7 @@ def test_where_on_mixed_dtypes_is_a_located_error():
     ("where(t > 0.0 < t, t, 0.0)", "unexpected", "help: expected"),
     ("cast<f32>(bitcast<i16>(t))", "bitcast<i16> of a f32 value: the widths differ",
      "help: bitcast<i32>(t)"),
-    ("cast<f32>(iota(t))", "iota's length must be a positive compile-time integer",
+    ("cast<f32>(iota(t))", "iota's sizes must be positive compile-time integers",
      "help: iota(N)"),
 ])
 def test_predicate_and_bit_errors_are_located(expr, message, help_line):
@@ -117,6 +117,18 @@ def test_the_gpu_matches_the_interpreter():
     y, z = commdsl.load(source())(x.cuda(), n.cuda())
     ry, rz = reference(x, n)
     assert torch.equal(y.cpu(), ry) and torch.equal(z.cpu(), rz)
+
+
+@pytest.mark.parametrize("shape, axis", [((2, 256), 1), ((2, 256), 0)])
+def test_a_2d_iota_counts_along_its_axis(shape, axis):
+    x, n = inputs()
+    expr = f"iota({shape[0]}, {shape[1]}, axis = {axis}) * 1000 + i"
+    _, z = commdsl.load(source(z=expr)).interpret(x, n)
+    along = torch.arange(shape[axis], dtype=torch.int32)
+    along = along[None, :] if axis == 1 else along[:, None]
+    assert torch.equal(z, (along * 1000).repeat(2, 1) + n if axis == 0 else along * 1000 + n)
+    if find_ptxas():
+        assemble(compile_source(source(z=expr), "k.cdsl").ptx, arch="sm_90a", entry="k")
 
 
 def test_a_predicate_stores_as_bool_and_scalar_predicates_choose_per_program():

@@ -58,7 +58,8 @@ def emit_select(cg, op):
 def emit_iota(cg, op):
     t = op.result.type
     tile_dims = t.layout.dims(t.shape)
-    regs = [cg.coord(tile_dims[0], *slot[0])[0] for slot in cg.held_slots(t)]
+    axis = op.attrs["axis"]
+    regs = [cg.coord(tile_dims[axis], *slot[axis])[0] for slot in cg.held_slots(t)]
     cg.vals[op.result.id] = cg.new_tile(t, regs)
 
 
