@@ -45,27 +45,29 @@ def _silu(x):
 
 # name -> (CPU meaning in float64, doc with the accurate lowering's max error, fast variant)
 FUNCTIONS = {
-    "exp": (_torch("exp"), "e^a; max error 1.5 ulp (range reduction + FMA polynomial)",
+    "exp": (_torch("exp"), "e^a; max error 1.5 ulp (1.05 measured; range reduction + FMA polynomial)",
             "ex2.approx.ftz.f32 of a * log2(e): 2 ulp + about |a| ulp, subnormals flushed"),
-    "exp2": (_torch("exp2"), "2^a; max error 1 ulp", "ex2.approx.ftz.f32: 2 ulp, "
+    "exp2": (_torch("exp2"), "2^a; max error 1 ulp (0.95 measured)", "ex2.approx.ftz.f32: 2 ulp, "
              "subnormals flushed"),
-    "log": (_torch("log"), "the natural logarithm; max error 1 ulp",
+    "log": (_torch("log"), "the natural logarithm; max error 1 ulp (0.92 measured)",
             "lg2.approx.ftz.f32 times ln 2: 2^-22 absolute near 1, a few ulp elsewhere"),
-    "log2": (_torch("log2"), "the base-2 logarithm; max error 2 ulp",
+    "log2": (_torch("log2"), "the base-2 logarithm; max error 2 ulp (1.81 measured)",
              "lg2.approx.ftz.f32: 2^-22 absolute near 1, 2 ulp elsewhere"),
     "rsqrt": (_torch("rsqrt"), "1 / sqrt(a): sqrt.rn and rcp.rn, then a Newton step on "
               "their FMA residual; max error 1 ulp (0.5 measured: correctly rounded)",
               "rsqrt.approx.ftz.f32: 2 ulp"),
-    "sigmoid": (_torch("sigmoid"), "1 / (1 + e^-a); max error 3 ulp",
+    "sigmoid": (_torch("sigmoid"), "1 / (1 + e^-a); max error 3 ulp (2.33 measured)",
                 "0.5 tanh.approx(a / 2) + 0.5: about 2^-11 relative"),
-    "silu": (_silu, "a * sigmoid(a); max error 4 ulp",
+    "silu": (_silu, "a * sigmoid(a); max error 4 ulp (3.25 measured)",
              "a times the fast sigmoid: about 2^-11 relative"),
-    "tanh": (_torch("tanh"), "the hyperbolic tangent; max error 2 ulp",
+    "tanh": (_torch("tanh"), "the hyperbolic tangent; max error 2 ulp (1.37 measured)",
              "tanh.approx.f32: about 2^-11 relative"),
-    "erf": (_torch("erf"), "the error function; max error 3 ulp", None),
-    "sin": (_torch("sin"), "the sine, any argument (Payne-Hanek reduction); max error 2 ulp",
+    "erf": (_torch("erf"), "the error function; max error 3 ulp (2.46 measured)", None),
+    "sin": (_torch("sin"), "the sine, any argument (Payne-Hanek reduction); max error 2 ulp (1.57 "
+            "measured)",
             "sin.approx.ftz.f32: 2^-20.9 absolute in [-pi, pi], worse outside"),
-    "cos": (_torch("cos"), "the cosine, any argument (Payne-Hanek reduction); max error 2 ulp",
+    "cos": (_torch("cos"), "the cosine, any argument (Payne-Hanek reduction); max error 2 ulp (1.56 "
+            "measured)",
             "cos.approx.ftz.f32: 2^-20.9 absolute in [-pi, pi], worse outside"),
     "floor": (_torch("floor"), "the largest integer <= a, exact (cvt.rmi)", None),
     "ceil": (_torch("ceil"), "the smallest integer >= a, exact (cvt.rpi)", None),
