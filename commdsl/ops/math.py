@@ -45,7 +45,8 @@ def _silu(x):
 
 # name -> (CPU meaning in float64, doc with the accurate lowering's max error, fast variant)
 FUNCTIONS = {
-    "exp": (_torch("exp"), "e^a; max error 1.5 ulp (1.05 measured; range reduction + FMA polynomial)",
+    "exp": (_torch("exp"), "e^a; max error 1.5 ulp (1.05 measured; range reduction + FMA "
+            "polynomial)",
             "ex2.approx.ftz.f32 of a * log2(e): 2 ulp + about |a| ulp, subnormals flushed"),
     "exp2": (_torch("exp2"), "2^a; max error 1 ulp (0.95 measured)", "ex2.approx.ftz.f32: 2 ulp, "
              "subnormals flushed"),
@@ -63,11 +64,11 @@ FUNCTIONS = {
     "tanh": (_torch("tanh"), "the hyperbolic tangent; max error 2 ulp (1.37 measured)",
              "tanh.approx.f32: about 2^-11 relative"),
     "erf": (_torch("erf"), "the error function; max error 3 ulp (2.46 measured)", None),
-    "sin": (_torch("sin"), "the sine, any argument (Payne-Hanek reduction); max error 2 ulp (1.57 "
-            "measured)",
+    "sin": (_torch("sin"), "the sine, any argument (Payne-Hanek reduction); max error 2 ulp "
+            "(1.57 measured)",
             "sin.approx.ftz.f32: 2^-20.9 absolute in [-pi, pi], worse outside"),
-    "cos": (_torch("cos"), "the cosine, any argument (Payne-Hanek reduction); max error 2 ulp (1.56 "
-            "measured)",
+    "cos": (_torch("cos"), "the cosine, any argument (Payne-Hanek reduction); max error 2 ulp "
+            "(1.56 measured)",
             "cos.approx.ftz.f32: 2^-20.9 absolute in [-pi, pi], worse outside"),
     "floor": (_torch("floor"), "the largest integer <= a, exact (cvt.rmi)", None),
     "ceil": (_torch("ceil"), "the smallest integer >= a, exact (cvt.rpi)", None),
