@@ -29,26 +29,34 @@ from .kernel import InterpretedKernel, Kernel, build, local_target, read_source
 
 
 def load(path_or_source: str, *, kernel: str | None = None, target: str | None = None,
-         autotune: bool | dict = False, **constants):
+         autotune: bool | dict = False, fast_math: bool = False, **constants):
     """Compiles a kernel from a .cdsl file (or source text) with the given constants, for
     `target` (default: the current GPU's).
 
     With `autotune=True` the result tunes, on the first call of each shape, the constants the
     source declares with `tune NAME in [...]` (except those set here); `autotune={"ROWS": [8,
-    16]}` tunes over that space instead. See `commdsl.autotune` for the details."""
+    16]}` tunes over that space instead. See `commdsl.autotune` for the details.
+
+    `fast_math=True` lowers math functions to PTX's .approx instructions (the compile option
+    fast_math; `fast_math()` in the kernel header does the same)."""
     text, path = read_source(path_or_source)
+    options = {"fast_math": True} if fast_math else None
     if config.interpret():      # the interpreter times nothing: tune constants keep defaults
-        return InterpretedKernel(text, path, kernel, constants, target or local_target())
+        return InterpretedKernel(text, path, kernel, constants, target or local_target(),
+                                 options)
     if autotune is False and target is None:
         target = local_target()
         try:
-            return Kernel(text, path, kernel, constants, target)
+            return Kernel(text, path, kernel, constants, target, options)
         except CompileError as e:     # say why this target, which the caller did not choose
             e.hint = f"{e.hint + '; ' if e.hint else ''}{target} is the current GPU's family"
             raise
     target = target or local_target()
     if autotune is False:
-        return Kernel(text, path, kernel, constants, target)
+        return Kernel(text, path, kernel, constants, target, options)
+    if fast_math:
+        raise CompileError("fast_math=True does not reach the autotuner's compiles", None,
+                           "write fast_math() in the kernel header instead")
     from .tune import AutotunedKernel
     space = None if autotune is True else autotune
     return AutotunedKernel(text, path, kernel, constants, target, space)

@@ -36,13 +36,25 @@ class Pid(Node):
 
 @dataclass(frozen=True)
 class BinOp(Node):
-    op: str                      # + - * / %
+    op: str                      # + - * / %, < <= > >= == !=, & | ^ << >>, and or
     lhs: "Expr"
     rhs: "Expr"
 
 
 @dataclass(frozen=True)
 class Neg(Node):
+    operand: "Expr"
+
+
+@dataclass(frozen=True)
+class Not(Node):
+    """`not c`: logical negation of a bool."""
+    operand: "Expr"
+
+
+@dataclass(frozen=True)
+class Invert(Node):
+    """`~i`: bitwise complement of an integer."""
     operand: "Expr"
 
 
@@ -98,7 +110,8 @@ class Get(Node):
     cache: "CacheClause | None"
 
 
-Expr = IntLit | FloatLit | Name | Pid | BinOp | Neg | Call | Load | Subscript | Attribute | Get
+Expr = (IntLit | FloatLit | Name | Pid | BinOp | Neg | Not | Invert | Call | Load | Subscript
+        | Attribute | Get)
 
 
 # ---- indices -----------------------------------------------------------------------------

@@ -21,6 +21,8 @@ KERNEL_ATTRS = {
     "warps": "warps(N): threads per program in warps of 32",
     "sms": "sms(N): an SM budget: N programs (one CTA each) that loop over the work, e.g. "
            "'for w in pid.0 .. ITEMS step N'",
+    "fast_math": "fast_math(): math functions use PTX's .approx instructions (as the "
+                 "fast_math compile option does)",
     "ctas_per_sm": "ctas_per_sm(N): fit N CTAs on an SM (.minnctapersm, CUDA's launch-bounds "
                    "minimum): registers are capped at 64K / (N x threads); what does not fit "
                    "spills",
@@ -45,6 +47,7 @@ class Signature:
     warps: int | None
     sms: int | None = None
     ctas_per_sm: int = 1
+    fast_math: bool = False
 
 
 def did_you_mean(name: str, options) -> str:
@@ -304,6 +307,7 @@ def check_signature(k: ast.Kernel, overrides: dict) -> Signature:
     grid: tuple[Dim, ...] = (Const(1),)
     warps = sms = None
     ctas_per_sm = 1
+    fast_math = False
     for a in k.attrs:
         if a.name not in KERNEL_ATTRS:
             raise CompileError(f"unknown kernel annotation '{a.name}'", a.span,
@@ -323,6 +327,11 @@ def check_signature(k: ast.Kernel, overrides: dict) -> Signature:
             if len(a.args) != 1 or a.kwargs:
                 raise CompileError("sms takes one number", a.span, KERNEL_ATTRS["sms"])
             sms = _positive_int(a.args[0], constants, "the SM budget")
+        elif a.name == "fast_math":
+            if a.args or a.kwargs:
+                raise CompileError("fast_math takes no arguments", a.span,
+                                   KERNEL_ATTRS["fast_math"])
+            fast_math = True
         elif a.name == "ctas_per_sm":
             if len(a.args) != 1 or a.kwargs:
                 raise CompileError("ctas_per_sm takes one number", a.span,
@@ -339,5 +348,5 @@ def check_signature(k: ast.Kernel, overrides: dict) -> Signature:
                                "'for w in pid.0 .. ITEMS step N'")
         grid = (Const(sms),)
     return Signature(k.name, constants, list(tensors.values()), spans, symbols, grid, warps,
-                     sms, ctas_per_sm)
+                     sms, ctas_per_sm, fast_math)
 

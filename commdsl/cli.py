@@ -55,6 +55,12 @@ def _peer_loads(p: argparse.ArgumentParser):
                    "default on sm_90) or DeepEP's fallback ld.volatile.global")
 
 
+def _fast_math(p: argparse.ArgumentParser):
+    p.add_argument("--fast-math", action="store_true",
+                   help="math functions use PTX's .approx instructions (exp, log, rsqrt, "
+                   "tanh, sigmoid, silu, sin, cos): faster, less accurate")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="commdsl", description="Compile communication-aware "
                                  "FP8 GPU kernels written in .cdsl to Hopper PTX.")
@@ -64,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="compile a .cdsl file to PTX (or an earlier stage)")
     _common(c)
     _peer_loads(c)
+    _fast_math(c)
     c.add_argument("-o", "--output", help="output file ('-' for stdout); default: "
                    "<name>.ptx in the current directory for PTX, stdout for other stages")
     c.add_argument("--emit", choices=("ast", "ir", "llvm", "ptx"), default="ptx",
@@ -73,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("check", help="compile and run ptxas on the result: registers, spills")
     _common(k)
     _peer_loads(k)
+    _fast_math(k)
     from .tune.command import add_arguments as add_tune_arguments
     t = sub.add_parser("tune", help="time every config of a kernel's tune space on random "
                        "inputs (on a GPU) and save the best for commdsl.load(..., autotune=True)")
@@ -98,7 +106,9 @@ def _compile(args, emit: str, print_after=()):
     from .target import DEFAULT_TARGET
     constants = _constants(args.defines)
     peer_loads = getattr(args, "peer_loads", None)       # compile and check take it
-    options = {"peer_loads": peer_loads} if peer_loads else None
+    options = {"peer_loads": peer_loads} if peer_loads else {}
+    if getattr(args, "fast_math", False):
+        options["fast_math"] = True
     return compile_file(args.file, constants=constants, target=args.target or DEFAULT_TARGET,
                         emit=emit, kernel=args.kernel, print_after=set(print_after),
                         printer=lambda text: print(text, file=sys.stderr), options=options)

@@ -39,7 +39,12 @@ OPTIONS = {
                    "memory: 'nc' keeps the clause (ld.global.nc.L1::no_allocate...), 'volatile' "
                    "is DeepEP's safe fallback ld.volatile.global; default: nc on sm_90, "
                    "volatile elsewhere"),
+    "fast_math": ((True, False), "math functions (exp, log, rsqrt, tanh, sigmoid, silu, sin, "
+                  "cos) use PTX's .approx instructions: faster, a few ulp to 2^-11 off "
+                  "(docs/ir.md gives each); as fast_math() in the kernel header or --fast-math"),
 }
+FAST_MATH_HELP = ("enable fast math: fast_math() in the kernel header, --fast-math on the "
+                  "command line, or options={'fast_math': True}")
 
 
 def check_options(options: dict) -> dict:
@@ -49,8 +54,8 @@ def check_options(options: dict) -> dict:
                                did_you_mean(name, OPTIONS) or f"options: {', '.join(OPTIONS)}")
         allowed, what = OPTIONS[name]
         if value not in allowed:
-            raise CompileError(f"option {name} = {value!r} is not one of {', '.join(allowed)}",
-                               None, what)
+            raise CompileError(f"option {name} = {value!r} is not one of "
+                               f"{', '.join(map(str, allowed))}", None, what)
     return dict(options)
 
 
@@ -103,6 +108,7 @@ def compile_source(text: str, path: str = "<string>", *, constants: dict | None 
             sig = check_signature(k, {n: v for n, v in constants.items() if n in _declared(k)})
             kir = _lower(sig, k, tgt, divisible)
             kir.attrs.update(options)
+            _apply_fast_math(kir, bool(options.get("fast_math")) or sig.fast_math)
             if dump:
                 dump.write(f"{k.name}.irgen.ir", print_kernel(kir))
             if emit == "ir":
@@ -157,6 +163,20 @@ def _lower(sig, k: ast.Kernel, target: Target, divisible: dict[str, bool] | None
     kir.attrs["size_divisibility"] = {
         s: SPECIALIZE_DIVISOR for s in sig.size_symbols if divisible.get(s, True)}
     return kir
+
+
+def _apply_fast_math(kir: KernelIR, enabled: bool) -> None:
+    """Under fast math every math op with an approx variant takes it; without, an op that
+    asks for it (a `fast_exp(...)`) is an error at its call."""
+    from .ops.math import APPROX
+    for op in kir.walk():
+        if op.name not in APPROX:
+            continue
+        if enabled:
+            op.attrs["approx"] = True
+        elif op.attrs.get("approx"):
+            raise CompileError(f"fast_{op.name} needs the fast_math option", op.loc,
+                               FAST_MATH_HELP)
 
 
 def compile_file(path: str, **kwargs) -> Compiled:

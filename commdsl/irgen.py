@@ -17,6 +17,7 @@ from .irgen_comm import BUILTINS as COMM_BUILTINS, CommLowering
 from .ops import OPS, OpDef
 from .target import Target
 from .ragged import CARRIED, RESHAPED, Raggedness
+from .ops.math import APPROX
 
 REDUCTIONS = {
     "amax": "amax(t, axis = A): largest |t| along axis A",
@@ -47,6 +48,14 @@ FUNCTIONS = {
     "zeros": "zeros(f32, R, C): a tile of zeros (an accumulator)",
     "reshape": "reshape(t, R, H / 128, 128): t's elements, row-major, in a new shape of the "
                "same element count (splits or merges axes; moves data through shared memory)",
+    **{f"fast_{name}": f"fast_{name}(t): {name} by PTX's .approx instructions (needs the "
+                         "fast_math option)" for name in sorted(APPROX)},
+    "where": "where(c, a, b): a where the bool c holds, else b (a and b of one dtype)",
+    "iota": "iota(N): the 1-D i32 tile 0, 1, ..., N - 1; iota(R, C, axis = A): the [R, C] "
+            "tile of each element's index along axis A (default: the last)",
+    "bitcast": "bitcast<i32>(t): t's bits as another dtype of the same width",
+    "pow": "pow(t, N): t^N for a compile-time integer N, by repeated squaring (one rounding "
+           "per multiply; N < 0: 1 / t^-N)",
     "mma": "mma(a, b.T): the f32 product of an [M, K] and an [N, K] tile, its tensor-core "
            "partial sums promoted into f32 every K (or every promote_every = P of K); "
            "mma(a, b.T, acc) accumulates into acc in the tensor cores",
@@ -59,6 +68,13 @@ LOOP_CLAUSES = {
                   "G tile rows at a time; with C = 2, pairs of CTAs take neighbouring tiles of "
                   "one tile row and share its first operand's tiles by TMA multicast",
 }
+
+
+COMPARISONS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+               ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+BITWISE = {"&": "and", "|": "or", "^": "xor", "<<": "shl", ">>": "shr", "and": "and", "or": "or"}
+BITWISE_FOLD = {"and": lambda a, b: a & b, "or": lambda a, b: a | b, "xor": lambda a, b: a ^ b,
+                "shl": lambda a, b: a << b, "shr": lambda a, b: a >> b}
 
 
 @dataclass(frozen=True)
@@ -221,12 +237,21 @@ class _Lowering(CommLowering):
 
     def expr_BinOp(self, e: ast.BinOp):
         a, b = self.expr(e.lhs), self.expr(e.rhs)
+        if e.op in COMPARISONS:
+            return self.compare(e.op, a, b, e)
+        if e.op in BITWISE:
+            return self.bitwise(BITWISE[e.op], a, b, e)
         if isinstance(a, Folded) and isinstance(b, Folded):
             return Folded(fold_binary(e.op, a.value, b.value, e.span, e.rhs.span))
         name = {"+": "add", "-": "sub", "*": "mul", "/": "div", "%": "rem"}[e.op]
         return self.binary(name, a, b, e)
 
     def binary(self, name: str, a, b, node) -> Value:
+        a, b = self.coerce(name, a, b, node)
+        return self.at(node).value(name, [a, b], a.type)
+
+    def coerce(self, name: str, a, b, node) -> tuple[Value, Value]:
+        """Both operands of a binary op in their common dtype and shape."""
         for x in (a, b):
             if isinstance(x, Value) and x.type.dtype == "ue8m0":
                 raise CompileError("ue8m0 values are scales stored as exponents, not numbers",
@@ -242,7 +267,58 @@ class _Lowering(CommLowering):
         shape = self.common_shape(a, b, node)
         if shape is not None:
             a, b = self.broadcast_to(a, shape, node), self.broadcast_to(b, shape, node)
-        return self.at(node).value(name, [a, b], a.type)
+        return a, b
+
+    def compare(self, pred: str, a, b, node) -> Value | Folded:
+        if isinstance(a, Folded) and isinstance(b, Folded):
+            return Folded(int(COMPARISONS[pred](a.value, b.value)))
+        for x in (a, b):
+            if isinstance(x, Value) and x.type.dtype == "bool" and pred not in ("==", "!="):
+                raise CompileError(f"'{pred}' compares numbers, not bools", node.span,
+                                   "combine conditions with and, or, not")
+        a, b = self.coerce("cmp", a, b, node)
+        t = a.type
+        result = TileType("bool", t.shape) if isinstance(t, TileType) else ScalarType("bool")
+        return self.at(node).value("cmp", [a, b], result, pred=pred)
+
+    def bitwise(self, name: str, a, b, node) -> Value | Folded:
+        symbol, logical = node.op, node.op in ("and", "or")
+        for x in (a, b):
+            if isinstance(x, Value):
+                dt = x.type.dtype
+            else:                          # a folded comparison is 0 or 1
+                dt = "bool" if logical and x.value in (0, 1) else "i32" if x.is_int else "f32"
+            if logical and dt != "bool":
+                raise CompileError(f"'{node.op}' takes bools, not {dt}", node.span,
+                                   "compare first, e.g. (a > 0.0) and (b < 1.0); for bits "
+                                   "write & or |")
+            if not logical and (not _is_int(dt) or dt == "ue8m0"):
+                raise CompileError(f"'{symbol}' takes integers, not {dt}", node.span,
+                                   "bitcast<i32>(t) gives a float's bits")
+            if dt == "bool" and name in ("shl", "shr"):
+                raise CompileError(f"'{symbol}' shifts integers, not bools", node.span)
+        if isinstance(a, Folded) and isinstance(b, Folded):
+            return Folded(BITWISE_FOLD[name](a.value, b.value))
+        return self.binary(name, a, b, node)
+
+    def expr_Not(self, e: ast.Not):
+        x = self.expr(e.operand)
+        dt = x.type.dtype if isinstance(x, Value) else "a number"
+        if dt != "bool":
+            raise CompileError(f"'not' takes a bool, not {dt}", e.operand.span,
+                               "compare first, e.g. not (t > 0.0); ~i flips an integer's bits")
+        return self.at(e).value("not", [x], x.type)
+
+    def expr_Invert(self, e: ast.Invert):
+        x = self.expr(e.operand)
+        if isinstance(x, Folded):
+            if not x.is_int:
+                raise CompileError("'~' takes integers", e.operand.span)
+            return Folded(~x.value)
+        if not _is_int(x.type.dtype) or x.type.dtype in ("bool", "ue8m0"):
+            raise CompileError(f"'~' takes integers, not {x.type.dtype}", e.operand.span,
+                               "'not' negates a bool")
+        return self.at(e).value("not", [x], x.type)
 
     def result_dtype(self, a, b, node) -> str:
         """The dtype both sides are brought to: narrow floats compute in f32; a literal takes
@@ -295,6 +371,16 @@ class _Lowering(CommLowering):
                 return Folded(fold_cdiv(a.value, b.value, e.span, e.args[1].span))
             return self.binary("div", self.binary("add", a, self.binary(
                 "sub", b, Folded(1), e), e), b, e)
+        if e.func == "pow":
+            return self.call_pow(e)
+        if e.func == "where":
+            return self.call_where(e)
+        if e.func == "iota":
+            return self.call_iota(e)
+        if e.func == "bitcast":
+            return self.call_bitcast(e)
+        if e.func.startswith("fast_"):
+            return self.call_builtin(e, ELEMENTWISE_BUILTINS[e.func[5:]], approx=True)
         if e.func in REDUCTIONS and ("axis" in kwargs or e.func in ("amax", "sum")):
             return self.call_reduce(e, kwargs)
         return self.call_builtin(e, ELEMENTWISE_BUILTINS[e.func])
@@ -327,7 +413,7 @@ class _Lowering(CommLowering):
             self.expanding.pop()
             self.env = outer_env
 
-    def call_builtin(self, e: ast.Call, op: OpDef) -> Value:
+    def call_builtin(self, e: ast.Call, op: OpDef, approx: bool = False) -> Value:
         """An elementwise function: its op from the registry, typed by its builtin's rule."""
         if op.builtin.arity == 2:
             a, b = self.expect_args(e, 2)
@@ -342,7 +428,90 @@ class _Lowering(CommLowering):
                                f"{FUNCTIONS[e.func]}; convert with cast<f32>(...)")
         if _is_narrow_float(v.type.dtype):
             v = self.to_dtype(v, "f32", e)
-        return self.at(e).value(op.name, [v], v.type)
+        attrs = {"approx": True} if approx else {}
+        return self.at(e).value(op.name, [v], v.type, **attrs)
+
+    def call_where(self, e: ast.Call):
+        c_node, a_node, b_node = self.expect_args(e, 3)
+        c, a, b = self.expr(c_node), self.expr(a_node), self.expr(b_node)
+        if isinstance(c, Folded):
+            return a if c.value else b
+        if c.type.dtype != "bool":
+            raise CompileError(f"where chooses by a bool, not {c.type.dtype}", c_node.span,
+                               FUNCTIONS["where"])
+        da, db = (x.type.dtype if isinstance(x, Value) else None for x in (a, b))
+        if da and db and da != db:
+            raise CompileError(f"where's choices differ in dtype: {da} and {db}", e.span,
+                               "convert one, e.g. where(c, t, cast<f32>(i))")
+        a, b = self.coerce("select", a, b, e)
+        shape = self.common_shape(c, a, e)
+        if shape is not None:
+            c, a, b = (self.broadcast_to(x, shape, e) for x in (c, a, b))
+        return self.at(e).value("select", [c, a, b], a.type)
+
+    def call_iota(self, e: ast.Call):
+        """iota(N), or iota(R, C, axis = A): each element's index along axis A."""
+        if len(e.args) not in (1, 2):
+            raise CompileError(f"iota takes 1 or 2 sizes, got {len(e.args)}", e.span,
+                               FUNCTIONS["iota"])
+        shape = []
+        for a in e.args:
+            n = self.expr(a)
+            if not isinstance(n, Folded) or not n.is_int or n.value <= 0:
+                raise CompileError("iota's sizes must be positive compile-time integers",
+                                   a.span, FUNCTIONS["iota"])
+            shape.append(n.value)
+        axis = len(shape) - 1
+        for kw in e.kwargs:
+            a = self.expr(kw.value) if kw.name == "axis" else None
+            if not isinstance(a, Folded) or a.value not in range(len(shape)):
+                raise CompileError(f"iota takes axis = 0 .. {len(shape) - 1}", kw.span,
+                                   FUNCTIONS["iota"])
+            axis = a.value
+        return self.at(e).value("iota", [], TileType("i32", tuple(shape)), axis=axis)
+
+    def call_bitcast(self, e: ast.Call):
+        from .dtypes import DTYPES
+        dt = self.type_arg(e, "bitcast<i32>(t)")
+        (x,) = self.expect_args(e, 1)
+        v = self.value(x)
+        src = v.type.dtype
+        for kind in ("bool", "ue8m0"):
+            if kind in (src, dt):
+                raise CompileError(f"bitcast does not take {kind}", e.span, FUNCTIONS["bitcast"])
+        if DTYPES[src].bits != DTYPES[dt].bits:
+            raise CompileError(f"bitcast<{dt}> of a {src} value: the widths differ", e.span,
+                               FUNCTIONS["bitcast"])
+        t = v.type
+        new = ScalarType(dt) if isinstance(t, ScalarType) else TileType(dt, t.shape)
+        return self.at(e).value("bitcast", [v], new)
+
+    def call_pow(self, e: ast.Call):
+        """t^N as multiplies: the square-and-multiply chain of N's bits."""
+        x, n_node = self.expect_args(e, 2)
+        n = self.expr(n_node)
+        if not isinstance(n, Folded) or not n.is_int:
+            raise CompileError("pow's exponent must be a compile-time integer", n_node.span,
+                               FUNCTIONS["pow"] + "; for a float exponent write "
+                               "exp2(y * log2(t))")
+        v = self.value(x)
+        if _is_int(v.type.dtype) or v.type.dtype == "ue8m0":
+            raise CompileError(f"pow takes floats, not {v.type.dtype}", x.span,
+                               f"{FUNCTIONS['pow']}; convert with cast<f32>(...)")
+        if _is_narrow_float(v.type.dtype):
+            v = self.to_dtype(v, "f32", e)
+        result, square, k = None, v, abs(n.value)
+        while k:
+            if k & 1:
+                result = square if result is None else self.binary("mul", result, square, e)
+            k >>= 1
+            if k:
+                square = self.binary("mul", square, square, e)
+        if result is None:                              # t^0 is 1, as C's pow says
+            one = self.const(1.0, "f32", e)
+            return (self.broadcast_to(one, v.type.shape, e) if isinstance(v.type, TileType)
+                    else one)
+        return self.at(e).value("recip", [result], result.type) if n.value < 0 else result
 
     def expect_args(self, e: ast.Call, n: int):
         if len(e.args) != n:

@@ -37,10 +37,12 @@ class Kernel:
 
     `constants` are the ones the caller set; `spec.constants` holds every constant's value."""
 
-    def __init__(self, text: str, path: str, name: str | None, constants: dict, target: str):
+    def __init__(self, text: str, path: str, name: str | None, constants: dict, target: str,
+                 options: dict | None = None):
         self.source, self.path, self.target = text, path, target
-        self.constants = dict(constants)
-        self._default = _Variant(build(text, path, name, self.constants, target))
+        self.constants, self.options = dict(constants), options
+        self._default = _Variant(build(text, path, name, self.constants, target,
+                                       options=options))
         self._variants = {frozenset(): self._default}
         self.name = self._default.spec.name
         self._plans = CallPlans()
@@ -64,7 +66,8 @@ class Kernel:
         """The variant for sizes of which exactly `unaligned_sizes` are not multiples of 16."""
         if unaligned_sizes not in self._variants:
             self._variants[unaligned_sizes] = _Variant(build(
-                self.source, self.path, self.name, self.constants, self.target, unaligned_sizes))
+                self.source, self.path, self.name, self.constants, self.target, unaligned_sizes,
+                self.options))
         return self._variants[unaligned_sizes]
 
     def __call__(self, *args, **kwargs):

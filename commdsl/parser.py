@@ -177,6 +177,17 @@ class _ToAst(Transformer):
         return build
 
     add, sub, mul, div, mod = _bin("+"), _bin("-"), _bin("*"), _bin("/"), _bin("%")
+    bit_or, bit_xor, bit_and, shl, shr = _bin("|"), _bin("^"), _bin("&"), _bin("<<"), _bin(">>")
+    and_, or_ = _bin("and"), _bin("or")
+
+    def compare(self, meta, items):
+        return ast.BinOp(Span.of(meta), str(items[1]), items[0], items[2])
+
+    def not_(self, meta, items):
+        return ast.Not(Span.of(meta), items[0])
+
+    def invert(self, meta, items):
+        return ast.Invert(Span.of(meta), items[0])
 
     def neg(self, meta, items):
         return ast.Neg(Span.of(meta), items[0])

@@ -86,7 +86,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
             layout = blocked(t.shape)
             if op.name == "reduce":
                 layout = Sliced(op.operands[0].type.layout, op.attrs["axis"])
-            elif op.name in ("load", "relayout") and r.id in wanted:
+            elif op.name in ("load", "relayout", "iota") and r.id in wanted:
                 layout = wanted[r.id]
             elif has_trait(op, ELEMENTWISE) or op.name in ("expand_dims", "broadcast"):
                 # (the two reshapes have their own rules in _propagated)
@@ -248,7 +248,7 @@ def _wanted_layouts(kernel: KernelIR, blocked) -> dict[int, object]:
 
     out = {}
     for op in kernel.walk():
-        if op.name == "load" and isinstance(op.result.type, TileType):
+        if op.name in ("load", "iota") and isinstance(op.result.type, TileType):
             w = want(op.result)
             if w is not None:
                 out[op.result.id] = w

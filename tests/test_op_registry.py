@@ -77,12 +77,12 @@ def test_a_declared_builtin_is_a_function_of_the_language(monkeypatch):
     from commdsl.compiler import compile_source
     from commdsl.ops import ELEMENTWISE, Builtin, declare
     monkeypatch.setattr("commdsl.ops.registry.OPS", dict(OPS))     # undone after the test
-    d = declare("exp2", "exp2(a) : T", "2^a", traits=(ELEMENTWISE,),
-                builtin=Builtin("exp2", "exp2(t)", floats_only=True))
-    monkeypatch.setitem(irgen.ELEMENTWISE_BUILTINS, "exp2", d)
-    monkeypatch.setitem(irgen.FUNCTIONS, "exp2", "exp2(t)")
-    kernel = compile_source(ABS.replace("DT", "bf16").replace("FN", "exp2"), emit="ir").ir[0]
-    (op,) = [op for op in kernel.walk() if op.name == "exp2"]
+    d = declare("cbrt", "cbrt(a) : T", "the cube root", traits=(ELEMENTWISE,),
+                builtin=Builtin("cbrt", "cbrt(t)", floats_only=True))
+    monkeypatch.setitem(irgen.ELEMENTWISE_BUILTINS, "cbrt", d)
+    monkeypatch.setitem(irgen.FUNCTIONS, "cbrt", "cbrt(t)")
+    kernel = compile_source(ABS.replace("DT", "bf16").replace("FN", "cbrt"), emit="ir").ir[0]
+    (op,) = [op for op in kernel.walk() if op.name == "cbrt"]
     assert op.operands[0].type.dtype == "f32"            # a narrow float computes in f32
 
 

@@ -20,14 +20,11 @@ from commdsl.ops.tiles import IDENTITY
 from commdsl.layout import Compact, DimMap, Sliced, slots
 from commdsl.target import Target
 
-from . import asm, sm90
+from . import asm, logic_emitters, math_emitters, sm90  # noqa: F401  (*_emitters register)
 from .comm import CommCodegen, comm_param_types
 from .compact import CompactCodegen
 from .emitters import check_emittable, emits, emitter
-from .asm import F32, GLOBAL_PTR, I1, I8, I16, I32, I64
-
-_REG = {"f32": F32, "bf16": I16, "f16": I16, "e4m3": I8, "e5m2": I8,
-        "i64": I64, "i32": I32, "i16": I16, "i8": I8, "u8": I8, "bool": I8}
+from .asm import F32, GLOBAL_PTR, I1, I8, I16, I32, I64, reg_type
 
 
 def _int_identity(kind: str, dtype: str) -> ir.Constant:
@@ -41,10 +38,6 @@ def _int_identity(kind: str, dtype: str) -> ir.Constant:
 
 def _is_unsigned(dtype: str) -> bool:
     return dtype_info(dtype).kind == "uint"
-
-
-def reg_type(dtype: str) -> ir.Type:
-    return _REG[dtype]
 
 
 @dataclass

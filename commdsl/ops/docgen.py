@@ -9,7 +9,7 @@ import importlib
 from . import OPS
 
 # Sections in pipeline order: what irgen makes first, what the late passes add last.
-FAMILIES = ("arith", "tiles", "memory", "control", "asynchronous", "mma", "comm")
+FAMILIES = ("arith", "math", "logic", "tiles", "memory", "control", "asynchronous", "mma", "comm")
 COMMAND = "python -m commdsl.ops.docgen > docs/ir.md"
 
 

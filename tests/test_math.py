@@ -1,0 +1,169 @@
+"""Math functions on tiles (commdsl/ops/math.py), on the CPU: the accurate algorithms'
+error (backends/ptx/mathlib.py run on emulated f32 instructions) against float64, the PTX
+each lowers to (default and fast math), the interpreter's meaning, and the diagnostics."""
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import commdsl
+from commdsl.backends.ptx import mathlib
+from commdsl.cli import main as cli_main
+from commdsl.compiler import compile_source
+from commdsl.diagnostics import CompileError
+from commdsl.runtime.ptxas import assemble, find_ptxas
+from f32_emulation import NumpyOps
+from math_reference import BOUND, inputs, reference, ulp_error
+
+KERNEL = """\
+kernel k(x: {dtype}[M, 256], y: out f32[M, 256]){header}
+  grid(M)
+{{
+  let t = load x[pid.0 : +1, 0 : +256]
+  store y[pid.0 : +1, 0 : +256] = {expr}
+}}
+"""
+ACCURATE = sorted(mathlib.ACCURATE)
+# The instruction a fast-math variant lowers to.
+FAST = {"exp": "ex2.approx.ftz.f32", "exp2": "ex2.approx.ftz.f32", "log": "lg2.approx.ftz.f32",
+        "log2": "lg2.approx.ftz.f32", "rsqrt": "rsqrt.approx.ftz.f32", "tanh": "tanh.approx.f32",
+        "sigmoid": "tanh.approx.f32", "silu": "tanh.approx.f32", "sin": "sin.approx.ftz.f32",
+        "cos": "cos.approx.ftz.f32"}
+
+
+def kernel(expr: str, dtype: str = "f32", header: str = "") -> str:
+    return KERNEL.format(dtype=dtype, expr=expr, header=header)
+
+
+def ptx_of(expr: str, **options) -> str:
+    ptx = compile_source(kernel(expr), "k.cdsl", options=options).ptx
+    if find_ptxas():
+        assemble(ptx, arch="sm_90a", entry="k")
+    return ptx
+
+
+@pytest.mark.parametrize("name", ACCURATE)
+def test_the_accurate_algorithm_is_within_its_documented_error(name):
+    """Over 2^20 inputs spanning the domain (and inf, NaN, -0, subnormals), on the f32
+    instructions the backend emits, emulated."""
+    x = inputs(name, 1 << 20, seed=1)
+    with np.errstate(all="ignore"):
+        y = mathlib.ACCURATE[name](NumpyOps(), x.numpy())
+    err = ulp_error(torch.from_numpy(np.asarray(y, np.float32)), reference(name, x))
+    worst = int(err.argmax())
+    assert err.max() <= BOUND[name], f"{name}({x[worst].item()!r}): {err.max():.2f} ulp"
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_default_lowering_is_accurate_and_fast_math_uses_approx(name):
+    accurate = ptx_of(f"{name}(t)")
+    assert ".approx" not in accurate
+    assert FAST[name] in ptx_of(f"{name}(t)", fast_math=True)
+    assert FAST[name] in ptx_of(f"fast_{name}(t)", fast_math=True)
+
+
+@pytest.mark.parametrize("name, instruction", [("floor", "cvt.rmi.f32.f32"),
+                                               ("ceil", "cvt.rpi.f32.f32"),
+                                               ("round", "cvt.rni.f32.f32")])
+def test_roundings_are_one_cvt(name, instruction):
+    assert instruction in ptx_of(f"{name}(t)")
+
+
+def test_rsqrt_starts_from_the_correctly_rounded_root_and_reciprocal():
+    ptx = ptx_of("rsqrt(t)")
+    assert "sqrt.rn.f32" in ptx and re.search(r"(div|rcp)\.rn\.f32", ptx)
+
+
+def test_sin_and_cos_reduce_large_arguments_through_a_table_of_two_over_pi():
+    ptx = ptx_of("sin(t) + cos(t)")
+    assert "commdsl_two_over_pi" in ptx and ptx.count("commdsl_two_over_pi[") == 1
+
+
+def test_erf_and_the_roundings_have_no_fast_variant():
+    for name in ("erf", "floor", "ceil", "round"):
+        assert ".approx" not in ptx_of(f"{name}(t)", fast_math=True)
+
+
+def test_fast_math_in_the_kernel_header():
+    ptx = compile_source(kernel("exp(t) + fast_tanh(t)", header=" fast_math()"), "k.cdsl").ptx
+    assert "ex2.approx" in ptx and "tanh.approx" in ptx
+
+
+def test_fast_math_from_the_python_api():
+    assert "ex2.approx" in commdsl.load(kernel("exp(t)"), fast_math=True).ptx
+    assert "ex2.approx" not in commdsl.load(kernel("exp(t)")).ptx
+
+
+def test_fast_math_from_the_command_line(tmp_path, capsys):
+    src = tmp_path / "k.cdsl"
+    src.write_text(kernel("exp(t)"))
+    assert cli_main(["compile", str(src), "--fast-math", "-o", "-"]) == 0
+    assert "ex2.approx" in capsys.readouterr().out
+    assert cli_main(["compile", str(src), "-o", "-"]) == 0
+    assert "ex2.approx" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", [*ACCURATE, "floor", "ceil", "round"])
+def test_the_interpreter_rounds_the_float64_value_once(name):
+    x = inputs(name, 256 * 4, seed=2).reshape(4, 256) if name in BOUND else \
+        torch.randn(4, 256) * 100
+    y = commdsl.load(kernel(f"{name}(t)")).interpret(x)
+    ref = (getattr(torch, name, None) or torch.nn.functional.silu)(x.double()).float()
+    assert torch.equal(y.isnan(), ref.isnan())
+    keep = ~ref.isnan()
+    assert torch.equal(y[keep].view(torch.int32), ref[keep].view(torch.int32))
+
+
+def test_math_on_bf16_computes_in_f32_and_on_scalars():
+    x = torch.randn(2, 256).bfloat16()
+    y = commdsl.load(kernel("exp(t) * sigmoid(2.0)", dtype="bf16")).interpret(x)
+    ref = (x.double().exp().float() * torch.tensor(2.0).double().sigmoid().float())
+    assert torch.equal(y, ref)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 8, -1, -3])
+def test_pow_multiplies_by_squaring(n):
+    x = torch.randn(3, 256)
+    y = commdsl.load(kernel(f"pow(t, {n})")).interpret(x)
+    result, square, k = torch.ones_like(x), x, abs(n)    # the same chain of f32 multiplies
+    first = True
+    while k:
+        if k & 1:
+            result = square if first else result * square
+            first = False
+        k >>= 1
+        if k:
+            square = square * square
+    assert torch.equal(y, 1.0 / result if n < 0 else result)
+    ptx_of(f"pow(t, {n})")
+
+
+def diagnostic(text: str, **options) -> str:
+    with pytest.raises(CompileError) as e:
+        compile_source(text, "k.cdsl", options=options)
+    return str(e.value)
+
+
+def test_exp_of_an_integer_tile_is_a_located_error():
+    msg = diagnostic(kernel("exp(t)", dtype="i32"))
+    assert "k.cdsl:5:39: error: exp takes floats, not i32" in msg
+    assert "^" in msg and "help: exp(t); convert with cast<f32>(...)" in msg
+
+
+def test_a_fast_function_without_fast_math_is_a_located_error():
+    msg = diagnostic(kernel("t + fast_exp(t)"))
+    assert "k.cdsl:5:39: error: fast_exp needs the fast_math option" in msg
+    assert "^^^^^^^^^^^" in msg
+    assert "help: enable fast math: fast_math() in the kernel header" in msg
+
+
+def test_pow_needs_a_compile_time_integer_exponent():
+    msg = diagnostic(kernel("pow(t, 2.5)"))
+    assert "k.cdsl:5:42: error: pow's exponent must be a compile-time integer" in msg
+    assert "help: pow(t, N)" in msg
+
+
+def test_fast_math_option_takes_a_boolean():
+    msg = diagnostic(kernel("exp(t)"), fast_math="yes")
+    assert "fast_math" in msg and ".approx" in msg
