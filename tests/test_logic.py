@@ -19,7 +19,10 @@ kernel k(x: f32[M, 256], n: i32[M, 256], y: out f32[M, 256], z: out i32[M, 256])
 }}
 """
 Y = "where((t < 0.0 and not (t == -1.0)) or t >= 2.0, t * 2.0, 1.0) + cast<f32>(where(i > j, j, i))"
-Z = "(~i << 2 | i & 4 ^ i >> 1) + bitcast<i32>(t) + bitcast<i32>(bitcast<f32>(i) * 0.0)"
+# bitcast<f32> of the low 23 bits: a positive subnormal, doubled exactly (a negative i would
+# be a NaN, whose payload PTX's mul does not keep: the GPU gives 0x7FFFFFFF, torch the input's).
+Z = ("(~i << 2 | i & 4 ^ i >> 1) + bitcast<i32>(t) "
+     "+ bitcast<i32>(bitcast<f32>(i & 8388607) * 2.0)")
 
 
 def source(y: str = Y, z: str = Z) -> str:
@@ -42,7 +45,7 @@ def reference(x, n):
     j = torch.arange(256, dtype=torch.int32)[None, :]
     y = torch.where(keep, x * 2, torch.tensor(1.0)) + torch.where(n > j, j, n).float()
     z = ((~n << 2) | ((n & 4) ^ (n >> 1))) + x.view(torch.int32) + \
-        (n.view(torch.float32) * 0.0).view(torch.int32)
+        ((n & 8388607).view(torch.float32) * 2.0).view(torch.int32)
     return y, z
 
 
