@@ -543,18 +543,23 @@ class _Lowering(CommLowering):
         rows, cols = v.type.shape
         return self.at(e).value("transpose", [v], TileType(v.type.dtype, (cols, rows)))
 
-    def call_zeros(self, e: ast.Call):
-        from .dtypes import DTYPES
-        if len(e.args) < 2 or not isinstance(e.args[0], ast.Name) or e.args[0].id not in DTYPES:
-            raise CompileError("zeros takes a dtype and the tile's sizes", e.span,
-                               FUNCTIONS["zeros"])
+    def tile_sizes(self, args: list) -> list[int]:
+        """A tile's sizes written as call arguments: each a positive compile-time integer."""
         shape = []
-        for a in e.args[1:]:
+        for a in args:
             n = self.expr(a)
             if not isinstance(n, Folded) or not n.is_int or n.value <= 0:
                 raise CompileError("a tile's size must be a positive compile-time integer",
                                    a.span, "use a number or a tune/const name")
             shape.append(n.value)
+        return shape
+
+    def call_zeros(self, e: ast.Call):
+        from .dtypes import DTYPES
+        if len(e.args) < 2 or not isinstance(e.args[0], ast.Name) or e.args[0].id not in DTYPES:
+            raise CompileError("zeros takes a dtype and the tile's sizes", e.span,
+                               FUNCTIONS["zeros"])
+        shape = self.tile_sizes(e.args[1:])
         dtype = supported_dtype(e.args[0].id, e.args[0].span)
         self.check_tile_size(tuple(shape), dtype, e)
         zero = self.const(0 if _is_int(dtype) else 0.0, dtype, e)
@@ -709,13 +714,7 @@ class _Lowering(CommLowering):
         if not isinstance(v.type, TileType):
             raise CompileError("reshape takes a tile, not a scalar", e.args[0].span,
                                FUNCTIONS["reshape"])
-        shape = []
-        for a in e.args[1:]:
-            n = self.expr(a)
-            if not isinstance(n, Folded) or not n.is_int or n.value <= 0:
-                raise CompileError("a tile's size must be a positive compile-time integer",
-                                   a.span, "use a number or a tune/const name")
-            shape.append(n.value)
+        shape = self.tile_sizes(e.args[1:])
         numel = 1
         for n in shape:
             numel *= n

@@ -1,12 +1,11 @@
 """Inline functions: `fn name(params) = expr`, expanded at each call in irgen; an error in a
 body points at the body with a note at the call."""
-import pytest
 import torch
 
 import commdsl
 from commdsl.compiler import compile_source
-from commdsl.diagnostics import CompileError
 from commdsl.runtime.ptxas import assemble, find_ptxas
+from diagnostic_checks import compile_error, points_at
 
 SOURCE = """\
 fn sq(x) = x * x
@@ -37,62 +36,48 @@ def test_a_call_leaves_no_call_in_the_ir():
         assemble(compile_source(SOURCE, "k.cdsl").ptx, arch="sm_90a", entry="k")
 
 
-def _error(source):
-    with pytest.raises(CompileError) as e:
-        compile_source(source, "k.cdsl")
-    return str(e.value)
-
-
-def _points_at(text, source, line, under, kind="error"):
-    col = source.splitlines()[line - 1].index(under) + 1
-    lines = text.splitlines()
-    at = next(i for i, s in enumerate(lines) if s.startswith(f"k.cdsl:{line}:{col}: {kind}:"))
-    start = lines[at + 2].index("^")
-    assert lines[at + 1][start:start + len(under)] == under, text
-
-
 def test_an_error_in_a_body_points_at_the_body_and_at_the_call():
     source = SOURCE.replace("fn sq(x) = x * x", "fn sq(x) = x * t")
-    text = _error(source)
-    _points_at(text, source, 1, "t")
-    _points_at(text, source, 9, "norm2(t, t + 1.0)", kind="note")
-    _points_at(text, source, 2, "sq(a)", kind="note")
+    text = compile_error(source)
+    points_at(text, source, 1, "t")
+    points_at(text, source, 9, "norm2(t, t + 1.0)", kind="note")
+    points_at(text, source, 2, "sq(a)", kind="note")
     assert "unknown name 't'" in text and "help:" in text
 
 
-def test_a_recursive_function_is_a_located_error():
+def test_a_recursive_function_is_a_locatedcompile_error():
     source = SOURCE.replace("fn sq(x) = x * x", "fn sq(x) = sq(x) * x")
-    text = _error(source)
-    _points_at(text, source, 1, "sq(x) * x")
+    text = compile_error(source)
+    points_at(text, source, 1, "sq(x) * x")
     assert "calls itself" in text and "help:" in text
 
 
-def test_mutual_recursion_is_a_located_error():
+def test_mutual_recursion_is_a_locatedcompile_error():
     source = SOURCE.replace("fn sq(x) = x * x", "fn sq(x) = norm2(x, x)")
-    text = _error(source)
-    _points_at(text, source, 1, "norm2(x, x)")
-    _points_at(text, source, 2, "sq(a)", kind="note")
+    text = compile_error(source)
+    points_at(text, source, 1, "norm2(x, x)")
+    points_at(text, source, 2, "sq(a)", kind="note")
     assert "'norm2' calls itself" in text
 
 
-def test_a_call_with_the_wrong_arity_is_a_located_error():
+def test_a_call_with_the_wrong_arity_is_a_locatedcompile_error():
     source = SOURCE.replace("norm2(t, t + 1.0)", "norm2(t)")
-    text = _error(source)
-    _points_at(text, source, 9, "norm2(t)")
+    text = compile_error(source)
+    points_at(text, source, 9, "norm2(t)")
     assert "takes 2 argument(s), got 1" in text and "help: fn norm2(a, b)" in text
 
 
-def test_a_function_named_like_a_builtin_is_a_located_error():
+def test_a_function_named_like_a_builtin_is_a_locatedcompile_error():
     source = SOURCE.replace("fn sq(x) = x * x", "fn amax(x) = x * x").replace("sq(", "amax(")
-    text = _error(source)
-    _points_at(text, source, 1, "fn amax(x) = x * x")
+    text = compile_error(source)
+    points_at(text, source, 1, "fn amax(x) = x * x")
     assert "builtin" in text and "help:" in text
 
 
-def test_a_parameter_named_twice_is_a_located_error():
+def test_a_parameter_named_twice_is_a_locatedcompile_error():
     source = SOURCE.replace("fn norm2(a, b)", "fn norm2(a, a)")
-    text = _error(source)
-    _points_at(text, source, 2, "a)")
+    text = compile_error(source)
+    points_at(text, source, 2, "a)")
     assert "named twice" in text
 
 
@@ -129,6 +114,6 @@ kernel k(x: f32[M, 128], y: out f32[M, 128])
   store y[pid.0 : +1, 0 : +128] = f(load x[pid.0 : +1, 0 : +128])
 }
 """
-    text = _error(source)
-    _points_at(text, source, 2, "nope")
-    _points_at(text, source, 9, "f(load", kind="note")
+    text = compile_error(source)
+    points_at(text, source, 2, "nope")
+    points_at(text, source, 9, "f(load", kind="note")

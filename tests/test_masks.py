@@ -6,13 +6,13 @@ import torch
 
 import commdsl
 from commdsl.compiler import compile_source
-from commdsl.diagnostics import CompileError
 from commdsl.interpreter import run
 from commdsl.ir_parser import parse_kernel
 from commdsl.ir_printer import print_kernel
 from commdsl.passes import PASS_ORDER, get_pass
 from commdsl.runtime.ptxas import assemble, find_ptxas
 from commdsl.target import get_target
+from diagnostic_checks import compile_error, points_at
 
 # One row of N per program in tiles of 512: N = 300 is one ragged tile, N = 1000 two tiles,
 # the second ragged (the online-softmax case of issue 13).
@@ -259,48 +259,37 @@ def test_masked_accesses_on_the_gpu(n):
 
 # ---- diagnostics: file:line:col, a caret under the mistake, a help line ------------------
 
-def _error(source):
-    with pytest.raises(CompileError) as e:
-        compile_source(source, "k.cdsl")
-    return str(e.value)
 
-
-def _points_at(text, source, line, under):
-    col = source.splitlines()[line - 1].index(under) + 1
-    assert f"k.cdsl:{line}:{col}: error:" in text, text
-    lines = text.splitlines()
-    caret = next(i for i, s in enumerate(lines) if s.strip().startswith("^"))
-    start = lines[caret].index("^")
-    assert lines[caret - 1][start:start + len(under)] == under, text
-    assert "help:" in text, text
-
-
-def test_a_mask_that_is_not_bool_is_a_located_error():
+def test_a_mask_that_is_not_bool_is_a_locatedcompile_error():
     source = MASKED.replace("mask(keep) other", "mask(cast<f32>(keep)) other")
-    text = _error(source)
-    _points_at(text, source, 5, "cast<f32>(keep)")
+    text = compile_error(source)
+    points_at(text, source, 5, "cast<f32>(keep)")
+    assert "help:" in text, text
     assert "bool" in text
 
 
-def test_a_mask_of_another_shape_is_a_located_error():
+def test_a_mask_of_another_shape_is_a_locatedcompile_error():
     source = MASKED.replace("mask(keep) =", "mask(load c[pid.0 : +1, 0 : +128]) =")
-    text = _error(source)
-    _points_at(text, source, 7, "load c[pid.0 : +1, 0 : +128]")
+    text = compile_error(source)
+    points_at(text, source, 7, "load c[pid.0 : +1, 0 : +128]")
+    assert "help:" in text, text
     assert "[1, 128]" in text and "[1, 256]" in text
 
 
-def test_other_that_is_not_a_number_is_a_located_error():
+def test_other_that_is_not_a_number_is_a_locatedcompile_error():
     source = MASKED.replace("other = -inf", "other = t0").replace(
         "  let t =", "  let t0 = load x[pid.0 : +1, 0 : +256]\n  let t =")
-    text = _error(source)
-    _points_at(text, source, 6, "t0")
+    text = compile_error(source)
+    points_at(text, source, 6, "t0")
+    assert "help:" in text, text
     assert "compile-time" in text
 
 
-def test_a_mask_on_a_tma_load_is_a_located_error():
+def test_a_mask_on_a_tma_load_is_a_locatedcompile_error():
     source = MASKED.replace("] mask(keep) other = -inf", "] via tma mask(keep)")
-    text = _error(source)
-    _points_at(text, source, 5, "keep)")
+    text = compile_error(source)
+    points_at(text, source, 5, "keep)")
+    assert "help:" in text, text
     assert "tma" in text
 
 
@@ -359,10 +348,11 @@ def test_a_sum_of_a_tile_a_loop_accumulated_counts_the_padding_as_0():
     torch.testing.assert_close(y, x.sum(1), rtol=1e-5, atol=1e-4)
 
 
-def test_a_max_of_a_tile_a_loop_built_from_ragged_loads_is_a_located_error():
+def test_a_max_of_a_tile_a_loop_built_from_ragged_loads_is_a_locatedcompile_error():
     source = CARRIED.replace("ACC", "max").replace("RED", "max")
-    text = _error(source)
-    _points_at(text, source, 8, "max(acc, axis = 1)")
+    text = compile_error(source)
+    points_at(text, source, 8, "max(acc, axis = 1)")
+    assert "help:" in text, text
     assert "max(t, axis = 1)" in text and "other = -inf" in text
 
 

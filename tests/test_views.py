@@ -6,11 +6,11 @@ import torch
 
 import commdsl
 from commdsl.compiler import compile_source
-from commdsl.diagnostics import CompileError
 from commdsl.interpreter import run
 from commdsl.passes import PASS_ORDER, get_pass
 from commdsl.runtime.ptxas import assemble, find_ptxas
 from commdsl.target import get_target
+from diagnostic_checks import compile_error, points_at
 
 # A row of 512 in four groups of 128: each group's max and the sum across groups, and the
 # second group on its own. Two rows per program, M ragged.
@@ -81,47 +81,36 @@ def test_views_on_the_gpu(warps):
 
 # ---- diagnostics -------------------------------------------------------------------------
 
-def _error(source):
-    with pytest.raises(CompileError) as e:
-        compile_source(source, "k.cdsl")
-    return str(e.value)
 
-
-def _points_at(text, source, line, under):
-    col = source.splitlines()[line - 1].index(under) + 1
-    assert f"k.cdsl:{line}:{col}: error:" in text, text
-    lines = text.splitlines()
-    caret = next(i for i, s in enumerate(lines) if s.strip().startswith("^"))
-    start = lines[caret].index("^")
-    assert lines[caret - 1][start:start + len(under)] == under, text
-    assert "help:" in text, text
-
-
-def test_a_reshape_that_does_not_divide_is_a_located_error():
+def test_a_reshape_that_does_not_divide_is_a_locatedcompile_error():
     source = VIEWS.replace("reshape(t, 2, 4, 128)", "reshape(t, 2, 3, 128)")
-    text = _error(source)
-    _points_at(text, source, 7, "reshape(t, 2, 3, 128)")
+    text = compile_error(source)
+    points_at(text, source, 7, "reshape(t, 2, 3, 128)")
+    assert "help:" in text, text
     assert "768" in text and "1024" in text
 
 
-def test_a_slice_out_of_the_tile_is_a_located_error():
+def test_a_slice_out_of_the_tile_is_a_locatedcompile_error():
     source = VIEWS.replace("t[:, 128 : +128]", "t[:, 448 : +128]")
-    text = _error(source)
-    _points_at(text, source, 9, "448 : +128")
+    text = compile_error(source)
+    points_at(text, source, 9, "448 : +128")
+    assert "help:" in text, text
     assert "512" in text
 
 
-def test_a_slice_at_a_runtime_start_is_a_located_error():
+def test_a_slice_at_a_runtime_start_is_a_locatedcompile_error():
     source = VIEWS.replace("t[:, 128 : +128]", "t[:, pid.0 : +128]")
-    text = _error(source)
-    _points_at(text, source, 9, "pid.0 : +128")
+    text = compile_error(source)
+    points_at(text, source, 9, "pid.0 : +128")
+    assert "help:" in text, text
     assert "compile-time" in text
 
 
-def test_a_reduction_over_reshaped_unread_elements_is_a_located_error():
+def test_a_reduction_over_reshaped_unread_elements_is_a_locatedcompile_error():
     source = VIEWS.replace("x: f32[M, 512]", "x: f32[M, N]")
-    text = _error(source)
-    _points_at(text, source, 8, "max(g, axis = 2)")
+    text = compile_error(source)
+    points_at(text, source, 8, "max(g, axis = 2)")
+    assert "help:" in text, text
     assert "other = -inf" in text
 
 
@@ -134,7 +123,7 @@ def test_a_reshaped_ragged_tile_reduces_right_with_other():
     torch.testing.assert_close(y, padded.sum(2))
 
 
-def test_a_slice_of_a_tile_a_loop_built_from_ragged_loads_is_a_located_error():
+def test_a_slice_of_a_tile_a_loop_built_from_ragged_loads_is_a_locatedcompile_error():
     source = """\
 kernel c(x: f32[M, N], y: out f32[M])
   grid(M)
@@ -146,6 +135,7 @@ kernel c(x: f32[M, N], y: out f32[M])
   store y[pid.0 : +1] = max(acc[:, 0 : +128], axis = 1)
 }
 """
-    text = _error(source)
-    _points_at(text, source, 8, "max(acc[:, 0 : +128], axis = 1)")
+    text = compile_error(source)
+    points_at(text, source, 8, "max(acc[:, 0 : +128], axis = 1)")
+    assert "help:" in text, text
     assert "loop" in text
