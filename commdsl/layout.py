@@ -141,7 +141,7 @@ def _prod(xs) -> int:
     return p
 
 
-def choose_blocked(shape: tuple[int, ...], vec: int, num_warps: int,
+def choose_blocked(shape: tuple[int, ...], vec: int, num_warps: int, warp_size: int,
                    rows: int = 1) -> Blocked:
     """A layout that gives each thread `vec` contiguous innermost elements (and `rows`
     consecutive outermost ones, for a 2-D tile) and spreads lanes innermost-first and warps
@@ -154,7 +154,7 @@ def choose_blocked(shape: tuple[int, ...], vec: int, num_warps: int,
     if n == 2 and rows > 1 and shape[0] % rows == 0:
         spt[0] = rows
     per_thread = [max(1, shape[d] // spt[d]) for d in range(n)]
-    tpw, lanes = [1] * n, 32
+    tpw, lanes = [1] * n, warp_size
     for d in reversed(range(n)):
         t = _pow2_dividing(per_thread[d], lanes)
         tpw[d], lanes = t, lanes // t

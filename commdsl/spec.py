@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .dims import Dim
+from .target import DEFAULT_TARGET
 
 # The runtime specializes each kernel on which sizes are multiples of this (as Triton does),
 # so accesses along them can be 16-byte vectors.
@@ -68,7 +69,7 @@ class KernelSpec:
     grid: tuple[Dim, ...]         # one to three entries, x first
     num_threads: int
     shared_bytes: int = 0
-    target: str = "sm_90a"
+    target: str = DEFAULT_TARGET
     constants: dict[str, int | float] = field(default_factory=dict)
     source_path: str = "<string>"
     # A communication kernel (peer access, signals, waits, rank/world/epoch): after the sizes

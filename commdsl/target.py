@@ -43,6 +43,8 @@ class Target:
     max_registers_per_thread: int = 255
     # Static shared memory per block, and dynamic shared memory without opting in.
     default_shared_bytes_per_block: int = 48 * KIB
+    shared_banks: int = 32         # shared memory serves one word of each bank per cycle
+    shared_bank_bytes: int = 4
     max_vector_bytes: int = 16     # ld/st .v4.b32 / .v2.b64; 32-byte accesses need sm_100
     setmaxnreg_range: tuple[int, int] = (24, 256)   # setmaxnreg's counts: multiples of
     setmaxnreg_step: int = 8                        # this, in this range

@@ -10,8 +10,8 @@ place in the result tile, kept in shared memory row by row; after a barrier ever
 reads the elements its result layout gives it, 16 bytes at a time where it holds that many.
 The writes go down a column of the result, one element at a time or, where a thread holds
 consecutive rows of the operand (FP8: 4 per thread, passes/tile.py), 4 bytes at a time
-across the result's row (`write_groups`); either way the worst case for shared memory's 32
-banks: with plain rows every lane of a warp would hit the same bank. So each row
+across the result's row (`write_groups`); either way the worst case for shared memory's banks
+(32 of 4 bytes): with plain rows every lane of a warp would hit the same bank. So each row
 is stored with its 16-byte chunks permuted by an XOR swizzle,
 
     byte(r, c) = r * row_bytes + ((c * e / 16) ^ ((r >> shift) & mask)) * 16 + (c * e) % 16
@@ -33,10 +33,6 @@ from commdsl.ir import KernelIR, Op, TileType
 from commdsl.ir_printer import attribute_class
 from commdsl.layout import Compact, slots
 from commdsl.target import Target
-
-BANKS, BANK_BYTES = 32, 4
-STATIC_SMEM_LIMIT = 48 * 1024          # static shared memory per CTA
-
 
 @attribute_class("smem_plan")
 @dataclass(frozen=True)
@@ -88,9 +84,10 @@ def lane_coords(layout, shape, lane: int, warp: int = 0) -> list[tuple[int, ...]
     return out
 
 
-def thread_coords(tile_type, num_threads: int) -> list[tuple[tuple[int, ...], ...]]:
+def thread_coords(tile_type, num_threads: int,
+                  warp_size: int) -> list[tuple[tuple[int, ...], ...]]:
     """Per slot, the tile coordinates it stands for in every thread of the CTA."""
-    return list(zip(*(lane_coords(tile_type.layout, tile_type.shape, t % 32, t // 32)
+    return list(zip(*(lane_coords(tile_type.layout, tile_type.shape, t % warp_size, t // warp_size)
                       for t in range(num_threads))))
 
 
@@ -113,27 +110,28 @@ def anchors(p: SmemPlan, coords_by_access) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-def _wavefronts(addresses: list[int], nbytes: int) -> int:
+def _wavefronts(addresses: list[int], nbytes: int, target: Target) -> int:
     """Bank wavefronts of one warp-wide access of `nbytes` per lane."""
-    per_phase = 32 if nbytes <= 4 else 128 // nbytes
+    bank_bytes, width = target.shared_bank_bytes, target.shared_banks * target.shared_bank_bytes
+    per_phase = len(addresses) if nbytes <= bank_bytes else width // nbytes
     total = 0
     for p in range(0, len(addresses), per_phase):
         banks: dict[int, set[int]] = {}
         for a in addresses[p:p + per_phase]:
-            for w in range(a // BANK_BYTES, (a + max(nbytes, 1) - 1) // BANK_BYTES + 1):
-                banks.setdefault(w % BANKS, set()).add(w)
+            for w in range(a // bank_bytes, (a + max(nbytes, 1) - 1) // bank_bytes + 1):
+                banks.setdefault(w % target.shared_banks, set()).add(w)
         total += max(len(s) for s in banks.values())
     return total
 
 
-def _accesses(op: Op, e: int):
+def _accesses(op: Op, e: int, warp_size: int):
     """Per warp instruction: (bytes per lane, [(row, col) per lane]) for the writes of the
     operand and the reads of the result, both in result coordinates."""
     src, dst = op.operands[0].type, op.result.type
-    src_lanes = [lane_coords(src.layout, src.shape, lane) for lane in range(32)]
+    src_lanes = [lane_coords(src.layout, src.shape, lane) for lane in range(warp_size)]
     groups = write_groups(src, e)
     writes = [(len(g) * e, [(c[g[0]][1], c[g[0]][0]) for c in src_lanes]) for g in groups]
-    dst_lanes = [lane_coords(dst.layout, dst.shape, lane) for lane in range(32)]
+    dst_lanes = [lane_coords(dst.layout, dst.shape, lane) for lane in range(warp_size)]
     vec = read_vector(dst, e)
     reads = [(vec * e, [c[j] for c in dst_lanes]) for j in range(0, len(dst_lanes[0]), vec)]
     return writes + reads
@@ -182,14 +180,14 @@ def _candidates(rows: int, cols: int, e: int):
         shift += 1
 
 
-def plan(op: Op, num_threads: int) -> SmemPlan:
+def plan(op: Op, num_threads: int, target: Target) -> SmemPlan:
     rows, cols = op.result.type.shape
     e = dtype_info(op.result.type.dtype).bytes
-    accesses = _accesses(op, e)
+    accesses = _accesses(op, e, target.warp_size)
     best = None
     for row_bytes, shift, mask in _candidates(rows, cols, e):
         p = SmemPlan(rows, cols, e, row_bytes, shift, mask, 0)
-        cost = sum(_wavefronts([p.address(r, c) for r, c in coords], n)
+        cost = sum(_wavefronts([p.address(r, c) for r, c in coords], n, target)
                    for n, coords in accesses)
         key = (cost, p.bytes, mask)
         if best is None or key < best[0]:
@@ -199,11 +197,12 @@ def plan(op: Op, num_threads: int) -> SmemPlan:
     assert len(every) == rows * cols and max(every) < chosen.bytes, f"{chosen} is not a bijection"
     src, dst = op.operands[0].type, op.result.type
     groups = write_groups(src, e)
-    by_slot = thread_coords(src, num_threads)
+    by_slot = thread_coords(src, num_threads, target.warp_size)
     writes = [[(c[1], c[0]) for c in by_slot[g[0]]] for g in groups]    # result (row, col)
     vec = read_vector(dst, e)
     return replace(chosen, writes=tuple(tuple(g) for g in groups), write_at=anchors(chosen, writes),
-                   read_vector=vec, read_at=anchors(chosen, thread_coords(dst, num_threads)[::vec]))
+                   read_vector=vec,
+                   read_at=anchors(chosen, thread_coords(dst, num_threads, target.warp_size)[::vec]))
 
 
 def reduce_bytes(op: Op, num_threads: int) -> int:
@@ -220,11 +219,11 @@ def reduce_bytes(op: Op, num_threads: int) -> int:
     return regs * num_threads * dtype_info(src.dtype).bytes
 
 
-def plan_buffer(op: Op, num_threads: int) -> int:
+def plan_buffer(op: Op, num_threads: int, target: Target) -> int:
     """Plans the op's shared-memory accesses (a transpose's layout and accesses, a
     relayout's read width); returns the bytes of its array, 0 for an op with none."""
     if op.name == "transpose":
-        op.attrs["smem"] = plan(op, num_threads)
+        op.attrs["smem"] = plan(op, num_threads, target)
         return op.attrs["smem"].bytes
     if op.name == "relayout":        # a plain array of the tile (passes/tile.py)
         t = op.result.type
@@ -246,18 +245,19 @@ def plan_buffer(op: Op, num_threads: int) -> int:
 def run(kernel: KernelIR, target: Target) -> KernelIR:
     if not kernel.num_threads:       # before passes/tile.py: no thread mapping to plan for
         return kernel
+    limit = target.default_shared_bytes_per_block       # what a CTA may have statically
     total, count = 0, 0
     for op in kernel.walk():
-        nbytes = plan_buffer(op, kernel.num_threads)
+        nbytes = plan_buffer(op, kernel.num_threads, target)
         if not nbytes:
             continue
         op.attrs["smem_buffer"], op.attrs["smem_bytes"] = count, nbytes
         count += 1
         total += nbytes
-        if total > STATIC_SMEM_LIMIT:
+        if total > limit:
             raise CompileError(f"with this {op.name}, the kernel's transposes, relayouts and "
                                f"reductions across warps need {total} bytes of shared memory, "
-                               f"more than the {STATIC_SMEM_LIMIT} a CTA has statically",
+                               f"more than the {limit} a CTA has statically",
                                op.loc, "transpose or reduce a smaller tile (fewer warps along "
                                "a reduced axis), or transpose FP8 data before dequantizing "
                                "it (1 byte per element instead of 4)")

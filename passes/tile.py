@@ -60,20 +60,21 @@ def _shape_vectors(kernel: KernelIR, threads: int) -> dict[tuple[int, ...], int]
 
 def run(kernel: KernelIR, target: Target) -> KernelIR:
     warps = kernel.attrs.get("warps") or DEFAULT_WARPS
-    vectors = _shape_vectors(kernel, 32 * warps)
+    threads = target.warp_size * warps
+    vectors = _shape_vectors(kernel, threads)
     by_shape: dict[tuple[int, ...], Blocked] = {}
     splats = {op.result.id for op in kernel.walk() if op.name == "splat"}
 
-    rows = _transpose_rows(kernel, 32 * warps, vectors)
+    rows = _transpose_rows(kernel, threads, vectors)
 
     def blocked(shape):
         if shape not in by_shape:
             by_shape[shape] = choose_blocked(shape, vectors.get(shape, 1), warps,
-                                             rows.get(shape, 1))
+                                             target.warp_size, rows.get(shape, 1))
         return by_shape[shape]
 
     wanted = _wanted_layouts(kernel, blocked)
-    _relayout_strided_broadcasts(kernel, wanted, 32 * warps)
+    _relayout_strided_broadcasts(kernel, wanted, threads)
     gathers = _gather_layouts(kernel, blocked)
     wanted.update(gathers)
     for op in kernel.walk():

@@ -98,7 +98,7 @@ def test_tile_pass_layouts():
 
 
 def test_small_tiles_wrap_threads_onto_copies():
-    layout = choose_blocked((1, 128), vec=8, num_warps=4)
+    layout = choose_blocked((1, 128), vec=8, num_warps=4, warp_size=32)
     dims = layout.dims((1, 128))
     assert dims[1].spt * dims[1].tpw == 128 and not dims[1].wraps
     assert dims[0].wraps                      # the other lanes and warps hold copies of row 0

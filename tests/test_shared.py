@@ -66,9 +66,9 @@ def test_the_pass_plans_each_transpose_access_and_its_address():
     assert len(p.writes) == 32 and all(len(g) == 4 for g in p.writes) and p.read_vector == 16
     assert {a for a, _ in p.write_at} == {0, 16} and {a for a, _ in p.read_at} == {0, 4}
     src, dst = op.operands[0].type, op.result.type
-    by_slot = thread_coords(src, 128)
+    by_slot = thread_coords(src, 128, 32)
     writes = [[(c, r) for r, c in by_slot[g[0]]] for g in p.writes]
-    reads = thread_coords(dst, 128)[::p.read_vector]
+    reads = thread_coords(dst, 128, 32)[::p.read_vector]
     for accesses, plan_at in ((writes, p.write_at), (reads, p.read_at)):
         for coords, (anchor, delta) in zip(accesses, plan_at):
             assert [p.address(*c) for c in coords] == [

@@ -73,8 +73,9 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         self.bind_comm_params(self.fn.args[len(kernel.tensors) + len(kernel.sizes):])
         self._coords: dict = {}
         tid = self._tid = self.special("tid.x")
-        self.lane = self.b.and_(tid, ir.Constant(I32, 31), name="lane")
-        self.warp = self.b.lshr(tid, ir.Constant(I32, 5), name="warp")
+        warp_size = target.warp_size
+        self.lane = self.b.and_(tid, ir.Constant(I32, warp_size - 1), name="lane")
+        self.warp = self.b.lshr(tid, ir.Constant(I32, warp_size.bit_length() - 1), name="warp")
         self._byte_origin: dict[int, tuple] = {}   # id(i8 value) -> (value, i32 word, byte)
 
     # ---- helpers -----------------------------------------------------------------------
