@@ -23,6 +23,11 @@ CP_ASYNC_BULK = "cp.async.bulk"    # sm_90
 CLUSTERS = "clusters"              # thread block clusters, distributed shared memory: sm_90
 FP8_CONVERT = "fp8 convert"        # cvt to and from e4m3 / e5m2: sm_89
 CP_ASYNC = "cp.async"              # sm_80
+L1_EVICTION = "L1 eviction policies"   # ld/st .L1::evict_*, .L1::no_allocate: sm_70
+L2_PREFETCH = "L2 prefetch sizes"      # ld .L2::64B, .L2::128B (sm_75), .L2::256B: sm_80
+# ld.global.nc.L1::no_allocate of memory another GPU writes reads its writes: PTX leaves it
+# undefined, DeepEP found Hopper honours it (passes/cache.py: the default of `peer_loads`).
+NC_PEER_LOADS = "nc peer loads"
 
 
 @dataclass(frozen=True)
@@ -105,9 +110,9 @@ class Target:
         return capability[0] == major and capability[1] >= minor
 
 
-_AMPERE = frozenset({CP_ASYNC})
+_AMPERE = frozenset({CP_ASYNC, L1_EVICTION, L2_PREFETCH})
 _ADA = _AMPERE | {FP8_CONVERT}
-_HOPPER = _ADA | {TMA, TMA_MULTICAST, CP_ASYNC_BULK, CLUSTERS}
+_HOPPER = _ADA | {TMA, TMA_MULTICAST, CP_ASYNC_BULK, CLUSTERS, NC_PEER_LOADS}
 
 TARGETS = {t.name: t for t in (
     Target("sm_80", 80, False, _AMPERE, max_threads_per_sm=2048, max_ctas_per_sm=32,

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from commdsl.diagnostics import CompileError
 from commdsl.ir import KernelIR, Op
-from commdsl.target import Target
+from commdsl.target import L1_EVICTION, L2_PREFETCH, NC_PEER_LOADS, Target
 
 L1_POLICIES = ("evict_normal", "evict_unchanged", "evict_first", "evict_last", "no_allocate")
-L2_SIZES = {"64B": 75, "128B": 75, "256B": 80}            # -> minimum sm
+L2_SIZES = ("64B", "128B", "256B")
 LOAD_OPERATORS = ("ca", "cg", "cs")
 STORE_OPERATORS = ("wb", "cg", "cs", "wt")
 FLAGS = ("nc", "volatile") + LOAD_OPERATORS + STORE_OPERATORS
@@ -87,9 +87,9 @@ def policy(op: Op, target: Target) -> dict:
         if not is_load:
             raise _error(op, pos("L2"), "the L2 prefetch size is for loads only",
                          "drop 'L2 = ...' from the store")
-        if target.sm < L2_SIZES[l2]:
-            raise _error(op, pos("L2"), f"'L2 = {l2}' needs sm_{L2_SIZES[l2]} or newer",
-                         f"use L2 = 128B on {target.name}")
+        if not target.has(L2_PREFETCH):
+            raise _error(op, pos("L2"), f"{target.name} has no {L2_PREFETCH}",
+                         "drop 'L2 = ...'")
     if l1 is not None and given_ops:
         raise _error(op, pos("L1"), f"a cache operator ('{given_ops[0]}') and an L1 policy "
                      "exclude each other", "keep one of them")
@@ -98,8 +98,8 @@ def policy(op: Op, target: Target) -> dict:
         if others:
             raise _error(op, pos(others[0]), f"'volatile' cannot be combined with '{others[0]}'",
                          "volatile accesses take only an L2 prefetch size")
-    if l1 is not None and target.sm < 70:
-        raise _error(op, pos("L1"), "L1 eviction policies need sm_70 or newer", "drop 'L1'")
+    if l1 is not None and not target.has(L1_EVICTION):
+        raise _error(op, pos("L1"), f"{target.name} has no {L1_EVICTION}", "drop 'L1'")
 
     decided = {"volatile": flag("volatile"), "operator": given_ops[0] if given_ops else None,
                "nc": flag("nc"), "L1": l1, "L2": l2}
@@ -113,8 +113,9 @@ VOLATILE_PEER_LOAD = {"volatile": True}
 
 
 def peer_load_policy(kernel: KernelIR, target: Target) -> str:
-    """The compile option `peer_loads`, by default 'nc' on sm_90 only (as DeepEP's build)."""
-    return kernel.attrs.get("peer_loads") or ("nc" if target.sm == 90 else "volatile")
+    """The compile option `peer_loads`, by default 'nc' where the target is known to honour
+    it (Hopper only, as DeepEP's build)."""
+    return kernel.attrs.get("peer_loads") or ("nc" if target.has(NC_PEER_LOADS) else "volatile")
 
 
 def run(kernel: KernelIR, target: Target) -> KernelIR:

@@ -67,6 +67,27 @@ def test_illegal_cache_clauses(clause, message):
     assert err.value.span is not None
 
 
+def test_cache_rules_follow_the_target_features():
+    """A target without a feature rejects the clauses that need it; a get's `nc` stays on
+    where the target honours it on peer memory (Hopper), else becomes a volatile load."""
+    import dataclasses
+
+    from commdsl.passes import cache
+    from commdsl.target import L1_EVICTION, L2_PREFETCH, NC_PEER_LOADS
+    hopper = get_target("sm_90a")
+    older = dataclasses.replace(hopper, features=hopper.features - {L1_EVICTION, L2_PREFETCH})
+    load = next(op for op in ops_after(ROWS.replace("CACHE", "")) if op.name == "load")
+    for clause, feature in ((("L1", "evict_last"),), L1_EVICTION), ((("L2", "128B"),), L2_PREFETCH):
+        load.attrs["cache"] = clause
+        assert cache.policy(load, hopper)
+        with pytest.raises(CompileError, match=f"sm_90a has no {feature}"):
+            cache.policy(load, older)
+    kernel = KernelIR("k", [], [], Block())
+    assert cache.peer_load_policy(kernel, hopper) == "nc"
+    assert NC_PEER_LOADS not in get_target("sm_89").features
+    assert cache.peer_load_policy(kernel, get_target("sm_89")) == "volatile"
+
+
 def test_store_rules_are_checked_on_stores():
     src = ROWS.replace("CACHE", "").replace("store s[pid.1 * 16 : +16, pid.0] =",
                                             "store s[pid.1 * 16 : +16, pid.0] cache(L2 = 256B) =")
