@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from commdsl.diagnostics import CompileError
 from commdsl.ir import KernelIR, Op
+from commdsl.ops import ASYNC, COMM, MEMORY, READS, has_trait
 from commdsl.target import L1_EVICTION, L2_PREFETCH, NC_PEER_LOADS, Target
 
 L1_POLICIES = ("evict_normal", "evict_unchanged", "evict_first", "evict_last", "no_allocate")
@@ -38,7 +39,7 @@ def _error(op: Op, i: int | None, message: str, hint: str) -> CompileError:
 
 
 def policy(op: Op, target: Target) -> dict:
-    is_load = op.name in ("load", "get")
+    is_load = has_trait(op, READS)
     seen: dict[str, tuple[str | None, int]] = {}
     for i, (key, value) in enumerate(op.attrs.get("cache") or ()):
         if key in seen:
@@ -121,8 +122,9 @@ def peer_load_policy(kernel: KernelIR, target: Target) -> str:
 def run(kernel: KernelIR, target: Target) -> KernelIR:
     peer_loads = peer_load_policy(kernel, target)
     for op in kernel.walk():
-        if op.name in ("load", "store", "get", "put"):
+        if has_trait(op, MEMORY) and not has_trait(op, ASYNC):     # a TMA copy takes none
             op.attrs["cache_policy"] = policy(op, target)
-            if op.name == "get" and op.attrs["cache_policy"].get("nc") and peer_loads == "volatile":
+            peer_nc = has_trait(op, COMM) and op.attrs["cache_policy"].get("nc")   # a get
+            if peer_nc and peer_loads == "volatile":
                 op.attrs["cache_policy"] = dict(VOLATILE_PEER_LOAD)
     return kernel

@@ -25,10 +25,15 @@ from __future__ import annotations
 
 from commdsl.diagnostics import CompileError
 from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, Value
+from commdsl.ops import ASYNC, READS, WRITES, has_trait
 from commdsl.target import Target
 
 I32 = ScalarType("i32")
-ACCESSES = ("load", "get")
+
+
+def _fetches(op: Op) -> bool:
+    """A read of global memory into registers: what may move an iteration ahead."""
+    return has_trait(op, READS) and not has_trait(op, ASYNC)
 
 
 def add_carried(loop: Op, init: Value, name: str = "it") -> tuple[Value, Value]:
@@ -48,7 +53,7 @@ def _movable(loop: Op) -> tuple[list[Op], set[int]]:
     if any(op.name == "wait" for op in body.walk()):
         return [], set()          # the next step's accesses all come after this step's wait
     carried = {a.id for a in body.args[1:]}
-    written = {op.operands[0].id for op in body.walk() if op.name in ("store", "put")}
+    written = {op.operands[0].id for op in body.walk() if has_trait(op, WRITES)}
     local = {r.id: op for op in body.ops for r in op.results}
     movable: set[int] = set()
     for op in body.ops:
@@ -56,10 +61,10 @@ def _movable(loop: Op) -> tuple[list[Op], set[int]]:
             continue
         if any(v.id in local and id(local[v.id]) not in movable for v in op.operands):
             continue
-        if op.name in ACCESSES and (op.attrs.get("via") or op.operands[0].id in written):
+        if _fetches(op) and (op.attrs.get("via") or op.operands[0].id in written):
             continue
         movable.add(id(op))
-    fetched = [op for op in body.ops if id(op) in movable and op.name in ACCESSES]
+    fetched = [op for op in body.ops if id(op) in movable and _fetches(op)]
     needed: set[int] = set()
     stack = list(fetched)
     while stack:
@@ -80,7 +85,7 @@ def _issue(b: Builder, ops: list[Op], iv: Value, at: Value, hi: Value) -> dict[i
                  [Value(r.type, r.name) for r in op.results], dict(op.attrs), loc=op.loc)
         if op.attrs.get("guard"):             # an inner loop's first step: both guards
             new.operands[-1] = b.value("min", [new.operands[-1], guard], I32)
-        elif op.name in ACCESSES:
+        elif _fetches(op):
             new.operands.append(guard)
             new.attrs["guard"] = True
         mapping.update({r.id: n for r, n in zip(op.results, new.results)})

@@ -32,6 +32,7 @@ from commdsl.diagnostics import CompileError
 from commdsl.ir import KernelIR, Op, TileType
 from commdsl.ir_printer import attribute_class
 from commdsl.layout import Compact, slots
+from commdsl.ops import READS, has_trait
 from commdsl.target import Target
 
 @attribute_class("smem_plan")
@@ -87,7 +88,8 @@ def lane_coords(layout, shape, lane: int, warp: int = 0) -> list[tuple[int, ...]
 def thread_coords(tile_type, num_threads: int,
                   warp_size: int) -> list[tuple[tuple[int, ...], ...]]:
     """Per slot, the tile coordinates it stands for in every thread of the CTA."""
-    return list(zip(*(lane_coords(tile_type.layout, tile_type.shape, t % warp_size, t // warp_size)
+    layout, shape = tile_type.layout, tile_type.shape
+    return list(zip(*(lane_coords(layout, shape, t % warp_size, t // warp_size)
                       for t in range(num_threads))))
 
 
@@ -200,9 +202,9 @@ def plan(op: Op, num_threads: int, target: Target) -> SmemPlan:
     by_slot = thread_coords(src, num_threads, target.warp_size)
     writes = [[(c[1], c[0]) for c in by_slot[g[0]]] for g in groups]    # result (row, col)
     vec = read_vector(dst, e)
+    reads = thread_coords(dst, num_threads, target.warp_size)[::vec]
     return replace(chosen, writes=tuple(tuple(g) for g in groups), write_at=anchors(chosen, writes),
-                   read_vector=vec,
-                   read_at=anchors(chosen, thread_coords(dst, num_threads, target.warp_size)[::vec]))
+                   read_vector=vec, read_at=anchors(chosen, reads))
 
 
 def reduce_bytes(op: Op, num_threads: int) -> int:
@@ -235,7 +237,7 @@ def plan_buffer(op: Op, num_threads: int, target: Target) -> int:
         return -(-t.numel * dtype_info(t.dtype).bytes // 16) * 16
     if op.attrs.get("mask"):              # a mask spread unlike its access's tile moves
         mask = op.operands[1 + op.operands[0].type.rank].type
-        tile = op.result.type if op.name == "load" else op.operands[-1].type
+        tile = op.result.type if has_trait(op, READS) else op.operands[-1].type
         return 0 if mask.layout == tile.layout else -(-mask.numel // 16) * 16
     if op.name == "reduce":
         return reduce_bytes(op, num_threads)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from commdsl.diagnostics import CompileError
 from commdsl.ir import KernelIR, TileType
 from commdsl.layout import Blocked, Sliced, choose_blocked, slots
-from commdsl.ops import ASYNC, ELEMENTWISE, MEMORY, has_trait
+from commdsl.ops import ASYNC, ELEMENTWISE, MEMORY, READS, WRITES, has_trait
 from commdsl.target import Target
 
 DEFAULT_WARPS = 4
@@ -41,10 +41,10 @@ def _shape_vectors(kernel: KernelIR, threads: int) -> dict[tuple[int, ...], int]
     whole: dict[tuple[int, ...], int] = {}       # shape -> widest vector its stores allow
     for op in kernel.walk():
         if has_trait(op, MEMORY) and not has_trait(op, ASYNC):    # not a TMA copy
-            tile = op.result.type if op.name in ("load", "get") else op.operands[-1].type
+            tile = op.result.type if has_trait(op, READS) else op.operands[-1].type
             if isinstance(tile, TileType) and tile.shape:
                 widths.setdefault(tile.shape, set()).add(op.attrs["vec"])
-                if (op.name in ("store", "put")
+                if (has_trait(op, WRITES)
                         or op.attrs["cache_policy"].get("L1") == "no_allocate"):
                     whole[tile.shape] = min(whole.get(tile.shape, op.attrs["vec"]),
                                             op.attrs["vec"])
@@ -196,10 +196,10 @@ def _gather_layouts(kernel: KernelIR, blocked) -> dict[int, object]:
     number (and rank) of exactly the rows it moves."""
     out: dict[int, object] = {}
     for op in kernel.walk():
-        if op.name not in ("get", "put") or not op.attrs["gather"]:
+        if not op.attrs.get("gather"):
             continue
         tensor = op.operands[0].type
-        tile = op.result.type if op.name == "get" else op.operands[-1].type
+        tile = op.result.type if has_trait(op, READS) else op.operands[-1].type
         dim = op.attrs["gather"][0]
         axis = sum(1 for s in op.attrs["sizes"][:dim] if s is not None)  # its axis in the tile
         layout = blocked(tile.shape)

@@ -6,7 +6,7 @@ import pytest
 from commdsl.compiler import compile_file
 from commdsl.ir import Block, Builder, KernelIR, ScalarType
 from commdsl.ir_verifier import verify
-from commdsl.ops import OPS, TRAITS, IRVerifyError
+from commdsl.ops import MEMORY, OPS, READS, TRAITS, WRITES, IRVerifyError
 from commdsl.passes.manager import PASS_ORDER, get_pass
 from commdsl.target import DEFAULT_TARGET, get_target
 
@@ -46,6 +46,13 @@ def test_every_declaration_is_documented(name):
     assert d.family, f"{name}: declared outside a family module"
     assert d.traits <= set(TRAITS)
     assert all(meaning for meaning in d.attrs.values()), f"{name}: an attribute lacks a meaning"
+
+
+def test_memory_ops_say_which_way_they_move_data():
+    """Passes tell reads from writes by trait (READS / WRITES), so every memory op has one."""
+    for name, d in OPS.items():
+        directions = {t for t in (READS, WRITES) if d.has(t)}
+        assert len(directions) == (1 if d.has(MEMORY) else 0), f"{name}: {sorted(d.traits)}"
 
 
 def test_unknown_op_fails_verification_by_name():

@@ -2,6 +2,6 @@
 registers them all, one module per family."""
 from . import arith, asynchronous, comm, control, logic, math, memory, mma, tiles  # noqa: F401
 from .registry import (ASYNC, BARRIER, COMM, CONSTANT, ELEMENTWISE, INDEX, LAYOUT,  # noqa: F401
-                       MEMORY, MMA, OPS, REDUCTION, REGION, SHARED, SIDE_EFFECTS, TERMINATOR,
-                       TRAITS, Builtin, IRVerifyError, OpDef, declare, fail, has_trait, lookup,
-                       with_trait)
+                       MEMORY, MMA, OPS, READS, REDUCTION, REGION, SHARED, SIDE_EFFECTS,
+                       TERMINATOR, TRAITS, WRITES, Builtin, IRVerifyError, OpDef, declare, fail,
+                       has_trait, lookup, with_trait)

@@ -4,7 +4,8 @@ from __future__ import annotations
 from commdsl.ir import BarrierType, SmemType, TensorType, TileType
 
 from .operands import is_i32
-from .registry import ASYNC, BARRIER, MEMORY, SHARED, SIDE_EFFECTS, declare, fail
+from .registry import (ASYNC, BARRIER, MEMORY, READS, SHARED, SIDE_EFFECTS, WRITES, declare,
+                       fail)
 
 FAMILY = "asynchronous"
 
@@ -218,14 +219,14 @@ declare("mbarrier_arrive", "mbarrier_arrive(bars, i) {per, cluster}", "arrive on
 declare("tma_load", "tma_load(tensor, buf, stage, coords..., bars, i) {map, multicast}",
         "box of tensor map `map` into buf[stage], completing on barrier i; with multicast = "
         "C, this CTA's 1/C of the tile's rows, into buf[stage] and barrier i of all C CTAs",
-        traits=(MEMORY, SHARED, ASYNC, SIDE_EFFECTS), verify=_tma_load,
+        traits=(MEMORY, READS, SHARED, ASYNC, SIDE_EFFECTS), verify=_tma_load,
         attrs={"map": "the index of its tensor map in kernel.attrs['tensor_maps']",
                "multicast": "CTAs of the cluster that receive the tile (1 or 2)"},
         interpret=_run_tma_load, family=FAMILY)
 declare("tma_store", "tma_store(tensor, buf, coords...) {map}", "one thread per consumer "
         "warpgroup copies its boxes of buf to the tile at coords (clipped at the tensor's "
         "edges) and commits them as a bulk group",
-        traits=(MEMORY, SHARED, ASYNC, SIDE_EFFECTS), verify=_tma_store,
+        traits=(MEMORY, WRITES, SHARED, ASYNC, SIDE_EFFECTS), verify=_tma_store,
         attrs={"map": "the index of its tensor map in kernel.attrs['tensor_maps']"},
         interpret=_run_tma_store, family=FAMILY)
 declare("smem_store", "smem_store(buf, t)", "each consumer thread writes its wgmma fragment "

@@ -9,7 +9,7 @@ from __future__ import annotations
 from commdsl.ir import ScalarType, TensorType, TileType
 
 from .memory import ACCESS_ATTRS, check_access_value
-from .registry import BARRIER, COMM, INDEX, MEMORY, SIDE_EFFECTS, declare, fail
+from .registry import BARRIER, COMM, INDEX, MEMORY, READS, SIDE_EFFECTS, WRITES, declare, fail
 
 FAMILY = "comm"
 
@@ -145,11 +145,11 @@ def _run_epoch(ctx, op):
 
 declare("get", "get(x, idx..., rank[, g]) {sizes, gather, cache} : tile | scalar",
         "a tile of rank `rank`'s copy of the symmetric tensor x; with attribute `guard`, "
-        "only where the i32 g > 0", traits=(COMM, MEMORY), verify=_peer_memory,
+        "only where the i32 g > 0", traits=(COMM, MEMORY, READS), verify=_peer_memory,
         attrs={**PEER_ATTRS, "guard": "a trailing i32 guard operand (passes/prefetch.py)"},
         interpret=_run_get, family=FAMILY)
 declare("put", "put(x, idx..., rank, value) {sizes, gather, cache}",
-        "value into rank `rank`'s copy of x", traits=(COMM, MEMORY, SIDE_EFFECTS),
+        "value into rank `rank`'s copy of x", traits=(COMM, MEMORY, WRITES, SIDE_EFFECTS),
         verify=_peer_memory, attrs=PEER_ATTRS, interpret=_run_put, family=FAMILY)
 declare("signal", "signal(flags, idx..., rank, value)", "release store at system scope of "
         "value into rank `rank`'s flags[idx], once per program after its earlier accesses",

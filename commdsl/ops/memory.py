@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from commdsl.ir import ScalarType, TensorType, TileType
 
-from .registry import MEMORY, SIDE_EFFECTS, declare, fail
+from .registry import MEMORY, READS, SIDE_EFFECTS, WRITES, declare, fail
 
 FAMILY = "memory"
 GUARDED = ("load", "get")     # the accesses passes/prefetch.py may guard
@@ -120,7 +120,7 @@ def _run_store(ctx, op, tensor, *rest):
 declare("load", "load(x, idx...[, mask][, guard]) {sizes, ...} : tile | scalar",
         "a tile of tensor x at the indices, `other` (0 unless given) where it reads nothing: "
         "past the tensor's edge, where the mask is false, everywhere if the i32 guard <= 0",
-        traits=(MEMORY,), verify=_memory,
+        traits=(MEMORY, READS), verify=_memory,
         attrs={**ACCESS_ATTRS,
                "via": "'tma': the tile goes through shared memory by TMA (passes/pipeline.py)",
                "guard": "a trailing i32 guard operand (passes/prefetch.py)",
@@ -128,5 +128,5 @@ declare("load", "load(x, idx...[, mask][, guard]) {sizes, ...} : tile | scalar",
         interpret=_run_load, family=FAMILY)
 declare("store", "store(x, idx...[, mask], value) {sizes, ...}",
         "value into tensor x at the indices (where the mask is true)",
-        traits=(MEMORY, SIDE_EFFECTS), verify=_memory, attrs=ACCESS_ATTRS,
+        traits=(MEMORY, WRITES, SIDE_EFFECTS), verify=_memory, attrs=ACCESS_ATTRS,
         interpret=_run_store, family=FAMILY)

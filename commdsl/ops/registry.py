@@ -30,6 +30,8 @@ def fail(op, msg: str):
 ELEMENTWISE = "elementwise"    # result element i depends on operand elements i only
 REDUCTION = "reduction"        # folds an axis of a tile
 MEMORY = "memory"              # reads or writes global memory
+READS = "reads"                # a memory op that reads it (into its result, or shared memory)
+WRITES = "writes"              # a memory op that writes it
 SHARED = "shared"              # reads or writes shared memory
 ASYNC = "async"                # starts or completes work that runs beside the thread
 BARRIER = "barrier"            # threads (or async units) meet or order their accesses
@@ -42,7 +44,7 @@ LAYOUT = "layout"              # moves a tile's elements between threads, same v
 INDEX = "index"                # gives an i32 index of the launch (pid, rank, ...)
 CONSTANT = "constant"          # a compile-time value
 
-TRAITS = (ELEMENTWISE, REDUCTION, MEMORY, SHARED, ASYNC, BARRIER, TERMINATOR, REGION,
+TRAITS = (ELEMENTWISE, REDUCTION, MEMORY, READS, WRITES, SHARED, ASYNC, BARRIER, TERMINATOR, REGION,
           SIDE_EFFECTS, COMM, MMA, LAYOUT, INDEX, CONSTANT)
 
 
