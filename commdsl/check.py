@@ -15,6 +15,7 @@ from .dims import BinOp, Const, Dim, DimError, Sym
 from .dtypes import DTYPES, FP8_MAX
 from .folding import fold_binary, fold_cdiv, fold_neg
 from .spec import QuantGroup, TensorParam
+from .target import Target
 
 KERNEL_ATTRS = {
     "grid": "grid(X[, Y[, Z]]): how many programs to launch, from sizes and constants",
@@ -321,8 +322,6 @@ def check_signature(k: ast.Kernel, overrides: dict) -> Signature:
             if len(a.args) != 1:
                 raise CompileError("warps takes one number", a.span, KERNEL_ATTRS["warps"])
             warps = _positive_int(a.args[0], constants, "the warp count")
-            if warps > 32:
-                raise CompileError(f"{warps} warps is more than a CTA can hold (32)", a.args[0].span)
         elif a.name == "sms":
             if len(a.args) != 1 or a.kwargs:
                 raise CompileError("sms takes one number", a.span, KERNEL_ATTRS["sms"])
@@ -337,9 +336,6 @@ def check_signature(k: ast.Kernel, overrides: dict) -> Signature:
                 raise CompileError("ctas_per_sm takes one number", a.span,
                                    KERNEL_ATTRS["ctas_per_sm"])
             ctas_per_sm = _positive_int(a.args[0], constants, "the CTAs per SM")
-            if ctas_per_sm > 32:
-                raise CompileError(f"an SM holds at most 32 CTAs, not {ctas_per_sm}",
-                                   a.args[0].span, KERNEL_ATTRS["ctas_per_sm"])
     if sms is not None:
         if any(a.name == "grid" for a in k.attrs):
             raise CompileError("sms(N) launches N programs, so the kernel takes no grid(...)",
@@ -350,3 +346,15 @@ def check_signature(k: ast.Kernel, overrides: dict) -> Signature:
     return Signature(k.name, constants, list(tensors.values()), spans, symbols, grid, warps,
                      sms, ctas_per_sm, fast_math)
 
+
+
+def check_launch_limits(k: ast.Kernel, sig: Signature, target: Target) -> None:
+    """The kernel's warps(N) and ctas_per_sm(N) against what the target's CTAs and SMs hold."""
+    spans = {a.name: a.args[0].span for a in k.attrs if a.name in ("warps", "ctas_per_sm")}
+    max_warps = target.max_threads_per_block // target.warp_size
+    if sig.warps is not None and sig.warps > max_warps:
+        raise CompileError(f"{sig.warps} warps is more than a CTA can hold ({max_warps})",
+                           spans["warps"])
+    if sig.ctas_per_sm > target.max_ctas_per_sm:
+        raise CompileError(f"an SM holds at most {target.max_ctas_per_sm} CTAs, not "
+                           f"{sig.ctas_per_sm}", spans["ctas_per_sm"], KERNEL_ATTRS["ctas_per_sm"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import ast
-from .check import check_signature, did_you_mean
+from .check import check_launch_limits, check_signature, did_you_mean
 from .diagnostics import CompileError, Source
 from .config import logger
 from .dump import Dump
@@ -106,6 +106,7 @@ def compile_source(text: str, path: str = "<string>", *, constants: dict | None 
         irs = []
         for k in kernels:
             sig = check_signature(k, {n: v for n, v in constants.items() if n in _declared(k)})
+            check_launch_limits(k, sig, tgt)
             kir = _lower(sig, k, tgt, divisible)
             kir.attrs.update(options)
             _apply_fast_math(kir, bool(options.get("fast_math")) or sig.fast_math)

@@ -83,6 +83,25 @@ def test_pipeline_reads_the_shared_memory_limit_from_the_target():
         compile_source(GEMM, target="sm_90a", constants={"STAGES": 16})
 
 
+COPY = """kernel c(x: f32[N, 64], y: out f32[N, 64]) grid(N) {
+  store y[pid.0, 0 : +64] = load x[pid.0, 0 : +64]
+}
+"""
+
+
+def test_ctas_per_sm_is_held_to_the_targets_sm():
+    """sm_86 holds 16 CTAs per SM, sm_90a 32: the same kernel fits one and not the other."""
+    source = COPY.replace("grid(N)", "grid(N)\n  ctas_per_sm(20)")
+    compile_source(source, target="sm_90a", emit="ir")
+    with pytest.raises(CompileError, match="an SM holds at most 16 CTAs, not 20"):
+        compile_source(source, target="sm_86", emit="ir")
+
+
+def test_warps_are_held_to_the_targets_threads_per_block():
+    with pytest.raises(CompileError, match=r"33 warps is more than a CTA can hold \(32\)"):
+        compile_source(COPY.replace("grid(N)", "grid(N)\n  warps(33)"), emit="ir")
+
+
 # ---- the runtime: the device's target, and kernels the device cannot run ---------------------
 
 ACT_QUANT = open("examples/act_quant.cdsl").read()
