@@ -166,8 +166,8 @@ def _step(loop: Op) -> _Step | None:
     return _Step(loop, mma, waits[0], issue_ops + waits, next_ops, carried)
 
 
-def _fits(mma: Op, consumer_regs: int) -> bool:
-    partial = mma.result.type.numel // (128 * mma.attrs["warpgroups"])
+def _fits(mma: Op, consumer_regs: int, warpgroup_threads: int) -> bool:
+    partial = mma.result.type.numel // (warpgroup_threads * mma.attrs["warpgroups"])
     return 3 * partial + OTHER_REGS <= consumer_regs
 
 
@@ -210,14 +210,14 @@ def _rewrite(loop: Op, s: _Step) -> list[Op]:
     return ops
 
 
-def _lower(block: Block, consumer_regs: int) -> None:
+def _lower(block: Block, consumer_regs: int, warpgroup_threads: int) -> None:
     for op in list(block.ops):
         for inner in op.blocks:
-            _lower(inner, consumer_regs)
+            _lower(inner, consumer_regs, warpgroup_threads)
         if op.name != "for":
             continue
         s = _step(op)
-        if s is None or not _fits(s.mma, consumer_regs):
+        if s is None or not _fits(s.mma, consumer_regs, warpgroup_threads):
             continue
         at = block.ops.index(op)
         block.ops[at:at + 1] = _rewrite(op, s)
@@ -226,5 +226,5 @@ def _lower(block: Block, consumer_regs: int) -> None:
 def run(kernel: KernelIR, target: Target) -> KernelIR:
     for op in kernel.walk():
         if op.name == "warp_specialize":
-            _lower(op.blocks[1], op.attrs["consumer_regs"])
+            _lower(op.blocks[1], op.attrs["consumer_regs"], target.warpgroup_threads)
     return kernel

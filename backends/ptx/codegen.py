@@ -589,11 +589,12 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         """Each warp's partials go through shared memory; every thread combines the warps
         that differ only along the reduced axis."""
         b = self.b
-        nwarps = self.k.num_threads // 32
+        warp_size = self.target.warp_size
+        nwarps = self.k.num_threads // warp_size
         smem = self.static_smem(op, op.operands[0].type.dtype)
 
         def slot_ptr(i, warp):
-            idx = b.add(b.mul(b.add(self.i32(i * nwarps), warp), self.i32(32)), self.lane)
+            idx = b.add(b.mul(b.add(self.i32(i * nwarps), warp), self.i32(warp_size)), self.lane)
             return b.gep(smem, [self.i32(0), idx])
 
         for i, r in enumerate(regs):
