@@ -1,7 +1,10 @@
 """examples/swiglu_quant, rmsnorm_quant and softmax (issue 13): each compiles for sm_90a and
 ptxas accepts it, and the CPU interpreter matches float64 references on small ragged
-shapes with outliers (tests/new_example_references.py says what "matches" means)."""
+shapes with outliers (tests/new_example_references.py says what "matches" means). Their
+benches (bench/swiglu_quant.py, rmsnorm_quant.py, softmax.py) need a GPU; here they are
+only byte-compiled."""
 import os
+import py_compile
 
 import pytest
 import torch
@@ -104,3 +107,8 @@ def test_softmax_exp_diff_puts_the_rounding_back():
     ref = torch.softmax(x.double(), 1)
     assert ((y.double() - ref).abs() / ref).max() < 3e-7
 
+
+@pytest.mark.parametrize("name", ["swiglu_quant", "rmsnorm_quant", "softmax"])
+def test_bench_byte_compiles(name, tmp_path):
+    py_compile.compile(os.path.join(ROOT, "bench", f"{name}.py"),
+                       cfile=str(tmp_path / f"{name}.pyc"), doraise=True)
