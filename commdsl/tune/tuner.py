@@ -144,6 +144,7 @@ def _run_trials(default, space, args: tuple, kwargs: dict, bound, timer, progres
     candidates = [t for t in trials if t.pruned is None]
     rungs = plan(method, len(candidates))
     bar.phase("timing", sum(r.count for r in rungs), planned_work(rungs))
+    arg_sets = _rotating_arguments(args, kwargs, default.spec, bound) if candidates else []
     runners = {}
 
     def measure(trial: Trial, effort: float | None) -> None:
@@ -161,7 +162,6 @@ def _run_trials(default, space, args: tuple, kwargs: dict, bound, timer, progres
                                  else f"pruned ({trial.pruned})"),
                  1.0 if effort is None else effort)
 
-    arg_sets = _rotating_arguments(args, kwargs, default.spec, bound) if candidates else []
     run_plan(candidates, rungs, measure)
     winner = best(trials)
     bar.close(f"best {_label(winner.config)}: {winner.ms:.4f} ms" if winner
