@@ -16,15 +16,18 @@ from ..runtime.callplan import MAX_PLANS, RecentCall, call_signature
 
 class AutotunedKernel:
     def __init__(self, text: str, path: str, name: str | None, constants: dict, target: str,
-                 space: dict | None = None, *, timer=None, progress: bool = True):
+                 space: dict | None = None, *, timer=None, progress: bool = True,
+                 search: str = "auto"):
+        from .search import check_search
         from .space import search_space
+        check_search(search)
         self.source, self.path, self.target = text, path, target
         self.constants = dict(constants)
         # Checked now, so a mistake in the space is reported by `load`, not by a first call.
         self._space = None if space is None else search_space(text, path, name, constants,
                                                                 space)
         self._name = name
-        self._timer, self._progress = timer, progress
+        self._timer, self._progress, self._search = timer, progress, search
         self._chosen: dict[tuple, Kernel] = {}
         self._recent: RecentCall | None = None     # the last call's choice, checked in C++
         self.tunings: dict[tuple, object] = {}   # sizes -> TuneResult, one per shape tuned
@@ -50,7 +53,8 @@ class AutotunedKernel:
     def _choose(self, args: tuple, kwargs: dict) -> Kernel:
         from .tuner import tune
         result = tune(self.source, self.path, self._name, self.constants, self.target,
-                      self._space, args, kwargs, timer=self._timer, progress=self._progress)
+                      self._space, args, kwargs, timer=self._timer, progress=self._progress,
+                      search=self._search)
         self.tunings[tuple(result.shape.items())] = result
         return result.kernel
 

@@ -3,12 +3,14 @@
     commdsl tune examples/act_quant.cdsl --shape M=4096,K=7168
     commdsl tune examples/copy_nc.cdsl --shape N=67108864 --space BLOCK=2048,4096 -D WARPS=4
 
-Prints every config's time (or why it was pruned) and saves the best where `commdsl.load(...,
+Prints every config's time (or why it was pruned; with `--search halving`, a dropped config's
+time is from a shorter timing) and saves the best where `commdsl.load(...,
 autotune=True)` and `commdsl.autotune` find it; an identical later run prints the saved choice.
 """
 from __future__ import annotations
 
 from ..diagnostics import CompileError
+from .search import SEARCHES
 
 
 def add_arguments(p) -> None:
@@ -17,6 +19,9 @@ def add_arguments(p) -> None:
     p.add_argument("--space", action="append", default=[], metavar="NAME=V1,V2,...",
                    help="values to try for one constant instead of the declared ones; may repeat")
     p.add_argument("--retune", action="store_true", help="time again even if a result is saved")
+    p.add_argument("--search", choices=SEARCHES, default="auto",
+                   help="time every config fully (exhaustive), weed out by successive halving "
+                   "(halving), or the first up to 64 configs and the second above (auto)")
 
 
 def parse_space(items: list[str]) -> dict | None:
@@ -63,16 +68,23 @@ def run(args, constants: dict, target: str | None) -> int:
                            "run it on a machine with an NVIDIA GPU (Hopper for sm_90a)")
     named = random_arguments(default.spec, sizes, torch.device("cuda"))
     result = tune(text, path, default.name, constants, target, space, (), named,
-                  retune=args.retune)
+                  retune=args.retune, search=args.search)
     label = ", ".join(f"{k}={v}" for k, v in result.config.items())
     if result.from_cache:
         print(f"{default.name} {args.shape}: {label} ({result.ms:.4f} ms when tuned; saved "
               "earlier, nothing timed; --retune to time again)")
         return 0
     print(f"{'config':<32} ms")
-    for trial in sorted(result.trials, key=lambda t: (t.ms is None, t.ms or 0.0)):
+    # The fully timed first, then those the search dropped after a shorter timing.
+    for trial in sorted(result.trials,
+                        key=lambda t: (t.ms is None, -(t.effort or 0.0), t.ms or 0.0)):
         config = ", ".join(f"{k}={v}" for k, v in trial.config.items())
-        print(f"{config:<32} " + (f"{trial.ms:.4f}" if trial.ms is not None
-                                   else f"pruned: {trial.pruned}"))
+        if trial.ms is None:
+            shown = f"pruned: {trial.pruned}"
+        elif trial.effort < 1:
+            shown = f"{trial.ms:.4f}  (dropped after 1/{round(1 / trial.effort)} of a timing)"
+        else:
+            shown = f"{trial.ms:.4f}"
+        print(f"{config:<32} {shown}")
     print(f"best {default.name} {args.shape}: {label} ({result.ms:.4f} ms)")
     return 0

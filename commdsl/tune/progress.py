@@ -1,35 +1,75 @@
-"""A progress bar on stderr, without a dependency: redrawn in place on a terminal, one line
-per step elsewhere (so logs stay readable)."""
+"""Progress on stderr, without a dependency: one bar per phase (compiling, timing) with its
+count, the time it has taken and an estimate of the time left. Redrawn in place on a
+terminal, one line per step elsewhere (so logs stay readable). In a distributed job only
+rank 0 (RANK, else LOCAL_RANK) prints, so that eight ranks tuning one kernel show one bar.
+
+    compiling [########................] 480/1440  12.0 s, ETA 24.0 s  BM=128,BN=64,...: ok
+    timing    [###.....................] 310/2095  3.1 s, ETA 21.5 s  BM=...: 0.2114 ms
+"""
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 WIDTH = 24
 
 
+def is_rank_zero() -> bool:
+    rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))
+    return rank.strip() in ("", "0")
+
+
 class Progress:
-    def __init__(self, title: str, total: int, enabled: bool = True, stream=None):
-        self.title, self.total, self.enabled = title, total, enabled
+    def __init__(self, title: str, enabled: bool = True, stream=None, clock=time.monotonic):
+        self.enabled = enabled and is_rank_zero()
         self.stream = stream or sys.stderr
-        self.done = 0
-        self.live = enabled and self.stream.isatty()
-        if enabled:
+        self.clock = clock
+        self.live = self.enabled and self.stream.isatty()
+        self.drawn = False              # a live line is on screen
+        self.phase("", 0)
+        if self.enabled:
             print(title, file=self.stream, flush=True)
 
-    def step(self, label: str) -> None:
+    def phase(self, name: str, total: int, work: float | None = None) -> None:
+        """Start a phase of `total` steps that cost `work` in all (default: one per step);
+        the estimate of the time left assumes the work goes at the rate it has gone."""
+        if self.drawn:
+            self.stream.write("\n")     # keep the last phase's final line on screen
+            self.drawn = False
+        self.name, self.total = name, total
+        self.work = float(total if work is None else work)
+        self.done, self.done_work, self.started = 0, 0.0, self.clock()
+
+    def step(self, label: str, work: float = 1.0) -> None:
         self.done += 1
+        self.done_work += work
         if not self.enabled:
             return
-        filled = WIDTH * self.done // max(self.total, 1)
-        line = f"  [{'#' * filled}{'.' * (WIDTH - filled)}] {self.done}/{self.total}  {label}"
+        elapsed = self.clock() - self.started
+        fraction = min(1.0, self.done_work / self.work) if self.work > 0 else 1.0
+        left = elapsed * (1 - fraction) / fraction if fraction > 0 else None
+        filled = int(WIDTH * fraction)
+        eta = "" if left is None else f", ETA {_seconds(left)}"
+        line = (f"  {self.name:<9} [{'#' * filled}{'.' * (WIDTH - filled)}] "
+                f"{self.done}/{self.total}  {_seconds(elapsed)}{eta}  {label}")
         if self.live:
-            self.stream.write(f"\r{line:<100}")
+            self.stream.write(f"\r{line:<110}")
             self.stream.flush()
+            self.drawn = True
         else:
             print(line, file=self.stream, flush=True)
 
     def close(self, summary: str) -> None:
         if self.enabled:
-            if self.live:
-                self.stream.write("\r" + " " * 100 + "\r")
+            if self.drawn:
+                self.stream.write("\n")
+                self.drawn = False
             print(f"  {summary}", file=self.stream, flush=True)
+
+
+def _seconds(s: float) -> str:
+    if s < 60:
+        return f"{s:.1f} s"
+    minutes, seconds = divmod(round(s), 60)
+    return f"{minutes}m{seconds:02d}s"

@@ -3,7 +3,7 @@
 One small JSON file per tuning call under `cache_dir()/tune`, named by the hash of what
 identifies the call: the GPU's name, the kernel, the hash of its source, the shape key (the
 sizes), the target, the constants the caller fixed, the space (or "declared", which the
-source hash covers) and commdsl's version. The file repeats those fields, and a file that
+source hash covers), the search asked for (tune/search.py) and commdsl's version. The file repeats those fields, and a file that
 does not match them or does not parse is ignored, so a damaged record costs a re-tune, never
 a wrong config. Writes are atomic (runtime/cache.atomic_write).
 """
@@ -17,13 +17,14 @@ from ..runtime.cache import atomic_write
 
 
 def record_fields(gpu: str, kernel: str, text: str, shape: dict, target: str, fixed: dict,
-                  space) -> dict:
+                  space, search: str) -> dict:
     """What identifies a tuning call, as plain JSON values."""
     from ..version import __version__
     fields = {"gpu": gpu, "kernel": kernel, "source": hashlib.sha256(text.encode()).hexdigest(),
               "shape": shape, "target": target,
               "fixed": {name: repr(value) for name, value in sorted(fixed.items())},
               "space": "declared" if space is None else [[n, list(v)] for n, v in space.axes],
+              "search": search,
               "commdsl": __version__}
     return json.loads(json.dumps(fields))    # as a reader will see them: tuples become lists
 

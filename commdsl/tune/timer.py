@@ -2,7 +2,9 @@
 
 A timer is any `timer(run, config) -> milliseconds`, where `run()` launches the kernel once
 on the next set of rotating input buffers; `autotune(..., timer=...)` takes another one (a
-test passes a stub that never launches). The default, `cuda_event_timer`, follows Triton's
+test passes a stub that never launches). The adaptive search (search.py) also passes
+`effort=`, the fraction of a full measurement to spend: short ones to weed out, full ones to
+decide. The default, `cuda_event_timer`, follows Triton's
 do_bench: estimate a launch's time, warm up for ~25 ms, then record an event pair around each
 launch for ~100 ms and take the median, which ignores the odd launch that waited on the host.
 
@@ -21,8 +23,9 @@ MIN_RUNS, MAX_RUNS = 10, 1000
 MAX_ROTATIONS = 16
 
 
-def cuda_event_timer(run, config: dict | None = None) -> float:
-    """Median milliseconds of one `run()`, timed with CUDA events on the current stream."""
+def cuda_event_timer(run, config: dict | None = None, effort: float = 1.0) -> float:
+    """Median milliseconds of one `run()`, timed with CUDA events on the current stream;
+    `effort` scales the warm-up and the measurement (never under MIN_RUNS launches each)."""
     import torch
     run()                                  # the first launch loads the module: not timed
     torch.cuda.synchronize()
@@ -33,9 +36,9 @@ def cuda_event_timer(run, config: dict | None = None) -> float:
     end.record()
     torch.cuda.synchronize()
     estimate = max(start.elapsed_time(end) / 5, 1e-3)
-    for _ in range(_runs(WARMUP_MS, estimate)):
+    for _ in range(_runs(WARMUP_MS * effort, estimate)):
         run()
-    return event_median_ms(run, _runs(MEASURE_MS, estimate))
+    return event_median_ms(run, _runs(MEASURE_MS * effort, estimate))
 
 
 def event_median_ms(run, count: int) -> float:

@@ -1,4 +1,4 @@
-"""The autotuner: time every config of a kernel's tune space on real arguments, keep the best.
+"""The autotuner: time the configs of a kernel's tune space on real arguments, keep the best.
 
     result = commdsl.autotune("examples/act_quant.cdsl", (x,))
     result.config        # {'ROWS': 16, 'WARPS': 4}
@@ -6,13 +6,14 @@
 
     commdsl.autotune(path, (x,), space={"ROWS": [8, 16, 32]}, WARPS=4)   # a space of one's own
 
-Each config is compiled first (through the compile cache) and pruned without timing when it
-does not compile, when ptxas reports more registers than a block may hold (registers x
-threads > 65536 on Hopper), or when it needs more shared memory than a block may have: the
-limits of the kernel's target (commdsl/target.py), the device's family unless the caller
-chose another. The
-rest are timed (tune/timer.py) on copies of the arguments; a config whose launch fails scores
-nothing and the run goes on. The best config is saved per (GPU, kernel, source hash, sizes,
+Every config is compiled first, in worker processes (tune/parallel_compile.py, through the
+compile cache), and pruned without timing when it does not compile, when ptxas reports more
+registers than a block may hold (registers x threads > 65536 on Hopper), or when it needs
+more shared memory than a block may have: the limits of the kernel's target
+(commdsl/target.py), the device's family unless the caller chose another. The rest are timed
+(tune/timer.py) on copies of the arguments, all of them fully or, in a large space, by
+successive halving (tune/search.py); a config whose launch fails scores nothing and the run
+goes on. The best config is saved per (GPU, kernel, source hash, sizes,
 ...) (tune/records.py), and the next identical call loads it without timing anything;
 `retune=True` times again.
 """
@@ -30,6 +31,8 @@ class Trial:
     config: dict
     ms: float | None = None          # None: pruned or failed
     pruned: str | None = None        # why it was not timed, or why timing failed
+    effort: float | None = None      # the fraction of a full measurement `ms` took (1.0:
+                                     # all of it; less: dropped by the search after it)
 
 
 @dataclass
@@ -44,15 +47,20 @@ class TuneResult:
 
 def autotune(kernel, args=(), space: dict | None = None, *, kernel_name: str | None = None,
              target: str | None = None, timer=None, retune: bool = False,
-             progress: bool = True, **constants) -> TuneResult:
+             progress: bool = True, search: str = "auto", **constants) -> TuneResult:
     """Tune a kernel (a .cdsl path, source text, or a commdsl.Kernel) on `args`.
 
     `args` is what the kernel is called with: a tuple of positional arguments or a dict of
     them by name. `space` maps constants to the values to try and defaults to the `tune`
     declarations of the source; constants passed as keywords (or set on a Kernel) stay fixed.
-    `timer(run, config) -> ms` replaces the CUDA-event timer (tune/timer.py). The target
-    defaults to the current GPU's."""
+    `timer(run, config) -> ms` replaces the CUDA-event timer (tune/timer.py). `search`:
+    "exhaustive" times every config fully, "halving" by successive halving (short
+    measurements of all, longer ones of the best; the timer then takes `effort=`), "auto"
+    the first up to 64 configs and the second above (tune/search.py). The target defaults to
+    the current GPU's."""
     from ..kernel import Kernel, local_target, read_source
+    from .search import check_search
+    check_search(search)
     if isinstance(kernel, Kernel):
         if constants or kernel_name is not None:
             raise CompileError("a loaded Kernel already has its constants and name", None,
@@ -66,12 +74,12 @@ def autotune(kernel, args=(), space: dict | None = None, *, kernel_name: str | N
     tune_space = None if space is None else search_space(text, path, name, fixed, space)
     positional, keywords = (((), dict(args)) if isinstance(args, dict) else (tuple(args), {}))
     return tune(text, path, name, fixed, target, tune_space, positional, keywords,
-                timer=timer, retune=retune, progress=progress)
+                timer=timer, retune=retune, progress=progress, search=search)
 
 
 def tune(text: str, path: str, name: str | None, fixed: dict, target: str, space,
          args: tuple, kwargs: dict, *, timer=None, retune: bool = False,
-         progress: bool = True) -> TuneResult:
+         progress: bool = True, search: str = "auto") -> TuneResult:
     """`autotune` once the source is read and the space (None: declared) checked."""
     from ..kernel import Kernel
     from ..config import logger
@@ -82,7 +90,7 @@ def tune(text: str, path: str, name: str | None, fixed: dict, target: str, space
     shape = {s: bound.sizes[s] for s in default.spec.size_symbols}
     records = TuneRecords()
     fields = record_fields(_device_name(bound.device), default.name, text, shape, target,
-                           fixed, space)
+                           fixed, space, search)
     saved = None if retune else records.get(fields)
     if saved is not None:
         logger().info("tune %s %s: saved choice %s", default.name, shape, saved["config"])
@@ -91,58 +99,74 @@ def tune(text: str, path: str, name: str | None, fixed: dict, target: str, space
     if space is None:
         from .space import search_space
         space = search_space(text, path, default.name, fixed, None)
-    trials, kernels = _run_trials(default, space, args, kwargs, bound, timer, progress)
-    timed = [t for t in trials if t.ms is not None]
-    if not timed:
+    trials, kernels, winner = _run_trials(default, space, args, kwargs, bound, timer,
+                                          progress, search)
+    if winner is None:
         reasons = "; ".join(f"{_label(t.config)}: {t.pruned}" for t in trials[:4])
         raise CompileError(f"no config of {default.name} could be timed ({reasons})", None,
                            "fix the kernel for these configs, or tune over other values",
                            Source(text, path))
-    winner = min(timed, key=lambda t: t.ms)
     logger().info("tuned %s %s in %.1f s: %d configs, best %s (%.4f ms)", default.name, shape,
                   time.perf_counter() - start, len(trials), winner.config, winner.ms)
     records.put(fields, winner.config, winner.ms,
-                [{"config": t.config, "ms": t.ms, "pruned": t.pruned} for t in trials])
+                [{"config": t.config, "ms": t.ms, "pruned": t.pruned, "effort": t.effort}
+                 for t in trials])
     return TuneResult(kernels[_label(winner.config)], winner.config, winner.ms, shape,
                       from_cache=False, trials=trials)
 
 
-def _run_trials(default, space, args: tuple, kwargs: dict, bound, timer, progress: bool):
-    """Compile, prune and time every config; `default` is the kernel with only the fixed
-    constants set, `bound` its binding of the call's arguments."""
-    from ..kernel import Kernel
+def _run_trials(default, space, args: tuple, kwargs: dict, bound, timer, progress: bool,
+                search: str):
+    """Compile every config (in parallel), prune, and time what is left by the search
+    (tune/search.py); `default` is the kernel with only the fixed constants set, `bound` its
+    binding of the call's arguments."""
+    from .parallel_compile import compile_configs
     from .progress import Progress
+    from .search import best, pick_search, plan, planned_work, run_plan, sample
     from .timer import cuda_event_timer
+    method = pick_search(search, len(space), timer)
     timer = timer or cuda_event_timer
     limits = get_target(default.target)
-    arg_sets = _rotating_arguments(args, kwargs, default.spec, bound)
+    configs = space.configs() if method == "exhaustive" else sample(space.configs())
     sizes = ", ".join(f"{s}={bound.sizes[s]}" for s in default.spec.size_symbols)
-    bar = Progress(f"tuning {default.name} ({sizes}) over {space}: {len(space)} configs",
-                   len(space), enabled=progress)
-    trials, kernels = [], {}
-    for config in space.configs():
-        trial = Trial(config)
-        trials.append(trial)
-        try:
-            kernel = Kernel(default.source, default.path, default.name,
-                            {**default.constants, **config}, default.target)
-        except CommdslError as e:
-            trial.pruned = "does not compile: " + _first_line(e)
-            bar.step(f"{_label(config)}: pruned ({trial.pruned})")
-            continue
-        trial.pruned = over_limits(kernel, limits)
+    shown = (f"{len(space)} configs" + (f", {method}" if method != "exhaustive" else "") +
+             (f" over a sample of {len(configs)}" if len(configs) < len(space) else ""))
+    bar = Progress(f"tuning {default.name} ({sizes}) over {space}: {shown}", enabled=progress)
+    bar.phase("compiling", len(configs))
+    trials = [Trial(config) for config in configs]
+    compiled = compile_configs(default, configs, lambda config, why: bar.step(
+        f"{_label(config)}: " + ("ok" if why is None else f"pruned ({why})")))
+    kernels = {}
+    for trial, (kernel, why) in zip(trials, compiled):
+        trial.pruned = why if kernel is None else over_limits(kernel, limits)
         if trial.pruned is None:
-            try:
-                trial.ms = timer(_runner(kernel, arg_sets, bound.device), config)
-                kernels[_label(config)] = kernel
-            except CommdslError as e:
-                trial.pruned = "failed to run: " + _first_line(e)
-        bar.step(f"{_label(config)}: " + (f"{trial.ms:.4f} ms" if trial.ms is not None
-                                          else f"pruned ({trial.pruned})"))
-    timed = [t for t in trials if t.ms is not None]
-    bar.close(f"best {_label(min(timed, key=lambda t: t.ms).config)}: "
-              f"{min(t.ms for t in timed):.4f} ms" if timed else "no config could be timed")
-    return trials, kernels
+            kernels[_label(trial.config)] = kernel
+    candidates = [t for t in trials if t.pruned is None]
+    rungs = plan(method, len(candidates))
+    bar.phase("timing", sum(r.count for r in rungs), planned_work(rungs))
+    arg_sets = _rotating_arguments(args, kwargs, default.spec, bound) if candidates else []
+    runners = {}
+
+    def measure(trial: Trial, effort: float | None) -> None:
+        label = _label(trial.config)
+        kernel = kernels[label]
+        if label not in runners:
+            runners[label] = _runner(kernel, arg_sets, bound.device)
+        try:
+            trial.ms = (timer(runners[label], trial.config) if effort is None else
+                        timer(runners[label], trial.config, effort=effort))
+        except CommdslError as e:
+            trial.ms, trial.pruned = None, "failed to run: " + _first_line(e)
+            del kernels[label]
+        bar.step(f"{label}: " + (f"{trial.ms:.4f} ms" if trial.ms is not None
+                                 else f"pruned ({trial.pruned})"),
+                 1.0 if effort is None else effort)
+
+    run_plan(candidates, rungs, measure)
+    winner = best(trials)
+    bar.close(f"best {_label(winner.config)}: {winner.ms:.4f} ms" if winner
+              else "no config could be timed")
+    return trials, kernels, winner
 
 
 def over_limits(kernel, limits: Target) -> str | None:
