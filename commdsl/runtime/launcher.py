@@ -259,13 +259,12 @@ class Launcher:
             spans.append((name, start, end))
 
     def _aliasing_error(self, output: str, other: str) -> None:
-        if self._by_name[other].is_out:
-            raise self._fail(output, f"shares memory with output '{other}'; each output needs "
-                             "its own memory", f"pass a separate tensor as '{output}' (or none: "
-                             "the kernel allocates it)")
-        raise self._fail(output, f"shares memory with input '{other}'; in-place kernels are "
-                         "not supported yet", f"pass a separate tensor as '{output}' (or none: "
-                         "the kernel allocates it)")
+        why = ("each output needs its own memory" if self._by_name[other].is_out
+               else "in-place kernels are not supported yet")
+        kind = "output" if self._by_name[other].is_out else "input"
+        raise self._fail(output, f"shares memory with {kind} '{other}'; {why}",
+                         f"pass a separate tensor as '{output}' (or none: the kernel "
+                         "allocates it)")
 
     def _check_device(self, given: dict):
         first_name = first_device = None
