@@ -9,8 +9,9 @@ compiled, assembled by ptxas when ptxas is found (else the driver JIT-compiles t
 stored.
 
 Calling. The first call with a new signature (the shapes, dtypes, devices and strides of the
-arguments) runs every argument check; later calls with it check only alignment, allocate the
-outputs not passed, and launch (runtime/callplan.py).
+arguments) runs every argument check; later calls with it check only alignment and that passed
+outputs alias no other argument, allocate the outputs not passed, and launch
+(runtime/callplan.py).
 """
 from __future__ import annotations
 

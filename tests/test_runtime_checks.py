@@ -155,11 +155,6 @@ def test_size_only_an_output_has_must_come_from_that_output():
     assert bound.sizes == {"M": 8, "N": 64}
 
 
-def test_empty_grid_is_allowed():
-    bound = Launcher(act_quant_spec()).bind(x_bf16(0, 256), require_cuda=False)
-    assert bound.grid == (0, 2, 1)
-
-
 # -- ptxas -------------------------------------------------------------------------------
 
 def _ptxas_available() -> bool:

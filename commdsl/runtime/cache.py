@@ -15,7 +15,8 @@ evicted, and deleting the folder is always safe.
 
 Concurrency: each file is written under a temporary name and moved into place with
 os.replace, which is atomic, and the manifest goes last, so a reader sees whole files or no
-entry. Two processes building one key write identical bytes, so their writes may interleave.
+entry. Two processes building one key write identical bytes, so their writes may interleave
+(which is why ptxas's report is kept without its timing lines: runtime/ptxas.py).
 A reader checks every checksum; any mismatch (a truncated file, a rebuild half done) is a
 miss, and the caller rebuilds and rewrites the entry.
 """

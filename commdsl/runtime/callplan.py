@@ -5,8 +5,8 @@ output passed as None, plus the keyword names. Every check `Launcher.bind` makes
 follows from it: dtypes, ranks, the sizes and the dims derived from them, contiguity, the
 device, the grid, the size specialization. So the first call with a signature runs the full
 checks and records a `CallPlan`; later calls with that signature check only what can differ
-(the 16-byte alignment of each address, read anyway to pass it), allocate the outputs not
-passed, and launch.
+(the 16-byte alignment of each address, read anyway to pass it, and that a passed output
+shares no memory with another argument), allocate the outputs not passed, and launch.
 
 Most calls repeat the previous call's signature, so a Kernel first asks `RecentCall`, which
 checks the arguments against the last signature in C++ (the TensorGuards torch.compile
@@ -17,6 +17,7 @@ that check, one data_ptr per tensor and cuLaunchKernel (bench/launch_overhead.py
 """
 from __future__ import annotations
 
+from ..spec import KernelSpec
 from .launcher import ALIGNMENT, Bound, Launcher
 
 # Plans are kept per exact shape; a caller whose M changes every call must not grow memory
@@ -42,7 +43,7 @@ class CallPlan:
     each entry parameter's tensor is, so a call is a few list lookups and the launch."""
 
     __slots__ = ("checker", "sources", "allocations", "sizes", "device", "launch",
-                 "output_sources", "single_output", "recent")
+                 "output_sources", "single_output", "overlaps", "disjoint", "recent")
 
     def __init__(self, checker: Launcher, launcher: Launcher, bound: Bound, args: tuple,
                  kwargs: dict):
@@ -56,8 +57,10 @@ class CallPlan:
             if t.name not in position:                        # an output to allocate
                 position[t.name] = len(values) + len(self.allocations)
                 self.allocations.append((tuple(bound.tensors[i].shape), bound.tensors[i].dtype))
-        self.checker = checker        # re-runs the full checks when the alignment check fails
+        self.checker = checker        # re-runs the full checks when a per-call check fails
         self.sources = [position[t.name] for t in spec.tensors]
+        self.overlaps = _may_overlap(spec, bound, self.sources, len(values))
+        self.disjoint = None          # the last addresses _check_overlaps passed
         self.output_sources = [position[t.name] for t in spec.outputs]
         self.single_output = self.output_sources[0] if len(self.output_sources) == 1 else None
         self.sizes = [bound.sizes[name] for name in spec.size_symbols]
@@ -78,10 +81,33 @@ class CallPlan:
             misaligned |= pointer
         if misaligned % ALIGNMENT:
             self.checker.bind(*args, **kwargs)           # raises the error naming the argument
+        if self.overlaps and pointers != self.disjoint:
+            self._check_overlaps(pointers, args, kwargs)
         self.launch(pointers, self.sizes)
         if self.single_output is not None:
             return values[self.single_output]
         return tuple([values[i] for i in self.output_sources]) or None
+
+    def _check_overlaps(self, pointers: list[int], args: tuple, kwargs: dict) -> None:
+        """Raises, through the full checks, where a passed output shares memory with another
+        argument. Remembers addresses found disjoint: a caller that passes its outputs mostly
+        passes the same buffers call after call, and then pays one list comparison."""
+        for i, j, low, high in self.overlaps:
+            if low < pointers[i] - pointers[j] < high:
+                self.checker.bind(*args, **kwargs)       # raises the error naming both
+        self.disjoint = pointers
+
+
+def _may_overlap(spec: KernelSpec, bound: Bound, sources: list[int], passed: int) -> tuple:
+    """The pairs of entry tensors whose memory a later call of this signature could share: a
+    passed output and any other passed tensor (allocated outputs alias nothing, so most calls
+    have none). Each is (i, j, low, high), indices in spec.tensors order: tensors i and j
+    overlap when low < address(i) - address(j) < high, their sizes being fixed by the
+    signature."""
+    nbytes = [t.nbytes for t in bound.tensors]
+    given = [i for i, source in enumerate(sources) if source < passed and nbytes[i]]
+    return tuple((i, j, -nbytes[i], nbytes[j]) for i in given for j in given
+                 if i < j and (spec.tensors[i].is_out or spec.tensors[j].is_out))
 
 
 class RecentCall:

@@ -113,6 +113,7 @@ class Launcher:
         sizes, source = self._bind_sizes(given)
         for name, value in given.items():
             self._check_layout(name, value)
+        self._check_aliasing(given)
         device = self._check_device(given) if require_cuda else self._any_device(given)
         grid = self._grid(sizes, source, device)
         tensors = tuple([given[t.name] if t.name in given else self._allocate(t, sizes, device)
@@ -241,6 +242,30 @@ class Launcher:
                              f"{misaligned} bytes past a multiple of {ALIGNMENT}",
                              f"pass {name}.clone() (a view that starts mid-buffer keeps its offset)")
 
+    def _check_aliasing(self, given: dict) -> None:
+        """A passed output must not overlap another argument's bytes: the kernel's CTAs read
+        inputs while others write outputs, in no set order. Called after `_check_layout`, so
+        each tensor's bytes are the one range from its data_ptr."""
+        spans = []
+        for name, value in given.items():
+            start = value.data_ptr()
+            end = start + value.nbytes
+            if start == end:                  # an empty tensor has no bytes to share
+                continue
+            if self._by_name[name].is_out:
+                for other, other_start, other_end in spans:
+                    if start < other_end and other_start < end:
+                        self._aliasing_error(name, other)
+            spans.append((name, start, end))
+
+    def _aliasing_error(self, output: str, other: str) -> None:
+        why = ("each output needs its own memory" if self._by_name[other].is_out
+               else "in-place kernels are not supported yet")
+        kind = "output" if self._by_name[other].is_out else "input"
+        raise self._fail(output, f"shares memory with {kind} '{other}'; {why}",
+                         f"pass a separate tensor as '{output}' (or none: the kernel "
+                         "allocates it)")
+
     def _check_device(self, given: dict):
         first_name = first_device = None
         for name, value in given.items():
@@ -274,10 +299,24 @@ class Launcher:
         grid = [self._evaluate(d, env, source, None) for d in self.spec.grid]
         grid += [1] * (3 - len(grid))
         for axis, n, limit in zip("xyz", grid, self._grid_limits):
-            if not 0 <= n <= limit:
+            if n == 0:
+                self._empty_grid(axis, sizes, source)
+            if not 0 < n <= limit:
                 raise self._fail("grid", f"{self._grid_text()}: {axis} = {n} is outside the CUDA "
-                                 f"limit 0..{limit}", f"sizes here: {_sizes_text(sizes)}")
+                                 f"limit 1..{limit}", f"sizes here: {_sizes_text(sizes)}")
         return tuple(grid)
+
+    def _empty_grid(self, axis: str, sizes: dict[str, int], source: dict[str, str]) -> None:
+        """An empty grid launches nothing and would leave every output unwritten: an error
+        naming the axis's expression and the sizes it was evaluated with."""
+        d = self.spec.grid["xyz".index(axis)]
+        symbols = sorted(d.symbols())
+        given = "; ".join(f"{s} = {sizes[s]} from the shape of '{source[s]}'" for s in symbols)
+        raise self._fail(source[symbols[0]] if symbols else "grid",
+                         f"{self._grid_text()}: axis {axis} = {d} is 0"
+                         f"{f' ({given})' if given else ''}; an empty grid launches nothing "
+                         "and would leave the outputs unwritten",
+                         "do not call the kernel when there is no work (e.g. a size of 0)")
 
     def _grid_text(self) -> str:
         return f"grid ({', '.join(map(str, self.spec.grid))})"
@@ -313,8 +352,6 @@ class Launcher:
         now: what a repeated call pays for (runtime/callplan.py). Anything unusual (another
         current device, a thread without a context, a failed launch, which enqueues nothing)
         goes through `launch_checked`, which handles or reports it."""
-        if 0 in grid:
-            return lambda pointers, sizes: None
         import torch
         cu = driver.cuda_driver()
         cu_launch, success = cu.cuLaunchKernel, cu.CUresult.CUDA_SUCCESS
@@ -343,8 +380,6 @@ class Launcher:
         """Launches with arguments already checked: the tensors' addresses in declaration
         order, the sizes in `spec.size_symbols` order, and a communication kernel's
         COMM_PARAMS values (runtime/symmetric.py)."""
-        if 0 in grid:
-            return
         import torch
         self.pack(pointers, sizes, comm)
         function = self._function_on(index)

@@ -100,7 +100,18 @@ def assemble(ptx: str, arch: str = "sm_90a", entry: str | None = None) -> Assemb
             raise ToolError(f"ptxas failed (exit {proc.returncode}) for {arch}:\n{log.rstrip()}\n"
                             f"PTX saved to {saved}\nreproduce: {repro}")
         cubin = Path(cubin_path).read_bytes()
-    return Assembled(cubin, parse_report(log, entry))
+    return Assembled(cubin, parse_report(reproducible_log(log, tmp), entry))
+
+
+# ptxas -v reports how long each entry took to compile: "ptxas info : Compile time = 12.2 ms".
+_TIMING = re.compile(r"^[^\n]*Compile time = [^\n]*\n?", re.MULTILINE)
+
+
+def reproducible_log(log: str, folder: str) -> str:
+    """The log without what differs between runs on the same PTX: the timing lines and the
+    temporary folder in file references. The compile cache stores the report, and processes
+    that compile one kernel at once must write the same bytes (runtime/cache.py)."""
+    return _TIMING.sub("", log).replace(folder + os.sep, "")
 
 
 def _save_failed(ptx: str, entry: str | None) -> str:
