@@ -112,9 +112,14 @@ def _paren(d: Dim) -> str:
 @dataclass(frozen=True)
 class SmCount(Dim):
     """The number of SMs of the device a kernel launches on: a persistent grid's size. The
-    runtime binds it as the size named SM_COUNT."""
+    runtime binds it as the size named SM_COUNT. With a `budget` (`persistent(sms = S)`) it
+    is S, leaving the other SMs to kernels running beside it (communication); the launcher
+    checks that the device has S."""
+    budget: int | None = None
 
     def evaluate(self, env):
+        if self.budget is not None:
+            return self.budget
         if SM_COUNT not in env:
             raise DimError("the SM count is known only when launching on a GPU")
         return env[SM_COUNT]
@@ -123,7 +128,7 @@ class SmCount(Dim):
         return set()
 
     def __str__(self):
-        return "sms"
+        return "sms" if self.budget is None else f"sms({self.budget})"
 
 
 SM_COUNT = "@sms"       # not a valid source name, so no size symbol can take it

@@ -97,8 +97,8 @@ class _Terms(Transformer):
     def dim_sym(self, tok):
         return Sym(str(tok))
 
-    def dim_sms(self):
-        return SmCount()
+    def dim_sms(self, budget=None):
+        return SmCount(None if budget is None else int(budget))
 
     def dim_binop(self, lhs, op, rhs):
         return BinOp(str(op), lhs, rhs)

@@ -64,9 +64,10 @@ LOOP_CLAUSES = {
     "pipeline": "pipeline(STAGES): overlap the loop's 'via tma' loads with its math through "
                 "STAGES shared-memory buffers; pipeline(2) on a loop without them issues its "
                 "loads one iteration ahead, into registers",
-    "persistent": "persistent(raster = G, cluster = C): one CTA per SM takes tiles in turn, "
-                  "G tile rows at a time; with C = 2, pairs of CTAs take neighbouring tiles of "
-                  "one tile row and share its first operand's tiles by TMA multicast",
+    "persistent": "persistent(raster = G, cluster = C, sms = S): one CTA per SM takes tiles "
+                  "in turn, G tile rows at a time; with C = 2, pairs of CTAs take neighbouring "
+                  "tiles of one tile row and share its first operand's tiles by TMA multicast; "
+                  "sms = S runs on S SMs only, leaving the rest to other kernels",
 }
 
 
@@ -945,8 +946,9 @@ class _Lowering(CommLowering):
     def persistent_loop(self, s: ast.For, clauses):
         c = clauses["persistent"]
         kwargs = {k.name: k.value for k in c.kwargs}
-        if c.args or set(kwargs) - {"raster", "cluster"}:
-            raise CompileError("persistent takes only 'raster = G' and 'cluster = C'", c.span,
+        if c.args or set(kwargs) - {"raster", "cluster", "sms"}:
+            raise CompileError("persistent takes only 'raster = G', 'cluster = C' and "
+                               "'sms = S'", c.span,
                                LOOP_CLAUSES["persistent"])
         if "pipeline" in clauses:
             raise CompileError("a persistent loop is not pipelined itself", clauses["pipeline"].span,
@@ -978,6 +980,16 @@ class _Lowering(CommLowering):
                 raise CompileError("a cluster shares tiles of one tile row, so the persistent "
                                    "loop needs two tile coordinates", kwargs["cluster"].span,
                                    "write 'for m0 in 0 .. M step BM, n0 in 0 .. N step BN'")
+        budget = {}
+        if "sms" in kwargs:
+            g = self.expr(kwargs["sms"])
+            if not isinstance(g, Folded) or not g.is_int or g.value < 1:
+                raise CompileError("sms must be a positive compile-time integer",
+                                   kwargs["sms"].span, LOOP_CLAUSES["persistent"])
+            if g.value % cluster:
+                raise CompileError(f"sms = {g.value} does not split into clusters of {cluster} "
+                                   "CTAs", kwargs["sms"].span, f"use a multiple of {cluster}")
+            budget["sms"] = g.value       # absent by default: the IR text stays as it was
         bounds = [self.range_bounds(r) for r in s.ranges]
         assigned = [n for n in _assigned(s.body) if isinstance(self.env.get(n), Value)]
         if assigned:
@@ -987,7 +999,7 @@ class _Lowering(CommLowering):
         steps = tuple(self.range_step(r) for r in s.ranges)
         body = Block(args=[Value(ScalarType("i32"), r.name) for r in s.ranges])
         loop = self.at(s).op("tiles", [v for lo, hi, _ in bounds for v in (lo, hi)], [],
-                             steps=steps, raster=raster, cluster=cluster)
+                             steps=steps, raster=raster, cluster=cluster, **budget)
         loop.blocks.append(body)
         self.lower_in(body, s.body)
 

@@ -1,7 +1,7 @@
 """Lowers a persistent tile loop to a tile scheduler over one CTA per SM.
 
     for m0 in 0 .. M step BM, n0 in 0 .. N step BN persistent(raster = G) { body }
- -> grid = min(cdiv(M, BM) * cdiv(N, BN), SMs)
+ -> grid = min(cdiv(M, BM) * cdiv(N, BN), SMs)     (SMs: the device's, or S of `sms = S`)
     for t in pid .. num_tiles step nprogs {
       m0, n0 = the t-th tile origin in grouped order;  body
     }
@@ -61,10 +61,11 @@ def _lower(op: Op, kernel: KernelIR, producers: dict[int, Op]) -> list[Op]:
     total, total_dim = counts[0], dims[0]
     for c, d in zip(counts[1:], dims[1:]):
         total, total_dim = b.value("mul", [total, c], I32), BinOp("*", total_dim, d)
+    sms = SmCount(op.attrs.get("sms"))           # every SM, or the budget `sms = S`
     if cluster == 1:
-        kernel.grid = (BinOp("min", total_dim, SmCount()),)
+        kernel.grid = (BinOp("min", total_dim, sms),)
     else:         # floor(SMs / C) clusters of C CTAs (cdiv(s - C + 1, C) = floor(s / C))
-        clusters = BinOp("cdiv", BinOp("-", SmCount(), Const(cluster - 1)), Const(cluster))
+        clusters = BinOp("cdiv", BinOp("-", sms, Const(cluster - 1)), Const(cluster))
         kernel.grid = (BinOp("*", Const(cluster), BinOp("min", total_dim, clusters)),)
     pid = b.value("pid", [], I32, axis=0)
     nprogs = b.value("nprogs", [], I32, axis=0)

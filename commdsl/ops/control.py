@@ -38,6 +38,8 @@ def _tiles(op):
         fail(op, "body takes one origin per range")
     if op.attrs["raster"] < 1:
         fail(op, "raster must be positive")
+    if op.attrs.get("sms", 1) < 1:
+        fail(op, "sms must be positive")
 
 
 def _nprogs(op):
@@ -93,11 +95,12 @@ declare("for", "for(lo, hi, step, inits...) {pipeline} ^(iv, carried...) { ...; 
         interpret=_run_for, family=FAMILY)
 declare("yield", "yield(next...)", "ends a loop body with the carried values of the next "
         "iteration", traits=(TERMINATOR,), verify=_yield, family=FAMILY)
-declare("tiles", "tiles(lo0, hi0, lo1, hi1) {steps, raster, cluster} ^(m0, n0) { ... }",
+declare("tiles", "tiles(lo0, hi0, lo1, hi1) {steps, raster, cluster, sms} ^(m0, n0) { ... }",
         "every tile origin of a persistent loop; passes/schedule.py lowers it to a `for`",
         traits=(REGION,), verify=_tiles,
         attrs={"steps": "the tile size along each range", "raster": "tile rows per group of "
-               "the rasterized order", "cluster": "CTAs per cluster (1 when absent)"},
+               "the rasterized order", "cluster": "CTAs per cluster (1 when absent)",
+               "sms": "the SM budget: CTAs of the grid at most (every SM when absent)"},
         interpret=_run_tiles, family=FAMILY)
 declare("nprogs", "nprogs() {axis} : i32", "the number of CTAs along a grid axis",
         traits=(INDEX,), verify=_nprogs, attrs={"axis": "the grid axis, 0 .. 2"},

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 
 from ..diagnostics import LaunchError
-from ..dims import SM_COUNT, Dim, DimError, Sym
+from ..dims import SM_COUNT, BinOp, Dim, DimError, SmCount, Sym
 from ..dtypes import torch_dtype
 from ..spec import COMM_PARAMS, KernelSpec, TensorParam
 from ..target import get_target
@@ -73,6 +73,7 @@ class Launcher:
         self._torch_dtypes: dict | None = None
         self._block = (spec.num_threads, 1, 1)
         self._grid_limits = get_target(spec.target).max_grid
+        self._sm_budget = next(filter(None, map(_sm_budget, spec.grid)), None)
         # kernelParams: an array of addresses, one per entry parameter, each pointing at the
         # argument's bytes in one buffer. Built once; a call only repacks the buffer, in one
         # struct.pack_into (a quarter of the cost of one numpy write per argument).
@@ -294,8 +295,15 @@ class Launcher:
 
     def _grid(self, sizes: dict[str, int], source: dict[str, str],
               device) -> tuple[int, int, int]:
-        # A persistent grid has one CTA per SM (one program when interpreting on the CPU).
-        env = {**sizes, SM_COUNT: driver.sm_count(device.index) if device.type == "cuda" else 1}
+        # A persistent grid has one CTA per SM (one program when interpreting on the CPU),
+        # or one per SM of its budget, which the device must have.
+        env = {**sizes, SM_COUNT: 1}
+        if device.type == "cuda":
+            env[SM_COUNT] = driver.sm_count(device.index)
+            if self._sm_budget is not None and self._sm_budget > env[SM_COUNT]:
+                raise self._fail("grid", f"the kernel's SM budget sms = {self._sm_budget} is "
+                                 f"more than the {env[SM_COUNT]} SMs of {device}",
+                                 f"compile it with sms <= {env[SM_COUNT]}")
         grid = [self._evaluate(d, env, source, None) for d in self.spec.grid]
         grid += [1] * (3 - len(grid))
         for axis, n, limit in zip("xyz", grid, self._grid_limits):
@@ -438,6 +446,15 @@ class Launcher:
                 f"kernel {self.spec.name} needs {nbytes} bytes of shared memory; cuda:{index} "
                 f"({target.name}) allows at most {target.shared_bytes_per_block} per block")
         driver.set_dynamic_smem(function, nbytes)
+
+
+def _sm_budget(d: Dim) -> int | None:
+    """S of a grid dim holding `persistent(sms = S)`'s SM count, else None."""
+    if isinstance(d, SmCount):
+        return d.budget
+    if isinstance(d, BinOp):
+        return _sm_budget(d.lhs) or _sm_budget(d.rhs)
+    return None
 
 
 def _sizes_text(sizes: dict[str, int]) -> str:
