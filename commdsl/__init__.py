@@ -10,11 +10,12 @@
 from .api import load
 from .diagnostics import CommdslError, CompileError, LaunchError, ToolError
 from .kernel import Kernel
+from .runtime.partition import Partition, partition
 from .tune import AutotunedKernel, TuneResult, autotune
 from .version import __version__
-__all__ = ["AutotunedKernel", "Kernel", "TuneResult", "autotune", "load", "compile_file",
-           "compile_source", "CommdslError", "CompileError", "LaunchError", "ToolError",
-           "__version__"]
+__all__ = ["AutotunedKernel", "Kernel", "Partition", "TuneResult", "autotune", "load",
+           "partition", "compile_file", "compile_source", "CommdslError", "CompileError",
+           "LaunchError", "ToolError", "__version__"]
 
 
 def __getattr__(name: str):
