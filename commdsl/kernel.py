@@ -113,6 +113,13 @@ class Kernel:
                         bound.sizes)
         return launcher.results(bound)
 
+    def as_torch_op(self, name: str):
+        """Registers this kernel as the PyTorch custom op `name` ("namespace::op") and returns
+        a function calling it: inputs in, fresh outputs back, usable under torch.compile and
+        torch.export (torch_op.py)."""
+        from .torch_op import register
+        return register(self, name)
+
     def __repr__(self):
         consts = ", ".join(f"{k}={v}" for k, v in self.spec.constants.items())
         return f"<commdsl kernel {self.name}({consts}) for {self.target}>"
