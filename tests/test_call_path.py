@@ -9,32 +9,10 @@ import torch
 
 import commdsl
 from commdsl.runtime import callplan
-from commdsl.runtime.launcher import Launcher
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 ACT_QUANT = os.path.join(EXAMPLES, "act_quant.cdsl")
 COPY_NC = os.path.join(EXAMPLES, "copy_nc.cdsl")
-
-
-@pytest.fixture
-def launches(monkeypatch, tmp_path):
-    """Records launches and counts full checks; CPU tensors pass the device check."""
-    monkeypatch.setenv("COMMDSL_CACHE_DIR", str(tmp_path))
-    record = {"launches": [], "binds": 0}
-    original_bind = Launcher.bind
-
-    def bind(self, *args, require_cuda=True, **kwargs):
-        record["binds"] += 1
-        return original_bind(self, *args, require_cuda=False, **kwargs)
-
-    def launch_checked(self, pointers, sizes, grid, index):
-        record["launches"].append((self, list(pointers), list(sizes), grid))
-
-    monkeypatch.setattr(Launcher, "bind", bind)
-    monkeypatch.setattr(Launcher, "launch_checked", launch_checked)
-    monkeypatch.setattr(Launcher, "prepared", lambda self, grid, index: (
-        lambda pointers, sizes: launch_checked(self, pointers, sizes, grid, index)))
-    return record
 
 
 def bf16(m, k):

@@ -32,27 +32,6 @@ def bind_error(launcher, *args, **kwargs) -> LaunchError:
     return info.value
 
 
-@pytest.fixture
-def launches(monkeypatch, tmp_path):
-    """Records launches and counts full checks; CPU tensors pass the device check."""
-    monkeypatch.setenv("COMMDSL_CACHE_DIR", str(tmp_path))
-    record = {"launches": [], "binds": 0}
-    original_bind = Launcher.bind
-
-    def bind(self, *args, require_cuda=True, **kwargs):
-        record["binds"] += 1
-        return original_bind(self, *args, require_cuda=False, **kwargs)
-
-    def launch_checked(self, pointers, sizes, grid, index):
-        record["launches"].append(grid)
-
-    monkeypatch.setattr(Launcher, "bind", bind)
-    monkeypatch.setattr(Launcher, "launch_checked", launch_checked)
-    monkeypatch.setattr(Launcher, "prepared", lambda self, grid, index: (
-        lambda pointers, sizes: launch_checked(self, pointers, sizes, grid, index)))
-    return record
-
-
 def bf16(m, k):
     return torch.randn(m, k).to(torch.bfloat16)
 
