@@ -15,6 +15,7 @@ innermost-fastest, so `spt[-1]` consecutive slots are one vector in memory.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 
@@ -134,6 +135,62 @@ def slots(dims: list[DimMap]) -> list[tuple[tuple[int, int], ...]]:
     return list(itertools.product(*per_dim))
 
 
+def reshaped(layout: Blocked, shape: tuple[int, ...], new_shape: tuple[int, ...]) -> Blocked | None:
+    """The Blocked layout of `new_shape` in which every thread holds, in the same slots, the
+    elements (row-major) that `layout` gives it of `shape`; None where there is none, so a
+    reshape between the two moves no data.
+
+    Without copies, a Blocked layout writes an element's row-major index as mixed-radix
+    digits, innermost dimension first and within each (element, lane, warp, repeat); a lane
+    id's digits, a warp id's and a slot's appear in that sequence in their own order. So
+    cutting the sequence where the new shape's dimensions begin gives the new layout, if
+    each piece is again (element, lane, warp, repeat) in order."""
+    dims = layout.dims(shape)
+    if any(d.wraps or d.span != d.spt * d.tpw * d.wpc for d in dims):
+        return None
+    digits = [(kind, count) for d in reversed(dims)
+              for kind, count in (("e", d.spt), ("lane", d.tpw), ("warp", d.wpc), ("rep", d.reps))
+              if count > 1]
+    pieces = []
+    for size in reversed(new_shape):
+        piece = []
+        while size > 1:
+            if not digits:
+                return None
+            kind, count = digits[0]
+            take = math.gcd(count, size)
+            if take == 1:
+                return None
+            piece.append((kind, take))
+            digits[0] = (kind, count // take)
+            if count == take:
+                digits.pop(0)
+            size //= take
+        pieces.append(piece)
+    if digits:
+        return None
+    order = ("e", "lane", "warp", "rep")
+    per_dim = []
+    for piece in reversed(pieces):
+        counts = dict.fromkeys(order, 1)
+        last = -1
+        for kind, count in piece:
+            at = order.index(kind)
+            if at < last:
+                return None
+            counts[kind] *= count
+            last = at
+        per_dim.append(counts)
+    new = Blocked(tuple(c["e"] for c in per_dim), tuple(c["lane"] for c in per_dim),
+                  tuple(c["warp"] for c in per_dim))
+    return new if all(not d.wraps for d in new.dims(new_shape)) else None
+
+
+def reshape_in_registers(layout, shape, new_layout, new_shape) -> bool:
+    """Whether a reshape from (layout, shape) to (new_layout, new_shape) moves no data."""
+    return isinstance(layout, Blocked) and reshaped(layout, shape, new_shape) == new_layout
+
+
 def _prod(xs) -> int:
     p = 1
     for x in xs:
@@ -145,7 +202,19 @@ def choose_blocked(shape: tuple[int, ...], vec: int, num_warps: int, warp_size: 
                    rows: int = 1) -> Blocked:
     """A layout that gives each thread `vec` contiguous innermost elements (and `rows`
     consecutive outermost ones, for a 2-D tile) and spreads lanes innermost-first and warps
-    outermost-first, avoiding copies where the tile allows."""
+    outermost-first, avoiding copies where the tile allows: where `vec` leaves some (7168
+    elements over 256 threads, 8 at a time), the widest narrower vector that leaves none."""
+    layout = _blocked(shape, vec, num_warps, warp_size, rows)
+    narrower = vec // 2
+    while narrower >= 1 and any(d.wraps for d in layout.dims(shape)):
+        candidate = _blocked(shape, narrower, num_warps, warp_size, rows)
+        if not any(d.wraps for d in candidate.dims(shape)):
+            return candidate
+        narrower //= 2
+    return layout
+
+
+def _blocked(shape, vec, num_warps, warp_size, rows) -> Blocked:
     n = len(shape)
     if n == 0:
         return Blocked((), (), ())

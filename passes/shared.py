@@ -31,7 +31,7 @@ from commdsl.dtypes import dtype as dtype_info
 from commdsl.diagnostics import CompileError
 from commdsl.ir import KernelIR, Op, TileType
 from commdsl.ir_printer import attribute_class
-from commdsl.layout import Compact, slots
+from commdsl.layout import Compact, reshape_in_registers, slots
 from commdsl.ops import READS, has_trait
 from commdsl.target import Target
 
@@ -233,7 +233,9 @@ def plan_buffer(op: Op, num_threads: int, target: Target) -> int:
         op.attrs["read_vector"] = read_vector(t, e)
         return -(-t.numel * e // 16) * 16
     if op.name in ("slice", "reshape"):   # the operand tile, row-major
-        t = op.operands[0].type
+        t, r = op.operands[0].type, op.result.type
+        if op.name == "reshape" and reshape_in_registers(t.layout, t.shape, r.layout, r.shape):
+            return 0
         return -(-t.numel * dtype_info(t.dtype).bytes // 16) * 16
     if op.attrs.get("mask"):              # a mask spread unlike its access's tile moves
         mask = op.operands[1 + op.operands[0].type.rank].type

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from commdsl.diagnostics import CompileError
 from commdsl.ir import KernelIR, TileType
-from commdsl.layout import Blocked, Sliced, choose_blocked, slots
+from commdsl.layout import Blocked, Sliced, choose_blocked, reshaped, slots
 from commdsl.ops import ASYNC, ELEMENTWISE, MEMORY, READS, WRITES, has_trait
 from commdsl.target import Target
 
@@ -73,6 +73,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
                                              target.warp_size, rows.get(shape, 1))
         return by_shape[shape]
 
+    _seed_reshape_layouts(kernel, by_shape, blocked)
     wanted = _wanted_layouts(kernel, blocked)
     _relayout_strided_broadcasts(kernel, wanted, threads)
     gathers = _gather_layouts(kernel, blocked)
@@ -101,6 +102,20 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
                                    "get peer(load src[i : +R]).x[load row[i : +R], c : +C]")
     kernel.num_threads = _threads(kernel, target, warps)
     return kernel
+
+
+def _seed_reshape_layouts(kernel: KernelIR, by_shape: dict, blocked) -> None:
+    """A reshape's result shape, where no other op has fixed its layout yet, takes the layout
+    that keeps every element in the thread and slot that holds it before: the reshape is
+    then free (`reshape(v, H / 128, 128)` of a row spread 8 elements a lane puts each group
+    of 128 in 16 lanes of one warp). Others go through shared memory (passes/shared.py)."""
+    for op in kernel.walk():
+        if op.name == "reshape":
+            src, dst = op.operands[0].type.shape, op.result.type.shape
+            if dst not in by_shape:
+                layout = reshaped(blocked(src), src, dst)
+                if layout is not None:
+                    by_shape[dst] = layout
 
 
 def _threads(kernel: KernelIR, target: Target, warps: int) -> int:

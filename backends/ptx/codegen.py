@@ -17,7 +17,7 @@ from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import KernelIR, Op, TileType, Value
 from commdsl.ops import COMM, has_trait
 from commdsl.ops.tiles import IDENTITY
-from commdsl.layout import Compact, DimMap, Sliced, slots
+from commdsl.layout import Compact, DimMap, Sliced, reshape_in_registers, slots
 from commdsl.target import Target
 
 from . import asm, logic_emitters, math_emitters, sm90  # noqa: F401  (*_emitters register)
@@ -474,8 +474,13 @@ class KernelCodegen(CommCodegen, CompactCodegen):
 
     @emits("slice", "reshape")
     def op_view(self, op: Op):
-        """A view of a tile, through shared memory (exchange)."""
+        """A view of a tile: the same registers where the layouts allow, else through
+        shared memory (exchange)."""
         a_t, out_t = op.operands[0].type, op.result.type
+        if op.name == "reshape" and reshape_in_registers(a_t.layout, a_t.shape, out_t.layout,
+                                                         out_t.shape):
+            self.vals[op.result.id] = self.new_tile(out_t, self.tile(op.operands[0]).regs)
+            return
 
         def index(coords):
             if op.name == "slice":        # where the result's element sits in the operand
