@@ -123,7 +123,8 @@ def main():
               "not_slower_than_triton": us["commdsl"] <= us["triton"]}
     print("\n" + ", ".join(f"{k}: {'PASS' if v else 'FAIL'}" for k, v in passed.items()))
     common.write_results("launch_overhead" + (f"-cuda{args.device}" if args.device else ""), {
-        "shape": [m, k], "rows": args.rows, "device_index": args.device, "launches": args.launches, "rounds": args.rounds,
+        "shape": [m, k], "rows": args.rows, "device_index": args.device,
+        "launches": args.launches, "rounds": args.rounds,
         "host_us_per_launch": us, "passed": passed,
         "versions": {"torch": torch.__version__, "triton": triton.__version__}})
 
