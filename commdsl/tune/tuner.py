@@ -57,7 +57,8 @@ def autotune(kernel, args=(), space: dict | None = None, *, kernel_name: str | N
     "exhaustive" times every config fully, "halving" by successive halving (short
     measurements of all, longer ones of the best; the timer then takes `effort=`), "auto"
     the first up to 64 configs and the second above (tune/search.py). The target defaults to
-    the current GPU's."""
+    the current GPU's. `progress`: bars with the time taken and left on stderr, on rank 0
+    only (tune/progress.py)."""
     from ..kernel import Kernel, local_target, read_source
     from .search import check_search
     check_search(search)
