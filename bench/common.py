@@ -2,13 +2,15 @@
 
 Every benchmark times commdsl and its peers in one run on fresh random data, takes the
 median of many timed runs after a warm-up, prints a ratio table and writes
-bench/results/<name>-<device>.json itself.
+bench/results/<name>-<device>.json itself, and beside it a chart of the same numbers
+(.png, where matplotlib is installed; bench/plot.py).
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shutil
 import time
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
@@ -64,8 +66,12 @@ def write_results(name: str, payload: dict) -> str:
     with open(path, "w") as f:
         json.dump(payload, f, indent=2)
     print(f"\nwrote {path}")
+    import plot                               # bench/plot.py, beside this file
+    png = plot.write_png(path, payload)
     out = os.environ.get("OUT")
-    if out:                                   # on the lent GPU machine: bring the file back
+    if out:                                   # on the lent GPU machine: bring the files back
         with open(os.path.join(out, os.path.basename(path)), "w") as f:
             json.dump(payload, f, indent=2)
+        if png is not None:
+            shutil.copy(png, out)
     return path

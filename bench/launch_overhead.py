@@ -1,6 +1,7 @@
 """Host time per launch: commdsl's call path vs Triton's launcher vs a bare cuLaunchKernel.
 
     python bench/launch_overhead.py [--m 128] [--k 512] [--launches 500] [--rounds 30]
+                                    [--device 1]
 
 Host time per launch is the wall time of N back-to-back launches, with no synchronization
 between them, divided by N (the median over rounds, synchronizing between rounds, so the
@@ -14,10 +15,15 @@ on the same small input, outputs preallocated:
   cuLaunchKernel       cuda-bindings' cuLaunchKernel on pre-packed arguments: the floor
 
 Targets (issue #5): commdsl under 10 us, and no more than Triton in the same run.
+
+`--device N` puts the tensors on cuda:N and leaves torch's current device at cuda:0 for
+commdsl's paths (their per-device fast path, issue #16: the same time as on cuda:0). Triton
+and the bare launch take the current device as the tensors', so they run with cuda:N set.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -37,17 +43,17 @@ EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "act_quant.c
 TARGET_US = 10.0
 
 
-def host_us_per_launch(launch, launches: int, rounds: int) -> float:
+def host_us_per_launch(launch, launches: int, rounds: int, device: torch.device) -> float:
     for _ in range(20):
         launch()
-    torch.cuda.synchronize()
+    torch.cuda.synchronize(device)
     per_round = []
     for _ in range(rounds):
         start = time.perf_counter()
         for _ in range(launches):
             launch()
         per_round.append((time.perf_counter() - start) / launches * 1e6)
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     return statistics.median(per_round)
 
 
@@ -74,43 +80,51 @@ def main():
     ap.add_argument("--rows", type=int, default=16)
     ap.add_argument("--launches", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--device", type=int, default=0, help="the tensors' GPU (see above)")
     args = ap.parse_args()
     m, k = args.m, args.k
-    x = (torch.randn(m, k, device="cuda") * 2).to(torch.bfloat16)
-    y = torch.empty(m, k, dtype=torch.float8_e4m3fn, device="cuda")
-    s = torch.empty(m, k // 128, device="cuda")
+    device = torch.device("cuda", args.device)
+    x = (torch.randn(m, k, device=device) * 2).to(torch.bfloat16)
+    y = torch.empty(m, k, dtype=torch.float8_e4m3fn, device=device)
+    s = torch.empty(m, k // 128, device=device)
 
     kernel = commdsl.load(EXAMPLE, ROWS=args.rows)
     y_alloc, s_alloc = kernel(x)
     kernel(x, y=y, s=s)
-    torch.cuda.synchronize()
+    torch.cuda.synchronize(device)
     assert torch.equal(y.view(torch.uint8), y_alloc.view(torch.uint8)) and torch.equal(s, s_alloc)
     full = kernel._default.launcher
     tgrid = (triton.cdiv(m, args.rows), k // 128)
     triton_kernel = act_quant_bench._triton_tiled_kernel
-    triton_kernel[tgrid](x, y, s, m, k, ROWS=args.rows)        # compile before timing
-    torch.cuda.synchronize()
+    with torch.cuda.device(device):
+        triton_kernel[tgrid](x, y, s, m, k, ROWS=args.rows)    # compile before timing
+        bare = bare_cu_launch(kernel, x, y, s)
+    torch.cuda.synchronize(device)
     # Triton divides by the constant 448 through a reciprocal, so its scales may differ
     # from commdsl's IEEE division in the last bit; same computation otherwise.
     torch.testing.assert_close(s, s_alloc, rtol=1e-6, atol=0)
 
-    paths = {
-        "commdsl": lambda: kernel(x, y=y, s=s),
-        "commdsl_allocating": lambda: kernel(x),
-        "commdsl_full_checks": lambda: full(x, y=y, s=s),
-        "triton": lambda: triton_kernel[tgrid](x, y, s, m, k, ROWS=args.rows),
-        "cuLaunchKernel": bare_cu_launch(kernel, x, y, s),
+    paths = {    # name: (launch, whether it runs with the tensors' device current)
+        "commdsl": (lambda: kernel(x, y=y, s=s), False),
+        "commdsl_allocating": (lambda: kernel(x), False),
+        "commdsl_full_checks": (lambda: full(x, y=y, s=s), False),
+        "triton": (lambda: triton_kernel[tgrid](x, y, s, m, k, ROWS=args.rows), True),
+        "cuLaunchKernel": (bare, True),
     }
-    us = {name: host_us_per_launch(fn, args.launches, args.rounds) for name, fn in paths.items()}
-    common.print_table(f"host time per launch, act_quant {m}x{k} (ROWS={args.rows}), "
-                       f"median of {args.rounds} rounds of {args.launches} launches",
+    us = {}
+    for name, (fn, set_device) in paths.items():
+        with torch.cuda.device(device) if set_device else contextlib.nullcontext():
+            us[name] = host_us_per_launch(fn, args.launches, args.rounds, device)
+    common.print_table(f"host time per launch, act_quant {m}x{k} (ROWS={args.rows}) on "
+                       f"{device}, median of {args.rounds} rounds of {args.launches} launches",
                        ["path", "us", "vs triton"],
                        [[name, t, f"{t / us['triton']:.2f}x"] for name, t in us.items()])
     passed = {"under_10us": us["commdsl"] < TARGET_US,
               "not_slower_than_triton": us["commdsl"] <= us["triton"]}
     print("\n" + ", ".join(f"{k}: {'PASS' if v else 'FAIL'}" for k, v in passed.items()))
-    common.write_results("launch_overhead", {
-        "shape": [m, k], "rows": args.rows, "launches": args.launches, "rounds": args.rounds,
+    common.write_results("launch_overhead" + (f"-cuda{args.device}" if args.device else ""), {
+        "shape": [m, k], "rows": args.rows, "device_index": args.device,
+        "launches": args.launches, "rounds": args.rounds,
         "host_us_per_launch": us, "passed": passed,
         "versions": {"torch": torch.__version__, "triton": triton.__version__}})
 

@@ -30,14 +30,15 @@ from .kernel import InterpretedKernel, Kernel, build, local_target, read_source
 
 def load(path_or_source: str, *, kernel: str | None = None, target: str | None = None,
          autotune: bool | dict = False, fast_math: bool = False, search: str = "auto",
-         **constants):
+         progress: bool = True, **constants):
     """Compiles a kernel from a .cdsl file (or source text) with the given constants, for
     `target` (default: the current GPU's).
 
     With `autotune=True` the result tunes, on the first call of each shape, the constants the
     source declares with `tune NAME in [...]` (except those set here); `autotune={"ROWS": [8,
     16]}` tunes over that space instead; `search` picks how ("auto", "exhaustive",
-    "halving"). See `commdsl.autotune` for the details.
+    "halving"); `progress=False` silences its progress bars (shown on rank 0 only). See
+    `commdsl.autotune` for the details.
 
     `fast_math=True` lowers math functions to PTX's .approx instructions (the compile option
     fast_math; `fast_math()` in the kernel header does the same)."""
@@ -64,7 +65,8 @@ def load(path_or_source: str, *, kernel: str | None = None, target: str | None =
                            "write fast_math() in the kernel header instead")
     from .tune import AutotunedKernel
     space = None if autotune is True else autotune
-    return AutotunedKernel(text, path, kernel, constants, target, space, search=search)
+    return AutotunedKernel(text, path, kernel, constants, target, space, search=search,
+                           progress=progress)
 
 
 def load_comm(comm, path: str, kernel: str, options: dict | None = None, **constants):

@@ -108,3 +108,89 @@ def test_without_tensor_guards_the_signature_path_does_the_same(launches, monkey
     assert launches["binds"] == 1 and len(launches["launches"]) == 3
     with pytest.raises(commdsl.LaunchError, match="16-byte aligned"):
         kernel(torch.zeros(8 * 256 + 1, dtype=torch.bfloat16)[1:].view(8, 256))
+
+
+class FakeDriver:
+    """cuda.bindings.driver as a prepared launch uses it: records launches and context pushes."""
+
+    class CUresult:
+        CUDA_SUCCESS = 0
+
+    def __init__(self):
+        self.calls = []
+
+    def cuLaunchKernel(self, function, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
+        self.calls.append(("launch", function, stream))
+        return (self.CUresult.CUDA_SUCCESS,)
+
+    def cuCtxPushCurrent(self, context):
+        self.calls.append(("push", context))
+        return (self.CUresult.CUDA_SUCCESS,)
+
+    def cuCtxPopCurrent(self):
+        self.calls.append(("pop",))
+        return (self.CUresult.CUDA_SUCCESS, None)
+
+
+@pytest.fixture
+def devices(monkeypatch, tmp_path):
+    """CPU tensors stand in for tensors on cuda:`devices.on`, while torch's current device
+    stays cuda:0. Prepared launches run for real against a FakeDriver; the first call of a
+    signature (a checked launch) and the slow path (a device_context, which allocates) are
+    counted. The C++ check of the last call's signature reads the real device, which CPU
+    tensors cannot fake, so calls go through the signature dict."""
+    import types
+
+    from commdsl import kernel as kernel_module
+    from commdsl.runtime import driver
+    from commdsl.runtime.launcher import Bound, Launcher
+    state = types.SimpleNamespace(on=0, cu=FakeDriver(), binds=0, checked=0, slow=0)
+    monkeypatch.setenv("COMMDSL_CACHE_DIR", str(tmp_path))
+    original_bind, signature = Launcher.bind, kernel_module.call_signature
+
+    def bind(self, *args, require_cuda=True, **kwargs):
+        state.binds += 1
+        bound = original_bind(self, *args, require_cuda=False, **kwargs)
+        return Bound(bound.tensors, bound.sizes, bound.grid, torch.device("cuda", state.on))
+
+    def slow_path(index):
+        state.slow += 1
+        raise AssertionError("a repeated call took the slow path")
+
+    monkeypatch.setattr(Launcher, "bind", bind)
+    monkeypatch.setattr(Launcher, "launch_checked", lambda self, *a: setattr(
+        state, "checked", state.checked + 1))
+    monkeypatch.setattr(Launcher, "_function_on", lambda self, index: f"function{index}")
+    monkeypatch.setattr(kernel_module, "call_signature", lambda args, kwargs: (
+        state.on, signature(args, kwargs)))
+    monkeypatch.setattr(callplan.RecentCall, "of", staticmethod(lambda args, kwargs, value: None))
+    monkeypatch.setattr(driver, "cuda_driver", lambda: state.cu)
+    monkeypatch.setattr(driver, "primary_context", lambda index: f"context{index}")
+    monkeypatch.setattr(driver, "device_context", slow_path)
+    monkeypatch.setattr(torch._C, "_cuda_getDevice", lambda: 0, raising=False)
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda index: 1000 + index,
+                        raising=False)
+    return state
+
+
+def test_a_second_device_keeps_its_own_plan_and_launches_in_its_context(devices, monkeypatch):
+    kernel = commdsl.load(ACT_QUANT, ROWS=4, target="sm_90a")
+    x = bf16(8, 256)
+    y, s = torch.empty(8, 256, dtype=torch.float8_e4m3fn), torch.empty(8, 2)
+    for devices.on in (0, 1):                   # the first call on each device: full checks
+        kernel(x, y=y, s=s)
+    plans = dict(kernel._plans)
+    assert devices.binds == devices.checked == 2 and len(plans) == 2
+    assert {plan.device for plan in plans.values()} == {torch.device("cuda", 0),
+                                                         torch.device("cuda", 1)}
+    allocations = []
+    for name in ("empty", "zeros"):
+        make = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *a, make=make, **k: allocations.append(a) or
+                            make(*a, **k))
+    for devices.on in (1, 1, 0, 1):
+        assert kernel(x, y=y, s=s) == (y, s)
+    on_1 = [("push", "context1"), ("launch", "function1", 1001), ("pop",)]
+    assert devices.cu.calls == on_1 * 2 + [("launch", "function0", 1000)] + on_1
+    assert devices.binds == devices.checked == 2 and devices.slow == 0 and not allocations
+    assert dict(kernel._plans) == plans and all(kernel._plans[k] is p for k, p in plans.items())

@@ -86,3 +86,26 @@ def test_load_with_autotune_quantizes_correctly():
     assert_quantized(x, *kernel(x))
     assert_quantized(x, *kernel(x))
     assert len(kernel.tunings) == 1
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_a_second_device_takes_the_fast_path_without_set_device(monkeypatch):
+    from commdsl.runtime.launcher import Launcher
+    kernel = commdsl.load(ACT_QUANT, ROWS=4)
+    assert torch.cuda.current_device() == 0
+    on = {d: activations(64, 512).to(f"cuda:{d}") for d in (0, 1)}
+    outputs = {d: (torch.empty(64, 512, dtype=torch.float8_e4m3fn, device=f"cuda:{d}"),
+                   torch.empty(64, 4, device=f"cuda:{d}")) for d in (0, 1)}
+    for d in (0, 1):
+        kernel(on[d], y=outputs[d][0], s=outputs[d][1])   # first calls: full checks
+    checked = []
+    original = Launcher.launch_checked
+    monkeypatch.setattr(Launcher, "launch_checked", lambda self, *a, **k: checked.append(a) or
+                        original(self, *a, **k))
+    for d in (1, 0, 1, 1):
+        on[d].copy_(activations(64, 512))
+        y, s = outputs[d]
+        assert kernel(on[d], y=y, s=s) == (y, s)
+        torch.cuda.synchronize(d)
+        assert_quantized(on[d].cuda(0), y.cuda(0), s.cuda(0))
+    assert checked == [] and torch.cuda.current_device() == 0

@@ -73,6 +73,17 @@ def test_unknown_target():
 GEMM = open("examples/fp8_gemm.cdsl").read()
 
 
+def test_compiling_a_wgmma_kernel_for_sm_80_is_one_diagnostic(capsys, tmp_path):
+    from commdsl.cli import main
+    assert main(["compile", "examples/fp8_gemm.cdsl", "--target", "sm_80",
+                 "-o", str(tmp_path / "k.ptx")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("error:") == 1 and err.count("help:") == 1
+    assert "examples/fp8_gemm.cdsl:30:14: error: mma needs the warpgroup MMA (wgmma) of " \
+           "sm_90a; sm_80 has none" in err
+    assert "  help: compile with --target sm_90a" in err
+
+
 def test_tma_pipeline_needs_a_tma_target():
     with pytest.raises(CompileError, match="sm_89"):
         compile_source(GEMM, target="sm_89")
@@ -132,7 +143,9 @@ def test_a_kernel_needing_wgmma_on_a_cc_8_0_device_fails_at_load(device_of, tmp_
     device_of(8, 0)
     with pytest.raises(CompileError, match="wgmma.*sm_80 has none") as info:
         commdsl.load(GEMM)
-    assert "sm_80 is the current GPU's family" in str(info.value)
+    message = str(info.value)
+    assert message.count("error:") == 1 and "Traceback" not in message
+    assert "\n  help: compile with --target sm_90a; sm_80 is the current GPU's family" in message
 
 
 def test_loading_code_the_device_cannot_run_names_kernel_instructions_and_device(device_of):
@@ -147,7 +160,8 @@ def test_loading_code_the_device_cannot_run_names_kernel_instructions_and_device
     message = str(info.value)
     assert "fp8_gemm" in message and "sm_90a" in message
     assert "cuda:0 (compute capability 8.0)" in message
-    assert "wgmma" in message and "tma" in message and "target='sm_80'" in message
+    assert "wgmma" in message and "tma" in message
+    assert "\n  help: load it with target='sm_80'" in message
 
 
 def test_a_device_older_than_every_target(device_of):

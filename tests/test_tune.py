@@ -106,6 +106,23 @@ def test_picks_the_fastest_and_prunes_what_cannot_compile():
     assert len(pruned) == 3 and all("more than a CTA can hold" in t.pruned for t in pruned)
 
 
+def test_the_result_prints_as_a_table_of_every_config():
+    space = {"ROWS": [4, 8, 16], "WARPS": [2, 64]}
+    result = commdsl.autotune(ACT_QUANT, (x_bf16(),), space=space, timer=StubTimer(rows_near_8),
+                              progress=False)
+    lines = result.table().splitlines()
+    assert lines[0] == "config                           ms"
+    assert lines[1] == "ROWS=8, WARPS=2                  0.0700"           # fastest first
+    assert [line.split()[:2] for line in lines[2:4]] == [["ROWS=4,", "WARPS=2"],
+                                                         ["ROWS=16,", "WARPS=2"]]
+    assert all("WARPS=64" in line and "pruned: " in line for line in lines[4:7])
+    assert lines[7] == "best: ROWS=8, WARPS=2 (0.0700 ms)" and len(lines) == 8
+    saved = commdsl.autotune(ACT_QUANT, (x_bf16(),), space=space, timer=StubTimer(rows_near_8),
+                             progress=False)
+    assert saved.table() == ("ROWS=8, WARPS=2 (0.0700 ms when tuned; saved earlier, nothing "
+                             "timed; retune=True to time again)")
+
+
 def test_configs_over_the_register_budget_are_not_timed(monkeypatch):
     # A register file that just holds the 2-warp config: 1 and 2 warps fit, 4 warps do not.
     probe = commdsl.load(ACT_QUANT, ROWS=4, WARPS=2)

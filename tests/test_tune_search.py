@@ -10,6 +10,7 @@ import itertools
 import math
 import os
 import random
+import re
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
@@ -316,3 +317,50 @@ def test_progress_prints_on_rank_zero_only(env, shown, monkeypatch):
     bar.step("A=1: 0.5 ms")
     bar.close("best A=1")
     assert bool(stream.getvalue()) == shown
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_on_a_terminal_with_tqdm_installed_the_bar_is_tqdms():
+    pytest.importorskip("tqdm")
+    stream = Terminal()
+    bar = Progress("tuning k", stream=stream)
+    bar.phase("compiling", 2)
+    bar.step("A=1: ok")
+    bar.step("A=2: ok")
+    bar.close("best A=1")
+    shown = stream.getvalue()
+    assert shown.startswith("tuning k\n") and shown.endswith("\n  best A=1\n")
+    assert "  compiling |########################| 00:00, ETA 00:00, 2/2  A=2: ok" in shown
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_autotune_prints_elapsed_and_eta_on_rank_zero_of_an_initialized_group(
+        rank, monkeypatch, capsys):
+    import torch.distributed as dist
+    # The initialized group's rank is what counts; RANK says the opposite here.
+    monkeypatch.setenv("RANK", "1" if rank == 0 else "0")
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: rank)
+    commdsl.autotune(ACT_QUANT, (x_bf16(),), space={"ROWS": [4, 8]},
+                     timer=lambda run, config: 0.1)
+    err = capsys.readouterr().err
+    if rank:
+        assert err == ""
+    else:
+        assert re.search(r"compiling \[#+\] 2/2  [\d.]+ s, ETA 0\.0 s", err), err
+        assert re.search(r"timing    \[#+\] 2/2  [\d.]+ s, ETA 0\.0 s", err), err
+
+
+def test_load_passes_progress_to_the_tuning(launches, monkeypatch, capsys):
+    from commdsl.tune import timer
+    monkeypatch.setattr(timer, "cuda_event_timer", lambda run, config, effort=1.0: 0.1)
+    for rows, progress in (([4, 8], True), ([4, 16], False)):    # new spaces: both tune
+        kernel = commdsl.load(ACT_QUANT, autotune={"ROWS": rows}, progress=progress)
+        kernel(x_bf16())
+        err = capsys.readouterr().err
+        assert ("ETA" in err) == progress and (err == "") == (not progress), err
+    assert len(launches["launches"]) == 2

@@ -55,6 +55,15 @@ def device_context(device: int):
         yield
 
 
+@functools.cache
+def primary_context(device: int):
+    """The primary context of `device`: the one torch runs its kernels on it in (and a
+    device_context makes current). Retained once, for the life of the process."""
+    cu = cuda_driver()
+    dev = check(cu.cuDeviceGet(device), "cuDeviceGet")
+    return check(cu.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
+
+
 def load_module(image: bytes | str):
     """Load a cubin (bytes) or PTX text (str, or bytes that are not ELF) into the current context.
 

@@ -357,9 +357,11 @@ class Launcher:
 
     def prepared(self, grid: tuple[int, int, int], index: int):
         """`launch(pointers, sizes)` for one grid on device `index`, everything else looked up
-        now: what a repeated call pays for (runtime/callplan.py). Anything unusual (another
-        current device, a thread without a context, a failed launch, which enqueues nothing)
-        goes through `launch_checked`, which handles or reports it."""
+        now: what a repeated call pays for (runtime/callplan.py). Tensors on another device
+        than torch's current one (cuda:1 without set_device) launch in their device's
+        primary context, pushed for the launch, as torch's device guard does for its own
+        kernels. Anything unusual (a thread without a context, a failed launch, which
+        enqueues nothing) goes through `launch_checked`, which handles or reports it."""
         import torch
         cu = driver.cuda_driver()
         cu_launch, success = cu.cuLaunchKernel, cu.CUresult.CUDA_SUCCESS
@@ -372,13 +374,20 @@ class Launcher:
         params = self._kernel_params_address
 
         maps, params_array = self._maps, self._kernel_params
+        context = driver.primary_context(index)
+        push, pop = cu.cuCtxPushCurrent, cu.cuCtxPopCurrent
 
         def launch(pointers: list[int], sizes: list[int]) -> None:
+            pack(buffer, 0, *pointers, *sizes)
+            if maps is not None:
+                params_array[-len(maps.spec.tensor_maps):] = maps.addresses(pointers, sizes)
             if current_device() == index:
-                pack(buffer, 0, *pointers, *sizes)
-                if maps is not None:
-                    params_array[-len(maps.spec.tensor_maps):] = maps.addresses(pointers, sizes)
                 if cu_launch(*head, current_stream(index), params, 0)[0] == success:
+                    return
+            elif push(context)[0] == success:
+                launched = cu_launch(*head, current_stream(index), params, 0)[0] == success
+                pop()
+                if launched:
                     return
             self.launch_checked(pointers, sizes, grid, index)
         return launch

@@ -69,22 +69,6 @@ def run(args, constants: dict, target: str | None) -> int:
     named = random_arguments(default.spec, sizes, torch.device("cuda"))
     result = tune(text, path, default.name, constants, target, space, (), named,
                   retune=args.retune, search=args.search)
-    label = ", ".join(f"{k}={v}" for k, v in result.config.items())
-    if result.from_cache:
-        print(f"{default.name} {args.shape}: {label} ({result.ms:.4f} ms when tuned; saved "
-              "earlier, nothing timed; --retune to time again)")
-        return 0
-    print(f"{'config':<32} ms")
-    # The fully timed first, then those the search dropped after a shorter timing.
-    for trial in sorted(result.trials,
-                        key=lambda t: (t.ms is None, -(t.effort or 0.0), t.ms or 0.0)):
-        config = ", ".join(f"{k}={v}" for k, v in trial.config.items())
-        if trial.ms is None:
-            shown = f"pruned: {trial.pruned}"
-        elif trial.effort < 1:
-            shown = f"{trial.ms:.4f}  (dropped after 1/{round(1 / trial.effort)} of a timing)"
-        else:
-            shown = f"{trial.ms:.4f}"
-        print(f"{config:<32} {shown}")
-    print(f"best {default.name} {args.shape}: {label} ({result.ms:.4f} ms)")
+    print(f"{default.name} {args.shape}:")
+    print(result.table(retune="--retune"))
     return 0

@@ -44,6 +44,28 @@ class TuneResult:
     from_cache: bool                 # True: read from a saved record, nothing was timed
     trials: list[Trial] = field(default_factory=list)   # every config of this run, if timed
 
+    def table(self, retune: str = "retune=True") -> str:
+        """Every config's time or why it was pruned, the fully timed first, then those the
+        search dropped after a shorter timing; then the best. What `commdsl tune` prints
+        (`retune`: how the caller asks to time again, said of a saved choice)."""
+        label = _label(self.config).replace(",", ", ")
+        if self.from_cache:
+            return (f"{label} ({self.ms:.4f} ms when tuned; saved earlier, nothing timed; "
+                    f"{retune} to time again)")
+        lines = [f"{'config':<32} ms"]
+        for trial in sorted(self.trials,
+                            key=lambda t: (t.ms is None, -(t.effort or 0.0), t.ms or 0.0)):
+            if trial.ms is None:
+                shown = f"pruned: {trial.pruned}"
+            elif trial.effort < 1:
+                shown = (f"{trial.ms:.4f}  (dropped after 1/{round(1 / trial.effort)} of a "
+                         "timing)")
+            else:
+                shown = f"{trial.ms:.4f}"
+            lines.append(f"{_label(trial.config).replace(',', ', '):<32} {shown}")
+        lines.append(f"best: {label} ({self.ms:.4f} ms)")
+        return "\n".join(lines)
+
 
 def autotune(kernel, args=(), space: dict | None = None, *, kernel_name: str | None = None,
              target: str | None = None, timer=None, retune: bool = False,
@@ -57,7 +79,8 @@ def autotune(kernel, args=(), space: dict | None = None, *, kernel_name: str | N
     "exhaustive" times every config fully, "halving" by successive halving (short
     measurements of all, longer ones of the best; the timer then takes `effort=`), "auto"
     the first up to 64 configs and the second above (tune/search.py). The target defaults to
-    the current GPU's."""
+    the current GPU's. `progress`: bars with the time taken and left on stderr, on rank 0
+    only (tune/progress.py)."""
     from ..kernel import Kernel, local_target, read_source
     from .search import check_search
     check_search(search)

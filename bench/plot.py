@@ -1,0 +1,186 @@
+"""A PNG beside each bench's JSON: the chart is read from the results alone, so every bench
+gets one from common.write_results, and old results can be drawn again:
+
+    python bench/plot.py bench/results/*.json
+
+Memory-bound kernels: GB/s of commdsl and its peers against the device-to-device copy
+ceiling (the MoE exchange: against the copy engine into the peer). GEMMs: TFLOP/s by shape,
+commdsl's best config against cuBLAS. The launch overhead, compile times and the autotuner
+check get bars of their own numbers. matplotlib is optional (`pip install 'commdsl[plots]'`):
+without it a bench prints one line and writes no PNG.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+
+
+@dataclass
+class Chart:
+    title: str
+    unit: str                             # the y axis
+    groups: dict[str, dict[str, float]]   # x label -> series -> value
+    line: tuple[str, float] | None = None  # a ceiling drawn across: (label, value)
+    log: bool = False                     # values spanning decades
+
+
+def chart(payload: dict) -> Chart | None:
+    """The chart for a bench's results, or None where no kind below fits them."""
+    for make in (_gemm, _moe, _bandwidth, _launch, _autotune, _compile_time):
+        found = make(payload)
+        if found is not None:
+            return found
+    return None
+
+
+def _on(payload: dict) -> str:
+    return f"{payload.get('benchmark', 'bench')} on {payload.get('device', '?')}"
+
+
+def _gemm(payload: dict) -> Chart | None:
+    shapes = payload.get("shapes")
+    if not isinstance(shapes, list) or not all("cublas" in e for e in shapes):
+        return None
+    groups = {}
+    for e in shapes:
+        bars = {"commdsl (best config)": e["best"]["tflops"] if e.get("best") else math.nan,
+                "cuBLAS": e["cublas"]["tflops"]}
+        groups["x".join(map(str, e["shape"]))] = bars
+    return Chart(f"{_on(payload)}: TFLOP/s by shape (M x N x K)", "TFLOP/s", groups)
+
+
+def _moe(payload: dict) -> Chart | None:
+    ranks = payload.get("ranks")
+    if not isinstance(ranks, list) or not ranks or "copy_engine_gbs" not in ranks[0]:
+        return None
+    groups = {name: {"commdsl": min(r[name]["gbs"] for r in ranks),
+                     "NCCL all_to_all (bus bw)": min(r[name]["nccl_busbw_gbs"] for r in ranks)}
+              for name in ("dispatch", "combine")}
+    return Chart(f"{_on(payload)}, {len(ranks)} ranks: the slowest rank", "GB/s per direction",
+                 groups, ("copy engine into the peer", min(r["copy_engine_gbs"] for r in ranks)))
+
+
+def _bandwidth(payload: dict) -> Chart | None:
+    if "copy_gbs" not in payload:
+        return None
+    if "summary" in payload:          # several kernels, each against torch
+        torch = payload.get("torch", {})
+        groups = {name: {"commdsl": best["gbs"],
+                         **({"torch": torch[name]["gbs"]} if "gbs" in torch.get(name, {})
+                            else {})}
+                  for name, best in payload["summary"].items()}
+    else:
+        best = payload["commdsl_best"]
+        shape = "x".join(map(str, payload.get("shape", [])))
+        groups = {shape: {f"commdsl ({best['config']})": best["gbs"],
+                          **payload.get("peers", {})}}
+    return Chart(f"{_on(payload)}: bandwidth", "GB/s (bytes read + written)", groups,
+                 ("device-to-device copy", payload["copy_gbs"]))
+
+
+def _launch(payload: dict) -> Chart | None:
+    if "host_us_per_launch" not in payload:
+        return None
+    return Chart(f"{_on(payload)}: host time per launch", "us per launch",
+                 {"x".join(map(str, payload.get("shape", []))): payload["host_us_per_launch"]})
+
+
+def _autotune(payload: dict) -> Chart | None:
+    kernels = {k: v for k, v in payload.items() if isinstance(v, dict) and "sweep_ms" in v}
+    if not kernels:
+        return None
+    groups = {name: {"the tuner's pick": k["tuner_ms"],
+                     "best of the full sweep": k["sweep_ms"][k["sweep_best"]]}
+              for name, k in kernels.items()}
+    return Chart(f"{_on(payload)}: the tuner's pick vs a full sweep", "ms", groups)
+
+
+def _compile_time(payload: dict) -> Chart | None:
+    seconds = {k[:-2].replace("_", " "): v for k, v in payload.items()
+               if k.endswith("_s") and isinstance(v, (int, float))}
+    if not seconds:
+        return None
+    return Chart(f"{_on(payload)}: {payload.get('kernel', '')} compile and load times",
+                 "seconds", {"": seconds}, log=True)
+
+
+def draw(c: Chart, path: str) -> None:
+    """Grouped bars, one colour a series (one group: a bar a series, labelled below it)."""
+    from matplotlib.figure import Figure    # no pyplot: no backend chosen for the caller
+    series = list(dict.fromkeys(s for bars in c.groups.values() for s in bars))
+    single = len(c.groups) == 1
+    count = len(series) if single else len(c.groups) * len(series)
+    fig = Figure(figsize=(max(6.0, 1.5 + 0.55 * count), 4.2), layout="constrained")
+    ax = fig.subplots()
+    if single:
+        (bars,) = c.groups.values()
+        drawn = ax.bar(range(len(bars)), list(bars.values()),
+                       color=[f"C{i}" for i in range(len(bars))])
+        ax.bar_label(drawn, labels=[_number(v) for v in bars.values()], fontsize=8)
+        ax.set_xticks(range(len(bars)), list(bars), rotation=20, ha="right")
+    else:
+        width = 0.8 / len(series)
+        for i, name in enumerate(series):
+            at = [g + (i - (len(series) - 1) / 2) * width for g in range(len(c.groups))]
+            values = [bars.get(name, math.nan) for bars in c.groups.values()]
+            drawn = ax.bar(at, values, width, label=name, color=f"C{i}")
+            ax.bar_label(drawn, labels=[_number(v) for v in values], fontsize=7)
+        ax.set_xticks(range(len(c.groups)), list(c.groups),
+                      rotation=30 if len(c.groups) > 4 else 0, ha="right" if len(c.groups) > 4
+                      else "center")
+    if c.line is not None:
+        label, value = c.line
+        ax.axhline(value, color="black", linestyle="--", linewidth=1,
+                   label=f"{label}: {value:.4g}")
+    # Headroom above the tallest bar or the ceiling, for the legend in one row.
+    top = max([v for bars in c.groups.values() for v in bars.values() if not math.isnan(v)] +
+              ([c.line[1]] if c.line else []))
+    if c.log:
+        ax.set_yscale("log")
+        ax.set_ylim(top=top * 4)
+    else:
+        ax.set_ylim(0, top * 1.2)
+    if c.line is not None or not single:
+        ax.legend(fontsize=8, loc="upper left", ncols=3)
+    ax.set_ylabel(c.unit)
+    ax.set_title(c.title, fontsize=10)
+    fig.savefig(path, dpi=100)
+
+
+def _number(v: float) -> str:
+    return "" if math.isnan(v) else f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def write_png(json_path: str, payload: dict) -> str | None:
+    """Draws `payload`'s chart beside `json_path` (same name, .png); None, with one line
+    saying why, without matplotlib or for results no chart fits."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("no plot: matplotlib is not installed (pip install 'commdsl[plots]')")
+        return None
+    c = chart(payload)
+    if c is None:
+        print(f"no plot: no chart for the results of {payload.get('benchmark', json_path)}")
+        return None
+    path = os.path.splitext(json_path)[0] + ".png"
+    draw(c, path)
+    print(f"wrote {path}")
+    return path
+
+
+def main(paths: list[str]) -> int:
+    if not paths:
+        print("usage: python bench/plot.py RESULTS.json...", file=sys.stderr)
+        return 2
+    for path in paths:
+        with open(path) as f:
+            write_png(path, json.load(f))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
