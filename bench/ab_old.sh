@@ -28,7 +28,7 @@ for round in $(seq ${ROUNDS:-2}); do
   for b in $benches; do
     for side in new old; do
       echo "=== round $round: $b ($side)"
-      (cd "${dir[$side]}" && PYTHONPATH=${path[$side]} python3 bench/$b.py ${args[$b]}) 2>&1 | tail -25
+      (cd "${dir[$side]}" && PYTHONPATH=${path[$side]} python3 bench/$b.py ${args[$b]:-}) 2>&1 | tail -25
       cp "$(ls -t "${dir[$side]}"/bench/results/$b-*.json | head -1)" "$out/$b-$side-r$round.json"
     done
   done

@@ -79,7 +79,8 @@ def main():
         return lambda: kernel(x, w, y=y, s=s)
 
     # f32 accumulation in the kernel's order: a few ulp from the exact sum's scales.
-    mine = peers.sweep("commdsl", [dict(WARPS=wp) for wp in (4, 8, 16)], launch,
+    mine = peers.sweep("commdsl", [dict(WARPS=wp, CTAS=c) for wp in (4, 8, 16) for c in (1, 2, 4)],
+                       launch,
                        lambda: check_quant(y, s, ref, max_scale_ulps=8, max_moved=m * h // 1000),
                        nbytes, results["commdsl"])
     block = triton.next_power_of_2(h)
