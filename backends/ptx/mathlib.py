@@ -143,14 +143,17 @@ def sigmoid(o, x):
 
 
 def silu(o, x):
-    """x * sigmoid(x); below 0 as x e^x / (1 + e^x) with e^x scaled by 2^64, so that a
-    subnormal e^x does not lose the bits a normal x e^x keeps."""
+    """x / (1 + e^-x) for x >= 0, x e^x / (1 + e^x) below, one division for both: below 0
+    the numerator is x (e^x 2^64), so that a subnormal e^x does not lose the bits a normal
+    x e^x keeps, and the quotient is scaled back by 2^-64 (one rounding). e^-|x| is that
+    2^64-scaled power times 2^-64: exact where it is normal, and where it is not, 1 + e^-|x|
+    is 1 either way."""
     p, n = exp_parts(o, o.fneg(o.fabs(x)))
-    e = scale(o, p, n)
     big = scale(o, p, o.add(n, o.f(64.0)))
-    d = o.add(o.f(1.0), e)
-    neg = o.mul(o.div(o.mul(x, big), d), o.f(2.0 ** -64))
-    r = o.select(o.fge(x, o.f(0.0)), o.div(x, d), neg)
+    d = o.add(o.f(1.0), o.mul(big, o.f(2.0 ** -64)))
+    positive = o.fge(x, o.f(0.0))
+    q = o.div(o.select(positive, x, o.mul(x, big)), d)
+    r = o.select(positive, q, o.mul(q, o.f(2.0 ** -64)))
     return o.select(o.flt(x, o.f(-112.0)), o.mul(x, o.f(0.0)), r)   # -0 below 2^-150; -inf: NaN
 
 
