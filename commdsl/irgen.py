@@ -24,7 +24,11 @@ REDUCTIONS = {
     "sum": "sum(t, axis = A)",
     "max": "max(t, axis = A)",
     "min": "min(t, axis = A)",
+    "nanmax": "nanmax(t, axis = A): max leaving NaN out",
+    "nanmin": "nanmin(t, axis = A): min leaving NaN out",
 }
+# The reductions a zero from the padding would change, with the `other` that would not.
+MINMAX_ONLY = {"max": "-inf", "min": "inf", "nanmax": "-inf", "nanmin": "inf"}
 # Elementwise functions, from their ops' declarations (commdsl/ops): name -> op.
 ELEMENTWISE_BUILTINS: dict[str, OpDef] = {d.builtin.name: d for d in OPS.values() if d.builtin}
 
@@ -643,12 +647,12 @@ class _Lowering(CommLowering):
         kind = e.func
         # Elements no load read are 0: left out of max and min, and of sum and amax unless
         # they are still 0 here (commdsl/ragged.py).
-        masked = kind in ("max", "min") or not self.ragged.zero_padded(v)
+        masked = kind in MINMAX_ONLY or not self.ragged.zero_padded(v)
         for ax in axes:
             shape = v.type.shape[:ax] + v.type.shape[ax + 1:]
             rtype = TileType(v.type.dtype, shape) if shape else ScalarType(v.type.dtype)
             edges = self.ragged.edges(v)[ax] if masked else ()
-            fill = {"max": "-inf", "min": "inf"}.get(e.func, "0.0")
+            fill = MINMAX_ONLY.get(e.func, "0.0")
             if RESHAPED in edges:
                 raise CompileError(f"{e.func} over axis {ax} of a reshaped tile that a load "
                                    "may not have read to the end", e.span,

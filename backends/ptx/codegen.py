@@ -16,7 +16,7 @@ from commdsl.fragments import FragmentDim
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import KernelIR, Op, TileType, Value
 from commdsl.ops import COMM, has_trait
-from commdsl.ops.tiles import IDENTITY
+from commdsl.ops.tiles import IDENTITY, MINMAX
 from commdsl.layout import Compact, DimMap, Sliced, reshape_in_registers, slots
 from commdsl.target import Target
 
@@ -33,7 +33,8 @@ def _int_identity(kind: str, dtype: str) -> ir.Constant:
     d = dtype_info(dtype)
     lo, hi = (0, (1 << d.bits) - 1) if d.kind == "uint" else (-(1 << d.bits - 1),
                                                                (1 << d.bits - 1) - 1)
-    return ir.Constant(ir.IntType(d.bits), {"sum": 0, "min": hi, "max": lo}[kind])
+    return ir.Constant(ir.IntType(d.bits), 0 if kind == "sum" else
+                       hi if MINMAX[kind][0] == "min" else lo)
 
 
 def _is_unsigned(dtype: str) -> bool:
@@ -244,16 +245,9 @@ class KernelCodegen(CommCodegen, CompactCodegen):
     def op_rem(self, op):
         self._arith(op, "frem", "srem", "urem")
 
-    def _minmax(self, op, which: str):
-        self._map(op, self._combiner(which, op.operands[0].type.dtype))
-
-    @emits("max")
-    def op_max(self, op):
-        self._minmax(op, "max")
-
-    @emits("min")
-    def op_min(self, op):
-        self._minmax(op, "min")
+    @emits("max", "min", "nanmax", "nanmin")
+    def op_minmax(self, op):
+        self._map(op, self._combiner(op.name, op.operands[0].type.dtype))
 
     @emits("abs")
     def op_abs(self, op):
@@ -576,10 +570,11 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         is_float = dtype == "f32"
         if kind == "sum":
             return self.b.fadd if is_float else self.b.add
-        which = "min" if kind == "min" else "max"
-        if is_float:
-            return lambda a, b: self.intrinsic(f"llvm.{which}num.f32", F32, [a, b])
-        pred = "<" if kind == "min" else ">"
+        which, propagate_nan = MINMAX[kind]
+        if is_float:     # llvm.maximum: PTX max.NaN.f32 (sm_80 on); llvm.maxnum: max.f32
+            name = f"llvm.{which}imum.f32" if propagate_nan else f"llvm.{which}num.f32"
+            return lambda a, b: self.intrinsic(name, F32, [a, b])
+        pred = "<" if which == "min" else ">"
         compare = self.b.icmp_unsigned if _is_unsigned(dtype) else self.b.icmp_signed
         return lambda a, b: self.b.select(compare(pred, a, b), a, b)
 

@@ -58,14 +58,18 @@ def _run_rem(ctx, op, a, b):
     return int(math.fmod(a, b)) if isinstance(a, int) else a.fmod(b)
 
 
-def _run_max(ctx, op, a, b):
-    import torch
-    return max(a, b) if isinstance(a, int) else torch.fmax(a, b)
-
-
-def _run_min(ctx, op, a, b):
-    import torch
-    return min(a, b) if isinstance(a, int) else torch.fmin(a, b)
+def _minmax(which: str, propagate_nan: bool):
+    """max/min: integers as Python's or torch's; floats as PTX's max.NaN.f32 (propagate_nan)
+    or max.f32 (commdsl/cpu_numerics.py)."""
+    def run(ctx, op, a, b):
+        import torch
+        if isinstance(a, int):
+            return (max if which == "max" else min)(a, b)
+        if not a.is_floating_point():
+            return torch.maximum(a, b) if which == "max" else torch.minimum(a, b)
+        from commdsl.cpu_numerics import minmax
+        return minmax(a, b, which, propagate_nan)
+    return run
 
 
 _RUN_BINARY = {
@@ -74,8 +78,10 @@ _RUN_BINARY = {
     "mul": lambda ctx, op, a, b: a * b,
     "div": _run_div,
     "rem": _run_rem,
-    "max": _run_max,
-    "min": _run_min,
+    "max": _minmax("max", propagate_nan=True),
+    "min": _minmax("min", propagate_nan=True),
+    "nanmax": _minmax("max", propagate_nan=False),
+    "nanmin": _minmax("min", propagate_nan=False),
 }
 
 
@@ -122,11 +128,13 @@ _BINARY = {
     "mul": "a * b",
     "div": "a / b (integers: rounded toward zero)",
     "rem": "a - b * (a / b): the remainder with the sign of a",
-    "max": "the larger of a and b",
-    "min": "the smaller of a and b",
+    "max": "the larger of a and b, NaN if either is (+0 > -0; PTX max.NaN)",
+    "min": "the smaller of a and b, NaN if either is (+0 > -0; PTX min.NaN)",
+    "nanmax": "the larger of a and b, leaving a NaN out (NaN if both are; PTX max)",
+    "nanmin": "the smaller of a and b, leaving a NaN out (NaN if both are; PTX min)",
 }
-_CALLED = {"max": Builtin("max", "max(a, b)", arity=2),     # the others are + - * / %
-           "min": Builtin("min", "min(a, b)", arity=2)}
+_CALLED = {name: Builtin(name, f"{name}(a, b)", arity=2)     # the others are + - * / %
+           for name in ("max", "min", "nanmax", "nanmin")}
 for _name, _doc in _BINARY.items():
     declare(_name, f"{_name}(a, b) : T", _doc, traits=(ELEMENTWISE,), verify=_elementwise,
             interpret=_RUN_BINARY[_name], family=FAMILY, builtin=_CALLED.get(_name))

@@ -26,7 +26,7 @@ def _broadcast(op):
         fail(op, f"cannot broadcast {a.shape} to {r.shape}")
 
 
-REDUCTIONS = ("sum", "max", "min", "amax")
+REDUCTIONS = ("sum", "max", "min", "amax", "nanmax", "nanmin")
 
 
 def _reduce(op):
@@ -111,9 +111,15 @@ def _run_broadcast(ctx, op, t):
     return t.expand(op.result.type.shape).contiguous()
 
 
-# What an element a reduction leaves out counts as (commdsl/ragged.py).
-IDENTITY = {"sum": 0.0, "amax": 0.0, "max": float("-inf"), "min": float("inf")}
-I32_IDENTITY = {"sum": 0, "amax": 0, "max": -2 ** 31, "min": 2 ** 31 - 1}
+# What an element a reduction leaves out counts as (commdsl/ragged.py). The NaN-dropping
+# forms leave out NaN itself, so a row with nothing but NaN stays NaN wherever it is cut.
+IDENTITY = {"sum": 0.0, "amax": 0.0, "max": float("-inf"), "min": float("inf"),
+            "nanmax": float("nan"), "nanmin": float("nan")}
+I32_IDENTITY = {"sum": 0, "amax": 0, "max": -2 ** 31, "min": 2 ** 31 - 1,
+                "nanmax": -2 ** 31, "nanmin": 2 ** 31 - 1}
+# The max or min a reduction folds with, and whether a NaN element makes the result NaN.
+MINMAX = {"max": ("max", True), "amax": ("max", True), "min": ("min", True),
+          "nanmax": ("max", False), "nanmin": ("min", False)}
 
 
 def identity(kind: str, is_float: bool):
@@ -131,11 +137,13 @@ def _run_reduce(ctx, op, t, *count):
         read = (torch.arange(t.shape[axis]) < int(count[0])).view(shape)
         t = torch.where(read, t, torch.tensor(identity(kind, t.dtype.is_floating_point),
                                               dtype=t.dtype))
-    if kind == "amax":
-        return t.amax(axis)
     if kind == "sum":
         return t.sum(axis, dtype=t.dtype)
-    return t.amax(axis) if kind == "max" else t.amin(axis)
+    which, propagate_nan = MINMAX[kind]
+    if t.dtype.is_floating_point:
+        from commdsl.cpu_numerics import reduce_minmax
+        return reduce_minmax(t, axis, which, propagate_nan)
+    return t.amax(axis) if which == "max" else t.amin(axis)
 
 
 def _run_transpose(ctx, op, t):
@@ -165,11 +173,12 @@ declare("broadcast", "broadcast(t) : tile", "t repeated along its axes of size 1
         "result's shape", traits=(LAYOUT,), verify=_broadcast,
         interpret=_run_broadcast, family=FAMILY)
 declare("reduce", "reduce(t[, n]) {axis, kind} : tile | scalar",
-        "t folded along `axis` by sum, max, min or amax (max of |x|); with the i32 n, only "
-        "the first n elements along `axis` take part (the rest were not read: "
-        "commdsl/ragged.py)",
+        "t folded along `axis` by sum, max, min or amax (max of |x|), NaN if any element is "
+        "(nanmax, nanmin: leaving NaN out); with the i32 n, only the first n elements along "
+        "`axis` take part (the rest were not read: commdsl/ragged.py)",
         traits=(REDUCTION,), verify=_reduce,
-        attrs={"axis": "the axis folded away", "kind": "sum, max, min or amax",
+        attrs={"axis": "the axis folded away",
+               "kind": "sum, max, min, amax, nanmax or nanmin",
                **SMEM_BUFFER_ATTRS},
         interpret=_run_reduce, family=FAMILY)
 declare("transpose", "transpose(t) {smem, smem_buffer, smem_bytes} : tile",

@@ -1,0 +1,171 @@
+"""Launches one example's kernels once on one shape, for bench/sanitize.sh to run under
+compute-sanitizer (one process per example, shape and tool), and reads the reports.
+
+    python bench/sanitize_driver.py EXAMPLE aligned|ragged
+    python bench/sanitize_driver.py --list              # the examples, one a line
+    python bench/sanitize_driver.py --summarize LOGS    # table of LOGS/TOOL.EXAMPLE.SHAPE.log
+
+Aligned shapes fill every tile; ragged ones end inside a tile, so the masked loads and
+stores at the edges run. Outputs are allocated by the launch (torch.empty): a kernel that
+reads one before writing it shows up under initcheck.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples")
+TOOLS = ("memcheck", "racecheck", "synccheck", "initcheck")
+SHAPE_KINDS = ("aligned", "ragged")
+
+
+def _load(name, **kw):
+    import commdsl
+    return commdsl.load(os.path.join(EXAMPLES, f"{name}.cdsl"), **kw)
+
+
+def _bf16(*shape):
+    import torch
+    return (torch.randn(*shape, device="cuda") * 3).to(torch.bfloat16)
+
+
+def _fp8(m, k):
+    import torch
+    return (torch.randn(m, k, device="cuda") * 40).to(torch.float8_e4m3fn)
+
+
+def _scales(*shape):
+    import torch
+    return torch.rand(*shape, device="cuda") + 0.5
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def act_quant(m, k):
+    _load("act_quant")(_bf16(m, k))
+
+
+def weight_quant(m, k):
+    _load("weight_quant")(_bf16(m, k))
+
+
+def requant_t(m, k):
+    _load("requant_t")(_fp8(m, k), _scales(m, _cdiv(k, 128)))
+
+
+def dequant(m, k):
+    _load("dequant", kernel="dequant_act")(_fp8(m, k), _scales(m, _cdiv(k, 128)))
+    _load("dequant", kernel="dequant_weight")(_fp8(m, k), _scales(_cdiv(m, 128), _cdiv(k, 128)))
+
+
+def copy_nc(m, k):
+    _load("copy_nc")(_bf16(m * k))
+
+
+def fp8_gemm(m, n):
+    k = 256                                         # K / 128 scales: K stays whole
+    _load("fp8_gemm")(_fp8(m, k), _scales(m, k // 128), _fp8(n, k),
+                      _scales(_cdiv(n, 128), k // 128))
+
+
+def swiglu_quant(m, k):
+    _load("swiglu_quant")(_bf16(m, k), _bf16(m, k))
+
+
+def rmsnorm_quant(m, h):
+    _load("rmsnorm_quant", H=h)(_bf16(m, h), _bf16(h))
+
+
+def softmax(m, k):
+    import torch
+    _load("softmax")(torch.randn(m, k, device="cuda"))
+
+
+# example -> (aligned shape, ragged shape). K stays a multiple of 128 where the scale layout
+# asks for it (K / 128 in the signature); elsewhere the ragged shape cuts both axes.
+SHAPES = {
+    "act_quant": ((64, 512), (33, 384)),
+    "weight_quant": ((256, 256), (200, 300)),
+    "requant_t": ((256, 256), (200, 300)),
+    "dequant": ((256, 256), (200, 300)),
+    "copy_nc": ((16, 4096), (13, 5000)),
+    "fp8_gemm": ((256, 256), (200, 296)),
+    "swiglu_quant": ((64, 512), (33, 384)),
+    "rmsnorm_quant": ((16, 1024), (5, 896)),
+    "softmax": ((8, 2048), (5, 1000)),
+}
+RUN = {name: globals()[name] for name in SHAPES}
+
+# Driver-API probes: the CUDA runtime and cuda-bindings look up entry points this driver may
+# lack, on purpose; compute-sanitizer reports each failed lookup as an API error.
+PROBE = re.compile(r"Program hit (CUDA_ERROR_NOT_FOUND|cudaErrorSymbolNotFound)|"
+                   r"on CUDA API call to cuGetProcAddress")
+API_ERROR = re.compile(r"^========= Program hit ", re.M)
+SUMMARY = re.compile(r"ERROR SUMMARY: (\d+) errors?")
+RACES = re.compile(r"RACECHECK SUMMARY: \d+ hazards? displayed \((\d+) errors?, \d+ warnings?\)")
+
+
+def count(text: str, example: str) -> tuple[int | None, int]:
+    """(errors, probes) of one report; errors None when the run did not finish (no
+    summary, or the driver's closing line missing)."""
+    probes = sum(1 for line in text.splitlines() if line.startswith("=========") and
+                 PROBE.search(line))
+    m = SUMMARY.search(text)
+    if m is None or f"ran {example} " not in text:
+        return None, probes
+    errors = int(m.group(1)) - probes
+    races = RACES.search(text)
+    if races:
+        errors = max(errors, int(races.group(1)))
+    return errors, probes
+
+
+def summarize(logs: str, examples) -> int:
+    """Prints the table (example/shape x tool) and returns the number of runs with errors."""
+    bad, probes, lines = 0, 0, []
+    for ex in examples:
+        for shape in SHAPE_KINDS:
+            cells = []
+            for tool in TOOLS:
+                path = os.path.join(logs, f"{tool}.{ex}.{shape}.log")
+                text = open(path, errors="replace").read() if os.path.exists(path) else ""
+                errors, p = count(text, ex)
+                probes += p
+                if errors is None:
+                    bad += 1
+                    cells.append("DID NOT FINISH")
+                    continue
+                bad += errors > 0
+                other_api = len(API_ERROR.findall(text)) - p
+                cells.append(f"{errors}" + (f" ({other_api} api)" if other_api else ""))
+            lines.append([f"{ex}/{shape}"] + cells)
+    header = ["example/shape", *TOOLS]
+    widths = [max(len(r[i]) for r in [header] + lines) + 2 for i in range(len(header))]
+    for row in [header] + lines:
+        print("".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    print(f"{bad} run(s) with errors; {probes} driver-API probe(s) excluded; reports in {logs}")
+    return bad
+
+
+def main(argv):
+    if argv == ["--list"]:
+        print("\n".join(SHAPES))
+        return 0
+    if len(argv) == 2 and argv[0] == "--summarize":
+        return 1 if summarize(argv[1], SHAPES) else 0
+    if len(argv) != 2 or argv[0] not in SHAPES or argv[1] not in SHAPE_KINDS:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    import torch
+    name, shape = argv
+    RUN[name](*SHAPES[name][shape == "ragged"])
+    torch.cuda.synchronize()
+    print(f"ran {name} {shape} {SHAPES[name][shape == 'ragged']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
