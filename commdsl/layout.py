@@ -202,10 +202,12 @@ def choose_blocked(shape: tuple[int, ...], vec: int, num_warps: int, warp_size: 
                    rows: int = 1) -> Blocked:
     """A layout that gives each thread `vec` contiguous innermost elements (and `rows`
     consecutive outermost ones, for a 2-D tile) and spreads lanes innermost-first and warps
-    outermost-first, avoiding copies where the tile allows: where `vec` leaves some (7168
-    elements over 256 threads, 8 at a time), the widest narrower vector that leaves none."""
+    outermost-first, avoiding copies where the tile allows: where a tile that gives every
+    thread a vector still leaves copies (7168 elements over 256 threads, 8 at a time: 3.5
+    repeats), the widest narrower vector that leaves none. (A tile smaller than that keeps
+    its vector: its copies are idle threads, not narrower loads.)"""
     layout = _blocked(shape, vec, num_warps, warp_size, rows)
-    narrower = vec // 2
+    narrower = vec // 2 if _prod(shape) >= num_warps * warp_size * vec else 0
     while narrower >= 1 and any(d.wraps for d in layout.dims(shape)):
         candidate = _blocked(shape, narrower, num_warps, warp_size, rows)
         if not any(d.wraps for d in candidate.dims(shape)):
