@@ -17,7 +17,7 @@ A divisor read from a UE8M0 scale is a power of two: its reciprocal is exact (th
 """
 from __future__ import annotations
 
-from commdsl.ir import Block, Builder, KernelIR, Op, TileType
+from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, TileType
 from commdsl.target import Target
 
 
@@ -37,7 +37,7 @@ def _rewrite(op: Op, producers: dict[int, Op]) -> list[Op] | None:
             return _exact(builder, op, x, builder.value("splat", [_ue8m0_recip(builder, d, producers)],
                                                         b.type))
         rb = builder.value("splat", [builder.value("recip", [d], d.type)], b.type)
-        return _correct(builder, op, x, b, rb)
+        return _correct(builder, op, x, builder.value("splat", [_finite(builder, d)], b.type), rb)
     inner = bcast.operands[0]
     chain = [inner]
     while producers.get(chain[-1].id) is not None and producers[chain[-1].id].name == "expand_dims":
@@ -47,10 +47,30 @@ def _rewrite(op: Op, producers: dict[int, Op]) -> list[Op] | None:
     pow2 = _is_ue8m0(source, producers)
     r = (_ue8m0_recip(builder, source, producers) if pow2 else
          builder.value("recip", [source], source.type))
-    for expand in reversed([producers[v.id] for v in chain[:-1]]):
-        r = builder.value("expand_dims", [r], expand.result.type, axis=expand.attrs["axis"])
-    rb = builder.value("broadcast", [r], b.type)
-    return _exact(builder, op, x, rb) if pow2 else _correct(builder, op, x, b, rb)
+    if pow2:
+        return _exact(builder, op, x, _broadcast(builder, r, chain, producers, b.type))
+    return _correct(builder, op, x,
+                    _broadcast(builder, _finite(builder, source), chain, producers, b.type),
+                    _broadcast(builder, r, chain, producers, b.type))
+
+
+def _broadcast(builder: Builder, v, chain, producers, tile_type):
+    """v, a value of the divisor's source shape, through the divisor's expand_dims and
+    broadcast."""
+    for expand in reversed([producers[c.id] for c in chain[:-1]]):
+        v = builder.value("expand_dims", [v], expand.result.type, axis=expand.attrs["axis"])
+    return builder.value("broadcast", [v], tile_type)
+
+
+def _finite(builder: Builder, d):
+    """d clamped to the finite range (NaN stays NaN): the residual's FMA takes it, so that
+    x / inf, where r = 0 and q0 = x * 0, gives e = x and q = q0 = +-0, not inf * 0 = NaN."""
+    big = float.fromhex("0x1.fffffep+127")
+    lo = builder.value("const", [], ScalarType(d.type.dtype), value=-big)
+    hi = builder.value("const", [], lo.type, value=big)
+    if isinstance(d.type, TileType):
+        lo, hi = (builder.value("splat", [c], d.type) for c in (lo, hi))
+    return builder.value("min", [builder.value("max", [d, lo], d.type), hi], d.type)
 
 
 def _is_ue8m0(d, producers) -> bool:

@@ -74,8 +74,8 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         return by_shape[shape]
 
     _seed_reshape_layouts(kernel, by_shape, blocked)
-    wanted = _wanted_layouts(kernel, blocked)
-    _relayout_strided_broadcasts(kernel, wanted, threads)
+    wanted = _wanted_layouts(kernel, blocked, frozenset(splats))
+    _relayout_strided_broadcasts(kernel, wanted, threads, frozenset(splats))
     gathers = _gather_layouts(kernel, blocked)
     wanted.update(gathers)
     for op in kernel.walk():
@@ -147,7 +147,8 @@ def _transpose_rows(kernel: KernelIR, threads: int, vectors) -> dict[tuple[int, 
 RELAYOUT_MIN_SLOTS = 4       # elements per thread of the broadcast layout worth a relayout
 
 
-def _relayout_strided_broadcasts(kernel: KernelIR, wanted: dict, threads: int) -> None:
+def _relayout_strided_broadcasts(kernel: KernelIR, wanted: dict, threads: int,
+                                 splats: frozenset) -> None:
     """A load that only feeds a broadcast gets the Sliced layout the broadcast wants, so it
     needs no data movement; but where that layout gives every thread several elements that
     are scattered in memory (a column of scales, one per row of x: `s[r0 : +G, c]`) and each
@@ -167,7 +168,8 @@ def _relayout_strided_broadcasts(kernel: KernelIR, wanted: dict, threads: int) -
         if op.name == "expand_dims":
             src = op.operands[0]
             chain = src
-            while producer.get(chain.id) is not None and _unary_elementwise(producer[chain.id]):
+            while (producer.get(chain.id) is not None
+                   and _unary_elementwise(producer[chain.id], splats)):
                 chain = producer[chain.id].operands[0]
             load = producer.get(chain.id)
             layout = wanted.get(chain.id)
@@ -231,12 +233,13 @@ def _gather_layouts(kernel: KernelIR, blocked) -> dict[int, object]:
     return out
 
 
-def _unary_elementwise(op) -> bool:
-    """Its result keeps its operand's layout element for element."""
-    return has_trait(op, ELEMENTWISE) and len(op.operands) == 1
+def _unary_elementwise(op, splats: frozenset = frozenset()) -> bool:
+    """Its result keeps its first operand's layout element for element: an elementwise op of
+    that operand alone, or with splats of scalars (`min(max(d, lo), hi)`)."""
+    return has_trait(op, ELEMENTWISE) and all(o.id in splats for o in op.operands[1:])
 
 
-def _wanted_layouts(kernel: KernelIR, blocked) -> dict[int, object]:
+def _wanted_layouts(kernel: KernelIR, blocked, splats: frozenset) -> dict[int, object]:
     """Loaded values whose every use broadcasts them back along one axis (through unary
     elementwise ops, `[:, None]` and the broadcast): value id -> the Sliced layout of the
     broadcast's shape along that axis, so the broadcast needs no data movement."""
@@ -248,7 +251,7 @@ def _wanted_layouts(kernel: KernelIR, blocked) -> dict[int, object]:
     def want(v, depth=0):
         found = set()
         for use in users.get(v.id, []):
-            if _unary_elementwise(use) and depth < 8:
+            if _unary_elementwise(use, splats) and depth < 8 and use.operands[0] is v:
                 w = want(use.result, depth + 1)
             elif use.name == "expand_dims":
                 after = [u for u in users.get(use.result.id, []) if u.name == "broadcast"]

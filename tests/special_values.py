@@ -54,6 +54,14 @@ def same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(_bits(a), _bits(b))
 
 
+def differences(a: torch.Tensor, b: torch.Tensor, count: int = 6) -> str:
+    """The first cells where `same` fails, as (index, a's bits, b's bits), for a message."""
+    a, b = a.cpu(), b.cpu()
+    ab, bb = _bits(a).flatten(), _bits(b).flatten()
+    bad = (ab != bb).nonzero().flatten()[:count].tolist()
+    return ", ".join(f"[{i}] {ab[i].item():#x} vs {bb[i].item():#x}" for i in bad)
+
+
 def same_as_torch(a: torch.Tensor, ref: torch.Tensor) -> bool:
     """`same`, but FP8 NaN bytes of a torch reference as any NaN byte (torch on the CPU gives
     inf / inf the x86 NaN, whose sign bit is set), while `a`'s must be 0x7F."""

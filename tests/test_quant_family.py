@@ -284,8 +284,12 @@ def test_divide_pass_keeps_the_sign_of_zero():
             out = b
         elif op.name == "recip":
             out = (1.0 / args[0].double()).to(f32)
-        elif op.name in ("expand_dims", "broadcast"):
+        elif op.name in ("expand_dims", "broadcast", "splat"):
             out = args[0]
+        elif op.name == "const":
+            out = torch.tensor(op.attrs["value"], dtype=f32)
+        elif op.name in ("max", "min"):
+            out = (torch.maximum if op.name == "max" else torch.minimum)(*args)
         elif op.name == "mul":
             out = args[0] * args[1]
         elif op.name == "neg":
@@ -303,3 +307,38 @@ def test_divide_pass_keeps_the_sign_of_zero():
     store = next(op for op in kir.body.ops if op.name == "store")
     q = vals[store.operands[-1].id]
     assert R.same_bits(q, xs / b), (q, xs / b)
+
+
+DIVIDE_BY_ROW = """kernel k(x: f32[M, 128], s: f32[M], y: out f32[M, 128])
+  grid(M)
+{
+  store y[pid.0 : +1, 0 : +128] = load x[pid.0 : +1, 0 : +128] / load s[pid.0 : +1][:, None]
+}"""
+
+
+def _division_by_specials():
+    x = torch.randn(4, 128) * 3
+    x[:, :3] = torch.tensor([float("inf"), -0.0, 0.0])
+    return x, torch.tensor([float("inf"), float("-inf"), float("nan"), 3.0])
+
+
+def _same_quotient(y, want):
+    assert torch.equal(torch.isnan(y), torch.isnan(want))
+    assert torch.equal(torch.nan_to_num(y).view(torch.int32), torch.nan_to_num(want).view(torch.int32))
+
+
+def test_division_by_a_broadcast_infinity_is_signed_zero_not_nan():
+    """The divide pass's residual FMA takes the clamped divisor: x / inf = +-0, inf / inf
+    and anything / NaN = NaN, as IEEE division."""
+    x, s = _division_by_specials()
+    k = commdsl.load(DIVIDE_BY_ROW, target="sm_90a")
+    _same_quotient(k.interpret(x, s), x / s[:, None])
+
+
+@pytest.mark.gpu
+def test_division_by_a_broadcast_infinity_on_the_gpu():
+    x, s = _division_by_specials()
+    k = commdsl.load(DIVIDE_BY_ROW)
+    y = torch.full_like(x, float("nan")).cuda()
+    k(x.cuda(), s.cuda(), y=y)
+    _same_quotient(y.cpu(), x / s[:, None])

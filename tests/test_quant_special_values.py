@@ -10,7 +10,7 @@ import torch
 import commdsl
 import quant_reference as R
 from new_example_references import rmsnorm_grid_rows, swiglu_reference, rmsnorm_reference
-from special_values import INF, NAN, inject, inject_fp8, inject_scales, same, same_as_torch
+from special_values import INF, NAN, differences, inject, inject_fp8, inject_scales, same, same_as_torch
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 
@@ -159,4 +159,5 @@ def test_gpu_gives_the_interpreters_bits(case):
     kernel(*(i.cuda() for i in inputs), **outs)
     torch.cuda.synchronize()
     for name, w in zip(names, want):
-        assert same(outs[name].cpu(), w), f"{case}: output {name} differs from the interpreter"
+        assert same(outs[name].cpu(), w), (f"{case}: output {name} differs from the interpreter: "
+                                           f"{differences(outs[name], w)} (GPU vs interpreter)")
