@@ -12,6 +12,10 @@ underflow of e. Zeros keep their sign: FP8 data holds -0 (0x80), and -0 / b is -
 represent, where both quotients convert to the same value. The per-element division was
 the bottleneck of act_quant: about 10 instructions and a reciprocal per element.
 
+One exception is left: an infinite x over a finite divisor gives NaN (q0 = inf, and the
+residual inf - inf), where IEEE division gives inf; a quantization's divisor is at least its
+group's amax, so there x = inf means an infinite divisor too, and inf / inf is NaN either way.
+
 A divisor read from a UE8M0 scale is a power of two: its reciprocal is exact (the byte
 254 - e), so the quotient is one multiply, x * 2^-e, correctly rounded with no correction.
 """
