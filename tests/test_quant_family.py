@@ -339,6 +339,8 @@ def test_division_by_a_broadcast_infinity_is_signed_zero_not_nan():
 
 
 @pytest.mark.gpu
+@pytest.mark.xfail(strict=True, reason="+0 / -inf gives +0 on the GPU, -0 in IEEE: the "
+                   "correction fma(-0, -0, -0) is +0 (seen on an H100; to fix in passes/divide.py)")
 def test_division_by_a_broadcast_infinity_on_the_gpu():
     x, s = _division_by_specials()
     k = commdsl.load(DIVIDE_BY_ROW)
