@@ -146,7 +146,7 @@ def reshaped(layout: Blocked, shape: tuple[int, ...], new_shape: tuple[int, ...]
     cutting the sequence where the new shape's dimensions begin gives the new layout, if
     each piece is again (element, lane, warp, repeat) in order."""
     dims = layout.dims(shape)
-    if any(d.wraps or d.span != d.spt * d.tpw * d.wpc for d in dims):
+    if any(d.wraps for d in dims):
         return None
     digits = [(kind, count) for d in reversed(dims)
               for kind, count in (("e", d.spt), ("lane", d.tpw), ("warp", d.wpc), ("rep", d.reps))

@@ -8,13 +8,16 @@ multiply and an FMA correction per element, instead of a full division per eleme
 
 Markstein's theorem makes this exact: when r = RN(1/b) and q0 is within one ulp of x/b, the
 residual e is computed exactly and q = RN(x/b), the IEEE quotient `/` promises, barring
-underflow of e. Zeros keep their sign: FP8 data holds -0 (0x80), and -0 / b is -0. That only happens for |x/b| far below anything an FP8 or bf16 result can
+underflow of e. Zeros keep their sign over a positive b: FP8 data holds -0 (0x80), and
+-0 / b is -0. Underflow only happens for |x/b| far below anything an FP8 or bf16 result can
 represent, where both quotients convert to the same value. The per-element division was
 the bottleneck of act_quant: about 10 instructions and a reciprocal per element.
 
-One exception is left: an infinite x over a finite divisor gives NaN (q0 = inf, and the
+Two exceptions are left. An infinite x over a finite divisor gives NaN (q0 = inf, and the
 residual inf - inf), where IEEE division gives inf; a quantization's divisor is at least its
 group's amax, so there x = inf means an infinite divisor too, and inf / inf is NaN either way.
+And +0 over a negative divisor gives +0 (IEEE: -0): the residual's zero and q0's add to +0
+(tests/test_stage_equivalence.py keeps it as an expected failure); scales are positive.
 
 A divisor read from a UE8M0 scale is a power of two: its reciprocal is exact (the byte
 254 - e), so the quotient is one multiply, x * 2^-e, correctly rounded with no correction.

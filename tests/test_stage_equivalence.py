@@ -100,6 +100,37 @@ def cdiv(a, b):
     return -(-a // b)
 
 
+# ---- division by a broadcast divisor (passes/divide.py) -------------------------------------
+
+DIVIDE_BY_ROW = """kernel k(x: f32[M, 128], s: f32[M], y: out f32[M, 128])
+  grid(M)
+{
+  store y[pid.0 : +1, 0 : +128] = load x[pid.0 : +1, 0 : +128] / load s[pid.0 : +1][:, None]
+}"""
+
+
+def _divide_by_row(divisors):
+    sizes = dict(M=len(divisors))
+    x = _random((len(divisors), 128), torch.float32, 5, 3.0)
+    x[:, 1:3] = torch.tensor([-0.0, 0.0])
+    x[0, 0] = float("inf")                     # inf / inf: NaN either way
+    _check("divide.cdsl", "k", sizes, _runner(
+        dict(x=x, s=torch.tensor(divisors)), dict(y=((len(divisors), 128), torch.float32)),
+        sizes), source=DIVIDE_BY_ROW)
+
+
+def test_division_by_infinity_nan_and_positive_divisors_keeps_ieee_results():
+    """The reciprocal-and-correction rewrite gives the IEEE quotient: x / inf = +-0 (the
+    correction's FMA takes the divisor clamped to the finite range, not inf * 0 = NaN)."""
+    _divide_by_row([float("inf"), 2.0, float("nan"), 3.0])
+
+
+@pytest.mark.xfail(strict=True, reason="+0 / b for b < 0 gives +0, IEEE -0: the residual "
+                   "and the correction's zeros add to +0 (passes/divide.py)")
+def test_division_of_zero_by_a_negative_divisor_keeps_its_sign():
+    _divide_by_row([float("-inf"), -3.0])
+
+
 # ---- quantization kernels ------------------------------------------------------------------
 
 @pytest.mark.parametrize("m,k", [(37, 256), (16, 128)])
