@@ -78,7 +78,7 @@ def fold_constant(e: ast.Expr, constants: dict, what: str):
         a, b = (fold_constant(x, constants, what) for x in e.args)
         return fold_cdiv(a, b, e.span, e.args[1].span)
     raise CompileError(f"{what} must be known at compile time", e.span,
-                       "use numbers, constants, + - * / and cdiv(a, b)")
+                       "use numbers, constants, + - * / % & | ^ << >> and cdiv(a, b)")
 
 
 # Dtypes the language names but the code generator cannot handle yet: name -> what to use.
@@ -184,7 +184,8 @@ def to_dim(e: ast.Expr, constants: dict, symbols: list[str], allow_new: bool = T
     if isinstance(e, ast.Call) and e.func == "cdiv" and len(e.args) == 2 and not e.kwargs:
         return _dim_op("cdiv", *e.args, constants, symbols, allow_new)
     raise CompileError("a size must be built from names, integers, + - * / and cdiv(a, b)",
-                       e.span)
+                       e.span, "sizes are tensor dimensions and constants, e.g. cdiv(M, ROWS); "
+                       "program ids and floats are not sizes")
 
 
 def _dim_op(op: str, lhs: ast.Expr, rhs: ast.Expr, constants: dict, symbols: list[str],

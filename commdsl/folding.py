@@ -10,7 +10,17 @@ import math
 
 from .diagnostics import CompileError, Span
 
-_OPS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "%": "take the remainder"}
+_OPS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "%": "take the remainder",
+        "&": "and", "|": "or", "^": "xor", "<<": "shift", ">>": "shift"}
+_ARITHMETIC = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+               "/": lambda a, b: a / b}
+# Integer-only ops. `/` and `%` of integers truncate toward zero (the remainder takes the
+# dividend's sign), as div.s32 and rem.s32 do at run time, so folding never changes a result.
+_INTEGER = {"/": lambda a, b: abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1),
+            "%": lambda a, b: a - b * _INTEGER["/"](a, b),
+            "&": lambda a, b: a & b, "|": lambda a, b: a | b, "^": lambda a, b: a ^ b,
+            "<<": lambda a, b: a << b, ">>": lambda a, b: a >> b}
+INT64 = range(-2 ** 63, 2 ** 63)
 
 
 def number(value, span: Span | None, what: str = "a constant expression"):
@@ -29,21 +39,31 @@ def _finite(value, span: Span | None):
     return value
 
 
-def fold_binary(op: str, a, b, span: Span | None, divisor_span: Span | None):
+def fold_binary(op: str, a, b, span: Span | None, rhs_span: Span | None):
     """`a op b` for folded operands; `/` of two integers is integer division, as in sizes."""
+    if op not in _OPS:
+        raise CompileError(f"'{op}' does not fold at compile time", span,
+                           "constants take + - * / % & | ^ << >> and cdiv(a, b)")
     a, b = number(a, span), number(b, span)
-    if op in "/%" and b == 0:
+    if op in ("/", "%") and b == 0:
         raise CompileError("division by zero in a constant expression" if op == "/" else
                            "remainder of a division by zero in a constant expression",
-                           divisor_span or span, "the divisor folds to 0 at compile time")
-    if op == "/" and isinstance(a, int) and isinstance(b, int):
-        return a // b
+                           rhs_span or span, "the divisor folds to 0 at compile time")
+    integers = isinstance(a, int) and isinstance(b, int)
+    if op not in _ARITHMETIC and not integers:
+        raise CompileError(f"'{op}' is for integers, got {a} {op} {b}", span,
+                           "cast<i32>(...) a float first, or use integer literals")
+    if op in ("<<", ">>") and b not in range(64):
+        raise CompileError(f"a shift by {b} bits", rhs_span or span,
+                           "shift counts run from 0 to 63")
     try:
-        result = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
-                  "/": lambda: a / b, "%": lambda: a % b}[op]()
+        result = (_INTEGER if integers and op in _INTEGER else _ARITHMETIC)[op](a, b)
     except OverflowError:
         raise CompileError(f"cannot {_OPS[op]} {a} and {b}: the result is out of range", span,
                            "compile-time arithmetic must stay finite") from None
+    if isinstance(result, int) and result not in INT64:
+        raise CompileError(f"a constant expression folds to {result}, past 64-bit integers",
+                           span, "compile-time integers must fit in i64")
     return _finite(result, span)
 
 

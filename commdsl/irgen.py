@@ -78,8 +78,6 @@ LOOP_CLAUSES = {
 COMPARISONS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
                ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
 BITWISE = {"&": "and", "|": "or", "^": "xor", "<<": "shl", ">>": "shr", "and": "and", "or": "or"}
-BITWISE_FOLD = {"and": lambda a, b: a & b, "or": lambda a, b: a | b, "xor": lambda a, b: a ^ b,
-                "shl": lambda a, b: a << b, "shr": lambda a, b: a >> b}
 
 
 @dataclass(frozen=True)
@@ -142,10 +140,14 @@ class _Lowering(CommLowering):
         if isinstance(x, Folded):
             if _is_int(dtype) and not x.is_int:
                 raise CompileError(f"{x.value} is not an integer", node.span,
-                                   "index arithmetic is on integers")
+                                   f"{dtype} values are integers: write {int(x.value)}, or "
+                                   f"cast<{dtype}>(...) to round")
             if _is_int(dtype):
                 _check_fits(x.value, dtype, node)
-            return self.const(float(x.value) if not _is_int(dtype) else int(x.value), dtype, node)
+                return self.const(int(x.value), dtype, node)
+            f32 = self.const(float(x.value), "f32", node)
+            # a number meets a narrow float (or ue8m0) as cast<dtype>(number) would
+            return f32 if dtype == "f32" else self.to_dtype(f32, dtype, node)
         return x
 
     def to_dtype(self, v: Value, dtype: str, node) -> Value:
@@ -303,7 +305,8 @@ class _Lowering(CommLowering):
             if dt == "bool" and name in ("shl", "shr"):
                 raise CompileError(f"'{symbol}' shifts integers, not bools", node.span)
         if isinstance(a, Folded) and isinstance(b, Folded):
-            return Folded(BITWISE_FOLD[name](a.value, b.value))
+            op = {"and": "&", "or": "|"}.get(symbol, symbol)
+            return Folded(fold_binary(op, a.value, b.value, node.span, node.rhs.span))
         return self.binary(name, a, b, node)
 
     def expr_Not(self, e: ast.Not):
@@ -566,8 +569,11 @@ class _Lowering(CommLowering):
                                FUNCTIONS["zeros"])
         shape = self.tile_sizes(e.args[1:])
         dtype = supported_dtype(e.args[0].id, e.args[0].span)
+        if dtype == "ue8m0":
+            raise CompileError("ue8m0 has no zero: its bytes are the powers of two 2^-127 .. "
+                               "2^127", e.args[0].span, "zeros(f32, ...), then cast<ue8m0>(...)")
         self.check_tile_size(tuple(shape), dtype, e)
-        zero = self.const(0 if _is_int(dtype) else 0.0, dtype, e)
+        zero = self.materialize(Folded(0 if _is_int(dtype) else 0.0), dtype, e)
         return self.at(e).value("splat", [zero], TileType(dtype, tuple(shape)))
 
     def call_mma(self, e: ast.Call):
@@ -838,9 +844,12 @@ class _Lowering(CommLowering):
         v = self.expr(e)
         if isinstance(v, Folded):
             return self.materialize(v, "i32", e)
-        if not isinstance(v.type, ScalarType) or not _is_int(v.type.dtype):
-            raise CompileError(f"an index must be an integer scalar, got {v.type}", e.span)
-        return v
+        if (not isinstance(v.type, ScalarType) or not _is_int(v.type.dtype)
+                or v.type.dtype in ("bool", "ue8m0")):
+            raise CompileError(f"an index must be an integer scalar, got {v.type}", e.span,
+                               "index with an i32 value: pid.0 * 128, a loop variable, a "
+                               "loaded index, cast<i32>(...)")
+        return v if v.type.dtype == "i32" else self.to_dtype(v, "i32", e)
 
     # ---- statements --------------------------------------------------------------------
 

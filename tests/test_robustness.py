@@ -1,5 +1,7 @@
 """Inputs that once crashed the compiler (issue 17): each now ends in a located diagnostic
 (file:line:col, the line, a caret, a help line) or a correct result."""
+import struct
+
 import pytest
 
 from commdsl.cli import main
@@ -71,6 +73,31 @@ def test_dtype_constant_used_as_a_number_in_the_body(tmp_path, capsys):
     err = compile_error(tmp_path, capsys, kernel("cast<f32>(t) * Z", "  const Z = e4m3\n"))
     assert "dtype e4m3 is used as a number" in err
     assert_points_at(err, 6, "Z")
+
+
+@pytest.mark.parametrize("const, under, message", [
+    ("const Z = (1 < 2) + 1", "1 < 2", "'<' does not fold at compile time"),
+    ("const Z = 1 << 64", "64", "a shift by 64 bits"),
+    ("const Z = 1 >> -1", "-1", "a shift by -1 bits"),
+    ("const Z = 4294967296 * 4294967296", "4294967296 * 4294967296", "past 64-bit integers"),
+    ("const Z = 1.5 & 1", "1.5 & 1", "'&' is for integers"),
+    ("const Z = 7.5 % 2", "7.5 % 2", "'%' is for integers"),
+])
+def test_constant_operators_that_cannot_fold_are_located(tmp_path, capsys, const, under, message):
+    err = compile_error(tmp_path, capsys, kernel("cast<f32>(t) * cast<f32>(Z)", f"  {const}\n"))
+    assert message in err
+    assert_points_at(err, 2, under)
+
+
+def test_constant_integer_arithmetic_folds_as_the_gpu_computes(tmp_path):
+    """Division truncates toward zero and the remainder takes the dividend's sign (div.s32,
+    rem.s32), in constants and in folded body expressions alike; bitwise ops fold."""
+    from commdsl.compiler import compile_source
+    source = kernel("cast<f32>(t) * cast<f32>(A * 1000 + B * 100 + (-7 / 2) * 10 + -7 % 2)",
+                    "  const A = (6 ^ 3) << 1 | 1, B = -7 / 2\n")
+    ptx = compile_source(source, "k.cdsl", target="sm_90a").ptx
+    value = 11 * 1000 + -3 * 100 + -3 * 10 + -1
+    assert f"0f{struct.unpack('<I', struct.pack('<f', value))[0]:08X}" in ptx
 
 
 def test_dtype_given_with_D_for_an_integer_tune(tmp_path, capsys):
@@ -189,3 +216,61 @@ def test_fp8_load_in_a_pipeline_2_loop_without_tma(dt, n):
     commdsl.load(source).interpret(x, y, z)
     assert torch.equal(y.view(torch.uint8), x.view(torch.uint8))
     assert torch.equal(z, x.float() * 2)
+
+
+# ---- 5. found by the fuzzer ----------------------------------------------------------------
+
+@pytest.mark.parametrize("dt, value, bits", [
+    ("e4m3", "3", 0x44), ("e4m3", "1e30", 0x7E), ("bf16", "3.0", 0x4040),
+    ("ue8m0", "3.0", 129), ("f16", "-2", 0xC000),
+])
+def test_a_number_stored_into_a_narrow_float_is_cast(tmp_path, dt, value, bits):
+    """A number meets a bf16/FP8/UE8M0 output as cast<dt>(number): FP8 saturates, UE8M0
+    rounds up to a power of two (3 -> 4 = 2^(129 - 127))."""
+    import torch
+
+    import commdsl
+    from commdsl.compiler import compile_source
+    from commdsl.runtime.ptxas import assemble
+    source = f"""kernel k(x: f32[M, 128], y: out {dt}[M, 128])
+  grid(M)
+{{
+  store y[pid.0 : +1, 0 : +128] = {value}
+}}
+"""
+    compiled = compile_source(source, "k.cdsl")
+    assemble(compiled.ptx, arch=compiled.target, entry="k")
+    width = {"bf16": torch.int16, "f16": torch.int16}.get(dt, torch.uint8)
+    torch_dt = {"e4m3": torch.float8_e4m3fn, "bf16": torch.bfloat16, "f16": torch.float16,
+                "ue8m0": torch.uint8}[dt]
+    y = torch.zeros(2, 128, dtype=torch_dt)
+    commdsl.load(source).interpret(torch.ones(2, 128), y)
+    assert (y.view(width).to(torch.int32) & 0xFFFF == bits).all(), y
+
+
+def test_a_bool_index_is_located(tmp_path, capsys):
+    err = compile_error(tmp_path, capsys, kernel().replace("pid.0 : +1", "(pid.0 == 3) : +1", 1))
+    assert "an index must be an integer scalar, got bool" in err
+    assert_points_at(err, 4, "pid.0 == 3")
+
+
+@pytest.mark.parametrize("dt", ["e4m3", "bf16"])
+def test_zeros_of_a_narrow_float(dt):
+    import torch
+
+    import commdsl
+    from commdsl.compiler import compile_source
+    from commdsl.runtime.ptxas import assemble
+    source = kernel().replace("y: out f32[M, K]", f"y: out {dt}[M, K]").replace(
+        "cast<f32>(t)", f"zeros({dt}, 1, 128)")
+    compiled = compile_source(source, "k.cdsl")
+    assemble(compiled.ptx, arch=compiled.target, entry="k")
+    y = torch.full((2, 128), float("nan")).to({"e4m3": torch.float8_e4m3fn, "bf16": torch.bfloat16}[dt])
+    commdsl.load(source).interpret(torch.ones(2, 128, dtype=torch.bfloat16), y)
+    assert (y.float() == 0).all() and not y.float().signbit().any()
+
+
+def test_zeros_of_ue8m0_is_located(tmp_path, capsys):
+    err = compile_error(tmp_path, capsys, kernel("cast<f32>(zeros(ue8m0, 1, 128))"))
+    assert "ue8m0 has no zero" in err
+    assert_points_at(err, 5, "ue8m0")
