@@ -4,20 +4,23 @@ multiply and an FMA correction per element, instead of a full division per eleme
     q = x / b   where b = broadcast(d) or splat(d)   (a group's scale over its elements, or
                                                   a 128 x 128 block's one scale)
  -> r = recip(d)                (rcp.rn: the correctly rounded 1/d, once per divisor)
-    q0 = x * r;  e = -fma(q0, b, -x);  q = fma(e, r, q0)
+    q0 = x * r;  e = fma(-q0, b, x);  q = fma(e, r, q0)   (and three details below)
 
 Markstein's theorem makes this exact: when r = RN(1/b) and q0 is within one ulp of x/b, the
 residual e is computed exactly and q = RN(x/b), the IEEE quotient `/` promises, barring
-underflow of e. Zeros keep their sign over a positive b: FP8 data holds -0 (0x80), and
--0 / b is -0. Underflow only happens for |x/b| far below anything an FP8 or bf16 result can
+underflow of e. Underflow only happens for |x/b| far below anything an FP8 or bf16 result can
 represent, where both quotients convert to the same value. The per-element division was
 the bottleneck of act_quant: about 10 instructions and a reciprocal per element.
 
-Two exceptions are left. An infinite x over a finite divisor gives NaN (q0 = inf, and the
-residual inf - inf), where IEEE division gives inf; a quantization's divisor is at least its
-group's amax, so there x = inf means an infinite divisor too, and inf / inf is NaN either way.
-And +0 over a negative divisor gives +0 (IEEE: -0): the residual's zero and q0's add to +0
-(tests/test_stage_equivalence.py keeps it as an expected failure); scales are positive.
+Three details make every IEEE special come out as `/` gives it (tests/test_stage_equivalence.py
+checks each on the CPU, tests/test_quant_family.py on the GPU):
+- the residual's FMA takes the divisor clamped to the finite range, so x / inf (r = 0,
+  q0 = +-0) gives e = x and q = +-0, not inf * 0 = NaN;
+- q takes q0's sign bit (an OR of the bits): q0 = x * r has the quotient's sign, and a
+  nonzero q has it already, but a zero q is the sum of the residual's zero and q0's, +0
+  where +0 / -3 must give -0;
+- where q0 is infinite or NaN (x = +-inf, b = +-0, 0 / 0), q0 itself is the quotient and the
+  correction (inf - inf) would make it NaN: q = |q0| < inf ? q : q0.
 
 A divisor read from a UE8M0 scale is a power of two: its reciprocal is exact (the byte
 254 - e), so the quotient is one multiply, x * 2^-e, correctly rounded with no correction.
@@ -103,15 +106,26 @@ def _exact(builder: Builder, op: Op, x, rb) -> list[Op]:
 
 
 def _correct(builder: Builder, op: Op, x, b, rb) -> list[Op]:
-    """q0 = x * r, then one exact FMA correction; `op`'s result becomes q."""
-    q0 = builder.value("mul", [x, rb], x.type)
-    # e = x - q0 * b, written -(q0 * b - x) so that x = -0 gives e = -0 and q = -0, as
-    # IEEE division does (fma(-q0, b, x) would give +0 + -0 = +0 and lose the sign).
-    e = builder.value("neg", [builder.value("fma", [q0, b, builder.value("neg", [x], x.type)],
-                                            x.type)], x.type)
-    q = builder.op("fma", [e, rb, q0], [x.type])
+    """q0 = x * r, one exact FMA correction, the zero's sign from q0, and q0 itself where it
+    is infinite or NaN; `op`'s result becomes q."""
+    t = x.type
+    q0 = builder.value("mul", [x, rb], t)
+    e = builder.value("fma", [builder.value("neg", [q0], t), b, x], t)
+    corrected = builder.value("fma", [e, rb, q0], t)
+    ints = TileType("i32", t.shape)
+    sign = builder.value("and", [builder.value("bitcast", [q0], ints),
+                                 _splat(builder, -2 ** 31, ints)], ints)
+    signed = builder.value("bitcast", [builder.value(
+        "or", [builder.value("bitcast", [corrected], ints), sign], ints)], t)
+    finite = builder.value("cmp", [builder.value("abs", [q0], t), _splat(builder, float("inf"), t)],
+                           TileType("bool", t.shape), pred="<")
+    q = builder.op("select", [finite, signed, q0], [t])
     q.results = op.results                      # users keep reading the same value
     return builder.block.ops
+
+
+def _splat(builder: Builder, value, t: TileType):
+    return builder.value("splat", [builder.value("const", [], ScalarType(t.dtype), value=value)], t)
 
 
 def run(kernel: KernelIR, target: Target) -> KernelIR:

@@ -259,66 +259,14 @@ def test_launch_checks_name_the_scale_argument():
         rq.interpret(torch.zeros(4, 128, dtype=torch.float8_e4m3fn), torch.zeros(5, 1))
 
 
-def test_divide_pass_keeps_the_sign_of_zero():
-    """x / b by reciprocal and FMA correction must give IEEE's quotient, -0 included: FP8
-    inputs hold -0 (0x80), and requant_t divides them. The pass's ops, evaluated in f32
-    with fma computed exactly in f64 and rounded once."""
-    src = """kernel k(x: f32[M, K], s: f32[M], y: out f32[M, K])
-      grid(1)
-    { let t = load x[0 : +4, 0 : +16]
-      let sc = load s[0 : +4]
-      store y[0 : +4, 0 : +16] = t / sc[:, None] }"""
-    from commdsl.passes import get_pass
-    from commdsl.target import get_target
-    kir = compile_source(src, "k.cdsl", emit="ir").ir[0]
-    kir = get_pass("divide")(kir, get_target("sm_90a"))
-    xs = torch.tensor([-0.0, 0.0, -3.0, 1e-30, -448.0, 7.0], dtype=torch.float32)
-    b = torch.tensor(0.37, dtype=torch.float32)
-    vals = {}
-    f32 = torch.float32
-    for op in kir.body.ops:
-        args = [vals.get(o.id) for o in op.operands]
-        if op.name == "load" and op.result.type.shape == (4, 16):
-            out = xs
-        elif op.name == "load":
-            out = b
-        elif op.name == "recip":
-            out = (1.0 / args[0].double()).to(f32)
-        elif op.name in ("expand_dims", "broadcast", "splat"):
-            out = args[0]
-        elif op.name == "const":
-            out = torch.tensor(op.attrs["value"], dtype=f32)
-        elif op.name in ("max", "min"):
-            out = (torch.maximum if op.name == "max" else torch.minimum)(*args)
-        elif op.name == "mul":
-            out = args[0] * args[1]
-        elif op.name == "neg":
-            out = -args[0]
-        elif op.name == "fma":
-            out = (args[0].double() * args[1].double() + args[2].double()).to(f32)
-            zero = out == 0                       # exact zeros: IEEE's sign rule for a*b + c
-            prod = args[0] * args[1]
-            out = torch.where(zero & (prod == 0) & (args[2] == 0),
-                              torch.where(torch.signbit(prod) & torch.signbit(args[2]),
-                                          torch.tensor(-0.0), torch.tensor(0.0)), out)
-        else:
-            continue
-        vals[op.results[0].id] = out if op.results else None
-    store = next(op for op in kir.body.ops if op.name == "store")
-    q = vals[store.operands[-1].id]
-    assert R.same_bits(q, xs / b), (q, xs / b)
-
-
 from test_stage_equivalence import DIVIDE_BY_ROW  # noqa: E402  (the kernel its CPU test runs)
 
 
 def _division_by_specials():
-    """Rows divided by inf, -inf, NaN and 3; an infinite x only over an infinite divisor
-    (inf / 3 through the pass is still NaN: passes/divide.py says why)."""
-    x = torch.randn(4, 128) * 3
-    x[:, 1:3] = torch.tensor([-0.0, 0.0])
-    x[:2, 0] = float("inf")
-    return x, torch.tensor([float("inf"), float("-inf"), float("nan"), 3.0])
+    """Rows divided by inf, -inf, NaN, 3, +-0 and -3, with +-0, +-inf and NaN among x."""
+    x = torch.randn(7, 128) * 3
+    x[:, 1:6] = torch.tensor([-0.0, 0.0, float("inf"), float("-inf"), float("nan")])
+    return x, torch.tensor([float("inf"), float("-inf"), float("nan"), 3.0, 0.0, -0.0, -3.0])
 
 
 def _same_quotient(y, want):
@@ -327,9 +275,7 @@ def _same_quotient(y, want):
 
 
 @pytest.mark.gpu
-@pytest.mark.xfail(strict=True, reason="+0 / -inf gives +0 on the GPU, -0 in IEEE: the "
-                   "correction fma(-0, -0, -0) is +0 (seen on an H100; to fix in passes/divide.py)")
-def test_division_by_a_broadcast_infinity_on_the_gpu():
+def test_division_by_a_broadcast_special_value_on_the_gpu():
     x, s = _division_by_specials()
     k = commdsl.load(DIVIDE_BY_ROW)
     y = torch.full_like(x, float("nan")).cuda()

@@ -112,23 +112,21 @@ DIVIDE_BY_ROW = """kernel k(x: f32[M, 128], s: f32[M], y: out f32[M, 128])
 def _divide_by_row(divisors):
     sizes = dict(M=len(divisors))
     x = _random((len(divisors), 128), torch.float32, 5, 3.0)
-    x[:, 1:3] = torch.tensor([-0.0, 0.0])
-    x[0, 0] = float("inf")                     # inf / inf: NaN either way
+    x[:, 1:7] = torch.tensor([-0.0, 0.0, float("inf"), float("-inf"), float("nan"), 3e38])
     _check("divide.cdsl", "k", sizes, _runner(
         dict(x=x, s=torch.tensor(divisors)), dict(y=((len(divisors), 128), torch.float32)),
         sizes), source=DIVIDE_BY_ROW)
 
 
 def test_division_by_infinity_nan_and_positive_divisors_keeps_ieee_results():
-    """The reciprocal-and-correction rewrite gives the IEEE quotient: x / inf = +-0 (the
-    correction's FMA takes the divisor clamped to the finite range, not inf * 0 = NaN)."""
+    """The reciprocal-and-correction rewrite gives the IEEE quotient: x / inf = +-0 and
+    inf / 2 = inf (the correction is skipped where q0 is 0, inf or NaN)."""
     _divide_by_row([float("inf"), 2.0, float("nan"), 3.0])
 
 
-@pytest.mark.xfail(strict=True, reason="+0 / b for b < 0 gives +0, IEEE -0: the residual "
-                   "and the correction's zeros add to +0 (passes/divide.py)")
-def test_division_of_zero_by_a_negative_divisor_keeps_its_sign():
-    _divide_by_row([float("-inf"), -3.0])
+def test_division_by_zero_and_negative_divisors_keeps_ieee_results():
+    """x / +-0 = +-inf, 0 / 0 = NaN, +0 / -3 = -0, and a tiny divisor overflows to inf."""
+    _divide_by_row([0.0, -0.0, float("-inf"), -3.0, 1e-38, -0.7])
 
 
 # ---- quantization kernels ------------------------------------------------------------------
