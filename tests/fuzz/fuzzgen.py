@@ -12,16 +12,22 @@ import signal
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-EXAMPLES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "examples",
-                                         "*.cdsl")))
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.cdsl")))
+LANGUAGE_DOC = os.path.join(ROOT, "docs", "language.md")
 DTYPES = ["f32", "bf16", "f16", "e4m3", "e5m2", "i32", "i16", "i8", "u8", "ue8m0", "i64"]
 INTS = ["0", "1", "2", "3", "7", "16", "48", "64", "128", "256", "1024", "65536",
         "2147483647", "2147483648", "4294967296"]
 FLOATS = ["0.0", "-0.0", "1.0", "0.5", "1e-4", "448.0", "1e38", "3.4e38", "1e308"]
-UNARY = ["abs", "exp2", "sqrt", "rsqrt", "neg"]
-BINARY_FUNCS = ["max", "min"]
-REDUCE = ["amax", "sum", "max", "min"]
-OPS = ["+", "-", "*", "/", "%"]
+UNARY = ["abs", "exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sigmoid", "silu", "tanh", "erf",
+         "sin", "cos", "floor", "ceil", "round", "fast_exp", "fast_tanh", "neg", "sq"]
+BINARY_FUNCS = ["max", "min", "nanmax", "nanmin"]
+REDUCE = ["amax", "sum", "max", "min", "nanmax", "nanmin"]
+OPS = ["+", "-", "*", "/", "%", "&", "|", "^", "<<", ">>"]
+COMPARE = ["<", "<=", ">", ">=", "==", "!="]
+# Inline functions a generated kernel may call (`sq` above, `gate` below) or misuse.
+FUNCTIONS = ["fn sq(v) = v * v", "fn gate(a, b) { let g = sigmoid(a)\n  g * b }",
+             "fn loop(v) = loop(v)", "fn max(v) = v"]
 # Single characters and fragments a mutation may insert: delimiters, odd bytes, keywords.
 NOISE = ["(", ")", "[", "]", "{", "}", ",", ":", "+", "-", "*", "/", "%", "=", ".", "<", ">",
          "\x00", "\u00e9", "\t", "\n", "#", "let", "store", "for", "via tma", "pipeline(2)",
@@ -66,9 +72,10 @@ class Generator:
         if depth <= 0 or r < 0.25:
             return self.pick(names + [self.number()])
         if r < 0.45:
-            return f"({self.tile(depth - 1, names)} {self.pick(OPS)} {self.tile(depth - 1, names)})"
+            return (f"({self.tile(depth - 1, names)} {self.sane(['+', '-', '*', '/'], OPS)} "
+                    f"{self.tile(depth - 1, names)})")
         if r < 0.55:
-            return f"cast<{self.pick(DTYPES)}>({self.tile(depth - 1, names)})"
+            return f"cast<{self.sane(['f32', 'bf16', 'e4m3'], DTYPES)}>({self.tile(depth - 1, names)})"
         if r < 0.65:
             return f"{self.pick(UNARY)}({self.tile(depth - 1, names)})"
         if r < 0.75:
@@ -77,46 +84,115 @@ class Generator:
         if r < 0.85:
             axis = self.pick(["", ", axis = 0", ", axis = 1", ", axis = 2", ", axis = -1"])
             return f"{self.pick(REDUCE)}({self.tile(depth - 1, names)}{axis})"
-        if r < 0.92:
-            return f"{self.tile(depth - 1, names)}[{self.pick([':, None', 'None, :', ':'])}]"
+        if r < 0.88:
+            return f"{self.tile(depth - 1, names)}[{self.pick(VIEWS)}]"
+        if r < 0.91:
+            return (f"where({self.predicate(depth - 1, names)}, {self.tile(depth - 1, names)}, "
+                    f"{self.tile(depth - 1, names)})")
+        if r < 0.93:
+            return self.pick([f"reshape({self.tile(depth - 1, names)}, {self.pick(SHAPES)})",
+                              f"transpose({self.tile(depth - 1, names)})",
+                              f"bitcast<{self.pick(DTYPES)}>({self.tile(depth - 1, names)})",
+                              f"pow({self.tile(depth - 1, names)}, {self.pick(['0', '2', '-3', '2.5'])})",
+                              f"gate({self.tile(depth - 1, names)}, {self.tile(depth - 1, names)})"])
+        if r < 0.95:
+            return f"cast<{self.pick(DTYPES)}>({self.iota()})"
         return f"zeros({self.pick(DTYPES)}, {self.pick(INTS[:9])}, {self.pick(INTS[:9])})"
+
+    def iota(self) -> str:
+        return self.pick([f"iota({self.pick(INTS[:9])})",
+                          f"iota({self.pick(['1', '2', '16'])}, {self.pick(['64', '128'])}, "
+                          f"axis = {self.sane(['0', '1'], ['2', '-1'])})"])
+
+    def predicate(self, depth: int, names: list[str]) -> str:
+        r = self.rng.random()
+        if depth <= 0 or r < 0.6:
+            return (f"{self.tile(depth - 1, names)} {self.pick(COMPARE)} "
+                    f"{self.pick([self.tile(depth - 1, names), self.iota()])}")
+        if r < 0.8:
+            return (f"({self.predicate(depth - 1, names)}) {self.pick(['and', 'or'])} "
+                    f"({self.predicate(depth - 1, names)})")
+        return f"not ({self.predicate(depth - 1, names)})"
+
+    def mask(self, names: list[str], store: bool = False) -> str:
+        """An optional mask (and, for a load, fill value) clause."""
+        r = self.rng.random()
+        if r < 0.6:
+            return ""
+        if store:
+            return f" mask({self.predicate(1, names)})"
+        other = self.pick(["", " other = 0.0", " other = -inf", " other = inf", " other = 3",
+                           " other = t"])
+        if r < 0.7:
+            return other
+        return f" mask({self.predicate(1, names)}){other}"
 
     def slice(self, start: str, length: str) -> str:
         return f"{start} : +{length}"
 
+    def sane(self, usual: list[str], wild: list[str]) -> str:
+        """Mostly a choice a real kernel makes; now and then anything, so that each knob is
+        wrong alone often enough and most inputs still reach the passes."""
+        return self.pick(wild if self.rng.random() < 0.08 else usual)
+
     def kernel(self) -> FuzzInput:
-        dx, dy = self.pick(DTYPES), self.pick(DTYPES)
-        rows, cols = self.pick(["1", "2", "ROWS", "16"]), self.pick(["128", "64", "C", "48"])
+        dx, dy = (self.sane(["f32", "bf16", "e4m3"], DTYPES) for _ in range(2))
+        rows = self.sane(["1", "2", "ROWS"], ["16", "3", "0"])
+        cols = self.sane(["128", "64", "C"], ["48", "100", "0"])
         quant = ""
-        if self.rng.random() < 0.3:
-            quant = f" quant(1 x {self.pick(['128', '64', '0', '17'])}, scale = s)"
+        if dy in ("e4m3", "e5m2") and self.rng.random() < 0.5:
+            quant = f" quant(1 x {self.sane(['128'], ['64', '0', '17', 'C'])}, scale = s)"
         params = (f"x: {dx}[M, K], y: out {dy}[M, K]{quant}, "
-                  f"s: out {self.pick(['f32', 'ue8m0', 'i32'])}[M, K / {self.pick(['128', '64', '0', 'C'])}]")
-        consts = [f"  const C = {self.scalar(2)}", f"  tune ROWS = {self.pick(INTS[:8])} in [1, 2, 4]"]
-        attrs = [f"  grid({', '.join(self.scalar(1) for _ in range(self.rng.randint(1, 3)))})"]
+                  f"s: out {self.sane(['f32'], ['ue8m0', 'i32'])}"
+                  f"[M, K / {self.sane(['128'], ['64', '0', 'C', 'pid.0'])}]")
+        c = self.sane(["64", "128", "(32 * 4)", "(1 << 7)"], [self.scalar(2)])
+        consts = [f"  const C = {c}",
+                  f"  tune ROWS = {self.sane(['1', '2', '4'], INTS[:8])} in [1, 2, 4]"]
+        grid = (["cdiv(M, ROWS)", "cdiv(K, 128)"] if self.rng.random() > 0.08 else
+                [self.scalar(1) for _ in range(self.rng.randint(1, 3))])
+        attrs = [f"  grid({', '.join(grid)})"]
         if self.rng.random() < 0.5:
-            attrs.append(f"  warps({self.pick(INTS[:9])})")
+            attrs.append(f"  warps({self.sane(['1', '2', '4'], INTS[:9])})")
+        if self.rng.random() < 0.2:
+            attrs.append("  fast_math()")
         names = ["t"]
+        clause = self.sane(["", " cache(nc)", " cache(nc, L1 = no_allocate, L2 = 256B)"],
+                           [" via tma", " cache(bogus)"])
         body = [f"  let t = load x[{self.slice('pid.0 * ' + rows, rows)}, {self.slice('0', cols)}]"
-                f"{self.pick(['', ' cache(nc)', ' via tma', ' cache(nc, L1 = no_allocate, L2 = 256B)'])}"]
+                f"{clause}{self.mask([self.iota()])}"]
         for i in range(self.rng.randint(0, 3)):
             name = f"u{i}"
             body.append(f"  let {name} = {self.tile(3, names)}")
             names.append(name)
         if self.rng.random() < 0.4:
-            step = self.pick(["128", "C", "0", "1"])
-            clause = self.pick(["", " pipeline(2)", " pipeline(3)", " pipeline(0)"])
-            body.append(f"  for k0 in 0 .. K step {step}{clause} {{\n"
+            step = self.sane(["128", "C"], ["0", "1", "-1"])
+            loop = self.sane(["", " pipeline(2)"], [" pipeline(3)", " pipeline(0)"])
+            body.append(f"  for k0 in 0 .. K step {step}{loop} {{\n"
                         f"    let v = load x[{self.slice('pid.0', rows)}, {self.slice('k0', cols)}]\n"
                         f"    store y[{self.slice('pid.0', rows)}, {self.slice('k0', cols)}] = "
                         f"{self.tile(2, ['v'] + names)}\n  }}")
-        body.append(f"  store y[{self.slice('pid.0 * ' + rows, rows)}, {self.slice('0', cols)}] = "
-                    f"{self.tile(3, names)}")
+        body.append(f"  store y[{self.slice('pid.0 * ' + rows, rows)}, {self.slice('0', cols)}]"
+                    f"{self.mask(names, store=True)} = "
+                    f"{self.sane([f'cast<{dy}>({{}})'], ['{}']).format(self.tile(3, names))}")
         if self.rng.random() < 0.5:
             body.append(f"  store s[{self.slice('pid.0', rows)}, pid.1] = {self.tile(2, names)}")
-        text = (f"kernel k({params})\n" + "\n".join(consts + attrs) + "\n{\n" +
-                "\n".join(body) + "\n}\n")
+        functions = self.rng.sample(FUNCTIONS[:2] if self.rng.random() > 0.08 else FUNCTIONS,
+                                    self.rng.randint(0, 2))
+        text = "".join(f + "\n" for f in functions) + (
+            f"kernel k({params})\n" + "\n".join(consts + attrs) + "\n{\n" +
+            "\n".join(body) + "\n}\n")
         return FuzzInput(text, origin="generated")
+
+
+VIEWS = [":, None", "None, :", ":", ":, 0 : +64", "0 : +1, :", ":, 64 : +64", ":, 100 : +64",
+         "0 : +2, 0 : +1"]
+SHAPES = ["1, 2, 64", "2, 64", "1, 128", "128, 1", "3, 40", "1, 1, 128, 1"]
+
+
+def doc_snippets() -> list[str]:
+    """The language reference's ```cdsl blocks: every construct the language has."""
+    text = open(LANGUAGE_DOC).read()
+    return re.findall(r"^```cdsl\n(.*?)^```$", text, re.S | re.M)
 
 
 _TOKEN = re.compile(r"\d+\.\d*(?:e-?\d+)?|\d+|\w+|[^\s\w]")
@@ -128,7 +204,8 @@ class Mutator:
 
     def __init__(self, rng: random.Random, sources: list[str] | None = None):
         self.rng = rng
-        self.sources = sources if sources is not None else [open(p).read() for p in EXAMPLES]
+        self.sources = (sources if sources is not None
+                        else [open(p).read() for p in EXAMPLES] + doc_snippets())
 
     def mutate(self) -> FuzzInput:
         text = self.rng.choice(self.sources)
@@ -153,9 +230,10 @@ class Mutator:
             new = self.rng.choice(INTS + FLOATS)
         elif r < 0.5 and (tok[0].isalpha() or tok[0] == "_"):
             words = [t.group() for t in tokens if t.group()[0].isalpha()]
-            new = self.rng.choice(words + DTYPES + REDUCE + UNARY)
-        elif r < 0.6 and tok in OPS:
-            new = self.rng.choice(OPS)
+            new = self.rng.choice(words + DTYPES + REDUCE + UNARY + ["where", "iota", "reshape",
+                                                                     "transpose", "mask", "other"])
+        elif r < 0.6 and tok in OPS + COMPARE:
+            new = self.rng.choice(OPS + COMPARE)
         elif r < 0.7:
             new = ""
         elif r < 0.8:
@@ -196,15 +274,27 @@ def deadline(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+class PtxasRejected(Exception):
+    """ptxas refused PTX the compiler emitted: a backend bug, for the fuzzer."""
+
+
 def outcome(item: FuzzInput, seconds: float = 5.0, emit: str = "llvm") -> str:
     """'ok' or 'error' (a diagnostic, rendered); anything else raises: an internal error,
-    or InputTimeout."""
+    InputTimeout, or PtxasRejected. emit = "cubin" runs ptxas on the PTX of each kernel."""
     from commdsl.compiler import compile_source
-    from commdsl.diagnostics import CommdslError
+    from commdsl.diagnostics import CommdslError, ToolError
+    from commdsl.runtime.ptxas import assemble
     with deadline(seconds):
         try:
-            compile_source(item.text, "fuzz.cdsl", constants=item.constants, emit=emit)
-            return "ok"
+            compiled = compile_source(item.text, "fuzz.cdsl", constants=item.constants,
+                                      emit="ptx" if emit == "cubin" else emit)
         except CommdslError as e:
             e.render()
             return "error"
+    if emit == "cubin":
+        for entry in re.findall(r"^\.visible \.entry (\w+)", compiled.ptx, re.M):
+            try:
+                assemble(compiled.ptx, arch=compiled.target, entry=entry)
+            except ToolError as e:
+                raise PtxasRejected(str(e)[:2000]) from None
+    return "ok"

@@ -1,4 +1,4 @@
-"""A long fuzz run: `python tests/fuzz/run.py --count 100000 --seed 1 [--emit llvm|ptx]`.
+"""A long fuzz run: `python tests/fuzz/run.py --count 100000 --seed 1 [--emit ir|llvm|ptx|cubin]`.
 
 Prints a count per outcome and one line per distinct crash signature (exception type and
 the innermost commdsl frame), and writes each signature's first input to --out.
@@ -13,7 +13,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(__file__))
-from fuzzgen import InputTimeout, inputs, outcome  # noqa: E402
+from fuzzgen import InputTimeout, PtxasRejected, inputs, outcome  # noqa: E402
 
 
 def signature(exc: BaseException) -> str:
@@ -27,7 +27,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--emit", default="llvm", choices=("ir", "llvm", "ptx"))
+    ap.add_argument("--emit", default="llvm", choices=("ir", "llvm", "ptx", "cubin"),
+                    help="how far each input goes; cubin runs ptxas on every kernel that compiles")
     ap.add_argument("--limit", type=float, default=5.0, help="seconds per input")
     ap.add_argument("--out", default="fuzz-crashes")
     args = ap.parse_args()
@@ -42,6 +43,9 @@ def main() -> int:
         except InputTimeout:
             counts["timeout"] += 1
             sig, text = f"timeout ({item.origin})", str(item)
+        except PtxasRejected as e:
+            counts["ptxas rejected"] += 1
+            sig, text = f"ptxas rejected: {str(e).splitlines()[-3][:80]}", f"{item}\n{e}"
         except Exception as e:          # an internal compiler error: what we look for
             counts["internal"] += 1
             sig, text = signature(e), str(item)
