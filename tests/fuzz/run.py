@@ -31,6 +31,8 @@ def main() -> int:
                     help="how far each input goes; cubin runs ptxas on every kernel that compiles")
     ap.add_argument("--limit", type=float, default=5.0, help="seconds per input")
     ap.add_argument("--out", default="fuzz-crashes")
+    ap.add_argument("--until-ok", type=int, default=0,
+                    help="stop once this many inputs compiled (with --emit cubin: passed ptxas)")
     args = ap.parse_args()
     counts: collections.Counter = collections.Counter()
     crashes: dict[str, str] = {}
@@ -50,11 +52,13 @@ def main() -> int:
             counts["internal"] += 1
             sig, text = signature(e), str(item)
         else:
+            if args.until_ok and counts["ok"] >= args.until_ok:
+                break
             continue
         if sig not in crashes:
             print(f"input {i}: {sig}", flush=True)
             crashes[sig] = text
-    print(f"{args.count} inputs in {time.time() - start:.0f} s: {dict(counts)}")
+    print(f"{sum(counts.values())} inputs in {time.time() - start:.0f} s: {dict(counts)}")
     if crashes:
         os.makedirs(args.out, exist_ok=True)
         for n, (sig, text) in enumerate(sorted(crashes.items())):

@@ -1,5 +1,5 @@
 """A short fuzz run in CI: generated kernels and mutants of the examples and of the language
-reference's snippets through the front end and the passes, every fourth on to LLVM IR. Each
+reference's snippets through the front end, the passes and LLVM IR generation. Each
 must compile or end in a commdsl diagnostic, within 5 s; a long run is
 `python tests/fuzz/run.py --count 100000`."""
 import time
@@ -14,9 +14,9 @@ COUNT = 3000
 def test_every_input_ends_in_success_or_a_diagnostic():
     start = time.perf_counter()
     results = {"ok": 0, "error": 0}
-    for i, item in enumerate(inputs(seed=17, count=COUNT)):
+    for item in inputs(seed=17, count=COUNT):
         try:
-            results[outcome(item, 5.0, "llvm" if i % 4 == 3 else "ir")] += 1
+            results[outcome(item, seconds=5.0)] += 1
         except Exception as e:
             pytest.fail(f"{type(e).__name__}: {e}\n{item}")
     assert sum(results.values()) == COUNT
