@@ -751,6 +751,11 @@ class _Lowering(CommLowering):
                 raise CompileError("a 'via tma' load takes no cache clause", e.cache.span,
                                    "TMA copies bypass L1; drop the cache(...) clause")
             via = "tma"
+        if tensor.type.dtype == "ue8m0" and (e.mask is not None or e.other is not None):
+            clause = e.mask if e.mask is not None else e.other
+            raise CompileError("a masked load of ue8m0 scales is not supported yet",
+                               clause.span, "load the scales whole, then choose with "
+                               "where(c, cast<f32>(s), 1.0)")
         masking = self.access_mask(e.mask, shape, e, via)
         if e.other is not None:
             masking["other"] = self.fill_value(e.other, tensor.type.dtype)

@@ -32,6 +32,13 @@ def test_racecheck_hazards_count():
     assert driver.count(text, "act_quant") == (1, 0)
 
 
+def test_racecheck_ends_with_its_own_summary_alone():
+    """racecheck prints no ERROR SUMMARY line (as the H100's compute-sanitizer did)."""
+    clean = CLEAN + "========= RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings)\n"
+    assert driver.count(clean, "act_quant") == (0, 0)
+    assert driver.count(clean.replace("(0 errors", "(3 errors"), "act_quant") == (3, 0)
+
+
 def test_a_run_that_did_not_finish_is_an_error():
     assert driver.count("========= ERROR SUMMARY: 0 errors\n", "act_quant")[0] is None
     assert driver.count(CLEAN, "act_quant")[0] is None

@@ -81,10 +81,12 @@ def _carried(cg, init, dtype: str, phis: list):
     if len(phis) != len(init.regs):
         # Packed words pass an empty asm first: seeing only their halves used, LLVM would
         # split each phi back into narrow ones, which ptxas gives a register each.
-        fn = ir.FunctionType(ir.LiteralStructType([I32] * len(phis)), [I32] * len(phis))
+        one = len(phis) == 1                      # LLVM wants a lone output unwrapped
+        fn = ir.FunctionType(I32 if one else ir.LiteralStructType([I32] * len(phis)),
+                             [I32] * len(phis))
         tied = ",".join(["=r"] * len(phis) + [str(i) for i in range(len(phis))])
         out = cg.b.call(ir.InlineAsm(fn, "", tied), phis)
-        phis = [cg.b.extract_value(out, i) for i in range(len(phis))]
+        phis = [out] if one else [cg.b.extract_value(out, i) for i in range(len(phis))]
     return type(init)(cg.elements(phis, dtype, len(init.regs)), init.dims, init.layout)
 
 

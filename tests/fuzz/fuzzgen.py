@@ -4,6 +4,7 @@ every input must end in success or a commdsl diagnostic, within a time limit.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import random
@@ -26,6 +27,7 @@ REDUCE = ["amax", "sum", "max", "min", "nanmax", "nanmin"]
 OPS = ["+", "-", "*", "/", "%", "&", "|", "^", "<<", ">>"]
 COMPARE = ["<", "<=", ">", ">=", "==", "!="]
 # Inline functions a generated kernel may call (`sq` above, `gate` below) or misuse.
+GENTLE_MATH = ["exp", "exp2", "sigmoid", "silu", "tanh", "erf", "abs", "sqrt"]
 FUNCTIONS = ["fn sq(v) = v * v", "fn gate(a, b) { let g = sigmoid(a)\n  g * b }",
              "fn loop(v) = loop(v)", "fn max(v) = v"]
 # Single characters and fragments a mutation may insert: delimiters, odd bytes, keywords.
@@ -219,6 +221,36 @@ class Mutator:
                     [0, 1, 7, 64, 1024, 2147483648, -1, 0.5, "e5m2", "f32", "i64"])
         return FuzzInput(text, constants, origin="mutated")
 
+    def gentle(self) -> FuzzInput:
+        """One change that keeps a kernel meaningful: a number, an arithmetic operator or a
+        math function swapped, or a tune constant set to another of its values."""
+        text = self.rng.choice(self.plain)
+        tokens = [t for t in _TOKEN.finditer(text) if t.group()[0].isdigit()
+                  or t.group() in ("+", "-", "*") or t.group() in GENTLE_MATH]
+        constants = {}
+        tunes = re.findall(r"tune\s+(\w+)\s*=\s*\w+\s+in\s+\[([^\]]*)\]", text)
+        if tunes and (self.rng.random() < 0.4 or not tokens):
+            name, values = self.rng.choice(tunes)
+            constants[name] = int(self.rng.choice(values.split(",")).strip())
+        elif tokens:
+            m = self.rng.choice(tokens)
+            tok = m.group()
+            if tok in GENTLE_MATH:
+                new = self.rng.choice(GENTLE_MATH)
+            elif tok in ("+", "-", "*"):
+                new = self.rng.choice(["+", "-", "*"])
+            elif "." in tok or "e" in tok:
+                new = self.rng.choice(["0.5", "2.0", "1e-4", "448.0", "-3.0"])
+            else:
+                new = str(max(1, int(tok) * self.rng.choice([1, 2]) // self.rng.choice([1, 2])))
+            text = text[:m.start()] + new + text[m.end():]
+        return FuzzInput(text, constants, origin="gentle")
+
+    @functools.cached_property
+    def plain(self) -> list[str]:
+        """The sources with no error example among them."""
+        return [s for s in self.sources if "expect-error" not in s]
+
     def once(self, text: str) -> str:
         tokens = list(_TOKEN.finditer(text))
         if not tokens:
@@ -249,12 +281,16 @@ class Mutator:
         return text[:a] + new + text[b:]
 
 
-def inputs(seed: int, count: int):
-    """`count` inputs, half generated and half mutated, the same for the same seed."""
+def inputs(seed: int, count: int, stream: str = "mixed"):
+    """`count` inputs, the same for the same seed: "mixed" is half generated and half
+    mutated; "valid" is gentle mutants, most of which compile (for runs through ptxas)."""
     rng = random.Random(seed)
     gen, mut = Generator(rng), Mutator(rng)
     for i in range(count):
-        yield gen.kernel() if i % 2 == 0 else mut.mutate()
+        if stream == "valid":
+            yield mut.gentle()
+        else:
+            yield gen.kernel() if i % 2 == 0 else mut.mutate()
 
 
 class InputTimeout(Exception):

@@ -1,7 +1,10 @@
-"""A long fuzz run: `python tests/fuzz/run.py --count 100000 --seed 1 [--emit ir|llvm|ptx|cubin]`.
+"""A long fuzz run:
+    python tests/fuzz/run.py --count 1000000 --seed 1                  # front end, passes, LLVM IR
+    python tests/fuzz/run.py --stream valid --emit cubin --until-ok 20000   # through ptxas
 
 Prints a count per outcome and one line per distinct crash signature (exception type and
-the innermost commdsl frame), and writes each signature's first input to --out.
+the innermost commdsl frame), and writes each signature's first input, and the slowest
+inputs, to --out.
 """
 from __future__ import annotations
 
@@ -29,19 +32,32 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--emit", default="llvm", choices=("ir", "llvm", "ptx", "cubin"),
                     help="how far each input goes; cubin runs ptxas on every kernel that compiles")
-    ap.add_argument("--limit", type=float, default=5.0, help="seconds per input")
+    ap.add_argument("--limit", type=float, default=5.0,
+                    help="seconds an input may take before it counts as a hang")
+    ap.add_argument("--slow", type=float, default=5.0,
+                    help="inputs that finish but take longer are counted and kept apart")
     ap.add_argument("--out", default="fuzz-crashes")
+    ap.add_argument("--stream", default="mixed", choices=("mixed", "valid"),
+                    help="mixed: generated and mutated inputs; valid: gentle mutants that "
+                    "mostly compile, for runs through ptxas")
     ap.add_argument("--until-ok", type=int, default=0,
                     help="stop once this many inputs compiled (with --emit cubin: passed ptxas)")
     args = ap.parse_args()
     counts: collections.Counter = collections.Counter()
     crashes: dict[str, str] = {}
-    start = time.time()
-    for i, item in enumerate(inputs(args.seed, args.count)):
+    slowest: dict[str, float] = {}
+    start, done = time.time(), 0
+    for i, item in enumerate(inputs(args.seed, args.count, args.stream)):
+        done = i + 1
         if i and i % 1000 == 0:
             print(f"{i} inputs, {time.time() - start:.0f} s: {dict(counts)}", flush=True)
+        began = time.time()
         try:
-            counts[outcome(item, args.limit, args.emit)] += 1
+            result = outcome(item, args.limit, args.emit)
+            counts[result] += 1
+            if time.time() - began > args.slow:
+                counts[f"{result}, over {args.slow:g} s"] += 1
+                slowest[str(item)] = time.time() - began
         except InputTimeout:
             counts["timeout"] += 1
             sig, text = f"timeout ({item.origin})", str(item)
@@ -58,9 +74,13 @@ def main() -> int:
         if sig not in crashes:
             print(f"input {i}: {sig}", flush=True)
             crashes[sig] = text
-    print(f"{sum(counts.values())} inputs in {time.time() - start:.0f} s: {dict(counts)}")
+    print(f"{done} inputs in {time.time() - start:.0f} s: {dict(counts)}")
+    os.makedirs(args.out, exist_ok=True)
+    for n, (text, seconds) in enumerate(sorted(slowest.items(), key=lambda kv: -kv[1])[:20]):
+        print(f"  slow: {seconds:.1f} s, kept as slow{n}.txt")
+        with open(os.path.join(args.out, f"slow{n}.txt"), "w") as f:
+            f.write(f"# {seconds:.1f} s\n{text}")
     if crashes:
-        os.makedirs(args.out, exist_ok=True)
         for n, (sig, text) in enumerate(sorted(crashes.items())):
             print(f"  {sig}")
             with open(os.path.join(args.out, f"crash{n}.txt"), "w") as f:
