@@ -47,7 +47,8 @@ def _rewrite(op: Op, producers: dict[int, Op]) -> list[Op] | None:
             return _exact(builder, op, x, builder.value("splat", [_ue8m0_recip(builder, d, producers)],
                                                         b.type))
         rb = builder.value("splat", [builder.value("recip", [d], d.type)], b.type)
-        return _correct(builder, op, x, builder.value("splat", [_finite(builder, d)], b.type), rb)
+        return _correct(builder, op, x, builder.value("splat", [_finite(builder, d)], b.type), rb,
+                        _nonnegative(d, producers))
     inner = bcast.operands[0]
     chain = [inner]
     while producers.get(chain[-1].id) is not None and producers[chain[-1].id].name == "expand_dims":
@@ -61,7 +62,8 @@ def _rewrite(op: Op, producers: dict[int, Op]) -> list[Op] | None:
         return _exact(builder, op, x, _broadcast(builder, r, chain, producers, b.type))
     return _correct(builder, op, x,
                     _broadcast(builder, _finite(builder, source), chain, producers, b.type),
-                    _broadcast(builder, r, chain, producers, b.type))
+                    _broadcast(builder, r, chain, producers, b.type),
+                    _nonnegative(source, producers))
 
 
 def _broadcast(builder: Builder, v, chain, producers, tile_type):
@@ -105,23 +107,60 @@ def _exact(builder: Builder, op: Op, x, rb) -> list[Op]:
     return builder.block.ops
 
 
-def _correct(builder: Builder, op: Op, x, b, rb) -> list[Op]:
-    """q0 = x * r, one exact FMA correction, the zero's sign from q0, and q0 itself where it
-    is infinite or NaN; `op`'s result becomes q."""
+def _correct(builder: Builder, op: Op, x, b, rb, nonnegative: bool) -> list[Op]:
+    """q0 = x * r, one exact FMA correction, the zero's sign from q0 (unless the divisor is
+    known >= +0), and q0 itself where it is infinite or NaN; `op`'s result becomes q."""
     t = x.type
     q0 = builder.value("mul", [x, rb], t)
-    e = builder.value("fma", [builder.value("neg", [q0], t), b, x], t)
-    corrected = builder.value("fma", [e, rb, q0], t)
-    ints = TileType("i32", t.shape)
-    sign = builder.value("and", [builder.value("bitcast", [q0], ints),
-                                 _splat(builder, -2 ** 31, ints)], ints)
-    signed = builder.value("bitcast", [builder.value(
-        "or", [builder.value("bitcast", [corrected], ints), sign], ints)], t)
+    if nonnegative:
+        # e = -(q0 b - x): over b >= +0 the zeros then add up to the quotient's own sign
+        e = builder.value("neg", [builder.value("fma", [q0, b, builder.value("neg", [x], t)],
+                                                t)], t)
+        signed = builder.value("fma", [e, rb, q0], t)
+    else:
+        e = builder.value("fma", [builder.value("neg", [q0], t), b, x], t)
+        corrected = builder.value("fma", [e, rb, q0], t)
+        ints = TileType("i32", t.shape)
+        sign = builder.value("and", [builder.value("bitcast", [q0], ints),
+                                     _splat(builder, -2 ** 31, ints)], ints)
+        signed = builder.value("bitcast", [builder.value(
+            "or", [builder.value("bitcast", [corrected], ints), sign], ints)], t)
     finite = builder.value("cmp", [builder.value("abs", [q0], t), _splat(builder, float("inf"), t)],
                            TileType("bool", t.shape), pred="<")
     q = builder.op("select", [finite, signed, q0], [t])
     q.results = op.results                      # users keep reading the same value
     return builder.block.ops
+
+
+# Ops whose result is >= +0 (or NaN) whatever their operands, and those that keep it so when
+# every operand is: what `_nonnegative` follows back from a divisor.
+_ALWAYS_NONNEGATIVE = {"abs", "exp", "exp2", "sigmoid"}
+_KEEP_NONNEGATIVE = {"mul", "div", "add", "fma", "min", "sqrt", "rsqrt", "recip", "splat",
+                     "broadcast", "expand_dims", "convert"}
+
+
+def _nonnegative(v, producers, depth: int = 0) -> bool:
+    """`v` is >= +0 or NaN on every run, as far as its producers show: then the plain
+    residual keeps zeros' signs and the sign fix-up is not needed (a quantization's scale,
+    max(amax(...), eps) / 448, is one)."""
+    op = producers.get(v.id)
+    if op is None or depth > 32:
+        return False
+    if op.name == "const":
+        value = op.attrs["value"]
+        return value > 0 or (value == 0 and str(value)[0] != "-")
+    if op.name == "convert" and op.operands[0].type.dtype == "ue8m0":
+        return True
+    if op.name in _ALWAYS_NONNEGATIVE or (op.name == "reduce" and op.attrs["kind"] == "amax"):
+        return True
+    if op.name == "max":
+        return any(_nonnegative(o, producers, depth + 1) for o in op.operands)
+    # (a max reduction is not here: over a row it read nothing of, it gives -inf)
+    reduction = op.name == "reduce" and op.attrs["kind"] in ("sum", "min", "nanmin")
+    if op.name in _KEEP_NONNEGATIVE or reduction:
+        operands = op.operands[:1] if reduction else op.operands
+        return all(_nonnegative(o, producers, depth + 1) for o in operands)
+    return False
 
 
 def _splat(builder: Builder, value, t: TileType):

@@ -109,13 +109,13 @@ DIVIDE_BY_ROW = """kernel k(x: f32[M, 128], s: f32[M], y: out f32[M, 128])
 }"""
 
 
-def _divide_by_row(divisors):
+def _divide_by_row(divisors, source=DIVIDE_BY_ROW):
     sizes = dict(M=len(divisors))
     x = _random((len(divisors), 128), torch.float32, 5, 3.0)
     x[:, 1:7] = torch.tensor([-0.0, 0.0, float("inf"), float("-inf"), float("nan"), 3e38])
     _check("divide.cdsl", "k", sizes, _runner(
         dict(x=x, s=torch.tensor(divisors)), dict(y=((len(divisors), 128), torch.float32)),
-        sizes), source=DIVIDE_BY_ROW)
+        sizes), source=source)
 
 
 def test_division_by_infinity_nan_and_positive_divisors_keeps_ieee_results():
@@ -127,6 +127,14 @@ def test_division_by_infinity_nan_and_positive_divisors_keeps_ieee_results():
 def test_division_by_zero_and_negative_divisors_keeps_ieee_results():
     """x / +-0 = +-inf, 0 / 0 = NaN, +0 / -3 = -0, and a tiny divisor overflows to inf."""
     _divide_by_row([0.0, -0.0, float("-inf"), -3.0, 1e-38, -0.7])
+
+
+def test_division_by_a_nonnegative_divisor_keeps_ieee_results():
+    """A divisor known >= +0 (abs(s) here) takes the residual without the sign fix-up
+    (passes/divide.py): +-0 / 3, x / +0, x / inf and inf / 3 still come out as IEEE's."""
+    _divide_by_row([0.0, -0.0, float("inf"), float("-inf"), float("nan"), -3.0, 1e-38],
+                   DIVIDE_BY_ROW.replace("load s[pid.0 : +1][:, None]",
+                                         "abs(load s[pid.0 : +1])[:, None]"))
 
 
 # ---- quantization kernels ------------------------------------------------------------------
