@@ -46,6 +46,10 @@ class CommLowering:
                                        len(rank.type.shape) != 1):
             raise CompileError(f"peer(...) takes a rank: an integer or a 1-D tile of them, not "
                                f"{rank.type}", ref.rank.span, "e.g. peer(rank) or peer(src)")
+        if isinstance(rank.type, TileType) and rank.type.dtype != "i32":
+            raise CompileError(f"a tile of ranks is i32, not {rank.type.dtype}", ref.rank.span,
+                               "load the ranks from an i32 tensor")
+        rank = self.to_dtype(rank, "i32", ref.rank)
         self.ir.attrs["comm"] = True
         return tensor, rank
 
@@ -71,14 +75,12 @@ class CommLowering:
                                    "indices", i.span)
             v = self.value(i.index, "i32")
             if isinstance(v.type, ScalarType):
-                if not _is_int_value(v):
-                    raise CompileError(f"an index must be an integer, got {v.type}", i.span)
-                idx.append(v)
+                idx.append(self.index_value(i.index))
                 sizes.append(None)
                 continue
-            if not _is_int_value(v) or len(v.type.shape) != 1:
-                raise CompileError(f"an index tile must be a 1-D integer tile, not {v.type}",
-                                   i.span, "e.g. load src_row[i : +ROWS]")
+            if v.type.dtype != "i32" or len(v.type.shape) != 1:
+                raise CompileError(f"an index tile must be a 1-D i32 tile, not {v.type}",
+                                   i.span, "e.g. load src_row[i : +ROWS] of an i32 tensor")
             if d == rank_n - 1:
                 raise CompileError("a gather along the innermost dimension is not supported",
                                    i.span, "gather whole rows: index the outer dimension with "
@@ -159,4 +161,4 @@ class CommLowering:
 
 def _is_int_value(v: Value) -> bool:
     from .dtypes import DTYPES
-    return DTYPES[v.type.dtype].is_int
+    return DTYPES[v.type.dtype].is_int and v.type.dtype not in ("bool", "ue8m0")

@@ -288,3 +288,31 @@ def test_a_masked_ue8m0_load_is_not_supported_yet(tmp_path, capsys, clause, unde
     err = compile_error(tmp_path, capsys, source)
     assert "a masked load of ue8m0 scales is not supported yet" in err
     assert_points_at(err, 4, under)
+
+
+GATHER = """\
+kernel allgather(x: sym bf16[T, 128], src: i16[R], rows: i16[R], y: out bf16[R, 128], flags: sym i32[W])
+  grid(cdiv(R, 4))
+{
+  let i = pid.0 * 4
+  store y[i : +4, 0 : +128] = get peer(load src[i : +4]).x[INDEX, 0 : +128]
+}
+"""
+
+
+def test_a_bool_index_of_a_get_is_located(tmp_path, capsys):
+    err = compile_error(tmp_path, capsys, GATHER.replace("peer(load src[i : +4])", "peer(0)")
+                        .replace("INDEX", "i == 3").replace("y[i : +4, 0", "y[i, 0"))
+    assert "an index must be an integer scalar, got bool" in err
+    assert_points_at(err, 5, "i == 3")
+
+
+@pytest.mark.parametrize("index, message", [
+    ("load rows[i : +4]", "a tile of ranks is i32, not i16"),
+    ("load rows[i : +4] == 1", "an index tile must be a 1-D i32 tile, not tile<bool[4]>"),
+])
+def test_narrow_integer_ranks_and_rows_of_a_get_are_located(tmp_path, capsys, index, message):
+    """Found by the fuzzer: the IR verifier refused what the front end let through."""
+    err = compile_error(tmp_path, capsys, GATHER.replace("INDEX", index).replace(
+        "src: i16[R]", "src: i32[R]" if "==" in index else "src: i16[R]"))
+    assert message in err
