@@ -90,10 +90,11 @@ def exp2(o, x):
     return _nan_through(o, x, scale(o, horner(o, o.sub(xc, n), EXP2), n))
 
 
-def exp_parts(o, x):
+def exp_parts(o, x, nonpositive=False):
     """(p, n) with e^x = p * 2^n: n = rint(x / ln 2), p = e^r for r = x - n ln 2 reduced with
-    ln 2 in two parts (Cody and Waite), each step one FMA."""
-    xc = o.maxnum(o.minnum(x, o.f(89.0)), o.f(-112.0))
+    ln 2 in two parts (Cody and Waite), each step one FMA. `nonpositive`: x is -|t|, so the
+    upper clamp has nothing to do."""
+    xc = o.maxnum(x if nonpositive else o.minnum(x, o.f(89.0)), o.f(-112.0))
     n = o.rint(o.mul(xc, o.f(LOG2E)))
     r = o.fma(o.fneg(n), o.f(LN2_HI), xc)
     r = o.fma(o.fneg(n), o.f(LN2_LO), r)
@@ -147,9 +148,11 @@ def silu(o, x):
     the numerator is x (e^x 2^64), so that a subnormal e^x does not lose the bits a normal
     x e^x keeps, and the quotient is scaled back by 2^-64 (one rounding). e^-|x| is that
     2^64-scaled power times 2^-64: exact where it is normal, and where it is not, 1 + e^-|x|
-    is 1 either way."""
-    p, n = exp_parts(o, o.fneg(o.fabs(x)))
-    big = scale(o, p, o.add(n, o.f(64.0)))
+    is 1 either way. The 2^64-scaled power is always normal, so it needs no scale()."""
+    p, n = exp_parts(o, o.fneg(o.fabs(x)), nonpositive=True)
+    # p 2^(n + 64) by adding n + 64 to p's exponent bits: with n >= -162 (x clamped at -112)
+    # it is a normal number, so that is exact, and 3 instructions where scale() takes 9
+    big = o.from_bits(o.iadd(o.bits(p), o.shl(o.f2i(o.add(n, o.f(64.0))), 23)))
     d = o.add(o.f(1.0), o.mul(big, o.f(2.0 ** -64)))
     positive = o.fge(x, o.f(0.0))
     q = o.div(o.select(positive, x, o.mul(x, big)), d)
