@@ -97,6 +97,15 @@ def main():
                                  itertools.product([1, 2, 4, 8, 16, 32, 64], [1, 2, 4, 8])],
                       triton_launch, lambda: peers.roughly(s, ref[1], y, ref[0]),
                       nbytes, results["triton"])
+    if tri:
+        # Triton's sigmoid is ex2.approx-based and its `/` is div.full.f32 (2 ulp): the same
+        # histogram shows what its speed buys it in accuracy.
+        best = {k: int(v) for k, v in (kv.split("=") for kv in tri[0].split(","))}
+        triton_launch(best)()
+        hist = torch.bincount(ulps(s, ref[1]).flatten()).tolist()
+        print(f"Triton's scales' distance from the f32 formula in ulps: {hist}")
+        results["triton_scale_ulps_histogram"] = hist
+
     found = {"torch_compile": peers.compiled_gbs(swiglu_quant_torch, (a, b), nbytes),
              "torch_eager": common.gbs(nbytes, common.time_ms(lambda: swiglu_quant_torch(a, b),
                                                               iters=20)),
