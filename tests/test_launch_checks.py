@@ -120,3 +120,14 @@ def test_the_fast_path_catches_an_alias_its_signature_cannot_see(launches, monke
         kernel(x, y, y.view(-1).view(torch.uint8)[:64].view(torch.float32).view(8, 2))
     kernel(x, torch.empty_like(y), s)
     assert len(launches["launches"]) == 4
+
+
+# -- a tensor with no data ------------------------------------------------------------------
+
+def test_interpreting_a_meta_tensor_names_the_argument():
+    """Found as a traceback from inside torch (issue 17): meta tensors hold no data."""
+    with pytest.raises(LaunchError) as info:
+        commdsl.load(ACT_QUANT).interpret(torch.empty(16, 256, dtype=torch.bfloat16,
+                                                       device="meta"))
+    assert info.value.arg == "x" and "meta device" in info.value.message
+    assert "to_empty(device='cpu')" in info.value.hint

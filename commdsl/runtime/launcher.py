@@ -283,9 +283,13 @@ class Launcher:
             return torch.device("cuda", torch.cuda.current_device())
         return first_device
 
-    @staticmethod
-    def _any_device(given: dict):
+    def _any_device(self, given: dict):
         import torch
+        for name, value in given.items():
+            if value.is_meta:
+                raise self._fail(name, "is on the meta device, which holds no data",
+                                 f"pass a CPU tensor: {name}.to_empty(device='cpu') or "
+                                 "torch.randn(...)")
         return next((v.device for v in given.values()), torch.device("cpu"))
 
     def _allocate(self, t: TensorParam, sizes: dict[str, int], device):
