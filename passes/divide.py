@@ -18,7 +18,8 @@ checks each on the CPU, tests/test_quant_family.py on the GPU):
   q0 = +-0) gives e = x and q = +-0, not inf * 0 = NaN;
 - q takes q0's sign bit (an OR of the bits): q0 = x * r has the quotient's sign, and a
   nonzero q has it already, but a zero q is the sum of the residual's zero and q0's, +0
-  where +0 / -3 must give -0;
+  where +0 / -3 must give -0. A divisor the sign traits of its producers show >= +0 (a
+  quantization's scale) needs no OR: there the residual -(q0 b - x) gives zeros their sign;
 - where q0 is infinite or NaN (x = +-inf, b = +-0, 0 / 0), q0 itself is the quotient and the
   correction (inf - inf) would make it NaN: q = |q0| < inf ? q : q0.
 
@@ -27,7 +28,13 @@ A divisor read from a UE8M0 scale is a power of two: its reciprocal is exact (th
 """
 from __future__ import annotations
 
+import math
+
+from commdsl.dtypes import dtype
 from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, TileType
+from commdsl.ops import (ANY_NONNEGATIVE, CONSTANT, KEEPS_NONNEGATIVE, NONNEGATIVE, REDUCTION,
+                         has_trait)
+from commdsl.ops.tiles import KEEPS_NONNEGATIVE_KINDS, NONNEGATIVE_KINDS
 from commdsl.target import Target
 
 
@@ -132,35 +139,31 @@ def _correct(builder: Builder, op: Op, x, b, rb, nonnegative: bool) -> list[Op]:
     return builder.block.ops
 
 
-# Ops whose result is >= +0 (or NaN) whatever their operands, and those that keep it so when
-# every operand is: what `_nonnegative` follows back from a divisor.
-_ALWAYS_NONNEGATIVE = {"abs", "exp", "exp2", "sigmoid"}
-_KEEP_NONNEGATIVE = {"mul", "div", "add", "fma", "min", "sqrt", "rsqrt", "recip", "splat",
-                     "broadcast", "expand_dims", "convert"}
-
-
-def _nonnegative(v, producers, depth: int = 0) -> bool:
-    """`v` is >= +0 or NaN on every run, as far as its producers show: then the plain
+def _nonnegative(v, producers, memo=None) -> bool:
+    """`v` is >= +0 or NaN on every run, as its producers' sign traits show: then the plain
     residual keeps zeros' signs and the sign fix-up is not needed (a quantization's scale,
     max(amax(...), eps) / 448, is one)."""
+    memo = {} if memo is None else memo
+    if v.id not in memo:
+        memo[v.id] = False                       # what a cycle through a loop would see
+        memo[v.id] = _sign_known(v, producers, memo)
+    return memo[v.id]
+
+
+def _sign_known(v, producers, memo) -> bool:
+    if dtype(v.type.dtype).kind == "uint" or v.type.dtype == "ue8m0":
+        return True
     op = producers.get(v.id)
-    if op is None or depth > 32:
+    if op is None:
         return False
-    if op.name == "const":
-        value = op.attrs["value"]
-        return value > 0 or (value == 0 and str(value)[0] != "-")
-    if op.name == "convert" and op.operands[0].type.dtype == "ue8m0":
-        return True
-    if op.name in _ALWAYS_NONNEGATIVE or (op.name == "reduce" and op.attrs["kind"] == "amax"):
-        return True
-    if op.name == "max":
-        return any(_nonnegative(o, producers, depth + 1) for o in op.operands)
-    # (a max reduction is not here: over a row it read nothing of, it gives -inf)
-    reduction = op.name == "reduce" and op.attrs["kind"] in ("sum", "min", "nanmin")
-    if op.name in _KEEP_NONNEGATIVE or reduction:
-        operands = op.operands[:1] if reduction else op.operands
-        return all(_nonnegative(o, producers, depth + 1) for o in operands)
-    return False
+    if has_trait(op, CONSTANT):
+        return math.copysign(1.0, op.attrs["value"]) > 0
+    operands = [_nonnegative(o, producers, memo) for o in op.operands]
+    if has_trait(op, REDUCTION):
+        return (op.attrs["kind"] in NONNEGATIVE_KINDS or
+                op.attrs["kind"] in KEEPS_NONNEGATIVE_KINDS and operands[0])
+    return (has_trait(op, NONNEGATIVE) or has_trait(op, KEEPS_NONNEGATIVE) and all(operands)
+            or has_trait(op, ANY_NONNEGATIVE) and any(operands))
 
 
 def _splat(builder: Builder, value, t: TileType):

@@ -4,7 +4,8 @@ from __future__ import annotations
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import TileType
 
-from .registry import CONSTANT, ELEMENTWISE, INDEX, Builtin, declare, fail
+from .registry import (ANY_NONNEGATIVE, CONSTANT, ELEMENTWISE, INDEX, KEEPS_NONNEGATIVE,
+                       NONNEGATIVE, Builtin, declare, fail)
 
 FAMILY = "arith"
 
@@ -135,19 +136,25 @@ _BINARY = {
 }
 _CALLED = {name: Builtin(name, f"{name}(a, b)", arity=2)     # the others are + - * / %
            for name in ("max", "min", "nanmax", "nanmin")}
+_SIGN = {"add": KEEPS_NONNEGATIVE, "mul": KEEPS_NONNEGATIVE, "div": KEEPS_NONNEGATIVE,
+         "min": KEEPS_NONNEGATIVE, "nanmin": KEEPS_NONNEGATIVE, "max": ANY_NONNEGATIVE,
+         "nanmax": ANY_NONNEGATIVE}
 for _name, _doc in _BINARY.items():
-    declare(_name, f"{_name}(a, b) : T", _doc, traits=(ELEMENTWISE,), verify=_elementwise,
+    declare(_name, f"{_name}(a, b) : T", _doc,
+            traits=(ELEMENTWISE,) + ((_SIGN[_name],) if _name in _SIGN else ()), verify=_elementwise,
             interpret=_RUN_BINARY[_name], family=FAMILY, builtin=_CALLED.get(_name))
 declare("neg", "neg(a) : T", "-a", traits=(ELEMENTWISE,), verify=_elementwise,
         interpret=_run_neg, family=FAMILY)
-declare("abs", "abs(a) : T", "|a|", traits=(ELEMENTWISE,), verify=_elementwise,
+declare("abs", "abs(a) : T", "|a|", traits=(ELEMENTWISE, NONNEGATIVE), verify=_elementwise,
         interpret=_run_abs, family=FAMILY, builtin=Builtin("abs", "abs(t)", floats_only=True))
 declare("sqrt", "sqrt(a) : T", "the square root, correctly rounded (NaN below 0)",
-        traits=(ELEMENTWISE,), verify=_elementwise, interpret=_run_sqrt, family=FAMILY,
+        traits=(ELEMENTWISE, KEEPS_NONNEGATIVE), verify=_elementwise, interpret=_run_sqrt, family=FAMILY,
         builtin=Builtin("sqrt", "sqrt(t)", floats_only=True))
-declare("fma", "fma(a, b, c) : T", "a * b + c, rounded once", traits=(ELEMENTWISE,),
+declare("fma", "fma(a, b, c) : T", "a * b + c, rounded once",
+        traits=(ELEMENTWISE, KEEPS_NONNEGATIVE),
         verify=_elementwise, interpret=_run_fma, family=FAMILY)
 declare("recip", "recip(a) : T", "1 / a, correctly rounded (ue8m0: the exponent negated)",
-        traits=(ELEMENTWISE,), verify=_elementwise, interpret=_run_recip, family=FAMILY)
+        traits=(ELEMENTWISE, KEEPS_NONNEGATIVE), verify=_elementwise, interpret=_run_recip, family=FAMILY)
 declare("convert", "convert(a) : U",
-        "a in another dtype, same shape: round to nearest, saturating to FP8", traits=(ELEMENTWISE,), verify=_convert, interpret=_run_convert, family=FAMILY)
+        "a in another dtype, same shape: round to nearest, saturating to FP8",
+        traits=(ELEMENTWISE, KEEPS_NONNEGATIVE), verify=_convert, interpret=_run_convert, family=FAMILY)

@@ -13,7 +13,7 @@ float64's own last-bit errors).
 from __future__ import annotations
 
 from .arith import _elementwise
-from .registry import ELEMENTWISE, Builtin, declare, fail
+from .registry import ELEMENTWISE, KEEPS_NONNEGATIVE, NONNEGATIVE, Builtin, declare, fail
 
 FAMILY = "math"
 
@@ -77,8 +77,12 @@ FUNCTIONS = {
 # Ops with a fast variant: the language's `fast_NAME(t)`, or NAME under fast_math.
 APPROX = frozenset(n for n, (_, _, fast) in FUNCTIONS.items() if fast)
 
+_SIGN = {"exp": NONNEGATIVE, "exp2": NONNEGATIVE, "sigmoid": NONNEGATIVE,
+         "rsqrt": KEEPS_NONNEGATIVE}
 for _name, (_fn, _doc, _fast) in FUNCTIONS.items():
-    declare(_name, f"{_name}(a) : T", _doc, traits=(ELEMENTWISE,), verify=_float_elementwise,
+    declare(_name, f"{_name}(a) : T", _doc,
+            traits=(ELEMENTWISE,) + ((_SIGN[_name],) if _name in _SIGN else ()),
+            verify=_float_elementwise,
             interpret=_in_f64(_fn), family=FAMILY,
             attrs={"approx": f"the fast variant: {_fast}"} if _fast else None,
             builtin=Builtin(_name, f"{_name}(t)", floats_only=True))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from commdsl.ir import ScalarType, TileType
 from commdsl.layout import Compact, Sliced
 
-from .registry import LAYOUT, REDUCTION, SHARED, declare, fail
+from .registry import KEEPS_NONNEGATIVE, LAYOUT, REDUCTION, SHARED, declare, fail
 
 FAMILY = "tiles"
 
@@ -27,6 +27,10 @@ def _broadcast(op):
 
 
 REDUCTIONS = ("sum", "max", "min", "amax", "nanmax", "nanmin")
+# The reductions whose result is >= +0 (or NaN) always, and those that keep their operand's
+# being so. max and nanmax are in neither: over a row they read nothing of, they give -inf.
+NONNEGATIVE_KINDS = ("amax",)
+KEEPS_NONNEGATIVE_KINDS = ("sum", "min", "nanmin")
 
 
 def _reduce(op):
@@ -165,12 +169,12 @@ def _run_same(ctx, op, t):
 
 
 declare("splat", "splat(s) : tile", "a tile with the scalar s in every element",
-        verify=_splat, interpret=_run_splat, family=FAMILY)
+        traits=(KEEPS_NONNEGATIVE,), verify=_splat, interpret=_run_splat, family=FAMILY)
 declare("expand_dims", "expand_dims(t) {axis} : tile", "t with a new axis of size 1 at `axis`",
-        traits=(LAYOUT,), verify=_expand_dims, attrs={"axis": "where the new axis goes"},
+        traits=(LAYOUT, KEEPS_NONNEGATIVE), verify=_expand_dims, attrs={"axis": "where the new axis goes"},
         interpret=_run_expand_dims, family=FAMILY)
 declare("broadcast", "broadcast(t) : tile", "t repeated along its axes of size 1 to the "
-        "result's shape", traits=(LAYOUT,), verify=_broadcast,
+        "result's shape", traits=(LAYOUT, KEEPS_NONNEGATIVE), verify=_broadcast,
         interpret=_run_broadcast, family=FAMILY)
 declare("reduce", "reduce(t[, n]) {axis, kind} : tile | scalar",
         "t folded along `axis` by sum, max, min or amax (max of |x|), NaN if any element is "
