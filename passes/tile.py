@@ -78,22 +78,24 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     _relayout_strided_broadcasts(kernel, wanted, threads, frozenset(splats))
     gathers = _gather_layouts(kernel, blocked)
     wanted.update(gathers)
-    for op in kernel.walk():
-        if op.name == "for":
-            _carry_layouts(op)
-        for r in op.results:
-            t = r.type
-            if not isinstance(t, TileType) or t.layout is not None:   # e.g. an mma fragment
-                continue
-            layout = blocked(t.shape)
-            if op.name == "reduce":
-                layout = Sliced(op.operands[0].type.layout, op.attrs["axis"])
-            elif op.name in ("load", "relayout", "iota") and r.id in wanted:
-                layout = wanted[r.id]
-            elif has_trait(op, ELEMENTWISE) or op.name in ("expand_dims", "broadcast"):
-                # (the two reshapes have their own rules in _propagated)
-                layout = _propagated(op, layout, splats)
-            r.type = t.with_layout(layout)
+    fresh = _unplaced(kernel)
+    carried: dict[int, object] = {}
+    while True:
+        try:
+            _assign(kernel, blocked, wanted, splats, carried)
+            break
+        except _Mismatch as m:
+            # A loop-carried tile that starts as a splat (zeros(f32, R)) can start in any
+            # layout: give it the one its partner in the loop body has (a row reduction's),
+            # and place everything again.
+            arg = _splat_started_carry(kernel, m.op, carried)
+            if arg is None:
+                raise m.error from None
+            carried[arg.id] = next(o.type.layout for o in m.op.operands
+                                   if o is not arg and isinstance(o.type, TileType)
+                                   and o.id not in splats)
+            for v in fresh:
+                v.type = v.type.with_layout(None)
     for op in kernel.walk():
         for v in op.operands:
             if v.id in gathers and v.type.layout != gathers[v.id]:
@@ -188,6 +190,66 @@ def _relayout_strided_broadcasts(kernel: KernelIR, wanted: dict, threads: int,
     kernel.body.ops = new_ops
 
 
+class _Mismatch(Exception):
+    """An elementwise op whose operands are spread over threads differently."""
+
+    def __init__(self, op, error: CompileError):
+        super().__init__(str(error))
+        self.op, self.error = op, error
+
+
+def _unplaced(kernel: KernelIR) -> list:
+    """The tiles (results and block arguments) with no layout yet: what `_assign` places."""
+    out = []
+    for op in kernel.walk():
+        for block in op.blocks:
+            out += [a for a in block.args if isinstance(a.type, TileType) and a.type.layout is None]
+        out += [r for r in op.results if isinstance(r.type, TileType) and r.type.layout is None]
+    return out
+
+
+def _assign(kernel: KernelIR, blocked, wanted: dict, splats: set[int], carried: dict) -> None:
+    """Every tile's layout, in program order."""
+    for op in kernel.walk():
+        if op.name == "for":
+            _carry_layouts(op, carried)
+        for r in op.results:
+            t = r.type
+            if not isinstance(t, TileType) or t.layout is not None:   # e.g. an mma fragment
+                continue
+            layout = blocked(t.shape)
+            if op.name == "reduce":
+                layout = Sliced(op.operands[0].type.layout, op.attrs["axis"])
+            elif op.name in ("load", "relayout", "iota") and r.id in wanted:
+                layout = wanted[r.id]
+            elif has_trait(op, ELEMENTWISE) or op.name in ("expand_dims", "broadcast"):
+                # (the two reshapes have their own rules in _propagated)
+                try:
+                    layout = _propagated(op, layout, splats)
+                except CompileError as e:
+                    raise _Mismatch(op, e) from None
+            r.type = t.with_layout(layout)
+
+
+def _splat_started_carry(kernel: KernelIR, op, carried: dict):
+    """The block argument among `op`'s operands that a loop carries from a splat used by
+    nothing else, and that has no layout forced on it yet; None if there is none."""
+    producer = {r.id: o for o in kernel.walk() for r in o.results}
+    users: dict[int, int] = {}
+    for o in kernel.walk():
+        for v in o.operands:
+            users[v.id] = users.get(v.id, 0) + 1
+    for loop in kernel.walk():
+        if loop.name != "for":
+            continue
+        for init, arg in zip(loop.operands[3:], loop.blocks[0].args[1:]):
+            start = producer.get(init.id)
+            if (any(o is arg for o in op.operands) and arg.id not in carried
+                    and start is not None and start.name == "splat" and users[init.id] == 1):
+                return arg
+    return None
+
+
 def _chain(top, bottom, producer) -> list:
     out = [top]
     while out[-1] is not bottom:
@@ -195,12 +257,15 @@ def _chain(top, bottom, producer) -> list:
     return out
 
 
-def _carry_layouts(loop) -> None:
+def _carry_layouts(loop, carried: dict) -> None:
     """A loop's carried tiles (block arguments and results) keep their initial value's
     layout, so `acc += t` inside the loop needs no data movement; ones a pass placed
-    already (an mma accumulator) keep theirs."""
+    already (an mma accumulator) keep theirs. `carried`: block argument id -> the layout a
+    splat-started carry takes instead (its splat takes it too)."""
     body = loop.blocks[0]
     for init, arg, result in zip(loop.operands[3:], body.args[1:], loop.results):
+        if arg.id in carried:
+            init.type = init.type.with_layout(carried[arg.id])
         layout = getattr(init.type, "layout", None)
         for v in (arg, result):
             if isinstance(v.type, TileType) and v.type.layout is None and layout is not None:

@@ -1,0 +1,76 @@
+"""A loop-carried 1-D accumulator started from zeros(f32, R) and added to row reductions
+(issue 13: "a 1-D accumulator and a row reduction cannot be added"): the splat that starts
+it takes the reduction's layout (passes/tile.py), so it compiles and sums right, on the CPU
+interpreter and on the GPU, ragged N included."""
+import pytest
+import torch
+
+import commdsl
+from commdsl.compiler import compile_source
+from commdsl.runtime.ptxas import assemble
+
+ROWSUM = """\
+kernel rowsum(x: f32[M, N], y: out f32[M], z: out f32[M])
+  tune ROWS = 4 in [1, 4, 16]
+  tune WARPS = 4 in [1, 4, 8]
+  grid(cdiv(M, ROWS))
+  warps(WARPS)
+{
+  let acc = zeros(f32, ROWS)
+  let big = zeros(f32, ROWS)
+  for n0 in 0 .. N step 128 {
+    let t = load x[pid.0 * ROWS : +ROWS, n0 : +128]
+    acc += sum(t, axis = 1)
+    big = max(big, amax(t, axis = 1))
+  }
+  store y[pid.0 * ROWS : +ROWS] = acc
+  store z[pid.0 * ROWS : +ROWS] = big
+}
+"""
+CONFIGS = [dict(ROWS=4, WARPS=4), dict(ROWS=1, WARPS=1), dict(ROWS=16, WARPS=8),
+           dict(ROWS=4, WARPS=4, pipeline=True)]
+
+
+def _source(cfg):
+    """The kernel and its constants; pipeline: the loads of step i + 1 issued during step i."""
+    text = ROWSUM.replace("step 128 {", "step 128 pipeline(2) {") if cfg.get("pipeline") else ROWSUM
+    return text, {k: v for k, v in cfg.items() if k != "pipeline"}
+
+
+def _id(cfg):
+    return f"R{cfg['ROWS']}W{cfg['WARPS']}" + ("-pipeline" if cfg.get("pipeline") else "")
+
+
+def _inputs(device="cpu"):
+    g = torch.Generator(device=device).manual_seed(3)
+    return torch.randn(37, 1000, generator=g, device=device) * 3      # N ragged: 1000
+
+
+def _check(x, y, z):
+    want = x.double().sum(1)
+    assert torch.allclose(y.double(), want, rtol=1e-5, atol=1e-3), (y, want)
+    assert torch.equal(z, x.abs().amax(1))
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=_id)
+def test_accumulator_compiles_and_sums_in_the_interpreter(cfg):
+    source, constants = _source(cfg)
+    compiled = compile_source(source, "rowsum.cdsl", constants=constants)
+    report = assemble(compiled.ptx, arch=compiled.target, entry="rowsum").report
+    assert report.spill_stores_bytes == 0
+    x = _inputs()
+    y, z = torch.full((37,), float("nan")), torch.full((37,), float("nan"))
+    commdsl.load(source, **constants).interpret(x, y=y, z=z)
+    _check(x, y, z)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cfg", CONFIGS, ids=_id)
+def test_accumulator_on_the_gpu(cfg):
+    source, constants = _source(cfg)
+    x = _inputs("cuda")
+    y = torch.full((37,), float("nan"), device="cuda")
+    z = torch.full((37,), float("nan"), device="cuda")
+    commdsl.load(source, **constants)(x, y=y, z=z)
+    torch.cuda.synchronize()
+    _check(x.cpu(), y.cpu(), z.cpu())
