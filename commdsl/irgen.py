@@ -346,7 +346,11 @@ class _Lowering(CommLowering):
                                "convert one side explicitly, e.g. cast<f32>(...)")
         if da == db and not _is_narrow_float(da):
             return da
-        return "f32" if not _is_int(da) else max(da, db, key=lambda d: int(d[1:]))
+        if "bool" in (da, db):
+            raise CompileError(f"dtype mismatch: {da} and {db}", node.span,
+                               "a bool is not a number here: cast<i32>(c) gives 0 or 1")
+        from .dtypes import DTYPES
+        return "f32" if not _is_int(da) else max(da, db, key=lambda d: DTYPES[d].bits)
 
     def expr_Call(self, e: ast.Call):
         if e.func in self.functions:

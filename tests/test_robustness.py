@@ -316,3 +316,13 @@ def test_narrow_integer_ranks_and_rows_of_a_get_are_located(tmp_path, capsys, in
     err = compile_error(tmp_path, capsys, GATHER.replace("INDEX", index).replace(
         "src: i16[R]", "src: i32[R]" if "==" in index else "src: i16[R]"))
     assert message in err
+
+
+def test_a_bool_mixed_with_an_integer_is_located(tmp_path, capsys):
+    """Found by the fuzzer: `(n == 255) ^ ~n` crashed looking for the bool's bit width."""
+    source = kernel().replace("bf16[M, K]", "i32[M, K]").replace(
+        "store y[pid.0 : +1, 0 : +128] = cast<f32>(t)",
+        "store y[pid.0 : +1, 0 : +128] = cast<f32>((t == 255) ^ ~t)")
+    err = compile_error(tmp_path, capsys, source)
+    assert "dtype mismatch: bool and i32" in err
+    assert_points_at(err, 5, "(t == 255) ^ ~t")
