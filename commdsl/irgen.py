@@ -476,7 +476,7 @@ class _Lowering(CommLowering):
         axis = len(shape) - 1
         for kw in e.kwargs:
             a = self.expr(kw.value) if kw.name == "axis" else None
-            if not isinstance(a, Folded) or a.value not in range(len(shape)):
+            if not isinstance(a, Folded) or not a.is_int or a.value not in range(len(shape)):
                 raise CompileError(f"iota takes axis = 0 .. {len(shape) - 1}", kw.span,
                                    FUNCTIONS["iota"])
             axis = a.value

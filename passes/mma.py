@@ -96,6 +96,8 @@ def _assign(kernel: KernelIR, seeds: dict[int, object], values: dict[int, Value]
             carried = zip(op.operands[3:], body.args[1:], body.ops[-1].operands, op.results)
             for group in carried:
                 links += [(group[0], v, None) for v in group[1:]]
+                # a carried block argument the body never reads is no op's operand
+                tiles += [v for v in group if isinstance(v.type, TileType)]
         for v in tiles:
             values[v.id] = v
     changed = True

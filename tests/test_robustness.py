@@ -326,3 +326,32 @@ def test_a_bool_mixed_with_an_integer_is_located(tmp_path, capsys):
     err = compile_error(tmp_path, capsys, source)
     assert "dtype mismatch: bool and i32" in err
     assert_points_at(err, 5, "(t == 255) ^ ~t")
+
+
+def test_a_float_axis_of_iota_is_located(tmp_path, capsys):
+    """Found by the fuzzer: axis = -0.0 passed the range check and crashed the backend."""
+    err = compile_error(tmp_path, capsys, kernel(
+        "cast<f32>(t) + cast<f32>(iota(1, 128, axis = -0.0))"))
+    assert "iota takes axis = 0 .. 1" in err
+    assert_points_at(err, 5, "axis = -0.0")
+
+
+def test_a_carried_accumulator_the_loop_body_never_reads(tmp_path):
+    """Found by the fuzzer: fp8_gemm with `acc = mma(...) * s[:, None]` (no +=) left the
+    carried block argument out of the mma pass's layout map (KeyError). It compiles, and
+    every pass keeps its meaning (tests/test_stage_equivalence.py's harness)."""
+    import torch
+
+    from commdsl.runtime.ptxas import assemble
+    from test_fp8_gemm import random_operands
+    from test_stage_equivalence import _check, _runner
+    source = open("examples/fp8_gemm.cdsl").read().replace("acc += mma(", "acc = mma(")
+    from commdsl.compiler import compile_source
+    compiled = compile_source(source, "k.cdsl")
+    assemble(compiled.ptx, arch=compiled.target, entry="fp8_gemm")
+    m, n, k = 70, 160, 384
+    a, sa, b, sb = random_operands(m, n, k, seed=1)
+    sizes = dict(M=m, N=n, K=k)
+    _check("k.cdsl", "fp8_gemm", sizes, _runner(dict(a=a, sa=sa, b=b, sb=sb),
+                                                dict(d=((m, n), torch.bfloat16)), sizes, sms=5),
+           tolerance=2 ** -7, source=source)
