@@ -89,11 +89,10 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
             # layout: give it the one its partner in the loop body has (a row reduction's),
             # and place everything again.
             arg = _splat_started_carry(kernel, m.op, carried)
-            if arg is None:
+            layout = _layout_for(m.op, arg, splats) if arg is not None else None
+            if layout is None:
                 raise m.error from None
-            carried[arg.id] = next(o.type.layout for o in m.op.operands
-                                   if o is not arg and isinstance(o.type, TileType)
-                                   and o.id not in splats)
+            carried[arg.id] = layout
             for v in fresh:
                 v.type = v.type.with_layout(None)
     for op in kernel.walk():
@@ -248,6 +247,15 @@ def _splat_started_carry(kernel: KernelIR, op, carried: dict):
                     and start is not None and start.name == "splat" and users[init.id] == 1):
                 return arg
     return None
+
+
+def _layout_for(op, arg, splats: set[int]):
+    """The layout an elementwise `op` needs its operand `arg` in: its other tile's; None
+    for any other op (an `[:, None]` of the carry keeps its located error)."""
+    if not has_trait(op, ELEMENTWISE):
+        return None
+    return next((o.type.layout for o in op.operands if o is not arg and o.id not in splats
+                 and isinstance(o.type, TileType)), None)
 
 
 def _chain(top, bottom, producer) -> list:
