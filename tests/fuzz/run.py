@@ -40,6 +40,8 @@ def main() -> int:
     ap.add_argument("--stream", default="mixed", choices=("mixed", "valid"),
                     help="mixed: generated and mutated inputs; valid: gentle mutants that "
                     "mostly compile, for runs through ptxas")
+    ap.add_argument("--start", type=int, default=0,
+                    help="skip the stream's first inputs (to replay a stretch of a long run)")
     ap.add_argument("--until-ok", type=int, default=0,
                     help="stop once this many inputs compiled (with --emit cubin: passed ptxas)")
     args = ap.parse_args()
@@ -48,7 +50,9 @@ def main() -> int:
     slowest: dict[str, float] = {}
     start, done = time.time(), 0
     for i, item in enumerate(inputs(args.seed, args.count, args.stream)):
-        done = i + 1
+        if i < args.start:
+            continue
+        done = i + 1 - args.start
         if i and i % 1000 == 0:
             print(f"{i} inputs, {time.time() - start:.0f} s: {dict(counts)}", flush=True)
         began = time.time()
@@ -61,6 +65,8 @@ def main() -> int:
         except InputTimeout:
             counts["timeout"] += 1
             sig, text = f"timeout ({item.origin})", str(item)
+            print(f"input {i}: over {args.limit:g} s ({item.origin})", flush=True)
+            slowest[text] = float("inf")
         except PtxasRejected as e:
             counts["ptxas rejected"] += 1
             sig, text = f"ptxas rejected: {str(e).splitlines()[-3][:80]}", f"{item}\n{e}"
@@ -77,9 +83,10 @@ def main() -> int:
     print(f"{done} inputs in {time.time() - start:.0f} s: {dict(counts)}")
     os.makedirs(args.out, exist_ok=True)
     for n, (text, seconds) in enumerate(sorted(slowest.items(), key=lambda kv: -kv[1])[:20]):
-        print(f"  slow: {seconds:.1f} s, kept as slow{n}.txt")
+        took = f"{seconds:.1f} s" if seconds != float("inf") else f"over {args.limit:g} s"
+        print(f"  slow: {took}, kept as slow{n}.txt")
         with open(os.path.join(args.out, f"slow{n}.txt"), "w") as f:
-            f.write(f"# {seconds:.1f} s\n{text}")
+            f.write(f"# {took}\n{text}")
     if crashes:
         for n, (sig, text) in enumerate(sorted(crashes.items())):
             print(f"  {sig}")
