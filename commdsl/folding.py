@@ -52,7 +52,7 @@ def fold_binary(op: str, a, b, span: Span | None, rhs_span: Span | None):
     integers = isinstance(a, int) and isinstance(b, int)
     if op not in _ARITHMETIC and not integers:
         raise CompileError(f"'{op}' is for integers, got {a} {op} {b}", span,
-                           "cast<i32>(...) a float first, or use integer literals")
+                           "convert a float with cast<i32>(...) first, or write integer literals")
     if op in ("<<", ">>") and b not in range(64):
         raise CompileError(f"a shift by {b} bits", rhs_span or span,
                            "shift counts run from 0 to 63")
