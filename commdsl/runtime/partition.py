@@ -8,6 +8,11 @@ a `torch.cuda.ExternalStream`, so `with torch.cuda.stream(p.stream):` sends comm
 (which launch on torch's current stream) and torch's own ops into the partition: e.g. the
 communication on 20 SMs while a GEMM with `persistent(sms = 112)` runs on the rest.
 
+The split also returns the SMs it left over; `p.rest` is a second green context of those,
+made in the same call, so the GEMM can run on `p.rest.stream` on SMs disjoint from `p`'s
+(without it, a kernel on an ordinary stream may still land on the partition's SMs while they
+are idle, and the partition's kernels then wait for them).
+
 Where green contexts are missing (cuda-bindings or the driver older than 12.4, or a device
 that does not support them), `partition` warns and returns a plain stream: kernels still run
 concurrently with others, but nothing keeps them to N SMs (`Partition.guaranteed` is False).
@@ -30,6 +35,7 @@ class Partition:
     device: int
     guaranteed: bool
     green_context: object = None  # the CUgreenCtx, kept alive with the partition
+    rest: Partition | None = None  # the device's other SMs; None when the split left none
 
 
 def partition(sms: int, device: int | None = None) -> Partition:
@@ -50,7 +56,10 @@ def partition(sms: int, device: int | None = None) -> Partition:
             missing = str(e)
     warnings.warn(f"commdsl.partition: no green contexts ({missing}); a plain stream instead, "
                   f"so kernels on it are not kept to {sms} SMs", RuntimeWarning, stacklevel=2)
-    return Partition(torch.cuda.Stream(device=device), sms, device, guaranteed=False)
+    rest = None
+    if sms < total:
+        rest = Partition(torch.cuda.Stream(device=device), total - sms, device, guaranteed=False)
+    return Partition(torch.cuda.Stream(device=device), sms, device, guaranteed=False, rest=rest)
 
 
 GREEN_CALLS = ("cuDeviceGetDevResource", "cuDevSmResourceSplitByCount",
@@ -77,18 +86,25 @@ def _call(cu, result, call: str):
 
 
 def _green_partition(cu, sms: int, device: int) -> Partition:
-    import torch
     driver.check(cu.cuInit(0), "cuInit")
     dev = driver.check(cu.cuDeviceGet(device), "cuDeviceGet")
     whole = _call(cu, cu.cuDeviceGetDevResource(dev, cu.CUdevResourceType.CU_DEV_RESOURCE_TYPE_SM),
                   "cuDeviceGetDevResource")
-    groups, _count, _rest = _call(cu, cu.cuDevSmResourceSplitByCount(1, whole, 0, sms),
-                                  "cuDevSmResourceSplitByCount")
-    group = groups[0]
-    desc = _call(cu, cu.cuDevResourceGenerateDesc([group], 1), "cuDevResourceGenerateDesc")
+    groups, _count, remaining = _call(cu, cu.cuDevSmResourceSplitByCount(1, whole, 0, sms),
+                                      "cuDevSmResourceSplitByCount")
+    part = _green_context(cu, groups[0], dev, device)
+    if remaining.sm.smCount > 0:      # a green context of no SMs cannot be made
+        part.rest = _green_context(cu, remaining, dev, device)
+    return part
+
+
+def _green_context(cu, resource, dev, device: int) -> Partition:
+    """A green context owning the SMs of `resource`, and a stream of it."""
+    import torch
+    desc = _call(cu, cu.cuDevResourceGenerateDesc([resource], 1), "cuDevResourceGenerateDesc")
     flags = cu.CUgreenCtxCreate_flags.CU_GREEN_CTX_DEFAULT_STREAM
     green = _call(cu, cu.cuGreenCtxCreate(desc, dev, flags), "cuGreenCtxCreate")
     stream = _call(cu, cu.cuGreenCtxStreamCreate(
         green, cu.CUstream_flags.CU_STREAM_NON_BLOCKING, 0), "cuGreenCtxStreamCreate")
-    return Partition(torch.cuda.ExternalStream(int(stream), device=device), group.sm.smCount,
+    return Partition(torch.cuda.ExternalStream(int(stream), device=device), resource.sm.smCount,
                      device, guaranteed=True, green_context=green)
