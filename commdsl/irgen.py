@@ -218,6 +218,8 @@ class _Lowering(CommLowering):
             return x
         if e.id in COMM_BUILTINS:
             return self.comm_builtin(e)
+        if e.id == "smid":      # a name, like rank: a let or parameter of that name shadows it
+            return self.at(e).value("smid", [], ScalarType("i32"))
         if e.id in self.tensors:
             raise CompileError(f"'{e.id}' is a tensor in global memory", e.span,
                                f"read a tile of it with 'load {e.id}[start : +length, ...]'")

@@ -211,6 +211,10 @@ class KernelCodegen(CommCodegen, CompactCodegen):
     def op_pid(self, op: Op):
         self.vals[op.result.id] = self.special("ctaid." + "xyz"[op.attrs["axis"]])
 
+    @emits("smid")
+    def op_smid(self, op: Op):
+        self.vals[op.result.id] = self.special("smid")
+
     def _map(self, op: Op, scalar_fn):
         """Applies a per-element function to scalars or to every slot of tiles."""
         args = [self.vals[o.id] for o in op.operands]

@@ -42,7 +42,7 @@ def _tiles(op):
         fail(op, "sms must be positive")
 
 
-def _nprogs(op):
+def _gives_i32(op):
     if not is_i32(op.result):
         fail(op, "gives an i32")
 
@@ -79,6 +79,11 @@ def _run_nprogs(ctx, op):
     return ctx.nprogs(op.attrs["axis"])
 
 
+def _run_smid(ctx, op):
+    """The interpreter has no SMs: it runs every program on SM 0 (docs/language.md)."""
+    return 0
+
+
 def _run_warp_specialize(ctx, op):
     """The producer block on one thread and the consumer block on the consumer warpgroups,
     as two coroutines; the op ends when both have."""
@@ -103,8 +108,10 @@ declare("tiles", "tiles(lo0, hi0, lo1, hi1) {steps, raster, cluster, sms} ^(m0, 
                "sms": "the SM budget: CTAs of the grid at most (every SM when absent)"},
         interpret=_run_tiles, family=FAMILY)
 declare("nprogs", "nprogs() {axis} : i32", "the number of CTAs along a grid axis",
-        traits=(INDEX,), verify=_nprogs, attrs={"axis": "the grid axis, 0 .. 2"},
+        traits=(INDEX,), verify=_gives_i32, attrs={"axis": "the grid axis, 0 .. 2"},
         interpret=_run_nprogs, family=FAMILY)
+declare("smid", "smid() : i32", "the SM this CTA runs on (PTX %smid; 0 in the interpreter)",
+        traits=(INDEX,), verify=_gives_i32, interpret=_run_smid, family=FAMILY)
 declare("warp_specialize", "warp_specialize() {...} ^() {producer} ^() {consumers}",
         "warpgroup 0 runs the first block on one thread; the others run the second",
         traits=(REGION, SIDE_EFFECTS), verify=_warp_specialize,
