@@ -17,6 +17,7 @@ import copy
 import inspect
 import itertools
 import threading
+from dataclasses import dataclass
 
 from .dims import SM_COUNT
 from .interpreter_async import (ClusterBarrier, InterpreterError, Mbarriers, Ring, Scheduler,
@@ -139,26 +140,48 @@ def run_ranks(kernel: KernelIR, tensors: list[dict], sizes: list[dict], epoch: i
     """Runs `kernel` on len(tensors) simulated ranks at once, each a thread that runs its
     programs one after another. `tensors[r]` maps parameter names to rank r's CPU tensors (its
     own copy of each symmetric one); `sizes[r]` its sizes."""
-    world = len(tensors)
-    symmetric = [v.name for v in kernel.tensors if v.type.symmetric]
-    copies = {name: [t[name] for t in tensors] for name in symmetric}
-    finished = [threading.Event() for _ in range(world)]
-    everyone_else = [threading.Event() for _ in range(world)]
-    errors: list[BaseException | None] = [None] * world
+    run_concurrently([Launch(kernel, tensors, sizes, epoch)], timeout_s)
 
-    def body(r):
+
+@dataclass
+class Launch:
+    """One kernel launched on every simulated rank: tensors[r] and sizes[r] are rank r's."""
+    kernel: KernelIR
+    tensors: list[dict]
+    sizes: list[dict]
+    epoch: int
+
+
+def run_concurrently(launches: list[Launch], timeout_s: float = 10.0) -> None:
+    """Runs every launch on every rank at once, one thread per launch and rank (kernels on
+    disjoint SMs of each GPU: a producer and the GEMM that waits for it). A symmetric tensor
+    passed to several launches is shared by them, as the GPU's memory is; a wait gives up
+    when every other thread has finished."""
+    world = len(launches[0].tensors)
+    copies: dict[str, list] = {}
+    for launch in launches:
+        for v in launch.kernel.tensors:
+            if v.type.symmetric:
+                copies.setdefault(v.name, [t[v.name] for t in launch.tensors])
+    jobs = [(launch, r) for launch in launches for r in range(world)]
+    finished = [threading.Event() for _ in jobs]
+    everyone_else = [threading.Event() for _ in jobs]
+    errors: list[BaseException | None] = [None] * len(jobs)
+
+    def body(j):
+        launch, r = jobs[j]
         try:
-            run(kernel, tensors[r], sizes[r], Ranks(r, world, epoch, copies, timeout_s,
-                                                     everyone_else[r]))
+            run(launch.kernel, launch.tensors[r], launch.sizes[r],
+                Ranks(r, world, launch.epoch, copies, timeout_s, everyone_else[j]))
         except BaseException as e:       # re-raised below, on the caller's thread
-            errors[r] = e
+            errors[j] = e
         finally:
-            finished[r].set()
-            for other in range(world):
-                if all(finished[o].is_set() for o in range(world) if o != other):
+            finished[j].set()
+            for other in range(len(jobs)):
+                if all(finished[o].is_set() for o in range(len(jobs)) if o != other):
                     everyone_else[other].set()
 
-    threads = [threading.Thread(target=body, args=(r,), daemon=True) for r in range(world)]
+    threads = [threading.Thread(target=body, args=(j,), daemon=True) for j in range(len(jobs))]
     for t in threads:
         t.start()
     for t in threads:

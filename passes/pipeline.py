@@ -17,6 +17,14 @@
 The producer's copy of the nest keeps only what the TMA coordinates and loop bounds need.
 Registers move to the consumers with setmaxnreg (producer 24, consumers the rest).
 
+A flag wait in the loop nest (an ACQUIRE op: `wait ready[m0 / BM] >= e` ahead of the tile's
+loads, where another kernel or rank writes the operands) gates both sides: the producer
+thread spins on it before the TMA copies it gates, then fences the async proxy
+(fence.proxy.async.global), since TMA reads what generic stores of other agents wrote; each
+consumer thread acquires the flag itself, which orders its own loads (the scales) after the
+writer's release without a barrier the producer would have to join. A signal in the
+consumers meets only the consumer warpgroups before its release store.
+
 In a cluster of C CTAs (passes/schedule.py: neighbouring tiles of one tile row), a load whose
 coordinates do not depend on the tile origin that differs between them is the same tile for
 all C: each producer copies 1/C of its rows with `.multicast::cluster`, landing in every
@@ -30,7 +38,7 @@ from commdsl.diagnostics import CompileError
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, Value
 from commdsl.ir import SWIZZLE_BYTES, BarrierType, SmemType
-from commdsl.ops import MMA, has_trait
+from commdsl.ops import ACQUIRE, MMA, has_trait
 from commdsl.passes.prefetch import add_carried, issue_ahead
 from commdsl.spec import TensorMapParam
 from commdsl.target import Target
@@ -127,6 +135,8 @@ def _producer(path: list[Op], loads: list[Op], bufs: dict[int, Value], maps: dic
     needed = {v.id for op in loads for v in op.operands[1:]}
     for loop in path:
         needed |= {v.id for v in loop.operands[:3]}
+        needed |= {v.id for op in loop.blocks[0].ops if has_trait(op, ACQUIRE)
+                   for v in op.operands[1:]}
     for loop in reversed(path):                       # innermost block first
         for op in reversed(loop.blocks[0].ops):
             if any(r.id in needed for r in op.results):
@@ -169,6 +179,10 @@ def _producer(path: list[Op], loads: list[Op], bufs: dict[int, Value], maps: dic
                 inner.op("tma_load", [op.operands[0], bufs[op.result.id], stage,
                                       *map(get, op.operands[1:]), full, stage], [],
                          map=maps[op.result.id], multicast=multicast.get(op.result.id, 1))
+            elif has_trait(op, ACQUIRE):
+                inner.block.ops.append(Op(op.name, [get(v) for v in op.operands], [],
+                                          {**op.attrs, "by": "thread"}, loc=op.loc))
+                inner.op("fence_async_global", [], [])
             elif op.name != "yield" and any(r.id in needed for r in op.results):
                 clone = Op(op.name, [get(v) for v in op.operands],
                            [Value(r.type, r.name) for r in op.results], dict(op.attrs),
@@ -225,6 +239,27 @@ def _consumer(path: list[Op], loads: list[Op], bufs: dict[int, Value], full: Val
     return top.ops
 
 
+def _without_program_barriers(consumers: Block) -> None:
+    """The consumers' flag waits and signals, made to meet no thread outside them: the
+    producer never reaches their CTA-wide barrier."""
+    for op in consumers.walk():
+        if op.name == "signal":
+            op.attrs["by"] = "consumers"
+        elif has_trait(op, ACQUIRE):
+            op.attrs["by"] = "thread"
+
+
+def _check_acquires(path: list[Op]) -> None:
+    """A flag wait gates the TMA copies only where the producer's copy of the nest keeps
+    it: directly in one of the loops around the pipelined loop, or in that loop."""
+    kept = {id(op) for loop in path for op in loop.blocks[0].ops}
+    for op in path[0].blocks[0].walk():
+        if has_trait(op, ACQUIRE) and id(op) not in kept:
+            raise CompileError("a wait inside other control flow of a pipelined loop nest is "
+                               "not supported yet", op.loc,
+                               "put the wait directly in the tile loop or the pipelined loop")
+
+
 def run(kernel: KernelIR, target: Target) -> KernelIR:
     loops = [op for op in kernel.walk() if op.name == "for" and op.attrs.get("pipeline")]
     stray = [op for op in kernel.walk() if op.name == "load" and op.attrs.get("via")]
@@ -254,6 +289,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         raise CompileError("a TMA-pipelined kernel runs one CTA per SM: its warpgroups trade "
                            "registers with setmaxnreg, sized for the whole SM", loop.loc,
                            "drop ctas_per_sm(...) from this kernel")
+    _check_acquires(path)
     stages = loop.attrs["pipeline"]
     groups = kernel.attrs.get("mma_warpgroups", 1)
     cluster = kernel.attrs.get("cluster", 1)
@@ -296,6 +332,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         first = []
     consumer = Block(ops=first + _consumer(path, loads, bufs, full, empty, stages, cluster)
                      + after)
+    _without_program_barriers(consumer)
     ws = Op("warp_specialize", [], [], dict(producer_regs=target.producer_registers,
                                              consumer_regs=target.consumer_registers(groups),
                                              consumers=groups), [producer, consumer],

@@ -12,6 +12,13 @@ at system scope that orders memory between GPUs of one host:
              whether it timed out);  on a timeout thread 0 writes the status word and the
              program returns, so a rank that never signals ends the kernel with an error the
              host reports instead of a hang.
+
+In a warp-specialized kernel (passes/pipeline.py) the producer warpgroup never joins a CTA
+barrier, so there a wait runs `by = thread`: each thread that reaches it spins on its own
+acquire load; on a timeout it writes the status word and goes on (the kernel ends, its
+output unspecified, and the host raises CommError), so neither side hangs on the other. A
+signal runs `by = consumers`: the consumer warpgroups meet on a named barrier and the first
+consumer thread stores.
 """
 from __future__ import annotations
 
@@ -26,6 +33,9 @@ from .emitters import emits
 
 _PARAM_TYPES = {"u32": I32, "u64": I64, "ptr": GLOBAL_PTR}
 TIMED_OUT = 1            # status[0] after a wait ran out of time
+# The consumers' named barrier of a signal: 0 is the CTA's, 1 + c warpgroup c's
+# (backends/ptx/sm90.py), at most 15 in all.
+CONSUMERS_BARRIER = 15
 
 
 def comm_param_types(kernel: KernelIR) -> list:
@@ -152,10 +162,41 @@ class CommCodegen:
         idx, rank, value = rest[:-2], rest[-2], rest[-1]
         base = self.rank_base(self.vals[tensor.id], self.vals[rank.id])
         address = self.element_address(tensor, base, idx)
-        from .asm import barrier
-        barrier(self.b)                       # the program's earlier accesses come first
+        storer = 0
+        if op.attrs.get("by") == "consumers":
+            consumers = 128 * self.k.attrs.get("mma_warpgroups", 1)
+            consumers_meet = ir.InlineAsm(ir.FunctionType(ir.VoidType(), []),
+                                          f"bar.sync {CONSUMERS_BARRIER}, {consumers};", "",
+                                          side_effect=True)
+            self.b.call(consumers_meet, [])
+            storer = 128                      # the first thread past the producer warpgroup
+        else:
+            from .asm import barrier
+            barrier(self.b)                   # the program's earlier accesses come first
         release_store(self.b, address, self.vals[value.id],
-                      self.b.icmp_unsigned("==", self._tid, ir.Constant(I32, 0)))
+                      self.b.icmp_unsigned("==", self._tid, ir.Constant(I32, storer)))
+
+    def spin(self, address, target):
+        """Blocks of an acquire spin on `address` until it reaches `target` or the timeout
+        passes; returns (the last value seen, whether it reached target)."""
+        b = self.b
+        start = global_timer(b)
+        spin = self.fn.append_basic_block("wait.spin")
+        done = self.fn.append_basic_block("wait.done")
+        b.branch(spin)
+        b.position_at_end(spin)
+        seen = acquire_load(b, address)
+        ok = b.icmp_signed(">=", seen, target)
+        late = b.icmp_unsigned(">", b.sub(global_timer(b), start), self.comm_args["timeout_ns"])
+        b.cbranch(b.or_(ok, late), done, spin)
+        b.position_at_end(done)
+        return seen, ok
+
+    def timed_out_status(self, idx, target, last, failed):
+        """Where `failed`: the status word the host reads (runtime/symmetric.py's check)."""
+        flag = self.vals[idx[-1].id] if idx else ir.Constant(I32, 0)
+        words = [ir.Constant(I32, TIMED_OUT), flag, target, last]
+        global_store(self.b, {}, 16, self.comm_args["status"], words, failed)
 
     @emits("wait")
     def op_wait(self, op: Op):
@@ -164,21 +205,17 @@ class CommCodegen:
         idx, target = rest[:-1], self.vals[rest[-1].id]
         own = self.rank_base(self.vals[tensor.id], self.comm_args["rank"])
         address = self.element_address(tensor, own, idx)
+        if op.attrs.get("by") == "thread":
+            seen, ok = self.spin(address, target)
+            self.timed_out_status(idx, target, seen, b.not_(ok))
+            return
         before = b.block
         start_block = self.fn.append_basic_block("wait.start")
-        spin = self.fn.append_basic_block("wait.spin")
-        done = self.fn.append_basic_block("wait.done")
         after = self.fn.append_basic_block("wait.after")
         b.cbranch(b.icmp_unsigned("==", self._tid, ir.Constant(I32, 0)), start_block, after)
         b.position_at_end(start_block)
-        start = global_timer(b)
-        b.branch(spin)
-        b.position_at_end(spin)
-        seen = acquire_load(b, address)
-        ok = b.icmp_signed(">=", seen, target)
-        late = b.icmp_unsigned(">", b.sub(global_timer(b), start), self.comm_args["timeout_ns"])
-        b.cbranch(b.or_(ok, late), done, spin)
-        b.position_at_end(done)
+        seen, ok = self.spin(address, target)
+        done = b.block
         missed = b.not_(ok)
         b.branch(after)
         b.position_at_end(after)
@@ -192,8 +229,6 @@ class CommCodegen:
         cont = self.fn.append_basic_block("wait.ok")
         b.cbranch(barrier_any(b, failed), timed_out, cont)
         b.position_at_end(timed_out)
-        flag = self.vals[idx[-1].id] if idx else ir.Constant(I32, 0)
-        words = [ir.Constant(I32, TIMED_OUT), flag, target, last]
-        global_store(b, {}, 16, self.comm_args["status"], words, failed)
+        self.timed_out_status(idx, target, last, failed)
         b.ret_void()
         b.position_at_end(cont)

@@ -472,6 +472,11 @@ def emit_fence_async_shared(cg, op: Op):
     _asm(cg, "fence.proxy.async.shared::cta;", "")
 
 
+@emits("fence_async_global", targets=HOPPER)
+def emit_fence_async_global(cg, op: Op):
+    _asm(cg, "fence.proxy.async.global;", "")
+
+
 @emits("warpgroup_barrier", targets=HOPPER)
 def emit_warpgroup_barrier(cg, op: Op):
     """Named barrier 1 + c for consumer warpgroup c (0 is the CTA's)."""

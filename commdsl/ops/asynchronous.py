@@ -235,6 +235,10 @@ declare("smem_store", "smem_store(buf, t)", "each consumer thread writes its wgm
 declare("fence_async_shared", "fence_async_shared()", "this thread's shared-memory writes, "
         "visible to TMA", traits=(BARRIER, ASYNC, SIDE_EFFECTS), verify=_no_operands,
         interpret=_run_nothing, family=FAMILY)
+declare("fence_async_global", "fence_async_global()", "global memory this thread sees "
+        "(after an acquire: other agents' writes), ordered before its later TMA loads",
+        traits=(BARRIER, ASYNC, SIDE_EFFECTS), verify=_no_operands,
+        interpret=_run_nothing, family=FAMILY)
 declare("warpgroup_barrier", "warpgroup_barrier()", "the threads of this consumer warpgroup "
         "meet", traits=(BARRIER, SIDE_EFFECTS), verify=_no_operands,
         interpret=_run_nothing, family=FAMILY)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from commdsl.ir import ScalarType, TensorType, TileType
 
 from .memory import ACCESS_ATTRS, check_access_value
-from .registry import BARRIER, COMM, INDEX, MEMORY, READS, SIDE_EFFECTS, WRITES, declare, fail
+from .registry import ACQUIRE, BARRIER, COMM, INDEX, MEMORY, READS, SIDE_EFFECTS, WRITES, declare, fail
 
 FAMILY = "comm"
 
@@ -47,7 +47,13 @@ def _peer_memory(op):
     check_access_value(op, tensor, reads=op.name == "get", fixed=2 + tensor.rank)
 
 
+BY = {"signal": ("program", "consumers"), "wait": ("program", "thread")}
+
+
 def _flag(op, trailing: int):
+    by = op.attrs.get("by", "program")
+    if by not in BY[op.name]:
+        fail(op, f"runs by one of {', '.join(BY[op.name])}, not {by!r}")
     tensor = _symmetric(op)
     if tensor.dtype != "i32":
         fail(op, "flags are i32")
@@ -151,13 +157,18 @@ declare("get", "get(x, idx..., rank[, g]) {sizes, gather, cache} : tile | scalar
 declare("put", "put(x, idx..., rank, value) {sizes, gather, cache}",
         "value into rank `rank`'s copy of x", traits=(COMM, MEMORY, WRITES, SIDE_EFFECTS),
         verify=_peer_memory, attrs=PEER_ATTRS, interpret=_run_put, family=FAMILY)
-declare("signal", "signal(flags, idx..., rank, value)", "release store at system scope of "
-        "value into rank `rank`'s flags[idx], once per program after its earlier accesses",
+declare("signal", "signal(flags, idx..., rank, value) {by}", "release store at system scope "
+        "of value into rank `rank`'s flags[idx], once per program after its earlier accesses",
         traits=(COMM, BARRIER, SIDE_EFFECTS), verify=lambda op: _flag(op, 2),
+        attrs={"by": "who meets before the store: the program (default) or, in a "
+               "warp-specialized kernel, the consumer warpgroups (passes/pipeline.py)"},
         interpret=_run_signal, family=FAMILY)
-declare("wait", "wait(flags, idx..., value)", "acquire spin at system scope until this "
+declare("wait", "wait(flags, idx..., value) {by}", "acquire spin at system scope until this "
         "rank's flags[idx] >= value, once per program; bounded by the launch's timeout",
-        traits=(COMM, BARRIER, SIDE_EFFECTS), verify=lambda op: _flag(op, 1),
+        traits=(COMM, BARRIER, ACQUIRE, SIDE_EFFECTS), verify=lambda op: _flag(op, 1),
+        attrs={"by": "program (default: one thread spins, the program meets) or thread (each "
+               "thread that runs it spins on its own and meets nobody: a warp-specialized "
+               "kernel's producer thread and consumers, passes/pipeline.py)"},
         interpret=_run_wait, family=FAMILY)
 declare("rank", "rank() : i32", "this rank", traits=(INDEX,), interpret=_run_rank, family=FAMILY)
 declare("world", "world() : i32", "the number of ranks", traits=(INDEX,),

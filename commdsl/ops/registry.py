@@ -43,14 +43,15 @@ MMA = "mma"                    # tensor-core matrix product
 LAYOUT = "layout"              # moves a tile's elements between threads, same values
 INDEX = "index"                # gives an i32 index of the launch (pid, rank, ...)
 CONSTANT = "constant"          # a compile-time value
+ACQUIRE = "acquire"            # orders the thread's later reads after another agent's release
 # What an op's result sign is, for a pass that needs to know a value is >= +0 (or NaN):
 NONNEGATIVE = "nonnegative"    # always, whatever the operands
 KEEPS_NONNEGATIVE = "keeps_nonnegative"   # when every operand is
 ANY_NONNEGATIVE = "any_nonnegative"       # when any operand is (max)
 
 TRAITS = (ELEMENTWISE, REDUCTION, MEMORY, READS, WRITES, SHARED, ASYNC, BARRIER, TERMINATOR, REGION,
-          SIDE_EFFECTS, COMM, MMA, LAYOUT, INDEX, CONSTANT, NONNEGATIVE, KEEPS_NONNEGATIVE,
-          ANY_NONNEGATIVE)
+          SIDE_EFFECTS, COMM, MMA, LAYOUT, INDEX, CONSTANT, ACQUIRE, NONNEGATIVE,
+          KEEPS_NONNEGATIVE, ANY_NONNEGATIVE)
 
 
 @dataclass(frozen=True)
