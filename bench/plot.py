@@ -5,9 +5,10 @@ gets one from common.write_results, and old results can be drawn again:
 
 Memory-bound kernels: GB/s of commdsl and its peers against the device-to-device copy
 ceiling (the MoE exchange: against the copy engine into the peer). GEMMs: TFLOP/s by shape,
-commdsl's best config against cuBLAS. The launch overhead, compile times and the autotuner
-check get bars of their own numbers. matplotlib is optional (`pip install 'commdsl[plots]'`):
-without it a bench prints one line and writes no PNG.
+commdsl's best config against cuBLAS. Communication-aware compute (overlap): each side's
+throughput together over alone, by the stand-in's SM count. The launch overhead, compile
+times and the autotuner check get bars of their own numbers. matplotlib is optional
+(`pip install 'commdsl[plots]'`): without it a bench prints one line and writes no PNG.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class Chart:
 
 def chart(payload: dict) -> Chart | None:
     """The chart for a bench's results, or None where no kind below fits them."""
-    for make in (_gemm, _moe, _bandwidth, _launch, _autotune, _compile_time):
+    for make in (_gemm, _overlap, _moe, _bandwidth, _launch, _autotune, _compile_time):
         found = make(payload)
         if found is not None:
             return found
@@ -50,6 +51,28 @@ def _gemm(payload: dict) -> Chart | None:
                 "cuBLAS": e["cublas"]["tflops"]}
         groups["x".join(map(str, e["shape"]))] = bars
     return Chart(f"{_on(payload)}: TFLOP/s by shape (M x N x K)", "TFLOP/s", groups)
+
+
+def _overlap(payload: dict) -> Chart | None:
+    """GEMM and stand-in throughput together / alone by N, for DeepEP's loads (for the first
+    policy run where those were not); the GEMM's target drawn across. The table in
+    docs/overlap.md has every load policy."""
+    runs = payload.get("runs")
+    if not isinstance(runs, list) or not runs or "deepep_policy" not in payload:
+        return None
+    policies = [r["policy"] for r in runs]
+    deepep = payload["deepep_policy"]
+    policy = deepep if deepep in policies else policies[0]
+    groups: dict[str, dict[str, float]] = {}
+    for r in runs:
+        if r["policy"] == policy:
+            shape = "x".join(map(str, r["shape"]))
+            bars = groups.setdefault(f"N = {r['n']}", {})
+            bars[f"GEMM {shape}"] = 100 * r["gemm_ratio"]
+            bars[f"stand-in beside {shape}"] = 100 * r["standin_ratio"]
+    loads = "DeepEP's" if policy == deepep else policy
+    return Chart(f"{_on(payload)}: together / alone, {loads} loads", "% of alone", groups,
+                 ("GEMM target", 100 * payload["targets"]["gemm"]))
 
 
 def _moe(payload: dict) -> Chart | None:
