@@ -89,7 +89,7 @@ def budgeted_gemm_source() -> str:
 
 # ---- timing on a stream -------------------------------------------------------------------
 
-def launches_ms(stream, fn, count: int) -> list[tuple]:
+def timed_launches(stream, fn, count: int) -> list[tuple]:
     """`count` launches of `fn` on `stream`, each between its own pair of events (recorded,
     not yet read)."""
     import torch
@@ -104,16 +104,12 @@ def launches_ms(stream, fn, count: int) -> list[tuple]:
     return pairs
 
 
-def median_ms(stream, fn, iters: int, warmup: int = 10) -> float:
-    """Median ms of `fn` alone on `stream` (common.time_ms on a stream of a green context,
-    which a device synchronize does not wait for)."""
+def median_ms(stream, fn, iters: int) -> float:
+    """Median ms of `fn` alone on `stream`: common.time_ms, whose device synchronize waits
+    for a green context's streams too (seen on an H100)."""
     import torch
     with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            fn()
-    pairs = launches_ms(stream, fn, iters)
-    stream.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in pairs)
+        return common.time_ms(fn, iters=iters)
 
 
 def together_ms(gemm, gemm_stream, gemm_ms: float, standin, standin_stream,
@@ -123,12 +119,12 @@ def together_ms(gemm, gemm_stream, gemm_ms: float, standin, standin_stream,
     reps = max(iters, math.ceil(STANDINS_INSIDE * standin_ms / gemm_ms))
     count = LEAD + math.ceil(2 * reps * gemm_ms / standin_ms) + 2
     torch.cuda.synchronize()
-    lead = launches_ms(standin_stream, standin, LEAD)
+    lead = timed_launches(standin_stream, standin, LEAD)
     go = torch.cuda.Event()
     go.record(standin_stream)
-    rest = launches_ms(standin_stream, standin, count - LEAD)
+    rest = timed_launches(standin_stream, standin, count - LEAD)
     gemm_stream.wait_event(go)
-    gemms = launches_ms(gemm_stream, gemm, reps)
+    gemms = timed_launches(gemm_stream, gemm, reps)
     gemm_stream.synchronize()
     standin_stream.synchronize()
     origin = lead[0][0]
@@ -295,9 +291,8 @@ def _moe_run(n, p, budget, shape, gemm, gemm_alone, rest, iters) -> dict:
     alone = median_ms(p.stream, standin, iters)
     both = together_ms(gemm, rest.stream, gemm_alone, standin, p.stream, alone, iters)
     standin.check()
-    run = _run(n, p, budget, shape, "moe_dispatch (its own: nc+L1::no_allocate+L2::256B)",
-               math.nan, gemm_alone, alone, standin.nbytes, both)
-    return run
+    return _run(n, p, budget, shape, "moe_dispatch (its own: nc+L1::no_allocate+L2::256B)",
+                math.nan, gemm_alone, alone, standin.nbytes, both)
 
 
 def table_rows(results: dict) -> list[list]:
