@@ -20,10 +20,11 @@ Registers move to the consumers with setmaxnreg (producer 24, consumers the rest
 A flag wait in the loop nest (an ACQUIRE op: `wait ready[m0 / BM] >= e` ahead of the tile's
 loads, where another kernel or rank writes the operands) gates both sides: the producer
 thread spins on it before the TMA copies it gates, then fences the async proxy
-(fence.proxy.async.global), since TMA reads what generic stores of other agents wrote; each
-consumer thread acquires the flag itself, which orders its own loads (the scales) after the
-writer's release without a barrier the producer would have to join. A signal in the
-consumers meets only the consumer warpgroups before its release store.
+(fence.proxy.async.global), since TMA reads what generic stores of other agents wrote; in
+each consumer warpgroup one thread acquires the flag and the warpgroup meets, which orders
+its loads (the scales) after the writer's release without a barrier the producer would have
+to join (and without 128 threads polling). A signal in the consumers meets only the consumer
+warpgroups before its release store.
 
 In a cluster of C CTAs (passes/schedule.py: neighbouring tiles of one tile row), a load whose
 coordinates do not depend on the tile origin that differs between them is the same tile for
@@ -246,7 +247,7 @@ def _without_program_barriers(consumers: Block) -> None:
         if op.name == "signal":
             op.attrs["by"] = "consumers"
         elif has_trait(op, ACQUIRE):
-            op.attrs["by"] = "thread"
+            op.attrs["by"] = "warpgroup"
 
 
 def _check_acquires(path: list[Op]) -> None:

@@ -14,8 +14,10 @@ at system scope that orders memory between GPUs of one host:
              host reports instead of a hang.
 
 In a warp-specialized kernel (passes/pipeline.py) the producer warpgroup never joins a CTA
-barrier, so there a wait runs `by = thread`: each thread that reaches it spins on its own
-acquire load; on a timeout it writes the status word and goes on (the kernel ends, its
+barrier, so there a wait runs `by = thread` in the producer (its one thread spins) and `by =
+warpgroup` in the consumers (each warpgroup's first thread spins, then the warpgroup meets on
+its named barrier, 1 + its index, which orders the others' later loads after the acquire);
+on a timeout the spinning thread writes the status word and goes on (the kernel ends, its
 output unspecified, and the host raises CommError), so neither side hangs on the other. A
 signal runs `by = consumers`: the consumer warpgroups meet on a named barrier and the first
 consumer thread stores.
@@ -56,6 +58,12 @@ def release_store(b: ir.IRBuilder, address, value, predicate):
 def acquire_load(b: ir.IRBuilder, address):
     fn = ir.FunctionType(I32, [GLOBAL_PTR])
     asm = ir.InlineAsm(fn, "ld.acquire.sys.global.b32 $0, [$1];", "=r,l", side_effect=True)
+    return b.call(asm, [address])
+
+
+def relaxed_load(b: ir.IRBuilder, address):
+    fn = ir.FunctionType(I32, [GLOBAL_PTR])
+    asm = ir.InlineAsm(fn, "ld.relaxed.gpu.global.b32 $0, [$1];", "=r,l", side_effect=True)
     return b.call(asm, [address])
 
 
@@ -177,8 +185,10 @@ class CommCodegen:
                       self.b.icmp_unsigned("==", self._tid, ir.Constant(I32, storer)))
 
     def spin(self, address, target):
-        """Blocks of an acquire spin on `address` until it reaches `target` or the timeout
-        passes; returns (the last value seen, whether it reached target)."""
+        """Blocks of an acquire spin on `address` until it reaches `target`, the timeout
+        passes or another wait of the launch has timed out (the status word is set: a
+        kernel whose waits time out one after another ends after one timeout, not one per
+        wait); returns (the last value seen, whether it reached target)."""
         b = self.b
         start = global_timer(b)
         spin = self.fn.append_basic_block("wait.spin")
@@ -188,7 +198,9 @@ class CommCodegen:
         seen = acquire_load(b, address)
         ok = b.icmp_signed(">=", seen, target)
         late = b.icmp_unsigned(">", b.sub(global_timer(b), start), self.comm_args["timeout_ns"])
-        b.cbranch(b.or_(ok, late), done, spin)
+        failed = b.icmp_unsigned("!=", relaxed_load(b, self.comm_args["status"]),
+                                 ir.Constant(I32, 0))
+        b.cbranch(b.or_(ok, b.or_(late, failed)), done, spin)
         b.position_at_end(done)
         return seen, ok
 
@@ -205,9 +217,20 @@ class CommCodegen:
         idx, target = rest[:-1], self.vals[rest[-1].id]
         own = self.rank_base(self.vals[tensor.id], self.comm_args["rank"])
         address = self.element_address(tensor, own, idx)
-        if op.attrs.get("by") == "thread":
+        by = op.attrs.get("by")
+        if by == "thread":
             seen, ok = self.spin(address, target)
             self.timed_out_status(idx, target, seen, b.not_(ok))
+            return
+        if by == "warpgroup":
+            lane = b.and_(self._tid, ir.Constant(I32, 127))
+            with b.if_then(b.icmp_unsigned("==", lane, ir.Constant(I32, 0))):
+                seen, ok = self.spin(address, target)
+                self.timed_out_status(idx, target, seen, b.not_(ok))
+            warpgroup = b.lshr(self._tid, ir.Constant(I32, 7))
+            meet = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [I32]), "bar.sync $0, 128;", "r",
+                                side_effect=True)
+            b.call(meet, [warpgroup])
             return
         before = b.block
         start_block = self.fn.append_basic_block("wait.start")

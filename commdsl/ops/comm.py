@@ -47,7 +47,7 @@ def _peer_memory(op):
     check_access_value(op, tensor, reads=op.name == "get", fixed=2 + tensor.rank)
 
 
-BY = {"signal": ("program", "consumers"), "wait": ("program", "thread")}
+BY = {"signal": ("program", "consumers"), "wait": ("program", "thread", "warpgroup")}
 
 
 def _flag(op, trailing: int):
@@ -166,9 +166,10 @@ declare("signal", "signal(flags, idx..., rank, value) {by}", "release store at s
 declare("wait", "wait(flags, idx..., value) {by}", "acquire spin at system scope until this "
         "rank's flags[idx] >= value, once per program; bounded by the launch's timeout",
         traits=(COMM, BARRIER, ACQUIRE, SIDE_EFFECTS), verify=lambda op: _flag(op, 1),
-        attrs={"by": "program (default: one thread spins, the program meets) or thread (each "
-               "thread that runs it spins on its own and meets nobody: a warp-specialized "
-               "kernel's producer thread and consumers, passes/pipeline.py)"},
+        attrs={"by": "program (default: one thread spins, the program meets), thread (the "
+               "thread that runs it spins and meets nobody: a warp-specialized kernel's "
+               "producer) or warpgroup (its first thread spins, the warpgroup meets: the "
+               "consumers; passes/pipeline.py)"},
         interpret=_run_wait, family=FAMILY)
 declare("rank", "rank() : i32", "this rank", traits=(INDEX,), interpret=_run_rank, family=FAMILY)
 declare("world", "world() : i32", "the number of ranks", traits=(INDEX,),

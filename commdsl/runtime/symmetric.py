@@ -201,14 +201,17 @@ class Comm:
         """Waits for this rank's launches and raises CommError if a wait timed out."""
         if self.broken is not None:
             raise self.broken
-        code, flag, epoch, seen = self.status.tolist()
+        code, flag, target, seen = self.status.tolist()
         if code:
-            kernel = self._launched.get(epoch, "a communication kernel")
+            # A handshake waits for its own epoch on rank `flag`'s flag; a tile flag (ag_gemm)
+            # for the epoch of the launch that raises it.
+            raiser = self._launched.get(target, "a communication kernel")
             self.broken = CommError(
-                f"{self.name}: rank {self.rank} waited {self.timeout_s:g} s in {kernel} (epoch "
-                f"{epoch}) for rank {flag}, whose flag stayed at epoch {seen}: rank {flag} did "
-                "not make the matching call (every rank must call the same communication "
-                "operations in the same order) or it failed")
+                f"{self.name}: rank {self.rank} waited {self.timeout_s:g} s for flag {flag} to "
+                f"reach epoch {target} (that of {raiser}), but it stayed at {seen}: the "
+                "launch that raises it did not run or failed, or a rank did not make the "
+                "matching call (every rank must call the same communication operations in "
+                "the same order)")
             raise self.broken
 
 
