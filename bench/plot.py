@@ -6,7 +6,9 @@ gets one from common.write_results, and old results can be drawn again:
 Memory-bound kernels: GB/s of commdsl and its peers against the device-to-device copy
 ceiling (the MoE exchange: against the copy engine into the peer). GEMMs: TFLOP/s by shape,
 commdsl's best config against cuBLAS. Communication-aware compute (overlap): each side's
-throughput together over alone, by the stand-in's SM count. The launch overhead, compile
+throughput together over alone, by the stand-in's SM count; a GEMM fused with its
+communication by signals (ag_gemm, gemm_rs): microseconds of each side alone, both fused, and
+one after the other, by shape. The launch overhead, compile
 times and the autotuner check get bars of their own numbers. matplotlib is optional
 (`pip install 'commdsl[plots]'`): without it a bench prints one line and writes no PNG.
 """
@@ -73,6 +75,19 @@ def _overlap(payload: dict) -> Chart | None:
     loads = "DeepEP's" if policy == deepep else policy
     return Chart(f"{_on(payload)}: together / alone, {loads} loads", "% of alone", groups,
                  ("GEMM target", 100 * payload["targets"]["gemm"]))
+
+
+def _fused(payload: dict) -> Chart | None:
+    """ag_gemm / gemm_rs: each side alone, fused and in sequence, in microseconds by shape."""
+    if not isinstance(payload.get("ag_gemm"), list) or "gemm_rs" not in payload:
+        return None
+    groups: dict[str, dict[str, float]] = {}
+    for name in ("ag_gemm", "gemm_rs"):
+        for r in payload[name]:
+            groups[f"{name} {'x'.join(map(str, r['shape']))}"] = {
+                "communication alone": 1e3 * r["producer_ms"], "GEMM alone": 1e3 * r["gemm_ms"],
+                "fused": 1e3 * r["fused_ms"], "in sequence": 1e3 * r["sequential_ms"]}
+    return Chart(f"{_on(payload)}: fused by signals vs in sequence", "us", groups)
 
 
 def _moe(payload: dict) -> Chart | None:
