@@ -33,6 +33,48 @@ def time_ms(fn, warmup: int = 10, iters: int = 50) -> float:
     return event_median_ms(fn, iters)
 
 
+class GpuSampler:
+    """SM clock, power and the active clock-throttle reasons of GPU 0, sampled by nvidia-smi
+    every `period_ms` while the `with` block runs: `samples` is a list of (seconds since the
+    epoch, MHz, W, throttle bit mask). Empty where nvidia-smi is missing."""
+    QUERY = "timestamp,clocks.sm,power.draw,clocks_throttle_reasons.active"
+
+    def __init__(self, period_ms: int = 50):
+        self.period_ms, self.samples = period_ms, []
+
+    def __enter__(self):
+        import subprocess
+        smi = shutil.which("nvidia-smi")
+        self._proc = smi and subprocess.Popen(
+            [smi, f"--query-gpu={self.QUERY}", "--format=csv,noheader,nounits",
+             "-lms", str(self.period_ms)], stdout=subprocess.PIPE, text=True)
+        return self
+
+    def __exit__(self, *exc):
+        if not self._proc:
+            return
+        self._proc.terminate()
+        for line in self._proc.communicate()[0].splitlines():
+            stamp, mhz, watts, reasons = (c.strip() for c in line.split(","))
+            day, _, frac = stamp.partition(".")
+            when = time.mktime(time.strptime(day, "%Y/%m/%d %H:%M:%S")) + float("0." + frac)
+            self.samples.append((when, int(mhz), float(watts), int(reasons, 16)))
+
+    def between(self, start: float, end: float) -> dict:
+        """Medians of the samples taken between two time.time() stamps, and every throttle
+        reason seen (nvidia-smi's bits: 0x4 is the software power cap)."""
+        import statistics
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if not inside:
+            return {}
+        reasons = 0
+        for s in inside:
+            reasons |= s[3]
+        return {"sm_mhz": statistics.median(s[1] for s in inside),
+                "watts": statistics.median(s[2] for s in inside),
+                "throttle_reasons": hex(reasons), "samples": len(inside)}
+
+
 def copy_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
     """Device-to-device copy, counting bytes read plus bytes written."""
     import torch

@@ -256,12 +256,39 @@ def measure(args) -> dict:
                                    alone[policy], args.iters)
                 results["runs"].append(_run(n, p, budget, shape, policy, err, gemm_alone,
                                             alone[policy], standin.nbytes, both))
+            if n == 20 and DEEPEP in standins:
+                results.setdefault("power", {})["x".join(map(str, shape))] = power_phases(
+                    gemm, rest.stream, standins[DEEPEP], p.stream)
             if n in args.moe_sms:
                 results["moe"].append(_moe_run(n, p, budget, shape, gemm, gemm_alone, rest,
                                                args.iters))
         del standins
         torch.cuda.empty_cache()
     return results
+
+
+def power_phases(gemm, gemm_stream, standin, standin_stream, seconds: float = 1.5) -> dict:
+    """The SM clock and power while the GEMM runs alone, the stand-in alone, and both, each
+    for `seconds` back to back (nvidia-smi samples; the first 0.3 s of a phase are left out
+    while the clock settles)."""
+    import time
+
+    import torch
+    phases = {"gemm alone": [(gemm_stream, gemm)], "stand-in alone": [(standin_stream, standin)],
+              "together": [(gemm_stream, gemm), (standin_stream, standin)]}
+    spans = {}
+    with common.GpuSampler() as sampler:
+        for name, work in phases.items():
+            torch.cuda.synchronize()
+            start = time.time()
+            while time.time() - start < seconds:
+                for stream, fn in work:
+                    for _ in range(4):
+                        with torch.cuda.stream(stream):
+                            fn()
+                torch.cuda.synchronize()
+            spans[name] = (start + 0.3, time.time())
+    return {name: sampler.between(*span) for name, span in spans.items()}
 
 
 def _tflops(shape, ms: float) -> float:
@@ -328,6 +355,16 @@ def markdown(results: dict) -> str:
         lines += ["", f"N = 20, {DEEPEP}: GEMM together / alone {verdict['gemm_ratio']}, "
                   f"stand-in together / alone {verdict['standin_ratio']} (targets "
                   f">= {TARGETS['gemm']}, >= {TARGETS['standin']})."]
+    if results.get("power"):
+        lines += ["", f"SM clock and board power at N = 20 with {DEEPEP} (nvidia-smi every "
+                  "50 ms; throttle reason 0x4 is the software power cap):", "",
+                  "| M x N x K | phase | SM MHz | W | throttle reasons |",
+                  "| --- | --- | --- | --- | --- |"]
+        for shape, phases in results["power"].items():
+            for phase, v in phases.items():
+                if v:
+                    lines.append(f"| {shape} | {phase} | {v['sm_mhz']:.0f} | {v['watts']:.0f} | "
+                                 f"{v['throttle_reasons']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -398,6 +435,8 @@ def main(argv=None) -> int:
                        HEADER, table_rows(results))
     if results["deepep_n20"]:
         print(f"\nN = 20, {DEEPEP}: {results['deepep_n20']}")
+    for shape, phases in results.get("power", {}).items():
+        print(f"N = 20, {DEEPEP}, {shape}: SM clock and power by phase: {phases}")
     name = "overlap-quick" if args.quick else "overlap"
     common.write_results(name, results)
     return 0

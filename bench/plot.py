@@ -32,7 +32,7 @@ class Chart:
 
 def chart(payload: dict) -> Chart | None:
     """The chart for a bench's results, or None where no kind below fits them."""
-    for make in (_gemm, _overlap, _moe, _bandwidth, _launch, _autotune, _compile_time):
+    for make in (_gemm, _overlap, _moe, _bandwidth, _launch, _autotune, _compile_time, _fused):
         found = make(payload)
         if found is not None:
             return found

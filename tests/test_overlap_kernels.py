@@ -177,7 +177,8 @@ def test_ag_gemm_producer_fences_the_async_proxy_after_its_acquire():
     ptx = entry(compile_file(AG).ptx, "ag_gemm")
     acquire = [m.start() for m in re.finditer(r"ld\.acquire\.sys\.global\.b32", ptx)]
     fence = ptx.index("fence.proxy.async.global;")
-    assert len(acquire) == 2                     # the producer's and the consumers'
+    assert len(acquire) >= 2          # the producer's and the consumers' (LLVM may peel a poll)
+    assert "nanosleep.u32" in ptx                # a poll that missed sleeps before the next
     assert any(a < fence for a in acquire)
     assert ptx.find("cp.async.bulk.tensor.2d", fence) > fence
     assert "barrier.red.or.pred" not in ptx      # no CTA barrier the producer would miss

@@ -38,6 +38,9 @@ TIMED_OUT = 1            # status[0] after a wait ran out of time
 # The consumers' named barrier of a signal: 0 is the CTA's, 1 + c warpgroup c's
 # (backends/ptx/sm90.py), at most 15 in all.
 CONSUMERS_BARRIER = 15
+# A spinning thread sleeps this long between polls of a flag that is not there yet: a GEMM's
+# CTAs waiting for their rows must not crowd the memory system the copy raising them uses.
+BACKOFF_NS = 256
 
 
 def comm_param_types(kernel: KernelIR) -> list:
@@ -200,7 +203,12 @@ class CommCodegen:
         late = b.icmp_unsigned(">", b.sub(global_timer(b), start), self.comm_args["timeout_ns"])
         failed = b.icmp_unsigned("!=", relaxed_load(b, self.comm_args["status"]),
                                  ir.Constant(I32, 0))
-        b.cbranch(b.or_(ok, b.or_(late, failed)), done, spin)
+        backoff = self.fn.append_basic_block("wait.backoff")
+        b.cbranch(b.or_(ok, b.or_(late, failed)), done, backoff)
+        b.position_at_end(backoff)
+        b.call(ir.InlineAsm(ir.FunctionType(ir.VoidType(), []),
+                            f"nanosleep.u32 {BACKOFF_NS};", "", side_effect=True), [])
+        b.branch(spin)
         b.position_at_end(done)
         return seen, ok
 
