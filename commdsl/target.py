@@ -75,6 +75,15 @@ class Target:
         spare = self.registers_per_sm // self.warpgroup_threads - self.producer_registers
         return min(self.max_registers_per_thread // step * step, spare // groups // step * step)
 
+    def compiled_registers(self, groups: int) -> int:
+        """Registers per thread ptxas may allocate in a CTA of a producer and `groups`
+        consumer warpgroups: the register file over all its threads. setmaxnreg moves
+        registers between warpgroups at run time but cannot raise this (ptxas C7602)."""
+        step = self.setmaxnreg_step
+        threads = self.warpgroup_threads * (groups + 1)
+        return min(self.max_registers_per_thread, self.registers_per_block // threads) \
+            // step * step
+
     @property
     def register_file_bytes(self) -> int:
         """No tile of one CTA can be larger (irgen checks before any layout work)."""

@@ -18,6 +18,7 @@ op, which the backend emits block by block: wgmmas, wait, one FFMA per element.
 from __future__ import annotations
 
 from commdsl.diagnostics import CompileError
+from commdsl.dtypes import dtype as dtype_info
 from commdsl.fragments import WgmmaAcc
 from commdsl.ir import KernelIR, Op, TileType, Value
 from commdsl.layout import Sliced
@@ -25,8 +26,9 @@ from commdsl.ops import ELEMENTWISE, has_trait
 from commdsl.target import Target
 
 FP8 = ("e4m3", "e5m2")
+HALF = ("bf16", "f16")
 K_BYTES = 128                     # one 128B-swizzled row of K per operand row
-WGMMA_K = 32                      # K of one FP8 wgmma
+WGMMA_K_BYTES = 32                # K of one wgmma: 32 FP8 or 16 bf16/f16 elements
 REGISTER_MARGIN = 24              # addresses, scales, loop state next to the accumulators
 
 
@@ -42,12 +44,18 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
             raise CompileError(f"mma's operand {which} must be loaded 'via tma': wgmma reads "
                                "its operands from shared memory", op.loc,
                                f"write 'let t{which} = load ...[...] via tma' in the pipelined loop")
-        if v.type.dtype not in FP8:
+        if v.type.dtype not in FP8 + HALF:
             raise CompileError(f"mma on {v.type.dtype} tiles is not lowered yet; FP8 (e4m3, "
-                               "e5m2) is", op.loc, "quantize the operands to e4m3")
+                               "e5m2), bf16 and f16 are", op.loc,
+                               "convert the operands to bf16 or quantize them to e4m3")
+    kinds = ["FP8" if v.type.dtype in FP8 else v.type.dtype for v in (a, b)]
+    if kinds[0] != kinds[1]:
+        raise CompileError(f"wgmma multiplies FP8 by FP8 (e4m3 and e5m2 mix) or a 16-bit type "
+                           f"by itself, not {a.type.dtype} by {b.type.dtype}", op.loc,
+                           f"cast one operand: both {a.type.dtype} or both {b.type.dtype}")
     if not op.attrs["trans_b"]:
-        raise CompileError("FP8 wgmma reads B K-major: store b as [N, K] and write mma(a, b.T)",
-                           op.loc, "FP8 wgmma has no transposed-operand form")
+        raise CompileError("mma reads B K-major here: store b as [N, K] and write mma(a, b.T)",
+                           op.loc, "an MN-major B ([K, N]) is not lowered yet")
     (bm, bk), bn = a.type.shape, b.type.shape[0]
     if bm not in (64, 128, 192):
         raise CompileError(f"mma tiles are 64, 128 or 192 rows (one m64 wgmma per consumer "
@@ -72,9 +80,11 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
                 f"{q.group[-1]} (quant {' x '.join(map(str, q.group))}): a partial sum must "
                 "be promoted with one scale", op.loc,
                 f"step the K loop by {q.group[-1]} so each product is promoted with its scale")
-    if bk * 1 != K_BYTES:
-        raise CompileError(f"an FP8 mma here takes K = {K_BYTES} per product (one 128-byte "
-                           f"swizzled row), not {bk}", op.loc, "step the K loop by 128")
+    per_row = K_BYTES // dtype_info(a.type.dtype).bytes
+    if bk != per_row:
+        raise CompileError(f"a {a.type.dtype} mma here takes K = {per_row} per product (one "
+                           f"{K_BYTES}-byte swizzled row), not {bk}", op.loc,
+                           f"step the K loop by {per_row}")
     return bm // 64
 
 
@@ -136,21 +146,30 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     producers = {r.id: o for o in kernel.walk() for r in o.results}
     groups = _check(op, producers, kernel, target)
     bn = op.operands[1].type.shape[0]
-    k_steps = op.operands[0].type.shape[1] // WGMMA_K
+    wgmma_k = WGMMA_K_BYTES // dtype_info(op.operands[0].type.dtype).bytes
+    k_steps = op.operands[0].type.shape[1] // wgmma_k
     every = op.attrs.get("promote_every") or op.operands[0].type.shape[1]
-    if every % WGMMA_K:
-        raise CompileError(f"promote_every = {every} is not a whole number of {WGMMA_K}-wide "
-                           "wgmma steps", op.loc, "use 32, 64 or 128")
-    intervals = k_steps // (every // WGMMA_K)
-    # Each promotion interval in flight holds its own BN / 2 partial sums per thread.
+    if every % wgmma_k:
+        raise CompileError(f"promote_every = {every} is not a whole number of {wgmma_k}-wide "
+                           "wgmma steps", op.loc,
+                           f"use a multiple of {wgmma_k} that divides {k_steps * wgmma_k}")
+    # Each promotion interval in flight holds its own BN / 2 partial sums per thread; an mma
+    # that accumulates in place (mma(a, b, acc)) holds only the accumulator.
+    intervals = k_steps // (every // wgmma_k) if len(op.operands) == 2 else 0
     needed = (intervals + 1) * bn // 2 + REGISTER_MARGIN
-    if needed > target.consumer_registers(groups):
-        raise CompileError(f"{intervals} promotion intervals of BN = {bn} in flight need about "
-                           f"{needed} registers per thread; {groups} consumer warpgroups get "
-                           f"{target.consumer_registers(groups)}", op.loc,
+    budget = target.consumer_registers(groups)
+    if not intervals:
+        # The estimate of a promoted product counts every interval in flight, more than
+        # ptxas keeps; an accumulator alone is what ptxas holds, so it must fit what ptxas
+        # may allocate (BM = 192, BN = 256 stops ptxas with C7602).
+        budget = min(budget, target.compiled_registers(groups))
+    if needed > budget:
+        held = f"{intervals} promotion intervals and " if intervals else ""
+        raise CompileError(f"{held}an accumulator of BN = {bn} need about {needed} registers "
+                           f"per thread; {groups} consumer warpgroups get {budget}", op.loc,
                            "promote less often, or use a smaller BN or BM")
-    op.attrs.update(instr=f"m64n{bn}k{WGMMA_K}", warpgroups=groups, k_steps=k_steps,
-                    promote_steps=every // WGMMA_K)
+    op.attrs.update(instr=f"m64n{bn}k{wgmma_k}", warpgroups=groups, k_steps=k_steps,
+                    promote_steps=every // wgmma_k)
     kernel.attrs["mma_warpgroups"] = groups
     seeds: dict[int, object] = {op.result.id: WgmmaAcc(groups)}
     values: dict[int, Value] = {}

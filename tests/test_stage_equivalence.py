@@ -228,6 +228,18 @@ def test_fp8_gemm(m, n, k, config):
         tolerance=2 ** -7, **config)
 
 
+@pytest.mark.parametrize("m,n,k,config", [
+    (70, 160, 200, {}),                        # ragged M, N and K (K: 3 steps of 64, the last partial)
+    (256, 256, 256, dict(BN=256, STAGES=3)),   # aligned, one 256-wide tile per row band
+    (130, 200, 128, dict(BM=64, BN=64)),       # one consumer warpgroup
+])
+def test_bf16_gemm(m, n, k, config):
+    sizes = dict(M=m, N=n, K=k)
+    _check(EXAMPLES + "bf16_gemm.cdsl", "bf16_gemm", sizes, _runner(
+        dict(a=_random((m, k), torch.bfloat16, 1), b=_random((n, k), torch.bfloat16, 2)),
+        dict(d=((m, n), torch.bfloat16)), sizes, sms=5), **config)
+
+
 # ---- MoE kernels on simulated ranks ---------------------------------------------------------
 
 def _rank_runner(world, tensors, outputs, sizes):

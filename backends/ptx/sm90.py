@@ -332,10 +332,13 @@ class _Wgmma:
         self.order = _fragment_order(self.bn)
         self.instr = (f"wgmma.mma_async.sync.aligned.{op.attrs['instr']}.f32."
                       f"{rings[0].dtype}.{rings[1].dtype}")
+        # 16-bit types take the operands' majors too: both K-major (no transpose).
+        self.majors = ", 0, 0" if dtype_info(rings[0].dtype).bytes == 2 else ""
 
     def issue(self, steps: range, regs: list | None = None) -> list:
-        """One wgmma per K step of 32, stepping 32 bytes along the swizzled K row (the first
-        zeroes the accumulator unless `regs`, in wgmma order, are given), then a commit."""
+        """One wgmma per K step of 32 bytes (32 FP8 or 16 bf16/f16 elements) along the
+        swizzled K row (the first zeroes the accumulator unless `regs`, in wgmma order, are
+        given), then a commit."""
         b, cg, n = self.b, self.cg, self.nregs
         acc_type = ir.LiteralStructType([F32] * n)
         outputs = "{" + ", ".join(f"${i}" for i in range(n)) + "}"
@@ -343,10 +346,11 @@ class _Wgmma:
             step = ir.Constant(I64, 2 * kk)                   # +32 bytes, in 16-byte units
             descs = [b.add(self.a_desc, step), b.add(self.b_desc, step)]
             if regs is None:
-                res = _asm(cg, f"{self.instr} {outputs}, ${n}, ${n + 1}, 0, 1, 1;",
+                res = _asm(cg, f"{self.instr} {outputs}, ${n}, ${n + 1}, 0, 1, 1{self.majors};",
                            ",".join(["=f"] * n + ["l", "l"]), descs, acc_type)
             else:
-                res = _asm(cg, f"{self.instr} {outputs}, ${2 * n}, ${2 * n + 1}, 1, 1, 1;",
+                res = _asm(cg, f"{self.instr} {outputs}, ${2 * n}, ${2 * n + 1}, 1, 1, 1"
+                           f"{self.majors};",
                            ",".join(["=f"] * n + [str(i) for i in range(n)] + ["l", "l"]),
                            regs + descs, acc_type)
             regs = [b.extract_value(res, i) for i in range(n)]

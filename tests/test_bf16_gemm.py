@@ -1,0 +1,105 @@
+"""examples/bf16_gemm.cdsl: what the compiler emits for a bf16 (and f16) mma, the interpreter
+against a float64 product, and the located errors for what the tensor-core lowering cannot
+take. The numerics on a GPU are in test_gpu_bf16_gemm.py."""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+import torch
+
+from commdsl.compiler import compile_file, compile_source
+from commdsl.diagnostics import CompileError
+from commdsl.interpreter import run
+from commdsl.runtime.ptxas import assemble
+
+BF16_GEMM = os.path.join(os.path.dirname(__file__), "..", "examples", "bf16_gemm.cdsl")
+SOURCE = open(BF16_GEMM).read()
+
+
+@pytest.mark.parametrize("config,shape", [({}, "m64n128k16"), (dict(BN=256, STAGES=3), "m64n256k16"),
+                                          (dict(BM=64, BN=64), "m64n64k16")])
+def test_ptx_is_a_bf16_wgmma_pipeline_and_assembles(config, shape):
+    ptx = compile_file(BF16_GEMM, constants=config).ptx
+    # 16-bit wgmma takes both operands' majors: 0, 0 is K-major for both.
+    assert re.search(rf"wgmma\.mma_async\.sync\.aligned\.{shape}\.f32\.bf16\.bf16 \{{[^}}]+\}}, "
+                     r"%rd\d+, %rd\d+, 1, 1, 1, 0, 0;", ptx)
+    assert "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes" in ptx
+    report = assemble(ptx).report
+    assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0
+
+
+def test_f16_operands_give_an_f16_wgmma():
+    ptx = compile_source(SOURCE.replace("bf16[M, K]", "f16[M, K]").replace("bf16[N, K]",
+                                                                              "f16[N, K]"),
+                         "f16_gemm.cdsl").ptx
+    assert "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16" in ptx
+
+
+def reference(a, b):
+    return a.double() @ b.double().T
+
+
+@pytest.mark.parametrize("m,n,k", [(70, 160, 200), (128, 64, 64)])
+def test_interpreter_matches_float64_within_bf16_rounding(m, n, k):
+    g = torch.Generator().manual_seed(m + n + k)
+    a = torch.randn(m, k, generator=g).to(torch.bfloat16)
+    b = torch.randn(n, k, generator=g).to(torch.bfloat16)
+    a[0, 0] = 300.0                                       # an outlier
+    d = torch.full((m, n), float("nan"), dtype=torch.bfloat16)
+    kir = compile_file(BF16_GEMM, emit="ir", constants=dict(BN=64, BM=64)).ir[0]
+    run(kir, dict(a=a, b=b, d=d), dict(M=m, N=n, K=k), sms=3)
+    ref = reference(a, b)
+    slack = 2 ** -8 * ref.abs() + 2 ** -20 * (a.double().abs() @ b.double().abs().T)
+    assert not d.isnan().any()
+    assert ((d.double() - ref).abs() <= slack).all()
+
+
+def error(source: str, **constants) -> str:
+    with pytest.raises(CompileError) as e:
+        compile_source(source, "bf16_gemm.cdsl", constants=constants)
+    return str(e.value)
+
+
+def test_mixed_operand_types_are_located():
+    msg = error(SOURCE.replace("b: bf16[N, K]", "b: e4m3[N, K]"))
+    assert re.search(r"bf16_gemm\.cdsl:\d+:\d+: error: wgmma multiplies FP8 by FP8 \(e4m3 and "
+                     r"e5m2 mix\) or a 16-bit type by itself, not bf16 by e4m3", msg)
+    assert "help: cast one operand" in msg
+
+
+def test_f16_by_bf16_is_an_error():
+    msg = error(SOURCE.replace("b: bf16[N, K]", "b: f16[N, K]"))
+    assert "not bf16 by f16" in msg
+
+
+def test_a_k_step_that_is_not_one_swizzled_row():
+    msg = error(SOURCE.replace("k : +64] via tma", "k : +128] via tma").replace("step 64", "step 128"))
+    assert "a bf16 mma here takes K = 64 per product (one 128-byte swizzled row), not 128" in msg
+    assert "help: step the K loop by 64" in msg
+
+
+def test_an_mn_major_b_is_not_lowered_yet():
+    msg = error(SOURCE.replace("b: bf16[N, K]", "b: bf16[K, N]").replace(
+        "load b[n0 : +BN, k : +64]", "load b[k : +64, n0 : +BN]").replace("tb.T", "tb"))
+    assert "an MN-major B ([K, N]) is not lowered yet" in msg
+
+
+def test_f32_operands_are_not_lowered_yet():
+    msg = error(SOURCE.replace("bf16[M, K]", "f32[M, K]").replace("bf16[N, K]", "f32[N, K]")
+                .replace("+64] via tma", "+32] via tma").replace("step 64", "step 32"))
+    assert "mma takes FP8, bf16 or f16 tiles, not f32" in msg
+
+
+def test_an_accumulator_too_wide_for_what_ptxas_may_allocate():
+    """Three consumer warpgroups and a producer: 128 registers a thread at compile time,
+    whatever setmaxnreg gives at run time (ptxas stops with C7602 past it)."""
+    msg = error(SOURCE, BN=256, BM=192, STAGES=3)
+    assert "an accumulator of BN = 256 need about 152 registers per thread; 3 consumer " \
+           "warpgroups get 128" in msg
+
+
+def test_too_many_stages_for_shared_memory():
+    msg = error(SOURCE, BN=256, STAGES=5)
+    assert "5 stages of 49152 bytes need" in msg and "help: use fewer stages" in msg
