@@ -8,7 +8,8 @@ ceiling (the MoE exchange: against the copy engine into the peer). GEMMs: TFLOP/
 commdsl's best config against cuBLAS. Communication-aware compute (overlap): each side's
 throughput together over alone, by the stand-in's SM count; a GEMM fused with its
 communication by signals (ag_gemm, gemm_rs): microseconds of each side alone, both fused, and
-one after the other, by shape. The launch overhead, compile
+one after the other, by shape; FP8 GEMM's error against float64 by method (precision). The
+launch overhead, compile
 times and the autotuner check get bars of their own numbers. matplotlib is optional
 (`pip install 'commdsl[plots]'`): without it a bench prints one line and writes no PNG.
 """
@@ -32,7 +33,8 @@ class Chart:
 
 def chart(payload: dict) -> Chart | None:
     """The chart for a bench's results, or None where no kind below fits them."""
-    for make in (_gemm, _overlap, _moe, _bandwidth, _launch, _autotune, _compile_time, _fused):
+    for make in (_gemm, _overlap, _moe, _bandwidth, _launch, _autotune, _compile_time, _fused,
+                 _precision):
         found = make(payload)
         if found is not None:
             return found
@@ -88,6 +90,18 @@ def _fused(payload: dict) -> Chart | None:
                 "communication alone": 1e3 * r["producer_ms"], "GEMM alone": 1e3 * r["gemm_ms"],
                 "fused": 1e3 * r["fused_ms"], "in sequence": 1e3 * r["sequential_ms"]}
     return Chart(f"{_on(payload)}: fused by signals vs in sequence", "us", groups)
+
+
+def _precision(payload: dict) -> Chart | None:
+    """FP8 GEMM's error against float64 by K and data, per method (log scale)."""
+    runs = payload.get("runs")
+    if payload.get("benchmark") != "precision" or not isinstance(runs, list):
+        return None
+    groups = {f"K = {r['k']}, {r['data']}": {name: e["normwise"]
+                                              for name, e in r["errors"].items()}
+              for r in runs}
+    return Chart(f"{_on(payload)}: FP8 GEMM max |d - ref| / max |ref|, f32 out",
+                 "error (log)", groups, log=True)
 
 
 def _moe(payload: dict) -> Chart | None:
