@@ -17,8 +17,8 @@ clips the ragged edges and runs on while the warpgroup starts the next tile:
 and before the consumers finish, bulk_wait() {read = False}: the leader waits for its last
 store to land.
 
-Applies to a 2-byte (bf16, f16) tile in the wgmma fragment layout stored whole at (m0, n0)
-with the default policy, when BN is a multiple of 64 (128-byte box rows), the tensor's rows
+Applies to a 2-byte (bf16, f16) tile in the wgmma fragment layout stored whole (no mask) at
+(m0, n0) with the default policy, when BN is a multiple of 64 (128-byte box rows), the tensor's rows
 are a multiple of 16 bytes (TMA's stride rule: known from the shapes or the size
 specialization) and the buffer fits beside the pipeline's stages; other stores stay as they
 are.
@@ -43,7 +43,8 @@ def _stageable(op: Op, facts: dict[str, int]) -> bool:
     esize = dtype_info(t.dtype).bytes
     rows, cols = t.shape
     row_multiple = tensor.dims[-1].divisibility(facts)
-    return (esize == 2 and tensor.rank == 2 and tuple(op.attrs.get("sizes", ())) == (rows, cols)
+    return (esize == 2 and tensor.rank == 2 and not op.attrs.get("mask")
+            and tuple(op.attrs.get("sizes", ())) == (rows, cols)
             and op.attrs.get("cache_policy") == {} and cols * esize % SWIZZLE_BYTES == 0
             and row_multiple * esize % TMA_ALIGNMENT == 0)
 

@@ -10,8 +10,8 @@ scale group, since a partial sum is promoted with one scale (the promotion inter
 
 The f32 result lives in registers as a wgmma fragment (commdsl/fragments.py). Every tile
 computed from it elementwise (the promotion `acc += p * s[:, None]`, the loop-carried
-accumulator, the bf16 cast of the epilogue) takes the same fragment, and row vectors
-broadcast into it (`s[:, None]`) take its Sliced form, so promotion moves no data.
+accumulator, the bf16 cast of the epilogue, a store's mask) takes the same fragment, and row
+vectors broadcast into it (`s[:, None]`) take its Sliced form, so promotion moves no data.
 The promotion itself, `acc += mma(ta, tb.T) * s[:, None]`, fuses into one `mma_promote`
 op, which the backend emits block by block: wgmmas, wait, one FFMA per element.
 """
@@ -101,6 +101,9 @@ def _assign(kernel: KernelIR, seeds: dict[int, object], values: dict[int, Value]
             links += [(o, out, None) for o in op.operands if isinstance(o.type, TileType)]
         elif op.name == "mma" and len(op.operands) > 2:
             links.append((op.results[0], op.operands[-1], None))
+        elif op.name == "store" and op.attrs.get("mask"):
+            # the mask of a fragment's store, element for element: it takes the fragment
+            links.append((op.operands[-1], op.operands[-2], None))
         elif op.name == "for":
             body = op.blocks[0]
             carried = zip(op.operands[3:], body.args[1:], body.ops[-1].operands, op.results)

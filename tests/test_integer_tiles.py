@@ -104,3 +104,22 @@ def test_i64_tiles_are_not_supported_yet(tmp_path, capsys):
     err = compile_error(tmp_path, capsys, KERNEL.format(dt="i64"))
     assert "i64 is not supported yet" in err
     assert_points_at(err, 1, "i64")
+
+
+def test_max_and_min_of_a_loaded_integer_scalar_and_a_constant_in_the_interpreter():
+    """A loaded i32 scalar is a 0-d tensor in the interpreter, a constant a Python int:
+    torch.maximum took only tensors (grouped_fp8_gemm's max(load m_idx[m0], 0) crashed)."""
+    import torch
+
+    from commdsl.compiler import compile_source
+    from commdsl.interpreter import run
+    source = """kernel k(idx: i32[M], y: out i32[M])
+  grid(M)
+{
+  store y[pid.0] = max(load idx[pid.0], 0) + min(3, load idx[pid.0])
+}"""
+    kir = compile_source(source, "k.cdsl", emit="ir").ir[0]
+    idx = torch.tensor([-5, 2, 7], dtype=torch.int32)
+    y = torch.zeros(3, dtype=torch.int32)
+    run(kir, dict(idx=idx, y=y), dict(M=3))
+    assert y.tolist() == [-5, 4, 10]

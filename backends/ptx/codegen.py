@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
+from commdsl.diagnostics import CompileError
 from commdsl.dims import Const, Dim, Sym
 from commdsl.fragments import FragmentDim
 from commdsl.dtypes import dtype as dtype_info
@@ -68,6 +69,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
                 arg.add_attribute("noalias")
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
         self.vals: dict[int, object] = {}
+        self.in_consumers = False             # emitting a warp_specialize's consumer block
         for arg, v in zip(self.fn.args, kernel.tensors + kernel.sizes):
             self.vals[v.id] = arg
         self._sizes = {v.name: arg for v, arg in zip(kernel.sizes, self.fn.args[len(kernel.tensors):])}
@@ -194,9 +196,21 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         """Emits a block's ops; returns the values its `yield` gives (loop bodies)."""
         self.yielded = []
         for op in block.ops:
+            self.op = op                      # where a diagnostic of its emission points
             emitter(op, self.target)(self, op)
         yielded, self.yielded = self.yielded, []
         return yielded
+
+    def cta_barrier(self):
+        """bar.sync 0: every thread of the program meets. A warp-specialized kernel's
+        consumers cannot (its producer warpgroup never joins), and their tiles are laid out
+        over the consumer threads only by the mma pass's fragments."""
+        if self.in_consumers:
+            raise CompileError("moving a tile between threads (through shared memory) inside "
+                               "a warp-specialized GEMM's tile loop is not supported yet",
+                               self.op.loc, "compute such values outside the tile loop, or "
+                               "from the mma's rows (a row vector as s[:, None])")
+        asm.barrier(self.b)
 
     @emits("yield")
     def op_yield(self, op: Op):
@@ -417,7 +431,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
             if val.type != I8:
                 ptr = b.bitcast(ptr, val.type.as_pointer(3))
             b.store(val, ptr, align=len(g) * e)
-        asm.barrier(b)
+        self.cta_barrier()
         dims = out_t.layout.dims(out_t.shape)
         vec = plan.read_vector
         nwords, wt = asm.access_registers(vec * e)
@@ -455,7 +469,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
             (r, el), = slot
             val = b.bitcast(reg, I32) if rt == F32 else reg
             b.store(val, at(self.coord(src.dims[0], r, el)[0], val.type), align=e)
-        asm.barrier(b)
+        self.cta_barrier()
         dims = out_t.layout.dims(out_t.shape)
         m, vec = dims[0], op.attrs["read_vector"]
         nwords, wt = asm.access_registers(vec * e)
@@ -504,12 +518,12 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         for slot, reg in zip(slots(src.dims), src.regs):
             coords = [self.coord(m, *s)[0] for m, s in zip(src.dims, slot)]
             b.store(reg, element(self.row_major(coords, src_t.shape)), align=e)
-        asm.barrier(b)
+        self.cta_barrier()
         regs = []
         for slot in slots(dims):
             coords = [self.coord(m, *s)[0] for m, s in zip(dims, slot)]
             regs.append(b.load(element(index(coords)), typ=reg_type(src_t.dtype), align=e))
-        asm.barrier(b)
+        self.cta_barrier()
         return regs
 
     def row_major(self, coords, shape):
@@ -603,7 +617,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
 
         for i, r in enumerate(regs):
             b.store(r, slot_ptr(i, self.warp))
-        asm.barrier(b)
+        self.cta_barrier()
         coord = b.urem(b.udiv(self.warp, self.i32(m.warp_stride)), self.i32(m.wpc))
         base = b.sub(self.warp, b.mul(coord, self.i32(m.warp_stride)))
         out = []
@@ -614,7 +628,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
                 v = b.load(slot_ptr(i, w))
                 acc = v if acc is None else combine(acc, v)
             out.append(acc)
-        asm.barrier(b)
+        self.cta_barrier()
         return out
 
     # ---- global memory ---------------------------------------------------------------------

@@ -155,7 +155,9 @@ def emit_warp_specialize(cg, op: Op):
     b.branch(joined)
     b.position_at_end(consumer)
     _asm(cg, f"setmaxnreg.inc.sync.aligned.u32 {op.attrs['consumer_regs']};", "")
+    cg.in_consumers = True
     cg.emit_block(op.blocks[1])
+    cg.in_consumers = False
     b.branch(joined)
     b.position_at_end(joined)
 
@@ -272,7 +274,7 @@ def emit_tma_load(cg, op: Op):
     rows, cols = ring.shape
     part_rows = rows // share
     rank = cg.special("cluster.ctarank")
-    coords = [b.add(coords[0], b.mul(rank, cg.i32(part_rows))), *coords[1:]]
+    coords = [*coords[:-2], b.add(coords[-2], b.mul(rank, cg.i32(part_rows))), coords[-1]]
     part_bytes = part_rows * cols * dtype_info(ring.dtype).bytes
     dst = b.add(dst, b.mul(rank, cg.i32(part_bytes)))
     mask = ir.Constant(ir.IntType(16), (1 << share) - 1)

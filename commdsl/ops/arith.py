@@ -64,8 +64,13 @@ def _minmax(which: str, propagate_nan: bool):
     or max.f32 (commdsl/cpu_numerics.py)."""
     def run(ctx, op, a, b):
         import torch
-        if isinstance(a, int):
+        if isinstance(a, int) and isinstance(b, int):
             return (max if which == "max" else min)(a, b)
+        # An integer scalar from a load is a 0-d tensor, a constant a Python int.
+        if isinstance(a, int):
+            a = torch.tensor(a, dtype=b.dtype)
+        if isinstance(b, int) and not a.is_floating_point():
+            b = torch.tensor(b, dtype=a.dtype)
         if not a.is_floating_point():
             return torch.maximum(a, b) if which == "max" else torch.minimum(a, b)
         from commdsl.cpu_numerics import minmax
