@@ -34,7 +34,7 @@ class Chart:
 def chart(payload: dict) -> Chart | None:
     """The chart for a bench's results, or None where no kind below fits them."""
     for make in (_gemm, _overlap, _moe, _bandwidth, _launch, _autotune, _compile_time, _fused,
-                 _precision):
+                 _precision, _grouped):
         found = make(payload)
         if found is not None:
             return found
@@ -102,6 +102,20 @@ def _precision(payload: dict) -> Chart | None:
               for r in runs}
     return Chart(f"{_on(payload)}: FP8 GEMM max |d - ref| / max |ref|, f32 out",
                  "error (log)", groups, log=True)
+
+
+def _grouped(payload: dict) -> Chart | None:
+    """Grouped GEMM: TFLOP/s of valid rows by setup, commdsl's best config and a cuBLAS loop."""
+    setups = payload.get("setups")
+    if not isinstance(setups, list) or not setups or "cublas_loop" not in setups[0]:
+        return None
+    groups = {}
+    for e in setups:
+        bars = {"cuBLAS loop": e["cublas_loop"]["tflops"]}
+        if e.get("best"):
+            bars["commdsl (best config)"] = e["best"]["tflops"]
+        groups[f"{e['groups']} x ~{max(e['rows'])}, {e['n']}x{e['k']}"] = bars
+    return Chart(f"{_on(payload)}: grouped FP8 GEMM, contiguous layout", "TFLOP/s", groups)
 
 
 def _moe(payload: dict) -> Chart | None:

@@ -76,6 +76,14 @@ def bf16_gemm(m, n):
     _load("bf16_gemm")(_bf16(m, k), _bf16(n, k))
 
 
+def grouped_fp8_gemm(m, n):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from grouped_layout import grouped_operands
+    rows = [m // 2, 0, m - m // 2]                  # an empty group, padding rows
+    a, sa, b, sb, m_idx = grouped_operands(rows, n, 256, seed=m, device="cuda")
+    _load("grouped_fp8_gemm")(a, sa, b, sb, m_idx)
+
+
 def swiglu_quant(m, k):
     _load("swiglu_quant")(_bf16(m, k), _bf16(m, k))
 
@@ -99,6 +107,7 @@ SHAPES = {
     "copy_nc": ((16, 4096), (13, 5000)),
     "fp8_gemm": ((256, 256), (200, 296)),
     "bf16_gemm": ((256, 256), (200, 296)),
+    "grouped_fp8_gemm": ((256, 256), (200, 296)),
     "swiglu_quant": ((64, 512), (33, 384)),
     "rmsnorm_quant": ((16, 1024), (5, 896)),
     "softmax": ((8, 2048), (5, 1000)),

@@ -54,8 +54,9 @@ TMA_ALIGNMENT = 16
 
 @dataclass(frozen=True)
 class TensorMapParam:
-    """A TMA tensor map over a row-major 2-D tensor parameter: `box` = (rows, columns) per
-    copy, landing in shared memory 128B-swizzled (so a box row is at most 128 bytes)."""
+    """A TMA tensor map over a row-major tensor parameter of rank 2 to 5: `box` = (rows,
+    columns) of its last two dimensions per copy (one element deep in the others), landing
+    in shared memory 128B-swizzled (so a box row is at most 128 bytes)."""
     tensor: str
     box: tuple[int, int]
     swizzle: int = 128

@@ -45,6 +45,7 @@ from commdsl.spec import TensorMapParam
 from commdsl.target import Target
 
 I32 = ScalarType("i32")
+MAX_TMA_RANK = 5                 # cp.async.bulk.tensor.1d .. .5d
 
 
 def _path_to(kernel: KernelIR, target_op: Op) -> list[Op] | None:
@@ -81,9 +82,15 @@ def _check_loads(loop: Op, target: Target, users) -> list[Op]:
                            loads[0].loc, "compile with --target sm_90a")
     for op in loads:
         tensor, t = op.operands[0], op.result.type
-        if tensor.type.rank != 2 or len(t.shape) != 2:
-            raise CompileError("a 'via tma' load here takes a 2-D tile of a 2-D tensor", op.loc,
-                               "write 'load x[r0 : +R, c0 : +C] via tma'")
+        sizes = op.attrs.get("sizes", ())
+        leading = sizes[:-2]
+        if (not 2 <= tensor.type.rank <= MAX_TMA_RANK or len(t.shape) != 2
+                or None in sizes[-2:] or any(s is not None for s in leading)):
+            raise CompileError(f"a 'via tma' load takes a 2-D tile of the last two dimensions "
+                               f"of a tensor of rank 2 to {MAX_TMA_RANK}, with one index for "
+                               "each dimension before them", op.loc,
+                               "write 'load x[r0 : +R, c0 : +C] via tma' or "
+                               "'load w[g, r0 : +R, c0 : +C] via tma'")
         rows, cols = t.shape
         if cols * dtype_info(t.dtype).bytes != SWIZZLE_BYTES:
             raise CompileError(f"a 'via tma' tile row must be {SWIZZLE_BYTES} bytes (one "
@@ -118,6 +125,8 @@ def _multicast_loads(kernel: KernelIR, loads: list[Op], cluster: int) -> dict[in
 
     shared = {}
     for op in loads:
+        if op.operands[0].type.rank != 2:
+            continue                     # multicast splits the rows of 2-D boxes only
         if any(depends(v, set()) for v in op.operands[1:]):
             continue
         rows = op.result.type.shape[0]

@@ -142,9 +142,13 @@ def _run_tma_load(ctx, op, tensor, buf, stage, *rest):
     share = op.attrs.get("multicast", 1)
     part = ctx.cluster_rank() if share > 1 else 0
     box = torch.zeros((rows, cols), dtype=tensor.dtype)      # TMA fills what is outside
-    region = in_bounds_region((rows, cols), tensor.shape, (coords[0] + part * rows, *coords[1:]))
-    if region is not None:
-        box[region[1]] = tensor[region[0]]
+    leading = [int(c) for c in coords[:-2]]                   # one element deep in each
+    if all(0 <= c < n for c, n in zip(leading, tensor.shape)):
+        plane = tensor[tuple(leading)]
+        region = in_bounds_region((rows, cols), plane.shape,
+                                  (coords[-2] + part * rows, coords[-1]))
+        if region is not None:
+            box[region[1]] = plane[region[0]]
     nbytes = rows * cols * dtype_info(op.operands[0].type.dtype).bytes
     for cta in ctx.peers() if share > 1 else [ctx]:
         ring, bars = cta.vals[op.operands[1].id], cta.vals[op.operands[-2].id]

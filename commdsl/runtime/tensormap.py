@@ -53,16 +53,21 @@ class TensorMaps:
 
     @staticmethod
     def _encode(pointer: int, t, m, env: dict[str, int]):
+        """A map over the tensor's dimensions (innermost first, as the driver takes them):
+        boxes of (rows, columns) over the last two, one element deep in any before them."""
         cu = driver.cuda_driver()
-        rows, cols = (d.evaluate(env) for d in t.dims)
+        dims = [d.evaluate(env) for d in reversed(t.dims)]
         esize = dtype_info(t.dtype).bytes
-        box_rows, box_cols = m.box
+        strides, stride = [], esize
+        for d in dims[:-1]:
+            stride *= d
+            strides.append(stride)
+        box = [m.box[1], m.box[0]] + [1] * (len(dims) - 2)
         return driver.check(cu.cuTensorMapEncodeTiled(
             getattr(cu.CUtensorMapDataType, f"CU_TENSOR_MAP_DATA_TYPE_{_DATA_TYPES[esize]}"),
-            2, pointer,
-            [cu.cuuint64_t(cols), cu.cuuint64_t(rows)], [cu.cuuint64_t(cols * esize)],
-            [cu.cuuint32_t(box_cols), cu.cuuint32_t(box_rows)],
-            [cu.cuuint32_t(1), cu.cuuint32_t(1)],
+            len(dims), pointer,
+            [cu.cuuint64_t(d) for d in dims], [cu.cuuint64_t(s) for s in strides],
+            [cu.cuuint32_t(b) for b in box], [cu.cuuint32_t(1)] * len(dims),
             cu.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,
             getattr(cu.CUtensorMapSwizzle, f"CU_TENSOR_MAP_{_SWIZZLES[m.swizzle]}"),
             cu.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_256B,

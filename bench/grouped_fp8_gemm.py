@@ -1,0 +1,113 @@
+"""Grouped FP8 GEMM, DeepGEMM's m-grouped contiguous layout (examples/grouped_fp8_gemm.cdsl),
+vs a loop of torch._scaled_mm (cuBLAS, DeepSeek's blockwise scales) over the groups'
+128-aligned row blocks, in one run.
+
+    python bench/grouped_fp8_gemm.py [--iters 30]
+
+DeepGEMM's test shapes: 4 groups of ~8192 rows and 8 of ~4096 (each 0.7-1.3x at random,
+padded to 128), N x K = 4096 x 7168 and 7168 x 2048. Each commdsl config of a small list is
+checked (DeepGEMM's calc_diff < 1e-3 per group against float64, padding rows untouched) and
+timed; the fastest correct one is reported. TFLOP/s count the valid rows only.
+DeepGEMM's own grouped kernels are not timed here (they need its sources built on the GPU
+machine: ../shared/docs/peers.md).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+import common  # noqa: E402
+from grouped_layout import ALIGN, grouped_operands, grouped_reference  # noqa: E402
+
+import commdsl  # noqa: E402
+
+GROUPED = os.path.join(os.path.dirname(__file__), "..", "examples", "grouped_fp8_gemm.cdsl")
+SETUPS = [(4, 8192, 4096, 7168), (4, 8192, 7168, 2048), (8, 4096, 4096, 7168),
+          (8, 4096, 7168, 2048)]
+CONFIGS = [dict(BM=128, BN=128, STAGES=5, GROUP=8), dict(BM=128, BN=128, STAGES=5, GROUP=16),
+           dict(BM=128, BN=128, STAGES=6, GROUP=8)]
+
+
+def calc_diff(x, y):
+    x, y = x.double(), y.double()
+    return (1 - 2 * (x * y).sum() / (x * x + y * y).sum()).item()
+
+
+def cublas_loop(a, sa, b, sb, m_idx, rows):
+    """torch._scaled_mm per group on its 128-aligned row block."""
+    blocks, start = [], 0
+    for g, r in enumerate(rows):
+        padded = -(-r // ALIGN) * ALIGN
+        blocks.append((g, start, start + padded))
+        start += padded
+    out = torch.empty(a.shape[0], b.shape[1], dtype=torch.bfloat16, device="cuda")
+    args = [(a[s:e], sa[s:e].t().contiguous().t(), b[g].t(), sb[g].t(), out[s:e])
+            for g, s, e in blocks]
+
+    def run():
+        for x, xs, w, ws, o in args:
+            torch._scaled_mm(x, w, scale_a=xs, scale_b=ws, out_dtype=torch.bfloat16, out=o)
+    return run
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iters", type=int, default=30)
+    args = ap.parse_args()
+    rng = random.Random(0)
+    kernels = {}
+    results, rows_out = {"setups": []}, []
+    for groups, expected, n, k in SETUPS:
+        rows = [int(expected * rng.uniform(0.7, 1.3)) for _ in range(groups)]
+        a, sa, b, sb, m_idx = grouped_operands(rows, n, k, seed=groups + n, device="cuda")
+        ref = grouped_reference(a, sa, b, sb, m_idx)
+        flops = 2 * sum(rows) * n * k
+        d = torch.empty(a.shape[0], n, dtype=torch.bfloat16, device="cuda")
+        entry = {"groups": groups, "rows": rows, "n": n, "k": k, "commdsl": {}}
+        best = None
+        for config in CONFIGS:
+            key = tuple(sorted(config.items()))
+            if key not in kernels:
+                kernels[key] = commdsl.load(GROUPED, **config)
+            kernel = kernels[key]
+            d.fill_(float("nan"))
+            kernel(a, sa, b, sb, m_idx, d=d)
+            diff = max(calc_diff(d[m_idx == g], ref[m_idx == g]) for g in range(groups))
+            untouched = bool(d[m_idx < 0].isnan().all())
+            ms = common.time_ms(lambda: kernel(a, sa, b, sb, m_idx, d=d), iters=args.iters)
+            name = ",".join(f"{key}={value}" for key, value in config.items())
+            entry["commdsl"][name] = {"ms": ms, "tflops": flops / ms / 1e9,
+                                      "calc_diff": diff, "padding_untouched": untouched}
+            if diff < 1e-3 and untouched and (best is None or ms < best[1]):
+                best = (name, ms)
+        loop = cublas_loop(a, sa, b, sb, m_idx, rows)
+        loop_ms = common.time_ms(loop, iters=args.iters)
+        entry["cublas_loop"] = {"ms": loop_ms, "tflops": flops / loop_ms / 1e9}
+        label = f"{groups} x ~{expected}, {n}x{k}"
+        if best is None:
+            entry["best"] = None
+            rows_out.append([label, "-", "no correct config", flops / loop_ms / 1e9, "-"])
+        else:
+            entry["best"] = {"config": best[0], "ms": best[1], "tflops": flops / best[1] / 1e9,
+                             "ratio": loop_ms / best[1]}
+            rows_out.append([label, flops / best[1] / 1e9, best[0], flops / loop_ms / 1e9,
+                             f"{loop_ms / best[1]:.2f}x"])
+        results["setups"].append(entry)
+    ratios = [e["best"]["ratio"] for e in results["setups"] if e["best"]]
+    results["geomean_ratio"] = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios \
+        else float("nan")
+    common.print_table("grouped FP8 GEMM (contiguous layout), TFLOP/s of valid rows",
+                       ["groups, N x K", "commdsl", "config", "cuBLAS loop",
+                        "commdsl / cuBLAS loop"], rows_out)
+    common.write_results("grouped_fp8_gemm", results)
+
+
+if __name__ == "__main__":
+    main()
