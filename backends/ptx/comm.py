@@ -30,7 +30,7 @@ from commdsl.ir import KernelIR, Op, TileType
 from commdsl.layout import slots
 from commdsl.spec import COMM_PARAMS
 
-from .asm import GLOBAL_PTR, I1, I8, I32, I64, global_store
+from .asm import GLOBAL_PTR, I1, I8, I32, I64, barrier, global_store
 from .emitters import emits
 
 _PARAM_TYPES = {"u32": I32, "u64": I64, "ptr": GLOBAL_PTR}
@@ -182,7 +182,6 @@ class CommCodegen:
             self.b.call(consumers_meet, [])
             storer = 128                      # the first thread past the producer warpgroup
         else:
-            from .asm import barrier
             barrier(self.b)                   # the program's earlier accesses come first
         release_store(self.b, address, self.vals[value.id],
                       self.b.icmp_unsigned("==", self._tid, ir.Constant(I32, storer)))
