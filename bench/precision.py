@@ -14,7 +14,6 @@ promotion moves each interval's partial sum into f32 (DeepSeek-V3 promotes every
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 
