@@ -20,7 +20,6 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
 
-import commdsl  # noqa: E402
 
 BF16_GEMM = os.path.join(os.path.dirname(__file__), "..", "examples", "bf16_gemm.cdsl")
 SHAPES = [(m, n, k) for m in (4096, 8192) for n in (4096, 7168) for k in (4096, 7168, 16384)]
@@ -43,12 +42,10 @@ def max_error(d, ref) -> float:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iters", type=int, default=50)
-    ap.add_argument("--shapes", nargs="*", help="M,N,K triples (default: the issue's)")
-    args = ap.parse_args()
-    shapes = [tuple(map(int, s.split(","))) for s in args.shapes] if args.shapes else SHAPES
-    kernels: dict[tuple, object] = {}
+    args = common.gemm_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]),
+                            SHAPES)
+    shapes = args.shapes
+    kernels = common.ConfigKernels(BF16_GEMM)
     rows, results = [], {"shapes": []}
     for m, n, k in shapes:
         torch.manual_seed(m * 31 + n * 7 + k)
@@ -62,15 +59,12 @@ def main():
         entry = {"shape": [m, n, k], "commdsl": {}}
         best = None
         for config in candidates(m):
-            key = tuple(sorted(config.items()))
-            if key not in kernels:
-                kernels[key] = commdsl.load(BF16_GEMM, **config)
-            kernel = kernels[key]
+            kernel = kernels(config)
             d.fill_(float("nan"))
             kernel(a, b, d=d)
             err = max_error(d, ref)
             ms = common.time_ms(lambda: kernel(a, b, d=d), iters=args.iters)
-            name = ",".join(f"{key}={value}" for key, value in config.items())
+            name = common.config_name(config)
             entry["commdsl"][name] = {"ms": ms, "tflops": flops / ms / 1e9, "max_err": err}
             if not err <= 2 * torch_err:
                 print(f"{m}x{n}x{k} {name}: max error {err:.2e} > 2 x cuBLAS's {torch_err:.2e}",

@@ -75,6 +75,36 @@ class GpuSampler:
                 "throttle_reasons": hex(reasons), "samples": len(inside)}
 
 
+class ConfigKernels:
+    """The kernels of one example compiled for each config a bench times, each compiled
+    once across shapes."""
+
+    def __init__(self, path: str):
+        self.path, self._kernels = path, {}
+
+    def __call__(self, config: dict):
+        import commdsl
+        key = tuple(sorted(config.items()))
+        if key not in self._kernels:
+            self._kernels[key] = commdsl.load(self.path, **config)
+        return self._kernels[key]
+
+
+def config_name(config: dict) -> str:
+    return ",".join(f"{key}={value}" for key, value in config.items())
+
+
+def gemm_args(ap, default: list):
+    """`ap`'s arguments with --iters and --shapes M,N,K ...: args.shapes the (M, N, K)
+    triples given, or `default`."""
+    ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--shapes", nargs="*", help="M,N,K triples (default: the issue's)")
+    args = ap.parse_args()
+    args.shapes = ([tuple(map(int, s.split(","))) for s in args.shapes] if args.shapes
+                   else default)
+    return args
+
+
 def copy_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
     """Device-to-device copy, counting bytes read plus bytes written."""
     import torch

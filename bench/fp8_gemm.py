@@ -22,7 +22,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import common  # noqa: E402
 from test_fp8_gemm import FP8_GEMM, quantize_a, quantize_b, reference, relative_error  # noqa: E402
 
-import commdsl  # noqa: E402
 
 SHAPES = [(m, n, k) for m in (128, 4096)
           for n, k in ((2112, 7168), (24576, 1536), (7168, 16384), (4096, 7168), (7168, 2048))]
@@ -57,12 +56,9 @@ def cublas(a, sa, b, sb):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--iters", type=int, default=50)
-    ap.add_argument("--shapes", nargs="*", help="M,N,K triples (default: the issue's)")
-    args = ap.parse_args()
-    shapes = [tuple(map(int, s.split(","))) for s in args.shapes] if args.shapes else SHAPES
-    kernels: dict[tuple, object] = {}
+    args = common.gemm_args(argparse.ArgumentParser(), SHAPES)
+    shapes = args.shapes
+    kernels = common.ConfigKernels(FP8_GEMM)
     rows, results = [], {"shapes": []}
     for m, n, k in shapes:
         torch.manual_seed(m * 31 + n * 7 + k)
@@ -74,15 +70,12 @@ def main():
         entry = {"shape": [m, n, k], "commdsl": {}}
         best = None
         for config in candidates(m, n, k):
-            key = tuple(sorted(config.items()))
-            if key not in kernels:
-                kernels[key] = commdsl.load(FP8_GEMM, **config)
-            kernel = kernels[key]
+            kernel = kernels(config)
             d.fill_(float("nan"))
             kernel(a, sa, b, sb, d=d)
             err = relative_error(d, ref)
             ms = common.time_ms(lambda: kernel(a, sa, b, sb, d=d), iters=args.iters)
-            name = ",".join(f"{key}={value}" for key, value in config.items())
+            name = common.config_name(config)
             entry["commdsl"][name] = {"ms": ms, "tflops": flops / ms / 1e9, "rel_err": err}
             if err > TOLERANCE or math.isnan(err):
                 print(f"{m}x{n}x{k} {name}: rel err {err:.2e} > {TOLERANCE}", file=sys.stderr)

@@ -26,7 +26,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import common  # noqa: E402
 from grouped_layout import ALIGN, grouped_operands, grouped_reference  # noqa: E402
 
-import commdsl  # noqa: E402
 
 GROUPED = os.path.join(os.path.dirname(__file__), "..", "examples", "grouped_fp8_gemm.cdsl")
 SETUPS = [(4, 8192, 4096, 7168), (4, 8192, 7168, 2048), (8, 4096, 4096, 7168),
@@ -62,7 +61,7 @@ def main():
     ap.add_argument("--iters", type=int, default=30)
     args = ap.parse_args()
     rng = random.Random(0)
-    kernels = {}
+    kernels = common.ConfigKernels(GROUPED)
     results, rows_out = {"setups": []}, []
     for groups, expected, n, k in SETUPS:
         rows = [int(expected * rng.uniform(0.7, 1.3)) for _ in range(groups)]
@@ -73,16 +72,13 @@ def main():
         entry = {"groups": groups, "rows": rows, "n": n, "k": k, "commdsl": {}}
         best = None
         for config in CONFIGS:
-            key = tuple(sorted(config.items()))
-            if key not in kernels:
-                kernels[key] = commdsl.load(GROUPED, **config)
-            kernel = kernels[key]
+            kernel = kernels(config)
             d.fill_(float("nan"))
             kernel(a, sa, b, sb, m_idx, d=d)
             diff = max(calc_diff(d[m_idx == g], ref[m_idx == g]) for g in range(groups))
             untouched = bool(d[m_idx < 0].isnan().all())
             ms = common.time_ms(lambda: kernel(a, sa, b, sb, m_idx, d=d), iters=args.iters)
-            name = ",".join(f"{key}={value}" for key, value in config.items())
+            name = common.config_name(config)
             entry["commdsl"][name] = {"ms": ms, "tflops": flops / ms / 1e9,
                                       "calc_diff": diff, "padding_untouched": untouched}
             if diff < 1e-3 and untouched and (best is None or ms < best[1]):

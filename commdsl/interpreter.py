@@ -162,7 +162,12 @@ def run_concurrently(launches: list[Launch], timeout_s: float = 10.0) -> None:
     for launch in launches:
         for v in launch.kernel.tensors:
             if v.type.symmetric:
-                copies.setdefault(v.name, [t[v.name] for t in launch.tensors])
+                given = [t[v.name] for t in launch.tensors]
+                shared = copies.setdefault(v.name, given)
+                if any(a is not b for a, b in zip(shared, given)):
+                    raise InterpreterError(f"{launch.kernel.name}: the symmetric tensor "
+                                           f"'{v.name}' is given other tensors than another "
+                                           "launch's of that name; pass the same ones")
     jobs = [(launch, r) for launch in launches for r in range(world)]
     finished = [threading.Event() for _ in jobs]
     everyone_else = [threading.Event() for _ in jobs]

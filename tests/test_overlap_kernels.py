@@ -61,6 +61,16 @@ def fp8_gemm(a, sa, b, sb, lowered):
     return d
 
 
+def assert_wait_error(launches, waits: str):
+    """The launches end within 10 s in the wait error `waits` names: its flag still 0 when
+    the 1 s timeout passes (or, on another rank, once the rest have ended that way)."""
+    start = time.monotonic()
+    with pytest.raises(InterpreterWaitError, match=waits + r", but it is 0 and "
+                       r"(1\.0 s passed|every other rank has finished)"):
+        run_concurrently(launches, timeout_s=1.0)
+    assert time.monotonic() - start < 10
+
+
 def poisoned(shape, dtype):
     return torch.full(shape, float("nan") if dtype.is_floating_point else -7, dtype=dtype)
 
@@ -106,12 +116,18 @@ def test_ag_gemm_equals_gather_then_gemm(world, lowered):
 @pytest.mark.parametrize("lowered", [False, True], ids=["source", "lowered"])
 def test_ag_gemm_without_its_producer_is_a_clear_error(lowered):
     launches, *_ = ag_launches(2, 128, 128, 128, lowered, signal=False)
-    start = time.monotonic()
-    with pytest.raises(InterpreterWaitError, match=r"ag_gemm: rank \d waits for "
-                       r"ready\[0, 0\] >= 4, but it is 0 and "
-                       r"(1\.0 s passed|every other rank has finished)"):
-        run_concurrently(launches, timeout_s=1.0)
-    assert time.monotonic() - start < 10
+    assert_wait_error(launches, r"ag_gemm: rank \d waits for ready\[0, 0\] >= 4")
+
+
+def test_launches_that_disagree_on_a_symmetric_tensor_are_refused():
+    """Two launches naming one symmetric tensor must share it, as on the GPU; a copy of it
+    would hide the producer's flags from the GEMM."""
+    from commdsl.interpreter_async import InterpreterError
+    launches, *_ = ag_launches(2, 128, 128, 128, False)
+    launches[1].tensors = [{**t, "ready": t["ready"].clone()} for t in launches[1].tensors]
+    with pytest.raises(InterpreterError, match="ag_gemm: the symmetric tensor 'ready' is given "
+                       "other tensors than another launch's of that name"):
+        run_concurrently(launches)
 
 
 # ---- GEMM + reduce-scatter ------------------------------------------------------------------
@@ -157,12 +173,7 @@ def test_gemm_rs_equals_gemm_then_reduce_scatter(world, lowered):
 
 def test_reduce_without_the_gemm_is_a_clear_error():
     launches, *_ = rs_launches(2, 256, 128, 128, False, gemm=False)
-    start = time.monotonic()
-    with pytest.raises(InterpreterWaitError, match=r"rs_reduce: rank \d waits for "
-                       r"done\[0, 0, 0\] >= 8, but it is 0 and "
-                       r"(1\.0 s passed|every other rank has finished)"):
-        run_concurrently(launches, timeout_s=1.0)
-    assert time.monotonic() - start < 10
+    assert_wait_error(launches, r"rs_reduce: rank \d waits for done\[0, 0, 0\] >= 8")
 
 
 # ---- the GPU code of the wait and the signal ------------------------------------------------
