@@ -39,7 +39,7 @@ from commdsl.diagnostics import CompileError
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, Value
 from commdsl.ir import SWIZZLE_BYTES, BarrierType, SmemType
-from commdsl.ops import ACQUIRE, MMA, has_trait
+from commdsl.ops import ACQUIRE, MMA, RELEASE, has_trait
 from commdsl.passes.prefetch import add_carried, issue_ahead
 from commdsl.spec import TensorMapParam
 from commdsl.target import Target
@@ -253,7 +253,7 @@ def _without_program_barriers(consumers: Block) -> None:
     """The consumers' flag waits and signals, made to meet no thread outside them: the
     producer never reaches their CTA-wide barrier."""
     for op in consumers.walk():
-        if op.name == "signal":
+        if has_trait(op, RELEASE):
             op.attrs["by"] = "consumers"
         elif has_trait(op, ACQUIRE):
             op.attrs["by"] = "warpgroup"

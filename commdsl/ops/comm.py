@@ -9,7 +9,8 @@ from __future__ import annotations
 from commdsl.ir import ScalarType, TensorType, TileType
 
 from .memory import ACCESS_ATTRS, check_access_value
-from .registry import ACQUIRE, BARRIER, COMM, INDEX, MEMORY, READS, SIDE_EFFECTS, WRITES, declare, fail
+from .registry import (ACQUIRE, BARRIER, COMM, INDEX, MEMORY, READS, RELEASE, SIDE_EFFECTS,
+                       WRITES, declare, fail)
 
 FAMILY = "comm"
 
@@ -159,7 +160,7 @@ declare("put", "put(x, idx..., rank, value) {sizes, gather, cache}",
         verify=_peer_memory, attrs=PEER_ATTRS, interpret=_run_put, family=FAMILY)
 declare("signal", "signal(flags, idx..., rank, value) {by}", "release store at system scope "
         "of value into rank `rank`'s flags[idx], once per program after its earlier accesses",
-        traits=(COMM, BARRIER, SIDE_EFFECTS), verify=lambda op: _flag(op, 2),
+        traits=(COMM, BARRIER, RELEASE, SIDE_EFFECTS), verify=lambda op: _flag(op, 2),
         attrs={"by": "who meets before the store: the program (default) or, in a "
                "warp-specialized kernel, the consumer warpgroups (passes/pipeline.py)"},
         interpret=_run_signal, family=FAMILY)

@@ -44,13 +44,14 @@ LAYOUT = "layout"              # moves a tile's elements between threads, same v
 INDEX = "index"                # gives an i32 index of the launch (pid, rank, ...)
 CONSTANT = "constant"          # a compile-time value
 ACQUIRE = "acquire"            # orders the thread's later reads after another agent's release
+RELEASE = "release"            # publishes the program's earlier writes to another agent
 # What an op's result sign is, for a pass that needs to know a value is >= +0 (or NaN):
 NONNEGATIVE = "nonnegative"    # always, whatever the operands
 KEEPS_NONNEGATIVE = "keeps_nonnegative"   # when every operand is
 ANY_NONNEGATIVE = "any_nonnegative"       # when any operand is (max)
 
 TRAITS = (ELEMENTWISE, REDUCTION, MEMORY, READS, WRITES, SHARED, ASYNC, BARRIER, TERMINATOR, REGION,
-          SIDE_EFFECTS, COMM, MMA, LAYOUT, INDEX, CONSTANT, ACQUIRE, NONNEGATIVE,
+          SIDE_EFFECTS, COMM, MMA, LAYOUT, INDEX, CONSTANT, ACQUIRE, RELEASE, NONNEGATIVE,
           KEEPS_NONNEGATIVE, ANY_NONNEGATIVE)
 
 
