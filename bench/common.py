@@ -33,6 +33,28 @@ def time_ms(fn, warmup: int = 10, iters: int = 50) -> float:
     return event_median_ms(fn, iters)
 
 
+def time_flushed_ms(fn, warmup: int = 5, iters: int = 30) -> float:
+    """Median milliseconds of `fn()` as DeepGEMM's benchmark times a GEMM: L2 flushed (256 MB
+    written) before each call, and the host's launch cost hidden behind a GPU sleep queued
+    ahead of the start event, so every library is timed on cold caches and GPU time alone."""
+    import statistics
+    import torch
+    flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        flush.zero_()
+        torch.cuda._sleep(1_000_000)           # ~0.5 ms: longer than any peer's host path
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
 class GpuSampler:
     """SM clock, power and the active clock-throttle reasons of GPU 0, sampled by nvidia-smi
     every `period_ms` while the `with` block runs: `samples` is a list of (seconds since the

@@ -1,15 +1,15 @@
 """Grouped FP8 GEMM, DeepGEMM's m-grouped contiguous layout (examples/grouped_fp8_gemm.cdsl),
-vs a loop of torch._scaled_mm (cuBLAS, DeepSeek's blockwise scales) over the groups'
-128-aligned row blocks, in one run.
+vs DeepGEMM's own grouped kernel and a loop of torch._scaled_mm (cuBLAS, DeepSeek's blockwise
+scales) over the groups' 128-aligned row blocks, in one run.
 
     python bench/grouped_fp8_gemm.py [--iters 30]
 
 DeepGEMM's test shapes: 4 groups of ~8192 rows and 8 of ~4096 (each 0.7-1.3x at random,
 padded to 128), N x K = 4096 x 7168 and 7168 x 2048. Each commdsl config of a small list is
 checked (DeepGEMM's calc_diff < 1e-3 per group against float64, padding rows untouched) and
-timed; the fastest correct one is reported. TFLOP/s count the valid rows only.
-DeepGEMM's own grouped kernels are not timed here (they need its sources built on the GPU
-machine: ../shared/docs/peers.md).
+timed; the fastest correct one is reported. TFLOP/s count the valid rows only. Every library
+is timed as DeepGEMM's benchmark times it (common.time_flushed_ms: L2 flushed before each
+call). DeepGEMM is timed where its tree is on the machine (bench/deepgemm.py).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import common  # noqa: E402
+import deepgemm  # noqa: E402
 from grouped_layout import ALIGN, grouped_operands, grouped_reference  # noqa: E402
 
 
@@ -56,16 +57,47 @@ def cublas_loop(a, sa, b, sb, m_idx, rows):
     return run
 
 
+def deepgemm_contiguous(dg, a, sa, b, sb, m_idx):
+    """(run, out): one call of DeepGEMM's contiguous kernel, its scale layout made once."""
+    sa_tma = dg.get_col_major_tma_aligned_tensor(sa)
+    out = torch.empty(a.shape[0], b.shape[1], dtype=torch.bfloat16, device="cuda")
+    return (lambda: dg.m_grouped_gemm_fp8_fp8_bf16_nt_contiguous((a, sa_tma), (b, sb), out,
+                                                                  m_idx)), out
+
+
+def time_checked(run, out, ref, m_idx, rows, flops, iters):
+    """(ms or None, its JSON entry): a peer's output checked as commdsl's is, then timed."""
+    run()
+    diff = max(calc_diff(out[m_idx == g], ref[m_idx == g]) for g in range(len(rows)) if rows[g])
+    if diff >= 1e-3:
+        return None, {"calc_diff": diff, "error": "calc_diff >= 1e-3: not timed"}
+    ms = common.time_flushed_ms(run, iters=iters)
+    return ms, {"ms": ms, "tflops": flops / ms / 1e9, "calc_diff": diff}
+
+
+def geomean(ratios) -> float:
+    ratios = list(ratios)
+    return math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else float("nan")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=30)
     args = ap.parse_args()
     rng = random.Random(0)
+    dg = deepgemm.load()
     kernels = common.ConfigKernels(GROUPED)
     results, rows_out = {"setups": []}, []
+    setups = []
     for groups, expected, n, k in SETUPS:
         rows = [int(expected * rng.uniform(0.7, 1.3)) for _ in range(groups)]
-        a, sa, b, sb, m_idx = grouped_operands(rows, n, k, seed=groups + n, device="cuda")
+        setups.append((expected, rows, n, k,
+                       grouped_operands(rows, n, k, seed=groups + n, device="cuda")))
+    peer_calls = [deepgemm_contiguous(dg, *ops) for *_, ops in setups] if dg else None
+    if peer_calls:
+        deepgemm.warm([run for run, _ in peer_calls])      # nvcc, once per kernel config
+    for i, (expected, rows, n, k, (a, sa, b, sb, m_idx)) in enumerate(setups):
+        groups = len(rows)
         ref = grouped_reference(a, sa, b, sb, m_idx)
         flops = 2 * sum(rows) * n * k
         d = torch.empty(a.shape[0], n, dtype=torch.bfloat16, device="cuda")
@@ -77,31 +109,42 @@ def main():
             kernel(a, sa, b, sb, m_idx, d=d)
             diff = max(calc_diff(d[m_idx == g], ref[m_idx == g]) for g in range(groups))
             untouched = bool(d[m_idx < 0].isnan().all())
-            ms = common.time_ms(lambda: kernel(a, sa, b, sb, m_idx, d=d), iters=args.iters)
+            ms = common.time_flushed_ms(lambda: kernel(a, sa, b, sb, m_idx, d=d),
+                                        iters=args.iters)
             name = common.config_name(config)
             entry["commdsl"][name] = {"ms": ms, "tflops": flops / ms / 1e9,
                                       "calc_diff": diff, "padding_untouched": untouched}
             if diff < 1e-3 and untouched and (best is None or ms < best[1]):
                 best = (name, ms)
         loop = cublas_loop(a, sa, b, sb, m_idx, rows)
-        loop_ms = common.time_ms(loop, iters=args.iters)
+        loop_ms = common.time_flushed_ms(loop, iters=args.iters)
         entry["cublas_loop"] = {"ms": loop_ms, "tflops": flops / loop_ms / 1e9}
+        dg_ms = None
+        if peer_calls:
+            dg_ms, entry["deepgemm"] = time_checked(*peer_calls[i], ref, m_idx, rows, flops,
+                                                    args.iters)
         label = f"{groups} x ~{expected}, {n}x{k}"
+        loop_tf = flops / loop_ms / 1e9
+        dg_tf = flops / dg_ms / 1e9 if dg_ms else "-"
         if best is None:
             entry["best"] = None
-            rows_out.append([label, "-", "no correct config", flops / loop_ms / 1e9, "-"])
+            rows_out.append([label, "-", "no correct config", loop_tf, dg_tf, "-", "-"])
         else:
             entry["best"] = {"config": best[0], "ms": best[1], "tflops": flops / best[1] / 1e9,
-                             "ratio": loop_ms / best[1]}
-            rows_out.append([label, flops / best[1] / 1e9, best[0], flops / loop_ms / 1e9,
-                             f"{loop_ms / best[1]:.2f}x"])
+                             "ratio": loop_ms / best[1],
+                             "ratio_deepgemm": dg_ms / best[1] if dg_ms else None}
+            rows_out.append([label, flops / best[1] / 1e9, best[0], loop_tf, dg_tf,
+                             f"{loop_ms / best[1]:.2f}x",
+                             f"{dg_ms / best[1]:.2f}x" if dg_ms else "-"])
         results["setups"].append(entry)
-    ratios = [e["best"]["ratio"] for e in results["setups"] if e["best"]]
-    results["geomean_ratio"] = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios \
-        else float("nan")
-    common.print_table("grouped FP8 GEMM (contiguous layout), TFLOP/s of valid rows",
-                       ["groups, N x K", "commdsl", "config", "cuBLAS loop",
-                        "commdsl / cuBLAS loop"], rows_out)
+    results["geomean_ratio"] = geomean(e["best"]["ratio"] for e in results["setups"]
+                                       if e["best"])
+    results["geomean_ratio_deepgemm"] = geomean(e["best"]["ratio_deepgemm"]
+                                                for e in results["setups"]
+                                                if e["best"] and e["best"]["ratio_deepgemm"])
+    common.print_table("grouped FP8 GEMM (contiguous layout), TFLOP/s of valid rows, L2 flushed",
+                       ["groups, N x K", "commdsl", "config", "cuBLAS loop", "DeepGEMM",
+                        "commdsl / cuBLAS loop", "commdsl / DeepGEMM"], rows_out)
     common.write_results("grouped_fp8_gemm", results)
 
 

@@ -105,13 +105,16 @@ def _precision(payload: dict) -> Chart | None:
 
 
 def _grouped(payload: dict) -> Chart | None:
-    """Grouped GEMM: TFLOP/s of valid rows by setup, commdsl's best config and a cuBLAS loop."""
+    """Grouped GEMM: TFLOP/s of valid rows by setup: commdsl's best config, a cuBLAS loop and
+    DeepGEMM where it was timed."""
     setups = payload.get("setups")
     if not isinstance(setups, list) or not setups or "cublas_loop" not in setups[0]:
         return None
     groups = {}
     for e in setups:
         bars = {"cuBLAS loop": e["cublas_loop"]["tflops"]}
+        if e.get("deepgemm", {}).get("tflops"):
+            bars["DeepGEMM"] = e["deepgemm"]["tflops"]
         if e.get("best"):
             bars["commdsl (best config)"] = e["best"]["tflops"]
         groups[f"{e['groups']} x ~{max(e['rows'])}, {e['n']}x{e['k']}"] = bars
