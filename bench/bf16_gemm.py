@@ -1,7 +1,10 @@
 """bf16 GEMM (examples/bf16_gemm.cdsl, f32 accumulation, bf16 out) vs torch.matmul (cuBLAS),
 in one run.
 
-    python bench/bf16_gemm.py [--iters 50] [--shapes M,N,K ...]
+    python bench/bf16_gemm.py [--iters 50] [--shapes M,N,K ...] [--b-layout kn]
+
+--b-layout kn times examples/bf16_matmul.cdsl instead, with b stored [K, N] (read MN-major),
+against torch.matmul(a, b) on the same layout; its results go to bf16_matmul-<device>.json.
 
 For each shape: fresh random bf16 data; each config of a small per-shape candidate list is
 checked against a float64 product (output NaN-poisoned first: its max error must not pass
@@ -21,7 +24,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
 
 
-BF16_GEMM = os.path.join(os.path.dirname(__file__), "..", "examples", "bf16_gemm.cdsl")
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 SHAPES = [(m, n, k) for m in (4096, 8192) for n in (4096, 7168) for k in (4096, 7168, 16384)]
 SHAPES.append((128, 7168, 16384))
 
@@ -42,18 +45,24 @@ def max_error(d, ref) -> float:
 
 
 def main():
-    args = common.gemm_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]),
-                            SHAPES)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--b-layout", choices=("nk", "kn"), default="nk",
+                    help="b as [N, K] (bf16_gemm, the default) or [K, N] (bf16_matmul)")
+    args = common.gemm_args(ap, SHAPES)
     shapes = args.shapes
-    kernels = common.ConfigKernels(BF16_GEMM)
+    name = "bf16_gemm" if args.b_layout == "nk" else "bf16_matmul"
+    kernels = common.ConfigKernels(os.path.join(EXAMPLES, f"{name}.cdsl"))
     rows, results = [], {"shapes": []}
     for m, n, k in shapes:
         torch.manual_seed(m * 31 + n * 7 + k)
         a = torch.randn(m, k, device="cuda").to(torch.bfloat16)
         b = torch.randn(n, k, device="cuda").to(torch.bfloat16)
         a[0, 0] = 64.0                                       # an outlier
-        ref = a.double() @ b.double().T
-        torch_err = max_error(a @ b.T, ref)
+        if args.b_layout == "kn":
+            b = b.T.contiguous()                             # [K, N], as x @ w takes w
+        bk = b.T if args.b_layout == "nk" else b             # b as torch.matmul's [K, N]
+        ref = a.double() @ bk.double()
+        torch_err = max_error(a @ bk, ref)
         d = torch.empty(m, n, dtype=torch.bfloat16, device="cuda")
         flops = 2 * m * n * k
         entry = {"shape": [m, n, k], "commdsl": {}}
@@ -64,15 +73,15 @@ def main():
             kernel(a, b, d=d)
             err = max_error(d, ref)
             ms = common.time_ms(lambda: kernel(a, b, d=d), iters=args.iters)
-            name = common.config_name(config)
-            entry["commdsl"][name] = {"ms": ms, "tflops": flops / ms / 1e9, "max_err": err}
+            label = common.config_name(config)
+            entry["commdsl"][label] = {"ms": ms, "tflops": flops / ms / 1e9, "max_err": err}
             if not err <= 2 * torch_err:
-                print(f"{m}x{n}x{k} {name}: max error {err:.2e} > 2 x cuBLAS's {torch_err:.2e}",
-                      file=sys.stderr)
+                print(f"{m}x{n}x{k} {label}: max error {err:.2e} > 2 x cuBLAS's "
+                      f"{torch_err:.2e}", file=sys.stderr)
             elif best is None or ms < best[1]:
-                best = (name, ms, err)
+                best = (label, ms, err)
         out = torch.empty(m, n, dtype=torch.bfloat16, device="cuda")
-        cublas_ms = common.time_ms(lambda: torch.matmul(a, b.T, out=out), iters=args.iters)
+        cublas_ms = common.time_ms(lambda: torch.matmul(a, bk, out=out), iters=args.iters)
         entry["cublas"] = {"ms": cublas_ms, "tflops": flops / cublas_ms / 1e9,
                            "max_err": torch_err}
         theirs = flops / cublas_ms / 1e9
@@ -90,11 +99,12 @@ def main():
     results["geomean_ratio"] = geomean
     results["min_ratio"] = min(ratios) if ratios else float("nan")
     results["all_correct"] = len(ratios) == len(shapes)
-    common.print_table("bf16 GEMM, TFLOP/s (f32 accumulation, bf16 out)",
+    common.print_table(f"{name}, b as [{args.b_layout[0].upper()}, {args.b_layout[1].upper()}], "
+                       "TFLOP/s (f32 accumulation, bf16 out)",
                        ["M x N x K", "commdsl", "config", "cuBLAS", "commdsl / cuBLAS"], rows)
     print(f"\ngeometric mean commdsl / cuBLAS over {len(ratios)} shapes: {geomean:.3f}, "
           f"lowest {results['min_ratio']:.3f}")
-    common.write_results("bf16_gemm", results)
+    common.write_results(name, results)
 
 
 if __name__ == "__main__":

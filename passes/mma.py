@@ -7,6 +7,9 @@ each, with 128 x 128 tiles' 128 FLOP per byte of L2 traffic raised to 154). Chec
 the target has wgmma; the operands are K-major FP8 tiles loaded `via tma`; the shape fits
 the instruction; and, for quantized operands, the product's K extent stays inside one
 scale group, since a partial sum is promoted with one scale (the promotion interval).
+A bf16/f16 B may also be MN-major (`mma(ta, tb)` with tb a [K, N] tile of a [K, N] tensor,
+torch's `x @ w` layout): wgmma's transposed-B form reads it as 64-column slabs, which TMA
+lays down one box each (passes/pipeline.py).
 
 The f32 result lives in registers as a wgmma fragment (commdsl/fragments.py). Every tile
 computed from it elementwise (the promotion `acc += p * s[:, None]`, the loop-carried
@@ -29,6 +32,7 @@ FP8 = ("e4m3", "e5m2")
 HALF = ("bf16", "f16")
 K_BYTES = 128                     # one 128B-swizzled row of K per operand row
 WGMMA_K_BYTES = 32                # K of one wgmma: 32 FP8 or 16 bf16/f16 elements
+MN_SLAB = K_BYTES // 2            # an MN-major 16-bit B: columns per 128-byte swizzled slab
 REGISTER_MARGIN = 24              # addresses, scales, loop state next to the accumulators
 
 
@@ -53,10 +57,17 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
         raise CompileError(f"wgmma multiplies FP8 by FP8 (e4m3 and e5m2 mix) or a 16-bit type "
                            f"by itself, not {a.type.dtype} by {b.type.dtype}", op.loc,
                            f"cast one operand: both {a.type.dtype} or both {b.type.dtype}")
+    (bm, bk), bn = a.type.shape, b.type.shape[0 if op.attrs["trans_b"] else 1]
     if not op.attrs["trans_b"]:
-        raise CompileError("mma reads B K-major here: store b as [N, K] and write mma(a, b.T)",
-                           op.loc, "an MN-major B ([K, N]) is not lowered yet")
-    (bm, bk), bn = a.type.shape, b.type.shape[0]
+        if dtype_info(b.type.dtype).bytes != 2:
+            raise CompileError(f"wgmma reads {b.type.dtype} operands K-major only; an MN-major "
+                               "B (b as [K, N], no .T) is for bf16 and f16", op.loc,
+                               "store b as [N, K] and write mma(a, b.T)")
+        if bn % MN_SLAB:
+            raise CompileError(f"an MN-major B tile ([K, N], no .T) is read in {MN_SLAB}-column "
+                               f"swizzled slabs; N = {bn} is not a multiple of {MN_SLAB}",
+                               op.loc, f"use BN = 64, 128, 192 or 256, or store b as [N, K] and "
+                               "write mma(a, b.T)")
     if bm not in (64, 128, 192):
         raise CompileError(f"mma tiles are 64, 128 or 192 rows (one m64 wgmma per consumer "
                            f"warpgroup), not {bm}", op.loc, "use BM = 64, 128 or 192")
@@ -148,7 +159,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     op = mmas[0]
     producers = {r.id: o for o in kernel.walk() for r in o.results}
     groups = _check(op, producers, kernel, target)
-    bn = op.operands[1].type.shape[0]
+    bn = op.result.type.shape[1]
     wgmma_k = WGMMA_K_BYTES // dtype_info(op.operands[0].type.dtype).bytes
     k_steps = op.operands[0].type.shape[1] // wgmma_k
     every = op.attrs.get("promote_every") or op.operands[0].type.shape[1]

@@ -16,6 +16,8 @@
 
 The producer's copy of the nest keeps only what the TMA coordinates and loop bounds need.
 Registers move to the consumers with setmaxnreg (producer 24, consumers the rest).
+A tile row is one 128-byte swizzled row, but for an mma's MN-major B ([K, N], no .T), which
+is wider: its buffer is a run of [rows x 128 B] column slabs, one TMA box each (`slabs`).
 
 A flag wait in the loop nest (an ACQUIRE op: `wait ready[m0 / BM] >= e` ahead of the tile's
 loads, where another kernel or rank writes the operands) gates both sides: the producer
@@ -92,18 +94,33 @@ def _check_loads(loop: Op, target: Target, users) -> list[Op]:
                                "write 'load x[r0 : +R, c0 : +C] via tma' or "
                                "'load w[g, r0 : +R, c0 : +C] via tma'")
         rows, cols = t.shape
-        if cols * dtype_info(t.dtype).bytes != SWIZZLE_BYTES:
+        row_bytes = cols * dtype_info(t.dtype).bytes
+        uses = users.get(op.result.id, [])
+        if row_bytes != SWIZZLE_BYTES and not (row_bytes % SWIZZLE_BYTES == 0
+                                               and all(_mn_major_b(u, op) for u in uses)):
             raise CompileError(f"a 'via tma' tile row must be {SWIZZLE_BYTES} bytes (one "
                                f"swizzled row), not {cols} x {t.dtype}", op.loc,
-                               f"load {SWIZZLE_BYTES // dtype_info(t.dtype).bytes} columns")
+                               f"load {SWIZZLE_BYTES // dtype_info(t.dtype).bytes} columns "
+                               "(only an mma's MN-major B tile is wider: whole 128-byte slabs)")
         if rows % 8 or rows > 256:
             raise CompileError(f"a 'via tma' tile has a multiple of 8 rows up to 256, not "
                                f"{rows}", op.loc, "pick BM / BN among 16, 32, 64, 128, 256")
-        uses = users.get(op.result.id, [])
         if any(not has_trait(u, MMA) for u in uses):
             raise CompileError("a 'via tma' tile lands in shared memory, where only mma reads "
                                "it", op.loc, "load tiles used by other math without 'via tma'")
     return loads
+
+
+def _mn_major_b(use: Op, load: Op) -> bool:
+    """Whether `use` reads the tile `load` makes as an MN-major B ([K, N], no .T), which TMA
+    lays down as 128-byte-wide slabs of columns, one box each."""
+    return (has_trait(use, MMA) and not use.attrs.get("trans_b", True)
+            and use.operands[1] is load.result)
+
+
+def slabs(t) -> int:
+    """128-byte column slabs of a TMA tile (1 but for an MN-major B wider than 128 bytes)."""
+    return t.shape[-1] * dtype_info(t.dtype).bytes // SWIZZLE_BYTES
 
 
 def _multicast_loads(kernel: KernelIR, loads: list[Op], cluster: int) -> dict[int, int]:
@@ -125,8 +142,8 @@ def _multicast_loads(kernel: KernelIR, loads: list[Op], cluster: int) -> dict[in
 
     shared = {}
     for op in loads:
-        if op.operands[0].type.rank != 2:
-            continue                     # multicast splits the rows of 2-D boxes only
+        if op.operands[0].type.rank != 2 or slabs(op.result.type) > 1:
+            continue                     # multicast splits the rows of one 2-D box only
         if any(depends(v, set()) for v in op.operands[1:]):
             continue
         rows = op.result.type.shape[0]
@@ -317,7 +334,8 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         offset += stages * ring.stage_bytes
         maps[op.result.id] = len(tensor_maps)
         share = multicast.get(op.result.id, 1)
-        tensor_maps.append(TensorMapParam(op.operands[0].name, (rows // share, cols),
+        tensor_maps.append(TensorMapParam(op.operands[0].name,
+                                          (rows // share, cols // slabs(op.result.type)),
                                           SWIZZLE_BYTES))
     full = pre.value("mbarrier_alloc", [], BarrierType(stages), offset=offset, count=stages,
                      arrivals=1)

@@ -1,6 +1,7 @@
-"""examples/bf16_gemm.cdsl: what the compiler emits for a bf16 (and f16) mma, the interpreter
-against a float64 product, and the located errors for what the tensor-core lowering cannot
-take. The numerics on a GPU are in test_gpu_bf16_gemm.py."""
+"""examples/bf16_gemm.cdsl and bf16_matmul.cdsl (B MN-major): what the compiler emits for a
+bf16 (and f16) mma, the interpreter against a float64 product, and the located errors for
+what the tensor-core lowering cannot take. The numerics on a GPU are in
+test_gpu_bf16_gemm.py."""
 from __future__ import annotations
 
 import os
@@ -80,10 +81,56 @@ def test_a_k_step_that_is_not_one_swizzled_row():
     assert "help: step the K loop by 64" in msg
 
 
-def test_an_mn_major_b_is_not_lowered_yet():
-    msg = error(SOURCE.replace("b: bf16[N, K]", "b: bf16[K, N]").replace(
-        "load b[n0 : +BN, k : +64]", "load b[k : +64, n0 : +BN]").replace("tb.T", "tb"))
-    assert "an MN-major B ([K, N]) is not lowered yet" in msg
+MATMUL = os.path.join(os.path.dirname(__file__), "..", "examples", "bf16_matmul.cdsl")
+
+
+@pytest.mark.parametrize("config,slabs", [({}, 2), (dict(BN=256, STAGES=3), 4),
+                                          (dict(BM=64, BN=64), 1)])
+def test_an_mn_major_b_is_read_in_slabs_by_the_transposed_wgmma(config, slabs):
+    ptx = compile_file(MATMUL, constants=config).ptx
+    bn = config.get("BN", 128)
+    # B transposed (the last immediate 1), its descriptor's LBO one slab of 64 K rows x 128
+    # bytes (8192 B, encoded 512 at bit 16), SBO 1024 B; each k16 step moves 16 K rows.
+    assert re.search(rf"wgmma\.mma_async\.sync\.aligned\.m64n{bn}k16\.f32\.bf16\.bf16 "
+                     r"\{[^}]+\}, %rd\d+, %rd\d+, 1, 1, 1, 0, 1;", ptx)
+    assert str((1 << 62) | (64 << 32) | (512 << 16)) in ptx
+    copies = re.findall(r"cp\.async\.bulk\.tensor\.2d\.shared::cluster\.global\.tile\."
+                        r"mbarrier::complete_tx::bytes \[%r\d+\], \[(%rd\d+),", ptx)
+    assert len(copies) == 1 + slabs and len(set(copies)) == 2      # A's box, B's slabs
+    report = assemble(ptx).report
+    assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0
+
+
+@pytest.mark.parametrize("m,n,k,config", [(70, 136, 200, {}), (128, 256, 64, dict(BN=256))])
+def test_mn_major_interpreter_matches_float64_within_bf16_rounding(m, n, k, config):
+    g = torch.Generator().manual_seed(m + n + k)
+    a = torch.randn(m, k, generator=g).to(torch.bfloat16)
+    b = torch.randn(k, n, generator=g).to(torch.bfloat16)
+    b[3, 5] = -300.0                                      # an outlier
+    d = torch.full((m, n), float("nan"), dtype=torch.bfloat16)
+    kir = compile_file(MATMUL, emit="ir", constants=dict(BM=64, STAGES=3, **config)).ir[0]
+    run(kir, dict(a=a, b=b, d=d), dict(M=m, N=n, K=k), sms=3)
+    ref = a.double() @ b.double()
+    slack = 2 ** -8 * ref.abs() + 2 ** -20 * (a.double().abs() @ b.double().abs())
+    assert not d.isnan().any()
+    assert ((d.double() - ref).abs() <= slack).all()
+
+
+def test_an_mn_major_fp8_b_is_located():
+    src = SOURCE.replace("bf16[M, K]", "e4m3[M, K]").replace("b: bf16[N, K]", "b: e4m3[K, N]") \
+        .replace("load b[n0 : +BN, k : +64]", "load b[k : +128, n0 : +BN]").replace("tb.T", "tb") \
+        .replace("k : +64] via tma", "k : +128] via tma").replace("step 64", "step 128")
+    msg = error(src)
+    assert re.search(r"bf16_gemm\.cdsl:\d+:\d+: error: wgmma reads e4m3 operands K-major only",
+                     msg)
+    assert "help: store b as [N, K] and write mma(a, b.T)" in msg
+
+
+def test_an_mn_major_b_narrower_than_a_slab_is_located():
+    msg = error(open(MATMUL).read().replace("in [64, 128, 256]", "in [32, 64, 128, 256]"),
+                BN=32)
+    assert "an MN-major B tile ([K, N], no .T) is read in 64-column swizzled slabs; N = 32" in msg
+    assert "help: use BN = 64, 128, 192 or 256" in msg
 
 
 def test_f32_operands_are_not_lowered_yet():

@@ -240,6 +240,17 @@ def test_bf16_gemm(m, n, k, config):
         dict(d=((m, n), torch.bfloat16)), sizes, sms=5), **config)
 
 
+@pytest.mark.parametrize("m,n,k,config", [
+    (70, 136, 200, {}),                        # ragged M, N and K; N past the last slab
+    (130, 256, 128, dict(BM=64, BN=256, STAGES=3)),   # four 64-column slabs of B per stage
+])
+def test_bf16_matmul(m, n, k, config):
+    sizes = dict(M=m, N=n, K=k)
+    _check(EXAMPLES + "bf16_matmul.cdsl", "bf16_matmul", sizes, _runner(
+        dict(a=_random((m, k), torch.bfloat16, 1), b=_random((k, n), torch.bfloat16, 2)),
+        dict(d=((m, n), torch.bfloat16)), sizes, sms=5), **config)
+
+
 # ---- MoE kernels on simulated ranks ---------------------------------------------------------
 
 def _rank_runner(world, tensors, outputs, sizes):

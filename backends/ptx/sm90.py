@@ -253,7 +253,8 @@ def emit_mbarrier_arrive(cg, op: Op):
 
 @emits("tma_load", targets=HOPPER)
 def emit_tma_load(cg, op: Op):
-    """One box of the op's tensor map into buf[stage], completing on the barrier."""
+    """The op's tile into buf[stage], completing on the barrier: one box of its tensor map
+    per 128-byte column slab (passes/pipeline.py), each slab [rows x 128 B] after the last."""
     b = cg.b
     ring = op.operands[1].type
     buf, stage = cg.vals[op.operands[1].id], cg.vals[op.operands[2].id]
@@ -265,10 +266,15 @@ def emit_tma_load(cg, op: Op):
     n = len(coords)
     share = op.attrs.get("multicast", 1)
     if share == 1:
-        _asm(cg, f"cp.async.bulk.tensor.{n}d.shared::cluster.global.tile."
-             f"mbarrier::complete_tx::bytes [$0], [$1, {{{inner_first}}}], [${n + 2}];",
-             ",".join(["r", "l"] + ["r"] * n + ["r"]),
-             [dst, tmap, *reversed(coords), bars.at(cg, index)])
+        rows = ring.shape[0]
+        slab_cols = SWIZZLE_BYTES // dtype_info(ring.dtype).bytes
+        for slab in range(ring.shape[1] // slab_cols):
+            at = [*coords[:-1], b.add(coords[-1], cg.i32(slab * slab_cols))]
+            _asm(cg, f"cp.async.bulk.tensor.{n}d.shared::cluster.global.tile."
+                 f"mbarrier::complete_tx::bytes [$0], [$1, {{{inner_first}}}], [${n + 2}];",
+                 ",".join(["r", "l"] + ["r"] * n + ["r"]),
+                 [b.add(dst, cg.i32(slab * rows * SWIZZLE_BYTES)), tmap, *reversed(at),
+                  bars.at(cg, index)])
         return
     # This CTA's 1/share of the rows, at the same offset in every CTA of the cluster.
     rows, cols = ring.shape
@@ -303,10 +309,16 @@ def fragment_coord(cg, m, rep: int, elem: int):
     return b.add(b.add(base, group), cg.i32(8 * rep))
 
 
-def _descriptor(cg, address):
+def _descriptor(cg, address, high: int = DESC_128B):
     b = cg.b
     start = b.lshr(b.and_(b.zext(address, I64), ir.Constant(I64, 0x3FFFF)), ir.Constant(I64, 4))
-    return b.or_(start, ir.Constant(I64, DESC_128B))
+    return b.or_(start, ir.Constant(I64, high))
+
+
+def _mn_major_descriptor(slab_bytes: int) -> int:
+    """The high bits of an MN-major, 128B-swizzled tile's descriptor: 64-column slabs
+    `slab_bytes` apart (LBO), 8-row (K) groups 1024 bytes apart (SBO)."""
+    return ((slab_bytes >> 4) << 16) | (64 << 32) | (1 << 62)
 
 
 def _fragment_order(n: int) -> list[int]:
@@ -329,13 +341,24 @@ class _Wgmma:
         a_base = b.add(bufs[0], b.mul(stage, cg.i32(rings[0].stage_bytes)))
         a_base = b.add(a_base, b.mul(_consumer_warpgroup(cg), cg.i32(WARPGROUP_ROWS * 128)))
         self.a_desc = _descriptor(cg, a_base)
-        self.b_desc = _descriptor(cg, b.add(bufs[1], b.mul(stage, cg.i32(rings[1].stage_bytes))))
+        b_base = b.add(bufs[1], b.mul(stage, cg.i32(rings[1].stage_bytes)))
+        # K-major B: a wgmma's 32 bytes of K lie along each row (+2 in 16-byte units). An
+        # MN-major B ([K, N] slabs, wgmma's transposed form) steps 16 K rows of 128 bytes.
+        self.mn_major_b = not op.attrs["trans_b"]
+        if self.mn_major_b:
+            k_rows = rings[1].shape[0]
+            self.b_desc = _descriptor(cg, b_base, _mn_major_descriptor(k_rows * SWIZZLE_BYTES))
+            self.b_step = 16 * SWIZZLE_BYTES // 16
+        else:
+            self.b_desc = _descriptor(cg, b_base)
+            self.b_step = 2
         self.nregs = self.bn // 2
         self.order = _fragment_order(self.bn)
         self.instr = (f"wgmma.mma_async.sync.aligned.{op.attrs['instr']}.f32."
                       f"{rings[0].dtype}.{rings[1].dtype}")
-        # 16-bit types take the operands' majors too: both K-major (no transpose).
-        self.majors = ", 0, 0" if dtype_info(rings[0].dtype).bytes == 2 else ""
+        # 16-bit types take the operands' majors too: A K-major, B either.
+        self.majors = (f", 0, {int(self.mn_major_b)}" if dtype_info(rings[0].dtype).bytes == 2
+                       else "")
 
     def issue(self, steps: range, regs: list | None = None) -> list:
         """One wgmma per K step of 32 bytes (32 FP8 or 16 bf16/f16 elements) along the
@@ -345,8 +368,8 @@ class _Wgmma:
         acc_type = ir.LiteralStructType([F32] * n)
         outputs = "{" + ", ".join(f"${i}" for i in range(n)) + "}"
         for kk in steps:
-            step = ir.Constant(I64, 2 * kk)                   # +32 bytes, in 16-byte units
-            descs = [b.add(self.a_desc, step), b.add(self.b_desc, step)]
+            descs = [b.add(self.a_desc, ir.Constant(I64, 2 * kk)),    # +32 B in 16 B units
+                     b.add(self.b_desc, ir.Constant(I64, self.b_step * kk))]
             if regs is None:
                 res = _asm(cg, f"{self.instr} {outputs}, ${n}, ${n + 1}, 0, 1, 1{self.majors};",
                            ",".join(["=f"] * n + ["l", "l"]), descs, acc_type)

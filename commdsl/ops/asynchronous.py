@@ -131,9 +131,10 @@ def _run_mbarrier_arrive(ctx, op, bars, i):
 
 
 def _run_tma_load(ctx, op, tensor, buf, stage, *rest):
-    """The box of tensor map `map` at the coordinates into buf[stage] (with multicast = C,
-    this CTA's 1/C of the tile's rows into every CTA of the cluster), completing its bytes
-    on barrier i of each; it lands later (interpreter_async.Scheduler.land)."""
+    """The boxes of tensor map `map` at the coordinates into buf[stage], one per column
+    slab of the tile (with multicast = C, this CTA's 1/C of the tile's rows into every CTA
+    of the cluster), completing their bytes on barrier i of each; they land later
+    (interpreter_async.Scheduler.land)."""
     import torch
     from commdsl.dtypes import dtype as dtype_info
     from commdsl.regions import in_bounds_region
@@ -141,15 +142,17 @@ def _run_tma_load(ctx, op, tensor, buf, stage, *rest):
     rows, cols = ctx.k.attrs["tensor_maps"][op.attrs["map"]].box
     share = op.attrs.get("multicast", 1)
     part = ctx.cluster_rank() if share > 1 else 0
-    box = torch.zeros((rows, cols), dtype=tensor.dtype)      # TMA fills what is outside
+    width = op.operands[1].type.shape[1]                      # slabs x cols
+    box = torch.zeros((rows, width), dtype=tensor.dtype)     # TMA fills what is outside
     leading = [int(c) for c in coords[:-2]]                   # one element deep in each
     if all(0 <= c < n for c, n in zip(leading, tensor.shape)):
         plane = tensor[tuple(leading)]
-        region = in_bounds_region((rows, cols), plane.shape,
-                                  (coords[-2] + part * rows, coords[-1]))
-        if region is not None:
-            box[region[1]] = plane[region[0]]
-    nbytes = rows * cols * dtype_info(op.operands[0].type.dtype).bytes
+        for c0 in range(0, width, cols):
+            region = in_bounds_region((rows, cols), plane.shape,
+                                      (coords[-2] + part * rows, coords[-1] + c0))
+            if region is not None:
+                box[:, c0:c0 + cols][region[1]] = plane[region[0]]
+    nbytes = rows * width * dtype_info(op.operands[0].type.dtype).bytes
     for cta in ctx.peers() if share > 1 else [ctx]:
         ring, bars = cta.vals[op.operands[1].id], cta.vals[op.operands[-2].id]
         ring.start_copy(op, stage)

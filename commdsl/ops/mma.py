@@ -16,12 +16,11 @@ def _mma(op):
         if not isinstance(b, SmemType) or not is_i32(op.operands[2]):
             fail(op, "takes two shared-memory rings and a stage index")
         rest = op.operands[3:]
-        a_shape, b_shape = a.shape, b.shape
     else:
         if not isinstance(a, TileType) or not isinstance(b, TileType):
             fail(op, "takes two tiles")
         rest = op.operands[2:]
-        a_shape, b_shape = a.shape, (b.shape if op.attrs["trans_b"] else b.shape[::-1])
+    a_shape, b_shape = a.shape, (b.shape if op.attrs["trans_b"] else b.shape[::-1])
     if len(a_shape) != 2 or len(b_shape) != 2 or a_shape[1] != b_shape[1]:
         fail(op, f"operand shapes {a_shape} and {b_shape} (as [N, K]) disagree on K")
     if not isinstance(r, TileType) or r.dtype != "f32" or r.shape != (a_shape[0], b_shape[0]):
