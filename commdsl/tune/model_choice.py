@@ -27,10 +27,10 @@ class ModelChoice:
     from_cache: bool = False
 
     def table(self) -> str:
-        lines = [f"model of {self.machine}:", f"{'config':<44} {'estimate':>10}  terms"]
+        lines = [f"model of {self.machine}:", f"{'config':<52} {'estimate':>10}  terms"]
         for e in sorted(self.estimates, key=lambda e: (e.seconds is None, e.seconds or 0)):
             shown = "-" if e.seconds is None else f"{e.seconds * 1e6:.1f} us"
-            lines.append(f"{_label(e.config):<44} {shown:>10}  {e.terms()}")
+            lines.append(f"{_label(e.config):<52} {shown:>10}  {e.terms()}")
         lines.append(f"model's choice: {_label(self.config)}"
                      + (f" ({self.seconds * 1e6:.1f} us)" if self.seconds else ""))
         return "\n".join(lines)
