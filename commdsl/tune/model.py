@@ -8,7 +8,8 @@ part (tune/machine.py). The estimate is a roofline over waves of work units:
                steps), else the CTAs of the grid
     per SM     how many units an SM runs at once: 1 for a persistent loop (one CTA per SM);
                else the fewest CTAs that threads, shared memory, registers (ptxas's, where
-               known) and the SM's CTA slots allow ("occupancy")
+               known) and the SM's CTA slots allow ("occupancy"), and no more than the
+               units spread over the SMs
     waves      ceil(units / (SMs x per SM)); the last wave's fill is how full it is. An SM
                with work in the last wave takes as long as in a full one, so a tile count
                that just spills into a new wave costs a whole wave
@@ -84,10 +85,12 @@ def estimate(profile: KernelProfile, sizes: dict[str, int], machine: Machine,
     slots = sms * est.per_sm
     est.waves = max(1, math.ceil(work.units / slots))
     est.last_wave_fill = (work.units - (est.waves - 1) * slots) / slots
+    # Units an SM holds at once in a full wave: fewer where there are few units.
+    busy = min(est.per_sm, math.ceil(work.units / sms))
     compute = _compute_per_unit(work, machine, limits)
-    stream = _stream_per_unit(work, machine, est.per_sm)
-    est.compute_s = est.waves * est.per_sm * compute
-    est.stream_s = est.waves * est.per_sm * stream
+    stream = _stream_per_unit(work, machine, busy)
+    est.compute_s = est.waves * busy * compute
+    est.stream_s = est.waves * busy * stream
     est.overhead_s = est.waves * machine.unit_overhead_s
     est.dram_s = _dram_bytes(work, slots, machine) / (machine.hbm_bytes_per_s *
                                                       machine.hbm_efficiency)
