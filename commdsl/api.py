@@ -23,14 +23,17 @@ capture:
 """
 from __future__ import annotations
 
-from . import config
+from . import config as settings
 from .diagnostics import CompileError
 from .kernel import InterpretedKernel, Kernel, build, local_target, read_source
 
 
+CONFIGS = ("source", "model")
+
+
 def load(path_or_source: str, *, kernel: str | None = None, target: str | None = None,
-         autotune: bool | dict = False, fast_math: bool = False, search: str = "auto",
-         progress: bool = True, **constants):
+         autotune: bool | dict = False, config: str = "source", fast_math: bool = False,
+         search: str = "auto", progress: bool = True, **constants):
     """Compiles a kernel from a .cdsl file (or source text) with the given constants, for
     `target` (default: the current GPU's).
 
@@ -40,16 +43,40 @@ def load(path_or_source: str, *, kernel: str | None = None, target: str | None =
     "halving"); `progress=False` silences its progress bars (shown on rank 0 only). See
     `commdsl.autotune` for the details.
 
+    `config` says where the defaults of the tune constants not set here come from:
+    "source" (what the source declares; the cost model's pick per call shape for those
+    declared `by model`), or "model" (the cost model picks every one per call shape, without
+    timing: tune/model.py).
+
     `fast_math=True` lowers math functions to PTX's .approx instructions (the compile option
     fast_math; `fast_math()` in the kernel header does the same)."""
     if search != "auto" and autotune is False:
         raise CompileError(f"search={search!r} says how autotune=True tunes, and autotune is "
                            "off", None, "pass autotune=True too, or drop search=")
+    if config not in CONFIGS:
+        raise CompileError(f"config={config!r} is not one of {', '.join(map(repr, CONFIGS))}",
+                           None, "config='model' lets the cost model pick the tune constants "
+                           "per call shape; 'source' keeps the declared defaults")
+    if config == "model" and autotune is not False:
+        raise CompileError("config='model' picks by the cost model without timing, and "
+                           "autotune times", None, "pass one of the two (autotune already "
+                           "prunes by the model)")
     text, path = read_source(path_or_source)
     options = {"fast_math": True} if fast_math else None
-    if config.interpret():      # the interpreter times nothing: tune constants keep defaults
+    if settings.interpret():      # the interpreter times nothing: tune constants keep defaults
         return InterpretedKernel(text, path, kernel, constants, target or local_target(),
                                  options)
+    if autotune is False:
+        from .tune.space import model_axes
+        axes = model_axes(text, path, kernel, constants, every_tune=config == "model")
+        if axes:
+            if fast_math:
+                raise CompileError("fast_math=True does not reach the compiles of the "
+                                   "model's choices", None,
+                                   "write fast_math() in the kernel header instead")
+            from .tune.model_kernel import ModelChosenKernel
+            return ModelChosenKernel(text, path, kernel, constants, target or local_target(),
+                                     axes)
     if autotune is False and target is None:
         target = local_target()
         try:

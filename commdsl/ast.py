@@ -251,6 +251,11 @@ class Tune(Node):
     name: str
     default: Expr | None
     values: tuple[Expr, ...]
+    by: Name | None = None       # `by model`: the default is the cost model's pick per shape
+
+    @property
+    def by_model(self) -> bool:
+        return self.by is not None and self.by.id == "model"
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,10 @@ def _constants(k: ast.Kernel, overrides: dict) -> dict:
             raise CompileError(f"kernel '{k.name}' has no constant '{name}' to set", k.span, hint)
     constants: dict = {}
     for t in k.tunes:
+        if t.by is not None and not t.by_model:
+            raise CompileError(f"'by {t.by.id}' is not a way to pick a default", t.by.span,
+                               f"write 'by model' (the cost model picks {t.name} per call "
+                               "shape), or time the choices with `commdsl tune`")
         values = tuple(fold_constant(v, constants, f"value of '{t.name}'") for v in t.values)
         if t.default is not None:
             constants[t.name] = fold_constant(t.default, constants, f"default of '{t.name}'")

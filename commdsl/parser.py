@@ -90,8 +90,11 @@ class _ToAst(Transformer):
         return ("tune", tuple(items))
 
     def tune_item(self, meta, items):
-        name, default, values = items
-        return ast.Tune(Span.of(meta), str(name), default, values)
+        name, default, values, by = items
+        return ast.Tune(Span.of(meta), str(name), default, values, by)
+
+    def tune_by(self, meta, items):
+        return ast.Name(_span(items[0]), str(items[0]))
 
     def const_attr(self, meta, items):
         return ("const", tuple(items))

@@ -4,6 +4,7 @@ The timer is injected (a stub that scores each config from a table and counts it
 so nothing launches; configs still go through the real compiler and ptxas for pruning.
 """
 import dataclasses
+import math
 import os
 
 import pytest
@@ -24,6 +25,13 @@ COPY_NC = os.path.join(EXAMPLES, "copy_nc.cdsl")
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("COMMDSL_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def no_model_pruning(monkeypatch):
+    """The stub timers here draw landscapes of their own, which the cost model does not
+    know: it must not prune them (tests/test_tune_model.py tests the pruning)."""
+    monkeypatch.setattr(tuner, "MODEL_PRUNE", math.inf)
 
 
 class StubTimer:

@@ -19,7 +19,7 @@ import torch
 import commdsl
 import commdsl.kernel
 from commdsl.cli import main
-from commdsl.tune import parallel_compile, search
+from commdsl.tune import parallel_compile, search, tuner
 from commdsl.tune.progress import Progress
 from commdsl.tune.tuner import Trial
 
@@ -30,6 +30,13 @@ FULL_RUNS = 100          # launches in a full measurement: the unit repetitions 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("COMMDSL_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def no_model_pruning(monkeypatch):
+    """The stub timers here draw landscapes of their own, which the cost model does not
+    know: it must not prune them (tests/test_tune_model.py tests the pruning)."""
+    monkeypatch.setattr(tuner, "MODEL_PRUNE", math.inf)
 
 
 # -- a synthetic landscape ---------------------------------------------------------------

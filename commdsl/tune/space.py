@@ -13,6 +13,7 @@ declared space. Every mistake is one CompileError naming the constant and the fi
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 
 from ..diagnostics import CompileError, Source
@@ -91,6 +92,24 @@ def _search_space(text, path, kernel, fixed, space) -> SearchSpace:
                 raise CompileError(f"space['{name}'] holds {v!r}, which is not a number", None,
                                    f"constants are numbers, e.g. space={{'{name}': [8, 16]}}")
     return SearchSpace(k.name, tuple((name, tuple(values)) for name, values in space.items()))
+
+
+def model_axes(text: str, path: str, kernel: str | None, fixed: dict,
+               every_tune: bool = False) -> dict | None:
+    """{constant: declared values} the cost model picks per call shape: those declared
+    `by model` (every tunable one with `every_tune`), less the `fixed`; None if none."""
+    if not every_tune and not re.search(r"\bby\s+model\b", text):
+        return None                    # the common case, decided without parsing
+    try:
+        from ..check import check_signature, fold_constant
+        from ..parser import parse
+        k = _pick_kernel(parse(text, path).kernels, kernel, path)
+        env = check_signature(k, fixed).constants
+        axes = {t.name: [fold_constant(v, env, f"value of '{t.name}'") for v in t.values]
+                for t in k.tunes if (every_tune or t.by_model) and t.name not in fixed}
+    except CompileError as e:
+        raise e.with_source(Source(text, path)) from None
+    return axes or None
 
 
 def _pick_kernel(kernels, name: str | None, path: str):

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from ..diagnostics import CommdslError, CompileError, Source
 from ..target import Target, get_target
 
+MODEL_PRUNE = 1.5        # configs the model rates slower than this x its best are not timed
+
 
 @dataclass
 class Trial:
@@ -147,20 +149,25 @@ def _run_trials(default, space, args: tuple, kwargs: dict, bound, timer, progres
     from .progress import Progress
     from .search import best, pick_search, plan, planned_work, run_plan, sample
     from .timer import cuda_event_timer
-    method = pick_search(search, len(space), timer)
-    timer = timer or cuda_event_timer
     limits = get_target(default.target)
-    configs = space.configs() if method == "exhaustive" else sample(space.configs())
-    sizes = ", ".join(f"{s}={bound.sizes[s]}" for s in default.spec.size_symbols)
-    shown = (f"{len(space)} configs" + (f", {method}" if method != "exhaustive" else "") +
-             (f" over a sample of {len(configs)}" if len(configs) < len(space) else ""))
-    bar = Progress(f"tuning {default.name} ({sizes}) over {space}: {shown}", enabled=progress)
-    bar.phase("compiling", len(configs))
-    trials = [Trial(config) for config in configs]
-    compiled = compile_configs(default, configs, lambda config, why: bar.step(
+    sizes = {s: bound.sizes[s] for s in default.spec.size_symbols}
+    shown = ", ".join(f"{k}={v}" for k, v in sizes.items())
+    bar = Progress(f"tuning {default.name} ({shown}) over {space}: {len(space)} configs",
+                   enabled=progress)
+    trials = [Trial(config) for config in space.configs()]
+    _prune_by_model(default, trials, sizes, bound.device, bar)
+    alive = [t for t in trials if t.pruned is None]
+    method = pick_search(search, len(alive), timer)
+    timer = timer or cuda_event_timer
+    if method != "exhaustive":
+        sampled = sample(alive)
+        trials = [t for t in trials if t.pruned is not None] + sampled
+        alive = sampled
+    bar.phase("compiling", len(alive))
+    compiled = compile_configs(default, [t.config for t in alive], lambda config, why: bar.step(
         f"{_label(config)}: " + ("ok" if why is None else f"pruned ({why})")))
     kernels = {}
-    for trial, (kernel, why) in zip(trials, compiled):
+    for trial, (kernel, why) in zip(alive, compiled):
         trial.pruned = why if kernel is None else over_limits(kernel, limits)
         if trial.pruned is None:
             kernels[_label(trial.config)] = kernel
@@ -190,6 +197,33 @@ def _run_trials(default, space, args: tuple, kwargs: dict, bound, timer, progres
     bar.close(f"best {_label(winner.config)}: {winner.ms:.4f} ms" if winner
               else "no config could be timed")
     return trials, kernels, winner
+
+
+def _prune_by_model(default, trials: list[Trial], sizes: dict, device, bar) -> None:
+    """Marks, before anything compiles, the configs the cost model (tune/model.py) rates
+    over MODEL_PRUNE x its best estimate, and those it found do not compile or fit. A
+    config the model cannot estimate stays in, as do all of them if the model fails."""
+    from ..config import logger
+    from .model_choice import default_machine, estimate_space
+    name, sms = (_device_name(device), _sm_count(device)) if device.type == "cuda" \
+        else (None, None)
+    bar.phase("modelling", len(trials))
+    try:
+        estimates = estimate_space(
+            default.source, default.path, default.name, default.constants, default.target,
+            [t.config for t in trials], sizes, default_machine(default.target, name, sms),
+            on_estimate=lambda e: bar.step(_label(e.config)))
+    except Exception as e:       # the model only saves time: tune without it
+        logger().warning("tuning: the cost model failed (%s: %s); timing every config",
+                         type(e).__name__, e)
+        return
+    runnable = [e.seconds for e in estimates if e.seconds is not None]
+    fastest = min(runnable, default=None)
+    for trial, e in zip(trials, estimates):
+        if e.seconds is None and not e.why_not.startswith("not modelled"):
+            trial.pruned = e.why_not
+        elif e.seconds is not None and e.seconds > MODEL_PRUNE * fastest:
+            trial.pruned = f"model estimate {e.seconds / fastest:.1f}x the best"
 
 
 def over_limits(kernel, limits: Target) -> str | None:
@@ -238,6 +272,11 @@ def _runner(kernel, arg_sets, device):
         i = position[0] = (position[0] + 1) % len(named)
         kernel(**named[i])
     return run
+
+
+def _sm_count(device) -> int:
+    import torch
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _device_name(device) -> str:

@@ -1,0 +1,65 @@
+"""The rates the cost model (tune/model.py) divides work by: one `Machine` per GPU part.
+
+A Target (commdsl/target.py) is a family and holds limits; a part of a family has its own
+SM count, clock and memory, so the rates live here. Datasheet numbers carry their source;
+the few efficiencies were fitted once to the timings recorded in bench/results (every shape
+and config of fp8_gemm and act_quant on an H100 at once, never one shape):
+`python bench/model_agreement.py --fit` repeats the fit and prints the agreement.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+GB = 1e9
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    sms: int
+    clock_hz: float                    # the boost clock the datasheet's peak rates assume
+    hbm_bytes_per_s: float
+    l2_bytes: int
+    # Dense tensor-core FLOPs per clock per SM by operand dtype: the datasheet's peak over
+    # sms x clock (H100 SXM: 1979 TFLOP/s FP8, 989 BF16, 132 SMs at 1.83 GHz).
+    mma_flops_per_clock: dict
+    # -- fitted (bench/model_agreement.py --fit) ------------------------------------------
+    mma_efficiency: float = 0.50       # of the tensor cores' peak, sustained in a GEMM: the
+                                       # card sits at its power limit (docs/perf-notes.md)
+    hbm_efficiency: float = 0.90       # of the datasheet bandwidth a copy reaches (3.03 TB/s
+                                       # measured, DESIGN.md); not fitted
+    sm_load_bytes_per_s: float = 70 * GB   # what one SM pulls from L2 when it streams tiles
+    memory_latency_s: float = 0.5e-6   # from issuing a global load to its data, under load
+    unit_overhead_s: float = 1.0e-6    # per tile or CTA wave: pipeline fill, epilogue drain
+    launch_s: float = 12e-6            # one launch and its host cost: the recorded benches
+                                       # did not hide it (5.9-21 us in DESIGN.md)
+
+    def with_sms(self, sms: int) -> "Machine":
+        return replace(self, sms=sms)
+
+
+# H100 SXM5 80GB: NVIDIA H100 Tensor Core GPU datasheet (3.35 TB/s HBM3, 50 MB L2,
+# 1979 / 989 TFLOP/s dense FP8 / BF16) and the CUDA guide's 132 SMs.
+H100 = Machine("H100 SXM", sms=132, clock_hz=1.83e9, hbm_bytes_per_s=3.35e12,
+               l2_bytes=50 * MIB,
+               mma_flops_per_clock={"e4m3": 8192, "e5m2": 8192, "bf16": 4096, "f16": 4096})
+# H200: the same SMs and clock as H100 SXM, 4.8 TB/s HBM3e (NVIDIA H200 datasheet).
+H200 = replace(H100, name="H200", hbm_bytes_per_s=4.8e12)
+# A100 SXM 80GB: 108 SMs at 1.41 GHz, 2.04 TB/s, 40 MB L2, 312 TFLOP/s dense BF16 (A100
+# datasheet); no FP8 tensor cores.
+A100 = Machine("A100 SXM", sms=108, clock_hz=1.41e9, hbm_bytes_per_s=2.04e12,
+               l2_bytes=40 * MIB, mma_flops_per_clock={"bf16": 2048, "f16": 2048})
+
+_BY_SM = {90: H100, 89: H100, 80: A100, 86: A100}
+
+
+def machine_for(target_sm: int, device_name: str | None = None,
+                sms: int | None = None) -> Machine:
+    """The part to model: the named device's where it is known (an H200 by its name), else
+    the family's reference part; `sms` (the device's own count, or an SM budget) replaces
+    the part's."""
+    machine = _BY_SM.get(target_sm, H100)
+    if device_name and "H200" in device_name.upper():
+        machine = H200
+    return machine.with_sms(sms) if sms else machine

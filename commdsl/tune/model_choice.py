@@ -1,0 +1,113 @@
+"""The model's choice of a config for one call shape, without timing (tune/model.py).
+
+    choice = model_choice(text, path, kernel, fixed, target, space, {"M": 128, ...})
+    choice.config            # the fastest estimate; near-ties keep the source's defaults
+    print(choice.table())    # every config's estimate and terms: `commdsl tune --explain`
+
+A choice is saved beside the tuner's records (tune/records.py, search "model"), so a shape
+is modelled once; the part modelled is the current GPU's (its name and SM count), else the
+target family's reference part (tune/machine.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .machine import Machine
+from .model import Estimate
+
+TIE = 1.01          # estimates this close are the same to the model: keep more defaults
+
+
+@dataclass
+class ModelChoice:
+    config: dict
+    seconds: float | None
+    machine: str
+    estimates: list[Estimate] = field(default_factory=list)   # empty when read from a record
+    from_cache: bool = False
+
+    def table(self) -> str:
+        lines = [f"model of {self.machine}:", f"{'config':<52} {'estimate':>10}  terms"]
+        for e in sorted(self.estimates, key=lambda e: (e.seconds is None, e.seconds or 0)):
+            shown = "-" if e.seconds is None else f"{e.seconds * 1e6:.1f} us"
+            lines.append(f"{_label(e.config):<52} {shown:>10}  {e.terms()}")
+        lines.append(f"model's choice: {_label(self.config)}"
+                     + (f" ({self.seconds * 1e6:.1f} us)" if self.seconds else ""))
+        return "\n".join(lines)
+
+
+def pick(estimates: list[Estimate], defaults: dict) -> Estimate | None:
+    """The fastest estimate; among those within TIE of it, the one that keeps the most of
+    the source's defaults (a term the model does not see, such as a promotion interval,
+    then stays as the author chose it)."""
+    runnable = [e for e in estimates if e.seconds is not None]
+    if not runnable:
+        return None
+    fastest = min(e.seconds for e in runnable)
+    near = [e for e in runnable if e.seconds <= fastest * TIE]
+    return max(near, key=lambda e: (sum(defaults.get(k) == v for k, v in e.config.items()),
+                                    -e.seconds))
+
+
+def estimate_space(text: str, path: str, kernel: str | None, fixed: dict, target: str,
+                   configs: list[dict], sizes: dict[str, int], machine: Machine,
+                   on_estimate=None) -> list[Estimate]:
+    """The model's estimate of each config (set on top of `fixed`) at `sizes`."""
+    from ..target import get_target
+    from .model import estimate
+    from .profile import profile
+    limits = get_target(target)
+    estimates = []
+    for config in configs:
+        e = estimate(profile(text, path, kernel, {**fixed, **config}, target), sizes, machine,
+                     limits)
+        e.config = dict(config)
+        estimates.append(e)
+        if on_estimate is not None:
+            on_estimate(e)
+    return estimates
+
+
+def model_choice(text: str, path: str, kernel: str | None, fixed: dict, target: str, space,
+                 sizes: dict[str, int], machine: Machine | None = None, *,
+                 device_name: str | None = None, use_records: bool = True) -> ModelChoice:
+    """The model's config over `space` (a SearchSpace) at `sizes`, read from a saved record
+    when this shape was modelled before."""
+    from ..check import check_signature
+    from ..diagnostics import CompileError
+    from .records import TuneRecords, record_fields
+    from .space import _pick_kernel
+    from .profile import _parsed
+    machine = machine or default_machine(target, device_name)
+    records = TuneRecords() if use_records else None
+    fields = record_fields(machine.name, space.kernel, text, sizes, target, fixed,
+                           space, f"model/{machine.sms}")
+    saved = records.get(fields) if records else None
+    if saved is not None:
+        return ModelChoice(saved["config"], saved["ms"] and saved["ms"] / 1e3, machine.name,
+                           from_cache=True)
+    k = _pick_kernel(_parsed(text, path).kernels, kernel, path)
+    defaults = check_signature(k, fixed).constants
+    estimates = estimate_space(text, path, kernel, fixed, target, space.configs(), sizes,
+                               machine)
+    chosen = pick(estimates, defaults)
+    if chosen is None:
+        reasons = "; ".join(f"{_label(e.config)}: {e.why_not}" for e in estimates[:3])
+        raise CompileError(f"the model finds no config of {space.kernel} that runs "
+                           f"({reasons})", None, "widen the tune lists, or fix the kernel")
+    if records:
+        records.put(fields, chosen.config, chosen.seconds * 1e3,
+                    [{"config": e.config, "ms": e.seconds and e.seconds * 1e3,
+                      "pruned": e.why_not, "effort": None} for e in estimates])
+    return ModelChoice(chosen.config, chosen.seconds, machine.name, estimates)
+
+
+def default_machine(target: str, device_name: str | None = None,
+                    sms: int | None = None) -> Machine:
+    from ..target import get_target
+    from .machine import machine_for
+    return machine_for(get_target(target).sm, device_name, sms)
+
+
+def _label(config: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in config.items())

@@ -1,0 +1,188 @@
+"""The cost model (tune/model.py) on the CPU: its choices for given shapes and limits, its
+agreement with the timings recorded on an H100, `by model` and `config="model"`, the tuner's
+pruning by it, and `commdsl tune --explain`."""
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+import commdsl
+from commdsl.cli import main
+from commdsl.target import get_target
+from commdsl.tune import tuner
+from commdsl.tune.machine import H100
+from commdsl.tune.model import estimate, mma_shape_efficiency
+from commdsl.tune.model_choice import model_choice
+from commdsl.tune.profile import profile
+from commdsl.tune.space import model_axes, search_space
+from diagnostic_checks import compile_error, points_at
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+import model_agreement  # noqa: E402
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+FP8_GEMM = os.path.join(EXAMPLES, "fp8_gemm.cdsl")
+ACT_QUANT = os.path.join(EXAMPLES, "act_quant.cdsl")
+SM90A = get_target("sm_90a")
+
+BY_MODEL = """kernel scale(x: f32[M, N], y: out f32[M, N])
+  tune ROWS = 4 in [1, 4, 16] by model
+  tune COLS = 128 in [128, 256]
+  grid(cdiv(M, ROWS), cdiv(N, COLS))
+{
+  let t = load x[pid.0 * ROWS : +ROWS, pid.1 * COLS : +COLS]
+  store y[pid.0 * ROWS : +ROWS, pid.1 * COLS : +COLS] = t * 2.0
+}
+"""
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMMDSL_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def gemm_choice(space: dict, **sizes):
+    text = open(FP8_GEMM).read()
+    return model_choice(text, FP8_GEMM, None, {}, "sm_90a",
+                        search_space(text, FP8_GEMM, None, {}, space), sizes, H100,
+                        use_records=False)
+
+
+def gemm_estimate(sizes, **config):
+    return estimate(profile(open(FP8_GEMM).read(), FP8_GEMM, None, config, "sm_90a"), sizes,
+                    H100, SM90A)
+
+
+# -- the model's choices -----------------------------------------------------------------
+
+@pytest.mark.parametrize("m", [64, 4096])
+def test_small_m_picks_the_small_row_tile(m):
+    choice = gemm_choice({"BM": [64, 128, 192], "BN": [64, 128]}, M=m, N=7168, K=7168)
+    assert (choice.config["BM"] == 64) == (m <= 64), choice.table()
+
+
+def test_a_config_whose_shared_memory_does_not_fit_is_never_chosen():
+    sizes = {"M": 4096, "N": 7168, "K": 7168}
+    too_big = gemm_estimate(sizes, BM=192, BN=128, STAGES=8)
+    assert too_big.seconds is None and "shared memory" in too_big.why_not
+    choice = gemm_choice({"BM": [192], "BN": [128], "STAGES": [4, 8]}, **sizes)
+    assert choice.config["STAGES"] == 4
+
+
+def test_wave_quantization_prefers_the_tile_count_that_fills_the_last_wave():
+    sizes = {"M": 4096, "N": 2112, "K": 7168}
+    estimates = {bm: gemm_estimate(sizes, BM=bm, BN=128) for bm in (128, 192)}
+    for bm, e in estimates.items():
+        tiles = math.ceil(4096 / bm) * math.ceil(2112 / 128)
+        assert e.units == tiles and e.waves == math.ceil(tiles / H100.sms)
+        assert e.last_wave_fill == pytest.approx((tiles - (e.waves - 1) * H100.sms) / H100.sms)
+    # the same FLOPs: 128 rows leave the fifth wave nearly empty, 192 fill three
+    assert estimates[128].last_wave_fill < 0.2 < estimates[192].last_wave_fill
+    assert gemm_choice({"BM": [128, 192], "BN": [128]}, **sizes).config["BM"] == 192
+
+
+def test_narrow_mma_tiles_are_slower_per_flop():
+    eff = [mma_shape_efficiency(n, "e4m3", H100, SM90A) for n in (16, 32, 64, 128)]
+    assert eff == sorted(eff) and eff[0] < 0.5 and eff[-1] == 1.0
+    assert mma_shape_efficiency(16, "e4m3", H100, get_target("sm_80")) == 1.0   # no wgmma
+
+
+def test_memory_bound_kernels_are_bound_by_memory_and_fill_the_sm():
+    text = open(ACT_QUANT).read()
+    sizes = {"M": 16384, "K": 7168}
+    one_row = estimate(profile(text, ACT_QUANT, None, {"ROWS": 1, "WARPS": 8}, "sm_90a"),
+                       sizes, H100, SM90A)
+    many = estimate(profile(text, ACT_QUANT, None, {"ROWS": 16, "WARPS": 8}, "sm_90a"),
+                    sizes, H100, SM90A)
+    assert many.bound == "DRAM" and one_row.seconds > 1.5 * many.seconds
+    assert one_row.per_sm == SM90A.max_threads_per_sm // 256 and one_row.occupancy_limit == \
+        "threads"
+
+
+def test_the_model_agrees_with_the_timings_recorded_on_an_h100():
+    """Per recorded shape, the model's pick among the recorded configs against the measured
+    best: no pick is far off, and on most shapes it is the best."""
+    rows = model_agreement.agreement(model_agreement.Model(), model_agreement.recorded_shapes())
+    slowdowns = [r["slowdown"] for r in rows]
+    assert len(rows) >= 13
+    assert max(slowdowns) < 1.20, rows
+    assert math.exp(sum(map(math.log, slowdowns)) / len(slowdowns)) < 1.05
+    assert sum(s < 1.03 for s in slowdowns) >= len(rows) * 2 // 3
+
+
+# -- by model, config="model" ------------------------------------------------------------
+
+def test_by_model_marks_the_axes_the_model_picks():
+    assert model_axes(BY_MODEL, "k.cdsl", None, {}) == {"ROWS": [1, 4, 16]}
+    assert model_axes(BY_MODEL, "k.cdsl", None, {"ROWS": 4}) is None
+    assert model_axes(BY_MODEL, "k.cdsl", None, {}, every_tune=True) == {
+        "ROWS": [1, 4, 16], "COLS": [128, 256]}
+    assert model_axes(open(ACT_QUANT).read(), ACT_QUANT, None, {}) is None
+
+
+def test_by_anything_but_model_is_a_located_error():
+    source = BY_MODEL.replace("by model", "by timing")
+    text = compile_error(source)
+    points_at(text, source, 2, "timing")
+    assert "'by timing' is not a way to pick a default" in text
+    assert "help: write 'by model'" in text
+
+
+def test_load_picks_by_model_per_shape_and_saves_the_choice(launches):
+    kernel = commdsl.load(BY_MODEL, target="sm_90a")
+    for m in (64, 65536):
+        kernel(torch.zeros(m, 1024), y=torch.empty(m, 1024))
+    space = search_space(BY_MODEL, "<string>", None, {}, {"ROWS": [1, 4, 16]})
+    for m, grid in zip((64, 65536), (call[3] for call in launches["launches"])):
+        choice = kernel.model_choices[(("M", m), ("N", 1024))]
+        direct = model_choice(BY_MODEL, "<string>", None, {}, "sm_90a", space,
+                              {"M": m, "N": 1024}, H100, use_records=False)
+        assert choice.config == direct.config and list(choice.config) == ["ROWS"]
+        assert grid[:2] == (math.ceil(m / choice.config["ROWS"]), 1024 // 128)  # COLS: 128
+    again = commdsl.load(BY_MODEL, target="sm_90a")
+    again(torch.zeros(64, 1024), y=torch.empty(64, 1024))
+    assert again.model_choices[(("M", 64), ("N", 1024))].from_cache
+
+
+def test_config_model_and_its_mistakes():
+    from commdsl.tune.model_kernel import ModelChosenKernel
+    assert isinstance(commdsl.load(ACT_QUANT, config="model", target="sm_90a"),
+                      ModelChosenKernel)
+    assert isinstance(commdsl.load(ACT_QUANT, target="sm_90a"), commdsl.Kernel)
+    with pytest.raises(commdsl.CompileError, match="config='models' is not one of"):
+        commdsl.load(ACT_QUANT, config="models")
+    with pytest.raises(commdsl.CompileError, match="autotune times"):
+        commdsl.load(ACT_QUANT, config="model", autotune=True)
+
+
+# -- the tuner prunes by it ----------------------------------------------------------------
+
+def test_the_tuner_does_not_compile_or_time_what_the_model_rates_clearly_worse():
+    timed = []
+
+    def timer(run, config):
+        timed.append(config)
+        return 1.0 + config["ROWS"] / 100
+    x = torch.randn(16384, 1024).to(torch.bfloat16)
+    result = commdsl.autotune(ACT_QUANT, (x,), timer=timer, progress=False, target="sm_90a")
+    pruned = [t for t in result.trials if t.pruned and t.pruned.startswith("model estimate")]
+    assert pruned and len(timed) == len(result.trials) - len(pruned)
+    for trial in pruned:
+        ratio = float(trial.pruned.split()[2].rstrip("x"))
+        assert ratio > tuner.MODEL_PRUNE
+    assert "pruned: model estimate" in result.table()
+
+
+# -- commdsl tune --explain ----------------------------------------------------------------
+
+def test_explain_prints_every_estimate_its_terms_and_the_choice(capsys):
+    assert main(["tune", FP8_GEMM, "--shape", "M=4096,N=2112,K=7168", "--explain",
+                 "--space", "BM=128,192", "--space", "BN=128"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("BM=")]
+    assert len(rows) == 2
+    for line in rows:
+        assert "waves, last" in line and "-bound" in line and "/SM (persistent)" in line
+    assert out.strip().splitlines()[-1].startswith("model's choice: BM=192,BN=128")
