@@ -31,8 +31,9 @@ from grouped_layout import ALIGN, grouped_operands, grouped_reference  # noqa: E
 GROUPED = os.path.join(os.path.dirname(__file__), "..", "examples", "grouped_fp8_gemm.cdsl")
 SETUPS = [(4, 8192, 4096, 7168), (4, 8192, 7168, 2048), (8, 4096, 4096, 7168),
           (8, 4096, 7168, 2048)]
-CONFIGS = [dict(BM=128, BN=128, STAGES=5, GROUP=8), dict(BM=128, BN=128, STAGES=5, GROUP=16),
-           dict(BM=128, BN=128, STAGES=6, GROUP=8)]
+CONFIGS = [dict(BM=128, BN=128, STAGES=5, GROUP=8), dict(BM=128, BN=128, STAGES=6, GROUP=8),
+           dict(BM=128, BN=128, STAGES=5, GROUP=8, CLUSTER=2),
+           dict(BM=128, BN=128, STAGES=6, GROUP=16, CLUSTER=2)]
 
 
 def calc_diff(x, y):

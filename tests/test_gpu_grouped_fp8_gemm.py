@@ -25,7 +25,7 @@ def calc_diff(x, y):
     return (1 - 2 * (x * y).sum() / (x * x + y * y).sum()).item()
 
 
-@pytest.mark.parametrize("config", [dict(), dict(BM=64, BN=64, STAGES=6)],
+@pytest.mark.parametrize("config", [dict(), dict(BM=64, BN=64, STAGES=6), dict(CLUSTER=2)],
                          ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
 @pytest.mark.parametrize("rows,n,k", [([1000, 37, 0, 2200], 4096, 7168), ([300, 128], 200, 384)])
 def test_every_group_right_and_padding_untouched(config, rows, n, k):

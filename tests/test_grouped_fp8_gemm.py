@@ -32,7 +32,10 @@ def test_ptx_loads_the_experts_weights_with_a_rank_3_tma_box():
 
 @pytest.mark.parametrize("lowered", [False, True], ids=["source", "lowered"])
 @pytest.mark.parametrize("rows,config", [([70, 0, 130], dict(BM=64, BN=64)),
-                                         ([128, 5], dict())])
+                                         ([128, 5], dict()),
+                                         # CTA pairs share A's tile (multicast); the pair
+                                         # past N's last column stores nothing
+                                         ([200, 60], dict(BM=64, BN=64, CLUSTER=2))])
 def test_interpreter_matches_float64_and_leaves_padding_rows(rows, config, lowered):
     n, k = 192, 256
     a, sa, b, sb, m_idx = grouped_operands(rows, n, k, seed=sum(rows))
