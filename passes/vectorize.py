@@ -30,6 +30,9 @@ def _divisibility(kernel: KernelIR, facts: dict[str, int]) -> dict[int, int]:
     """value id -> a number the value is known to be a multiple of."""
     known: dict[int, int] = {v.id: facts.get(v.name, 1) for v in kernel.sizes}
     for op in kernel.walk():
+        if op.name == "for":               # lo, lo + step, ...: a multiple of gcd(lo, step)
+            lo, _, step = (known.get(o.id, 1) for o in op.operands[:3])
+            known[op.blocks[0].args[0].id] = math.gcd(lo, step)
         if len(op.results) != 1:
             continue
         args = [known.get(o.id, 1) for o in op.operands]
