@@ -81,6 +81,11 @@ def bf16_matmul(m, n):
     _load("bf16_matmul")(_bf16(m, k), _bf16(k, n))
 
 
+def swiglu_gemm(m, n):
+    k = 200                                         # ragged K: a partial last step of 64
+    _load("swiglu_gemm")(_bf16(m, k), _bf16(m, k), _bf16(n, k))
+
+
 def grouped_fp8_gemm(m, n):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     from grouped_layout import grouped_operands
@@ -113,6 +118,7 @@ SHAPES = {
     "fp8_gemm": ((256, 256), (200, 296)),
     "bf16_gemm": ((256, 256), (200, 296)),
     "bf16_matmul": ((256, 256), (200, 296)),
+    "swiglu_gemm": ((256, 256), (200, 296)),
     "grouped_fp8_gemm": ((256, 256), (200, 296)),
     "swiglu_quant": ((64, 512), (33, 384)),
     "rmsnorm_quant": ((16, 1024), (5, 896)),

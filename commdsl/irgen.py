@@ -587,6 +587,11 @@ class _Lowering(CommLowering):
             raise CompileError(f"mma takes 2 or 3 arguments, got {len(e.args)}", e.span,
                                FUNCTIONS["mma"])
         a_node, b_node = e.args[:2]
+        if isinstance(a_node, ast.Attribute) and a_node.name == "T":
+            raise CompileError("mma reads A K-major ([M, K]): wgmma's register form has no "
+                               "transposed A, and an MN-major A in shared memory is not "
+                               "lowered yet", a_node.span,
+                               "load or compute a as [M, K] and write mma(a, b.T)")
         trans_b = isinstance(b_node, ast.Attribute) and b_node.name == "T"
         a = self.value(a_node)
         b = self.value(b_node.base if trans_b else b_node)

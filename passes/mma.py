@@ -7,7 +7,9 @@ each, with 128 x 128 tiles' 128 FLOP per byte of L2 traffic raised to 154). Chec
 the target has wgmma; the operands are K-major FP8 tiles loaded `via tma`; the shape fits
 the instruction; and, for quantized operands, the product's K extent stays inside one
 scale group, since a partial sum is promoted with one scale (the promotion interval).
-A bf16/f16 B may also be MN-major (`mma(ta, tb)` with tb a [K, N] tile of a [K, N] tensor,
+A bf16/f16 A may also be a tile the kernel computes in registers (`mma(cast<bf16>(x), tb.T,
+acc)`: wgmma's register form); it takes the accumulator's fragment layout, which is the
+register form's. A bf16/f16 B may also be MN-major (`mma(ta, tb)` with tb a [K, N] tile of a [K, N] tensor,
 torch's `x @ w` layout): wgmma's transposed-B form reads it as 64-column slabs, which TMA
 lays down one box each (passes/pipeline.py).
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from commdsl.diagnostics import CompileError
 from commdsl.dtypes import dtype as dtype_info
-from commdsl.fragments import WgmmaAcc
+from commdsl.fragments import WARPGROUP_ROWS, WgmmaAcc
 from commdsl.ir import KernelIR, Op, TileType, Value
 from commdsl.layout import Sliced
 from commdsl.ops import ELEMENTWISE, has_trait
@@ -43,11 +45,18 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
                            "none", op.loc, "compile with --target sm_90a")
     a, b = op.operands[:2]
     for v, which in ((a, "a"), (b, "b")):
+        if which == "a" and a_from_registers(op, producers):
+            if a.type.dtype not in HALF:
+                raise CompileError(f"an mma operand a computed in registers is lowered for "
+                                   f"bf16 and f16; {a.type.dtype} from registers is not "
+                                   "supported yet", op.loc,
+                                   f"cast it to bf16, or load it 'via tma' as {a.type.dtype}")
+            continue
         src = producers.get(v.id)
         if src is None or src.name != "load" or src.attrs.get("via") != "tma":
-            raise CompileError(f"mma's operand {which} must be loaded 'via tma': wgmma reads "
-                               "its operands from shared memory", op.loc,
-                               f"write 'let t{which} = load ...[...] via tma' in the pipelined loop")
+            raise CompileError("mma's operand b must be loaded 'via tma': wgmma reads B from "
+                               "shared memory", op.loc,
+                               "write 'let tb = load ...[...] via tma' in the pipelined loop")
         if v.type.dtype not in FP8 + HALF:
             raise CompileError(f"mma on {v.type.dtype} tiles is not lowered yet; FP8 (e4m3, "
                                "e5m2), bf16 and f16 are", op.loc,
@@ -75,7 +84,7 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
         raise CompileError(f"wgmma's N is a multiple of 8 from 8 to 256, not {bn}", op.loc,
                            "pick BN among 16, 32, 64, 128, ...")
     quant = kernel.attrs.get("quant", {})
-    for v in (a, b):
+    for v in (b,) if a_from_registers(op, producers) else (a, b):
         tensor = producers[v.id].operands[0]
         q = quant.get(tensor.name)
         rows = v.type.shape[0]
@@ -97,6 +106,13 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
                            f"{K_BYTES}-byte swizzled row), not {bk}", op.loc,
                            f"step the K loop by {per_row}")
     return bm // 64
+
+
+def a_from_registers(op: Op, producers: dict[int, Op]) -> bool:
+    """Whether the mma's A is a tile the kernel computes (wgmma's register form) rather than
+    one TMA lays in shared memory."""
+    src = producers.get(op.operands[0].id)
+    return src is None or src.name != "load" or src.attrs.get("via") != "tma"
 
 
 def _assign(kernel: KernelIR, seeds: dict[int, object], values: dict[int, Value]):
@@ -170,7 +186,11 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     # Each promotion interval in flight holds its own BN / 2 partial sums per thread; an mma
     # that accumulates in place (mma(a, b, acc)) holds only the accumulator.
     intervals = k_steps // (every // wgmma_k) if len(op.operands) == 2 else 0
-    needed = (intervals + 1) * bn // 2 + REGISTER_MARGIN
+    registers_a = a_from_registers(op, producers)
+    # A from registers: its [64, K] rows of the warpgroup, two 16-bit elements a register,
+    # held a K step ahead (passes/prefetch.py) beside the step in use.
+    a_regs = 2 * WARPGROUP_ROWS * op.operands[0].type.shape[1] // 2 // 128 if registers_a else 0
+    needed = (intervals + 1) * bn // 2 + a_regs + REGISTER_MARGIN
     budget = target.consumer_registers(groups)
     if not intervals:
         # The estimate of a promoted product counts every interval in flight, more than
@@ -186,6 +206,11 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
                     promote_steps=every // wgmma_k)
     kernel.attrs["mma_warpgroups"] = groups
     seeds: dict[int, object] = {op.result.id: WgmmaAcc(groups)}
+    if registers_a:
+        # wgmma's A fragment of a 16-bit k16 step is the accumulator's fragment over its 16
+        # columns, so A takes the accumulator layout: the loads and math that make it land
+        # each element in the thread and register the instruction reads it from.
+        seeds[op.operands[0].id] = WgmmaAcc(groups)
     values: dict[int, Value] = {}
     _assign(kernel, seeds, values)
     for vid, layout in seeds.items():

@@ -248,8 +248,8 @@ def _consumer(path: list[Op], loads: list[Op], bufs: dict[int, Value], full: Val
             b = Builder(Block(), op.loc)
             b.op("mbarrier_wait", [full, stage, parity], [])
             new_ops += b.block.ops
-            a, bt = op.operands[:2]
-            op.operands = [bufs[a.id], bufs[bt.id], stage] + op.operands[2:]
+            a, bt = op.operands[:2]          # a stays a tile when computed in registers
+            op.operands = [bufs.get(a.id, a), bufs[bt.id], stage] + op.operands[2:]
             new_ops.append(op)
             b = Builder(Block(), op.loc)
             b.op("mbarrier_arrive", [empty, stage], [], per="warp", cluster=cluster)

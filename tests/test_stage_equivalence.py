@@ -251,6 +251,19 @@ def test_bf16_matmul(m, n, k, config):
         dict(d=((m, n), torch.bfloat16)), sizes, sms=5), **config)
 
 
+@pytest.mark.parametrize("m,n,k,config", [
+    (70, 136, 200, {}),                        # ragged M, N and K
+    (130, 64, 128, dict(BM=64, BN=64)),        # one consumer warpgroup
+])
+def test_swiglu_gemm(m, n, k, config):
+    """A computed in registers (silu(g) * u in bf16) feeds the mma."""
+    sizes = dict(M=m, H=n, I=k)
+    _check(EXAMPLES + "swiglu_gemm.cdsl", "swiglu_gemm", sizes, _runner(
+        dict(g=_random((m, k), torch.bfloat16, 1), u=_random((m, k), torch.bfloat16, 2),
+             w=_random((n, k), torch.bfloat16, 3)),
+        dict(d=((m, n), torch.bfloat16)), sizes, sms=5), **config)
+
+
 # ---- MoE kernels on simulated ranks ---------------------------------------------------------
 
 def _rank_runner(world, tensors, outputs, sizes):

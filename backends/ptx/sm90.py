@@ -15,7 +15,7 @@ from llvmlite import ir
 
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.fragments import WARPGROUP_ROWS
-from commdsl.ir import Op
+from commdsl.ir import Op, TileType
 from commdsl.ir import SWIZZLE_ATOM, SWIZZLE_BYTES
 
 from .asm import F32, I32, I64
@@ -338,9 +338,12 @@ class _Wgmma:
         rings = [v.type for v in op.operands[:2]]
         stage = cg.vals[op.operands[2].id]
         self.bn = op.result.type.shape[1]
-        a_base = b.add(bufs[0], b.mul(stage, cg.i32(rings[0].stage_bytes)))
-        a_base = b.add(a_base, b.mul(_consumer_warpgroup(cg), cg.i32(WARPGROUP_ROWS * 128)))
-        self.a_desc = _descriptor(cg, a_base)
+        self.a_tile = bufs[0] if isinstance(rings[0], TileType) else None
+        if self.a_tile is None:
+            a_base = b.add(bufs[0], b.mul(stage, cg.i32(rings[0].stage_bytes)))
+            a_base = b.add(a_base, b.mul(_consumer_warpgroup(cg),
+                                         cg.i32(WARPGROUP_ROWS * 128)))
+            self.a_desc = _descriptor(cg, a_base)
         b_base = b.add(bufs[1], b.mul(stage, cg.i32(rings[1].stage_bytes)))
         # K-major B: a wgmma's 32 bytes of K lie along each row (+2 in 16-byte units). An
         # MN-major B ([K, N] slabs, wgmma's transposed form) steps 16 K rows of 128 bytes.
@@ -356,9 +359,11 @@ class _Wgmma:
         self.order = _fragment_order(self.bn)
         self.instr = (f"wgmma.mma_async.sync.aligned.{op.attrs['instr']}.f32."
                       f"{rings[0].dtype}.{rings[1].dtype}")
-        # 16-bit types take the operands' majors too: A K-major, B either.
-        self.majors = (f", 0, {int(self.mn_major_b)}" if dtype_info(rings[0].dtype).bytes == 2
-                       else "")
+        # 16-bit types take the operands' majors too: A K-major (the register form has no
+        # A major), B either.
+        trans_a = "" if self.a_tile is not None else " 0,"
+        self.majors = (f",{trans_a} {int(self.mn_major_b)}"
+                       if dtype_info(rings[1].dtype).bytes == 2 else "")
 
     def issue(self, steps: range, regs: list | None = None) -> list:
         """One wgmma per K step of 32 bytes (32 FP8 or 16 bf16/f16 elements) along the
@@ -368,19 +373,38 @@ class _Wgmma:
         acc_type = ir.LiteralStructType([F32] * n)
         outputs = "{" + ", ".join(f"${i}" for i in range(n)) + "}"
         for kk in steps:
-            descs = [b.add(self.a_desc, ir.Constant(I64, 2 * kk)),    # +32 B in 16 B units
-                     b.add(self.b_desc, ir.Constant(I64, self.b_step * kk))]
+            a_ops = (self._a_registers(kk) if self.a_tile is not None
+                     else [b.add(self.a_desc, ir.Constant(I64, 2 * kk))])   # +32 B, 16 B units
+            a_kind = ["r"] * len(a_ops) if self.a_tile is not None else ["l"]
+            descs = a_ops + [b.add(self.b_desc, ir.Constant(I64, self.b_step * kk))]
+            first = n if regs is None else 2 * n
+            a_text = ", ".join(f"${first + i}" for i in range(len(a_ops)))
+            if self.a_tile is not None:
+                a_text = "{" + a_text + "}"
+            b_text = f"${first + len(a_ops)}"
             if regs is None:
-                res = _asm(cg, f"{self.instr} {outputs}, ${n}, ${n + 1}, 0, 1, 1{self.majors};",
-                           ",".join(["=f"] * n + ["l", "l"]), descs, acc_type)
+                res = _asm(cg, f"{self.instr} {outputs}, {a_text}, {b_text}, 0, 1, 1"
+                           f"{self.majors};", ",".join(["=f"] * n + a_kind + ["l"]), descs,
+                           acc_type)
             else:
-                res = _asm(cg, f"{self.instr} {outputs}, ${2 * n}, ${2 * n + 1}, 1, 1, 1"
+                res = _asm(cg, f"{self.instr} {outputs}, {a_text}, {b_text}, 1, 1, 1"
                            f"{self.majors};",
-                           ",".join(["=f"] * n + [str(i) for i in range(n)] + ["l", "l"]),
+                           ",".join(["=f"] * n + [str(i) for i in range(n)] + a_kind + ["l"]),
                            regs + descs, acc_type)
             regs = [b.extract_value(res, i) for i in range(n)]
         _asm(cg, "wgmma.commit_group.sync.aligned;", "")
         return regs
+
+    def _a_registers(self, kk: int) -> list:
+        """The four .b32 registers of A for K step kk: the A tile holds the accumulator's
+        fragment (passes/mma.py), whose wgmma-order elements 8 kk .. 8 kk + 7 are the k16
+        step's A fragment, two 16-bit elements a register, the lower column low."""
+        b, cg = self.b, self.cg
+        tile = self.a_tile
+        order = _fragment_order(tile.dims[1].size)
+        halves = [tile.regs[order[i]] for i in range(8 * kk, 8 * kk + 8)]
+        return [b.or_(b.zext(lo, I32), b.shl(b.zext(hi, I32), cg.i32(16)))
+                for lo, hi in zip(halves[0::2], halves[1::2])]
 
     def wait(self, pending: int, regs: list) -> list:
         return _wait_group(self.cg, pending, regs)

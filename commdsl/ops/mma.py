@@ -12,9 +12,9 @@ FAMILY = "mma"
 def _mma(op):
     a, b = op.operands[0].type, op.operands[1].type
     r = op.result.type
-    if isinstance(a, SmemType):
-        if not isinstance(b, SmemType) or not is_i32(op.operands[2]):
-            fail(op, "takes two shared-memory rings and a stage index")
+    if isinstance(b, SmemType):          # after passes/pipeline.py; a may stay in registers
+        if not isinstance(a, (SmemType, TileType)) or not is_i32(op.operands[2]):
+            fail(op, "takes a ring (or a register tile), a ring and a stage index")
         rest = op.operands[3:]
     else:
         if not isinstance(a, TileType) or not isinstance(b, TileType):
@@ -36,10 +36,10 @@ def _row_scale(op, scale):
 
 
 def _mma_promote(op):
-    smem = isinstance(op.operands[0].type, SmemType)
+    smem = isinstance(op.operands[1].type, SmemType)
     scale, acc = op.operands[-2:]
     if len(op.operands) != (5 if smem else 4):
-        fail(op, "takes a, b (or two rings and a stage), a row scale and an accumulator")
+        fail(op, "takes a, b (or their rings and a stage), a row scale and an accumulator")
     _mma(Op("mma", op.operands[:-2], op.results, op.attrs))
     if shape_of(acc.type) != shape_of(op.result.type):
         fail(op, "accumulator must have the result's type")
@@ -47,8 +47,8 @@ def _mma_promote(op):
 
 
 def _mma_issue(op):
-    if len(op.operands) != 3 or not isinstance(op.operands[0].type, SmemType):
-        fail(op, "takes two shared-memory rings and a stage index")
+    if len(op.operands) != 3 or not isinstance(op.operands[1].type, SmemType):
+        fail(op, "takes a ring (or a register tile), a ring and a stage index")
     _mma(op)
 
 
@@ -78,9 +78,11 @@ def _operands(op, values):
     """(A tile, B tile as [K, N], the other operands): from registers, or from a stage of
     two shared-memory rings (after passes/pipeline.py)."""
     a, b, *rest = values
-    if isinstance(op.operands[0].type, SmemType):
+    if isinstance(op.operands[1].type, SmemType):
         stage, *rest = rest
-        a, b = a.read(op, stage), b.read(op, stage)
+        b = b.read(op, stage)
+        if isinstance(op.operands[0].type, SmemType):
+            a = a.read(op, stage)
     return a, (b.T if op.attrs["trans_b"] else b), rest
 
 
@@ -133,8 +135,9 @@ def _run_mma_retire(ctx, op, partial, s, acc):
 
 
 declare("mma", "mma(a, b[, acc]) {trans_b} : f32 tile | mma(bufA, bufB, stage[, acc])",
-        "[M, K] x [N, K]^T tiles -> f32 [M, N]; after passes/pipeline.py the operands are "
-        "the stage's shared-memory buffers", traits=(MMA,), verify=_mma,
+        "[M, K] x [N, K]^T tiles ([K, N] without trans_b) -> f32 [M, N]; after "
+        "passes/pipeline.py the operands are the stage's shared-memory buffers (a stays a "
+        "register tile where the kernel computes it)", traits=(MMA,), verify=_mma,
         attrs={"trans_b": "b is given as [N, K]", "promote_every": "K elements per "
                "promotion into the accumulator (None: all of K)", **LOWERED},
                interpret=_run_mma, family=FAMILY)
@@ -142,7 +145,7 @@ declare("mma_promote", "mma_promote(a, b, s, acc) : f32 tile", "acc + mma(a, b) 
         "(passes/mma.py fuses it; smem operands as for mma)", traits=(MMA,),
         verify=_mma_promote, attrs={"trans_b": "as for mma", "promote_every": "as for mma",
                                     **LOWERED}, interpret=_run_mma_promote, family=FAMILY)
-declare("mma_issue", "mma_issue(bufA, bufB, stage) : f32 tile", "mma_promote's first half "
+declare("mma_issue", "mma_issue(bufA | a, bufB, stage) : f32 tile", "mma_promote's first half "
         "(passes/overlap.py): starts the wgmmas; the partial product is in flight",
         traits=(MMA, ASYNC), verify=_mma_issue, attrs={"trans_b": "as for mma", **LOWERED},
         interpret=_run_mma_issue, family=FAMILY)
