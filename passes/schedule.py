@@ -50,7 +50,8 @@ def _dim(v: Value, kernel: KernelIR, producers: dict[int, Op], loc) -> Dim:
     op = producers.get(v.id)
     if op is not None and op.name == "const":
         return Const(op.attrs["value"])
-    raise CompileError("the bounds of a persistent loop must be sizes or constants", loc,
+    raise CompileError("the bounds of a persistent loop must be sizes or constants",
+                       loc if op is None else op.loc,
                        "write e.g. 'm0 in 0 .. M step BM' with M a dimension of a parameter; "
                        "a later range may end at a value of the earlier coordinates, e.g. "
                        "'m0 in 0 .. load masked_m[g] step BM'")
