@@ -104,7 +104,7 @@ def _launch(b: Builder, kernel: KernelIR, op: Op, total_dim: Dim | None):
             b.value("div", [nprogs, _const(b, cluster)], I32), rank)
 
 
-def _tile_loop(b: Builder, op: Op, start: Value, total: Value, step: Value) -> Block:
+def _tile_loop(b: Builder, start: Value, total: Value, step: Value) -> Block:
     """`for t in start .. total step step`: appends it and gives its body."""
     body = Block(args=[Value(I32, "t")])
     b.op("for", [start, total, step], [], pipeline=None).blocks.append(body)
@@ -140,7 +140,7 @@ def _lower_flat(op: Op, kernel: KernelIR, producers: dict[int, Op]) -> list[Op]:
     for c, d in zip(counts[1:], dims[1:]):
         total, total_dim = b.value("mul", [total, c], I32), BinOp("*", total_dim, d)
     pid, nprogs, rank = _launch(b, kernel, op, total_dim)
-    body = _tile_loop(b, op, pid, total, nprogs)
+    body = _tile_loop(b, pid, total, nprogs)
     t = body.args[0]
     inner = Builder(body, op.loc)
     indices = [t] if len(ranges) == 1 else _rasterize(inner, t, *counts, op.attrs["raster"])
@@ -264,7 +264,7 @@ def _lower_grouped(op: Op, kernel: KernelIR, producers: dict[int, Op]) -> list[O
             total_dim = BinOp("*", total_dim, d)
     total = _sum_over_groups(b, op, ranges, groups)
     pid, nprogs, rank = _launch(b, kernel, op, total_dim)
-    body = _tile_loop(b, op, pid, total, nprogs)
+    body = _tile_loop(b, pid, total, nprogs)
     inner = Builder(body, op.loc)
     origins = op.blocks[0].args
     first, counts = _find_group(inner, op, ranges, groups, body.args[0], origins[0])

@@ -83,8 +83,10 @@ RAGGED = """kernel masked_copy(x: f32[G, M, N], cnt: i32[G], y: out f32[G, M, N]
 @pytest.mark.parametrize("loop,lowered", [("persistent(raster = 2)", False),
                                           ("persistent(raster = 2)", True),
                                           ("persistent(raster = 2, sms = 2)", True),
+                                          ("persistent(raster = 2, cluster = 2)", True),
                                           ("", True)],
-                         ids=["persistent", "scheduled", "scheduled-on-2-sms", "nested"])
+                         ids=["persistent", "scheduled", "scheduled-on-2-sms",
+                              "scheduled-in-cta-pairs", "nested"])
 def test_a_ragged_loop_visits_exactly_the_tiles_below_each_count(loop, lowered):
     """Persistent (before and after the scheduler) or nested loops (a grid of one program):
     every row below min(count, M) doubled, the others untouched, empty groups included."""
