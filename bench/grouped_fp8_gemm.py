@@ -1,15 +1,19 @@
-"""Grouped FP8 GEMM, DeepGEMM's m-grouped contiguous layout (examples/grouped_fp8_gemm.cdsl),
-vs DeepGEMM's own grouped kernel and a loop of torch._scaled_mm (cuBLAS, DeepSeek's blockwise
-scales) over the groups' 128-aligned row blocks, in one run.
+"""Grouped FP8 GEMM, DeepGEMM's m-grouped contiguous layout (examples/grouped_fp8_gemm.cdsl)
+and masked layout (examples/grouped_fp8_gemm_masked.cdsl), vs DeepGEMM's own grouped kernels
+and a loop of torch._scaled_mm (cuBLAS, DeepSeek's blockwise scales) over the groups' rows,
+in one run.
 
     python bench/grouped_fp8_gemm.py [--iters 30]
 
-DeepGEMM's test shapes: 4 groups of ~8192 rows and 8 of ~4096 (each 0.7-1.3x at random,
-padded to 128), N x K = 4096 x 7168 and 7168 x 2048. Each commdsl config of a small list is
-checked (DeepGEMM's calc_diff < 1e-3 per group against float64, padding rows untouched) and
-timed; the fastest correct one is reported. TFLOP/s count the valid rows only. Every library
-is timed as DeepGEMM's benchmark times it (common.time_flushed_ms: L2 flushed before each
-call). DeepGEMM is timed where its tree is on the machine (bench/deepgemm.py).
+DeepGEMM's test shapes: contiguous, 4 groups of ~8192 rows and 8 of ~4096 (each 0.7-1.3x at
+random, padded to 128); masked (decoding), 1 group of ~1024 valid rows, 2 of ~512 and 4 of
+~256 (0.7-1.3x at random) of M_max = 4096 each; N x K = 4096 x 7168 and 7168 x 2048. Each
+commdsl config of a small list is checked (DeepGEMM's calc_diff < 1e-3 per group against
+float64, padding rows and rows past a group's count untouched) and timed; the fastest
+correct one is reported. TFLOP/s count the valid rows only. Every library is timed as
+DeepGEMM's benchmark times it (common.time_flushed_ms: L2 flushed before each call), each
+peer's output checked first. DeepGEMM is timed where its tree is on the machine
+(bench/deepgemm.py).
 """
 from __future__ import annotations
 
@@ -26,14 +30,23 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import common  # noqa: E402
 import deepgemm  # noqa: E402
 from grouped_layout import ALIGN, grouped_operands, grouped_reference  # noqa: E402
+from grouped_layout import masked_operands, masked_reference  # noqa: E402
 
 
 GROUPED = os.path.join(os.path.dirname(__file__), "..", "examples", "grouped_fp8_gemm.cdsl")
+MASKED = os.path.join(os.path.dirname(__file__), "..", "examples", "grouped_fp8_gemm_masked.cdsl")
 SETUPS = [(4, 8192, 4096, 7168), (4, 8192, 7168, 2048), (8, 4096, 4096, 7168),
           (8, 4096, 7168, 2048)]
 CONFIGS = [dict(BM=128, BN=128, STAGES=5, GROUP=8), dict(BM=128, BN=128, STAGES=6, GROUP=8),
            dict(BM=128, BN=128, STAGES=5, GROUP=8, CLUSTER=2),
            dict(BM=128, BN=128, STAGES=6, GROUP=16, CLUSTER=2)]
+# (groups, expected valid rows per group, N, K); every group M_MAX rows
+MASKED_SETUPS = [(groups, expected, n, k) for groups, expected in ((1, 1024), (2, 512), (4, 256))
+                 for n, k in ((4096, 7168), (7168, 2048))]
+M_MAX = 4096
+MASKED_CONFIGS = [dict(BM=128, BN=128, STAGES=5, GROUP=8), dict(BM=64, BN=128, STAGES=6, GROUP=8),
+                  dict(BM=128, BN=128, STAGES=6, GROUP=16)]
+CUBLAS_ROWS = 16         # the cuBLAS loop's row blocks: valid rows rounded up to whole 16s
 
 
 def calc_diff(x, y):
@@ -70,10 +83,119 @@ def time_checked(run, out, ref, m_idx, rows, flops, iters):
     """(ms or None, its JSON entry): a peer's output checked as commdsl's is, then timed."""
     run()
     diff = max(calc_diff(out[m_idx == g], ref[m_idx == g]) for g in range(len(rows)) if rows[g])
+    return _timed_if_right(run, diff, flops, iters)
+
+
+def _timed_if_right(run, diff, flops, iters):
     if diff >= 1e-3:
         return None, {"calc_diff": diff, "error": "calc_diff >= 1e-3: not timed"}
     ms = common.time_flushed_ms(run, iters=iters)
     return ms, {"ms": ms, "tflops": flops / ms / 1e9, "calc_diff": diff}
+
+
+# ---- masked layout -------------------------------------------------------------------------
+
+def masked_diff(out, ref, counts) -> float:
+    """The worst group's calc_diff over its valid rows."""
+    return max(calc_diff(out[g, :c], ref[g, :c]) for g, c in enumerate(counts) if c)
+
+
+def rows_past_counts_untouched(out, counts) -> bool:
+    return all(bool(out[g, c:].isnan().all()) for g, c in enumerate(counts))
+
+
+def cublas_masked_loop(a, sa, b, sb, counts):
+    """(run, out): torch._scaled_mm per group on its valid rows, rounded up to CUBLAS_ROWS
+    (the scale layout's alignment); the rows past the count it computes are not counted."""
+    out = torch.empty(a.shape[0], a.shape[1], b.shape[1], dtype=torch.bfloat16, device="cuda")
+    args = []
+    for g, c in enumerate(counts):
+        rows = min(-(-c // CUBLAS_ROWS) * CUBLAS_ROWS, a.shape[1])
+        if rows:
+            args.append((a[g, :rows], sa[g, :rows].t().contiguous().t(), b[g].t(), sb[g].t(),
+                         out[g, :rows]))
+
+    def run():
+        for x, xs, w, ws, o in args:
+            torch._scaled_mm(x, w, scale_a=xs, scale_b=ws, out_dtype=torch.bfloat16, out=o)
+    return run, out
+
+
+def deepgemm_masked(dg, a, sa, b, sb, masked_m, expected):
+    """(run, out): one call of DeepGEMM's masked kernel, its scale layout made once."""
+    sa_tma = dg.get_col_major_tma_aligned_tensor(sa)
+    out = torch.empty(a.shape[0], a.shape[1], b.shape[1], dtype=torch.bfloat16, device="cuda")
+    return (lambda: dg.m_grouped_gemm_fp8_fp8_bf16_nt_masked((a, sa_tma), (b, sb), out,
+                                                             masked_m, expected)), out
+
+
+def masked_setups(rng):
+    """(expected, counts, n, k, operands) per setup of MASKED_SETUPS."""
+    setups = []
+    for groups, expected, n, k in MASKED_SETUPS:
+        counts = [int(expected * rng.uniform(0.7, 1.3)) for _ in range(groups)]
+        setups.append((expected, counts, n, k, masked_operands(
+            counts, M_MAX, n, k, seed=groups + n, device="cuda")))
+    return setups
+
+
+def bench_masked(dg, rng, iters):
+    """(JSON entries, table rows) of the masked setups."""
+    kernels = common.ConfigKernels(MASKED)
+    setups = masked_setups(rng)
+    peer_calls = ([deepgemm_masked(dg, *ops, expected) for expected, *_, ops in setups]
+                  if dg else None)
+    if peer_calls:
+        deepgemm.warm([run for run, _ in peer_calls])
+    entries, table = [], []
+    for i, (expected, counts, n, k, (a, sa, b, sb, masked_m)) in enumerate(setups):
+        ref = masked_reference(a, sa, b, sb, masked_m)
+        flops = 2 * sum(counts) * n * k
+        d = torch.empty(a.shape[0], M_MAX, n, dtype=torch.bfloat16, device="cuda")
+        entry = {"groups": len(counts), "rows": counts, "m_max": M_MAX, "n": n, "k": k,
+                 "commdsl": {}}
+        best = None
+        for config in MASKED_CONFIGS:
+            kernel = kernels(config)
+            d.fill_(float("nan"))
+            kernel(a, sa, b, sb, masked_m, d=d)
+            diff, untouched = masked_diff(d, ref, counts), rows_past_counts_untouched(d, counts)
+            ms = common.time_flushed_ms(lambda: kernel(a, sa, b, sb, masked_m, d=d), iters=iters)
+            name = common.config_name(config)
+            entry["commdsl"][name] = {"ms": ms, "tflops": flops / ms / 1e9, "calc_diff": diff,
+                                      "rows_past_count_untouched": untouched}
+            if diff < 1e-3 and untouched and (best is None or ms < best[1]):
+                best = (name, ms)
+        loop, loop_out = cublas_masked_loop(a, sa, b, sb, counts)
+        loop()
+        loop_ms, entry["cublas_loop"] = _timed_if_right(loop, masked_diff(loop_out, ref, counts),
+                                                        flops, iters)
+        dg_ms = None
+        if peer_calls:
+            run, out = peer_calls[i]
+            run()
+            dg_ms, entry["deepgemm"] = _timed_if_right(run, masked_diff(out, ref, counts),
+                                                       flops, iters)
+        entry["best"] = None if best is None else {
+            "config": best[0], "ms": best[1], "tflops": flops / best[1] / 1e9,
+            "ratio": loop_ms / best[1] if loop_ms else None,
+            "ratio_deepgemm": dg_ms / best[1] if dg_ms else None}
+        table.append(_masked_row(f"{len(counts)} x ~{expected} of {M_MAX}, {n}x{k}", flops,
+                                 best, loop_ms, dg_ms))
+        entries.append(entry)
+    return entries, table
+
+
+def _masked_row(label, flops, best, loop_ms, dg_ms) -> list:
+    def tflops(ms):
+        return flops / ms / 1e9 if ms else "-"
+
+    def ratio(ms):
+        return f"{ms / best[1]:.2f}x" if ms and best else "-"
+    if best is None:
+        return [label, "-", "no correct config", tflops(loop_ms), tflops(dg_ms), "-", "-"]
+    return [label, tflops(best[1]), best[0], tflops(loop_ms), tflops(dg_ms), ratio(loop_ms),
+            ratio(dg_ms)]
 
 
 def geomean(ratios) -> float:
@@ -143,9 +265,16 @@ def main():
     results["geomean_ratio_deepgemm"] = geomean(e["best"]["ratio_deepgemm"]
                                                 for e in results["setups"]
                                                 if e["best"] and e["best"]["ratio_deepgemm"])
+    columns = ["groups, N x K", "commdsl", "config", "cuBLAS loop", "DeepGEMM",
+               "commdsl / cuBLAS loop", "commdsl / DeepGEMM"]
     common.print_table("grouped FP8 GEMM (contiguous layout), TFLOP/s of valid rows, L2 flushed",
-                       ["groups, N x K", "commdsl", "config", "cuBLAS loop", "DeepGEMM",
-                        "commdsl / cuBLAS loop", "commdsl / DeepGEMM"], rows_out)
+                       columns, rows_out)
+    results["masked"], masked_rows = bench_masked(dg, rng, args.iters)
+    results["masked_geomean_ratio_deepgemm"] = geomean(
+        e["best"]["ratio_deepgemm"] for e in results["masked"]
+        if e["best"] and e["best"]["ratio_deepgemm"])
+    common.print_table("grouped FP8 GEMM (masked layout), TFLOP/s of valid rows, L2 flushed",
+                       columns, masked_rows)
     common.write_results("grouped_fp8_gemm", results)
 
 

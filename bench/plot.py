@@ -105,20 +105,24 @@ def _precision(payload: dict) -> Chart | None:
 
 
 def _grouped(payload: dict) -> Chart | None:
-    """Grouped GEMM: TFLOP/s of valid rows by setup: commdsl's best config, a cuBLAS loop and
-    DeepGEMM where it was timed."""
+    """Grouped GEMM: TFLOP/s of valid rows by setup, contiguous layout and (where the run
+    has them) masked: commdsl's best config, a cuBLAS loop and DeepGEMM where they were
+    timed and right."""
     setups = payload.get("setups")
     if not isinstance(setups, list) or not setups or "cublas_loop" not in setups[0]:
         return None
     groups = {}
-    for e in setups:
-        bars = {"cuBLAS loop": e["cublas_loop"]["tflops"]}
-        if e.get("deepgemm", {}).get("tflops"):
-            bars["DeepGEMM"] = e["deepgemm"]["tflops"]
-        if e.get("best"):
-            bars["commdsl (best config)"] = e["best"]["tflops"]
-        groups[f"{e['groups']} x ~{max(e['rows'])}, {e['n']}x{e['k']}"] = bars
-    return Chart(f"{_on(payload)}: grouped FP8 GEMM, contiguous layout", "TFLOP/s", groups)
+    for layout, entries in (("contiguous", setups), ("masked", payload.get("masked", []))):
+        for e in entries:
+            bars = {}
+            for peer, name in (("cublas_loop", "cuBLAS loop"), ("deepgemm", "DeepGEMM")):
+                if (e.get(peer) or {}).get("tflops"):
+                    bars[name] = e[peer]["tflops"]
+            if e.get("best"):
+                bars["commdsl (best config)"] = e["best"]["tflops"]
+            groups[f"{layout} {e['groups']} x ~{max(e['rows'])}, {e['n']}x{e['k']}"] = bars
+    layouts = "contiguous and masked layouts" if payload.get("masked") else "contiguous layout"
+    return Chart(f"{_on(payload)}: grouped FP8 GEMM, {layouts}", "TFLOP/s", groups)
 
 
 def _moe(payload: dict) -> Chart | None:

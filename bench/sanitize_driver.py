@@ -94,6 +94,14 @@ def grouped_fp8_gemm(m, n):
     _load("grouped_fp8_gemm")(a, sa, b, sb, m_idx)
 
 
+def grouped_fp8_gemm_masked(m, n):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from grouped_layout import masked_operands
+    counts = [m // 2, 0, m - 3]                     # an empty group, counts inside a tile
+    a, sa, b, sb, masked_m = masked_operands(counts, m, n, 256, seed=m, device="cuda")
+    _load("grouped_fp8_gemm_masked")(a, sa, b, sb, masked_m)
+
+
 def swiglu_quant(m, k):
     _load("swiglu_quant")(_bf16(m, k), _bf16(m, k))
 
@@ -120,6 +128,7 @@ SHAPES = {
     "bf16_matmul": ((256, 256), (200, 296)),
     "swiglu_gemm": ((256, 256), (200, 296)),
     "grouped_fp8_gemm": ((256, 256), (200, 296)),
+    "grouped_fp8_gemm_masked": ((256, 256), (200, 296)),       # M_max x N
     "swiglu_quant": ((64, 512), (33, 384)),
     "rmsnorm_quant": ((16, 1024), (5, 896)),
     "softmax": ((8, 2048), (5, 1000)),

@@ -5,6 +5,7 @@ integer and float values never mix silently. Literals and constants fold at comp
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -937,6 +938,7 @@ class _Lowering(CommLowering):
                                    did_you_mean(c.name, LOOP_CLAUSES) or
                                    "clauses: " + "; ".join(LOOP_CLAUSES.values()))
         clauses = {c.name: c for c in s.clauses}
+        _check_range_order(s.ranges)
         if "persistent" in clauses:
             return self.persistent_loop(s, clauses)
         if len(s.ranges) > 1:        # several ranges without a scheduler: nested loops
@@ -988,9 +990,10 @@ class _Lowering(CommLowering):
         if any(a.name == "grid" for a in self.kernel.attrs):
             raise CompileError("a persistent kernel launches one CTA per SM, so it takes no "
                                "grid(...)", c.span, "drop the grid(...) annotation")
-        if len(s.ranges) > 2:
-            raise CompileError("a persistent loop ranges over one or two tile coordinates",
-                               s.span, "write 'for m0 in 0 .. M step BM, n0 in 0 .. N step BN'")
+        if len(s.ranges) > 3:
+            raise CompileError("a persistent loop ranges over one to three tile coordinates",
+                               s.span, "write 'for m0 in 0 .. M step BM, n0 in 0 .. N step BN', "
+                               "or 'for g in 0 .. G, m0 in ..., n0 in ...' for groups")
         raster = 1
         if "raster" in kwargs:
             g = self.expr(kwargs["raster"])
@@ -1005,7 +1008,7 @@ class _Lowering(CommLowering):
                 raise CompileError("cluster must be 1 or 2 (CTAs sharing tiles by multicast)",
                                    kwargs["cluster"].span, LOOP_CLAUSES["persistent"])
             cluster = g.value
-            if cluster > 1 and len(s.ranges) != 2:
+            if cluster > 1 and len(s.ranges) < 2:
                 raise CompileError("a cluster shares tiles of one tile row, so the persistent "
                                    "loop needs two tile coordinates", kwargs["cluster"].span,
                                    "write 'for m0 in 0 .. M step BM, n0 in 0 .. N step BN'")
@@ -1019,18 +1022,40 @@ class _Lowering(CommLowering):
                 raise CompileError(f"sms = {g.value} does not split into clusters of {cluster} "
                                    "CTAs", kwargs["sms"].span, f"use a multiple of {cluster}")
             budget["sms"] = g.value       # absent by default: the IR text stays as it was
-        bounds = [self.range_bounds(r) for r in s.ranges]
         assigned = [n for n in _assigned(s.body) if isinstance(self.env.get(n), Value)]
         if assigned:
             raise CompileError(f"the iterations of a persistent loop run on different CTAs, so "
                                f"it cannot carry '{assigned[0]}' from one to the next", s.span,
                                f"declare '{assigned[0]}' inside the loop")
+        operands, ends, ragged = [], [], []
+        for i, r in enumerate(s.ranges):
+            earlier = [x.name for x in s.ranges[:i]]
+            if _coordinates_used(r.lo, earlier):
+                raise CompileError("a persistent range whose start depends on an earlier "
+                                   "coordinate is not supported yet", r.lo.span,
+                                   "start at a size or constant; only the end may depend on "
+                                   "earlier coordinates, e.g. 'm0 in 0 .. load masked_m[g] "
+                                   "step BM'")
+            operands.append(self.index_value(r.lo))
+            if _coordinates_used(r.hi, earlier):      # ragged: an end block per range
+                ends.append(self.range_end_block(r, earlier))
+                ragged.append(i)
+            else:
+                operands.append(self.index_value(r.hi))
         steps = tuple(self.range_step(r) for r in s.ranges)
         body = Block(args=[Value(ScalarType("i32"), r.name) for r in s.ranges])
-        loop = self.at(s).op("tiles", [v for lo, hi, _ in bounds for v in (lo, hi)], [],
-                             steps=steps, raster=raster, cluster=cluster, **budget)
-        loop.blocks.append(body)
+        extra = {"ragged": tuple(ragged)} if ragged else {}   # absent: the IR text stays
+        loop = self.at(s).op("tiles", operands, [], steps=steps, raster=raster,
+                             cluster=cluster, **budget, **extra)
+        loop.blocks += [body, *ends]
         self.lower_in(body, s.body)
+
+    def range_end_block(self, r: ast.Range, earlier: list[str]) -> Block:
+        """The end of a persistent range that depends on earlier coordinates, as a block
+        taking them (the scheduler evaluates it wherever it counts tiles)."""
+        block = Block(args=[Value(ScalarType("i32"), name) for name in earlier])
+        self.lower_in(block, [], lambda: self.at(r.hi).op("yield", [self.index_value(r.hi)], []))
+        return block
 
     def range_step(self, r: ast.Range) -> int:
         step = Folded(1) if r.step is None else self.expr(r.step)
@@ -1048,6 +1073,34 @@ class _Lowering(CommLowering):
     @staticmethod
     def _broadcastable(a, b) -> bool:
         return len(a) == len(b) and all(x in (1, y) for x, y in zip(a, b))
+
+
+def _coordinates_used(e: ast.Node, coordinates: list[str]) -> list[ast.Name]:
+    """The names in expression `e` that are among `coordinates` (loop variables)."""
+    if isinstance(e, ast.Name):
+        return [e] if e.id in coordinates else []
+    found = []
+    for f in dataclasses.fields(e):
+        value = getattr(e, f.name)
+        for x in value if isinstance(value, tuple) else (value,):
+            if isinstance(x, ast.Node):
+                found += _coordinates_used(x, coordinates)
+    return found
+
+
+def _check_range_order(ranges) -> None:
+    """Each range of a loop over several may use the coordinates before it, not its own or
+    later ones (`for g in 0 .. G, m0 in 0 .. load masked_m[g] step BM`)."""
+    for i, r in enumerate(ranges):
+        later = [x.name for x in ranges[i:]]
+        for e in (r.lo, r.hi):
+            used = _coordinates_used(e, later)
+            if used:
+                what = ("itself" if used[0].id == r.name else
+                        f"'{used[0].id}', which a later range of this loop defines")
+                raise CompileError(f"the range of '{r.name}' uses {what}", used[0].span,
+                                   "a range may use only the coordinates before it: 'for g in "
+                                   "0 .. G, m0 in 0 .. load masked_m[g] step BM'")
 
 
 def _functions(functions) -> dict[str, ast.Function]:

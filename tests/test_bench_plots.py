@@ -89,3 +89,20 @@ def test_without_matplotlib_one_line_and_no_png(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out == "no plot: matplotlib is not installed (pip install 'commdsl[plots]')\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_grouped_gemm_shows_the_contiguous_and_masked_setups():
+    setup = {"groups": 4, "rows": [8000, 9000], "n": 4096, "k": 7168,
+             "cublas_loop": {"tflops": 1200.0}, "deepgemm": {"tflops": 1250.0},
+             "best": {"config": "BM=128", "tflops": 1260.0}}
+    masked = {"groups": 2, "rows": [500, 600], "m_max": 4096, "n": 7168, "k": 2048,
+              "cublas_loop": {"calc_diff": 0.5, "error": "calc_diff >= 1e-3: not timed"},
+              "deepgemm": {"tflops": 700.0}, "best": None}
+    c = plot.chart({"benchmark": "grouped_fp8_gemm", "device": "h100", "setups": [setup],
+                    "masked": [masked]})
+    assert "contiguous and masked layouts" in c.title
+    assert c.groups["contiguous 4 x ~9000, 4096x7168"] == {
+        "cuBLAS loop": 1200.0, "DeepGEMM": 1250.0, "commdsl (best config)": 1260.0}
+    assert c.groups["masked 2 x ~600, 7168x2048"] == {"DeepGEMM": 700.0}
+    older = plot.chart({"benchmark": "grouped_fp8_gemm", "device": "h100", "setups": [setup]})
+    assert "contiguous layout" in older.title and len(older.groups) == 1

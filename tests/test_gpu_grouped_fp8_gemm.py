@@ -1,6 +1,7 @@
-"""examples/grouped_fp8_gemm.cdsl on a GPU: DeepGEMM's calc_diff < 1e-3 on every group
-against a float64 product, padding rows untouched (poisoned before, NaN after), ragged
-groups (a group smaller than a tile, an empty one)."""
+"""examples/grouped_fp8_gemm.cdsl and grouped_fp8_gemm_masked.cdsl on a GPU: DeepGEMM's
+calc_diff < 1e-3 on every group against a float64 product, padding rows and rows past a
+group's count untouched (poisoned before, NaN after), ragged groups (a group smaller than a
+tile, an empty one, a count that ends inside a tile or at M_max)."""
 from __future__ import annotations
 
 import os
@@ -14,15 +15,12 @@ if not torch.cuda.is_available():
 
 import commdsl  # noqa: E402
 
-from grouped_layout import grouped_operands, grouped_reference  # noqa: E402
+from grouped_layout import (calc_diff, grouped_operands, grouped_reference,  # noqa: E402
+                            masked_operands, masked_reference)
+from pipeline_support import (MASKED, needs_group_scans,  # noqa: E402,F401
+                              pipeline_copies_group_scans)
 
 GROUPED = os.path.join(os.path.dirname(__file__), "..", "examples", "grouped_fp8_gemm.cdsl")
-
-
-def calc_diff(x, y):
-    """DeepGEMM's test metric: 1 - cosine similarity of the two outputs."""
-    x, y = x.double(), y.double()
-    return (1 - 2 * (x * y).sum() / (x * x + y * y).sum()).item()
 
 
 @pytest.mark.parametrize("config", [dict(), dict(BM=64, BN=64, STAGES=6), dict(CLUSTER=2)],
@@ -38,3 +36,21 @@ def test_every_group_right_and_padding_untouched(config, rows, n, k):
         if r:
             sel = m_idx == g
             assert calc_diff(d[sel], ref[sel]) < 1e-3, f"group {g}"
+
+
+@needs_group_scans
+@pytest.mark.parametrize("config", [dict(), dict(BM=64, BN=64, STAGES=6)],
+                         ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
+@pytest.mark.parametrize("counts,m_max,n,k", [([1000, 0, 1, 333, 1024], 1024, 4096, 7168),
+                                              ([128, 70], 256, 200, 384)])
+def test_masked_every_group_right_and_rows_past_the_count_untouched(config, counts, m_max,
+                                                                    n, k):
+    a, sa, b, sb, masked_m = masked_operands(counts, m_max, n, k, seed=sum(counts) + n,
+                                             device="cuda")
+    d = torch.full((len(counts), m_max, n), float("nan"), dtype=torch.bfloat16, device="cuda")
+    commdsl.load(MASKED, **config)(a, sa, b, sb, masked_m, d=d)
+    ref = masked_reference(a, sa, b, sb, masked_m)
+    for g, count in enumerate(counts):
+        assert d[g, count:].isnan().all(), f"group {g}: a row past its count was written"
+        if count:
+            assert calc_diff(d[g, :count], ref[g, :count]) < 1e-3, f"group {g}"

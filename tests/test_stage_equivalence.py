@@ -21,6 +21,8 @@ from commdsl.moe import COMBINE_SOURCE, DISPATCH_SOURCE
 from commdsl.passes import PASS_ORDER, get_pass
 from commdsl.target import get_target
 
+from pipeline_support import MASKED, needs_group_scans, pipeline_copies_group_scans  # noqa: F401
+
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples", "")
 ROUNDING = {"mma"}             # passes documented to change rounding (see the docstring)
 
@@ -65,7 +67,7 @@ def _check(path, kernel, sizes, execute, *, source=None, tolerance=None, **const
         if before is not None:
             for new, old in zip(outputs, before):
                 if name in ROUNDING and tolerance is not None:
-                    torch.testing.assert_close(new, old, rtol=tolerance, atol=0,
+                    torch.testing.assert_close(new, old, rtol=tolerance, atol=0, equal_nan=True,
                                                msg=lambda m: f"after pass '{name}': {m}")
                 else:
                     assert torch.equal(_bits(new), _bits(old)), \
@@ -331,3 +333,37 @@ def test_moe_combine():
     sizes = [dict(RMAX=rmax, H=hidden, T=tokens, W=world)] * world
     _check(COMBINE_SOURCE, "moe_combine", sizes[0], _rank_runner(world, tensors, outputs, sizes),
            SMS=2, ROWS=2, CHUNK=1792)
+
+
+# ---- ragged persistent loops (passes/schedule.py's group scan) ------------------------------
+
+RAGGED_COPY = """kernel masked_copy(x: f32[G, M, N], cnt: i32[G], y: out f32[G, M, N])
+{
+  for g in 0 .. G, m0 in 0 .. min(load cnt[g], M) step 16, n0 in 0 .. N step 32
+      persistent(raster = 2) {
+    let rows = m0 + iota(16, 32, axis = 0) < load cnt[g]
+    store y[g, m0 : +16, n0 : +32] mask(rows) = load x[g, m0 : +16, n0 : +32] * 2.0
+  }
+}"""
+
+
+def test_ragged_persistent_loop():
+    sizes = dict(G=5, M=40, N=70)
+    counts = torch.tensor([0, 17, 40, 100, -1], dtype=torch.int32)
+    _check("ragged.cdsl", "masked_copy", sizes, _runner(
+        dict(x=_random((5, 40, 70), torch.float32, 1), cnt=counts),
+        dict(y=((5, 40, 70), torch.float32)), sizes, sms=3), source=RAGGED_COPY)
+
+
+@needs_group_scans
+@pytest.mark.parametrize("counts,config", [([0, 1, 70, 128], dict(BM=64, BN=64)),
+                                           ([130, 5], {})])
+def test_grouped_fp8_gemm_masked(counts, config):
+    from grouped_layout import masked_operands
+    m_max, n, k = 128, 192, 256
+    a, sa, b, sb, masked_m = masked_operands(counts, m_max, n, k, seed=sum(counts))
+    sizes = dict(G=len(counts), M=m_max, N=n, K=k)
+    _check(MASKED, "grouped_fp8_gemm_masked", sizes, _runner(
+        dict(a=a, sa=sa, b=b, sb=sb, masked_m=masked_m),
+        dict(d=((len(counts), m_max, n), torch.bfloat16)), sizes, sms=3),
+        tolerance=2 ** -7, **config)

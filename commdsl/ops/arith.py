@@ -5,7 +5,7 @@ from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import TileType
 
 from .registry import (ANY_NONNEGATIVE, CONSTANT, ELEMENTWISE, INDEX, KEEPS_NONNEGATIVE,
-                       NONNEGATIVE, Builtin, declare, fail)
+                       NONNEGATIVE, PER_CTA, Builtin, declare, fail)
 
 FAMILY = "arith"
 
@@ -126,7 +126,8 @@ declare("const", "const() {value} : T", "a compile-time scalar",
         traits=(CONSTANT,), attrs={"value": "the number (int or float)"},
         interpret=_run_const, family=FAMILY)
 declare("pid", "pid() {axis} : i32", "this program's index along a grid axis",
-        traits=(INDEX,), attrs={"axis": "the grid axis, 0 .. 2"}, interpret=_run_pid, family=FAMILY)
+        traits=(INDEX, PER_CTA), attrs={"axis": "the grid axis, 0 .. 2"}, interpret=_run_pid,
+        family=FAMILY)
 
 _BINARY = {
     "add": "a + b",

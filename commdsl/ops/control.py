@@ -1,8 +1,10 @@
 """Loops, their terminator, the launch grid and warpgroup roles."""
 from __future__ import annotations
 
+from commdsl.ir import Block
+
 from .operands import is_i32, shape_of
-from .registry import INDEX, REGION, SIDE_EFFECTS, TERMINATOR, declare, fail
+from .registry import INDEX, PER_CTA, REGION, SIDE_EFFECTS, TERMINATOR, declare, fail
 
 FAMILY = "control"
 
@@ -30,12 +32,32 @@ def _yield(op):
         fail(op, "has no results")
 
 
+def tile_ranges(op, values=None) -> list[tuple]:
+    """(lo, end) per range of a `tiles` op: `end` is the range's hi operand, or, for a range
+    listed in `ragged`, the block that computes it from the earlier origins. `values`: the
+    operands' values in the interpreter (default: the operands themselves)."""
+    values = iter(op.operands if values is None else values)
+    ends = iter(op.blocks[1:])
+    ragged = op.attrs.get("ragged", ())
+    return [(next(values), next(ends) if i in ragged else next(values))
+            for i in range(len(op.attrs["steps"]))]
+
+
 def _tiles(op):
     ranks = len(op.attrs["steps"])
-    if len(op.operands) != 2 * ranks or not all(is_i32(v) for v in op.operands):
-        fail(op, "needs an i32 (lo, hi) pair per step")
-    if len(op.blocks) != 1 or len(op.blocks[0].args) != ranks:
-        fail(op, "body takes one origin per range")
+    ragged = tuple(op.attrs.get("ragged", ()))
+    if list(ragged) != sorted(set(ragged)) or any(not 0 < i < ranks for i in ragged):
+        fail(op, "ragged lists ranges after the first, in increasing order")
+    if len(op.operands) != 2 * ranks - len(ragged) or not all(is_i32(v) for v in op.operands):
+        fail(op, "needs an i32 lo per range and an i32 hi per range not in ragged")
+    if len(op.blocks) != 1 + len(ragged) or len(op.blocks[0].args) != ranks:
+        fail(op, "body takes one origin per range, and one end block follows per ragged range")
+    for i, end in zip(ragged, op.blocks[1:]):
+        if len(end.args) != i or not all(is_i32(a) for a in end.args):
+            fail(op, f"the end block of range {i} takes the {i} earlier origins")
+        if (not end.ops or end.ops[-1].name != "yield" or len(end.ops[-1].operands) != 1
+                or not is_i32(end.ops[-1].operands[0])):
+            fail(op, f"the end block of range {i} must end in a yield of one i32")
     if op.attrs["raster"] < 1:
         fail(op, "raster must be positive")
     if op.attrs.get("sms", 1) < 1:
@@ -66,13 +88,22 @@ def _run_for(ctx, op, lo, hi, step, *carried):
     return carried[0] if len(carried) == 1 else carried
 
 
-def _run_tiles(ctx, op, *bounds):
-    """Every tile origin in turn: the persistent schedule only changes who runs which."""
-    import itertools
-    ranges = [range(lo, hi, step) for (lo, hi), step in
-              zip(zip(bounds[0::2], bounds[1::2]), op.attrs["steps"])]
-    for origin in itertools.product(*ranges):
-        yield from ctx.run_block(op.blocks[0], list(origin))
+def _run_tiles(ctx, op, *values):
+    """Every tile origin in turn, a ragged range's end computed from the origins before it:
+    the persistent schedule only changes who runs which."""
+    ranges, steps = tile_ranges(op, values), op.attrs["steps"]
+
+    def walk(origin: list):
+        if len(origin) == len(ranges):
+            yield from ctx.run_block(op.blocks[0], origin)
+            return
+        lo, end = ranges[len(origin)]
+        if isinstance(end, Block):                    # a ragged range's end
+            (end,) = yield from ctx.run_block(end, origin)
+        for x in range(lo, end, steps[len(origin)]):
+            yield from walk(origin + [x])
+
+    yield from walk([])
 
 
 def _run_nprogs(ctx, op):
@@ -100,18 +131,24 @@ declare("for", "for(lo, hi, step, inits...) {pipeline} ^(iv, carried...) { ...; 
         interpret=_run_for, family=FAMILY)
 declare("yield", "yield(next...)", "ends a loop body with the carried values of the next "
         "iteration", traits=(TERMINATOR,), verify=_yield, family=FAMILY)
-declare("tiles", "tiles(lo0, hi0, lo1, hi1) {steps, raster, cluster, sms} ^(m0, n0) { ... }",
-        "every tile origin of a persistent loop; passes/schedule.py lowers it to a `for`",
+declare("tiles", "tiles(lo0, hi0, lo1, hi1, ...) {steps, raster, cluster, sms, ragged} "
+        "^(g, m0, n0) { ... } ^(g) { ...; yield(end) }",
+        "every tile origin of a persistent loop; a range in `ragged` ends where a block after "
+        "the body says, computed from the earlier origins; passes/schedule.py lowers it to a "
+        "`for`",
         traits=(REGION,), verify=_tiles,
         attrs={"steps": "the tile size along each range", "raster": "tile rows per group of "
                "the rasterized order", "cluster": "CTAs per cluster (1 when absent)",
-               "sms": "the SM budget: CTAs of the grid at most (every SM when absent)"},
+               "sms": "the SM budget: CTAs of the grid at most (every SM when absent)",
+               "ragged": "the ranges (after the first) whose hi is not an operand but the "
+               "yield of an end block, one per range in order, given the earlier origins "
+               "(none when absent)"},
         interpret=_run_tiles, family=FAMILY)
 declare("nprogs", "nprogs() {axis} : i32", "the number of CTAs along a grid axis",
         traits=(INDEX,), verify=_gives_i32, attrs={"axis": "the grid axis, 0 .. 2"},
         interpret=_run_nprogs, family=FAMILY)
 declare("smid", "smid() : i32", "the SM this CTA runs on (PTX %smid; 0 in the interpreter)",
-        traits=(INDEX,), verify=_gives_i32, interpret=_run_smid, family=FAMILY)
+        traits=(INDEX, PER_CTA), verify=_gives_i32, interpret=_run_smid, family=FAMILY)
 declare("warp_specialize", "warp_specialize() {...} ^() {producer} ^() {consumers}",
         "warpgroup 0 runs the first block on one thread; the others run the second",
         traits=(REGION, SIDE_EFFECTS), verify=_warp_specialize,

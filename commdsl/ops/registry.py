@@ -42,6 +42,7 @@ COMM = "comm"                  # reaches other ranks' memory
 MMA = "mma"                    # tensor-core matrix product
 LAYOUT = "layout"              # moves a tile's elements between threads, same values
 INDEX = "index"                # gives an i32 index of the launch (pid, rank, ...)
+PER_CTA = "per_cta"            # gives a value that differs between the CTAs of one launch
 CONSTANT = "constant"          # a compile-time value
 ACQUIRE = "acquire"            # orders the thread's later reads after another agent's release
 RELEASE = "release"            # publishes the program's earlier writes to another agent
@@ -51,7 +52,7 @@ KEEPS_NONNEGATIVE = "keeps_nonnegative"   # when every operand is
 ANY_NONNEGATIVE = "any_nonnegative"       # when any operand is (max)
 
 TRAITS = (ELEMENTWISE, REDUCTION, MEMORY, READS, WRITES, SHARED, ASYNC, BARRIER, TERMINATOR, REGION,
-          SIDE_EFFECTS, COMM, MMA, LAYOUT, INDEX, CONSTANT, ACQUIRE, RELEASE, NONNEGATIVE,
+          SIDE_EFFECTS, COMM, MMA, LAYOUT, INDEX, PER_CTA, CONSTANT, ACQUIRE, RELEASE, NONNEGATIVE,
           KEEPS_NONNEGATIVE, ANY_NONNEGATIVE)
 
 
