@@ -41,7 +41,8 @@ from commdsl.diagnostics import CompileError
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, Value
 from commdsl.ir import SWIZZLE_BYTES, BarrierType, SmemType
-from commdsl.ops import ACQUIRE, MMA, RELEASE, has_trait
+from commdsl.ops import (ACQUIRE, ASYNC, BARRIER, MMA, RELEASE, SIDE_EFFECTS, WRITES,
+                          has_trait)
 from commdsl.passes.prefetch import add_carried, issue_ahead
 from commdsl.spec import TensorMapParam
 from commdsl.target import Target
@@ -155,6 +156,24 @@ def _multicast_loads(kernel: KernelIR, loads: list[Op], cluster: int) -> dict[in
     return shared
 
 
+# Traits of ops a copy of a nested loop in the producer may not repeat.
+IMPURE = (WRITES, SIDE_EFFECTS, ASYNC, BARRIER, MMA)
+
+
+def _copy(op: Op, mapping: dict[int, Value]) -> Op:
+    """`op` with its nested blocks, operands renamed by `mapping`, which gains the copy's
+    results and block arguments."""
+    clone = Op(op.name, [mapping.get(v.id, v) for v in op.operands],
+               [Value(r.type, r.name) for r in op.results], dict(op.attrs), loc=op.loc)
+    mapping.update({r.id: c for r, c in zip(op.results, clone.results)})
+    for block in op.blocks:
+        new = Block(args=[Value(a.type, a.name) for a in block.args])
+        mapping.update({a.id: n for a, n in zip(block.args, new.args)})
+        new.ops = [_copy(o, mapping) for o in block.ops]
+        clone.blocks.append(new)
+    return clone
+
+
 def _producer(path: list[Op], loads: list[Op], bufs: dict[int, Value], maps: dict[int, int],
               full: Value, empty: Value, stages: int, nbytes: int,
               multicast: dict[int, int]) -> list[Op]:
@@ -167,10 +186,12 @@ def _producer(path: list[Op], loads: list[Op], bufs: dict[int, Value], maps: dic
     for loop in reversed(path):                       # innermost block first
         for op in reversed(loop.blocks[0].ops):
             if any(r.id in needed for r in op.results):
-                if op.blocks:
-                    raise CompileError("TMA coordinates may not depend on a nested loop",
-                                       op.loc, "compute them from the loop variables")
-                needed |= {v.id for v in op.operands}
+                inside = [o for b in op.blocks for o in b.walk()]
+                if any(has_trait(o, t) for o in inside for t in IMPURE):
+                    raise CompileError("TMA coordinates may not depend on a nested loop "
+                                       "that accesses memory other than by loads", op.loc,
+                                       "compute them from the loop variables")
+                needed |= {v.id for o in [op, *inside] for v in o.operands}
     carried = {a.id for loop in path for a in loop.blocks[0].args[1:]}
     if needed & carried:
         raise CompileError("TMA coordinates may not depend on values carried across "
@@ -211,11 +232,7 @@ def _producer(path: list[Op], loads: list[Op], bufs: dict[int, Value], maps: dic
                                           {**op.attrs, "by": "thread"}, loc=op.loc))
                 inner.op("fence_async_global", [], [])
             elif op.name != "yield" and any(r.id in needed for r in op.results):
-                clone = Op(op.name, [get(v) for v in op.operands],
-                           [Value(r.type, r.name) for r in op.results], dict(op.attrs),
-                           loc=op.loc)
-                mapping.update({r.id: c for r, c in zip(op.results, clone.results)})
-                inner.block.ops.append(clone)
+                inner.block.ops.append(_copy(op, mapping))
         if level + 1 == len(path):
             it = inner.value("add", [it, _const(inner, 1)], I32)
         inner.op("yield", [it], [])

@@ -17,10 +17,9 @@ import commdsl  # noqa: E402
 
 from grouped_layout import (calc_diff, grouped_operands, grouped_reference,  # noqa: E402
                             masked_operands, masked_reference)
-from pipeline_support import (MASKED, needs_group_scans,  # noqa: E402,F401
-                              pipeline_copies_group_scans)
 
 GROUPED = os.path.join(os.path.dirname(__file__), "..", "examples", "grouped_fp8_gemm.cdsl")
+MASKED = os.path.join(os.path.dirname(__file__), "..", "examples", "grouped_fp8_gemm_masked.cdsl")
 
 
 @pytest.mark.parametrize("config", [dict(), dict(BM=64, BN=64, STAGES=6), dict(CLUSTER=2)],
@@ -38,7 +37,6 @@ def test_every_group_right_and_padding_untouched(config, rows, n, k):
             assert calc_diff(d[sel], ref[sel]) < 1e-3, f"group {g}"
 
 
-@needs_group_scans
 @pytest.mark.parametrize("config", [dict(), dict(BM=64, BN=64, STAGES=6)],
                          ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
 @pytest.mark.parametrize("counts,m_max,n,k", [([1000, 0, 1, 333, 1024], 1024, 4096, 7168),

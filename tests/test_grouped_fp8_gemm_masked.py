@@ -6,6 +6,7 @@ loops means the same; the located errors of ends the scheduler cannot take. On a
 test_gpu_grouped_fp8_gemm.py."""
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -18,8 +19,8 @@ from commdsl.target import get_target
 
 from diagnostic_checks import compile_error, points_at
 from grouped_layout import calc_diff, masked_operands, masked_reference
-from pipeline_support import MASKED, needs_group_scans, pipeline_copies_group_scans  # noqa: F401
 
+MASKED = os.path.join(os.path.dirname(__file__), "..", "examples", "grouped_fp8_gemm_masked.cdsl")
 SOURCE = open(MASKED).read()
 
 
@@ -48,7 +49,7 @@ def _check_groups(d, ref, counts):
 # counts 0, 1, a non-multiple of the tile rows, M_max; past M_max (clamped) and negative (none)
 COUNTS = [[0, 1, 70, 128], [130, -5, 64]]
 STAGES = [pytest.param(False, id="source"),
-          pytest.param(True, id="lowered", marks=needs_group_scans)]
+          pytest.param(True, id="lowered")]
 
 
 @pytest.mark.parametrize("lowered", STAGES)
@@ -61,7 +62,6 @@ def test_interpreter_matches_float64_and_leaves_rows_past_the_count(counts, conf
     _check_groups(d, ref, counts)
 
 
-@needs_group_scans
 def test_ptx_takes_both_operands_by_rank_3_tma_boxes_and_stores_under_a_mask():
     ptx = compile_file(MASKED).ptx
     assert ptx.count("cp.async.bulk.tensor.3d.shared::cluster.global") == 2     # a and b

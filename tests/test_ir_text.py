@@ -18,16 +18,10 @@ from commdsl.ir_verifier import verify
 from commdsl.passes.manager import PASS_ORDER, get_pass
 from commdsl.target import get_target
 
-from pipeline_support import needs_group_scans, pipeline_copies_group_scans  # noqa: F401
-
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 CONFIGS = [(name[:-5], {"C": 4} if name == "moe_dispatch.cdsl" else {})
            for name in sorted(os.listdir(EXAMPLES)) if name.endswith(".cdsl")]
 CONFIGS += [("fp8_gemm", {"CLUSTER": 2}), ("fp8_gemm", {"BM": 64, "BN": 64})]
-# The masked grouped GEMM, once passes/pipeline.py takes its group scan (pipeline_support.py)
-CONFIGS = [pytest.param(n, c, id=f"{n}-{c}" if c else n,
-                        marks=needs_group_scans if n == "grouped_fp8_gemm_masked" else ())
-           for n, c in CONFIGS]
 TARGET = get_target("sm_90a")
 
 

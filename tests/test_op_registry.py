@@ -10,8 +10,6 @@ from commdsl.ops import MEMORY, OPS, READS, TRAITS, WRITES, IRVerifyError
 from commdsl.passes.manager import PASS_ORDER, get_pass
 from commdsl.target import DEFAULT_TARGET, get_target
 
-from pipeline_support import needs_group_scans, pipeline_copies_group_scans  # noqa: F401
-
 EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
 # Every example, plus the settings that bring out the ops the defaults leave out.
 BUILDS = [(p.name, {"C": 4} if p.stem == "moe_dispatch" else {})
@@ -20,9 +18,6 @@ BUILDS = [(p.name, {"C": 4} if p.stem == "moe_dispatch" else {})
     ("fp8_gemm.cdsl", {"PROMOTE": 64}),
     ("requant_t.cdsl", {"G": 64, "SF": "ue8m0"}),
 ]
-# The masked grouped GEMM, once passes/pipeline.py takes its group scan (pipeline_support.py)
-BUILDS = [pytest.param(e, c, marks=needs_group_scans if e == "grouped_fp8_gemm_masked.cdsl"
-                       else ()) for e, c in BUILDS]
 
 
 def _ops_at_every_stage(example: str, constants: dict):

@@ -21,9 +21,9 @@ from commdsl.moe import COMBINE_SOURCE, DISPATCH_SOURCE
 from commdsl.passes import PASS_ORDER, get_pass
 from commdsl.target import get_target
 
-from pipeline_support import MASKED, needs_group_scans, pipeline_copies_group_scans  # noqa: F401
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples", "")
+MASKED = EXAMPLES + "grouped_fp8_gemm_masked.cdsl"
 ROUNDING = {"mma"}             # passes documented to change rounding (see the docstring)
 
 
@@ -355,7 +355,6 @@ def test_ragged_persistent_loop():
         dict(y=((5, 40, 70), torch.float32)), sizes, sms=3), source=RAGGED_COPY)
 
 
-@needs_group_scans
 @pytest.mark.parametrize("counts,config", [([0, 1, 70, 128], dict(BM=64, BN=64)),
                                            ([130, 5], {})])
 def test_grouped_fp8_gemm_masked(counts, config):
