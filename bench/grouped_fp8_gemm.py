@@ -167,9 +167,13 @@ def bench_masked(dg, rng, iters):
             if diff < 1e-3 and untouched and (best is None or ms < best[1]):
                 best = (name, ms)
         loop, loop_out = cublas_masked_loop(a, sa, b, sb, counts)
-        loop()
-        loop_ms, entry["cublas_loop"] = _timed_if_right(loop, masked_diff(loop_out, ref, counts),
-                                                        flops, iters)
+        try:
+            loop()
+        except RuntimeError as e:          # cuBLAS's blockwise scaling may refuse a row count
+            loop_ms, entry["cublas_loop"] = None, {"error": f"{type(e).__name__}: {e}"}
+        else:
+            loop_ms, entry["cublas_loop"] = _timed_if_right(
+                loop, masked_diff(loop_out, ref, counts), flops, iters)
         dg_ms = None
         if peer_calls:
             run, out = peer_calls[i]
