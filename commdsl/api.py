@@ -76,14 +76,17 @@ def load(path_or_source: str, *, kernel: str | None = None, target: str | None =
                                    "model's choices", None,
                                    "write fast_math() in the kernel header instead")
             from .tune.model_kernel import ModelChosenKernel
-            return ModelChosenKernel(text, path, kernel, constants, target or local_target(),
-                                     axes)
+            try:
+                return ModelChosenKernel(text, path, kernel, constants,
+                                         target or local_target(), axes)
+            except CompileError as e:
+                _name_the_target(e, target)
+                raise
     if autotune is False and target is None:
-        target = local_target()
         try:
-            return Kernel(text, path, kernel, constants, target, options)
-        except CompileError as e:     # say why this target, which the caller did not choose
-            e.hint = f"{e.hint + '; ' if e.hint else ''}{target} is the current GPU's family"
+            return Kernel(text, path, kernel, constants, local_target(), options)
+        except CompileError as e:
+            _name_the_target(e, target)
             raise
     target = target or local_target()
     if autotune is False:
@@ -95,6 +98,12 @@ def load(path_or_source: str, *, kernel: str | None = None, target: str | None =
     space = None if autotune is True else autotune
     return AutotunedKernel(text, path, kernel, constants, target, space, search=search,
                            progress=progress)
+
+
+def _name_the_target(e: CompileError, target: str | None) -> None:
+    """Adds to `e`'s hint why its target, where the caller did not choose one."""
+    if target is None:
+        e.hint = f"{e.hint + '; ' if e.hint else ''}{local_target()} is the current GPU's family"
 
 
 def load_comm(comm, path: str, kernel: str, options: dict | None = None, **constants):

@@ -26,6 +26,8 @@ class ModelChosenKernel(AutotunedKernel):
         super().__init__(text, path, name, constants, target, space, progress=False)
         self.model_choices: dict[tuple, object] = {}    # sizes -> ModelChoice
         self._by_sizes: dict[tuple, Kernel] = {}
+        # Compiled now, as a Kernel is: a kernel this target cannot run fails at load.
+        self._declared()
 
     def for_shape(self, **sizes: int) -> Kernel:
         """The Kernel the model picks for these sizes (every size symbol of the signature),
