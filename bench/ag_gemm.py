@@ -95,7 +95,7 @@ def bench_ag(comm_of, part, m, n, k, iters, side: dict):
     d = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
     pull = load_comm(comm, AG, "ag_pull", **side)
     gemm = load_comm(comm, AG, "ag_gemm", GEMM_SMS=part.rest.sms)
-    ref = commdsl.load(FP8_GEMM)(a0, sa0, b, sb)
+    ref = commdsl.load(FP8_GEMM, config="declared")(a0, sa0, b, sb)
 
     def run_pull():
         pull(a_shard=a_shard, sa_shard=sa_shard, a=a, sa=sa, ready=ready, flags=comm.flags)
@@ -142,7 +142,7 @@ def bench_rs(comm_of, part, m, n, k, iters, side: dict):
     d = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
     gemm = load_comm(comm, RS, "gemm_rs", GEMM_SMS=part.rest.sms)
     reduce = load_comm(comm, RS, "rs_reduce", **side)
-    ref = commdsl.load(FP8_GEMM)(a, sa, b, sb)
+    ref = commdsl.load(FP8_GEMM, config="declared")(a, sa, b, sb)
 
     def run_gemm():
         gemm(a=a, sa=sa, b=b, sb=sb, part=part_buf, done=done)

@@ -1,114 +1,221 @@
-"""FP8 block-scaled GEMM (1x128 A groups, 128x128 B blocks, bf16 out): commdsl vs cuBLAS
-(torch._scaled_mm with the same blockwise scales), in one run.
+"""FP8 block-scaled GEMM: commdsl's model default and tuned config, cuBLAS and DeepGEMM.
 
-    python bench/fp8_gemm.py [--iters 50] [--shapes M,N,K ...]
+1x128 A groups, 128x128 B blocks, bf16 out; all in one run (issue 18):
 
-For each shape: fresh random data quantized DeepSeek-style; each commdsl config in a small
-per-shape candidate list is checked against a float64 reference of the dequantized product
-(output NaN-poisoned first) and timed; the fastest correct one is reported. Times are the
-median of CUDA-event-timed runs after a warm-up, on the same tensors for both libraries.
+    python bench/fp8_gemm.py                       # DeepGEMM's 18 shapes and 8192^3
+    python bench/fp8_gemm.py --random 8            # and criterion 1's 8 random shapes
+    python bench/fp8_gemm.py --no-tune             # the model default and the peers only
+    python bench/fp8_gemm.py --shapes 128,2112,7168 --search exhaustive   # criterion 2's
+                                                                          # exhaustive best
+
+Per shape, on fresh random data quantized DeepSeek-style:
+  model     commdsl.load(fp8_gemm, config="model"): the cost model's config, nothing timed
+  tuned     commdsl.autotune over the declared space (pruned by the model, compiled in
+            worker processes, successive halving), its wall time kept; a shape tuned before
+            on this machine reads the saved choice (--retune times again)
+  cuBLAS    torch._scaled_mm with the same blockwise scales
+  DeepGEMM  gemm_fp8_fp8_bf16_nt, where its tree is found (bench/deepgemm.py)
+Every output is NaN-poisoned, computed and checked against a float64 reference of the
+dequantized product before it is timed; each is timed as DeepGEMM's benchmark times (L2
+flushed and host cost hidden: common.time_flushed_ms). "vs recorded" compares with this
+device's numbers from before issue 18 (bench/results/before-18: commdsl's best of 7 hand-picked
+configs, timed without the flush, so the config compared is timed that way too). Tuning stops starting after
+--tune-until seconds, so the run ends within one device call.
 """
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import os
 import sys
+import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import common  # noqa: E402
+import deepgemm  # noqa: E402
+import fp8_gemm_report as report  # noqa: E402
 from test_fp8_gemm import FP8_GEMM, quantize_a, quantize_b, reference, relative_error  # noqa: E402
 
-
-SHAPES = [(m, n, k) for m in (128, 4096)
-          for n, k in ((2112, 7168), (24576, 1536), (7168, 16384), (4096, 7168), (7168, 2048))]
-SHAPES.append((8192, 8192, 8192))
 TOLERANCE = 2e-3
+DEVICE = "cuda"
 
 
-def candidates(m: int, n: int, k: int) -> list[dict]:
-    """Configs worth timing: small M wants many small tiles to keep all SMs streaming B;
-    large M wants 128- or 192-row tiles, deep pipelines, and CTA pairs that load A's tile once
-    for both (CLUSTER = 2: TMA multicast halves A's traffic from L2, which bounds big tiles)."""
-    if m <= 256:
-        return [dict(BM=64, BN=16, STAGES=8), dict(BM=64, BN=32, STAGES=8, PROMOTE=64),
-                dict(BM=128, BN=32, STAGES=6, PROMOTE=64), dict(BM=64, BN=64, STAGES=6),
-                dict(BM=64, BN=64, STAGES=6, PROMOTE=64), dict(BM=64, BN=128, STAGES=6),
-                dict(BM=64, BN=32, STAGES=8, PROMOTE=64, CLUSTER=2)]
-    return [dict(BM=128, BN=128, STAGES=5, GROUP=8), dict(BM=128, BN=128, STAGES=5, GROUP=8,
-                                                          PROMOTE=64),
-            dict(BM=192, BN=128, STAGES=4, GROUP=16),
-            dict(BM=128, BN=128, STAGES=5, GROUP=8, CLUSTER=2),
-            dict(BM=128, BN=128, STAGES=6, GROUP=16, CLUSTER=2),
-            dict(BM=192, BN=128, STAGES=4, GROUP=16, CLUSTER=2),
-            dict(BM=192, BN=128, STAGES=4, GROUP=8, CLUSTER=2)]
+def arguments():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--random", type=int, default=0, metavar="COUNT",
+                    help=f"add COUNT random shapes (seed {report.RANDOM_SEED}; criterion 1)")
+    ap.add_argument("--no-tune", action="store_true", help="time the model default and peers")
+    ap.add_argument("--retune", action="store_true", help="tune even shapes tuned before")
+    ap.add_argument("--search", default="auto", choices=["auto", "exhaustive", "halving"])
+    ap.add_argument("--tune-until", type=float, default=420.0, metavar="SECONDS",
+                    help="start no tuning this long after the run began (default 420)")
+    ap.add_argument("--no-deepgemm", action="store_true")
+    ap.add_argument("--recorded", help="an earlier fp8_gemm results file (default: this "
+                                       "device's in bench/results/before-18, the numbers "
+                                       "before issue 18)")
+    args = common.gemm_args(ap, report.SHAPES)
+    args.shapes = list(args.shapes) + report.random_shapes(args.random)
+    return args
 
 
-def cublas(a, sa, b, sb):
+def checked(run, out, ref, flops: int, iters: int) -> dict:
+    """The output of `run()` (into `out`) checked, then timed: its entry."""
+    out.fill_(float("nan"))
+    try:
+        run()
+        err = relative_error(out, ref)
+    except Exception as e:        # a library that cannot run a shape must not end the run
+        err, error = float("nan"), f"{type(e).__name__}: {e}".splitlines()[0]
+    else:
+        error = None if err <= TOLERANCE else f"relative error {err:.2e} > {TOLERANCE}"
+    if error is not None:                            # NaN errors land here too
+        print(f"M x N = {tuple(ref.shape)}: {error}; not timed", file=sys.stderr)
+        return {"rel_err": err, "error": error}
+    ms = common.time_flushed_ms(run, iters=iters)
+    return {"ms": ms, "tflops": flops / ms / 1e9, "rel_err": err}
+
+
+def cublas(a, sa, b, sb, out):
     """torch._scaled_mm's DeepSeek recipe: A row-major with 1x128 scales given M-major
     (stride (1, M)), B as a column-major [K, N] with its [N/128, K/128] scales transposed."""
     sa_mn = sa.t().contiguous().t()
     return lambda: torch._scaled_mm(a, b.t(), scale_a=sa_mn, scale_b=sb.t(),
-                                    out_dtype=torch.bfloat16)
+                                    out_dtype=torch.bfloat16, out=out)
+
+
+def deepgemm_call(dg, a, sa, b, sb, out):
+    sa_tma = dg.get_col_major_tma_aligned_tensor(sa)     # its layout, made once
+    return lambda: dg.gemm_fp8_fp8_bf16_nt((a, sa_tma), (b, sb), out)
+
+
+def operands(m: int, n: int, k: int):
+    torch.manual_seed(m * 31 + n * 7 + k)
+    a, sa = quantize_a(torch.randn(m, k, device=DEVICE))
+    b, sb = quantize_b(torch.randn(n, k, device=DEVICE))
+    return a, sa, b, sb
+
+
+def tuned(args, a, sa, b, sb, d, ref, flops, started: float):
+    """(its entry, the tuned Kernel), or (None, None) where not tuned."""
+    if args.no_tune:
+        return None, None
+    if time.perf_counter() - started > args.tune_until:
+        print(f"{a.shape[0]}x{b.shape[0]}x{a.shape[1]}: not tuned, past --tune-until "
+              f"{args.tune_until:.0f} s", file=sys.stderr)
+        return None, None
+    import commdsl
+    print(f"tuning {a.shape[0]}x{b.shape[0]}x{a.shape[1]} ...", flush=True)
+    begin = time.perf_counter()
+    try:      # No bars: off a terminal they are a line per config, thousands a shape.
+        result = commdsl.autotune(FP8_GEMM, (a, sa, b, sb), search=args.search,
+                                  retune=args.retune, progress=False)
+    except commdsl.CommdslError as e:      # one shape's failure must not end the run
+        print(f"tuning failed: {e}", file=sys.stderr)
+        return {"error": str(e).splitlines()[0]}, None
+    entry = {"config": common.config_name(result.config), "tune_s": time.perf_counter() - begin,
+             "from_cache": result.from_cache, "tuner_ms": result.ms,
+             "configs": len(result.trials),
+             "timed": sum(1 for t in result.trials if t.ms is not None)}
+    kernel = result.kernel
+    entry.update(checked(lambda: kernel(a, sa, b, sb, d=d), d, ref, flops, args.iters))
+    return entry, kernel
+
+
+def unflushed_tflops(entry: dict | None, run, flops: int, iters: int) -> None:
+    """The number "vs recorded" compares: timed as the recorded one was (common.time_ms)."""
+    if entry and entry.get("ms"):
+        entry["unflushed_tflops"] = flops / common.time_ms(run, iters=iters) / 1e9
 
 
 def main():
-    args = common.gemm_args(argparse.ArgumentParser(), SHAPES)
-    shapes = args.shapes
-    kernels = common.ConfigKernels(FP8_GEMM)
-    rows, results = [], {"shapes": []}
-    for m, n, k in shapes:
-        torch.manual_seed(m * 31 + n * 7 + k)
-        a, sa = quantize_a(torch.randn(m, k, device="cuda"))
-        b, sb = quantize_b(torch.randn(n, k, device="cuda"))
-        ref = reference(a, sa, b, sb)
-        d = torch.empty(m, n, dtype=torch.bfloat16, device="cuda")
-        flops = 2 * m * n * k
-        entry = {"shape": [m, n, k], "commdsl": {}}
-        best = None
-        for config in candidates(m, n, k):
-            kernel = kernels(config)
-            d.fill_(float("nan"))
-            kernel(a, sa, b, sb, d=d)
-            err = relative_error(d, ref)
-            ms = common.time_ms(lambda: kernel(a, sa, b, sb, d=d), iters=args.iters)
-            name = common.config_name(config)
-            entry["commdsl"][name] = {"ms": ms, "tflops": flops / ms / 1e9, "rel_err": err}
-            if err > TOLERANCE or math.isnan(err):
-                print(f"{m}x{n}x{k} {name}: rel err {err:.2e} > {TOLERANCE}", file=sys.stderr)
-            elif best is None or ms < best[1]:
-                best = (name, ms, err)
+    args = arguments()
+    import commdsl
+    started = time.perf_counter()
+    recorded_path = args.recorded or os.path.join(
+        common.RESULTS, "before-18", f"fp8_gemm-{common.device_name()}.json")
+    recorded = {}
+    if os.path.isfile(recorded_path):
+        with open(recorded_path) as f:
+            recorded = report.recorded_tflops(json.load(f))
+    data = {shape: operands(*shape) for shape in args.shapes}
+    outs = {(m, n, k): torch.empty(m, n, dtype=torch.bfloat16, device=DEVICE)
+            for m, n, k in args.shapes}
+    dg = None if args.no_deepgemm else deepgemm.load()
+    peer = {}                                          # shape -> (DeepGEMM's call, its output)
+    if dg is not None:
+        for shape in args.shapes:
+            out = torch.empty_like(outs[shape])
+            peer[shape] = deepgemm_call(dg, *data[shape], out), out
+        begin = time.perf_counter()
         try:
-            fn = cublas(a, sa, b, sb)
-            cublas_err = relative_error(fn(), ref)
-            cublas_ms = common.time_ms(fn, iters=args.iters)
-        except RuntimeError as e:              # the recipe this torch/cuBLAS cannot run
-            print(f"{m}x{n}x{k} cuBLAS: {e}", file=sys.stderr)
-            cublas_ms, cublas_err = float("nan"), float("nan")
-        entry["cublas"] = {"ms": cublas_ms, "tflops": flops / cublas_ms / 1e9,
-                           "rel_err": cublas_err}
-        if best is None:
-            entry["best"] = None
-            rows.append([f"{m}x{n}x{k}", "-", "no correct config", flops / cublas_ms / 1e9,
-                         "-"])
-        else:
-            ours = flops / best[1] / 1e9
-            theirs = flops / cublas_ms / 1e9
-            entry["best"] = {"config": best[0], "ms": best[1], "tflops": ours,
-                             "rel_err": best[2], "ratio": ours / theirs}
-            rows.append([f"{m}x{n}x{k}", ours, best[0], theirs, f"{ours / theirs:.2f}x"])
-        results["shapes"].append(entry)
-    ratios = [e["best"]["ratio"] for e in results["shapes"] if e["best"]]
-    geomean = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else float("nan")
-    results["geomean_ratio"] = geomean
-    results["all_correct"] = len(ratios) == len(shapes)
-    common.print_table("FP8 block-scaled GEMM, TFLOP/s (bf16 out)",
-                       ["M x N x K", "commdsl", "config", "cuBLAS", "commdsl / cuBLAS"], rows)
-    print(f"\ngeometric mean commdsl / cuBLAS over {len(ratios)} shapes: {geomean:.3f}")
+            deepgemm.warm([run for run, _ in peer.values()])   # nvcc, once per kernel config
+        except Exception as e:     # every call is tried again, and checked, per shape below
+            print(f"DeepGEMM: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"DeepGEMM compiled in {time.perf_counter() - begin:.0f} s", flush=True)
+    model = commdsl.load(FP8_GEMM, config="model")
+    entries = []
+    for i, (m, n, k) in enumerate(args.shapes):
+        a, sa, b, sb = data[(m, n, k)]
+        d, flops = outs[(m, n, k)], 2 * m * n * k
+        ref = reference(a, sa, b, sb)
+        entry = {"shape": [m, n, k], "recorded_tflops": recorded.get((m, n, k))}
+        chosen = model.for_shape(M=m, N=n, K=k)
+        choice = next(c for sizes, c in model.model_choices.items()
+                      if dict(sizes) == {"M": m, "N": n, "K": k})
+        entry["model"] = {"config": common.config_name(choice.config), "estimate_ms": choice.ms,
+                          **checked(lambda: chosen(a, sa, b, sb, d=d), d, ref, flops,
+                                    args.iters)}
+        entry["tuned"], tuned_kernel = tuned(args, a, sa, b, sb, d, ref, flops, started)
+        entry["cublas"] = checked(cublas(a, sa, b, sb, d), d, ref, flops, args.iters)
+        entry["deepgemm"] = checked(*peer[(m, n, k)], ref, flops, args.iters) \
+            if (m, n, k) in peer else None
+        if entry["recorded_tflops"]:
+            ours, kernel = (("tuned", tuned_kernel) if (entry["tuned"] or {}).get("ms")
+                            else ("model", chosen))
+            unflushed_tflops(entry[ours], lambda: kernel(a, sa, b, sb, d=d), flops, args.iters)
+        entry["ratios"] = report.ratios(entry)
+        entries.append(entry)
+        del ref
+        print(f"[{i + 1}/{len(args.shapes)} {time.perf_counter() - started:.0f} s] "
+              + "  ".join(map(common._fmt, _cells(entry)[:7])), flush=True)
+    rows = [_cells(e) for e in entries]
+    common.print_table("FP8 block-scaled GEMM, TFLOP/s (bf16 out; L2 flushed before each call)",
+                       ["M x N x K", "model", "tuned", "cuBLAS", "DeepGEMM", "model/tuned",
+                        "commdsl/cuBLAS", "commdsl/DeepGEMM", "vs recorded", "tune s",
+                        "model config", "tuned config"], rows)
+    print("\ncommdsl = the tuned config, or the model default where not tuned; ratios of "
+          "TFLOP/s; vs recorded: timed without the flush, as the recorded numbers were")
+    results = {"shapes": entries, "criteria": []}
+    for name, passed, numbers in report.criteria(entries):
+        verdict = {True: "pass", False: "FAIL", None: "-"}[passed]
+        print(f"criterion {name}: {verdict} ({numbers})")
+        results["criteria"].append({"criterion": name, "passed": passed, "numbers": numbers})
+    results["geomean_vs_cublas"] = report.geomean(e["ratios"]["vs_cublas"] for e in entries)
+    results["geomean_vs_deepgemm"] = report.geomean(e["ratios"]["vs_deepgemm"]
+                                                    for e in entries)
+    results["seconds"] = time.perf_counter() - started
+    print(f"\nrun took {results['seconds']:.0f} s")
     common.write_results("fp8_gemm", results)
+
+
+def _cells(e: dict) -> list:
+    r = e["ratios"]
+
+    def tflops(key):
+        return (e.get(key) or {}).get("tflops", "-")
+
+    def x(v):
+        return f"{v:.2f}x" if v else "-"
+    tuned = e.get("tuned") or {}
+    tune_s = ("cached" if tuned.get("from_cache") else f"{tuned['tune_s']:.0f}"
+              if "tune_s" in tuned else "-")
+    return ["x".join(map(str, e["shape"])), tflops("model"), tflops("tuned"), tflops("cublas"),
+            tflops("deepgemm"), x(r["model_vs_tuned"]), x(r["vs_cublas"]), x(r["vs_deepgemm"]),
+            x(r["vs_recorded"]), tune_s, e["model"].get("config", "-"),
+            tuned.get("config", "-")]
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ gets one from common.write_results, and old results can be drawn again:
 
 Memory-bound kernels: GB/s of commdsl and its peers against the device-to-device copy
 ceiling (the MoE exchange: against the copy engine into the peer). GEMMs: TFLOP/s by shape,
-commdsl's best config against cuBLAS. Communication-aware compute (overlap): each side's
+commdsl's best config against cuBLAS (fp8_gemm: its model default and tuned config against
+cuBLAS and DeepGEMM). Communication-aware compute (overlap): each side's
 throughput together over alone, by the stand-in's SM count; a GEMM fused with its
 communication by signals (ag_gemm, gemm_rs): microseconds of each side alone, both fused, and
 one after the other, by shape; FP8 GEMM's error against float64 by method (precision). The
@@ -51,8 +52,14 @@ def _gemm(payload: dict) -> Chart | None:
         return None
     groups = {}
     for e in shapes:
-        bars = {"commdsl (best config)": e["best"]["tflops"] if e.get("best") else math.nan,
-                "cuBLAS": e["cublas"]["tflops"]}
+        if "model" in e:                   # bench/fp8_gemm.py since issue 18
+            series = {"commdsl, model default": "model", "commdsl, tuned": "tuned",
+                      "cuBLAS": "cublas", "DeepGEMM": "deepgemm"}
+            bars = {name: (e.get(key) or {}).get("tflops", math.nan)
+                    for name, key in series.items()}
+        else:
+            bars = {"commdsl (best config)": e["best"]["tflops"] if e.get("best") else math.nan,
+                    "cuBLAS": e["cublas"]["tflops"]}
         groups["x".join(map(str, e["shape"]))] = bars
     return Chart(f"{_on(payload)}: TFLOP/s by shape (M x N x K)", "TFLOP/s", groups)
 

@@ -28,7 +28,7 @@ from .diagnostics import CompileError
 from .kernel import InterpretedKernel, Kernel, build, local_target, read_source
 
 
-CONFIGS = ("source", "model")
+CONFIGS = ("source", "model", "declared")
 
 
 def load(path_or_source: str, *, kernel: str | None = None, target: str | None = None,
@@ -45,8 +45,9 @@ def load(path_or_source: str, *, kernel: str | None = None, target: str | None =
 
     `config` says where the defaults of the tune constants not set here come from:
     "source" (what the source declares; the cost model's pick per call shape for those
-    declared `by model`), or "model" (the cost model picks every one per call shape, without
-    timing: tune/model.py).
+    declared `by model`), "model" (the cost model picks every one per call shape, without
+    timing: tune/model.py), or "declared" (every one its declared default, `by model` or not:
+    one Kernel, the same config for every shape, as a bit-exact reference wants).
 
     `fast_math=True` lowers math functions to PTX's .approx instructions (the compile option
     fast_math; `fast_math()` in the kernel header does the same)."""
@@ -66,7 +67,7 @@ def load(path_or_source: str, *, kernel: str | None = None, target: str | None =
     if settings.interpret():      # the interpreter times nothing: tune constants keep defaults
         return InterpretedKernel(text, path, kernel, constants, target or local_target(),
                                  options)
-    if autotune is False:
+    if autotune is False and config != "declared":
         from .tune.space import model_axes
         axes = model_axes(text, path, kernel, constants, every_tune=config == "model")
         if axes:
@@ -75,14 +76,17 @@ def load(path_or_source: str, *, kernel: str | None = None, target: str | None =
                                    "model's choices", None,
                                    "write fast_math() in the kernel header instead")
             from .tune.model_kernel import ModelChosenKernel
-            return ModelChosenKernel(text, path, kernel, constants, target or local_target(),
-                                     axes)
+            try:
+                return ModelChosenKernel(text, path, kernel, constants,
+                                         target or local_target(), axes)
+            except CompileError as e:
+                _name_the_target(e, target)
+                raise
     if autotune is False and target is None:
-        target = local_target()
         try:
-            return Kernel(text, path, kernel, constants, target, options)
-        except CompileError as e:     # say why this target, which the caller did not choose
-            e.hint = f"{e.hint + '; ' if e.hint else ''}{target} is the current GPU's family"
+            return Kernel(text, path, kernel, constants, local_target(), options)
+        except CompileError as e:
+            _name_the_target(e, target)
             raise
     target = target or local_target()
     if autotune is False:
@@ -94,6 +98,12 @@ def load(path_or_source: str, *, kernel: str | None = None, target: str | None =
     space = None if autotune is True else autotune
     return AutotunedKernel(text, path, kernel, constants, target, space, search=search,
                            progress=progress)
+
+
+def _name_the_target(e: CompileError, target: str | None) -> None:
+    """Adds to `e`'s hint why its target, where the caller did not choose one."""
+    if target is None:
+        e.hint = f"{e.hint + '; ' if e.hint else ''}{local_target()} is the current GPU's family"
 
 
 def load_comm(comm, path: str, kernel: str, options: dict | None = None, **constants):

@@ -52,11 +52,13 @@ def check_registrable(spec: KernelSpec) -> None:
                                "no input's shape gives; the op allocates every output")
 
 
-def register(kernel, name: str):
+def register(kernel, name: str, spec: KernelSpec | None = None):
     """Registers `kernel` as the custom op `name` ("namespace::op"); returns a function that
-    calls the op (and warns, once, when an input requires grad: the op has no backward)."""
+    calls the op (and warns, once, when an input requires grad: the op has no backward).
+    `spec` gives the op's signature where the kernel has no single one (a config per shape:
+    tune/autotuned.py); default kernel.spec."""
     import torch
-    spec = kernel.spec
+    spec = spec or kernel.spec
     check_registrable(spec)
 
     def run(*inputs):

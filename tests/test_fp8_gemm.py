@@ -334,7 +334,7 @@ def test_only_the_variant_that_stores_d_through_tma_checks_its_rows():
     """N = 300 (rows of 600 bytes): the variant for sizes that are multiples of 16 would
     describe D with a tensor map and refuses it; the call runs the variant for other sizes,
     which stores D directly."""
-    kernel = commdsl.load(FP8_GEMM)
+    kernel = commdsl.load(FP8_GEMM, config="declared")
     a, sa, b, sb = random_operands(64, 300, 256)
     aligned = kernel.variant(frozenset()).launcher
     bound = aligned.bind(a, sa, b, sb, require_cuda=False)

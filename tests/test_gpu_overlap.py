@@ -80,7 +80,7 @@ def test_ag_gemm_fused_equals_fp8_gemm(group, part, m, n, k):
             gemm(a=a, sa=sa, b=b, sb=sb, d=d, ready=ready)
         torch.cuda.synchronize()
         c.check()
-        ref = commdsl.load(FP8_GEMM)(a0, sa0, b, sb)
+        ref = commdsl.load(FP8_GEMM, config="declared")(a0, sa0, b, sb)
         assert torch.equal(d.view(torch.int16), ref.view(torch.int16))
 
 
@@ -102,7 +102,7 @@ def test_gemm_rs_fused_equals_fp8_gemm(group, part, m, n, k):
             reduce(part=part_buf, done=done, d=d)
         torch.cuda.synchronize()
         c.check()
-        ref = commdsl.load(FP8_GEMM)(a, sa, b, sb)
+        ref = commdsl.load(FP8_GEMM, config="declared")(a, sa, b, sb)
         assert torch.equal(d.view(torch.int16), ref.view(torch.int16))
 
 

@@ -146,6 +146,19 @@ def test_load_picks_by_model_per_shape_and_saves_the_choice(launches):
     assert again.model_choices[(("M", 64), ("N", 1024))].from_cache
 
 
+def test_a_choice_is_in_milliseconds_fresh_and_read_back_from_its_record():
+    text = open(FP8_GEMM).read()
+    space = search_space(text, FP8_GEMM, None, {}, {"BM": [64, 128], "BN": [64, 128]})
+    sizes = {"M": 128, "N": 2112, "K": 7168}
+    fresh = model_choice(text, FP8_GEMM, None, {}, "sm_90a", space, sizes, H100)
+    chosen = next(e for e in fresh.estimates if e.config == fresh.config)
+    assert fresh.ms == pytest.approx(chosen.seconds * 1e3)
+    saved = model_choice(text, FP8_GEMM, None, {}, "sm_90a", space, sizes, H100)
+    assert saved.from_cache and saved.config == fresh.config
+    assert saved.ms == pytest.approx(fresh.ms)
+    assert f"({fresh.ms * 1e3:.1f} us)" in fresh.table()
+
+
 def test_config_model_and_its_mistakes():
     from commdsl.tune.model_kernel import ModelChosenKernel
     assert isinstance(commdsl.load(ACT_QUANT, config="model", target="sm_90a"),

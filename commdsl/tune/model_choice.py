@@ -21,7 +21,8 @@ TIE = 1.01          # estimates this close are the same to the model: keep more 
 @dataclass
 class ModelChoice:
     config: dict
-    seconds: float | None
+    ms: float | None                # the chosen config's estimate, in milliseconds like the
+                                    # tuner's TuneResult.ms and the saved records' "ms"
     machine: str
     estimates: list[Estimate] = field(default_factory=list)   # empty when read from a record
     from_cache: bool = False
@@ -32,7 +33,7 @@ class ModelChoice:
             shown = "-" if e.seconds is None else f"{e.seconds * 1e6:.1f} us"
             lines.append(f"{_label(e.config):<52} {shown:>10}  {e.terms()}")
         lines.append(f"model's choice: {_label(self.config)}"
-                     + (f" ({self.seconds * 1e6:.1f} us)" if self.seconds else ""))
+                     + (f" ({self.ms * 1e3:.1f} us)" if self.ms else ""))
         return "\n".join(lines)
 
 
@@ -84,8 +85,7 @@ def model_choice(text: str, path: str, kernel: str | None, fixed: dict, target: 
                            space, f"model/{machine.sms}")
     saved = records.get(fields) if records else None
     if saved is not None:
-        return ModelChoice(saved["config"], saved["ms"] and saved["ms"] / 1e3, machine.name,
-                           from_cache=True)
+        return ModelChoice(saved["config"], saved["ms"], machine.name, from_cache=True)
     k = _pick_kernel(_parsed(text, path).kernels, kernel, path)
     defaults = check_signature(k, fixed).constants
     estimates = estimate_space(text, path, kernel, fixed, target, space.configs(), sizes,
@@ -95,11 +95,12 @@ def model_choice(text: str, path: str, kernel: str | None, fixed: dict, target: 
         reasons = "; ".join(f"{_label(e.config)}: {e.why_not}" for e in estimates[:3])
         raise CompileError(f"the model finds no config of {space.kernel} that runs "
                            f"({reasons})", None, "widen the tune lists, or fix the kernel")
+    ms = chosen.seconds * 1e3          # the model estimates in seconds; records keep ms
     if records:
-        records.put(fields, chosen.config, chosen.seconds * 1e3,
+        records.put(fields, chosen.config, ms,
                     [{"config": e.config, "ms": e.seconds and e.seconds * 1e3,
                       "pruned": e.why_not, "effort": None} for e in estimates])
-    return ModelChoice(chosen.config, chosen.seconds, machine.name, estimates)
+    return ModelChoice(chosen.config, ms, machine.name, estimates)
 
 
 def default_machine(target: str, device_name: str | None = None,
