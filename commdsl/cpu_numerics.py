@@ -125,6 +125,24 @@ def convert(a, src: str, dst: str):
     return a.to(torch_dtype(dst))
 
 
+def tf32(x):
+    """f32 values as wgmma reads them for a tf32 product: the low 13 bits of the mantissa
+    dropped (toward zero)."""
+    import torch
+    return (x.contiguous().view(torch.int32) & ~0x1FFF).view(torch.float32)
+
+
+def wrap_i32(x):
+    """int64 values wrapped to i32 two's complement, as an s32 accumulator overflows."""
+    import torch
+    return ((x + 2 ** 31) % 2 ** 32 - 2 ** 31).to(torch.int32)
+
+
+def matmul_i32(a, b):
+    """[M, K] x [K, N] of 8-bit integers, summed exactly and wrapped to i32."""
+    return wrap_i32(a.long() @ b.long())
+
+
 def matmul_f32(a, b):
     """[M, K] x [K, N] of exactly widened operands, summed exactly and rounded once to f32:
     the f64 sum is exact for FP8 operands (8-bit products between 2^-18 and 2^17, 128 of

@@ -33,6 +33,8 @@ MINMAX_ONLY = {"max": "-inf", "min": "inf", "nanmax": "-inf", "nanmin": "inf"}
 # Elementwise functions, from their ops' declarations (commdsl/ops): name -> op.
 ELEMENTWISE_BUILTINS: dict[str, OpDef] = {d.builtin.name: d for d in OPS.values() if d.builtin}
 
+MMA_OPERANDS = ("e4m3", "e5m2", "bf16", "f16", "f32", "i8", "u8")   # wgmma's operand types
+
 
 def _usage(name: str) -> str:
     """A function's help line: its elementwise form, its reduction, or both."""
@@ -599,27 +601,34 @@ class _Lowering(CommLowering):
         for v, node in ((a, a_node), (b, b_node)):
             if not isinstance(v.type, TileType) or len(v.type.shape) != 2:
                 raise CompileError("mma multiplies 2-D tiles", node.span, FUNCTIONS["mma"])
-            if _is_int(v.type.dtype) or v.type.dtype == "f32":
-                raise CompileError(f"mma takes FP8, bf16 or f16 tiles, not {v.type.dtype}",
-                                   node.span, "load the operands in their stored dtype")
+            if v.type.dtype not in MMA_OPERANDS:
+                raise CompileError(f"mma takes FP8, bf16, f16, f32 (as tf32) or 8-bit integer "
+                                   f"tiles, not {v.type.dtype}", node.span,
+                                   "load the operands in their stored dtype")
         m, k = a.type.shape
         n, kb = b.type.shape if trans_b else b.type.shape[::-1]
         if k != kb:
             raise CompileError(f"mma operands disagree on K: [{m}, {k}] times "
                                f"[{', '.join(map(str, b.type.shape))}]{'.T' if trans_b else ''}",
                                e.span, "b of shape [N, K] goes in as b.T")
-        result = TileType("f32", (m, n))
+        # 8-bit integers sum exactly in i32; every float type in f32
+        acc_dtype = "i32" if _is_int(a.type.dtype) else "f32"
+        result = TileType(acc_dtype, (m, n))
         operands = [a, b]
         if len(e.args) == 3:
             acc = self.value(e.args[2])
             if not isinstance(acc.type, TileType) or acc.type.shape != (m, n) \
-                    or acc.type.dtype != "f32":
-                raise CompileError(f"the accumulator must be an f32 [{m}, {n}] tile, "
+                    or acc.type.dtype != acc_dtype:
+                raise CompileError(f"the accumulator must be an {acc_dtype} [{m}, {n}] tile, "
                                    f"not {acc.type}", e.args[2].span,
-                                   f"start it with zeros(f32, {m}, {n})")
+                                   f"start it with zeros({acc_dtype}, {m}, {n})")
             operands.append(acc)
         every = k
         for kw in e.kwargs:
+            if kw.name == "promote_every" and acc_dtype == "i32":
+                raise CompileError("an integer product is exact in its i32 accumulator: it has "
+                                   "nothing to promote", kw.span,
+                                   "write acc = mma(ta, tb.T, acc)")
             if kw.name != "promote_every" or len(e.args) == 3:
                 raise CompileError(f"mma takes no keyword '{kw.name}'" if kw.name != "promote_every"
                                    else "mma(a, b.T, acc) accumulates in the tensor cores, so "

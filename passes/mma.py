@@ -3,7 +3,9 @@
 On sm_90a an FP8 [BM, 128] x [BN, 128]^T product becomes, per 128-wide K step, four
 `wgmma.mma_async.m64n{BN}k32.f32.e4m3.e4m3` per m64 block, read from 128B-swizzled shared
 memory (TMA's layout), on BM / 64 consumer warpgroups (three for BM = 192: 160 registers
-each, with 128 x 128 tiles' 128 FLOP per byte of L2 traffic raised to 154). Checked here:
+each, with 128 x 128 tiles' 128 FLOP per byte of L2 traffic raised to 154). bf16/f16 take
+k16 steps over 64 of K, f32 (read as tf32) k8 over 32, i8/u8 k32 over 128 into an s32
+accumulator: one 128-byte swizzled row of K per operand row in each case. Checked here:
 the target has wgmma; the operands are K-major FP8 tiles loaded `via tma`; the shape fits
 the instruction; and, for quantized operands, the product's K extent stays inside one
 scale group, since a partial sum is promoted with one scale (the promotion interval).
@@ -32,6 +34,9 @@ from commdsl.target import Target
 
 FP8 = ("e4m3", "e5m2")
 HALF = ("bf16", "f16")
+INT8 = ("i8", "u8")               # s8 / u8 in wgmma, summed exactly in s32
+TF32 = ("f32",)                   # f32 tiles are read as tf32 (the top 19 bits)
+WGMMA_TYPES = FP8 + HALF + INT8 + TF32
 K_BYTES = 128                     # one 128B-swizzled row of K per operand row
 WGMMA_K_BYTES = 32                # K of one wgmma: 32 FP8 or 16 bf16/f16 elements
 MN_SLAB = K_BYTES // 2            # an MN-major 16-bit B: columns per 128-byte swizzled slab
@@ -57,15 +62,21 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
             raise CompileError("mma's operand b must be loaded 'via tma': wgmma reads B from "
                                "shared memory", op.loc,
                                "write 'let tb = load ...[...] via tma' in the pipelined loop")
-        if v.type.dtype not in FP8 + HALF:
+        if v.type.dtype not in WGMMA_TYPES:
             raise CompileError(f"mma on {v.type.dtype} tiles is not lowered yet; FP8 (e4m3, "
-                               "e5m2), bf16 and f16 are", op.loc,
+                               "e5m2), bf16, f16, f32 (as tf32) and i8/u8 are", op.loc,
                                "convert the operands to bf16 or quantize them to e4m3")
-    kinds = ["FP8" if v.type.dtype in FP8 else v.type.dtype for v in (a, b)]
+    kinds = [_kind(v.type.dtype) for v in (a, b)]
     if kinds[0] != kinds[1]:
-        raise CompileError(f"wgmma multiplies FP8 by FP8 (e4m3 and e5m2 mix) or a 16-bit type "
-                           f"by itself, not {a.type.dtype} by {b.type.dtype}", op.loc,
+        raise CompileError(f"wgmma multiplies FP8 by FP8 (e4m3 and e5m2 mix), 8-bit integers "
+                           f"by 8-bit integers or a 16- or 32-bit float type by itself, not "
+                           f"{a.type.dtype} by {b.type.dtype}", op.loc,
                            f"cast one operand: both {a.type.dtype} or both {b.type.dtype}")
+    if kinds[0] == "int8" and a.type.dtype != b.type.dtype:
+        raise CompileError(f"wgmma on {a.type.dtype} by {b.type.dtype} needs PTX ISA 8.4, and "
+                           "commdsl emits 8.0 for sm_90a: mixed integer types are not "
+                           "supported yet", op.loc,
+                           f"store both operands as {a.type.dtype} or both as {b.type.dtype}")
     (bm, bk), bn = a.type.shape, b.type.shape[0 if op.attrs["trans_b"] else 1]
     if not op.attrs["trans_b"]:
         if dtype_info(b.type.dtype).bytes != 2:
@@ -106,6 +117,11 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
                            f"{K_BYTES}-byte swizzled row), not {bk}", op.loc,
                            f"step the K loop by {per_row}")
     return bm // 64
+
+
+def _kind(dtype: str) -> str:
+    """The operand families wgmma multiplies with each other."""
+    return "FP8" if dtype in FP8 else "int8" if dtype in INT8 else dtype
 
 
 def a_from_registers(op: Op, producers: dict[int, Op]) -> bool:

@@ -66,7 +66,8 @@ def error(source: str, **constants) -> str:
 def test_mixed_operand_types_are_located():
     msg = error(SOURCE.replace("b: bf16[N, K]", "b: e4m3[N, K]"))
     assert re.search(r"bf16_gemm\.cdsl:\d+:\d+: error: wgmma multiplies FP8 by FP8 \(e4m3 and "
-                     r"e5m2 mix\) or a 16-bit type by itself, not bf16 by e4m3", msg)
+                     r"e5m2 mix\), 8-bit integers by 8-bit integers or a 16- or 32-bit float "
+                     r"type by itself, not bf16 by e4m3", msg)
     assert "help: cast one operand" in msg
 
 
@@ -131,12 +132,6 @@ def test_an_mn_major_b_narrower_than_a_slab_is_located():
                 BN=32)
     assert "an MN-major B tile ([K, N], no .T) is read in 64-column swizzled slabs; N = 32" in msg
     assert "help: use BN = 64, 128, 192 or 256" in msg
-
-
-def test_f32_operands_are_not_lowered_yet():
-    msg = error(SOURCE.replace("bf16[M, K]", "f32[M, K]").replace("bf16[N, K]", "f32[N, K]")
-                .replace("+64] via tma", "+32] via tma").replace("step 64", "step 32"))
-    assert "mma takes FP8, bf16 or f16 tiles, not f32" in msg
 
 
 def test_an_accumulator_too_wide_for_what_ptxas_may_allocate():

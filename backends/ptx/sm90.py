@@ -27,6 +27,8 @@ VOID = ir.VoidType()
 # descriptor"): LBO 16 B (encoded 1), SBO 1024 B between 8-row groups (64), layout 1 = 128B.
 DESC_128B = (1 << 16) | (64 << 32) | (1 << 62)
 WAIT_HINT_NS = 0x989680           # try_wait's suspend-time hint, as CUTLASS and DeepGEMM use
+# wgmma's names of operand types that differ from commdsl's
+WGMMA_TYPE = {"f32": "tf32", "i8": "s8"}
 HOPPER = ("sm_90a",)              # wgmma, setmaxnreg, TMA, mbarrier tx counts, clusters
 
 
@@ -35,15 +37,16 @@ def _asm(cg, text: str, constraints: str, args=(), ret=VOID):
     return cg.b.call(ir.InlineAsm(fn, text, constraints, side_effect=True), list(args))
 
 
-def _through(cg, text: str, values: list) -> list:
-    """One instruction that takes `values` (f32) through unchanged: LLVM may not move their
-    computation past it, nor their uses before it (CUTLASS's warpgroup_fence_operand)."""
+def _through(cg, text: str, values: list, reg=F32, constraint: str = "=f") -> list:
+    """One instruction that takes `values` (f32, or `reg` under `constraint`) through
+    unchanged: LLVM may not move their computation past it, nor their uses before it
+    (CUTLASS's warpgroup_fence_operand)."""
     if not values:
         _asm(cg, text, "")
         return []
     n = len(values)
-    out = _asm(cg, text, ",".join(["=f"] * n + [str(i) for i in range(n)]), values,
-               ir.LiteralStructType([F32] * n))
+    out = _asm(cg, text, ",".join([constraint] * n + [str(i) for i in range(n)]), values,
+               ir.LiteralStructType([reg] * n))
     return [cg.b.extract_value(out, i) for i in range(n)]
 
 
@@ -357,20 +360,25 @@ class _Wgmma:
             self.b_step = 2
         self.nregs = self.bn // 2
         self.order = _fragment_order(self.bn)
-        self.instr = (f"wgmma.mma_async.sync.aligned.{op.attrs['instr']}.f32."
-                      f"{rings[0].dtype}.{rings[1].dtype}")
-        # 16-bit types take the operands' majors too: A K-major (the register form has no
-        # A major), B either.
+        self.integer = op.result.type.dtype == "i32"
+        types = ".".join(WGMMA_TYPE.get(r.dtype, r.dtype) for r in rings)
+        self.instr = (f"wgmma.mma_async.sync.aligned.{op.attrs['instr']}."
+                      f"{'s32' if self.integer else 'f32'}.{types}")
+        self.acc_reg, self.acc_constraint = (I32, "=r") if self.integer else (F32, "=f")
+        # After scale-d: the operands' scales (+1), which integer types do not take, then
+        # for 16-bit types the majors: A K-major (the register form has no A major), B either.
         trans_a = "" if self.a_tile is not None else " 0,"
-        self.majors = (f",{trans_a} {int(self.mn_major_b)}"
-                       if dtype_info(rings[1].dtype).bytes == 2 else "")
+        majors = (f",{trans_a} {int(self.mn_major_b)}"
+                  if dtype_info(rings[1].dtype).bytes == 2 else "")
+        self.immediates = majors if self.integer else ", 1, 1" + majors
 
     def issue(self, steps: range, regs: list | None = None) -> list:
         """One wgmma per K step of 32 bytes (32 FP8 or 16 bf16/f16 elements) along the
         swizzled K row (the first zeroes the accumulator unless `regs`, in wgmma order, are
         given), then a commit."""
         b, cg, n = self.b, self.cg, self.nregs
-        acc_type = ir.LiteralStructType([F32] * n)
+        acc_type = ir.LiteralStructType([self.acc_reg] * n)
+        out_kind = [self.acc_constraint] * n
         outputs = "{" + ", ".join(f"${i}" for i in range(n)) + "}"
         for kk in steps:
             a_ops = (self._a_registers(kk) if self.a_tile is not None
@@ -383,13 +391,13 @@ class _Wgmma:
                 a_text = "{" + a_text + "}"
             b_text = f"${first + len(a_ops)}"
             if regs is None:
-                res = _asm(cg, f"{self.instr} {outputs}, {a_text}, {b_text}, 0, 1, 1"
-                           f"{self.majors};", ",".join(["=f"] * n + a_kind + ["l"]), descs,
+                res = _asm(cg, f"{self.instr} {outputs}, {a_text}, {b_text}, 0"
+                           f"{self.immediates};", ",".join(out_kind + a_kind + ["l"]), descs,
                            acc_type)
             else:
-                res = _asm(cg, f"{self.instr} {outputs}, {a_text}, {b_text}, 1, 1, 1"
-                           f"{self.majors};",
-                           ",".join(["=f"] * n + [str(i) for i in range(n)] + a_kind + ["l"]),
+                res = _asm(cg, f"{self.instr} {outputs}, {a_text}, {b_text}, 1"
+                           f"{self.immediates};",
+                           ",".join(out_kind + [str(i) for i in range(n)] + a_kind + ["l"]),
                            regs + descs, acc_type)
             regs = [b.extract_value(res, i) for i in range(n)]
         _asm(cg, "wgmma.commit_group.sync.aligned;", "")
@@ -407,13 +415,13 @@ class _Wgmma:
                 for lo, hi in zip(halves[0::2], halves[1::2])]
 
     def wait(self, pending: int, regs: list) -> list:
-        return _wait_group(self.cg, pending, regs)
+        return _wait_group(self.cg, pending, regs, self.acc_reg, self.acc_constraint)
 
 
-def _wait_group(cg, pending: int, regs: list) -> list:
+def _wait_group(cg, pending: int, regs: list, reg=F32, constraint: str = "=f") -> list:
     """Waits until at most `pending` wgmma groups are in flight; the wait hands the group's
     accumulators through, so nothing reads them before it."""
-    return _through(cg, f"wgmma.wait_group.sync.aligned {pending};", regs)
+    return _through(cg, f"wgmma.wait_group.sync.aligned {pending};", regs, reg, constraint)
 
 
 @emits("mma", targets=HOPPER)

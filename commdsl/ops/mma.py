@@ -23,8 +23,9 @@ def _mma(op):
     a_shape, b_shape = a.shape, (b.shape if op.attrs["trans_b"] else b.shape[::-1])
     if len(a_shape) != 2 or len(b_shape) != 2 or a_shape[1] != b_shape[1]:
         fail(op, f"operand shapes {a_shape} and {b_shape} (as [N, K]) disagree on K")
-    if not isinstance(r, TileType) or r.dtype != "f32" or r.shape != (a_shape[0], b_shape[0]):
-        fail(op, f"result must be f32 [{a_shape[0]}, {b_shape[0]}], not {r}")
+    acc = "i32" if a.dtype in ("i8", "u8") else "f32"
+    if not isinstance(r, TileType) or r.dtype != acc or r.shape != (a_shape[0], b_shape[0]):
+        fail(op, f"result must be {acc} [{a_shape[0]}, {b_shape[0]}], not {r}")
     if rest and (len(rest) != 1 or shape_of(rest[0].type) != shape_of(r)):
         fail(op, "accumulator must have the result's type")
 
@@ -88,9 +89,16 @@ def _operands(op, values):
 
 def _run_mma(ctx, op, *values):
     """The exact product rounded once to f32 (cpu_numerics.matmul_f32): more precise than
-    the tensor cores' accumulation, which only changes the rounding."""
-    from commdsl.cpu_numerics import matmul_f32
+    the tensor cores' accumulation, which only changes the rounding. f32 operands are read
+    as tf32, as wgmma reads them; 8-bit integers sum exactly, wrapping in i32 as s32 does."""
+    import torch
+    from commdsl.cpu_numerics import matmul_f32, matmul_i32, tf32, wrap_i32
     a, b, rest = _operands(op, values)
+    if op.result.type.dtype == "i32":
+        out = matmul_i32(a, b)
+        return out if not rest else wrap_i32(rest[0].long() + out)
+    if a.dtype == torch.float32:
+        a, b = tf32(a), tf32(b)
     out = matmul_f32(a, b)
     return out if not rest else rest[0] + out
 
