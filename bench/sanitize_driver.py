@@ -86,6 +86,11 @@ def swiglu_gemm(m, n):
     _load("swiglu_gemm")(_bf16(m, k), _bf16(m, k), _bf16(n, k))
 
 
+def attention(bh, length):
+    q, k, v = (_bf16(bh, length, 64) for _ in range(3))
+    _load("attention")(q, k, v)
+
+
 def grouped_fp8_gemm(m, n):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     from grouped_layout import grouped_operands
@@ -127,6 +132,7 @@ SHAPES = {
     "bf16_gemm": ((256, 256), (200, 296)),
     "bf16_matmul": ((256, 256), (200, 296)),
     "swiglu_gemm": ((256, 256), (200, 296)),
+    "attention": ((2, 256), (3, 200)),
     "grouped_fp8_gemm": ((256, 256), (200, 296)),
     "grouped_fp8_gemm_masked": ((256, 256), (200, 296)),       # M_max x N
     "swiglu_quant": ((64, 512), (33, 384)),

@@ -185,12 +185,55 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     mmas = [op for op in kernel.walk() if op.name == "mma"]
     if not mmas:
         return kernel
-    if len(mmas) > 1:
-        raise CompileError("one mma per kernel is lowered so far", mmas[1].loc,
-                           "fuse the products into one mma")
-    op = mmas[0]
     producers = {r.id: o for o in kernel.walk() for r in o.results}
-    groups = _check(op, producers, kernel, target)
+    groups = _check(mmas[0], producers, kernel, target)
+    for op in mmas[1:]:
+        if _check(op, producers, kernel, target) != groups:
+            raise CompileError(f"the mmas of a kernel share its consumer warpgroups, so their "
+                               f"products have the same rows: {mmas[0].result.type.shape[0]} "
+                               f"here, {op.result.type.shape[0]} before", op.loc,
+                               "give every mma's A tile the same number of rows (BM)")
+    # Every product's registers are live at once in the consumers (a chain's first result
+    # feeds the next as its A), so they share one budget.
+    needed = REGISTER_MARGIN + sum(_select(op, producers, groups) for op in mmas)
+    in_place = all(len(op.operands) == 3 for op in mmas)
+    budget = target.consumer_registers(groups)
+    if in_place:
+        # The estimate of a promoted product counts every interval in flight, more than
+        # ptxas keeps; an accumulator alone is what ptxas holds, so it must fit what ptxas
+        # may allocate (BM = 192, BN = 256 stops ptxas with C7602).
+        budget = min(budget, target.compiled_registers(groups))
+    if needed > budget:
+        op = mmas[-1]
+        what = (f"an accumulator of BN = {op.result.type.shape[1]}" if len(mmas) == 1
+                else f"the {len(mmas)} products' accumulators")
+        held = "" if in_place else "promotion intervals and "
+        raise CompileError(f"{held}{what} need about {needed} registers per thread; {groups} "
+                           f"consumer warpgroups get {budget}", op.loc,
+                           "promote less often, or use a smaller BN or BM")
+    kernel.attrs["mma_warpgroups"] = groups
+    seeds: dict[int, object] = {}
+    for op in mmas:
+        seeds[op.result.id] = WgmmaAcc(groups)
+        if a_from_registers(op, producers):
+            # wgmma's A fragment of a 16-bit k16 step is the accumulator's fragment over its
+            # 16 columns, so A takes the accumulator layout: the loads and math that make it
+            # (or the product before it) land each element in the thread and register the
+            # instruction reads it from.
+            seeds[op.operands[0].id] = WgmmaAcc(groups)
+    values: dict[int, Value] = {}
+    _assign(kernel, seeds, values)
+    for vid, layout in seeds.items():
+        v = values[vid]
+        v.type = v.type.with_layout(layout)
+    _fuse_multiply_add(kernel)
+    for op in mmas:
+        _fuse_promotion(kernel, op)
+    return kernel
+
+
+def _select(op: Op, producers: dict[int, Op], groups: int) -> int:
+    """Sets the mma's wgmma shape and steps; gives the registers per thread it holds."""
     bn = op.result.type.shape[1]
     wgmma_k = WGMMA_K_BYTES // dtype_info(op.operands[0].type.dtype).bytes
     k_steps = op.operands[0].type.shape[1] // wgmma_k
@@ -199,42 +242,16 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         raise CompileError(f"promote_every = {every} is not a whole number of {wgmma_k}-wide "
                            "wgmma steps", op.loc,
                            f"use a multiple of {wgmma_k} that divides {k_steps * wgmma_k}")
+    op.attrs.update(instr=f"m64n{bn}k{wgmma_k}", warpgroups=groups, k_steps=k_steps,
+                    promote_steps=every // wgmma_k)
     # Each promotion interval in flight holds its own BN / 2 partial sums per thread; an mma
     # that accumulates in place (mma(a, b, acc)) holds only the accumulator.
     intervals = k_steps // (every // wgmma_k) if len(op.operands) == 2 else 0
-    registers_a = a_from_registers(op, producers)
     # A from registers: its [64, K] rows of the warpgroup, two 16-bit elements a register,
     # held a K step ahead (passes/prefetch.py) beside the step in use.
-    a_regs = 2 * WARPGROUP_ROWS * op.operands[0].type.shape[1] // 2 // 128 if registers_a else 0
-    needed = (intervals + 1) * bn // 2 + a_regs + REGISTER_MARGIN
-    budget = target.consumer_registers(groups)
-    if not intervals:
-        # The estimate of a promoted product counts every interval in flight, more than
-        # ptxas keeps; an accumulator alone is what ptxas holds, so it must fit what ptxas
-        # may allocate (BM = 192, BN = 256 stops ptxas with C7602).
-        budget = min(budget, target.compiled_registers(groups))
-    if needed > budget:
-        held = f"{intervals} promotion intervals and " if intervals else ""
-        raise CompileError(f"{held}an accumulator of BN = {bn} need about {needed} registers "
-                           f"per thread; {groups} consumer warpgroups get {budget}", op.loc,
-                           "promote less often, or use a smaller BN or BM")
-    op.attrs.update(instr=f"m64n{bn}k{wgmma_k}", warpgroups=groups, k_steps=k_steps,
-                    promote_steps=every // wgmma_k)
-    kernel.attrs["mma_warpgroups"] = groups
-    seeds: dict[int, object] = {op.result.id: WgmmaAcc(groups)}
-    if registers_a:
-        # wgmma's A fragment of a 16-bit k16 step is the accumulator's fragment over its 16
-        # columns, so A takes the accumulator layout: the loads and math that make it land
-        # each element in the thread and register the instruction reads it from.
-        seeds[op.operands[0].id] = WgmmaAcc(groups)
-    values: dict[int, Value] = {}
-    _assign(kernel, seeds, values)
-    for vid, layout in seeds.items():
-        v = values[vid]
-        v.type = v.type.with_layout(layout)
-    _fuse_multiply_add(kernel)
-    _fuse_promotion(kernel, op)
-    return kernel
+    a_regs = (2 * WARPGROUP_ROWS * op.operands[0].type.shape[1] // 2 // 128
+              if a_from_registers(op, producers) else 0)
+    return (intervals + 1) * bn // 2 + a_regs
 
 
 def _fuse_promotion(kernel: KernelIR, mma: Op) -> None:

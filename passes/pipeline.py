@@ -258,19 +258,24 @@ def _consumer(path: list[Op], loads: list[Op], bufs: dict[int, Value], full: Val
     b = Builder(Block(), loop.loc)
     stage, parity = _stage_and_parity(b, it, stages)
     new_ops += b.block.ops
+    # The stage is waited for before the step's first mma and handed back after its last
+    # (each warp arrives once a step: the empty barrier counts warps).
+    mmas = [op for op in body.ops if has_trait(op, MMA)]
     for op in body.ops:
         if op in loads:
             continue
         if has_trait(op, MMA):
-            b = Builder(Block(), op.loc)
-            b.op("mbarrier_wait", [full, stage, parity], [])
-            new_ops += b.block.ops
+            if op is mmas[0]:
+                b = Builder(Block(), op.loc)
+                b.op("mbarrier_wait", [full, stage, parity], [])
+                new_ops += b.block.ops
             a, bt = op.operands[:2]          # a stays a tile when computed in registers
             op.operands = [bufs.get(a.id, a), bufs[bt.id], stage] + op.operands[2:]
             new_ops.append(op)
-            b = Builder(Block(), op.loc)
-            b.op("mbarrier_arrive", [empty, stage], [], per="warp", cluster=cluster)
-            new_ops += b.block.ops
+            if op is mmas[-1]:
+                b = Builder(Block(), op.loc)
+                b.op("mbarrier_arrive", [empty, stage], [], per="warp", cluster=cluster)
+                new_ops += b.block.ops
             continue
         if op.name == "yield":
             b = Builder(Block(), loop.loc)

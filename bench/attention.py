@@ -1,0 +1,101 @@
+"""Attention forward (examples/attention.cdsl, head dim 64, not causal) vs torch's
+scaled_dot_product_attention on its best GPU backend, in one run.
+
+    python bench/attention.py [--iters 30] [--shapes BH,L ...]
+
+Per shape (batch x heads, sequence length): fresh random bf16 q, k, v; each STAGES config of
+commdsl is checked (O within twice torch's bf16 error against float64 on the first head,
+LSE within 1e-4) and timed; torch is timed with each backend it offers (flash, cuDNN,
+efficient) and the fastest is the reference. TFLOP/s count 4 BH L^2 D.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
+
+ATTENTION = os.path.join(os.path.dirname(__file__), "..", "examples", "attention.cdsl")
+SHAPES = [(128, 4096), (128, 8192), (32, 1024)]
+CONFIGS = [dict(STAGES=2), dict(STAGES=3), dict(STAGES=4)]
+BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+            "efficient": SDPBackend.EFFICIENT_ATTENTION}
+D, SCALE = 64, 0.125
+
+
+def check(o, lse, q, k, v):
+    """The first head against float64: (max |O error| / torch's, max LSE relative error)."""
+    s = (q[:1].double() @ k[:1].double().transpose(1, 2)) * SCALE
+    ref_o, ref_lse = torch.softmax(s, dim=-1) @ v[:1].double(), torch.logsumexp(s, dim=-1)
+    theirs = torch.nn.functional.scaled_dot_product_attention(q[:1], k[:1], v[:1], scale=SCALE)
+    ratio = ((o[:1].double() - ref_o).abs().max() /
+             (theirs.double() - ref_o).abs().max()).item()
+    return ratio, ((lse[:1].double() - ref_lse).abs() / ref_lse.abs()).max().item()
+
+
+def main():
+    args = common.gemm_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), SHAPES)
+    kernels = common.ConfigKernels(ATTENTION)
+    rows, results = [], {"shapes": []}
+    for bh, length in args.shapes:
+        torch.manual_seed(bh + length)
+        q, k, v = (torch.randn(bh, length, D, device="cuda").to(torch.bfloat16) for _ in range(3))
+        flops = 4 * bh * length * length * D
+        o = torch.empty_like(q)
+        lse = torch.empty(bh, length, device="cuda")
+        entry = {"shape": [bh, length, D], "commdsl": {}, "torch": {}}
+        best = None
+        for config in CONFIGS:
+            kernel = kernels(config)
+            o.fill_(float("nan"))
+            kernel(q, k, v, o=o, lse=lse)
+            err_ratio, lse_err = check(o, lse, q, k, v)
+            ms = common.time_ms(lambda: kernel(q, k, v, o=o, lse=lse), iters=args.iters)
+            name = common.config_name(config)
+            entry["commdsl"][name] = {"ms": ms, "tflops": flops / ms / 1e9,
+                                      "err_vs_torch": err_ratio, "lse_rel_err": lse_err}
+            if err_ratio <= 2 and lse_err <= 1e-4 and (best is None or ms < best[1]):
+                best = (name, ms)
+        q4, k4, v4 = (t.unsqueeze(0) for t in (q, k, v))     # [1, BH, L, D]
+        for name, backend in BACKENDS.items():
+            try:
+                with sdpa_kernel(backend):
+                    run = (lambda: torch.nn.functional.scaled_dot_product_attention(
+                        q4, k4, v4, scale=SCALE))
+                    run()
+                    ms = common.time_ms(run, iters=args.iters)
+            except RuntimeError as e:                    # a backend this GPU or shape lacks
+                entry["torch"][name] = {"error": str(e).splitlines()[0]}
+                continue
+            entry["torch"][name] = {"ms": ms, "tflops": flops / ms / 1e9}
+        timed = {n: e["ms"] for n, e in entry["torch"].items() if "ms" in e}
+        peer = min(timed, key=timed.get) if timed else None
+        label = f"{bh} x {length} x {D}"
+        if best is None or peer is None:
+            entry["best"] = None
+            rows.append([label, "-" if best is None else flops / best[1] / 1e9, "-",
+                         "-" if peer is None else flops / timed[peer] / 1e9, peer or "-", "-"])
+        else:
+            ratio = timed[peer] / best[1]
+            entry["best"] = {"config": best[0], "ms": best[1], "tflops": flops / best[1] / 1e9,
+                             "torch_backend": peer, "ratio": ratio}
+            rows.append([label, flops / best[1] / 1e9, best[0], flops / timed[peer] / 1e9, peer,
+                         f"{ratio:.2f}x"])
+        results["shapes"].append(entry)
+    ratios = [e["best"]["ratio"] for e in results["shapes"] if e["best"]]
+    results["geomean_ratio"] = (math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios
+                                else float("nan"))
+    common.print_table("attention forward, bf16, D = 64, not causal: TFLOP/s",
+                       ["BH x L x D", "commdsl", "config", "torch best", "backend",
+                        "commdsl / torch"], rows)
+    common.write_results("attention", results)
+
+
+if __name__ == "__main__":
+    main()
