@@ -35,7 +35,7 @@ class Chart:
 def chart(payload: dict) -> Chart | None:
     """The chart for a bench's results, or None where no kind below fits them."""
     for make in (_gemm, _overlap, _moe, _bandwidth, _launch, _autotune, _compile_time, _fused,
-                 _precision, _grouped):
+                 _precision, _grouped, _attention):
         found = make(payload)
         if found is not None:
             return found
@@ -130,6 +130,20 @@ def _grouped(payload: dict) -> Chart | None:
             groups[f"{layout} {e['groups']} x ~{max(e['rows'])}, {e['n']}x{e['k']}"] = bars
     layouts = "contiguous and masked layouts" if payload.get("masked") else "contiguous layout"
     return Chart(f"{_on(payload)}: grouped FP8 GEMM, {layouts}", "TFLOP/s", groups)
+
+
+def _attention(payload: dict) -> Chart | None:
+    """Attention: TFLOP/s by shape, commdsl's best config and each torch SDPA backend."""
+    shapes = payload.get("shapes")
+    if not isinstance(shapes, list) or not shapes or "torch" not in shapes[0]:
+        return None
+    groups = {}
+    for e in shapes:
+        bars = {f"torch {name}": r["tflops"] for name, r in e["torch"].items() if "tflops" in r}
+        if e.get("best"):
+            bars["commdsl (best config)"] = e["best"]["tflops"]
+        groups[" x ".join(map(str, e["shape"]))] = bars
+    return Chart(f"{_on(payload)}: attention forward, TFLOP/s by BH x L x D", "TFLOP/s", groups)
 
 
 def _moe(payload: dict) -> Chart | None:

@@ -106,3 +106,11 @@ def test_a_grouped_gemm_shows_the_contiguous_and_masked_setups():
     assert c.groups["masked 2 x ~600, 7168x2048"] == {"DeepGEMM": 700.0}
     older = plot.chart({"benchmark": "grouped_fp8_gemm", "device": "h100", "setups": [setup]})
     assert "contiguous layout" in older.title and len(older.groups) == 1
+
+
+def test_attention_is_tflops_by_shape_against_each_torch_backend():
+    shape = {"shape": [128, 4096, 64], "commdsl": {}, "best": {"tflops": 300.0},
+             "torch": {"flash": {"tflops": 350.0}, "cudnn": {"error": "not available"}}}
+    c = plot.chart({"benchmark": "attention", "device": "h100", "shapes": [shape]})
+    assert c.groups == {"128 x 4096 x 64": {"torch flash": 350.0,
+                                            "commdsl (best config)": 300.0}}
