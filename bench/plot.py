@@ -142,7 +142,7 @@ def _attention(payload: dict) -> Chart | None:
         bars = {f"torch {name}": r["tflops"] for name, r in e["torch"].items() if "tflops" in r}
         if e.get("best"):
             bars["commdsl (best config)"] = e["best"]["tflops"]
-        groups[" x ".join(map(str, e["shape"]))] = bars
+        groups[" x ".join(map(str, e["shape"])) + (", causal" if e.get("causal") else "")] = bars
     return Chart(f"{_on(payload)}: attention forward, TFLOP/s by BH x L x D", "TFLOP/s", groups)
 
 

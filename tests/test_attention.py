@@ -1,6 +1,6 @@
 """examples/attention.cdsl on the CPU: two mmas per K step (scores with A from registers, then
 probabilities from registers times v read MN-major), the online softmax between them, keys
-past L masked; the interpreter before and after every pass against float64. On a GPU:
+past L masked, causal or not; the interpreter before and after every pass against float64. On a GPU:
 test_gpu_attention.py."""
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ from commdsl.target import get_target
 ATTENTION = os.path.join(os.path.dirname(__file__), "..", "examples", "attention.cdsl")
 
 
-def reference(q, k, v, scale=0.125):
+def reference(q, k, v, causal, scale=0.125):
     s = (q.double() @ k.double().transpose(1, 2)) * scale
+    if causal:
+        length = q.shape[1]
+        s = s.masked_fill(torch.ones(length, length, dtype=torch.bool).triu(1), float("-inf"))
     return torch.softmax(s, dim=-1) @ v.double(), torch.logsumexp(s, dim=-1)
 
 
@@ -41,19 +44,21 @@ def test_both_products_are_wgmmas_from_registers():
     assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0
 
 
+@pytest.mark.parametrize("causal", [0, 1], ids=["full", "causal"])
 @pytest.mark.parametrize("lowered", [False, True], ids=["source", "lowered"])
 @pytest.mark.parametrize("bh,length", [(2, 200), (1, 64)])
-def test_interpreter_matches_float64(bh, length, lowered):
+def test_interpreter_matches_float64(bh, length, lowered, causal):
     q, k, v = operands(bh, length, 64, seed=bh + length)
-    kir = compile_file(ATTENTION, emit="ir", constants=dict(STAGES=2)).ir[0]
+    kir = compile_file(ATTENTION, emit="ir", constants=dict(STAGES=2, CAUSAL=causal)).ir[0]
     if lowered:
         for name in PASS_ORDER:
             kir = get_pass(name)(kir, get_target("sm_90a"))
     o = torch.full((bh, length, 64), float("nan"), dtype=torch.bfloat16)
     lse = torch.full((bh, length), float("nan"))
     run(kir, dict(q=q, k=k, v=v, o=o, lse=lse), dict(BH=bh, L=length), sms=3)
-    ref_o, ref_lse = reference(q, k, v)
+    ref_o, ref_lse = reference(q, k, v, causal)
     # issue 15's bound: within twice the error of torch's attention in bf16 on the same inputs
-    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.125)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.125,
+                                                            is_causal=bool(causal))
     assert (o.double() - ref_o).abs().max() <= 2 * (sdpa.double() - ref_o).abs().max()
     assert ((lse.double() - ref_lse).abs() <= 1e-4 * ref_lse.abs()).all()

@@ -1,7 +1,7 @@
 """examples/attention.cdsl on a GPU: O within twice the error of torch's
 scaled_dot_product_attention in bf16 against a float64 reference, LSE within 1e-4 relative,
-on fresh random data with a sharp row, ragged lengths (1, not a multiple of 64), outputs
-poisoned first."""
+on fresh random data with a sharp row, ragged lengths (1, not a multiple of 64), causal and
+not, outputs poisoned first."""
 from __future__ import annotations
 
 import os
@@ -20,17 +20,22 @@ ATTENTION = os.path.join(os.path.dirname(__file__), "..", "examples", "attention
 
 @pytest.mark.parametrize("bh,length", [(16, 4096), (3, 1000), (2, 1), (1, 64)])
 @pytest.mark.parametrize("stages", [2, 3])
-def test_within_twice_torchs_error(bh, length, stages):
+@pytest.mark.parametrize("causal", [0, 1], ids=["full", "causal"])
+def test_within_twice_torchs_error(bh, length, stages, causal):
     g = torch.Generator(device="cuda").manual_seed(bh * length + stages)
     q, k, v = (torch.randn(bh, length, 64, generator=g, device="cuda").to(torch.bfloat16)
                for _ in range(3))
     q[0, 0, :4] = 8.0                                     # a row with a sharp peak
     o = torch.full((bh, length, 64), float("nan"), dtype=torch.bfloat16, device="cuda")
     lse = torch.full((bh, length), float("nan"), device="cuda")
-    commdsl.load(ATTENTION, STAGES=stages)(q, k, v, o=o, lse=lse)
+    commdsl.load(ATTENTION, STAGES=stages, CAUSAL=causal)(q, k, v, o=o, lse=lse)
     s = (q.double() @ k.double().transpose(1, 2)) * 0.125
+    if causal:
+        s = s.masked_fill(torch.ones(length, length, dtype=torch.bool, device="cuda").triu(1),
+                          float("-inf"))
     ref_o, ref_lse = torch.softmax(s, dim=-1) @ v.double(), torch.logsumexp(s, dim=-1)
-    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.125)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.125,
+                                                            is_causal=bool(causal))
     assert not o.isnan().any()
     assert (o.double() - ref_o).abs().max() <= 2 * (sdpa.double() - ref_o).abs().max() + 1e-6
     assert ((lse.double() - ref_lse).abs() <= 1e-4 * ref_lse.abs() + 1e-6).all()
