@@ -40,6 +40,7 @@ WGMMA_TYPES = FP8 + HALF + INT8 + TF32
 K_BYTES = 128                     # one 128B-swizzled row of K per operand row
 WGMMA_K_BYTES = 32                # K of one wgmma: 32 FP8 or 16 bf16/f16 elements
 MN_SLAB = K_BYTES // 2            # an MN-major 16-bit B: columns per 128-byte swizzled slab
+MAX_K_ROWS = 4                    # K slabs of a K-major tile (TMA boxes of 128 bytes each)
 REGISTER_MARGIN = 24              # addresses, scales, loop state next to the accumulators
 
 
@@ -112,10 +113,10 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
                 "be promoted with one scale", op.loc,
                 f"step the K loop by {q.group[-1]} so each product is promoted with its scale")
     per_row = K_BYTES // dtype_info(a.type.dtype).bytes
-    if bk != per_row:
-        raise CompileError(f"a {a.type.dtype} mma here takes K = {per_row} per product (one "
-                           f"{K_BYTES}-byte swizzled row), not {bk}", op.loc,
-                           f"step the K loop by {per_row}")
+    if bk % per_row or bk > MAX_K_ROWS * per_row:
+        raise CompileError(f"a {a.type.dtype} mma here takes K in whole {K_BYTES}-byte swizzled "
+                           f"rows, {per_row} to {MAX_K_ROWS * per_row} of K per product, not "
+                           f"{bk}", op.loc, f"step the K loop by a multiple of {per_row}")
     return bm // 64
 
 
@@ -195,7 +196,8 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
                                "give every mma's A tile the same number of rows (BM)")
     # Every product's registers are live at once in the consumers (a chain's first result
     # feeds the next as its A), so they share one budget.
-    needed = REGISTER_MARGIN + sum(_select(op, producers, groups) for op in mmas)
+    needed = REGISTER_MARGIN + sum(_select(op, producers, groups, _loop_ops(kernel, op))
+                                   for op in mmas)
     in_place = all(len(op.operands) == 3 for op in mmas)
     budget = target.consumer_registers(groups)
     if in_place:
@@ -232,8 +234,18 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     return kernel
 
 
-def _select(op: Op, producers: dict[int, Op], groups: int) -> int:
-    """Sets the mma's wgmma shape and steps; gives the registers per thread it holds."""
+def _loop_ops(kernel: KernelIR, mma: Op) -> list[Op]:
+    """Every op inside the innermost loop around `mma` (none outside loops)."""
+    inner: list[Op] = []
+    for op in kernel.walk():
+        if op.name == "for" and any(o is mma for o in op.blocks[0].walk()):
+            inner = list(op.blocks[0].walk())      # walk() meets outer loops first
+    return inner
+
+
+def _select(op: Op, producers: dict[int, Op], groups: int, loop_ops: list[Op]) -> int:
+    """Sets the mma's wgmma shape and steps; gives the registers per thread it holds
+    (`loop_ops`: the ops of the loop around it)."""
     bn = op.result.type.shape[1]
     wgmma_k = WGMMA_K_BYTES // dtype_info(op.operands[0].type.dtype).bytes
     k_steps = op.operands[0].type.shape[1] // wgmma_k
@@ -247,10 +259,13 @@ def _select(op: Op, producers: dict[int, Op], groups: int) -> int:
     # Each promotion interval in flight holds its own BN / 2 partial sums per thread; an mma
     # that accumulates in place (mma(a, b, acc)) holds only the accumulator.
     intervals = k_steps // (every // wgmma_k) if len(op.operands) == 2 else 0
-    # A from registers: its [64, K] rows of the warpgroup, two 16-bit elements a register,
-    # held a K step ahead (passes/prefetch.py) beside the step in use.
-    a_regs = (2 * WARPGROUP_ROWS * op.operands[0].type.shape[1] // 2 // 128
-              if a_from_registers(op, producers) else 0)
+    # A from registers: its [64, K] rows of the warpgroup, two 16-bit elements a register;
+    # a tile made in the pipelined loop is held a K step ahead too (passes/prefetch.py).
+    a_regs = 0
+    if a_from_registers(op, producers):
+        made = producers.get(op.operands[0].id)
+        copies = 2 if any(o is made for o in loop_ops) else 1
+        a_regs = copies * WARPGROUP_ROWS * op.operands[0].type.shape[1] // 2 // 128
     return (intervals + 1) * bn // 2 + a_regs
 
 

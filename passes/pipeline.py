@@ -16,8 +16,9 @@
 
 The producer's copy of the nest keeps only what the TMA coordinates and loop bounds need.
 Registers move to the consumers with setmaxnreg (producer 24, consumers the rest).
-A tile row is one 128-byte swizzled row, but for an mma's MN-major B ([K, N], no .T), which
-is wider: its buffer is a run of [rows x 128 B] column slabs, one TMA box each (`slabs`).
+A tile wider than one 128-byte swizzled row (K past 64 bf16, or an MN-major B's N) is a run of
+[rows x 128 B] column slabs in its buffer, one TMA box each (`slabs`), which the mma's
+descriptors step through.
 
 A flag wait in the loop nest (an ACQUIRE op: `wait ready[m0 / BM] >= e` ahead of the tile's
 loads, where another kernel or rank writes the operands) gates both sides: the producer
@@ -97,12 +98,11 @@ def _check_loads(loop: Op, target: Target, users) -> list[Op]:
         rows, cols = t.shape
         row_bytes = cols * dtype_info(t.dtype).bytes
         uses = users.get(op.result.id, [])
-        if row_bytes != SWIZZLE_BYTES and not (row_bytes % SWIZZLE_BYTES == 0
-                                               and all(_mn_major_b(u, op) for u in uses)):
-            raise CompileError(f"a 'via tma' tile row must be {SWIZZLE_BYTES} bytes (one "
-                               f"swizzled row), not {cols} x {t.dtype}", op.loc,
-                               f"load {SWIZZLE_BYTES // dtype_info(t.dtype).bytes} columns "
-                               "(only an mma's MN-major B tile is wider: whole 128-byte slabs)")
+        if row_bytes % SWIZZLE_BYTES:
+            raise CompileError(f"a 'via tma' tile row must be whole {SWIZZLE_BYTES}-byte "
+                               f"swizzled rows, not {cols} x {t.dtype}", op.loc,
+                               f"load a multiple of {SWIZZLE_BYTES // dtype_info(t.dtype).bytes}"
+                               " columns")
         if rows % 8 or rows > 256:
             raise CompileError(f"a 'via tma' tile has a multiple of 8 rows up to 256, not "
                                f"{rows}", op.loc, "pick BM / BN among 16, 32, 64, 128, 256")
@@ -112,15 +112,8 @@ def _check_loads(loop: Op, target: Target, users) -> list[Op]:
     return loads
 
 
-def _mn_major_b(use: Op, load: Op) -> bool:
-    """Whether `use` reads the tile `load` makes as an MN-major B ([K, N], no .T), which TMA
-    lays down as 128-byte-wide slabs of columns, one box each."""
-    return (has_trait(use, MMA) and not use.attrs.get("trans_b", True)
-            and use.operands[1] is load.result)
-
-
 def slabs(t) -> int:
-    """128-byte column slabs of a TMA tile (1 but for an MN-major B wider than 128 bytes)."""
+    """128-byte column slabs of a TMA tile: [rows x 128 B] each, one box each."""
     return t.shape[-1] * dtype_info(t.dtype).bytes // SWIZZLE_BYTES
 
 

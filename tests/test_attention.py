@@ -34,6 +34,15 @@ def operands(bh, length, d, seed):
     return q, k, v
 
 
+def test_head_dim_128_reads_two_slabs_of_k_and_v_without_spilling():
+    ptx = compile_file(ATTENTION, constants=dict(D=128)).ptx
+    # q k^T: 8 k16 steps over two 64-wide slabs of k; p v: 4 steps into 128 columns of v
+    assert len(re.findall(r"m64n64k16\.f32\.bf16\.bf16", ptx)) == 8
+    assert len(re.findall(r"m64n128k16\.f32\.bf16\.bf16", ptx)) == 4
+    report = assemble(ptx).report
+    assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0
+
+
 def test_both_products_are_wgmmas_from_registers():
     ptx = compile_file(ATTENTION).ptx
     wgmmas = re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n64k16\.f32\.bf16\.bf16 \{[^}]+\}, "
@@ -46,14 +55,14 @@ def test_both_products_are_wgmmas_from_registers():
 
 @pytest.mark.parametrize("causal", [0, 1], ids=["full", "causal"])
 @pytest.mark.parametrize("lowered", [False, True], ids=["source", "lowered"])
-@pytest.mark.parametrize("bh,length", [(2, 200), (1, 64)])
-def test_interpreter_matches_float64(bh, length, lowered, causal):
-    q, k, v = operands(bh, length, 64, seed=bh + length)
-    kir = compile_file(ATTENTION, emit="ir", constants=dict(STAGES=2, CAUSAL=causal)).ir[0]
+@pytest.mark.parametrize("bh,length,d", [(2, 200, 64), (1, 64, 64), (1, 150, 128)])
+def test_interpreter_matches_float64(bh, length, d, lowered, causal):
+    q, k, v = operands(bh, length, d, seed=bh + length)
+    kir = compile_file(ATTENTION, emit="ir", constants=dict(STAGES=2, CAUSAL=causal, D=d)).ir[0]
     if lowered:
         for name in PASS_ORDER:
             kir = get_pass(name)(kir, get_target("sm_90a"))
-    o = torch.full((bh, length, 64), float("nan"), dtype=torch.bfloat16)
+    o = torch.full((bh, length, d), float("nan"), dtype=torch.bfloat16)
     lse = torch.full((bh, length), float("nan"))
     run(kir, dict(q=q, k=k, v=v, o=o, lse=lse), dict(BH=bh, L=length), sms=3)
     ref_o, ref_lse = reference(q, k, v, causal)

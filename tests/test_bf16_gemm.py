@@ -76,10 +76,34 @@ def test_f16_by_bf16_is_an_error():
     assert "not bf16 by f16" in msg
 
 
-def test_a_k_step_that_is_not_one_swizzled_row():
-    msg = error(SOURCE.replace("k : +64] via tma", "k : +128] via tma").replace("step 64", "step 128"))
-    assert "a bf16 mma here takes K = 64 per product (one 128-byte swizzled row), not 128" in msg
-    assert "help: step the K loop by 64" in msg
+def test_a_k_step_that_is_not_whole_swizzled_rows():
+    msg = error(SOURCE.replace("k : +64] via tma", "k : +96] via tma").replace("step 64", "step 96"))
+    assert "a bf16 mma here takes K in whole 128-byte swizzled rows, 64 to 256 of K per " \
+           "product, not 96" in msg
+    assert "help: step the K loop by a multiple of 64" in msg
+
+
+def test_a_k_step_of_two_rows_steps_through_two_slabs():
+    """K = 128 bf16: each operand's stage is two [rows x 128 B] slabs; the fifth k16 wgmma
+    starts the second slab (A: 128 rows x 128 B = 1024 in 16-byte units; B likewise)."""
+    src = SOURCE.replace("k : +64] via tma", "k : +128] via tma").replace("step 64", "step 128")
+    ptx = compile_source(src, "bf16_gemm.cdsl", constants=dict(STAGES=3)).ptx
+    assert len(re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n128k16", ptx)) == 8
+    assert len(re.findall(r"cp\.async\.bulk\.tensor\.2d\.shared::cluster", ptx)) == 4
+    m, n, k = 70, 136, 300
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(m, k, generator=g).to(torch.bfloat16)
+    b = torch.randn(n, k, generator=g).to(torch.bfloat16)
+    kir = compile_source(src, "bf16_gemm.cdsl", emit="ir", constants=dict(BM=64, STAGES=3)).ir[0]
+    from commdsl.passes import PASS_ORDER, get_pass
+    from commdsl.target import get_target
+    for name in PASS_ORDER:
+        kir = get_pass(name)(kir, get_target("sm_90a"))
+    d = torch.full((m, n), float("nan"), dtype=torch.bfloat16)
+    run(kir, dict(a=a, b=b, d=d), dict(M=m, N=n, K=k), sms=3)
+    ref = a.double() @ b.double().T
+    slack = 2 ** -8 * ref.abs() + 2 ** -20 * (a.double().abs() @ b.double().abs().T)
+    assert ((d.double() - ref).abs() <= slack).all()
 
 
 MATMUL = os.path.join(os.path.dirname(__file__), "..", "examples", "bf16_matmul.cdsl")

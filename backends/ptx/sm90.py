@@ -29,6 +29,7 @@ DESC_128B = (1 << 16) | (64 << 32) | (1 << 62)
 WAIT_HINT_NS = 0x989680           # try_wait's suspend-time hint, as CUTLASS and DeepGEMM use
 # wgmma's names of operand types that differ from commdsl's
 WGMMA_TYPE = {"f32": "tf32", "i8": "s8"}
+WGMMA_K_BYTES = 32                # the K bytes of one wgmma (passes/mma.py)
 HOPPER = ("sm_90a",)              # wgmma, setmaxnreg, TMA, mbarrier tx counts, clusters
 
 
@@ -318,6 +319,15 @@ def _descriptor(cg, address, high: int = DESC_128B):
     return b.or_(start, ir.Constant(I64, high))
 
 
+def _k_major_offset(ring):
+    """K step kk's descriptor offset (16-byte units) in a K-major tile: 32 bytes of K along a
+    128-byte swizzled row, then on to the next slab of [rows x 128 B] (a K wider than one
+    row lies in slabs, passes/pipeline.py)."""
+    per_slab = SWIZZLE_BYTES // WGMMA_K_BYTES
+    slab = ring.shape[0] * SWIZZLE_BYTES // 16
+    return lambda kk: kk // per_slab * slab + kk % per_slab * WGMMA_K_BYTES // 16
+
+
 def _mn_major_descriptor(slab_bytes: int) -> int:
     """The high bits of an MN-major, 128B-swizzled tile's descriptor: 64-column slabs
     `slab_bytes` apart (LBO), 8-row (K) groups 1024 bytes apart (SBO)."""
@@ -354,10 +364,12 @@ class _Wgmma:
         if self.mn_major_b:
             k_rows = rings[1].shape[0]
             self.b_desc = _descriptor(cg, b_base, _mn_major_descriptor(k_rows * SWIZZLE_BYTES))
-            self.b_step = 16 * SWIZZLE_BYTES // 16
+            self.b_offset = lambda kk: 16 * SWIZZLE_BYTES // 16 * kk
         else:
             self.b_desc = _descriptor(cg, b_base)
-            self.b_step = 2
+            self.b_offset = _k_major_offset(rings[1])
+        if self.a_tile is None:
+            self.a_offset = _k_major_offset(rings[0])
         self.nregs = self.bn // 2
         self.order = _fragment_order(self.bn)
         self.integer = op.result.type.dtype == "i32"
@@ -382,9 +394,9 @@ class _Wgmma:
         outputs = "{" + ", ".join(f"${i}" for i in range(n)) + "}"
         for kk in steps:
             a_ops = (self._a_registers(kk) if self.a_tile is not None
-                     else [b.add(self.a_desc, ir.Constant(I64, 2 * kk))])   # +32 B, 16 B units
+                     else [b.add(self.a_desc, ir.Constant(I64, self.a_offset(kk)))])
             a_kind = ["r"] * len(a_ops) if self.a_tile is not None else ["l"]
-            descs = a_ops + [b.add(self.b_desc, ir.Constant(I64, self.b_step * kk))]
+            descs = a_ops + [b.add(self.b_desc, ir.Constant(I64, self.b_offset(kk)))]
             first = n if regs is None else 2 * n
             a_text = ", ".join(f"${first + i}" for i in range(len(a_ops)))
             if self.a_tile is not None:
