@@ -21,7 +21,7 @@ ISSUE_SHAPES = [(m, n, k) for m in (128, 4096)
 # clipped at ragged M and N edges (passes/epilogue.py); the other shapes store directly.
 RAGGED_SHAPES = [(1, 2112, 7168), (200, 300, 384), (4097, 1000, 256), (130, 4104, 1024),
                  (64, 256, 128), (300, 520, 640), (333, 1040, 1152), (4100, 2048, 2176)]
-BY_MODEL = "by model"        # a plain load: the schedule the cost model picks per shape
+BY_MODEL = "by model"        # config="model": the schedule the cost model picks per shape
 # The others: these constants on top of every declared default (config="declared").
 CONFIGS = [BY_MODEL, dict(), dict(BM=64, BN=16, STAGES=8), dict(BM=128, BN=32, STAGES=4, GROUP=1),
            dict(BM=192, BN=128, STAGES=5), dict(PROMOTE=64), dict(BM=64, BN=32, PROMOTE=32),
@@ -33,7 +33,7 @@ _kernels = {}
 def kernel_for(config):
     key = config if config == BY_MODEL else tuple(sorted(config.items()))
     if key not in _kernels:
-        _kernels[key] = (commdsl.load(FP8_GEMM) if config == BY_MODEL else
+        _kernels[key] = (commdsl.load(FP8_GEMM, config="model") if config == BY_MODEL else
                          commdsl.load(FP8_GEMM, config="declared", **config))
     return _kernels[key]
 

@@ -94,12 +94,14 @@ def test_an_autotuned_kernel_names_kernel_for(tmp_path, monkeypatch):
     assert kernel.name == "scale"
 
 
-def test_fp8_gemm_schedule_is_by_model_its_promotion_and_declared_defaults_stay():
+def test_fp8_gemm_keeps_its_declared_schedule_unless_the_model_is_asked():
     from commdsl.tune.space import model_axes
     path = "examples/fp8_gemm.cdsl"
-    assert list(model_axes(open(path).read(), path, None, {})) == [
+    source = open(path).read()
+    assert model_axes(source, path, None, {}) is None
+    assert list(model_axes(source, path, None, {"PROMOTE": 128}, every_tune=True)) == [
         "BM", "BN", "STAGES", "GROUP", "CLUSTER"]
-    declared = commdsl.load(path, config="declared", target="sm_90a")
+    declared = commdsl.load(path, target="sm_90a")
     assert isinstance(declared, commdsl.Kernel)
     assert {k: declared.spec.constants[k] for k in ("BM", "BN", "PROMOTE")} == dict(
         BM=128, BN=128, PROMOTE=128)
