@@ -5,15 +5,16 @@ On sm_90a an FP8 [BM, 128] x [BN, 128]^T product becomes, per 128-wide K step, f
 memory (TMA's layout), on BM / 64 consumer warpgroups (three for BM = 192: 160 registers
 each, with 128 x 128 tiles' 128 FLOP per byte of L2 traffic raised to 154). bf16/f16 take
 k16 steps over 64 of K, f32 (read as tf32) k8 over 32, i8/u8 k32 over 128 into an s32
-accumulator: one 128-byte swizzled row of K per operand row in each case. Checked here:
-the target has wgmma; the operands are K-major FP8 tiles loaded `via tma`; the shape fits
-the instruction; and, for quantized operands, the product's K extent stays inside one
-scale group, since a partial sum is promoted with one scale (the promotion interval).
+accumulator; a product takes one to four such 128-byte swizzled rows of K (slabs). Checked
+here: the target has wgmma; B is loaded `via tma`; the types pair as wgmma pairs them; the
+shape fits the instruction; and, for quantized operands, the product's K extent stays inside
+one scale group, since a partial sum is promoted with one scale (the promotion interval).
 A bf16/f16 A may also be a tile the kernel computes in registers (`mma(cast<bf16>(x), tb.T,
 acc)`: wgmma's register form); it takes the accumulator's fragment layout, which is the
-register form's. A bf16/f16 B may also be MN-major (`mma(ta, tb)` with tb a [K, N] tile of a [K, N] tensor,
-torch's `x @ w` layout): wgmma's transposed-B form reads it as 64-column slabs, which TMA
-lays down one box each (passes/pipeline.py).
+register form's. A bf16/f16 B may also be MN-major (`mma(ta, tb)`, tb a [K, N] tile: torch's
+`x @ w` layout): wgmma's transposed-B form reads it as 64-column slabs, which TMA lays down
+one box each (passes/pipeline.py). Several mmas may share the pipelined loop (one feeding
+the next as its A): they share the consumer warpgroups and their registers.
 
 The f32 result lives in registers as a wgmma fragment (commdsl/fragments.py). Every tile
 computed from it elementwise (the promotion `acc += p * s[:, None]`, the loop-carried

@@ -385,9 +385,9 @@ class _Wgmma:
         self.immediates = majors if self.integer else ", 1, 1" + majors
 
     def issue(self, steps: range, regs: list | None = None) -> list:
-        """One wgmma per K step of 32 bytes (32 FP8 or 16 bf16/f16 elements) along the
-        swizzled K row (the first zeroes the accumulator unless `regs`, in wgmma order, are
-        given), then a commit."""
+        """One wgmma per K step of 32 bytes (32 FP8 or int8, 16 bf16/f16, 8 tf32 elements)
+        along the swizzled K rows (the first zeroes the accumulator unless `regs`, in wgmma
+        order, are given), then a commit."""
         b, cg, n = self.b, self.cg, self.nregs
         acc_type = ir.LiteralStructType([self.acc_reg] * n)
         out_kind = [self.acc_constraint] * n
