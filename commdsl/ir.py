@@ -141,6 +141,20 @@ class Op:
         assert len(self.results) == 1, f"{self.name} has {len(self.results)} results"
         return self.results[0]
 
+    def copy(self, mapping: dict[int, Value]) -> "Op":
+        """This op with its nested blocks, operands renamed by `mapping` (value id -> value),
+        which gains the copy's results and block arguments."""
+        clone = Op(self.name, [mapping.get(v.id, v) for v in self.operands],
+                   [Value(r.type, r.name) for r in self.results], dict(self.attrs),
+                   loc=self.loc)
+        mapping.update({r.id: c for r, c in zip(self.results, clone.results)})
+        for block in self.blocks:
+            new = Block(args=[Value(a.type, a.name) for a in block.args])
+            mapping.update({a.id: n for a, n in zip(block.args, new.args)})
+            new.ops = [op.copy(mapping) for op in block.ops]
+            clone.blocks.append(new)
+        return clone
+
 
 @dataclass(eq=False)
 class Block:

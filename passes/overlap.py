@@ -85,11 +85,7 @@ class _Step:
         self.step = loop.operands[2]
 
     def _clone(self, b: Builder, ops: list[Op], env: dict[int, Value]) -> None:
-        for op in ops:
-            new = Op(op.name, [env.get(v.id, v) for v in op.operands],
-                     [Value(r.type, r.name) for r in op.results], dict(op.attrs), loc=op.loc)
-            env.update({r.id: n for r, n in zip(op.results, new.results)})
-            b.block.ops.append(new)
+        b.block.ops += [op.copy(env) for op in ops]
 
     def env(self, iv: Value, args: list[Value]) -> dict[int, Value]:
         """A step's view of the body's block arguments."""

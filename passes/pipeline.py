@@ -153,20 +153,6 @@ def _multicast_loads(kernel: KernelIR, loads: list[Op], cluster: int) -> dict[in
 IMPURE = (WRITES, SIDE_EFFECTS, ASYNC, BARRIER, MMA)
 
 
-def _copy(op: Op, mapping: dict[int, Value]) -> Op:
-    """`op` with its nested blocks, operands renamed by `mapping`, which gains the copy's
-    results and block arguments."""
-    clone = Op(op.name, [mapping.get(v.id, v) for v in op.operands],
-               [Value(r.type, r.name) for r in op.results], dict(op.attrs), loc=op.loc)
-    mapping.update({r.id: c for r, c in zip(op.results, clone.results)})
-    for block in op.blocks:
-        new = Block(args=[Value(a.type, a.name) for a in block.args])
-        mapping.update({a.id: n for a, n in zip(block.args, new.args)})
-        new.ops = [_copy(o, mapping) for o in block.ops]
-        clone.blocks.append(new)
-    return clone
-
-
 def _producer(path: list[Op], loads: list[Op], bufs: dict[int, Value], maps: dict[int, int],
               full: Value, empty: Value, stages: int, nbytes: int,
               multicast: dict[int, int]) -> list[Op]:
@@ -225,7 +211,7 @@ def _producer(path: list[Op], loads: list[Op], bufs: dict[int, Value], maps: dic
                                           {**op.attrs, "by": "thread"}, loc=op.loc))
                 inner.op("fence_async_global", [], [])
             elif op.name != "yield" and any(r.id in needed for r in op.results):
-                inner.block.ops.append(_copy(op, mapping))
+                inner.block.ops.append(op.copy(mapping))
         if level + 1 == len(path):
             it = inner.value("add", [it, _const(inner, 1)], I32)
         inner.op("yield", [it], [])

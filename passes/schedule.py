@@ -156,28 +156,13 @@ def _extent_dim(lo: Value, hi: Value, step: int, kernel, producers, loc) -> Dim:
     return BinOp("cdiv", extent, Const(step))
 
 
-def _clone(b: Builder, ops: list[Op], mapping: dict[int, Value]) -> None:
-    """Appends copies of `ops` (nested blocks too), their operands renamed by `mapping`,
-    which gains the copies' results."""
-    for op in ops:
-        copy = Op(op.name, [mapping.get(v.id, v) for v in op.operands],
-                  [Value(r.type, r.name) for r in op.results], dict(op.attrs), loc=op.loc)
-        mapping.update({r.id: c for r, c in zip(op.results, copy.results)})
-        for block in op.blocks:
-            new = Block(args=[Value(a.type, a.name) for a in block.args])
-            mapping.update({a.id: n for a, n in zip(block.args, new.args)})
-            _clone(Builder(new, op.loc), block.ops, mapping)
-            copy.blocks.append(new)
-        b.block.ops.append(copy)
-
-
 def _end(b: Builder, end: Value | Block, group: Value) -> Value:
     """A range's end for the group at origin `group`: the operand, or its end block's
     value, copied in."""
     if isinstance(end, Value):
         return end
     mapping = {end.args[0].id: group}
-    _clone(b, end.ops[:-1], mapping)
+    b.block.ops += [op.copy(mapping) for op in end.ops[:-1]]
     yielded = end.ops[-1].operands[0]
     return mapping.get(yielded.id, yielded)
 
