@@ -43,6 +43,25 @@ def test_head_dim_128_reads_two_slabs_of_k_and_v_without_spilling():
     assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0
 
 
+def test_gqa_heads_share_their_kv_head():
+    """GQA = 2: query heads 2j and 2j + 1 read k and v head j."""
+    bh, length = 4, 100
+    g = torch.Generator().manual_seed(9)
+    q = torch.randn(bh, length, 64, generator=g).to(torch.bfloat16)
+    k, v = (torch.randn(bh // 2, length, 64, generator=g).to(torch.bfloat16) for _ in range(2))
+    kir = compile_file(ATTENTION, emit="ir", constants=dict(STAGES=2, GQA=2)).ir[0]
+    for name in PASS_ORDER:
+        kir = get_pass(name)(kir, get_target("sm_90a"))
+    o = torch.full((bh, length, 64), float("nan"), dtype=torch.bfloat16)
+    lse = torch.full((bh, length), float("nan"))
+    run(kir, dict(q=q, k=k, v=v, o=o, lse=lse), dict(BH=bh, L=length), sms=3)
+    kk, vv = k.repeat_interleave(2, dim=0), v.repeat_interleave(2, dim=0)
+    ref_o, ref_lse = reference(q, kk, vv, causal=0)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, kk, vv, scale=0.125)
+    assert (o.double() - ref_o).abs().max() <= 2 * (sdpa.double() - ref_o).abs().max()
+    assert ((lse.double() - ref_lse).abs() <= 1e-4 * ref_lse.abs()).all()
+
+
 def test_both_products_are_wgmmas_from_registers():
     ptx = compile_file(ATTENTION).ptx
     wgmmas = re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n64k16\.f32\.bf16\.bf16 \{[^}]+\}, "

@@ -39,3 +39,18 @@ def test_within_twice_torchs_error(bh, length, d, stages, causal):
     assert not o.isnan().any()
     assert (o.double() - ref_o).abs().max() <= 2 * (sdpa.double() - ref_o).abs().max() + 1e-6
     assert ((lse.double() - ref_lse).abs() <= 1e-4 * ref_lse.abs() + 1e-6).all()
+
+
+def test_gqa_heads_share_their_kv_head():
+    bh, length, gqa = 16, 1000, 4
+    g = torch.Generator(device="cuda").manual_seed(7)
+    q = torch.randn(bh, length, 64, generator=g, device="cuda").to(torch.bfloat16)
+    k, v = (torch.randn(bh // gqa, length, 64, generator=g, device="cuda").to(torch.bfloat16)
+            for _ in range(2))
+    o, lse = commdsl.load(ATTENTION, GQA=gqa)(q, k, v)
+    kk, vv = k.repeat_interleave(gqa, dim=0), v.repeat_interleave(gqa, dim=0)
+    s = (q.double() @ kk.double().transpose(1, 2)) * 0.125
+    ref_o, ref_lse = torch.softmax(s, dim=-1) @ vv.double(), torch.logsumexp(s, dim=-1)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, kk, vv, scale=0.125)
+    assert (o.double() - ref_o).abs().max() <= 2 * (sdpa.double() - ref_o).abs().max() + 1e-6
+    assert ((lse.double() - ref_lse).abs() <= 1e-4 * ref_lse.abs() + 1e-6).all()
