@@ -75,6 +75,7 @@ class TensorType(Type):
 # ---- shared memory and barriers (after passes/pipeline.py) ----------------------------
 
 SWIZZLE_BYTES = 128     # a 128B-swizzled row: TMA's SWIZZLE_128B, wgmma's descriptor layout 1
+WGMMA_K_BYTES = 32      # the K one wgmma takes: 32 FP8/int8, 16 bf16/f16 or 8 tf32 elements
 SWIZZLE_ATOM = 1024     # 8 such rows: the alignment of every shared-memory buffer
 
 

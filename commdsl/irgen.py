@@ -19,6 +19,7 @@ from .ops import OPS, OpDef
 from .target import Target
 from .ragged import CARRIED, RESHAPED, Raggedness
 from .ops.math import APPROX
+from .ops.mma import OPERAND_TYPES as MMA_OPERANDS, accumulator_dtype
 
 REDUCTIONS = {
     "amax": "amax(t, axis = A): largest |t| along axis A",
@@ -32,8 +33,6 @@ REDUCTIONS = {
 MINMAX_ONLY = {"max": "-inf", "min": "inf", "nanmax": "-inf", "nanmin": "inf"}
 # Elementwise functions, from their ops' declarations (commdsl/ops): name -> op.
 ELEMENTWISE_BUILTINS: dict[str, OpDef] = {d.builtin.name: d for d in OPS.values() if d.builtin}
-
-MMA_OPERANDS = ("e4m3", "e5m2", "bf16", "f16", "f32", "i8", "u8")   # wgmma's operand types
 
 
 def _usage(name: str) -> str:
@@ -611,8 +610,7 @@ class _Lowering(CommLowering):
             raise CompileError(f"mma operands disagree on K: [{m}, {k}] times "
                                f"[{', '.join(map(str, b.type.shape))}]{'.T' if trans_b else ''}",
                                e.span, "b of shape [N, K] goes in as b.T")
-        # 8-bit integers sum exactly in i32; every float type in f32
-        acc_dtype = "i32" if _is_int(a.type.dtype) else "f32"
+        acc_dtype = accumulator_dtype(a.type.dtype)
         result = TileType(acc_dtype, (m, n))
         operands = [a, b]
         if len(e.args) == 3:

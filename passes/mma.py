@@ -28,19 +28,13 @@ from __future__ import annotations
 from commdsl.diagnostics import CompileError
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.fragments import WARPGROUP_ROWS, WgmmaAcc
-from commdsl.ir import KernelIR, Op, TileType, Value
+from commdsl.ir import SWIZZLE_BYTES, WGMMA_K_BYTES, KernelIR, Op, TileType, Value
 from commdsl.layout import Sliced
 from commdsl.ops import ELEMENTWISE, has_trait
+from commdsl.ops.mma import FP8, HALF, INT8, OPERAND_TYPES
 from commdsl.target import Target
 
-FP8 = ("e4m3", "e5m2")
-HALF = ("bf16", "f16")
-INT8 = ("i8", "u8")               # s8 / u8 in wgmma, summed exactly in s32
-TF32 = ("f32",)                   # f32 tiles are read as tf32 (the top 19 bits)
-WGMMA_TYPES = FP8 + HALF + INT8 + TF32
-K_BYTES = 128                     # one 128B-swizzled row of K per operand row
-WGMMA_K_BYTES = 32                # K of one wgmma: 32 FP8 or 16 bf16/f16 elements
-MN_SLAB = K_BYTES // 2            # an MN-major 16-bit B: columns per 128-byte swizzled slab
+MN_SLAB = SWIZZLE_BYTES // 2      # an MN-major 16-bit B: columns per 128-byte swizzled slab
 MAX_K_ROWS = 4                    # K slabs of a K-major tile (TMA boxes of 128 bytes each)
 REGISTER_MARGIN = 24              # addresses, scales, loop state next to the accumulators
 
@@ -64,7 +58,7 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
             raise CompileError("mma's operand b must be loaded 'via tma': wgmma reads B from "
                                "shared memory", op.loc,
                                "write 'let tb = load ...[...] via tma' in the pipelined loop")
-        if v.type.dtype not in WGMMA_TYPES:
+        if v.type.dtype not in OPERAND_TYPES:
             raise CompileError(f"mma on {v.type.dtype} tiles is not lowered yet; FP8 (e4m3, "
                                "e5m2), bf16, f16, f32 (as tf32) and i8/u8 are", op.loc,
                                "convert the operands to bf16 or quantize them to e4m3")
@@ -113,11 +107,12 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
                 f"{q.group[-1]} (quant {' x '.join(map(str, q.group))}): a partial sum must "
                 "be promoted with one scale", op.loc,
                 f"step the K loop by {q.group[-1]} so each product is promoted with its scale")
-    per_row = K_BYTES // dtype_info(a.type.dtype).bytes
+    per_row = SWIZZLE_BYTES // dtype_info(a.type.dtype).bytes
     if bk % per_row or bk > MAX_K_ROWS * per_row:
-        raise CompileError(f"a {a.type.dtype} mma here takes K in whole {K_BYTES}-byte swizzled "
+        raise CompileError(f"a {a.type.dtype} mma here takes K in whole {SWIZZLE_BYTES}-byte swizzled "
                            f"rows, {per_row} to {MAX_K_ROWS * per_row} of K per product, not "
-                           f"{bk}", op.loc, f"step the K loop by a multiple of {per_row}")
+                           f"{bk}", op.loc, f"make the product's K a multiple of {per_row}, e.g. step the K loop "
+                           f"by {per_row}")
     return bm // 64
 
 
@@ -208,12 +203,17 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         budget = min(budget, target.compiled_registers(groups))
     if needed > budget:
         op = mmas[-1]
-        what = (f"an accumulator of BN = {op.result.type.shape[1]}" if len(mmas) == 1
-                else f"the {len(mmas)} products' accumulators")
-        held = "" if in_place else "promotion intervals and "
-        raise CompileError(f"{held}{what} need about {needed} registers per thread; {groups} "
-                           f"consumer warpgroups get {budget}", op.loc,
-                           "promote less often, or use a smaller BN or BM")
+        if len(mmas) == 1:
+            held = "" if in_place else "promotion intervals and "
+            raise CompileError(f"{held}an accumulator of BN = {op.result.type.shape[1]} need "
+                               f"about {needed} registers per thread; {groups} consumer "
+                               f"warpgroups get {budget}", op.loc,
+                               "promote less often, or use a smaller BN or BM")
+        raise CompileError(f"the {len(mmas)} products' results and register operands need "
+                           f"about {needed} registers per thread; {groups} consumer "
+                           f"warpgroups get {budget}", op.loc,
+                           "use narrower tiles (fewer columns or less K in a product), or a "
+                           "smaller BM")
     kernel.attrs["mma_warpgroups"] = groups
     seeds: dict[int, object] = {}
     for op in mmas:

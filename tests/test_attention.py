@@ -90,3 +90,19 @@ def test_interpreter_matches_float64(bh, length, d, lowered, causal):
                                                             is_causal=bool(causal))
     assert (o.double() - ref_o).abs().max() <= 2 * (sdpa.double() - ref_o).abs().max()
     assert ((lse.double() - ref_lse).abs() <= 1e-4 * ref_lse.abs()).all()
+
+
+@pytest.mark.parametrize("constants,message", [
+    (dict(D=96), "a bf16 mma here takes K in whole 128-byte swizzled rows, 64 to 256 of K per "
+                 "product, not 96"),
+    (dict(D=256), "the 2 products' results and register operands need about 312 registers per "
+                  "thread; 2 consumer warpgroups get 240"),
+    (dict(GQA=0), "a size is divided by zero"),
+])
+def test_head_dims_and_groupings_it_cannot_take_are_located(constants, message):
+    from commdsl.diagnostics import CompileError
+    with pytest.raises(CompileError) as e:
+        compile_file(ATTENTION, constants=constants)
+    text = str(e.value)
+    assert re.search(r"attention\.cdsl:\d+:\d+: error: ", text) and message in text
+    assert "help: " in text

@@ -16,7 +16,7 @@ from llvmlite import ir
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.fragments import WARPGROUP_ROWS
 from commdsl.ir import Op, TileType
-from commdsl.ir import SWIZZLE_ATOM, SWIZZLE_BYTES
+from commdsl.ir import SWIZZLE_ATOM, SWIZZLE_BYTES, WGMMA_K_BYTES
 
 from .asm import F32, I32, I64
 from .emitters import emits
@@ -29,7 +29,6 @@ DESC_128B = (1 << 16) | (64 << 32) | (1 << 62)
 WAIT_HINT_NS = 0x989680           # try_wait's suspend-time hint, as CUTLASS and DeepGEMM use
 # wgmma's names of operand types that differ from commdsl's
 WGMMA_TYPE = {"f32": "tf32", "i8": "s8"}
-WGMMA_K_BYTES = 32                # the K bytes of one wgmma (passes/mma.py)
 HOPPER = ("sm_90a",)              # wgmma, setmaxnreg, TMA, mbarrier tx counts, clusters
 
 

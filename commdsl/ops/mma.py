@@ -7,6 +7,17 @@ from .operands import is_i32, shape_of
 from .registry import ASYNC, MMA, declare, fail
 
 FAMILY = "mma"
+# What wgmma multiplies (by family: FP8 by FP8, 8-bit integers by 8-bit integers, a 16- or
+# 32-bit float type by itself), and into what.
+FP8 = ("e4m3", "e5m2")
+HALF = ("bf16", "f16")
+INT8 = ("i8", "u8")               # s8 / u8 in wgmma, summed exactly in s32
+TF32 = ("f32",)                   # f32 tiles are read as tf32 (the top 19 bits)
+OPERAND_TYPES = FP8 + HALF + INT8 + TF32
+
+
+def accumulator_dtype(operand_dtype: str) -> str:
+    return "i32" if operand_dtype in INT8 else "f32"
 
 
 def _mma(op):
@@ -23,7 +34,7 @@ def _mma(op):
     a_shape, b_shape = a.shape, (b.shape if op.attrs["trans_b"] else b.shape[::-1])
     if len(a_shape) != 2 or len(b_shape) != 2 or a_shape[1] != b_shape[1]:
         fail(op, f"operand shapes {a_shape} and {b_shape} (as [N, K]) disagree on K")
-    acc = "i32" if a.dtype in ("i8", "u8") else "f32"
+    acc = accumulator_dtype(a.dtype)
     if not isinstance(r, TileType) or r.dtype != acc or r.shape != (a_shape[0], b_shape[0]):
         fail(op, f"result must be {acc} [{a_shape[0]}, {b_shape[0]}], not {r}")
     if rest and (len(rest) != 1 or shape_of(rest[0].type) != shape_of(r)):
