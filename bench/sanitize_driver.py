@@ -91,6 +91,14 @@ def attention(bh, length):
     _load("attention")(q, k, v)
 
 
+def attention_varlen(heads, length):
+    import torch
+    lens = [length // 3, 1, 0, length - length // 3 - 1]     # ragged, one of 1, one empty
+    q, k, v = (_bf16(length, heads, 64) for _ in range(3))
+    cu = torch.tensor([0, *lens], device="cuda").cumsum(0).to(torch.int32)
+    _load("attention_varlen")(q, k, v, cu)
+
+
 def grouped_fp8_gemm(m, n):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     from grouped_layout import grouped_operands
@@ -133,6 +141,7 @@ SHAPES = {
     "bf16_matmul": ((256, 256), (200, 296)),
     "swiglu_gemm": ((256, 256), (200, 296)),
     "attention": ((2, 256), (3, 200)),
+    "attention_varlen": ((2, 256), (3, 200)),                  # heads x total tokens
     "grouped_fp8_gemm": ((256, 256), (200, 296)),
     "grouped_fp8_gemm_masked": ((256, 256), (200, 296)),       # M_max x N
     "swiglu_quant": ((64, 512), (33, 384)),

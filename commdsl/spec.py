@@ -55,11 +55,14 @@ TMA_ALIGNMENT = 16
 @dataclass(frozen=True)
 class TensorMapParam:
     """A TMA tensor map over a row-major tensor parameter of rank 2 to 5: `box` = (rows,
-    columns) of its last two dimensions per copy (one element deep in the others), landing
-    in shared memory 128B-swizzled (so a box row is at most 128 bytes)."""
+    columns) per copy, the columns along its last dimension and the rows along dimension
+    `rows_dim` (counted from the end: -2 is the one before the columns; one element deep in
+    every other), landing in shared memory 128B-swizzled (so a box row is at most 128
+    bytes)."""
     tensor: str
     box: tuple[int, int]
     swizzle: int = 128
+    rows_dim: int = -2
 
 
 @dataclass(frozen=True)

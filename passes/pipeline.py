@@ -87,14 +87,13 @@ def _check_loads(loop: Op, target: Target, users) -> list[Op]:
     for op in loads:
         tensor, t = op.operands[0], op.result.type
         sizes = op.attrs.get("sizes", ())
-        leading = sizes[:-2]
         if (not 2 <= tensor.type.rank <= MAX_TMA_RANK or len(t.shape) != 2
-                or None in sizes[-2:] or any(s is not None for s in leading)):
-            raise CompileError(f"a 'via tma' load takes a 2-D tile of the last two dimensions "
-                               f"of a tensor of rank 2 to {MAX_TMA_RANK}, with one index for "
-                               "each dimension before them", op.loc,
+                or sizes[-1:] in ((), (None,))):
+            raise CompileError(f"a 'via tma' load takes a 2-D tile of a tensor of rank 2 to "
+                               f"{MAX_TMA_RANK}: a range of its last dimension, a range of one "
+                               "other, and one index for each of the rest", op.loc,
                                "write 'load x[r0 : +R, c0 : +C] via tma' or "
-                               "'load w[g, r0 : +R, c0 : +C] via tma'")
+                               "'load q[r0 : +R, h, c0 : +C] via tma'")
         rows, cols = t.shape
         row_bytes = cols * dtype_info(t.dtype).bytes
         uses = users.get(op.result.id, [])
@@ -110,6 +109,13 @@ def _check_loads(loop: Op, target: Target, users) -> list[Op]:
             raise CompileError("a 'via tma' tile lands in shared memory, where only mma reads "
                                "it", op.loc, "load tiles used by other math without 'via tma'")
     return loads
+
+
+def rows_dim(load: Op) -> int:
+    """The tensor dimension a TMA tile's rows run along, counted from the end (-2: the one
+    before the columns)."""
+    sizes = load.attrs["sizes"]
+    return next(d - len(sizes) for d in range(len(sizes) - 1) if sizes[d] is not None)
 
 
 def slabs(t) -> int:
@@ -337,7 +343,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         share = multicast.get(op.result.id, 1)
         tensor_maps.append(TensorMapParam(op.operands[0].name,
                                           (rows // share, cols // slabs(op.result.type)),
-                                          SWIZZLE_BYTES))
+                                          SWIZZLE_BYTES, rows_dim(op)))
     full = pre.value("mbarrier_alloc", [], BarrierType(stages), offset=offset, count=stages,
                      arrivals=1)
     empty = pre.value("mbarrier_alloc", [], BarrierType(stages), offset=offset + 8 * stages,

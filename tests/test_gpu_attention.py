@@ -1,7 +1,8 @@
 """examples/attention.cdsl on a GPU: O within twice the error of torch's
 scaled_dot_product_attention in bf16 against a float64 reference, LSE within 1e-4 relative,
 on fresh random data with a sharp row, ragged lengths (1, not a multiple of 64), causal and
-not, outputs poisoned first."""
+not, outputs poisoned first; examples/attention_varlen.cdsl the same way, sequence by
+sequence, on batches of ragged lengths (cu_seqlens)."""
 from __future__ import annotations
 
 import os
@@ -15,7 +16,10 @@ if not torch.cuda.is_available():
 
 import commdsl  # noqa: E402
 
+from varlen_reference import varlen_errors, varlen_operands  # noqa: E402
+
 ATTENTION = os.path.join(os.path.dirname(__file__), "..", "examples", "attention.cdsl")
+VARLEN = os.path.join(os.path.dirname(__file__), "..", "examples", "attention_varlen.cdsl")
 
 
 @pytest.mark.parametrize("bh,length", [(16, 4096), (3, 1000), (2, 1), (1, 64)])
@@ -54,3 +58,17 @@ def test_gqa_heads_share_their_kv_head():
     sdpa = torch.nn.functional.scaled_dot_product_attention(q, kk, vv, scale=0.125)
     assert (o.double() - ref_o).abs().max() <= 2 * (sdpa.double() - ref_o).abs().max() + 1e-6
     assert ((lse.double() - ref_lse).abs() <= 1e-4 * ref_lse.abs() + 1e-6).all()
+
+
+@pytest.mark.parametrize("lens,heads,d,gqa", [([1, 70, 0, 4096, 64, 1000], 16, 64, 1),
+                                               ([129, 2000, 3], 8, 128, 4)])
+@pytest.mark.parametrize("causal", [0, 1], ids=["full", "causal"])
+def test_varlen_within_twice_torchs_error(lens, heads, d, gqa, causal):
+    q, k, v, cu = varlen_operands(lens, heads, d, gqa, seed=len(lens) + d, device="cuda")
+    total = sum(lens)
+    o = torch.full((total, heads, d), float("nan"), dtype=torch.bfloat16, device="cuda")
+    lse = torch.full((heads, total), float("nan"), device="cuda")
+    commdsl.load(VARLEN, CAUSAL=causal, D=d, GQA=gqa)(q, k, v, cu, o=o, lse=lse)
+    assert not o.isnan().any() and not lse.isnan().any()
+    for o_err, sdpa_err, lse_err in varlen_errors(q, k, v, cu, o, lse, causal, gqa):
+        assert o_err <= 2 * sdpa_err + 1e-6 and lse_err <= 1e-4

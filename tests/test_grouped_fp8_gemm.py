@@ -65,11 +65,13 @@ def test_a_tma_tile_across_a_leading_dimension_is_located():
     assert re.search(r"grouped_fp8_gemm\.cdsl:\d+:\d+: error: ", msg)
 
 
-def test_a_tma_tile_that_drops_an_inner_dimension_is_located():
-    msg = error(SOURCE.replace("b: e4m3[G, N, K]", "b: e4m3[N, G, K]").replace(
-        "load b[g, n0 : +BN, k : +128] via tma", "load b[n0 : +BN, g, k : +128] via tma"))
-    assert "a 'via tma' load takes a 2-D tile of the last two dimensions" in msg
-    assert "help: write 'load x[r0 : +R, c0 : +C] via tma' or 'load w[g, r0 : +R, c0 : +C] " \
+def test_a_tma_tile_without_the_last_dimension_is_located():
+    """TMA boxes run along the contiguous last dimension (the swizzled rows)."""
+    msg = error(SOURCE.replace("b: e4m3[G, N, K]", "b: e4m3[N, K, G]").replace(
+        "load b[g, n0 : +BN, k : +128] via tma", "load b[n0 : +BN, k : +128, g] via tma"))
+    assert "a 'via tma' load takes a 2-D tile of a tensor of rank 2 to 5: a range of its last " \
+           "dimension, a range of one other, and one index for each of the rest" in msg
+    assert "help: write 'load x[r0 : +R, c0 : +C] via tma' or 'load q[r0 : +R, h, c0 : +C] " \
            "via tma'" in msg
 
 

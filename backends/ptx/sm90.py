@@ -283,7 +283,8 @@ def emit_tma_load(cg, op: Op):
     rows, cols = ring.shape
     part_rows = rows // share
     rank = cg.special("cluster.ctarank")
-    coords = [*coords[:-2], b.add(coords[-2], b.mul(rank, cg.i32(part_rows))), coords[-1]]
+    row = cg.k.attrs["tensor_maps"][op.attrs["map"]].rows_dim
+    coords[row] = b.add(coords[row], b.mul(rank, cg.i32(part_rows)))
     part_bytes = part_rows * cols * dtype_info(ring.dtype).bytes
     dst = b.add(dst, b.mul(rank, cg.i32(part_bytes)))
     mask = ir.Constant(ir.IntType(16), (1 << share) - 1)

@@ -139,17 +139,18 @@ def _run_tma_load(ctx, op, tensor, buf, stage, *rest):
     from commdsl.dtypes import dtype as dtype_info
     from commdsl.regions import in_bounds_region
     coords, i = rest[:-2], rest[-1]
-    rows, cols = ctx.k.attrs["tensor_maps"][op.attrs["map"]].box
+    tmap = ctx.k.attrs["tensor_maps"][op.attrs["map"]]
+    (rows, cols), row_dim = tmap.box, tensor.dim() + tmap.rows_dim
     share = op.attrs.get("multicast", 1)
     part = ctx.cluster_rank() if share > 1 else 0
     width = op.operands[1].type.shape[1]                      # slabs x cols
     box = torch.zeros((rows, width), dtype=tensor.dtype)     # TMA fills what is outside
-    leading = [int(c) for c in coords[:-2]]                   # one element deep in each
-    if all(0 <= c < n for c, n in zip(leading, tensor.shape)):
-        plane = tensor[tuple(leading)]
+    deep = {d: int(c) for d, c in enumerate(coords[:-1]) if d != row_dim}   # one element
+    if all(0 <= c < tensor.shape[d] for d, c in deep.items()):
+        plane = tensor[tuple(deep.get(d, slice(None)) for d in range(tensor.dim()))]
         for c0 in range(0, width, cols):
             region = in_bounds_region((rows, cols), plane.shape,
-                                      (coords[-2] + part * rows, coords[-1] + c0))
+                                      (coords[row_dim] + part * rows, coords[-1] + c0))
             if region is not None:
                 box[:, c0:c0 + cols][region[1]] = plane[region[0]]
     nbytes = rows * width * dtype_info(op.operands[0].type.dtype).bytes

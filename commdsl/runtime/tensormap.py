@@ -54,7 +54,7 @@ class TensorMaps:
     @staticmethod
     def _encode(pointer: int, t, m, env: dict[str, int]):
         """A map over the tensor's dimensions (innermost first, as the driver takes them):
-        boxes of (rows, columns) over the last two, one element deep in any before them."""
+        boxes of columns along the last, rows along `rows_dim`, one element deep in the rest."""
         cu = driver.cuda_driver()
         dims = [d.evaluate(env) for d in reversed(t.dims)]
         esize = dtype_info(t.dtype).bytes
@@ -62,7 +62,8 @@ class TensorMaps:
         for d in dims[:-1]:
             stride *= d
             strides.append(stride)
-        box = [m.box[1], m.box[0]] + [1] * (len(dims) - 2)
+        box = [m.box[1]] + [1] * (len(dims) - 1)
+        box[-1 - m.rows_dim] = m.box[0]
         return driver.check(cu.cuTensorMapEncodeTiled(
             getattr(cu.CUtensorMapDataType, f"CU_TENSOR_MAP_DATA_TYPE_{_DATA_TYPES[esize]}"),
             len(dims), pointer,
