@@ -16,6 +16,8 @@ from commdsl.cpu_numerics import tf32  # noqa: E402
 from test_mma_types import GEMM, I8, TF32  # noqa: E402
 
 SHAPES = [(1000, 1032, 1000), (70, 200, 64), (256, 256, 4096)]
+# 8-bit rows are K bytes, which TMA needs to be a multiple of 16: K ragged against 128 only
+INT8_SHAPES = [(1000, 1032, 1008), (70, 200, 64), (256, 256, 4096)]
 
 
 @pytest.mark.parametrize("m,n,k", SHAPES)
@@ -33,7 +35,7 @@ def test_tf32_within_rounding_of_the_truncated_product(m, n, k, config):
     assert ((d.double() - ref).abs() <= 2 ** -20 * size + 1e-30).all()
 
 
-@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("m,n,k", INT8_SHAPES)
 @pytest.mark.parametrize("source", [I8, GEMM.format(A="u8", B="u8", ACC="i32", KS=128)],
                          ids=["s8", "u8"])
 def test_int8_exact(m, n, k, source):

@@ -131,3 +131,27 @@ def test_interpreting_a_meta_tensor_names_the_argument():
                                                        device="meta"))
     assert info.value.arg == "x" and "meta device" in info.value.message
     assert "to_empty(device='cpu')" in info.value.hint
+
+
+# -- a size given by a dimension offset by a constant ---------------------------------------
+
+def offsets_spec() -> KernelSpec:
+    # x: f32[T, H]; cu: i32[B + 1]; y: out f32[T, H]
+    b, t, h = Sym("B"), Sym("T"), Sym("H")
+    return KernelSpec(
+        name="offsets",
+        tensors=(TensorParam("x", "f32", (t, h)), TensorParam("cu", "i32", (BinOp("+", b,
+                                                                                  Const(1)),)),
+                 TensorParam("y", "f32", (t, h), is_out=True)),
+        size_symbols=("T", "H", "B"), grid=(b, h), num_threads=128)
+
+
+def test_a_size_is_inferred_from_a_dimension_offset_by_a_constant():
+    """cu_seqlens: i32[B + 1] gives B (attention_varlen's batch), as FlashAttention's
+    varlen interface has it."""
+    launcher = Launcher(offsets_spec())
+    bound = launcher.bind(torch.zeros(10, 4), torch.zeros(6, dtype=torch.int32),
+                          require_cuda=False)
+    assert bound.grid == (5, 4, 1)
+    err = bind_error(launcher, torch.zeros(10, 4), torch.zeros(0, dtype=torch.int32))
+    assert err.arg == "cu" and "dimension 0 is 0, so size B would be -1" in err.message

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 
 from ..diagnostics import LaunchError
-from ..dims import SM_COUNT, BinOp, Dim, DimError, SmCount, Sym
+from ..dims import SM_COUNT, BinOp, Const, Dim, DimError, SmCount, Sym
 from ..dtypes import torch_dtype
 from ..spec import COMM_PARAMS, KernelSpec, TensorParam
 from ..target import get_target
@@ -41,6 +41,19 @@ def declaration(t: TensorParam) -> str:
     return f"{t.name}: {out}{t.dtype}[{', '.join(map(str, t.dims))}]"
 
 
+def _size_and_offset(d: Dim) -> tuple[str, int] | None:
+    """(size, c) for a dimension S or S + c or S - c (or c + S), the size's value being the
+    dimension's length less c; None for any other."""
+    if isinstance(d, Sym):
+        return d.name, 0
+    if isinstance(d, BinOp) and d.op in "+-":
+        if isinstance(d.lhs, Sym) and isinstance(d.rhs, Const):
+            return d.lhs.name, d.rhs.value if d.op == "+" else -d.rhs.value
+        if d.op == "+" and isinstance(d.lhs, Const) and isinstance(d.rhs, Sym):
+            return d.rhs.name, d.lhs.value
+    return None
+
+
 class Launcher:
     """A kernel ready to call: `y, s = launcher(x)` or `launcher(x, y=y, s=s)`.
 
@@ -64,8 +77,10 @@ class Launcher:
         self._input_names = tuple(t.name for t in spec.inputs)
         self._outputs = spec.outputs
         self._output_positions = [i for i, t in enumerate(spec.tensors) if t.is_out]
-        self._bare = {t.name: [(i, d.name) for i, d in enumerate(t.dims) if isinstance(d, Sym)]
-                      for t in spec.tensors}
+        # Dimensions that give a size: a bare one (M), or one offset by a constant
+        # (cu_seqlens: [B + 1]); (index, size, offset).
+        self._bare = {t.name: [(i, *_size_and_offset(d)) for i, d in enumerate(t.dims)
+                               if _size_and_offset(d)] for t in spec.tensors}
         self._derived = {t.name: [(i, d) for i, d in enumerate(t.dims) if not isinstance(d, Sym)]
                          for t in spec.tensors}
         self._symbols = set(spec.size_symbols).union(
@@ -179,14 +194,17 @@ class Launcher:
         source: dict[str, str] = {}
         for name, value in given.items():
             shape = value.shape
-            for i, symbol in self._bare[name]:
-                have = sizes.get(symbol)
+            for i, symbol, offset in self._bare[name]:
+                have, size = sizes.get(symbol), shape[i] - offset
+                if size < 0:
+                    raise self._fail(name, f"dimension {i} is {shape[i]}, so size {symbol} "
+                                     f"would be {size}", declaration(self._by_name[name]))
                 if have is None:
-                    sizes[symbol] = shape[i]
+                    sizes[symbol] = size
                     source[symbol] = name
-                elif have != shape[i]:
+                elif have != size:
                     other = source[symbol]
-                    raise self._fail(name, f"size {symbol} is {shape[i]} here but {have} from "
+                    raise self._fail(name, f"size {symbol} is {size} here but {have} from "
                                      f"'{other}'", f"{declaration(self._by_name[name])}; "
                                      f"{declaration(self._by_name[other])}")
         if len(sizes) < len(self._symbols):
