@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
 
 import commdsl  # noqa: E402
+from commdsl.tune.space import search_space  # noqa: E402
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "act_quant.cdsl")
 
@@ -71,20 +72,23 @@ def main():
     results = {"shape": [m, k], "bytes": nbytes, "copy_gbs": copy, "commdsl": {}, "peers": {}}
 
     best = None
-    for r, w in itertools.product([1, 2, 4, 8, 16, 32, 64], [1, 2, 4, 8]):
+    with open(EXAMPLE) as f:            # the load's cache policies, as the source declares them
+        policies = dict(search_space(f.read(), EXAMPLE, None, {}, None).axes)["XC"]
+    for r, w, xc in itertools.product([1, 2, 4, 8, 16, 32, 64], [1, 2, 4, 8], policies):
         if r * 16 < w * 32:              # more threads than 16-byte vectors: idle threads
             continue
-        kernel = commdsl.load(EXAMPLE, ROWS=r, WARPS=w)
+        kernel = commdsl.load(EXAMPLE, ROWS=r, WARPS=w, XC=xc)
+        name = f"ROWS={r},WARPS={w},XC={xc}"
         y.view(torch.uint8).fill_(0x7F)
         kernel(x, y=y, s=s)
         exact = torch.equal(y.view(torch.uint8), y_ref.view(torch.uint8)) and torch.equal(s, s_ref)
         ms = common.time_ms(lambda: kernel(x, y=y, s=s))
         bw = common.gbs(nbytes, ms)
-        results["commdsl"][f"ROWS={r},WARPS={w}"] = {"ms": ms, "gbs": bw, "bit_exact": exact}
+        results["commdsl"][name] = {"ms": ms, "gbs": bw, "bit_exact": exact}
         if not exact:
-            print(f"commdsl ROWS={r},WARPS={w}: NOT bit-exact", file=sys.stderr)
+            print(f"commdsl {name}: NOT bit-exact", file=sys.stderr)
         elif best is None or bw > best[1]:
-            best = (f"ROWS={r},WARPS={w}", bw)
+            best = (name, bw)
     if best is None:
         sys.exit("no commdsl config was bit-exact; not timing the peers")
     rows.append([f"commdsl act_quant ({best[0]})", best[1]])

@@ -154,6 +154,12 @@ class CacheArg(Node):
 class CacheClause(Node):
     args: tuple[CacheArg, ...]
 
+    @property
+    def text(self) -> str:
+        """As written in a source, spaced one way: a cache-policy constant's value."""
+        return "cache(" + ", ".join(a.key if a.value is None else f"{a.key} = {a.value}"
+                                    for a in self.args) + ")"
+
 
 # ---- statements --------------------------------------------------------------------------
 

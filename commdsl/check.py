@@ -77,6 +77,8 @@ def fold_constant(e: ast.Expr, constants: dict, what: str):
     if isinstance(e, ast.Call) and e.func == "cdiv" and len(e.args) == 2:
         a, b = (fold_constant(x, constants, what) for x in e.args)
         return fold_cdiv(a, b, e.span, e.args[1].span)
+    if isinstance(e, ast.CacheClause):
+        return e.text                  # a cache policy, for `tune XC = cache(nc) in [...]`
     raise CompileError(f"{what} must be known at compile time", e.span,
                        "use numbers, constants, + - * / % & | ^ << >> and cdiv(a, b)")
 
@@ -131,6 +133,11 @@ def _constants(k: ast.Kernel, overrides: dict) -> dict:
             constants[t.name] = fold_constant(t.default, constants, f"default of '{t.name}'")
         else:
             constants[t.name] = values[0]
+        policies = [is_cache_policy(v) for v in (constants[t.name], *values)]
+        if any(policies) and not all(policies):
+            raise CompileError(f"'{t.name}' mixes cache policies with other values", t.span,
+                               f"give only cache clauses, e.g. 'tune {t.name} = cache(nc) in "
+                               "[cache(), cache(nc)]'")
         if t.name in overrides:
             constants[t.name] = _override(t, constants[t.name], overrides[t.name])
     for c in k.consts:
@@ -147,21 +154,30 @@ def _constants(k: ast.Kernel, overrides: dict) -> dict:
     return constants
 
 
+def is_cache_policy(value) -> bool:
+    """Whether a constant's value is a cache policy (`cache(...)`, as CacheClause.text)."""
+    return isinstance(value, str) and value.startswith("cache(")
+
+
 def _kind(value) -> str:
-    return "a dtype" if isinstance(value, str) else "an integer" if isinstance(value, int) \
-        else "a number"
+    return ("a cache policy" if is_cache_policy(value) else "a dtype" if isinstance(value, str)
+            else "an integer" if isinstance(value, int) else "a number")
 
 
 def _override(decl: ast.Tune | ast.Const, declared, value):
     """A -D (or load(...)) value for a declared constant: of the kind its declaration has (an
     integer stays an integer, a dtype a dtype), so a wrong -D is reported where it lands."""
+    if is_cache_policy(declared) and isinstance(value, str):
+        from .parser import parse_cache_policy
+        return parse_cache_policy(value, decl.name).text
     if declared is None or _kind(declared) == _kind(value) or (
             _kind(declared) == "a number" and isinstance(value, int)):
         return value
-    what = (f"constant '{decl.name}' = {value!r} is not a dtype" if isinstance(declared, str)
-            else f"'{decl.name}' is {_kind(declared)} ({declared}), so it cannot be set to "
+    what = (f"constant '{decl.name}' = {value!r} is not {_kind(declared)}"
+            if isinstance(declared, str) else f"'{decl.name}' is {_kind(declared)} ({declared}), so it cannot be set to "
             f"{value!r}")
-    raise CompileError(what, decl.span, f"give {_kind(declared)}, e.g. -D {decl.name}={declared}")
+    example = f"'{declared}'" if is_cache_policy(declared) else declared
+    raise CompileError(what, decl.span, f"give {_kind(declared)}, e.g. -D {decl.name}={example}")
 
 
 def to_dim(e: ast.Expr, constants: dict, symbols: list[str], allow_new: bool = True) -> Dim:

@@ -24,8 +24,11 @@ def _constant(text: str) -> tuple[str, int | float | str]:
     from .dtypes import DTYPES
     if value in DTYPES:                       # a dtype constant: -D FMT=e5m2
         return name, value
-    raise CompileError(f"-D {name}: '{value}' is not a number or a dtype", None,
-                       f"e.g. -D {name}=128 or -D {name}=e5m2")
+    if value.startswith("cache("):            # a cache policy: -D XC='cache(nc)'
+        from .parser import parse_cache_policy
+        return name, parse_cache_policy(value, name).text
+    raise CompileError(f"-D {name}: '{value}' is not a number, a dtype or a cache policy",
+                       None, f"e.g. -D {name}=128, -D {name}=e5m2 or -D {name}='cache(nc)'")
 
 
 def _constants(defines: list[str]) -> dict[str, int | float | str]:

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from . import ast
-from .check import Signature, did_you_mean, supported_dtype
+from .check import Signature, did_you_mean, is_cache_policy, supported_dtype
 from .diagnostics import CompileError
 from .folding import fold_binary, fold_cdiv, fold_neg, number
 from .ir import Block, Builder, KernelIR, ScalarType, TensorType, TileType, Value
@@ -20,6 +20,7 @@ from .target import Target
 from .ragged import CARRIED, RESHAPED, Raggedness
 from .ops.math import APPROX
 from .ops.mma import OPERAND_TYPES as MMA_OPERANDS, accumulator_dtype
+from .parser import parse_cache_policy
 
 REDUCTIONS = {
     "amax": "amax(t, axis = A): largest |t| along axis A",
@@ -819,13 +820,27 @@ class _Lowering(CommLowering):
             return int(v.value)
         return float(v.value)
 
-    @staticmethod
-    def cache_attrs(clause: ast.CacheClause | None) -> dict:
-        """The clause as written, for the `cache` pass to check and lower; spans kept apart."""
+    def cache_attrs(self, clause: ast.CacheClause | None) -> dict:
+        """The clause as written, for the `cache` pass to check and lower; spans kept apart.
+        A cache-policy constant (`cache(XC)`, XC tuned over `cache(...)` values) stands for
+        its value's options, located at the name."""
         if clause is None:
             return {"cache": None}
-        return {"cache": tuple((a.key, a.value) for a in clause.args),
-                "_cache_spans": tuple(a.span for a in clause.args)}
+        args, spans = [], []
+        for a in clause.args:
+            value = self.sig.constants.get(a.key) if a.value is None else None
+            if value is None:
+                args.append((a.key, a.value))
+                spans.append(a.span)
+            elif not is_cache_policy(value):
+                raise CompileError(f"'{a.key}' = {value} is not a cache policy", a.span,
+                                   f"declare it as one: 'tune {a.key} = cache(nc) in "
+                                   "[cache(), cache(nc)]'")
+            else:
+                options = parse_cache_policy(value, a.key).args
+                args += [(o.key, o.value) for o in options]
+                spans += [a.span] * len(options)
+        return {"cache": tuple(args) or None, "_cache_spans": tuple(spans)}
 
     def tensor(self, name: ast.Name, local: bool = True) -> Value:
         """A tensor parameter; `local`: for load and store, which reach no symmetric tensor

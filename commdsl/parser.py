@@ -28,6 +28,7 @@ def _parser() -> Lark:
     # lark keys its table cache by the grammar's hash, so a changed grammar rebuilds it.
     folder = cache_dir()
     return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True,
+                start=["start", "cache"],
                 cache=os.path.join(folder, "grammar.lark.cache") if folder else False)
 
 
@@ -92,6 +93,9 @@ class _ToAst(Transformer):
     def tune_item(self, meta, items):
         name, default, values, by = items
         return ast.Tune(Span.of(meta), str(name), default, values, by)
+
+    def tune_values(self, meta, items):
+        return tuple(items)
 
     def tune_by(self, meta, items):
         return ast.Name(_span(items[0]), str(items[0]))
@@ -256,11 +260,22 @@ MAX_NESTING = 256
 def parse(text: str, path: str = "<string>") -> ast.Module:
     source = Source(text, path)
     try:
-        tree = _parser().parse(text)
+        tree = _parser().parse(text, start="start")
     except UnexpectedInput as e:
         raise _syntax_error(e, source) from None
     _check_nesting(tree, source)
     return _ToAst().transform(tree)
+
+
+def parse_cache_policy(text: str, name: str) -> ast.CacheClause:
+    """The value of cache-policy constant `name` given as text (`-D XC='cache(nc)'`, or
+    `commdsl.load(..., XC="cache(nc)")`)."""
+    try:
+        return _ToAst().transform(_parser().parse(text, start="cache"))
+    except UnexpectedInput:
+        raise CompileError(f"{name} = {text!r} is not a cache policy", None,
+                           f"write it as a cache clause, e.g. {name}=\"cache(nc, L1 = "
+                           "no_allocate)\" or \"cache()\" for none") from None
 
 
 # Rules inside an expression: a nesting error points at the whole expression, not at the

@@ -36,7 +36,7 @@ def random_activations(m, k, seed):
 
 
 def test_act_quant_ptx_facts_and_ptxas():
-    ptx = compile_file(ACT_QUANT).ptx
+    ptx = compile_file(ACT_QUANT, constants={"XC": "cache(nc, L1 = no_allocate, L2 = 256B)"}).ptx
     loads = re.findall(r"ld\.global\.nc\.L1::no_allocate\.L2::256B(\.\w+)*", ptx)
     assert loads, "no cache-hinted load"
     assert all(".v4.b32" in line for line in re.findall(r"ld\.global\.nc\.L1::no_allocate\.L2::256B\S*", ptx)), \
@@ -45,6 +45,15 @@ def test_act_quant_ptx_facts_and_ptxas():
     assert "div.rn.f32" in ptx, "'/' must be IEEE round-to-nearest division"
     report = assemble(ptx, arch="sm_90a", entry="act_quant").report
     assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0
+
+
+@pytest.mark.parametrize("policy,load", [
+    (None, "ld.global.nc.L2::256B.v4.b32"),                   # the measured default
+    ("cache()", "ld.global.v4.b32"),
+    ("cache(nc,L1=no_allocate, L2=256B)", "ld.global.nc.L1::no_allocate.L2::256B.v4.b32")])
+def test_the_load_policy_is_a_tune_constant(policy, load):
+    ptx = compile_file(ACT_QUANT, constants={} if policy is None else {"XC": policy}).ptx
+    assert re.findall(r"ld\.global\S*", ptx) == [load] * len(re.findall(r"ld\.global", ptx))
 
 
 @pytest.mark.parametrize("rows,warps", [(1, 1), (4, 4), (16, 4), (64, 8)])

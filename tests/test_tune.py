@@ -152,13 +152,13 @@ def test_second_identical_call_reads_the_saved_choice_and_times_nothing():
                              progress=False)
     assert first.config == {"BLOCK": 1024, "WARPS": 2}
     timer = StubTimer(rows_near_8)
-    commdsl.autotune(ACT_QUANT, args, timer=timer, progress=False)
+    commdsl.autotune(ACT_QUANT, args, timer=timer, progress=False, XC="cache()")
     assert len(timer.timed) == 28
     again = StubTimer(rows_near_8)
-    result = commdsl.autotune(ACT_QUANT, args, timer=again, progress=False)
+    result = commdsl.autotune(ACT_QUANT, args, timer=again, progress=False, XC="cache()")
     assert again.timed == [] and result.from_cache
     assert result.config == {"ROWS": 8, "WARPS": 1}
-    assert result.kernel.spec.constants == {"ROWS": 8, "WARPS": 1}
+    assert result.kernel.spec.constants == {"ROWS": 8, "WARPS": 1, "XC": "cache()"}
 
 
 def test_what_changes_the_choice_tunes_again():
@@ -186,11 +186,11 @@ def test_a_damaged_record_is_ignored(tmp_path):
 
 
 def test_tuning_a_loaded_kernel_keeps_its_constants():
-    kernel = commdsl.load(ACT_QUANT, WARPS=2)
+    kernel = commdsl.load(ACT_QUANT, WARPS=2, XC="cache(nc)")
     timer = StubTimer(rows_near_8)
     result = commdsl.autotune(kernel, (x_bf16(),), timer=timer, progress=False)
     assert result.config == {"ROWS": 8}
-    assert result.kernel.spec.constants == {"ROWS": 8, "WARPS": 2}
+    assert result.kernel.spec.constants == {"ROWS": 8, "WARPS": 2, "XC": "cache(nc)"}
     assert len(timer.timed) == 7
 
 
@@ -232,7 +232,8 @@ def test_autotuned_kernel_tunes_once_per_shape(monkeypatch):
     kernel(x_bf16(64, 256))
     kernel(x_bf16(64, 256))
     assert len(timer.timed) == 2 and len(launched) == 2
-    assert all(spec.constants == {"ROWS": 8, "WARPS": 4} for spec in launched)
+    assert all(spec.constants == {"ROWS": 8, "WARPS": 4, "XC": "cache(nc, L2 = 256B)"}
+               for spec in launched)
     kernel(x_bf16(32, 256))                  # a new shape tunes again
     assert len(timer.timed) == 4
     assert set(kernel.tunings) == {(("M", 64), ("K", 256)), (("M", 32), ("K", 256))}

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 
+from ..check import is_cache_policy
 from ..runtime.cache import atomic_write
 
 
@@ -54,7 +55,8 @@ class TuneRecords:
             return None
         config = record.get("config")
         if not isinstance(config, dict) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in config.values()):
+                isinstance(v, (int, float)) and not isinstance(v, bool) or is_cache_policy(v)
+                for v in config.values()):
             return None
         return record
 

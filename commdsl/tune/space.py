@@ -88,9 +88,13 @@ def _search_space(text, path, kernel, fixed, space) -> SearchSpace:
             raise CompileError(f"space['{name}'] is empty", None,
                                f"give it at least one value, e.g. space={{'{name}': [16]}}")
         for v in values:
+            if isinstance(v, str) and v.startswith("cache("):
+                continue                # a cache policy, checked where it is bound
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise CompileError(f"space['{name}'] holds {v!r}, which is not a number", None,
-                                   f"constants are numbers, e.g. space={{'{name}': [8, 16]}}")
+                raise CompileError(f"space['{name}'] holds {v!r}, which is not a number or a "
+                                   "cache policy", None, f"constants are numbers, e.g. "
+                                   f"space={{'{name}': [8, 16]}}, or cache policies, e.g. "
+                                   f"space={{'{name}': ['cache()', 'cache(nc)']}}")
     return SearchSpace(k.name, tuple((name, tuple(values)) for name, values in space.items()))
 
 
