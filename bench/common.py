@@ -101,14 +101,14 @@ class ConfigKernels:
     """The kernels of one example compiled for each config a bench times, each compiled
     once across shapes."""
 
-    def __init__(self, path: str):
-        self.path, self._kernels = path, {}
+    def __init__(self, path: str, **options):
+        self.path, self.options, self._kernels = path, options, {}
 
     def __call__(self, config: dict):
         import commdsl
         key = tuple(sorted(config.items()))
         if key not in self._kernels:
-            self._kernels[key] = commdsl.load(self.path, **config)
+            self._kernels[key] = commdsl.load(self.path, **self.options, **config)
         return self._kernels[key]
 
 
@@ -116,11 +116,11 @@ def config_name(config: dict) -> str:
     return ",".join(f"{key}={value}" for key, value in config.items())
 
 
-def gemm_args(ap, default: list):
+def gemm_args(ap, default: list, what: str = "M,N,K"):
     """`ap`'s arguments with --iters and --shapes M,N,K ...: args.shapes the (M, N, K)
-    triples given, or `default`."""
+    triples given (`what` names their parts), or `default`."""
     ap.add_argument("--iters", type=int, default=50)
-    ap.add_argument("--shapes", nargs="*", help="M,N,K triples (default: the issue's)")
+    ap.add_argument("--shapes", nargs="*", help=f"{what} triples (default: the issue's)")
     args = ap.parse_args()
     args.shapes = ([tuple(map(int, s.split(","))) for s in args.shapes] if args.shapes
                    else default)
