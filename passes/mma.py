@@ -257,9 +257,10 @@ def _select(op: Op, producers: dict[int, Op], groups: int, loop_ops: list[Op]) -
                            f"use a multiple of {wgmma_k} that divides {k_steps * wgmma_k}")
     op.attrs.update(instr=f"m64n{bn}k{wgmma_k}", warpgroups=groups, k_steps=k_steps,
                     promote_steps=every // wgmma_k)
-    # Each promotion interval in flight holds its own BN / 2 partial sums per thread; an mma
-    # that accumulates in place (mma(a, b, acc)) holds only the accumulator.
-    intervals = k_steps // (every // wgmma_k) if len(op.operands) == 2 else 0
+    # Each promotion interval in flight holds its own BN / 2 partial sums per thread besides
+    # the accumulator it is added into; an mma that accumulates in place (mma(a, b, acc)),
+    # or whose product no accumulator takes (s = mma(a, b.T) * SCALE), holds only its result.
+    intervals = k_steps // (every // wgmma_k) if _accumulated(op, loop_ops) else 0
     # A from registers: its [64, K] rows of the warpgroup, two 16-bit elements a register;
     # a tile made in the pipelined loop is held a K step ahead too (passes/prefetch.py).
     a_regs = 0
@@ -268,6 +269,23 @@ def _select(op: Op, producers: dict[int, Op], groups: int, loop_ops: list[Op]) -
         copies = 2 if any(o is made for o in loop_ops) else 1
         a_regs = copies * WARPGROUP_ROWS * op.operands[0].type.shape[1] // 2 // 128
     return (intervals + 1) * bn // 2 + a_regs
+
+
+def _accumulated(mma: Op, loop_ops: list[Op]) -> bool:
+    """Whether a two-operand mma's product, scaled or not, is added into an accumulator
+    (`acc += mma(a, b.T) * s[:, None]`: promoted) rather than used as it is."""
+    if len(mma.operands) != 2:
+        return False
+    values = [mma.result]
+    while values:
+        v = values.pop()
+        for o in loop_ops:
+            if v in o.operands:
+                if o.name in ("add", "fma"):
+                    return True
+                if o.name == "mul":
+                    values.append(o.result)
+    return False
 
 
 def _fuse_promotion(kernel: KernelIR, mma: Op) -> None:

@@ -43,6 +43,16 @@ def test_head_dim_128_reads_two_slabs_of_k_and_v_without_spilling():
     assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0
 
 
+def test_128_keys_a_step_with_head_dim_64_fit_the_registers():
+    """s and p 128 keys wide: the first product is used as it is (no accumulator of its own
+    to count), and ptxas agrees with the budget."""
+    ptx = compile_file(ATTENTION, constants=dict(KB=128)).ptx
+    assert len(re.findall(r"m64n128k16\.f32\.bf16\.bf16", ptx)) == 4        # q k^T
+    assert len(re.findall(r"m64n64k16\.f32\.bf16\.bf16", ptx)) == 8         # p v over 128 keys
+    report = assemble(ptx).report
+    assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0
+
+
 def test_gqa_heads_share_their_kv_head():
     """GQA = 2: query heads 2j and 2j + 1 read k and v head j."""
     bh, length = 4, 100
@@ -74,10 +84,12 @@ def test_both_products_are_wgmmas_from_registers():
 
 @pytest.mark.parametrize("causal", [0, 1], ids=["full", "causal"])
 @pytest.mark.parametrize("lowered", [False, True], ids=["source", "lowered"])
-@pytest.mark.parametrize("bh,length,d", [(2, 200, 64), (1, 64, 64), (1, 150, 128)])
-def test_interpreter_matches_float64(bh, length, d, lowered, causal):
+@pytest.mark.parametrize("bh,length,d,kb", [(2, 200, 64, 64), (1, 64, 64, 64), (1, 150, 128, 64),
+                                             (2, 300, 64, 128)])
+def test_interpreter_matches_float64(bh, length, d, kb, lowered, causal):
     q, k, v = operands(bh, length, d, seed=bh + length)
-    kir = compile_file(ATTENTION, emit="ir", constants=dict(STAGES=2, CAUSAL=causal, D=d)).ir[0]
+    kir = compile_file(ATTENTION, emit="ir",
+                       constants=dict(STAGES=2, CAUSAL=causal, D=d, KB=kb)).ir[0]
     if lowered:
         for name in PASS_ORDER:
             kir = get_pass(name)(kir, get_target("sm_90a"))
@@ -95,8 +107,10 @@ def test_interpreter_matches_float64(bh, length, d, lowered, causal):
 @pytest.mark.parametrize("constants,message", [
     (dict(D=96), "a bf16 mma here takes K in whole 128-byte swizzled rows, 64 to 256 of K per "
                  "product, not 96"),
-    (dict(D=256), "the 2 products' results and register operands need about 312 registers per "
+    (dict(D=256), "the 2 products' results and register operands need about 280 registers per "
                   "thread; 2 consumer warpgroups get 240"),
+    (dict(D=128, KB=128), "the 2 products' results and register operands need about 248 "
+                          "registers per thread; 2 consumer warpgroups get 240"),
     (dict(GQA=0), "a size is divided by zero"),
 ])
 def test_head_dims_and_groupings_it_cannot_take_are_located(constants, message):

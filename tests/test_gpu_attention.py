@@ -23,16 +23,16 @@ VARLEN = os.path.join(os.path.dirname(__file__), "..", "examples", "attention_va
 
 
 @pytest.mark.parametrize("bh,length", [(16, 4096), (3, 1000), (2, 1), (1, 64)])
-@pytest.mark.parametrize("d,stages", [(64, 2), (64, 3), (128, 2)])
+@pytest.mark.parametrize("d,stages,kb", [(64, 2, 64), (64, 3, 64), (128, 2, 64), (64, 3, 128)])
 @pytest.mark.parametrize("causal", [0, 1], ids=["full", "causal"])
-def test_within_twice_torchs_error(bh, length, d, stages, causal):
+def test_within_twice_torchs_error(bh, length, d, stages, kb, causal):
     g = torch.Generator(device="cuda").manual_seed(bh * length + stages)
     q, k, v = (torch.randn(bh, length, d, generator=g, device="cuda").to(torch.bfloat16)
                for _ in range(3))
     q[0, 0, :4] = 8.0                                     # a row with a sharp peak
     o = torch.full((bh, length, d), float("nan"), dtype=torch.bfloat16, device="cuda")
     lse = torch.full((bh, length), float("nan"), device="cuda")
-    commdsl.load(ATTENTION, STAGES=stages, CAUSAL=causal, D=d)(q, k, v, o=o, lse=lse)
+    commdsl.load(ATTENTION, STAGES=stages, CAUSAL=causal, D=d, KB=kb)(q, k, v, o=o, lse=lse)
     s = (q.double() @ k.double().transpose(1, 2)) * 0.125
     if causal:
         s = s.masked_fill(torch.ones(length, length, dtype=torch.bool, device="cuda").triu(1),
