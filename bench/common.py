@@ -101,14 +101,14 @@ class ConfigKernels:
     """The kernels of one example compiled for each config a bench times, each compiled
     once across shapes."""
 
-    def __init__(self, path: str, **options):
-        self.path, self.options, self._kernels = path, options, {}
+    def __init__(self, path: str):
+        self.path, self._kernels = path, {}
 
     def __call__(self, config: dict):
         import commdsl
         key = tuple(sorted(config.items()))
         if key not in self._kernels:
-            self._kernels[key] = commdsl.load(self.path, **self.options, **config)
+            self._kernels[key] = commdsl.load(self.path, **config)
         return self._kernels[key]
 
 
