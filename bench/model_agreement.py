@@ -17,6 +17,7 @@ import itertools
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, replace
 
@@ -55,8 +56,10 @@ def recorded_shapes(device: str = "h100-80gb-hbm3") -> list[Shape]:
 
 
 def parse_label(label: str) -> dict:
-    return {name: int(value) for name, value in
-            (item.split("=") for item in label.split(","))}
+    """'ROWS=16,WARPS=8,XC=cache(nc, L2 = 256B)' -> constants (a cache policy's own commas
+    stay inside its parentheses)."""
+    return {name: value if value.startswith("cache(") else int(value) for name, value in
+            re.findall(r"(\w+)=(cache\([^)]*\)|[^,]+)", label)}
 
 
 class Model:

@@ -174,8 +174,8 @@ def _override(decl: ast.Tune | ast.Const, declared, value):
             _kind(declared) == "a number" and isinstance(value, int)):
         return value
     what = (f"constant '{decl.name}' = {value!r} is not {_kind(declared)}"
-            if isinstance(declared, str) else f"'{decl.name}' is {_kind(declared)} ({declared}), so it cannot be set to "
-            f"{value!r}")
+            if isinstance(declared, str) else
+            f"'{decl.name}' is {_kind(declared)} ({declared}), so it cannot be set to {value!r}")
     example = f"'{declared}'" if is_cache_policy(declared) else declared
     raise CompileError(what, decl.span, f"give {_kind(declared)}, e.g. -D {decl.name}={example}")
 

@@ -86,3 +86,8 @@ def test_a_tuned_policy_is_saved_and_read_back(tmp_path, monkeypatch):
     again = commdsl.autotune(SOURCE, (x,), timer=timer, progress=False)
     assert first.config == again.config == {"XC": "cache(nc, L1 = no_allocate)"}
     assert again.from_cache and len(timed) == 3
+
+
+def test_a_space_given_in_python_holds_policies_written_one_way():
+    space = search_space(SOURCE, "cp.cdsl", None, {}, {"XC": ["cache( nc )", "cache()"]})
+    assert space.axes == (("XC", ("cache(nc)", "cache()")),)

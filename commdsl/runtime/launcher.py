@@ -79,8 +79,8 @@ class Launcher:
         self._output_positions = [i for i, t in enumerate(spec.tensors) if t.is_out]
         # Dimensions that give a size: a bare one (M), or one offset by a constant
         # (cu_seqlens: [B + 1]); (index, size, offset).
-        self._bare = {t.name: [(i, *_size_and_offset(d)) for i, d in enumerate(t.dims)
-                               if _size_and_offset(d)] for t in spec.tensors}
+        self._bare = {t.name: [(i, *given) for i, d in enumerate(t.dims)
+                               if (given := _size_and_offset(d))] for t in spec.tensors}
         self._derived = {t.name: [(i, d) for i, d in enumerate(t.dims) if not isinstance(d, Sym)]
                          for t in spec.tensors}
         self._symbols = set(spec.size_symbols).union(

@@ -50,8 +50,8 @@ def search_space(text: str, path: str, kernel: str | None, fixed: dict,
 
 
 def _search_space(text, path, kernel, fixed, space) -> SearchSpace:
-    from ..check import check_signature, did_you_mean, fold_constant
-    from ..parser import parse
+    from ..check import check_signature, did_you_mean, fold_constant, is_cache_policy
+    from ..parser import parse, parse_cache_policy
     k = _pick_kernel(parse(text, path).kernels, kernel, path)
     tunes = {t.name: t for t in k.tunes}
     declared = list(tunes) + [c.name for c in k.consts]
@@ -88,14 +88,17 @@ def _search_space(text, path, kernel, fixed, space) -> SearchSpace:
             raise CompileError(f"space['{name}'] is empty", None,
                                f"give it at least one value, e.g. space={{'{name}': [16]}}")
         for v in values:
-            if isinstance(v, str) and v.startswith("cache("):
-                continue                # a cache policy, checked where it is bound
+            if is_cache_policy(v):
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise CompileError(f"space['{name}'] holds {v!r}, which is not a number or a "
                                    "cache policy", None, f"constants are numbers, e.g. "
                                    f"space={{'{name}': [8, 16]}}, or cache policies, e.g. "
                                    f"space={{'{name}': ['cache()', 'cache(nc)']}}")
-    return SearchSpace(k.name, tuple((name, tuple(values)) for name, values in space.items()))
+    # a cache policy as written one way, as a compile binds it and a record keeps it
+    return SearchSpace(k.name, tuple(
+        (name, tuple(parse_cache_policy(v, name).text if is_cache_policy(v) else v
+                     for v in values)) for name, values in space.items()))
 
 
 def model_axes(text: str, path: str, kernel: str | None, fixed: dict,
