@@ -91,3 +91,11 @@ def test_a_tuned_policy_is_saved_and_read_back(tmp_path, monkeypatch):
 def test_a_space_given_in_python_holds_policies_written_one_way():
     space = search_space(SOURCE, "cp.cdsl", None, {}, {"XC": ["cache( nc )", "cache()"]})
     assert space.axes == (("XC", ("cache(nc)", "cache()")),)
+
+
+def test_the_tune_command_takes_a_space_of_policies():
+    from commdsl.tune.command import parse_space
+    assert parse_space(["ROWS=8,16", "XC=cache(),cache(nc, L1 = no_allocate)"]) == {
+        "ROWS": [8, 16], "XC": ["cache()", "cache(nc, L1 = no_allocate)"]}
+    with pytest.raises(CompileError, match="--space expects NAME=V1,V2"):
+        parse_space(["XC=nc"])

@@ -12,6 +12,8 @@ config the model picks (tune/model.py).
 """
 from __future__ import annotations
 
+import re
+
 from ..diagnostics import CompileError
 from .search import SEARCHES
 
@@ -37,12 +39,15 @@ def parse_space(items: list[str]) -> dict | None:
     for item in items:
         name, eq, values = item.partition("=")
         try:
-            parsed = [_number(v) for v in values.split(",")] if eq and values else None
+            # a cache policy keeps the commas inside its parentheses
+            parsed = ([v if v.startswith("cache(") else _number(v)
+                       for v in re.findall(r"cache\([^)]*\)|[^,]+", values)]
+                      if eq and values else None)
         except ValueError:
             parsed = None
         if not name.isidentifier() or not parsed:
             raise CompileError(f"--space expects NAME=V1,V2,..., got '{item}'", None,
-                               "e.g. --space ROWS=8,16,32")
+                               "e.g. --space ROWS=8,16,32 or --space 'XC=cache(),cache(nc)'")
         space[name] = parsed
     return space
 
