@@ -102,7 +102,13 @@ class Ring:
         self.copies_in_flight = [0] * smem_type.stages     # TMA copies not landed yet
         self.readers = [0] * smem_type.stages              # mma_issues not retired yet
 
+    def slot(self, stage: int) -> int:
+        """Where a step's `stage` lies: a ring of one stage (a tile kept across the
+        pipelined loop, passes/pipeline.py) has it at 0 whatever the step."""
+        return stage if self.type.stages > 1 else 0
+
     def read(self, op, stage: int):
+        stage = self.slot(stage)
         if self.copies_in_flight[stage]:
             raise InterpreterError(f"race at {_op_text(op)}: it reads stage {stage} of a ring "
                                    f"while a TMA copy into it is still in flight")

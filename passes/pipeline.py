@@ -20,6 +20,12 @@ A tile wider than one 128-byte swizzled row (K past 64 bf16, or an MN-major B's 
 [rows x 128 B] column slabs in its buffer, one TMA box each (`slabs`), which the mma's
 descriptors step through.
 
+A `via tma` tile loaded in a loop around the pipelined one (attention's q, read by every
+step's first product) is not in the ring: it gets a buffer of one stage and a full / empty
+barrier pair of its own. The producer loads it where it was loaded, once per iteration of
+that loop (counted as `rit`, whose parity the pair takes); the consumers wait for it there
+and hand it back after the loop that holds the pipelined one (`Resident`).
+
 A flag wait in the loop nest (an ACQUIRE op: `wait ready[m0 / BM] >= e` ahead of the tile's
 loads, where another kernel or rank writes the operands) gates both sides: the producer
 thread spins on it before the TMA copies it gates, then fences the async proxy
@@ -37,6 +43,8 @@ the consumers of all C CTAs are done with it, so they arrive on every CTA's `emp
 the CTAs of a cluster meet after the barrier inits and again before they exit.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from commdsl.diagnostics import CompileError
 from commdsl.dtypes import dtype as dtype_info
@@ -85,30 +93,74 @@ def _check_loads(loop: Op, target: Target, users) -> list[Op]:
         raise CompileError(f"TMA ('via tma') needs sm_90 or newer, not {target.name}",
                            loads[0].loc, "compile with --target sm_90a")
     for op in loads:
-        tensor, t = op.operands[0], op.result.type
-        sizes = op.attrs.get("sizes", ())
-        if (not 2 <= tensor.type.rank <= MAX_TMA_RANK or len(t.shape) != 2
-                or sizes[-1:] in ((), (None,))):
-            raise CompileError(f"a 'via tma' load takes a 2-D tile of a tensor of rank 2 to "
-                               f"{MAX_TMA_RANK}: a range of its last dimension, a range of one "
-                               "other, and one index for each of the rest", op.loc,
-                               "write 'load x[r0 : +R, c0 : +C] via tma' or "
-                               "'load q[r0 : +R, h, c0 : +C] via tma'")
-        rows, cols = t.shape
-        row_bytes = cols * dtype_info(t.dtype).bytes
-        uses = users.get(op.result.id, [])
-        if row_bytes % SWIZZLE_BYTES:
-            raise CompileError(f"a 'via tma' tile row must be whole {SWIZZLE_BYTES}-byte "
-                               f"swizzled rows, not {cols} x {t.dtype}", op.loc,
-                               f"load a multiple of {SWIZZLE_BYTES // dtype_info(t.dtype).bytes}"
-                               " columns")
-        if rows % 8 or rows > 256:
-            raise CompileError(f"a 'via tma' tile has a multiple of 8 rows up to 256, not "
-                               f"{rows}", op.loc, "pick BM / BN among 16, 32, 64, 128, 256")
-        if any(not has_trait(u, MMA) for u in uses):
-            raise CompileError("a 'via tma' tile lands in shared memory, where only mma reads "
-                               "it", op.loc, "load tiles used by other math without 'via tma'")
+        _check_tile(op, users)
     return loads
+
+
+def _check_tile(op: Op, users) -> None:
+    """What TMA and wgmma ask of a `via tma` tile."""
+    tensor, t = op.operands[0], op.result.type
+    sizes = op.attrs.get("sizes", ())
+    if (not 2 <= tensor.type.rank <= MAX_TMA_RANK or len(t.shape) != 2
+            or sizes[-1:] in ((), (None,))):
+        raise CompileError(f"a 'via tma' load takes a 2-D tile of a tensor of rank 2 to "
+                           f"{MAX_TMA_RANK}: a range of its last dimension, a range of one "
+                           "other, and one index for each of the rest", op.loc,
+                           "write 'load x[r0 : +R, c0 : +C] via tma' or "
+                           "'load q[r0 : +R, h, c0 : +C] via tma'")
+    rows, cols = t.shape
+    row_bytes = cols * dtype_info(t.dtype).bytes
+    uses = users.get(op.result.id, [])
+    if row_bytes % SWIZZLE_BYTES:
+        raise CompileError(f"a 'via tma' tile row must be whole {SWIZZLE_BYTES}-byte "
+                           f"swizzled rows, not {cols} x {t.dtype}", op.loc,
+                           f"load a multiple of {SWIZZLE_BYTES // dtype_info(t.dtype).bytes}"
+                           " columns")
+    if rows % 8 or rows > 256:
+        raise CompileError(f"a 'via tma' tile has a multiple of 8 rows up to 256, not "
+                           f"{rows}", op.loc, "pick BM / BN among 16, 32, 64, 128, 256")
+    if any(not has_trait(u, MMA) for u in uses):
+        raise CompileError("a 'via tma' tile lands in shared memory, where only mma reads "
+                           "it", op.loc, "load tiles used by other math without 'via tma'")
+
+
+@dataclass
+class Resident:
+    """`via tma` tiles loaded in a loop around the pipelined one, kept in shared memory
+    while it runs (e.g. attention's q, read by every step's product): one buffer each,
+    loaded by the producer once per iteration of their loop (`level` in the nest) behind
+    their own full / empty barrier pair."""
+    loads: list[Op]
+    level: int
+    nbytes: int = 0
+    full: Value | None = None
+    empty: Value | None = None
+
+
+def _resident_loads(path: list[Op], others: list[Op], target: Target, users) -> Resident | None:
+    """The `via tma` loads outside the pipelined loop: directly in one loop around it (so
+    ahead of it: its products read them), read by those products only."""
+    if not others:
+        return None
+    inner = {id(op) for op in path[-1].blocks[0].walk()}
+    levels = set()
+    for op in others:
+        level = next((i for i, loop in enumerate(path[:-1]) if op in loop.blocks[0].ops), None)
+        if level is None:
+            raise CompileError("'via tma' loads belong directly in the pipelined loop, or in a "
+                               "loop around it", op.loc,
+                               "move the load into the pipeline(STAGES) loop or the tile loop")
+        _check_tile(op, users)
+        if any(id(u) not in inner for u in users.get(op.result.id, [])):
+            raise CompileError("a tile kept in shared memory across the pipelined loop is "
+                               "read by that loop's products only", op.loc,
+                               "load it again for a product outside the loop")
+        levels.add(level)
+    if len(levels) > 1:
+        raise CompileError("tiles kept in shared memory across the pipelined loop are loaded "
+                           "in one loop around it; these are in two", others[-1].loc,
+                           "load them in the same loop")
+    return Resident(others, levels.pop())
 
 
 def rows_dim(load: Op) -> int:
@@ -161,9 +213,12 @@ IMPURE = (WRITES, SIDE_EFFECTS, ASYNC, BARRIER, MMA)
 
 def _producer(path: list[Op], loads: list[Op], bufs: dict[int, Value], maps: dict[int, int],
               full: Value, empty: Value, stages: int, nbytes: int,
-              multicast: dict[int, int]) -> list[Op]:
-    """A copy of the loop nest that only issues the TMA copies."""
-    needed = {v.id for op in loads for v in op.operands[1:]}
+              multicast: dict[int, int], resident: Resident | None) -> list[Op]:
+    """A copy of the loop nest that only issues the TMA copies: the ring's per step, the
+    resident tiles' once per iteration of their loop (counted by `rit`, whose parity their
+    barriers take)."""
+    kept = resident.loads if resident else []
+    needed = {v.id for op in loads + kept for v in op.operands[1:]}
     for loop in path:
         needed |= {v.id for v in loop.operands[:3]}
         needed |= {v.id for op in loop.blocks[0].ops if has_trait(op, ACQUIRE)
@@ -189,19 +244,33 @@ def _producer(path: list[Op], loads: list[Op], bufs: dict[int, Value], maps: dic
     top = Block()
     start = _const(Builder(top, path[0].loc), 0)
 
-    def build(level: int, b: Builder, it_in: Value) -> Value:
+    def build(level: int, b: Builder, counts: list[Value]) -> list[Value]:
         loop = path[level]
-        new = b.op("for", [get(v) for v in loop.operands[:3]] + [it_in], [I32],
+        new = b.op("for", [get(v) for v in loop.operands[:3]] + counts, [I32] * len(counts),
                    pipeline=loop.attrs.get("pipeline"))
         iv = loop.blocks[0].args[0]
-        body = Block(args=[Value(I32, iv.name), Value(I32, "it")])
+        names = ("it", "rit")[:len(counts)]
+        body = Block(args=[Value(I32, iv.name)] + [Value(I32, n) for n in names])
         new.blocks.append(body)
         mapping[iv.id] = body.args[0]
         inner = Builder(body, loop.loc)
-        it = body.args[1]
+        counts = body.args[1:]
         for op in loop.blocks[0].ops:
+            it = counts[0]
             if level + 1 < len(path) and op is path[level + 1]:
-                it = build(level + 1, inner, it)
+                counts = build(level + 1, inner, counts)
+            elif op in kept:
+                inner.loc = op.loc
+                if op is kept[0]:
+                    zero = _const(inner, 0)
+                    parity = inner.value("rem", [counts[1], _const(inner, 2)], I32)
+                    flipped = inner.value("sub", [_const(inner, 1), parity], I32)
+                    inner.op("mbarrier_wait", [resident.empty, zero, flipped], [])
+                    inner.op("mbarrier_expect_tx", [resident.full, zero], [],
+                             bytes=resident.nbytes)
+                inner.op("tma_load", [op.operands[0], bufs[op.result.id], zero,
+                                      *map(get, op.operands[1:]), resident.full, zero], [],
+                         map=maps[op.result.id], multicast=1)
             elif op in loads:
                 if op is loads[0]:
                     inner.loc = op.loc
@@ -218,18 +287,22 @@ def _producer(path: list[Op], loads: list[Op], bufs: dict[int, Value], maps: dic
                 inner.op("fence_async_global", [], [])
             elif op.name != "yield" and any(r.id in needed for r in op.results):
                 inner.block.ops.append(op.copy(mapping))
+        counts = list(counts)
         if level + 1 == len(path):
-            it = inner.value("add", [it, _const(inner, 1)], I32)
-        inner.op("yield", [it], [])
-        return new.result
+            counts[0] = inner.value("add", [counts[0], _const(inner, 1)], I32)
+        if resident and level == resident.level:
+            counts[1] = inner.value("add", [counts[1], _const(inner, 1)], I32)
+        inner.op("yield", counts, [])
+        return new.results
 
-    build(0, Builder(top, path[0].loc), start)
+    build(0, Builder(top, path[0].loc), [start] * (2 if resident else 1))
     return top.ops
 
 
 def _consumer(path: list[Op], loads: list[Op], bufs: dict[int, Value], full: Value,
-              empty: Value, stages: int, cluster: int) -> list[Op]:
-    """The loop nest itself, waiting for each stage before its mma and releasing it after."""
+              empty: Value, stages: int, cluster: int, resident: Resident | None) -> list[Op]:
+    """The loop nest itself, waiting for each stage before its mma and releasing it after
+    (and for the resident tiles before the pipelined loop, releasing them after it)."""
     top = Block()
     it = _const(Builder(top, path[0].loc), 0)
     for level, loop in enumerate(path):
@@ -237,6 +310,8 @@ def _consumer(path: list[Op], loads: list[Op], bufs: dict[int, Value], full: Val
         if level:
             path[level - 1].blocks[0].ops[-1].operands.append(result)    # the parent's yield
         it = arg
+    if resident:
+        _wait_for_resident(path, resident, _const(Builder(top, path[0].loc), 0))
     loop = path[-1]
     body = loop.blocks[0]
     new_ops: list[Op] = []
@@ -271,6 +346,35 @@ def _consumer(path: list[Op], loads: list[Op], bufs: dict[int, Value], full: Val
     body.ops = new_ops
     top.ops.append(path[0])
     return top.ops
+
+
+def _wait_for_resident(path: list[Op], resident: Resident, start: Value) -> None:
+    """Counts the resident level's iterations (`rit`) down to it; there, waits for the
+    resident tiles where they were loaded and hands them back after the loop that holds the
+    pipelined one (whose products have all completed by then)."""
+    rit = start
+    for level, loop in enumerate(path[:resident.level + 1]):
+        arg, result = add_carried(loop, rit, "rit")
+        if level:
+            path[level - 1].blocks[0].ops[-1].operands.append(result)
+        rit = arg
+    ops = path[resident.level].blocks[0].ops
+    at = ops.index(resident.loads[0])
+    b = Builder(Block(), resident.loads[0].loc)
+    zero = _const(b, 0)
+    parity = b.value("rem", [rit, _const(b, 2)], I32)
+    b.op("mbarrier_wait", [resident.full, zero, parity], [])
+    ops[at:at + 1] = b.block.ops
+    for op in resident.loads[1:]:
+        ops.remove(op)
+    b = Builder(Block(), path[resident.level + 1].loc)
+    b.op("mbarrier_arrive", [resident.empty, _const(b, 0)], [], per="warp", cluster=1)
+    after = ops.index(path[resident.level + 1]) + 1
+    ops[after:after] = b.block.ops
+    nxt = Builder(Block(), path[resident.level].loc)
+    value = nxt.value("add", [rit, _const(nxt, 1)], I32)
+    ops[-1:-1] = nxt.block.ops
+    ops[-1].operands.append(value)
 
 
 def _without_program_barriers(consumers: Block) -> None:
@@ -311,14 +415,11 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         for v in op.operands:
             users.setdefault(v.id, []).append(op)
     loads = _check_loads(loop, target, users)
-    if len(stray) != len(loads):
-        raise CompileError("'via tma' loads belong directly in the pipelined loop",
-                           next(op for op in stray if op not in loads).loc,
-                           "move the load into the pipeline(STAGES) loop")
     path = _path_to(kernel, loop)
     if any(op.name != "for" for op in path):
         raise CompileError("a pipelined loop may sit only inside other loops", loop.loc,
                            "move it out of this construct")
+    resident = _resident_loads(path, [op for op in stray if op not in loads], target, users)
     if (kernel.attrs.get("ctas_per_sm") or 1) > 1:
         raise CompileError("a TMA-pipelined kernel runs one CTA per SM: its warpgroups trade "
                            "registers with setmaxnreg, sized for the whole SM", loop.loc,
@@ -344,6 +445,26 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         tensor_maps.append(TensorMapParam(op.operands[0].name,
                                           (rows // share, cols // slabs(op.result.type)),
                                           SWIZZLE_BYTES, rows_dim(op)))
+    if resident is not None:
+        if cluster > 1:
+            raise CompileError("a tile kept in shared memory across the pipelined loop is not "
+                               "supported yet in a cluster", resident.loads[0].loc,
+                               "drop cluster = ..., or load the tile in the pipelined loop")
+        for op in resident.loads:
+            rows, cols = op.result.type.shape
+            resident.nbytes += rows * cols * dtype_info(op.result.type.dtype).bytes
+            one = SmemType(op.result.type.dtype, 1, (rows, cols))
+            bufs[op.result.id] = pre.value("smem_alloc", [], one, offset=offset)
+            offset += one.stage_bytes
+            maps[op.result.id] = len(tensor_maps)
+            tensor_maps.append(TensorMapParam(op.operands[0].name,
+                                              (rows, cols // slabs(op.result.type)),
+                                              SWIZZLE_BYTES, rows_dim(op)))
+        resident.full = pre.value("mbarrier_alloc", [], BarrierType(1), offset=offset,
+                                  count=1, arrivals=1)
+        resident.empty = pre.value("mbarrier_alloc", [], BarrierType(1), offset=offset + 8,
+                                   count=1, arrivals=4 * groups)
+        offset += 16
     full = pre.value("mbarrier_alloc", [], BarrierType(stages), offset=offset, count=stages,
                      arrivals=1)
     empty = pre.value("mbarrier_alloc", [], BarrierType(stages), offset=offset + 8 * stages,
@@ -354,10 +475,11 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
                            f"shared memory; a CTA can have {target.shared_bytes_per_block}",
                            loop.loc,
                            "use fewer stages or smaller tiles")
-    pre.op("mbarrier_init", [full, empty], [], cluster=cluster)
+    pre.op("mbarrier_init", [full, empty] + ([resident.full, resident.empty] if resident
+                                              else []), [], cluster=cluster)
 
     producer = Block(ops=_producer(path, loads, bufs, maps, full, empty, stages, stage_bytes,
-                                   multicast))
+                                   multicast, resident))
     index = kernel.body.ops.index(path[0])
     after = kernel.body.ops[index + 1:]
     first = issue_ahead(path[-1])            # the scales: a K step ahead, in registers
@@ -365,8 +487,8 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         outer = path[-2].blocks[0].ops
         outer[outer.index(path[-1]):outer.index(path[-1])] = first
         first = []
-    consumer = Block(ops=first + _consumer(path, loads, bufs, full, empty, stages, cluster)
-                     + after)
+    consumer = Block(ops=first + _consumer(path, loads, bufs, full, empty, stages, cluster,
+                                           resident) + after)
     _without_program_barriers(consumer)
     ws = Op("warp_specialize", [], [], dict(producer_regs=target.producer_registers,
                                              consumer_regs=target.consumer_registers(groups),

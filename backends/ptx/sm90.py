@@ -341,6 +341,14 @@ def _fragment_order(n: int) -> list[int]:
             for e in range(2)]
 
 
+def _stage_base(cg, buf, ring, stage):
+    """The address of a step's stage of a ring; a ring of one stage (a tile kept across the
+    pipelined loop) is at its start whatever the step."""
+    if ring.stages == 1:
+        return buf
+    return cg.b.add(buf, cg.b.mul(stage, cg.i32(ring.stage_bytes)))
+
+
 class _Wgmma:
     """The wgmmas of one mma op in this consumer warpgroup (its m64 block of rows)."""
 
@@ -353,11 +361,10 @@ class _Wgmma:
         self.bn = op.result.type.shape[1]
         self.a_tile = bufs[0] if isinstance(rings[0], TileType) else None
         if self.a_tile is None:
-            a_base = b.add(bufs[0], b.mul(stage, cg.i32(rings[0].stage_bytes)))
-            a_base = b.add(a_base, b.mul(_consumer_warpgroup(cg),
-                                         cg.i32(WARPGROUP_ROWS * 128)))
+            a_base = b.add(_stage_base(cg, bufs[0], rings[0], stage),
+                           b.mul(_consumer_warpgroup(cg), cg.i32(WARPGROUP_ROWS * 128)))
             self.a_desc = _descriptor(cg, a_base)
-        b_base = b.add(bufs[1], b.mul(stage, cg.i32(rings[1].stage_bytes)))
+        b_base = _stage_base(cg, bufs[1], rings[1], stage)
         # K-major B: a wgmma's 32 bytes of K lie along each row (+2 in 16-byte units). An
         # MN-major B ([K, N] slabs, wgmma's transposed form) steps 16 K rows of 128 bytes.
         self.mn_major_b = not op.attrs["trans_b"]

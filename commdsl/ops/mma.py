@@ -134,13 +134,13 @@ class Partial:
     def __init__(self, op, rings, stage):
         self.op, self.rings, self.stage = op, rings, stage
         for ring in rings:
-            ring.readers[stage] += 1
+            ring.readers[ring.slot(stage)] += 1
 
     def retire(self):
         from commdsl.cpu_numerics import matmul_f32
         a, b, _ = _operands(self.op, [*self.rings, self.stage])
         for ring in self.rings:
-            ring.readers[self.stage] -= 1
+            ring.readers[ring.slot(self.stage)] -= 1
         return matmul_f32(a, b)
 
 
