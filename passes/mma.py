@@ -5,7 +5,8 @@ On sm_90a an FP8 [BM, 128] x [BN, 128]^T product becomes, per 128-wide K step, f
 memory (TMA's layout), on BM / 64 consumer warpgroups (three for BM = 192: 160 registers
 each, with 128 x 128 tiles' 128 FLOP per byte of L2 traffic raised to 154). bf16/f16 take
 k16 steps over 64 of K, f32 (read as tf32) k8 over 32, i8/u8 k32 over 128 into an s32
-accumulator; a product takes one to four such 128-byte swizzled rows of K (slabs). Checked
+accumulator; a product takes any whole number of such 128-byte swizzled rows of K (slabs,
+one TMA box each: MLA's 576-wide q k^T is nine). Checked
 here: the target has wgmma; B is loaded `via tma`; the types pair as wgmma pairs them; the
 shape fits the instruction; and, for quantized operands, the product's K extent stays inside
 one scale group, since a partial sum is promoted with one scale (the promotion interval).
@@ -35,7 +36,6 @@ from commdsl.ops.mma import FP8, HALF, INT8, OPERAND_TYPES
 from commdsl.target import Target
 
 MN_SLAB = SWIZZLE_BYTES // 2      # an MN-major 16-bit B: columns per 128-byte swizzled slab
-MAX_K_ROWS = 4                    # K slabs of a K-major tile (TMA boxes of 128 bytes each)
 REGISTER_MARGIN = 24              # addresses, scales, loop state next to the accumulators
 
 
@@ -108,11 +108,11 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
                 "be promoted with one scale", op.loc,
                 f"step the K loop by {q.group[-1]} so each product is promoted with its scale")
     per_row = SWIZZLE_BYTES // dtype_info(a.type.dtype).bytes
-    if bk % per_row or bk > MAX_K_ROWS * per_row:
-        raise CompileError(f"a {a.type.dtype} mma here takes K in whole {SWIZZLE_BYTES}-byte swizzled "
-                           f"rows, {per_row} to {MAX_K_ROWS * per_row} of K per product, not "
-                           f"{bk}", op.loc, f"make the product's K a multiple of {per_row}, e.g. step the K loop "
-                           f"by {per_row}")
+    if bk % per_row:
+        raise CompileError(f"a {a.type.dtype} mma takes K in whole {SWIZZLE_BYTES}-byte "
+                           f"swizzled rows, multiples of {per_row}, not {bk}", op.loc,
+                           f"make the product's K a multiple of {per_row}, e.g. step the K "
+                           f"loop by {per_row}")
     return bm // 64
 
 

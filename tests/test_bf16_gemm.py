@@ -78,8 +78,7 @@ def test_f16_by_bf16_is_an_error():
 
 def test_a_k_step_that_is_not_whole_swizzled_rows():
     msg = error(SOURCE.replace("k : +64] via tma", "k : +96] via tma").replace("step 64", "step 96"))
-    assert "a bf16 mma here takes K in whole 128-byte swizzled rows, 64 to 256 of K per " \
-           "product, not 96" in msg
+    assert "a bf16 mma takes K in whole 128-byte swizzled rows, multiples of 64, not 96" in msg
     assert "help: make the product's K a multiple of 64, e.g. step the K loop by 64" in msg
 
 

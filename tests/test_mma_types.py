@@ -116,8 +116,7 @@ def test_promoting_an_integer_product_is_located():
 
 def test_a_tf32_k_step_that_is_not_whole_swizzled_rows():
     msg = error(TF32.replace("k : +32]", "k : +48]").replace("step 32", "step 48"))
-    assert "a f32 mma here takes K in whole 128-byte swizzled rows, 32 to 128 of K per " \
-           "product, not 48" in msg
+    assert "a f32 mma takes K in whole 128-byte swizzled rows, multiples of 32, not 48" in msg
 
 
 def test_mma_on_i32_tiles_is_located():

@@ -100,3 +100,24 @@ def test_mistakes_are_located(edit, message):
     text = str(e.value)
     assert message in text and re.search(r"k\.cdsl:\d+:\d+: error: ", text), text
     assert "help: " in text
+
+
+def test_nine_swizzled_rows_of_k_in_one_product():
+    """MLA's q k^T is 576 wide: nine 128-byte rows of bf16, one TMA box each, 36 k16 steps
+    (q resident, k through the ring)."""
+    source = GEMM.replace("a: bf16[M, 64]", "a: bf16[M, 576]").replace(
+        "load a[m0 : +64, 0 : +64]", "load a[m0 : +64, 0 : +576]").replace(
+        "k : +64]", "k : +576]").replace("step 64 pipeline", "step 576 pipeline")
+    out = compile_source(source, "k.cdsl")
+    assert len(re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n64k16", out.ptx)) == 36
+    report = assemble(out.ptx).report
+    assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0
+    kir = compile_source(source, "k.cdsl", emit="ir").ir[0]
+    for name in PASS_ORDER:
+        kir = get_pass(name)(kir, get_target("sm_90a"))
+    a = torch.randn(70, 576).to(torch.bfloat16)
+    b = torch.randn(80, 1152).to(torch.bfloat16)
+    d = torch.full((70, 80), float("nan"))
+    run(kir, dict(a=a, b=b, d=d), dict(M=70, N=80, K=1152), sms=2)
+    ref = torch.cat([a, a], dim=1).double() @ b.double().T
+    assert torch.allclose(d.double(), ref, rtol=1e-5, atol=1e-4)
