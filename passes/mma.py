@@ -107,10 +107,14 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
                 f"{q.group[-1]} (quant {' x '.join(map(str, q.group))}): a partial sum must "
                 "be promoted with one scale", op.loc,
                 f"step the K loop by {q.group[-1]} so each product is promoted with its scale")
-    per_row = SWIZZLE_BYTES // dtype_info(a.type.dtype).bytes
+    # K runs along the swizzled rows of a K-major operand in shared memory; A in registers
+    # times an MN-major B needs only whole wgmma steps of K (B's K is its rows)
+    k_major = not a_from_registers(op, producers) or op.attrs["trans_b"]
+    per_row = (SWIZZLE_BYTES if k_major else WGMMA_K_BYTES) // dtype_info(a.type.dtype).bytes
     if bk % per_row:
-        raise CompileError(f"a {a.type.dtype} mma takes K in whole {SWIZZLE_BYTES}-byte "
-                           f"swizzled rows, multiples of {per_row}, not {bk}", op.loc,
+        raise CompileError(f"a {a.type.dtype} mma takes K in whole "
+                           + (f"{SWIZZLE_BYTES}-byte swizzled rows" if k_major else
+                              "wgmma steps") + f", multiples of {per_row}, not {bk}", op.loc,
                            f"make the product's K a multiple of {per_row}, e.g. step the K "
                            f"loop by {per_row}")
     return bm // 64

@@ -44,13 +44,21 @@ from commdsl.target import Target
 I32 = ScalarType("i32")
 
 
+# Integer ops a persistent loop's bound may combine sizes and constants with.
+_ARITHMETIC = {"add": "+", "sub": "-", "mul": "*"}
+
+
 def _dim(v: Value, kernel: KernelIR, producers: dict[int, Op], loc) -> Dim:
     if v in kernel.sizes:
         return Sym(v.name)
     op = producers.get(v.id)
     if op is not None and op.name == "const":
         return Const(op.attrs["value"])
-    raise CompileError("the bounds of a persistent loop must be sizes or constants",
+    if op is not None and op.name in _ARITHMETIC:          # e.g. B * S
+        lhs, rhs = (_dim(x, kernel, producers, loc) for x in op.operands)
+        return BinOp(_ARITHMETIC[op.name], lhs, rhs)
+    raise CompileError("the bounds of a persistent loop must be sizes or constants, or their sums, "
+                       "differences and products",
                        loc if op is None else op.loc,
                        "write e.g. 'm0 in 0 .. M step BM' with M a dimension of a parameter; "
                        "a later range may end at a value of the earlier coordinates, e.g. "

@@ -391,6 +391,16 @@ class _Wgmma:
                   if dtype_info(rings[1].dtype).bytes == 2 else "")
         self.immediates = majors if self.integer else ", 1, 1" + majors
 
+    def _a_descriptor(self, kk: int):
+        """K step kk's A descriptor. A tile kept across the pipelined loop has the same
+        descriptors every step: computed where used (one add that LLVM may not hoist), as
+        hoisted they would hold two registers per K step through the loop (72 for MLA's
+        576-wide q) and spill."""
+        offset = ir.Constant(I64, self.a_offset(kk))
+        if self.op.operands[0].type.stages > 1:
+            return self.b.add(self.a_desc, offset)
+        return _asm(self.cg, "add.s64 $0, $1, $2;", "=l,l,l", [self.a_desc, offset], I64)
+
     def issue(self, steps: range, regs: list | None = None) -> list:
         """One wgmma per K step of 32 bytes (32 FP8 or int8, 16 bf16/f16, 8 tf32 elements)
         along the swizzled K rows (the first zeroes the accumulator unless `regs`, in wgmma
@@ -401,7 +411,7 @@ class _Wgmma:
         outputs = "{" + ", ".join(f"${i}" for i in range(n)) + "}"
         for kk in steps:
             a_ops = (self._a_registers(kk) if self.a_tile is not None
-                     else [b.add(self.a_desc, ir.Constant(I64, self.a_offset(kk)))])
+                     else [self._a_descriptor(kk)])
             a_kind = ["r"] * len(a_ops) if self.a_tile is not None else ["l"]
             descs = a_ops + [b.add(self.b_desc, ir.Constant(I64, self.b_offset(kk)))]
             first = n if regs is None else 2 * n
