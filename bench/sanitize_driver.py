@@ -99,6 +99,13 @@ def attention_varlen(heads, length):
     _load("attention_varlen")(q, k, v, cu)
 
 
+def mla_decode(heads, length):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from mla_reference import mla_operands
+    lens = [length, 2, length // 3 + 1]                       # the fewest, a ragged block
+    _load("mla_decode")(*mla_operands(heads, 2, lens, seed=length, device="cuda"))
+
+
 def grouped_fp8_gemm(m, n):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     from grouped_layout import grouped_operands
@@ -142,6 +149,7 @@ SHAPES = {
     "swiglu_gemm": ((256, 256), (200, 296)),
     "attention": ((2, 256), (3, 200)),
     "attention_varlen": ((2, 256), (3, 200)),                  # heads x total tokens
+    "mla_decode": ((64, 256), (128, 200)),                     # heads x cached tokens
     "grouped_fp8_gemm": ((256, 256), (200, 296)),
     "grouped_fp8_gemm_masked": ((256, 256), (200, 296)),       # M_max x N
     "swiglu_quant": ((64, 512), (33, 384)),
