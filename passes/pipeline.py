@@ -137,7 +137,7 @@ class Resident:
     empty: Value | None = None
 
 
-def _resident_loads(path: list[Op], others: list[Op], target: Target, users) -> Resident | None:
+def _resident_loads(path: list[Op], others: list[Op], users) -> Resident | None:
     """The `via tma` loads outside the pipelined loop: directly in one loop around it (so
     ahead of it: its products read them), read by those products only."""
     if not others:
@@ -419,7 +419,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     if any(op.name != "for" for op in path):
         raise CompileError("a pipelined loop may sit only inside other loops", loop.loc,
                            "move it out of this construct")
-    resident = _resident_loads(path, [op for op in stray if op not in loads], target, users)
+    resident = _resident_loads(path, [op for op in stray if op not in loads], users)
     if (kernel.attrs.get("ctas_per_sm") or 1) > 1:
         raise CompileError("a TMA-pipelined kernel runs one CTA per SM: its warpgroups trade "
                            "registers with setmaxnreg, sized for the whole SM", loop.loc,
@@ -471,8 +471,9 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
                       count=stages, arrivals=4 * groups * cluster)
     total = offset + 16 * stages
     if total > target.shared_bytes_per_block:
-        raise CompileError(f"{stages} stages of {stage_bytes} bytes need {total} bytes of "
-                           f"shared memory; a CTA can have {target.shared_bytes_per_block}",
+        kept = f" and {resident.nbytes} kept across the loop" if resident else ""
+        raise CompileError(f"{stages} stages of {stage_bytes} bytes{kept} need {total} bytes "
+                           f"of shared memory; a CTA can have {target.shared_bytes_per_block}",
                            loop.loc,
                            "use fewer stages or smaller tiles")
     pre.op("mbarrier_init", [full, empty] + ([resident.full, resident.empty] if resident

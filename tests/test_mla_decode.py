@@ -51,3 +51,13 @@ def test_nine_rows_of_q_kt_from_shared_memory_and_no_spills():
     assert len(re.findall(r"cp\.async\.bulk\.tensor\.4d", ptx)) >= 3   # q, k (9 boxes), v
     report = assemble(ptx).report
     assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0
+
+
+def test_stages_past_shared_memory_count_the_resident_q():
+    from commdsl.diagnostics import CompileError
+    with pytest.raises(CompileError) as e:
+        compile_file(MLA, constants=dict(STAGES=4))
+    text = str(e.value)
+    assert re.search(r"mla_decode\.cdsl:\d+:\d+: error: 4 stages of 45056 bytes and 73728 kept "
+                     r"across the loop need 254032 bytes of shared memory", text)
+    assert "help: use fewer stages" in text
