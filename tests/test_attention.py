@@ -15,6 +15,7 @@ from commdsl.interpreter import run
 from commdsl.passes import PASS_ORDER, get_pass
 from commdsl.runtime.ptxas import assemble
 from commdsl.target import get_target
+from lowering import kernel_ir
 
 ATTENTION = os.path.join(os.path.dirname(__file__), "..", "examples", "attention.cdsl")
 
@@ -88,11 +89,7 @@ def test_both_products_are_wgmmas_from_registers():
                                              (2, 300, 64, 128)])
 def test_interpreter_matches_float64(bh, length, d, kb, lowered, causal):
     q, k, v = operands(bh, length, d, seed=bh + length)
-    kir = compile_file(ATTENTION, emit="ir",
-                       constants=dict(STAGES=2, CAUSAL=causal, D=d, KB=kb)).ir[0]
-    if lowered:
-        for name in PASS_ORDER:
-            kir = get_pass(name)(kir, get_target("sm_90a"))
+    kir = kernel_ir(ATTENTION, lowered, STAGES=2, CAUSAL=causal, D=d, KB=kb)
     o = torch.full((bh, length, d), float("nan"), dtype=torch.bfloat16)
     lse = torch.full((bh, length), float("nan"))
     run(kir, dict(q=q, k=k, v=v, o=o, lse=lse), dict(BH=bh, L=length), sms=3)

@@ -11,9 +11,8 @@ import torch
 
 from commdsl.compiler import compile_file
 from commdsl.interpreter import run
-from commdsl.passes import PASS_ORDER, get_pass
 from commdsl.runtime.ptxas import assemble
-from commdsl.target import get_target
+from lowering import kernel_ir
 from varlen_reference import varlen_errors, varlen_operands
 
 VARLEN = os.path.join(os.path.dirname(__file__), "..", "examples", "attention_varlen.cdsl")
@@ -25,11 +24,7 @@ VARLEN = os.path.join(os.path.dirname(__file__), "..", "examples", "attention_va
                                                ([129, 3], 4, 128, 2)])
 def test_interpreter_matches_float64(lens, heads, d, gqa, lowered, causal):
     q, k, v, cu = varlen_operands(lens, heads, d, gqa, seed=sum(lens) + d)
-    kir = compile_file(VARLEN, emit="ir",
-                       constants=dict(STAGES=2, CAUSAL=causal, D=d, GQA=gqa)).ir[0]
-    if lowered:
-        for name in PASS_ORDER:
-            kir = get_pass(name)(kir, get_target("sm_90a"))
+    kir = kernel_ir(VARLEN, lowered, STAGES=2, CAUSAL=causal, D=d, GQA=gqa)
     total = sum(lens)
     o = torch.full((total, heads, d), float("nan"), dtype=torch.bfloat16)
     lse = torch.full((heads, total), float("nan"))

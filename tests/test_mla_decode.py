@@ -13,9 +13,8 @@ import torch
 
 from commdsl.compiler import compile_file
 from commdsl.interpreter import run
-from commdsl.passes import PASS_ORDER, get_pass
 from commdsl.runtime.ptxas import assemble
-from commdsl.target import get_target
+from lowering import kernel_ir
 from mla_reference import mla_errors, mla_operands
 
 MLA = os.path.join(os.path.dirname(__file__), "..", "examples", "mla_decode.cdsl")
@@ -27,10 +26,7 @@ MLA = os.path.join(os.path.dirname(__file__), "..", "examples", "mla_decode.cdsl
                                                     (64, 2, [64, 100], 0)])
 def test_interpreter_matches_float64(heads, s_q, lens, causal, lowered):
     q, kv, table, lens_t = mla_operands(heads, s_q, lens, seed=sum(lens) + s_q)
-    kir = compile_file(MLA, emit="ir", constants=dict(CAUSAL=causal)).ir[0]
-    if lowered:
-        for name in PASS_ORDER:
-            kir = get_pass(name)(kir, get_target("sm_90a"))
+    kir = kernel_ir(MLA, lowered, CAUSAL=causal)
     batch = len(lens)
     o = torch.full((batch, s_q, heads, 512), float("nan"), dtype=torch.bfloat16)
     lse = torch.full((batch, heads, s_q), float("nan"))

@@ -16,6 +16,7 @@ from commdsl.interpreter import run
 from commdsl.passes import PASS_ORDER, get_pass
 from commdsl.runtime.ptxas import assemble
 from commdsl.target import get_target
+from lowering import kernel_ir
 from test_attention import operands, reference
 
 RESIDENT = os.path.join(os.path.dirname(__file__), "attention_resident_q.cdsl")
@@ -26,10 +27,7 @@ RESIDENT = os.path.join(os.path.dirname(__file__), "attention_resident_q.cdsl")
                                              (3, 130, 64, 128)])
 def test_interpreter_matches_float64(bh, length, d, kb, lowered):
     q, k, v = operands(bh, length, d, seed=length + kb)
-    kir = compile_file(RESIDENT, emit="ir", constants=dict(D=d, KB=kb)).ir[0]
-    if lowered:
-        for name in PASS_ORDER:
-            kir = get_pass(name)(kir, get_target("sm_90a"))
+    kir = kernel_ir(RESIDENT, lowered, D=d, KB=kb)
     o = torch.full((bh, length, d), float("nan"), dtype=torch.bfloat16)
     lse = torch.full((bh, length), float("nan"))
     run(kir, dict(q=q, k=k, v=v, o=o, lse=lse), dict(BH=bh, L=length), sms=2)
