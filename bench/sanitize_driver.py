@@ -106,6 +106,15 @@ def mla_decode(heads, length):
     _load("mla_decode")(*mla_operands(heads, 2, lens, seed=length, device="cuda"))
 
 
+def mla_decode_split(heads, length):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from mla_reference import mla_operands
+    lens = [length, 2]                                         # the second leaves splits empty
+    o_part, lse_part = _load("mla_decode_split", kernel="mla_decode_split", SPLITS=3)(
+        *mla_operands(heads, 2, lens, seed=length, device="cuda"))
+    _load("mla_decode_split", kernel="mla_combine", SPLITS=3)(o_part, lse_part)
+
+
 def grouped_fp8_gemm(m, n):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     from grouped_layout import grouped_operands
@@ -150,6 +159,7 @@ SHAPES = {
     "attention": ((2, 256), (3, 200)),
     "attention_varlen": ((2, 256), (3, 200)),                  # heads x total tokens
     "mla_decode": ((64, 256), (128, 200)),                     # heads x cached tokens
+    "mla_decode_split": ((64, 256), (128, 200)),
     "grouped_fp8_gemm": ((256, 256), (200, 296)),
     "grouped_fp8_gemm_masked": ((256, 256), (200, 296)),       # M_max x N
     "swiglu_quant": ((64, 512), (33, 384)),

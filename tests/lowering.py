@@ -6,8 +6,8 @@ from commdsl.passes import PASS_ORDER, get_pass
 from commdsl.target import get_target
 
 
-def kernel_ir(path: str, lowered: bool, **constants):
-    kir = compile_file(path, emit="ir", constants=constants).ir[0]
+def kernel_ir(path: str, lowered: bool, kernel: str | None = None, **constants):
+    kir = compile_file(path, emit="ir", kernel=kernel, constants=constants).ir[0]
     if lowered:
         for name in PASS_ORDER:
             kir = get_pass(name)(kir, get_target("sm_90a"))

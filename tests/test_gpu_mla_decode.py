@@ -32,3 +32,16 @@ def test_within_twice_torchs_error(heads, s_q, lens, causal, stages):
     assert not o.isnan().any() and not lse.isnan().any()
     for o_err, sdpa_err, lse_err in mla_errors(q, kv, table, lens_t, o, lse, causal):
         assert o_err <= 2 * sdpa_err + 1e-6 and lse_err <= 1e-4
+
+
+SPLIT = os.path.join(os.path.dirname(__file__), "..", "examples", "mla_decode_split.cdsl")
+
+
+@pytest.mark.parametrize("splits,lens", [(4, [8192, 3]), (2, [4096])])
+def test_split_keys_and_combine_within_twice_torchs_error(splits, lens):
+    q, kv, table, lens_t = mla_operands(128, 2, lens, seed=splits, device="cuda")
+    o_part, lse_part = commdsl.load(SPLIT, kernel="mla_decode_split", SPLITS=splits)(
+        q, kv, table, lens_t)
+    o, lse = commdsl.load(SPLIT, kernel="mla_combine", SPLITS=splits)(o_part, lse_part)
+    for o_err, sdpa_err, lse_err in mla_errors(q, kv, table, lens_t, o, lse, causal=1):
+        assert o_err <= 2 * sdpa_err + 1e-6 and lse_err <= 1e-4

@@ -57,3 +57,29 @@ def test_stages_past_shared_memory_count_the_resident_q():
     assert re.search(r"mla_decode\.cdsl:\d+:\d+: error: 4 stages of 45056 bytes and 73728 kept "
                      r"across the loop need 254032 bytes of shared memory", text)
     assert "help: use fewer stages" in text
+
+
+SPLIT = os.path.join(os.path.dirname(__file__), "..", "examples", "mla_decode_split.cdsl")
+
+
+@pytest.mark.parametrize("lowered", [False, True], ids=["source", "lowered"])
+@pytest.mark.parametrize("splits,s_q,lens", [(3, 1, [40, 300]), (1, 2, [70]), (4, 2, [2, 129])])
+def test_split_keys_and_combine_match_float64(splits, s_q, lens, lowered):
+    """Each sequence's keys over `splits` CTAs (some splits past a short sequence's end: they
+    write 0 and -inf), then the combine; both kernels on the interpreter."""
+    heads = 64
+    q, kv, table, lens_t = mla_operands(heads, s_q, lens, seed=splits + sum(lens))
+    batch = len(lens)
+    sizes = dict(B=batch, S=s_q, H=heads, NB=kv.shape[0], MAXB=table.shape[1])
+    o_part = torch.full((splits, batch, s_q, heads, 512), float("nan"))
+    lse_part = torch.full((splits, batch, heads, s_q), float("nan"))
+    run(kernel_ir(SPLIT, lowered, SPLITS=splits, kernel="mla_decode_split"),
+        dict(q=q, kv=kv, block_table=table, cache_seqlens=lens_t, o_part=o_part,
+             lse_part=lse_part), sizes, sms=3)
+    o = torch.full((batch, s_q, heads, 512), float("nan"), dtype=torch.bfloat16)
+    lse = torch.full((batch, heads, s_q), float("nan"))
+    run(kernel_ir(SPLIT, lowered, SPLITS=splits, kernel="mla_combine"),
+        dict(o_part=o_part, lse_part=lse_part, o=o, lse=lse),
+        dict(B=batch, S=s_q, H=heads), sms=3)
+    for o_err, sdpa_err, lse_err in mla_errors(q, kv, table, lens_t, o, lse, causal=1):
+        assert o_err <= 2 * sdpa_err and lse_err <= 1e-4
