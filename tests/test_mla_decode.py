@@ -83,3 +83,19 @@ def test_split_keys_and_combine_match_float64(splits, s_q, lens, lowered):
         dict(B=batch, S=s_q, H=heads), sms=3)
     for o_err, sdpa_err, lse_err in mla_errors(q, kv, table, lens_t, o, lse, causal=1):
         assert o_err <= 2 * sdpa_err and lse_err <= 1e-4
+
+
+def test_a_sequence_with_no_visible_key_gives_nan_and_minus_inf_without_hanging():
+    """cache_seqlens 0 (or, with CAUSAL, fewer tokens than S): the key loop runs no step, the
+    softmax of nothing is NaN (as torch's attention over an all-masked row) and its
+    log-sum-exp -inf; the other sequences are unaffected."""
+    q, kv, table, lens_t = mla_operands(64, 1, [0, 70], seed=5)
+    o = torch.full((2, 1, 64, 512), 7.0, dtype=torch.bfloat16)
+    lse = torch.full((2, 64, 1), 7.0)
+    run(kernel_ir(MLA, True), dict(q=q, kv=kv, block_table=table, cache_seqlens=lens_t, o=o,
+                                   lse=lse),
+        dict(B=2, S=1, H=64, NB=kv.shape[0], MAXB=table.shape[1]), sms=3)
+    assert o[0].isnan().all() and (lse[0] == float("-inf")).all()
+    (o_err, sdpa_err, lse_err), = mla_errors(q[1:], kv, table[1:], lens_t[1:], o[1:], lse[1:],
+                                             causal=1)
+    assert o_err <= 2 * sdpa_err and lse_err <= 1e-4
