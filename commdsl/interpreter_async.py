@@ -102,6 +102,14 @@ class Ring:
         self.copies_in_flight = [0] * smem_type.stages     # TMA copies not landed yet
         self.readers = [0] * smem_type.stages              # mma_issues not retired yet
 
+    def columns(self, start: int, cols: int, smem_type) -> "Ring":
+        """Columns start .. start + cols of every stage: a view that shares the data and the
+        copy and reader counts."""
+        view = Ring.__new__(Ring)
+        view.type, view.data = smem_type, self.data[:, :, start:start + cols]
+        view.copies_in_flight, view.readers = self.copies_in_flight, self.readers
+        return view
+
     def slot(self, stage: int) -> int:
         """Where a step's `stage` lies: a ring of one stage (a tile kept across the
         pipelined loop, passes/pipeline.py) has it at 0 whatever the step."""

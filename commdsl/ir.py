@@ -86,21 +86,26 @@ def atom_aligned(nbytes: int) -> int:
 
 @dataclass(frozen=True)
 class SmemType(Type):
-    """`stages` tiles of `shape` in shared memory, each 1024-byte aligned (128B swizzle)."""
+    """`stages` tiles of `shape` in shared memory, each 1024-byte aligned (128B swizzle);
+    with a `pitch`, a view of some columns of a wider ring's tiles, `pitch` bytes apart."""
     dtype: str
     stages: int
     shape: tuple[int, ...]
+    pitch: int = 0
 
     @property
     def stage_bytes(self) -> int:
         """Bytes from one tile to the next: the tile, rounded up to whole swizzle atoms."""
+        if self.pitch:
+            return self.pitch
         n = dtype_info(self.dtype).bytes
         for s in self.shape:
             n *= s
         return atom_aligned(n)
 
     def __str__(self):
-        return f"smem<{self.dtype}[{self.stages} x {', '.join(map(str, self.shape))}]>"
+        pitch = f" pitch {self.pitch}" if self.pitch else ""
+        return f"smem<{self.dtype}[{self.stages} x {', '.join(map(str, self.shape))}]{pitch}>"
 
 
 @dataclass(frozen=True)

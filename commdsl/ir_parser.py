@@ -81,6 +81,10 @@ class _Terms(Transformer):
     def smem_type(self, dtype, stages, *shape):
         return SmemType(str(dtype), int(stages), tuple(int(s) for s in shape))
 
+    def smem_view_type(self, dtype, stages, *shape_and_pitch):
+        *shape, pitch = shape_and_pitch
+        return SmemType(str(dtype), int(stages), tuple(int(s) for s in shape), int(pitch))
+
     def barrier_type(self, count):
         return BarrierType(int(count))
 

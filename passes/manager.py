@@ -14,6 +14,7 @@ from commdsl.target import Target
 # name -> module in this package; each module has one entry `run(kernel, target) -> kernel`.
 PASS_ORDER = {
     "legalize": "legalize",     # reject what the target cannot do (FP8 conversion, ...)
+    "subtile": "subtile",       # a via tma tile inside another of the step -> a view of its columns
     "schedule": "schedule",     # persistent tile loops -> one CTA per SM, rasterized tile order
     "cache": "cache",           # cache(...) clauses -> checked cache policies of accesses
     "vectorize": "vectorize",   # widest legal vector per global access (16 bytes)

@@ -53,8 +53,8 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
                                    "supported yet", op.loc,
                                    f"cast it to bf16, or load it 'via tma' as {a.type.dtype}")
             continue
-        src = producers.get(v.id)
-        if src is None or src.name != "load" or src.attrs.get("via") != "tma":
+        src = tma_load(v, producers)
+        if src is None:
             raise CompileError("mma's operand b must be loaded 'via tma': wgmma reads B from "
                                "shared memory", op.loc,
                                "write 'let tb = load ...[...] via tma' in the pipelined loop")
@@ -92,7 +92,7 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
                            "pick BN among 16, 32, 64, 128, ...")
     quant = kernel.attrs.get("quant", {})
     for v in (b,) if a_from_registers(op, producers) else (a, b):
-        tensor = producers[v.id].operands[0]
+        tensor = tma_load(v, producers).operands[0]
         q = quant.get(tensor.name)
         rows = v.type.shape[0]
         if q is not None and q.group[0] > 1 and q.group[0] % rows:
@@ -125,11 +125,20 @@ def _kind(dtype: str) -> str:
     return "FP8" if dtype in FP8 else "int8" if dtype in INT8 else dtype
 
 
+def tma_load(v: Value, producers: dict[int, Op]) -> Op | None:
+    """The `via tma` load that lays v in shared memory (v may be columns of its tile:
+    passes/subtile.py), or None."""
+    src = producers.get(v.id)
+    if src is not None and src.name == "columns":
+        src = producers.get(src.operands[0].id)
+    return src if src is not None and src.name == "load" and src.attrs.get("via") == "tma" \
+        else None
+
+
 def a_from_registers(op: Op, producers: dict[int, Op]) -> bool:
     """Whether the mma's A is a tile the kernel computes (wgmma's register form) rather than
     one TMA lays in shared memory."""
-    src = producers.get(op.operands[0].id)
-    return src is None or src.name != "load" or src.attrs.get("via") != "tma"
+    return tma_load(op.operands[0], producers) is None
 
 
 def _assign(kernel: KernelIR, seeds: dict[int, object], values: dict[int, Value]):

@@ -119,6 +119,8 @@ def _check_tile(op: Op, users) -> None:
     if rows % 8 or rows > 256:
         raise CompileError(f"a 'via tma' tile has a multiple of 8 rows up to 256, not "
                            f"{rows}", op.loc, "pick BM / BN among 16, 32, 64, 128, 256")
+    uses = [w for u in uses for w in (users.get(u.result.id, []) if u.name == "columns"
+                                      else [u])]
     if any(not has_trait(u, MMA) for u in uses):
         raise CompileError("a 'via tma' tile lands in shared memory, where only mma reads "
                            "it", op.loc, "load tiles used by other math without 'via tma'")
@@ -377,6 +379,19 @@ def _wait_for_resident(path: list[Op], resident: Resident, start: Value) -> None
     ops[-1].operands.append(value)
 
 
+def _views_of_rings(kernel: KernelIR, bufs: dict[int, Value]) -> None:
+    """Columns of a TMA tile (passes/subtile.py) become the same columns of each stage of
+    its ring: its slabs, the ring's pitch apart."""
+    for op in kernel.walk():
+        if op.name == "columns" and op.operands[0].id in bufs:
+            ring = bufs[op.operands[0].id].type
+            op.operands[0] = bufs[op.operands[0].id]
+            op.result.type = SmemType(ring.dtype, ring.stages,
+                                      (ring.shape[0], op.result.type.shape[1]),
+                                      ring.stage_bytes)
+            bufs[op.result.id] = op.result
+
+
 def _without_program_barriers(consumers: Block) -> None:
     """The consumers' flag waits and signals, made to meet no thread outside them: the
     producer never reaches their CTA-wide barrier."""
@@ -465,6 +480,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         resident.empty = pre.value("mbarrier_alloc", [], BarrierType(1), offset=offset + 8,
                                    count=1, arrivals=4 * groups)
         offset += 16
+    _views_of_rings(kernel, bufs)
     full = pre.value("mbarrier_alloc", [], BarrierType(stages), offset=offset, count=stages,
                      arrivals=1)
     empty = pre.value("mbarrier_alloc", [], BarrierType(stages), offset=offset + 8 * stages,

@@ -22,13 +22,15 @@ MLA = os.path.join(os.path.dirname(__file__), "..", "examples", "mla_decode.cdsl
 @pytest.mark.parametrize("heads,s_q,lens", [(128, 1, [1, 64, 70, 4096]), (128, 2, [129, 1000]),
                                              (64, 2, [4096, 3])])
 @pytest.mark.parametrize("causal", [0, 1], ids=["full", "causal"])
-@pytest.mark.parametrize("stages", [2, 3])
-def test_within_twice_torchs_error(heads, s_q, lens, causal, stages):
+@pytest.mark.parametrize("config", [dict(STAGES=3), dict(HB=128, CB=256, STAGES=2),
+                                    dict(KB=64, CB=256, STAGES=2)],
+                         ids=["hb64-kb32", "hb128-cb256", "kb64-cb256"])
+def test_within_twice_torchs_error(heads, s_q, lens, causal, config):
     q, kv, table, lens_t = mla_operands(heads, s_q, lens, seed=len(lens) + s_q, device="cuda")
     o = torch.full((len(lens), s_q, heads, 512), float("nan"), dtype=torch.bfloat16,
                    device="cuda")
     lse = torch.full((len(lens), heads, s_q), float("nan"), device="cuda")
-    commdsl.load(MLA, CAUSAL=causal, STAGES=stages)(q, kv, table, lens_t, o=o, lse=lse)
+    commdsl.load(MLA, CAUSAL=causal, **config)(q, kv, table, lens_t, o=o, lse=lse)
     assert not o.isnan().any() and not lse.isnan().any()
     for o_err, sdpa_err, lse_err in mla_errors(q, kv, table, lens_t, o, lse, causal):
         assert o_err <= 2 * sdpa_err + 1e-6 and lse_err <= 1e-4

@@ -172,6 +172,16 @@ def emit_smem_alloc(cg, op: Op):
     cg.vals[op.result.id] = cg.b.add(_dynamic_smem(cg), cg.i32(op.attrs["offset"]))
 
 
+@emits("columns")
+def emit_columns(cg, op: Op):
+    """A ring's tile lies in [rows x 128 B] column slabs (passes/pipeline.py): columns from
+    c0, a whole slab's worth, start c0 x rows elements in."""
+    ring = op.operands[0].type
+    step = cg.i32(ring.shape[0] * dtype_info(ring.dtype).bytes)
+    cg.vals[op.result.id] = cg.b.add(cg.vals[op.operands[0].id],
+                                     cg.b.mul(cg.vals[op.operands[1].id], step))
+
+
 @emits("mbarrier_alloc", targets=HOPPER)
 def emit_mbarrier_alloc(cg, op: Op):
     address = cg.b.add(_dynamic_smem(cg), cg.i32(op.attrs["offset"]))

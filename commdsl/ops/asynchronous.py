@@ -15,6 +15,18 @@ def _smem_alloc(op):
         fail(op, "gives a shared-memory ring at a 1024-byte aligned offset")
 
 
+def _columns(op):
+    t, r = op.operands[0].type, op.result.type
+    if not isinstance(t, (TileType, SmemType)) or type(r) is not type(t) or len(t.shape) != 2 \
+            or not is_i32(op.operands[1]):
+        fail(op, "takes a 2-D tile (or its ring) and an i32 first column, and gives the same "
+             "kind")
+    if r.dtype != t.dtype or r.shape[0] != t.shape[0] or not 0 < r.shape[1] <= t.shape[1]:
+        fail(op, f"result {r} is not some columns of {t}")
+    if isinstance(t, SmemType) and (r.stages != t.stages or r.stage_bytes != t.stage_bytes):
+        fail(op, f"a view of {t}'s columns keeps its stages and their pitch, not {r}")
+
+
 def _mbarrier_alloc(op):
     t = op.result.type
     if not isinstance(t, BarrierType) or t.count != op.attrs["count"] or op.attrs["offset"] % 8:
@@ -100,6 +112,13 @@ def _bulk_wait(op):
 
 def _run_smem_alloc(ctx, op):
     return ctx.ring(op.result.type)
+
+
+def _run_columns(ctx, op, t, start):
+    cols = op.result.type.shape[1]
+    if isinstance(op.result.type, SmemType):
+        return t.columns(int(start), cols, op.result.type)
+    return t[:, int(start):int(start) + cols]
 
 
 def _run_mbarrier_alloc(ctx, op):
@@ -202,6 +221,11 @@ declare("smem_alloc", "smem_alloc() {offset} : smem", "a ring of tiles in dynami
         "memory", traits=(SHARED,), verify=_smem_alloc,
         attrs={"offset": "its byte offset in dynamic shared memory, 1024-byte aligned"},
         interpret=_run_smem_alloc, family=FAMILY)
+declare("columns", "columns(t, c0) : tile | columns(buf, c0) : smem",
+        "columns c0 .. c0 + the result's width of a 'via tma' tile, read in place by an mma "
+        "(passes/subtile.py); after passes/pipeline.py, the same columns of each stage of its "
+        "ring (c0 a multiple of a 128-byte swizzled slab)", traits=(SHARED,), verify=_columns,
+        interpret=_run_columns, family=FAMILY)
 declare("mbarrier_alloc", "mbarrier_alloc() {offset, count, arrivals} : barriers",
         "`count` mbarriers, `arrivals` each", traits=(SHARED, BARRIER), verify=_mbarrier_alloc,
         attrs={"offset": "byte offset in shared memory, 8-byte aligned",
