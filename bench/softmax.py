@@ -69,9 +69,12 @@ def bench_shape(m, n, dtype, copy):
         y.fill_(float("nan"))
         return lambda: kernel(x, y=y)
 
+    # 4 to 64 elements a thread, tiles up to the row's width (T >= N: each row read once),
+    # several rows a program for short rows only
     configs = [dict(T=t, ROWS=r, WARPS=w) for t, r, w in
-               itertools.product([512, 1024, 2048, 4096], [1, 2, 4, 8], [1, 2, 4, 8])
-               if 4 <= t * r // (32 * w) <= 64]           # 4 to 64 elements a thread
+               itertools.product([512, 1024, 2048, 4096, 8192, 16384, 32768], [1, 2, 4, 8],
+                                 [1, 2, 4, 8, 16, 32])
+               if 4 <= t * r // (32 * w) <= 64 and t < 2 * n and (r == 1 or t <= 2048)]
     mine = peers.sweep("commdsl", configs, launch, lambda: check_softmax(y, x), nbytes,
                        results["commdsl"])
     want = softmax_torch(x)
