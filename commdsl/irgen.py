@@ -435,6 +435,8 @@ class _Lowering(CommLowering):
         if op.builtin.arity == 2:
             a, b = self.expect_args(e, 2)
             return self.binary(op.name, self.expr(a), self.expr(b), e)
+        if op.builtin.arity == 3:
+            return self.call_ternary(e, op)
         (x,) = self.expect_args(e, 1)
         v = self.value(x)
         if v.type.dtype == "ue8m0":
@@ -447,6 +449,26 @@ class _Lowering(CommLowering):
             v = self.to_dtype(v, "f32", e)
         attrs = {"approx": True} if approx else {}
         return self.at(e).value(op.name, [v], v.type, **attrs)
+
+    def call_ternary(self, e: ast.Call, op: OpDef) -> Value | Folded:
+        """fma(a, b, c): the three operands in their common float dtype and shape."""
+        nodes = self.expect_args(e, 3)
+        args = [self.expr(x) for x in nodes]
+        for x, node in zip(args, nodes):
+            dt = x.type.dtype if isinstance(x, Value) else ("i32" if x.is_int else "f32")
+            if _is_int(dt) or dt == "bool":
+                raise CompileError(f"{e.func} takes floats, not {dt}", node.span,
+                                   f"{FUNCTIONS[e.func]}; convert with cast<f32>(...)")
+        if all(isinstance(x, Folded) for x in args):
+            return Folded(float(args[0].value) * args[1].value + args[2].value)
+        args = [self.to_dtype(x, "f32", e) if isinstance(x, Value)
+                and _is_narrow_float(x.type.dtype) else x for x in args]
+        a, b = self.coerce(op.name, args[0], args[1], e)
+        a, c = self.coerce(op.name, a, args[2], e)
+        b = self.to_dtype(b, a.type.dtype, e)
+        if isinstance(a.type, TileType):
+            b = self.broadcast_to(b, a.type.shape, e)
+        return self.at(e).value(op.name, [a, b, c], a.type)
 
     def call_where(self, e: ast.Call):
         c_node, a_node, b_node = self.expect_args(e, 3)

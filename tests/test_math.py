@@ -167,3 +167,24 @@ def test_pow_needs_a_compile_time_integer_exponent():
 def test_fast_math_option_takes_a_boolean():
     msg = diagnostic(kernel("exp(t)"), fast_math="yes")
     assert "fast_math" in msg and ".approx" in msg
+
+
+def test_fma_rounds_once_and_broadcasts(tmp_path):
+    """fma(a, b, c) of a tile, a row vector and a scalar: fma.rn.f32 per element, and on the
+    interpreter a * b + c rounded once, which keeps the 2^-24 that a separate multiply would
+    round away: (1 + 2^-12)^2 - 1 = 2^-11 + 2^-24."""
+    src = tmp_path / "k.cdsl"
+    src.write_text("""kernel k(x: f32[M, 4], r: f32[M], y: out f32[M, 4])
+  grid(M)
+{
+  let t = load x[pid.0 : +1, 0 : +4]
+  store y[pid.0 : +1, 0 : +4] = fma(t, load r[pid.0 : +1][:, None], -1.0)
+}
+""")
+    assert commdsl.compile_file(str(src)).ptx.count("fma.rn.f32") >= 4
+    x = torch.full((2, 4), 1 + 2.0 ** -12)
+    x[1] = 3.0
+    r = torch.tensor([1 + 2.0 ** -12, 0.5])
+    y = commdsl.load(str(src)).interpret(x, r)
+    assert y[0, 0].item() == 2.0 ** -11 + 2.0 ** -24
+    assert torch.equal(y[1], torch.full((4,), 0.5))

@@ -158,7 +158,8 @@ declare("sqrt", "sqrt(a) : T", "the square root, correctly rounded (NaN below 0)
         builtin=Builtin("sqrt", "sqrt(t)", floats_only=True))
 declare("fma", "fma(a, b, c) : T", "a * b + c, rounded once",
         traits=(ELEMENTWISE, KEEPS_NONNEGATIVE),
-        verify=_elementwise, interpret=_run_fma, family=FAMILY)
+        verify=_elementwise, interpret=_run_fma, family=FAMILY,
+        builtin=Builtin("fma", "fma(a, b, c)", arity=3, floats_only=True))
 declare("recip", "recip(a) : T", "1 / a, correctly rounded (ue8m0: the exponent negated)",
         traits=(ELEMENTWISE, KEEPS_NONNEGATIVE), verify=_elementwise, interpret=_run_recip, family=FAMILY)
 declare("convert", "convert(a) : U",

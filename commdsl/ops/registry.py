@@ -62,7 +62,7 @@ class Builtin:
     narrow floats are computed in f32, scalars and tiles broadcast as for `+`."""
     name: str                  # the function's name in commdsl source
     usage: str                 # its help line in diagnostics, e.g. "abs(t)"
-    arity: int = 1             # 1 or 2 arguments
+    arity: int = 1             # 1 to 3 arguments
     floats_only: bool = False  # integer arguments are an error
 
 
@@ -91,8 +91,8 @@ def declare(name: str, syntax: str, doc: str, *, traits=(), verify=None, interpr
     unknown = set(traits) - set(TRAITS)
     if unknown:
         raise ValueError(f"op '{name}': unknown traits {sorted(unknown)}")
-    if builtin and (ELEMENTWISE not in traits or builtin.arity not in (1, 2)):
-        raise ValueError(f"op '{name}': a builtin is an elementwise op of 1 or 2 operands")
+    if builtin and (ELEMENTWISE not in traits or builtin.arity not in (1, 2, 3)):
+        raise ValueError(f"op '{name}': a builtin is an elementwise op of 1 to 3 operands")
     if name in OPS:
         raise ValueError(f"op '{name}' is declared twice")
     d = OpDef(name, syntax, doc, frozenset(traits), verify or (lambda op: None), interpret,
