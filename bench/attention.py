@@ -26,7 +26,7 @@ from commdsl.diagnostics import CompileError  # noqa: E402
 
 ATTENTION = os.path.join(os.path.dirname(__file__), "..", "examples", "attention.cdsl")
 SHAPES = [(128, 4096, 128), (128, 8192, 128), (128, 4096, 64)]   # issue 15: 8 x 16 heads
-CONFIGS = [dict(STAGES=s, KB=kb) for s in (3, 4) for kb in (64, 128)]
+CONFIGS = [dict(STAGES=s, KB=kb) for s in (2, 3, 4) for kb in (64, 128)]
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION}
 SCALE = 0.125

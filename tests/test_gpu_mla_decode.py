@@ -22,9 +22,9 @@ MLA = os.path.join(os.path.dirname(__file__), "..", "examples", "mla_decode.cdsl
 @pytest.mark.parametrize("heads,s_q,lens", [(128, 1, [1, 64, 70, 4096]), (128, 2, [129, 1000]),
                                              (64, 2, [4096, 3])])
 @pytest.mark.parametrize("causal", [0, 1], ids=["full", "causal"])
-@pytest.mark.parametrize("config", [dict(STAGES=3), dict(HB=128, CB=256, STAGES=2),
-                                    dict(KB=64, CB=256, STAGES=2)],
-                         ids=["hb64-kb32", "hb128-cb256", "kb64-cb256"])
+@pytest.mark.parametrize("config", [dict(), dict(HB=128, KB=32, CB=256, STAGES=2),
+                                    dict(KB=32, CB=128, STAGES=3)],
+                         ids=["default", "hb128-kb32", "kb32-cb128"])
 def test_within_twice_torchs_error(heads, s_q, lens, causal, config):
     q, kv, table, lens_t = mla_operands(heads, s_q, lens, seed=len(lens) + s_q, device="cuda")
     o = torch.full((len(lens), s_q, heads, 512), float("nan"), dtype=torch.bfloat16,

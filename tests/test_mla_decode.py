@@ -23,8 +23,8 @@ MLA = os.path.join(os.path.dirname(__file__), "..", "examples", "mla_decode.cdsl
 @pytest.mark.parametrize("lowered", [False, True], ids=["source", "lowered"])
 @pytest.mark.parametrize("heads,s_q,lens,causal,config", [
     (64, 1, [70, 1, 129], 1, {}),
-    (128, 2, [200], 1, dict(HB=128, CB=256)),          # two consumer warpgroups
-    (64, 2, [64, 100], 0, dict(KB=64, CB=256)),
+    (128, 2, [200], 1, dict(HB=128, KB=32)),           # two consumer warpgroups
+    (64, 2, [64, 100], 0, dict(KB=32, CB=128)),
     (128, 1, [33, 130], 1, dict(HB=128, KB=32, CB=128))])
 def test_interpreter_matches_float64(heads, s_q, lens, causal, config, lowered):
     q, kv, table, lens_t = mla_operands(heads, s_q, lens, seed=sum(lens) + s_q)
@@ -41,11 +41,11 @@ def test_interpreter_matches_float64(heads, s_q, lens, causal, config, lowered):
 def test_nine_rows_of_q_kt_from_shared_memory_and_no_spills():
     ptx = compile_file(MLA).ptx
     # q k^T: 36 k16 steps over the nine 64-wide slabs, q and k both from shared memory
-    assert len(re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n32k16\.f32\.bf16\.bf16 "
+    assert len(re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n64k16\.f32\.bf16\.bf16 "
                           r"\{[^}]+\}, %rd\d+, %rd\d+", ptx)) == 36
-    # p v: 2 k16 steps over 32 keys into 128 columns, p from registers, v MN-major
-    assert len(re.findall(r"m64n128k16\.f32\.bf16\.bf16 \{[^}]+\}, \{%r\d+, %r\d+, %r\d+, "
-                          r"%r\d+\}, %rd\d+, [01], 1, 1, 1;", ptx)) == 2
+    # p v: 4 k16 steps over 64 keys into 256 columns, p from registers, v MN-major
+    assert len(re.findall(r"m64n256k16\.f32\.bf16\.bf16 \{[^}]+\}, \{%r\d+, %r\d+, %r\d+, "
+                          r"%r\d+\}, %rd\d+, [01], 1, 1, 1;", ptx)) == 4
     # q and k, nine boxes each: v is read inside k's tile (passes/subtile.py), not copied
     assert len(re.findall(r"cp\.async\.bulk\.tensor\.4d", ptx)) == 18
     report = assemble(ptx).report
