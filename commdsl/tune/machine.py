@@ -30,6 +30,9 @@ class Machine:
     hbm_efficiency: float = 0.90       # of the datasheet bandwidth a copy reaches (3.03 TB/s
                                        # measured, DESIGN.md); not fitted
     sm_load_bytes_per_s: float = 70 * GB   # what one SM pulls from L2 when it streams tiles
+    shared_efficiency: float = 0.85    # of shared memory's bank rate that feeds wgmma: on an
+                                       # H100 (2026-12-06) 4096x2112x7168 ran BN = 64 at 0.85x
+                                       # BN = 128's TFLOP/s, where the full rate predicts 1.0
     memory_latency_s: float = 0.5e-6   # from issuing a global load to its data, under load
     unit_overhead_s: float = 1.0e-6    # per tile or CTA wave: pipeline fill, epilogue drain
     launch_s: float = 12e-6            # one launch and its host cost: the recorded benches

@@ -15,7 +15,8 @@ part (tune/machine.py). The estimate is a roofline over waves of work units:
                that just spills into a new wave costs a whole wave
     compute    per unit, mma FLOPs / (the tensor cores' sustained rate x the tile shape's
                efficiency): wgmma reads its A (64 rows) and B (N rows) from shared memory,
-               so below N = 64 shared memory, not the tensor cores, sets the pace
+               so up to N = 64 shared memory, not the tensor cores, sets the pace (at
+               the 85% of its bank rate measured to reach wgmma)
     stream     per unit, the bytes its loads and stores move between L2 and the SM, at what
                one SM pulls (or what its bytes in flight cover in one memory latency, if
                less: Little's law); loads a CTA pair shares through TMA multicast count half
@@ -129,14 +130,15 @@ def _per_sm(profile: KernelProfile, work: Work, limits: Target) -> tuple[int, st
 def mma_shape_efficiency(n: int, dtype: str, machine: Machine, limits: Target) -> float:
     """The fraction of the tensor cores' rate a wgmma of B-tile width `n` reaches when both
     operands come from shared memory: its math cycles over the cycles shared memory takes to
-    deliver A (64 rows) and B (n rows) of one K step."""
+    deliver A (64 rows) and B (n rows) of one K step, at the part's shared_efficiency."""
     if not limits.has_wgmma:
         return 1.0
     from ..dtypes import dtype as dtype_info
     k = WGMMA_K_BYTES // dtype_info(dtype).bytes
     math_cycles = 2 * WGMMA_ROWS * n * k / machine.mma_flops_per_clock[dtype]
     shared_cycles = (WGMMA_ROWS + n) * WGMMA_K_BYTES / (limits.shared_banks *
-                                                         limits.shared_bank_bytes)
+                                                         limits.shared_bank_bytes *
+                                                         machine.shared_efficiency)
     return math_cycles / max(math_cycles, shared_cycles)
 
 
