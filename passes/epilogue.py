@@ -17,24 +17,44 @@ clips the ragged edges and runs on while the warpgroup starts the next tile:
 and before the consumers finish, bulk_wait() {read = False}: the leader waits for its last
 store to land.
 
-Applies to a 2-byte (bf16, f16) tile in the wgmma fragment layout stored whole (no mask) at
-(m0, n0) with the default policy, when BN is a multiple of 64 (128-byte box rows), the tensor's rows
-are a multiple of 16 bytes (TMA's stride rule: known from the shapes or the size
-specialization) and the buffer fits beside the pipeline's stages; other stores stay as they
-are.
+A store masked by rows, `mask(v[:, None])` (the grouped GEMM's padding rows, which TMA
+cannot skip), takes that path when every row its warpgroup holds is stored, and stays the
+masked store otherwise:
+
+    ok = warpgroup_all(v)             bar.red.and over the warpgroup's 128 threads
+    ... tma_store(d, buf, m0, n0, ok) {map, when}
+    store d[m0 : +BM, n0 : +BN] mask(v[:, None] and not ok) = t
+
+Applies to a 2-byte (bf16, f16) tile in the wgmma fragment layout stored whole or by rows at
+(m0, n0) with the default policy, when BN is a multiple of 64 (128-byte box rows), the
+tensor's rows are a multiple of 16 bytes (TMA's stride rule: known from the shapes or the
+size specialization) and the buffer fits beside the pipeline's stages; other stores stay as
+they are.
 """
 from __future__ import annotations
 
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.fragments import WARPGROUP_ROWS, WgmmaAcc
-from commdsl.ir import Block, KernelIR, Op, TileType, Value
+from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, TileType, Value
 from commdsl.ir import SWIZZLE_BYTES, SmemType, atom_aligned
 from commdsl.passes.vectorize import size_facts
 from commdsl.spec import TMA_ALIGNMENT, TensorMapParam
 from commdsl.target import Target
 
+BOOL = ScalarType("bool")
 
-def _stageable(op: Op, facts: dict[str, int]) -> bool:
+
+def _row_mask(op: Op, producers: dict[int, Op]) -> Value | None:
+    """The row vector v of a store's mask(v[:, None]) (a whole row stored or not), or None
+    where the mask varies along a row."""
+    bcast = producers.get(op.operands[3].id)
+    expand = bcast and bcast.name == "broadcast" and producers.get(bcast.operands[0].id)
+    if not expand or expand.name != "expand_dims" or expand.attrs["axis"] != 1:
+        return None
+    return expand.operands[0]
+
+
+def _stageable(op: Op, facts: dict[str, int], producers: dict[int, Op]) -> bool:
     """Whether TMA can take this store (see the module doc)."""
     value = op.operands[-1]
     t, tensor = value.type, op.operands[0].type
@@ -43,30 +63,44 @@ def _stageable(op: Op, facts: dict[str, int]) -> bool:
     esize = dtype_info(t.dtype).bytes
     rows, cols = t.shape
     row_multiple = tensor.dims[-1].divisibility(facts)
-    return (esize == 2 and tensor.rank == 2 and not op.attrs.get("mask")
+    return (esize == 2 and tensor.rank == 2
+            and (not op.attrs.get("mask") or _row_mask(op, producers) is not None)
             and tuple(op.attrs.get("sizes", ())) == (rows, cols)
             and op.attrs.get("cache_policy") == {} and cols * esize % SWIZZLE_BYTES == 0
             and row_multiple * esize % TMA_ALIGNMENT == 0)
 
 
-def _staged(op: Op, buf: Value, index: int) -> list[Op]:
-    tensor, m0, n0, value = op.operands
-    loc = op.loc
-    return [Op("bulk_wait", [], [], {"read": True}, loc=loc),
-            Op("warpgroup_barrier", [], [], {}, loc=loc),
-            Op("smem_store", [buf, value], [], {}, loc=loc),
-            Op("fence_async_shared", [], [], {}, loc=loc),
-            Op("warpgroup_barrier", [], [], {}, loc=loc),
-            Op("tma_store", [tensor, buf, m0, n0], [], {"map": index}, loc=loc)]
+def _staged(op: Op, buf: Value, index: int, producers: dict[int, Op]) -> list[Op]:
+    """The store through shared memory and TMA; a row-masked one goes that way when every
+    row of the warpgroup is stored, and as it was (its mask and-ed with the other case)
+    otherwise: the same bytes either way."""
+    tensor, m0, n0, value = op.operands[0], op.operands[1], op.operands[2], op.operands[-1]
+    b = Builder(Block(), op.loc)
+    b.op("bulk_wait", [], [], read=True)
+    b.op("warpgroup_barrier", [], [])
+    b.op("smem_store", [buf, value], [])
+    b.op("fence_async_shared", [], [])
+    b.op("warpgroup_barrier", [], [])
+    if not op.attrs.get("mask"):
+        b.op("tma_store", [tensor, buf, m0, n0], [], map=index)
+        return b.block.ops
+    mask = op.operands[3]
+    every = b.value("warpgroup_all", [_row_mask(op, producers)], BOOL)
+    b.op("tma_store", [tensor, buf, m0, n0, every], [], map=index, when=True)
+    others = b.value("splat", [b.value("not", [every], BOOL)], mask.type)
+    op.operands[3] = b.value("and", [mask, others], mask.type)
+    b.block.ops.append(op)
+    return b.block.ops
 
 
-def _rewrite(block: Block, stores: list[Op], bufs: dict[int, Value], maps: dict[int, int]):
+def _rewrite(block: Block, stores: list[Op], bufs: dict[int, Value], maps: dict[int, int],
+             producers: dict[int, Op]):
     for op in list(block.ops):
         for inner in op.blocks:
-            _rewrite(inner, stores, bufs, maps)
+            _rewrite(inner, stores, bufs, maps, producers)
         if op in stores:
             at = block.ops.index(op)
-            block.ops[at:at + 1] = _staged(op, bufs[id(op)], maps[id(op)])
+            block.ops[at:at + 1] = _staged(op, bufs[id(op)], maps[id(op)], producers)
 
 
 def run(kernel: KernelIR, target: Target) -> KernelIR:
@@ -75,7 +109,9 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         return kernel
     facts = size_facts(kernel)
     consumers = ws.blocks[1]
-    stores = [op for op in consumers.walk() if op.name == "store" and _stageable(op, facts)]
+    producers = {r.id: op for op in kernel.walk() for r in op.results}
+    stores = [op for op in consumers.walk()
+              if op.name == "store" and _stageable(op, facts, producers)]
     offset = atom_aligned(kernel.shared_bytes)
     tensor_maps = list(kernel.attrs.get("tensor_maps", ()))
     bufs, maps, allocs = {}, {}, []
@@ -95,7 +131,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     staged = [op for op in stores if id(op) in bufs]
     if not staged:
         return kernel
-    _rewrite(consumers, staged, bufs, maps)
+    _rewrite(consumers, staged, bufs, maps, producers)
     consumers.ops.append(Op("bulk_wait", [], [], {"read": False}, loc=ws.loc))
     at = kernel.body.ops.index(ws)
     kernel.body.ops[at:at] = allocs

@@ -75,10 +75,14 @@ def test_a_tma_tile_without_the_last_dimension_is_located():
            "via tma'" in msg
 
 
-def test_a_masked_store_of_a_gemm_tile_compiles_without_the_tma_epilogue():
-    """The epilogue pass stages whole stores only; a masked one crashed it before."""
+def test_the_row_masked_store_goes_by_tma_when_a_warpgroup_stores_every_row():
+    """The padding rows' mask is by rows: each warpgroup votes (bar.red.and) and its leader
+    copies the staged tile by TMA when all its rows are stored; the predicated stores keep
+    the rest. A column mask would not (tests/passes/epilogue)."""
     ptx = compile_file(GROUPED).ptx
-    assert "cp.async.bulk.tensor.2d.global.shared::cta" not in ptx
+    assert len(re.findall(r"bar\.red\.and\.pred", ptx)) == 1
+    assert len(re.findall(r"cp\.async\.bulk\.tensor\.2d\.global\.shared::cta", ptx)) == 2
+    assert re.search(r"@%p\d+ st\.global\.b16", ptx)            # the predicated path
 
 
 def test_the_store_mask_takes_the_fragment_layout_and_no_cta_barrier_is_left():

@@ -589,12 +589,15 @@ def emit_tma_store(cg, op: Op):
     128 bytes) to (m0 + 64 c, n0 + box columns j)."""
     b = cg.b
     smem = op.operands[1].type
-    m0, n0 = (cg.vals[v.id] for v in op.operands[2:])
+    m0, n0 = (cg.vals[v.id] for v in op.operands[2:4])
     tmap = b.ptrtoint(cg.tensor_maps[op.attrs["map"]], I64)
     box_rows, box_cols = cg.k.attrs["tensor_maps"][op.attrs["map"]].box
     box_bytes = box_rows * box_cols * dtype_info(smem.dtype).bytes
     group = _consumer_warpgroup(cg)
-    with b.if_then(_leader(cg)):
+    issue = _leader(cg)
+    if op.attrs.get("when"):
+        issue = b.and_(issue, b.trunc(cg.vals[op.operands[4].id], ir.IntType(1)))
+    with b.if_then(issue):
         base = b.add(cg.vals[op.operands[1].id], b.mul(group, cg.i32(_group_bytes(smem))))
         row = b.add(m0, b.mul(group, cg.i32(box_rows)))
         for j in range(smem.shape[1] // box_cols):
@@ -602,6 +605,20 @@ def emit_tma_store(cg, op: Op):
                  "[$3];", "l,r,r,r",
                  [tmap, b.add(n0, cg.i32(j * box_cols)), row, b.add(base, cg.i32(j * box_bytes))])
         _asm(cg, "cp.async.bulk.commit_group;", "")
+
+
+@emits("warpgroup_all", targets=HOPPER)
+def emit_warpgroup_all(cg, op: Op):
+    """The thread's slots of v, and-ed, then bar.red.and over its consumer warpgroup (named
+    barrier 1 + c, as warpgroup_barrier)."""
+    b = cg.b
+    mine = cg.i32(1)
+    for r in cg.tile(op.operands[0]).regs:
+        mine = b.and_(mine, b.zext(r, I32))
+    every = _asm(cg, "{ .reg .pred p, q; setp.ne.u32 p, $1, 0; bar.red.and.pred q, $2, 128, p; "
+                 "selp.u32 $0, 1, 0, q; }", "=r,r,r",
+                 [mine, b.add(_consumer_warpgroup(cg), cg.i32(1))], I32)
+    cg.vals[op.result.id] = b.trunc(every, ir.IntType(8))
 
 
 @emits("bulk_wait", targets=HOPPER)

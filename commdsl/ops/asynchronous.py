@@ -1,7 +1,7 @@
 """Shared memory, mbarriers, TMA copies and the fences and barriers that order them."""
 from __future__ import annotations
 
-from commdsl.ir import BarrierType, SmemType, TensorType, TileType
+from commdsl.ir import BarrierType, ScalarType, SmemType, TensorType, TileType
 
 from .operands import is_i32
 from .registry import (ASYNC, BARRIER, MEMORY, READS, SHARED, SIDE_EFFECTS, WRITES, declare,
@@ -93,12 +93,23 @@ def _smem_store(op):
 
 def _tma_store(op):
     tensor, buf, coords = op.operands[0], op.operands[1], op.operands[2:]
+    if op.attrs.get("when"):
+        coords, when = coords[:-1], coords[-1]
+        if when.type != ScalarType("bool"):
+            fail(op, "with `when`, takes a bool scalar after the coordinates")
     if not isinstance(tensor.type, TensorType) or not isinstance(buf.type, SmemType):
         fail(op, "copies from a shared-memory buffer into a tensor")
     if tensor.type.dtype != buf.type.dtype:
         fail(op, "changes the dtype")
     if len(coords) != tensor.type.rank or not all(is_i32(v) for v in coords):
         fail(op, "takes one i32 coordinate per dimension")
+
+
+def _warpgroup_all(op):
+    v = op.operands[0].type
+    if not isinstance(v, TileType) or v.dtype != "bool" or len(v.shape) != 1 \
+            or op.result.type != ScalarType("bool"):
+        fail(op, "takes a bool row vector and gives a bool")
 
 
 def _bulk_wait(op):
@@ -119,6 +130,12 @@ def _run_columns(ctx, op, t, start):
     if isinstance(op.result.type, SmemType):
         return t.columns(int(start), cols, op.result.type)
     return t[:, int(start):int(start) + cols]
+
+
+def _run_warpgroup_all(ctx, op, v):
+    """Every row of the tile: the interpreter does not split a CTA into warpgroups, and where
+    it answers False for a warpgroup whose own rows all hold, both paths store the same."""
+    return bool(v.all())
 
 
 def _run_mbarrier_alloc(ctx, op):
@@ -186,8 +203,13 @@ def _run_tma_load(ctx, op, tensor, buf, stage, *rest):
 
 def _run_tma_store(ctx, op, tensor, buf, *coords):
     """buf's tile to `tensor` at coords in boxes of tensor map `map`, clipped at the
-    tensor's edges; buf is read when the bulk group is waited for (bulk_wait)."""
+    tensor's edges (with `when`, only where it holds); buf is read when the bulk group is
+    waited for (bulk_wait)."""
     from commdsl.regions import in_bounds_region
+    if op.attrs.get("when"):
+        *coords, when = coords
+        if not bool(when):
+            return
     rows, cols = ctx.k.attrs["tensor_maps"][op.attrs["map"]].box
 
     def store():
@@ -255,12 +277,17 @@ declare("tma_load", "tma_load(tensor, buf, stage, coords..., bars, i) {map, mult
         attrs={"map": "the index of its tensor map in kernel.attrs['tensor_maps']",
                "multicast": "CTAs of the cluster that receive the tile (1 or 2)"},
         interpret=_run_tma_load, family=FAMILY)
-declare("tma_store", "tma_store(tensor, buf, coords...) {map}", "one thread per consumer "
-        "warpgroup copies its boxes of buf to the tile at coords (clipped at the tensor's "
-        "edges) and commits them as a bulk group",
-        traits=(MEMORY, WRITES, SHARED, ASYNC, SIDE_EFFECTS), verify=_tma_store,
-        attrs={"map": "the index of its tensor map in kernel.attrs['tensor_maps']"},
+declare("tma_store", "tma_store(tensor, buf, coords...[, ok]) {map, when}", "one thread per "
+        "consumer warpgroup copies its boxes of buf to the tile at coords (clipped at the "
+        "tensor's edges) and commits them as a bulk group; with `when`, only if the bool ok "
+        "holds", traits=(MEMORY, WRITES, SHARED, ASYNC, SIDE_EFFECTS), verify=_tma_store,
+        attrs={"map": "the index of its tensor map in kernel.attrs['tensor_maps']",
+               "when": "True: a bool operand after the coordinates gates the copy"},
         interpret=_run_tma_store, family=FAMILY)
+declare("warpgroup_all", "warpgroup_all(v) : bool", "whether every element of the bool row "
+        "vector v that this consumer warpgroup holds is true (bar.red.and over its 128 "
+        "threads; they meet); the interpreter takes every row", traits=(BARRIER, SIDE_EFFECTS),
+        verify=_warpgroup_all, interpret=_run_warpgroup_all, family=FAMILY)
 declare("smem_store", "smem_store(buf, t)", "each consumer thread writes its wgmma fragment "
         "of t into buf, its warpgroup's 64 rows as 64 x 128-byte boxes, 128B-swizzled",
         traits=(SHARED, SIDE_EFFECTS), verify=_smem_store, interpret=_run_smem_store, family=FAMILY)
