@@ -26,7 +26,8 @@ masked store otherwise:
     store d[m0 : +BM, n0 : +BN] mask(v[:, None] and not ok) = t
 
 Applies to a 2-byte (bf16, f16) tile in the wgmma fragment layout stored whole or by rows at
-(m0, n0) with the default policy, when BN is a multiple of 64 (128-byte box rows), the
+(..., m0, n0) of a tensor of rank 2 or more (one element deep in the leading dimensions: the
+masked grouped GEMM's d[g]) with the default policy, when BN is a multiple of 64 (128-byte box rows), the
 tensor's rows are a multiple of 16 bytes (TMA's stride rule: known from the shapes or the
 size specialization) and the buffer fits beside the pipeline's stages; other stores stay as
 they are.
@@ -44,10 +45,15 @@ from commdsl.target import Target
 BOOL = ScalarType("bool")
 
 
+def _mask(op: Op) -> Value:
+    """A masked store's mask: after the tensor and one coordinate per dimension."""
+    return op.operands[1 + op.operands[0].type.rank]
+
+
 def _row_mask(op: Op, producers: dict[int, Op]) -> Value | None:
     """The row vector v of a store's mask(v[:, None]) (a whole row stored or not), or None
     where the mask varies along a row."""
-    bcast = producers.get(op.operands[3].id)
+    bcast = producers.get(_mask(op).id)
     expand = bcast and bcast.name == "broadcast" and producers.get(bcast.operands[0].id)
     if not expand or expand.name != "expand_dims" or expand.attrs["axis"] != 1:
         return None
@@ -63,9 +69,10 @@ def _stageable(op: Op, facts: dict[str, int], producers: dict[int, Op]) -> bool:
     esize = dtype_info(t.dtype).bytes
     rows, cols = t.shape
     row_multiple = tensor.dims[-1].divisibility(facts)
-    return (esize == 2 and tensor.rank == 2
+    sizes = tuple(op.attrs.get("sizes", ()))
+    return (esize == 2 and tensor.rank >= 2
             and (not op.attrs.get("mask") or _row_mask(op, producers) is not None)
-            and tuple(op.attrs.get("sizes", ())) == (rows, cols)
+            and sizes[-2:] == (rows, cols) and all(n is None for n in sizes[:-2])
             and op.attrs.get("cache_policy") == {} and cols * esize % SWIZZLE_BYTES == 0
             and row_multiple * esize % TMA_ALIGNMENT == 0)
 
@@ -74,7 +81,8 @@ def _staged(op: Op, buf: Value, index: int, producers: dict[int, Op]) -> list[Op
     """The store through shared memory and TMA; a row-masked one goes that way when every
     row of the warpgroup is stored, and as it was (its mask and-ed with the other case)
     otherwise: the same bytes either way."""
-    tensor, m0, n0, value = op.operands[0], op.operands[1], op.operands[2], op.operands[-1]
+    tensor, value = op.operands[0], op.operands[-1]
+    coords = op.operands[1:1 + tensor.type.rank]
     b = Builder(Block(), op.loc)
     b.op("bulk_wait", [], [], read=True)
     b.op("warpgroup_barrier", [], [])
@@ -82,13 +90,13 @@ def _staged(op: Op, buf: Value, index: int, producers: dict[int, Op]) -> list[Op
     b.op("fence_async_shared", [], [])
     b.op("warpgroup_barrier", [], [])
     if not op.attrs.get("mask"):
-        b.op("tma_store", [tensor, buf, m0, n0], [], map=index)
+        b.op("tma_store", [tensor, buf, *coords], [], map=index)
         return b.block.ops
-    mask = op.operands[3]
+    mask = _mask(op)
     every = b.value("warpgroup_all", [_row_mask(op, producers)], BOOL)
-    b.op("tma_store", [tensor, buf, m0, n0, every], [], map=index, when=True)
+    b.op("tma_store", [tensor, buf, *coords, every], [], map=index, when=True)
     others = b.value("splat", [b.value("not", [every], BOOL)], mask.type)
-    op.operands[3] = b.value("and", [mask, others], mask.type)
+    op.operands[1 + tensor.type.rank] = b.value("and", [mask, others], mask.type)
     b.block.ops.append(op)
     return b.block.ops
 

@@ -62,11 +62,14 @@ def test_interpreter_matches_float64_and_leaves_rows_past_the_count(counts, conf
     _check_groups(d, ref, counts)
 
 
-def test_ptx_takes_both_operands_by_rank_3_tma_boxes_and_stores_under_a_mask():
+def test_ptx_takes_both_operands_by_rank_3_tma_boxes_and_stores_by_rows():
+    """d[g] by rank-3 TMA stores where a warpgroup's rows are all below the count (a bar.red
+    vote), predicated stores for the tile that overhangs it."""
     ptx = compile_file(MASKED).ptx
     assert ptx.count("cp.async.bulk.tensor.3d.shared::cluster.global") == 2     # a and b
     assert "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3" in ptx
-    assert "cp.async.bulk.tensor.3d.global.shared::cta" not in ptx   # no TMA store
+    assert ptx.count("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group") == 2
+    assert ptx.count("bar.red.and.pred") == 1 and re.search(r"@%p\d+ st\.global\.b16", ptx)
 
 
 # ---- the ragged persistent loop itself -------------------------------------------------------

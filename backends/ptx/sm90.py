@@ -589,21 +589,24 @@ def emit_tma_store(cg, op: Op):
     128 bytes) to (m0 + 64 c, n0 + box columns j)."""
     b = cg.b
     smem = op.operands[1].type
-    m0, n0 = (cg.vals[v.id] for v in op.operands[2:4])
+    rank = op.operands[0].type.rank
+    coords = [cg.vals[v.id] for v in op.operands[2:2 + rank]]
     tmap = b.ptrtoint(cg.tensor_maps[op.attrs["map"]], I64)
     box_rows, box_cols = cg.k.attrs["tensor_maps"][op.attrs["map"]].box
     box_bytes = box_rows * box_cols * dtype_info(smem.dtype).bytes
     group = _consumer_warpgroup(cg)
     issue = _leader(cg)
     if op.attrs.get("when"):
-        issue = b.and_(issue, b.trunc(cg.vals[op.operands[4].id], ir.IntType(1)))
+        issue = b.and_(issue, b.trunc(cg.vals[op.operands[-1].id], ir.IntType(1)))
+    inner_first = ", ".join(f"${i + 1}" for i in range(rank))
     with b.if_then(issue):
         base = b.add(cg.vals[op.operands[1].id], b.mul(group, cg.i32(_group_bytes(smem))))
-        row = b.add(m0, b.mul(group, cg.i32(box_rows)))
+        row = b.add(coords[-2], b.mul(group, cg.i32(box_rows)))
         for j in range(smem.shape[1] // box_cols):
-            _asm(cg, "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [$0, {$1, $2}], "
-                 "[$3];", "l,r,r,r",
-                 [tmap, b.add(n0, cg.i32(j * box_cols)), row, b.add(base, cg.i32(j * box_bytes))])
+            at = [*coords[:-2], row, b.add(coords[-1], cg.i32(j * box_cols))]
+            _asm(cg, f"cp.async.bulk.tensor.{rank}d.global.shared::cta.bulk_group "
+                 f"[$0, {{{inner_first}}}], [${rank + 1}];", ",".join(["l"] + ["r"] * (rank + 1)),
+                 [tmap, *reversed(at), b.add(base, cg.i32(j * box_bytes))])
         _asm(cg, "cp.async.bulk.commit_group;", "")
 
 

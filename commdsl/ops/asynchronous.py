@@ -211,15 +211,18 @@ def _run_tma_store(ctx, op, tensor, buf, *coords):
         if not bool(when):
             return
     rows, cols = ctx.k.attrs["tensor_maps"][op.attrs["map"]].box
+    *index, m0, n0 = (int(c) for c in coords)     # one element deep in the leading dims
+    if any(not 0 <= i < n for i, n in zip(index, tensor.shape)):
+        return                                    # TMA clips the box away
+    plane = tensor[tuple(index)]
 
     def store():
         tile = buf.data[0]
         for r in range(0, tile.shape[0], rows):
             for c in range(0, tile.shape[1], cols):
-                region = in_bounds_region((rows, cols), tensor.shape,
-                                          (coords[0] + r, coords[1] + c))
+                region = in_bounds_region((rows, cols), plane.shape, (m0 + r, n0 + c))
                 if region is not None:
-                    tensor[region[0]] = tile[r:r + rows, c:c + cols][region[1]]
+                    plane[region[0]] = tile[r:r + rows, c:c + cols][region[1]]
     ctx.bulk_groups.append(store)
 
 
