@@ -27,10 +27,10 @@ masked store otherwise:
 
 Applies to a 2-byte (bf16, f16) tile in the wgmma fragment layout stored whole or by rows at
 (..., m0, n0) of a tensor of rank 2 or more (one element deep in the leading dimensions: the
-masked grouped GEMM's d[g]) with the default policy, when BN is a multiple of 64 (128-byte box rows), the
-tensor's rows are a multiple of 16 bytes (TMA's stride rule: known from the shapes or the
-size specialization) and the buffer fits beside the pipeline's stages; other stores stay as
-they are.
+masked grouped GEMM's d[g]) with the default policy, when BN is a multiple of 64 (128-byte
+box rows), the tensor's rows are a multiple of 16 bytes (TMA's stride rule: known from the
+shapes or the size specialization) and the buffer fits beside the pipeline's stages; other
+stores stay as they are.
 """
 from __future__ import annotations
 
