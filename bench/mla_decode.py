@@ -77,7 +77,7 @@ def main():
         entries.append(entry)
         peers[name] = {"gbs": common.gbs(kv_bytes, ref_ms)}
         if best is None:
-            rows.append([name, "-", "-", "-", common.gbs(kv_bytes, ref_ms), "-"])
+            rows.append([name, "-", "-", "-", "-", common.gbs(kv_bytes, ref_ms), "-"])
             continue
         gbs = common.gbs(kv_bytes, best[1])
         summary[name] = {"config": best[0], "gbs": gbs, "of_copy": gbs / copy,

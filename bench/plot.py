@@ -34,8 +34,8 @@ class Chart:
 
 def chart(payload: dict) -> Chart | None:
     """The chart for a bench's results, or None where no kind below fits them."""
-    for make in (_gemm, _overlap, _moe, _bandwidth, _launch, _autotune, _compile_time, _fused,
-                 _precision, _grouped, _attention):
+    for make in (_gemm, _overlap, _moe, _split_kv, _bandwidth, _launch, _autotune,
+                 _compile_time, _fused, _precision, _grouped, _attention):
         found = make(payload)
         if found is not None:
             return found
@@ -155,6 +155,23 @@ def _moe(payload: dict) -> Chart | None:
               for name in ("dispatch", "combine")}
     return Chart(f"{_on(payload)}, {len(ranks)} ranks: the slowest rank", "GB/s per direction",
                  groups, ("copy engine into the peer", min(r["copy_engine_gbs"] for r in ranks)))
+
+
+def _split_kv(payload: dict) -> Chart | None:
+    """MLA decoding at small batches: KV GB/s of mla_decode alone and of the fastest correct
+    split + combine, against the copy ceiling."""
+    cases = payload.get("cases")
+    if "copy_gbs" not in payload or not cases or "split" not in cases[0]:
+        return None
+    groups = {}
+    for e in cases:
+        kv = e["batch"] * e["length"] * 576 * 2
+        split = [r["ms"] for r in e["split"].values() if r.get("correct")]
+        groups[f"B={e['batch']}, S={e['s_q']}, L={e['length']}"] = {
+            "mla_decode": kv / e["whole"]["ms"] / 1e6,
+            "split + combine (best)": kv / min(split) / 1e6 if split else math.nan}
+    return Chart(f"{_on(payload)}: KV bandwidth", "GB/s of KV cache", groups,
+                 ("device-to-device copy", payload["copy_gbs"]))
 
 
 def _bandwidth(payload: dict) -> Chart | None:

@@ -114,3 +114,16 @@ def test_attention_is_tflops_by_shape_against_each_torch_backend():
     c = plot.chart({"benchmark": "attention", "device": "h100", "shapes": [shape]})
     assert c.groups == {"128 x 4096 x 64": {"torch flash": 350.0,
                                             "commdsl (best config)": 300.0}}
+
+
+def test_mla_split_kv_is_kv_bandwidth_of_each_form_against_the_copy_ceiling():
+    payload = {"benchmark": "mla_decode_split", "device": "h100", "copy_gbs": 3000.0,
+               "cases": [{"batch": 1, "s_q": 1, "length": 32768,
+                          "whole": {"ms": 0.1, "correct": True},
+                          "split": {"SPLITS=4": {"ms": 0.05, "correct": True},
+                                    "SPLITS=8": {"ms": 0.01, "correct": False}}}]}
+    c = plot.chart(payload)
+    kv = 32768 * 576 * 2
+    assert c.line == ("device-to-device copy", 3000.0) and c.unit == "GB/s of KV cache"
+    assert c.groups["B=1, S=1, L=32768"] == pytest.approx(
+        {"mla_decode": kv / 0.1 / 1e6, "split + combine (best)": kv / 0.05 / 1e6})

@@ -66,8 +66,10 @@ SPLIT = os.path.join(os.path.dirname(__file__), "..", "examples", "mla_decode_sp
 
 
 @pytest.mark.parametrize("lowered", [False, True], ids=["source", "lowered"])
-@pytest.mark.parametrize("splits,s_q,lens", [(3, 1, [40, 300]), (1, 2, [70]), (4, 2, [2, 129])])
-def test_split_keys_and_combine_match_float64(splits, s_q, lens, lowered):
+@pytest.mark.parametrize("splits,s_q,lens,config", [(3, 1, [40, 300], {}), (1, 2, [70], {}),
+                                                   (4, 2, [2, 129], {}),
+                                                   (3, 1, [200, 5], dict(KB=64, CB=256))])
+def test_split_keys_and_combine_match_float64(splits, s_q, lens, config, lowered):
     """Each sequence's keys over `splits` CTAs (some splits past a short sequence's end: they
     write 0 and -inf), then the combine; both kernels on the interpreter."""
     heads = 64
@@ -76,7 +78,7 @@ def test_split_keys_and_combine_match_float64(splits, s_q, lens, lowered):
     sizes = dict(B=batch, S=s_q, H=heads, NB=kv.shape[0], MAXB=table.shape[1])
     o_part = torch.full((splits, batch, s_q, heads, 512), float("nan"))
     lse_part = torch.full((splits, batch, heads, s_q), float("nan"))
-    run(kernel_ir(SPLIT, lowered, SPLITS=splits, kernel="mla_decode_split"),
+    run(kernel_ir(SPLIT, lowered, SPLITS=splits, kernel="mla_decode_split", **config),
         dict(q=q, kv=kv, block_table=table, cache_seqlens=lens_t, o_part=o_part,
              lse_part=lse_part), sizes, sms=3)
     o = torch.full((batch, s_q, heads, 512), float("nan"), dtype=torch.bfloat16)
