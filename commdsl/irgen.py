@@ -454,10 +454,9 @@ class _Lowering(CommLowering):
         """fma(a, b, c): the three operands in their common float dtype and shape."""
         nodes = self.expect_args(e, 3)
         args = [self.expr(x) for x in nodes]
-        for x, node in zip(args, nodes):
-            dt = x.type.dtype if isinstance(x, Value) else ("i32" if x.is_int else "f32")
-            if _is_int(dt) or dt == "bool":
-                raise CompileError(f"{e.func} takes floats, not {dt}", node.span,
+        for x, node in zip(args, nodes):          # a number written as 2 is a float here
+            if isinstance(x, Value) and (_is_int(x.type.dtype) or x.type.dtype == "bool"):
+                raise CompileError(f"{e.func} takes floats, not {x.type.dtype}", node.span,
                                    f"{FUNCTIONS[e.func]}; convert with cast<f32>(...)")
         if all(isinstance(x, Folded) for x in args):
             return Folded(float(args[0].value) * args[1].value + args[2].value)

@@ -38,6 +38,7 @@ from commdsl.dtypes import dtype as dtype_info
 from commdsl.fragments import WARPGROUP_ROWS, WgmmaAcc
 from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, TileType, Value
 from commdsl.ir import SWIZZLE_BYTES, SmemType, atom_aligned
+from commdsl.layout import Sliced
 from commdsl.passes.vectorize import size_facts
 from commdsl.spec import TMA_ALIGNMENT, TensorMapParam
 from commdsl.target import Target
@@ -52,12 +53,18 @@ def _mask(op: Op) -> Value:
 
 def _row_mask(op: Op, producers: dict[int, Op]) -> Value | None:
     """The row vector v of a store's mask(v[:, None]) (a whole row stored or not), or None
-    where the mask varies along a row."""
+    where the mask varies along a row. v is laid out as the fragment's rows (each thread
+    holds its own rows), which the warpgroup's vote needs."""
     bcast = producers.get(_mask(op).id)
     expand = bcast and bcast.name == "broadcast" and producers.get(bcast.operands[0].id)
     if not expand or expand.name != "expand_dims" or expand.attrs["axis"] != 1:
         return None
-    return expand.operands[0]
+    v = expand.operands[0]
+    layout = v.type.layout
+    if not (isinstance(layout, Sliced) and layout.axis == 1
+            and isinstance(layout.parent, WgmmaAcc)):
+        return None
+    return v
 
 
 def _stageable(op: Op, facts: dict[str, int], producers: dict[int, Op]) -> bool:

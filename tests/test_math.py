@@ -188,3 +188,17 @@ def test_fma_rounds_once_and_broadcasts(tmp_path):
     y = commdsl.load(str(src)).interpret(x, r)
     assert y[0, 0].item() == 2.0 ** -11 + 2.0 ** -24
     assert torch.equal(y[1], torch.full((4,), 0.5))
+
+
+def test_fma_takes_numbers_written_as_integers(tmp_path):
+    """fma(t, 2, 1): the numbers are floats there, as in t * 2 + 1; fma(2, 3, 1) folds."""
+    src = tmp_path / "k.cdsl"
+    src.write_text("""kernel k(x: f32[N], y: out f32[N])
+  grid(cdiv(N, 4))
+{
+  store y[pid.0 * 4 : +4] = fma(load x[pid.0 * 4 : +4], 2, 1) + fma(2, 3, 1)
+}
+""")
+    x = torch.tensor([0.5, -1.0, 3.0, 1e30])
+    y = commdsl.load(str(src)).interpret(x)
+    assert torch.equal(y, x * 2 + 1 + 7)
