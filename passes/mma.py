@@ -3,7 +3,8 @@
 On sm_90a an FP8 [BM, 128] x [BN, 128]^T product becomes, per 128-wide K step, four
 `wgmma.mma_async.m64n{BN}k32.f32.e4m3.e4m3` per m64 block, read from 128B-swizzled shared
 memory (TMA's layout), on BM / 64 consumer warpgroups (three for BM = 192: 160 registers
-each, with 128 x 128 tiles' 128 FLOP per byte of L2 traffic raised to 154). bf16/f16 take
+each, with 128 x 128 tiles' 128 FLOP per byte of L2 traffic raised to 154), or for BM = 256
+on two warpgroups of two m64 waves each (171 FLOP per byte). bf16/f16 take
 k16 steps over 64 of K, f32 (read as tf32) k8 over 32, i8/u8 k32 over 128 into an s32
 accumulator; a product takes any whole number of such 128-byte swizzled rows of K (slabs,
 one TMA box each: MLA's 576-wide q k^T is nine). Checked
@@ -37,10 +38,18 @@ from commdsl.target import Target
 
 MN_SLAB = SWIZZLE_BYTES // 2      # an MN-major 16-bit B: columns per 128-byte swizzled slab
 REGISTER_MARGIN = 24              # addresses, scales, loop state next to the accumulators
+# A tile's rows -> (consumer warpgroups, m64 waves of each): up to three warpgroups take one
+# m64 block each; 256 rows (DeepGEMM's large-M tile) take two blocks on each of two, which
+# halves the tiles, their epilogues and their per-step barrier and scale work per FLOP.
+# A warpgroup runs its waves one after the other, so one wave's partial sums are live at a
+# time, and the other warpgroup's wgmmas fill the tensor cores meanwhile.
+ROWS = {64: (1, 1), 128: (2, 1), 192: (3, 1), 256: (2, 2)}
 
 
-def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -> int:
-    """The number of consumer warpgroups for this mma; raises what the target cannot do."""
+def _check(op: Op, producers: dict[int, Op], kernel: KernelIR,
+           target: Target) -> tuple[int, int]:
+    """(consumer warpgroups, m64 waves of each) for this mma; raises what the target cannot
+    do."""
     if not target.has_wgmma:
         raise CompileError(f"mma needs the warpgroup MMA (wgmma) of sm_90a; {target.name} has "
                            "none", op.loc, "compile with --target sm_90a")
@@ -84,9 +93,10 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
                                f"swizzled slabs; N = {bn} is not a multiple of {MN_SLAB}",
                                op.loc, f"use BN = 64, 128, 192 or 256, or store b as [N, K] and "
                                "write mma(a, b.T)")
-    if bm not in (64, 128, 192):
-        raise CompileError(f"mma tiles are 64, 128 or 192 rows (one m64 wgmma per consumer "
-                           f"warpgroup), not {bm}", op.loc, "use BM = 64, 128 or 192")
+    if bm not in ROWS:
+        raise CompileError(f"mma tiles are 64, 128, 192 or 256 rows (one m64 wgmma block per "
+                           f"consumer warpgroup, or two on each of two), not {bm}", op.loc,
+                           "use BM = 64, 128, 192 or 256")
     if bn % 8 or not 8 <= bn <= 256:
         raise CompileError(f"wgmma's N is a multiple of 8 from 8 to 256, not {bn}", op.loc,
                            "pick BN among 16, 32, 64, 128, ...")
@@ -117,7 +127,7 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR, target: Target) -
                               "wgmma steps") + f", multiples of {per_row}, not {bk}", op.loc,
                            f"make the product's K a multiple of {per_row}, e.g. step the K "
                            f"loop by {per_row}")
-    return bm // 64
+    return ROWS[bm]
 
 
 def _kind(dtype: str) -> str:
@@ -196,17 +206,17 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     if not mmas:
         return kernel
     producers = {r.id: o for o in kernel.walk() for r in o.results}
-    groups = _check(mmas[0], producers, kernel, target)
+    groups, waves = _check(mmas[0], producers, kernel, target)
     for op in mmas[1:]:
-        if _check(op, producers, kernel, target) != groups:
+        if _check(op, producers, kernel, target) != (groups, waves):
             raise CompileError(f"the mmas of a kernel share its consumer warpgroups, so their "
                                f"products have the same rows: {mmas[0].result.type.shape[0]} "
                                f"here, {op.result.type.shape[0]} before", op.loc,
                                "give every mma's A tile the same number of rows (BM)")
     # Every product's registers are live at once in the consumers (a chain's first result
     # feeds the next as its A), so they share one budget.
-    needed = REGISTER_MARGIN + sum(_select(op, producers, groups, _loop_ops(kernel, op))
-                                   for op in mmas)
+    needed = REGISTER_MARGIN + sum(_select(op, producers, groups, waves,
+                                           _loop_ops(kernel, op)) for op in mmas)
     in_place = all(len(op.operands) == 3 for op in mmas)
     budget = target.consumer_registers(groups)
     if in_place:
@@ -230,13 +240,13 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     kernel.attrs["mma_warpgroups"] = groups
     seeds: dict[int, object] = {}
     for op in mmas:
-        seeds[op.result.id] = WgmmaAcc(groups)
+        seeds[op.result.id] = WgmmaAcc(groups, waves)
         if a_from_registers(op, producers):
             # wgmma's A fragment of a 16-bit k16 step is the accumulator's fragment over its
             # 16 columns, so A takes the accumulator layout: the loads and math that make it
             # (or the product before it) land each element in the thread and register the
             # instruction reads it from.
-            seeds[op.operands[0].id] = WgmmaAcc(groups)
+            seeds[op.operands[0].id] = WgmmaAcc(groups, waves)
     values: dict[int, Value] = {}
     _assign(kernel, seeds, values)
     for vid, layout in seeds.items():
@@ -257,7 +267,8 @@ def _loop_ops(kernel: KernelIR, mma: Op) -> list[Op]:
     return inner
 
 
-def _select(op: Op, producers: dict[int, Op], groups: int, loop_ops: list[Op]) -> int:
+def _select(op: Op, producers: dict[int, Op], groups: int, waves: int,
+            loop_ops: list[Op]) -> int:
     """Sets the mma's wgmma shape and steps; gives the registers per thread it holds
     (`loop_ops`: the ops of the loop around it)."""
     bn = op.result.type.shape[1]
@@ -270,18 +281,21 @@ def _select(op: Op, producers: dict[int, Op], groups: int, loop_ops: list[Op]) -
                            f"use a multiple of {wgmma_k} that divides {k_steps * wgmma_k}")
     op.attrs.update(instr=f"m64n{bn}k{wgmma_k}", warpgroups=groups, k_steps=k_steps,
                     promote_steps=every // wgmma_k)
+    if waves > 1:
+        op.attrs["waves"] = waves
     # Each promotion interval in flight holds its own BN / 2 partial sums per thread besides
     # the accumulator it is added into; an mma that accumulates in place (mma(a, b, acc)),
     # or whose product no accumulator takes (s = mma(a, b.T) * SCALE), holds only its result.
     intervals = k_steps // (every // wgmma_k) if _accumulated(op, loop_ops) else 0
-    # A from registers: its [64, K] rows of the warpgroup, two 16-bit elements a register;
+    # A from registers: its [64 W, K] rows of the warpgroup, two 16-bit elements a register;
     # a tile made in the pipelined loop is held a K step ahead too (passes/prefetch.py).
     a_regs = 0
     if a_from_registers(op, producers):
         made = producers.get(op.operands[0].id)
         copies = 2 if any(o is made for o in loop_ops) else 1
-        a_regs = copies * WARPGROUP_ROWS * op.operands[0].type.shape[1] // 2 // 128
-    return (intervals + 1) * bn // 2 + a_regs
+        a_regs = copies * waves * WARPGROUP_ROWS * op.operands[0].type.shape[1] // 2 // 128
+    # the waves' results, and one wave's promotion intervals at a time
+    return (intervals + waves) * bn // 2 + a_regs
 
 
 def _accumulated(mma: Op, loop_ops: list[Op]) -> bool:

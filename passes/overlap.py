@@ -163,8 +163,10 @@ def _step(loop: Op) -> _Step | None:
 
 
 def _fits(mma: Op, consumer_regs: int, warpgroup_threads: int) -> bool:
+    """Three accumulators of one wave (a product of several waves runs them in turn,
+    which leaves nothing to overlap across steps)."""
     partial = mma.result.type.numel // (warpgroup_threads * mma.attrs["warpgroups"])
-    return 3 * partial + OTHER_REGS <= consumer_regs
+    return mma.attrs.get("waves", 1) == 1 and 3 * partial + OTHER_REGS <= consumer_regs
 
 
 def _grouped_loop(loop: Op, s: _Step, lo: Value, hi: Value, steps: int,

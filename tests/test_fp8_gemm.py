@@ -274,7 +274,7 @@ def test_promotion_interval_errors():
 def test_tile_shape_limits():
     assert "multiple of 8" in compile_error(SOURCE, constants={"BN": 20}).message
     assert "straddle its 128-row scale blocks" in compile_error(SOURCE, constants={"BN": 144}).message
-    assert "64, 128 or 192 rows" in compile_error(SOURCE, constants={"BM": 32}).message
+    assert "64, 128, 192 or 256 rows" in compile_error(SOURCE, constants={"BM": 32}).message
     err = compile_error(SOURCE, constants={"STAGES": 8})
     assert "bytes of shared memory" in err.message and "fewer stages" in err.hint
 

@@ -17,7 +17,7 @@ import commdsl  # noqa: E402
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 BF16_GEMM = os.path.join(EXAMPLES, "bf16_gemm.cdsl")
 BF16_MATMUL = os.path.join(EXAMPLES, "bf16_matmul.cdsl")
-CONFIGS = [dict(), dict(BN=256, STAGES=3), dict(BM=64, BN=64, STAGES=8)]
+CONFIGS = [dict(), dict(BN=256, STAGES=3), dict(BM=64, BN=64, STAGES=8), dict(BM=256, STAGES=4)]
 _kernels: dict = {}
 
 

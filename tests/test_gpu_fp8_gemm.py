@@ -26,7 +26,8 @@ BY_MODEL = "by model"        # config="model": the schedule the cost model picks
 CONFIGS = [BY_MODEL, dict(), dict(BM=64, BN=16, STAGES=8), dict(BM=128, BN=32, STAGES=4, GROUP=1),
            dict(BM=192, BN=128, STAGES=5), dict(PROMOTE=64), dict(BM=64, BN=32, PROMOTE=32),
            dict(CLUSTER=2), dict(BM=192, BN=128, STAGES=4, CLUSTER=2),
-           dict(BM=64, BN=16, STAGES=8, CLUSTER=2)]
+           dict(BM=64, BN=16, STAGES=8, CLUSTER=2), dict(BM=256, BN=128, STAGES=3),
+           dict(BM=256, BN=64, STAGES=4, CLUSTER=2)]
 _kernels = {}
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from commdsl.dtypes import dtype as dtype_info
-from commdsl.fragments import WARPGROUP_ROWS
+from commdsl.fragments import WARPGROUP_ROWS, waves
 from commdsl.ir import Op, TileType
 from commdsl.ir import SWIZZLE_ATOM, SWIZZLE_BYTES, WGMMA_K_BYTES
 
@@ -317,10 +317,11 @@ def fragment_coord(cg, m, rep: int, elem: int):
     if m.axis == 1:                              # 8 q + 2 (lane % 4) + e
         quad = b.mul(b.and_(cg.lane, cg.i32(3)), cg.i32(2))
         return b.add(quad, cg.i32(8 * rep + elem))
-    warp = b.and_(cg.warp, cg.i32(3))            # 64 c + 16 w + lane / 4 + 8 rep
+    warp = b.and_(cg.warp, cg.i32(3))            # 64 (c W + v) + 16 w + lane / 4 + 8 h
     base = b.add(b.mul(warp, cg.i32(16)), b.lshr(cg.lane, cg.i32(2)))
-    group = b.mul(_consumer_warpgroup(cg), cg.i32(WARPGROUP_ROWS))
-    return b.add(b.add(base, group), cg.i32(8 * rep))
+    group = b.mul(_consumer_warpgroup(cg), cg.i32(WARPGROUP_ROWS * waves(m)))
+    wave, h = divmod(rep, 2)
+    return b.add(b.add(base, group), cg.i32(WARPGROUP_ROWS * wave + 8 * h))
 
 
 def _descriptor(cg, address, high: int = DESC_128B):
@@ -360,7 +361,8 @@ def _stage_base(cg, buf, ring, stage):
 
 
 class _Wgmma:
-    """The wgmmas of one mma op in this consumer warpgroup (its m64 block of rows)."""
+    """The wgmmas of one mma op in this consumer warpgroup: one m64 block of rows per wave
+    (commdsl/fragments.py), `waves` of them."""
 
     def __init__(self, cg, op: Op):
         b = self.b = cg.b
@@ -369,10 +371,12 @@ class _Wgmma:
         rings = [v.type for v in op.operands[:2]]
         stage = cg.vals[op.operands[2].id]
         self.bn = op.result.type.shape[1]
+        self.waves = op.attrs.get("waves", 1)
         self.a_tile = bufs[0] if isinstance(rings[0], TileType) else None
         if self.a_tile is None:
+            rows = WARPGROUP_ROWS * self.waves * SWIZZLE_BYTES
             a_base = b.add(_stage_base(cg, bufs[0], rings[0], stage),
-                           b.mul(_consumer_warpgroup(cg), cg.i32(WARPGROUP_ROWS * 128)))
+                           b.mul(_consumer_warpgroup(cg), cg.i32(rows)))
             self.a_desc = _descriptor(cg, a_base)
         b_base = _stage_base(cg, bufs[1], rings[1], stage)
         # K-major B: a wgmma's 32 bytes of K lie along each row (+2 in 16-byte units). An
@@ -401,27 +405,32 @@ class _Wgmma:
                   if dtype_info(rings[1].dtype).bytes == 2 else "")
         self.immediates = majors if self.integer else ", 1, 1" + majors
 
-    def _a_descriptor(self, kk: int):
-        """K step kk's A descriptor. A tile kept across the pipelined loop has the same
-        descriptors every step: computed where used (one add that LLVM may not hoist), as
-        hoisted they would hold two registers per K step through the loop (72 for MLA's
-        576-wide q) and spill."""
-        offset = ir.Constant(I64, self.a_offset(kk))
+    def _a_descriptor(self, kk: int, wave: int):
+        """K step kk's A descriptor for a wave's rows. A tile kept across the pipelined loop
+        has the same descriptors every step: computed where used (one add that LLVM may not
+        hoist), as hoisted they would hold two registers per K step through the loop (72 for
+        MLA's 576-wide q) and spill."""
+        rows = wave * WARPGROUP_ROWS * SWIZZLE_BYTES // 16
+        offset = ir.Constant(I64, self.a_offset(kk) + rows)
         if self.op.operands[0].type.stages > 1:
             return self.b.add(self.a_desc, offset)
         return _asm(self.cg, "add.s64 $0, $1, $2;", "=l,l,l", [self.a_desc, offset], I64)
 
-    def issue(self, steps: range, regs: list | None = None) -> list:
+    def slots(self, wave: int) -> list[int]:
+        """The tile slots of a wave's wgmma registers, in wgmma order."""
+        return [wave * self.nregs + slot for slot in self.order]
+
+    def issue(self, steps: range, regs: list | None = None, wave: int = 0) -> list:
         """One wgmma per K step of 32 bytes (32 FP8 or int8, 16 bf16/f16, 8 tf32 elements)
-        along the swizzled K rows (the first zeroes the accumulator unless `regs`, in wgmma
-        order, are given), then a commit."""
+        along the swizzled K rows for a wave's rows (the first zeroes the accumulator unless
+        `regs`, in wgmma order, are given), then a commit."""
         b, cg, n = self.b, self.cg, self.nregs
         acc_type = ir.LiteralStructType([self.acc_reg] * n)
         out_kind = [self.acc_constraint] * n
         outputs = "{" + ", ".join(f"${i}" for i in range(n)) + "}"
         for kk in steps:
-            a_ops = (self._a_registers(kk) if self.a_tile is not None
-                     else [self._a_descriptor(kk)])
+            a_ops = (self._a_registers(kk, wave) if self.a_tile is not None
+                     else [self._a_descriptor(kk, wave)])
             a_kind = ["r"] * len(a_ops) if self.a_tile is not None else ["l"]
             descs = a_ops + [b.add(self.b_desc, ir.Constant(I64, self.b_offset(kk)))]
             first = n if regs is None else 2 * n
@@ -442,13 +451,15 @@ class _Wgmma:
         _asm(cg, "wgmma.commit_group.sync.aligned;", "")
         return regs
 
-    def _a_registers(self, kk: int) -> list:
-        """The four .b32 registers of A for K step kk: the A tile holds the accumulator's
-        fragment (passes/mma.py), whose wgmma-order elements 8 kk .. 8 kk + 7 are the k16
-        step's A fragment, two 16-bit elements a register, the lower column low."""
+    def _a_registers(self, kk: int, wave: int) -> list:
+        """The four .b32 registers of A for K step kk of a wave: the A tile holds the
+        accumulator's fragment (passes/mma.py), whose wgmma-order elements 8 kk .. 8 kk + 7
+        of the wave are the k16 step's A fragment, two 16-bit elements a register, the lower
+        column low."""
         b, cg = self.b, self.cg
         tile = self.a_tile
-        order = _fragment_order(tile.dims[1].size)
+        cols = tile.dims[1].size
+        order = [wave * cols // 2 + slot for slot in _fragment_order(cols)]
         halves = [tile.regs[order[i]] for i in range(8 * kk, 8 * kk + 8)]
         return [b.or_(b.zext(lo, I32), b.shl(b.zext(hi, I32), cg.i32(16)))
                 for lo, hi in zip(halves[0::2], halves[1::2])]
@@ -465,23 +476,28 @@ def _wait_group(cg, pending: int, regs: list, reg=F32, constraint: str = "=f") -
 
 @emits("mma", targets=HOPPER)
 def emit_mma(cg, op: Op):
+    """Every wave's wgmmas, then one wait for all of them."""
     w = _Wgmma(cg, op)
     acc_in = cg.vals[op.operands[3].id] if len(op.operands) > 3 else None
     _asm(cg, "wgmma.fence.sync.aligned;", "")
-    given = [acc_in.regs[w.order[i]] for i in range(w.nregs)] if acc_in is not None else None
-    out = [None] * w.nregs
-    for i, r in enumerate(w.wait(0, w.issue(range(op.attrs["k_steps"]), given))):
-        out[w.order[i]] = r
+    issued, slots = [], []
+    for wave in range(w.waves):
+        given = [acc_in.regs[s] for s in w.slots(wave)] if acc_in is not None else None
+        issued += w.issue(range(op.attrs["k_steps"]), given, wave)
+        slots += w.slots(wave)
+    out = [None] * (w.nregs * w.waves)
+    for slot, r in zip(slots, w.wait(0, issued)):
+        out[slot] = r
     cg.vals[op.result.id] = cg.new_tile(op.result.type, out)
 
 
-def _promote(cg, bn: int, done: list, scale, out: list) -> None:
+def _promote(cg, bn: int, done: list, scale, out: list, slots: list[int]) -> None:
     """out[slot] += partial * scale[row]: one FFMA per element of a completed group (in
-    wgmma order)."""
+    wgmma order, at `slots` of the tile)."""
     fma = cg.module.globals.get("llvm.fma.f32") or ir.Function(
         cg.module, ir.FunctionType(F32, [F32, F32, F32]), "llvm.fma.f32")
     per_row = bn // 8 * 2                             # slots per row slot
-    for slot, p in zip(_fragment_order(bn), done):
+    for slot, p in zip(slots, done):
         out[slot] = cg.b.call(fma, [p, scale.regs[slot // per_row], out[slot]])
 
 
@@ -495,10 +511,14 @@ def emit_mma_promote(cg, op: Op):
     scale, acc = (cg.vals[v.id] for v in op.operands[3:5])
     out = list(acc.regs)
     steps, every = op.attrs["k_steps"], op.attrs["promote_steps"]
-    _asm(cg, "wgmma.fence.sync.aligned;", "")
-    groups = [w.issue(range(first, first + every)) for first in range(0, steps, every)]
-    for g, partial in enumerate(groups):
-        _promote(cg, w.bn, w.wait(len(groups) - 1 - g, partial), scale, out)
+    # The waves in turn: one wave's partial sums are live at a time (passes/mma.py)
+    for wave in range(w.waves):
+        _asm(cg, "wgmma.fence.sync.aligned;", "")
+        groups = [w.issue(range(first, first + every), wave=wave)
+                  for first in range(0, steps, every)]
+        for g, partial in enumerate(groups):
+            _promote(cg, w.bn, w.wait(len(groups) - 1 - g, partial), scale, out,
+                     w.slots(wave))
     cg.vals[op.result.id] = cg.new_tile(op.result.type, out)
 
 
@@ -507,6 +527,7 @@ def emit_mma_issue(cg, op: Op):
     """One K step's wgmmas as one commit group; the result stays in flight until an
     mma_retire waits for it."""
     w = _Wgmma(cg, op)
+    assert w.waves == 1, "passes/overlap.py keeps products of one wave"
     _asm(cg, "wgmma.fence.sync.aligned;", "")
     out = [None] * w.nregs
     for i, r in enumerate(w.issue(range(op.attrs["k_steps"]))):
@@ -518,9 +539,10 @@ def emit_mma_issue(cg, op: Op):
 def emit_mma_retire(cg, op: Op):
     partial, scale, acc = (cg.vals[v.id] for v in op.operands)
     bn = op.result.type.shape[1]
-    in_flight = [partial.regs[slot] for slot in _fragment_order(bn)]
+    slots = _fragment_order(bn)
+    in_flight = [partial.regs[slot] for slot in slots]
     out = list(acc.regs)
-    _promote(cg, bn, _wait_group(cg, op.attrs["pending"], in_flight), scale, out)
+    _promote(cg, bn, _wait_group(cg, op.attrs["pending"], in_flight), scale, out, slots)
     cg.vals[op.result.id] = cg.new_tile(op.result.type, out)
 
 
@@ -531,17 +553,22 @@ def _leader(cg):
     return cg.b.icmp_unsigned("==", cg.b.and_(cg._tid, cg.i32(127)), cg.i32(0))
 
 
-def _group_bytes(smem) -> int:
-    """Bytes of one consumer warpgroup's rows of a staged tile."""
+def _wave_bytes(smem) -> int:
+    """Bytes of one wave's 64 rows of a staged tile."""
     return WARPGROUP_ROWS * smem.shape[1] * dtype_info(smem.dtype).bytes
+
+
+def _staged_waves(cg, smem) -> int:
+    """The m64 waves of each consumer warpgroup in a staged [BM, BN] tile."""
+    return smem.shape[0] // (WARPGROUP_ROWS * cg.k.attrs.get("mma_warpgroups", 1))
 
 
 @emits("smem_store", targets=HOPPER)
 def emit_smem_store(cg, op: Op):
     """Each thread's column pairs as 4-byte words at their place in its warpgroup's boxes of
-    64 rows x 128 bytes. SWIZZLE_128B moves a row's 16-byte chunk c to c ^ (row % 8), and a
-    thread's rows are 16 w + lane / 4 (+ 8), so row % 8 = lane / 4: a warp's 8 rows x 16
-    bytes per store land in 32 different banks."""
+    64 rows x 128 bytes (a wave's boxes, then the next wave's). SWIZZLE_128B moves a row's
+    16-byte chunk c to c ^ (row % 8), and a thread's rows are 16 w + lane / 4 (+ 8), so
+    row % 8 = lane / 4: a warp's 8 rows x 16 bytes per store land in 32 different banks."""
     b = cg.b
     smem, t = op.operands[0].type, op.operands[1].type
     tile = cg.tile(op.operands[1])
@@ -550,19 +577,22 @@ def emit_smem_store(cg, op: Op):
     per_box = SWIZZLE_BYTES // (8 * dtype_info(t.dtype).bytes)
     quad = b.lshr(cg.lane, cg.i32(2))
     row = b.add(b.mul(b.and_(cg.warp, cg.i32(3)), cg.i32(16)), quad)
+    waves = _staged_waves(cg, smem)
     base = b.add(cg.vals[op.operands[0].id],
-                 b.mul(_consumer_warpgroup(cg), cg.i32(_group_bytes(smem))))
+                 b.mul(_consumer_warpgroup(cg), cg.i32(waves * _wave_bytes(smem))))
     base = b.add(base, b.add(b.mul(row, cg.i32(SWIZZLE_BYTES)),
                              b.mul(b.and_(cg.lane, cg.i32(3)), cg.i32(4))))
     # Computed here, once per tile: hoisted out of the tile loop, the per-chunk addresses
     # below would hold registers through the K loop (ptxas then spills at BM = 192).
     base = _asm(cg, "mov.u32 $0, $1;", "=r,r", [base], I32)
-    for h in range(2):
+    for rep in range(2 * waves):
+        wave, h = divmod(rep, 2)
         for q in range(pairs):
             chunk = b.shl(b.xor(quad, cg.i32(q % per_box)), cg.i32(4))
-            fixed = 8 * h * SWIZZLE_BYTES + q // per_box * WARPGROUP_ROWS * SWIZZLE_BYTES
+            fixed = (wave * _wave_bytes(smem) + 8 * h * SWIZZLE_BYTES
+                     + q // per_box * WARPGROUP_ROWS * SWIZZLE_BYTES)
             address = b.add(b.add(base, cg.i32(fixed)), chunk)
-            first = (h * pairs + q) * 2
+            first = (rep * pairs + q) * 2
             word = cg.pack(tile.regs[first:first + 2], t.dtype)[0]
             _asm(cg, "st.shared.b32 [$0], $1;", "r,r", [address, word])
 
@@ -585,8 +615,8 @@ def emit_warpgroup_barrier(cg, op: Op):
 
 @emits("tma_store", targets=HOPPER)
 def emit_tma_store(cg, op: Op):
-    """The leader copies its warpgroup's boxes (the tensor map's, one warpgroup's rows by
-    128 bytes) to (m0 + 64 c, n0 + box columns j)."""
+    """The leader copies its warpgroup's boxes (the tensor map's, one wave's 64 rows by 128
+    bytes) to (m0 + 64 (c W + v), n0 + box columns j) for each wave v."""
     b = cg.b
     smem = op.operands[1].type
     rank = op.operands[0].type.rank
@@ -599,14 +629,20 @@ def emit_tma_store(cg, op: Op):
     if op.attrs.get("when"):
         issue = b.and_(issue, b.trunc(cg.vals[op.operands[-1].id], ir.IntType(1)))
     inner_first = ", ".join(f"${i + 1}" for i in range(rank))
+    waves = _staged_waves(cg, smem)
     with b.if_then(issue):
-        base = b.add(cg.vals[op.operands[1].id], b.mul(group, cg.i32(_group_bytes(smem))))
-        row = b.add(coords[-2], b.mul(group, cg.i32(box_rows)))
-        for j in range(smem.shape[1] // box_cols):
-            at = [*coords[:-2], row, b.add(coords[-1], cg.i32(j * box_cols))]
-            _asm(cg, f"cp.async.bulk.tensor.{rank}d.global.shared::cta.bulk_group "
-                 f"[$0, {{{inner_first}}}], [${rank + 1}];", ",".join(["l"] + ["r"] * (rank + 1)),
-                 [tmap, *reversed(at), b.add(base, cg.i32(j * box_bytes))])
+        base = b.add(cg.vals[op.operands[1].id],
+                     b.mul(group, cg.i32(waves * _wave_bytes(smem))))
+        for wave in range(waves):
+            row = b.add(coords[-2], b.mul(b.add(b.mul(group, cg.i32(waves)), cg.i32(wave)),
+                                          cg.i32(box_rows)))
+            for j in range(smem.shape[1] // box_cols):
+                at = [*coords[:-2], row, b.add(coords[-1], cg.i32(j * box_cols))]
+                box = wave * _wave_bytes(smem) + j * box_bytes
+                _asm(cg, f"cp.async.bulk.tensor.{rank}d.global.shared::cta.bulk_group "
+                     f"[$0, {{{inner_first}}}], [${rank + 1}];",
+                     ",".join(["l"] + ["r"] * (rank + 1)),
+                     [tmap, *reversed(at), b.add(base, cg.i32(box))])
         _asm(cg, "cp.async.bulk.commit_group;", "")
 
 

@@ -79,6 +79,7 @@ def _mma_retire(op):
 LOWERED = {    # what passes/mma.py decides for the wgmmas of a product
     "instr": "the wgmma shape, e.g. m64n128k32",
     "warpgroups": "consumer warpgroups that share the rows",
+    "waves": "m64 row blocks each warpgroup runs in turn (absent: one)",
     "k_steps": "wgmmas along K",
     "promote_steps": "wgmmas per promotion interval",
 }
