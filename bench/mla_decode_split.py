@@ -29,7 +29,7 @@ SPLIT = os.path.join(EXAMPLES, "mla_decode_split.cdsl")
 HEADS = 128
 CASES = [(1, 1, 32768), (4, 1, 16384), (8, 2, 8192), (16, 1, 8192)]
 SPLIT_CONFIGS = [dict(SPLITS=s, **c) for s in (4, 8, 16)
-                 for c in (dict(), dict(KB=64, CB=256))]
+                 for c in (dict(), dict(KB=32, CB=64))]
 
 
 def checked_ms(run, q, kv, table, lens, o, lse, iters: int) -> dict:

@@ -68,7 +68,7 @@ SPLIT = os.path.join(os.path.dirname(__file__), "..", "examples", "mla_decode_sp
 @pytest.mark.parametrize("lowered", [False, True], ids=["source", "lowered"])
 @pytest.mark.parametrize("splits,s_q,lens,config", [(3, 1, [40, 300], {}), (1, 2, [70], {}),
                                                    (4, 2, [2, 129], {}),
-                                                   (3, 1, [200, 5], dict(KB=64, CB=256))])
+                                                   (3, 1, [200, 5], dict(KB=32, CB=64))])
 def test_split_keys_and_combine_match_float64(splits, s_q, lens, config, lowered):
     """Each sequence's keys over `splits` CTAs (some splits past a short sequence's end: they
     write 0 and -inf), then the combine; both kernels on the interpreter."""
