@@ -159,6 +159,19 @@ def test_a_choice_is_in_milliseconds_fresh_and_read_back_from_its_record():
     assert f"({fresh.ms * 1e3:.1f} us)" in fresh.table()
 
 
+def test_a_choice_saved_by_another_version_of_the_model_is_not_read_back(monkeypatch):
+    """The record's key holds a digest of the model's code: after a change to the model, a
+    shape is modelled afresh, not answered by the old model's choice."""
+    from commdsl.tune import model_choice as choices
+    text = open(FP8_GEMM).read()
+    space = search_space(text, FP8_GEMM, None, {}, {"BM": [64, 128], "BN": [64, 128]})
+    sizes = {"M": 256, "N": 2112, "K": 7168}
+    model_choice(text, FP8_GEMM, None, {}, "sm_90a", space, sizes, H100)
+    assert model_choice(text, FP8_GEMM, None, {}, "sm_90a", space, sizes, H100).from_cache
+    monkeypatch.setattr(choices, "model_version", lambda: "another")
+    assert not model_choice(text, FP8_GEMM, None, {}, "sm_90a", space, sizes, H100).from_cache
+
+
 def test_config_model_and_its_mistakes():
     from commdsl.tune.model_kernel import ModelChosenKernel
     assert isinstance(commdsl.load(ACT_QUANT, config="model", target="sm_90a"),

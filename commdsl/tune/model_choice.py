@@ -10,6 +10,9 @@ target family's reference part (tune/machine.py).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 from dataclasses import dataclass, field
 
 from .machine import Machine
@@ -50,6 +53,18 @@ def pick(estimates: list[Estimate], defaults: dict) -> Estimate | None:
                                     -e.seconds))
 
 
+@functools.cache
+def model_version() -> str:
+    """A digest of the model's code and machine figures: a choice saved by another version
+    of the model is not read back as this one's."""
+    here = os.path.dirname(__file__)
+    digest = hashlib.sha1()
+    for name in ("model.py", "machine.py", "profile.py", "model_choice.py"):
+        with open(os.path.join(here, name), "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:12]
+
+
 def estimate_space(text: str, path: str, kernel: str | None, fixed: dict, target: str,
                    configs: list[dict], sizes: dict[str, int], machine: Machine,
                    on_estimate=None) -> list[Estimate]:
@@ -82,7 +97,7 @@ def model_choice(text: str, path: str, kernel: str | None, fixed: dict, target: 
     machine = machine or default_machine(target, device_name)
     records = TuneRecords() if use_records else None
     fields = record_fields(machine.name, space.kernel, text, sizes, target, fixed,
-                           space, f"model/{machine.sms}")
+                           space, f"model/{machine.sms}/{model_version()}")
     saved = records.get(fields) if records else None
     if saved is not None:
         return ModelChoice(saved["config"], saved["ms"], machine.name, from_cache=True)
