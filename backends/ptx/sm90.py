@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
+from commdsl.diagnostics import CompileError
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.fragments import WARPGROUP_ROWS, waves
 from commdsl.ir import Op, TileType
@@ -527,7 +528,10 @@ def emit_mma_issue(cg, op: Op):
     """One K step's wgmmas as one commit group; the result stays in flight until an
     mma_retire waits for it."""
     w = _Wgmma(cg, op)
-    assert w.waves == 1, "passes/overlap.py keeps products of one wave"
+    if w.waves > 1:
+        raise CompileError("a product issued a K step ahead (passes/overlap.py) is lowered for "
+                           "one m64 wave per warpgroup; a 256-row tile is not supported yet",
+                           op.loc, "use BM = 64, 128 or 192")
     _asm(cg, "wgmma.fence.sync.aligned;", "")
     out = [None] * w.nregs
     for i, r in enumerate(w.issue(range(op.attrs["k_steps"]))):
@@ -577,15 +581,15 @@ def emit_smem_store(cg, op: Op):
     per_box = SWIZZLE_BYTES // (8 * dtype_info(t.dtype).bytes)
     quad = b.lshr(cg.lane, cg.i32(2))
     row = b.add(b.mul(b.and_(cg.warp, cg.i32(3)), cg.i32(16)), quad)
-    waves = _staged_waves(cg, smem)
+    per_group = _staged_waves(cg, smem)
     base = b.add(cg.vals[op.operands[0].id],
-                 b.mul(_consumer_warpgroup(cg), cg.i32(waves * _wave_bytes(smem))))
+                 b.mul(_consumer_warpgroup(cg), cg.i32(per_group * _wave_bytes(smem))))
     base = b.add(base, b.add(b.mul(row, cg.i32(SWIZZLE_BYTES)),
                              b.mul(b.and_(cg.lane, cg.i32(3)), cg.i32(4))))
     # Computed here, once per tile: hoisted out of the tile loop, the per-chunk addresses
     # below would hold registers through the K loop (ptxas then spills at BM = 192).
     base = _asm(cg, "mov.u32 $0, $1;", "=r,r", [base], I32)
-    for rep in range(2 * waves):
+    for rep in range(2 * per_group):
         wave, h = divmod(rep, 2)
         for q in range(pairs):
             chunk = b.shl(b.xor(quad, cg.i32(q % per_box)), cg.i32(4))
@@ -629,12 +633,12 @@ def emit_tma_store(cg, op: Op):
     if op.attrs.get("when"):
         issue = b.and_(issue, b.trunc(cg.vals[op.operands[-1].id], ir.IntType(1)))
     inner_first = ", ".join(f"${i + 1}" for i in range(rank))
-    waves = _staged_waves(cg, smem)
+    per_group = _staged_waves(cg, smem)
     with b.if_then(issue):
         base = b.add(cg.vals[op.operands[1].id],
-                     b.mul(group, cg.i32(waves * _wave_bytes(smem))))
-        for wave in range(waves):
-            row = b.add(coords[-2], b.mul(b.add(b.mul(group, cg.i32(waves)), cg.i32(wave)),
+                     b.mul(group, cg.i32(per_group * _wave_bytes(smem))))
+        for wave in range(per_group):
+            row = b.add(coords[-2], b.mul(b.add(b.mul(group, cg.i32(per_group)), cg.i32(wave)),
                                           cg.i32(box_rows)))
             for j in range(smem.shape[1] // box_cols):
                 at = [*coords[:-2], row, b.add(coords[-1], cg.i32(j * box_cols))]
