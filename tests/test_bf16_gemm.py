@@ -157,6 +157,18 @@ def test_an_mn_major_b_narrower_than_a_slab_is_located():
     assert "help: use BN = 64, 128, 192 or 256" in msg
 
 
+def test_a_256_row_tile_runs_two_waves_on_each_of_two_warpgroups():
+    """BM = 256: each consumer warpgroup issues a K step's wgmmas for both its m64 blocks
+    and stores a TMA box per block and 64 columns; ptxas keeps it all in registers."""
+    ptx = {bm: compile_source(SOURCE, constants=dict(BM=bm, STAGES=3), path=BF16_GEMM).ptx
+           for bm in (128, 256)}
+    wgmmas = {bm: p.count("wgmma.mma_async") for bm, p in ptx.items()}
+    stores = {bm: p.count("cp.async.bulk.tensor.2d.global.shared") for bm, p in ptx.items()}
+    assert wgmmas == {128: 4, 256: 8} and stores == {128: 2, 256: 4}
+    report = assemble(ptx[256], arch="sm_90a", entry="bf16_gemm").report
+    assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0, report.summary()
+
+
 def test_an_accumulator_too_wide_for_what_ptxas_may_allocate():
     """Three consumer warpgroups and a producer: 128 registers a thread at compile time,
     whatever setmaxnreg gives at run time (ptxas stops with C7602 past it)."""
