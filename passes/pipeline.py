@@ -53,11 +53,12 @@ from commdsl.ir import SWIZZLE_BYTES, BarrierType, SmemType
 from commdsl.ops import (ACQUIRE, ASYNC, BARRIER, MMA, RELEASE, SIDE_EFFECTS, WRITES,
                           has_trait)
 from commdsl.passes.prefetch import add_carried, issue_ahead
-from commdsl.spec import TensorMapParam
+from commdsl.spec import TMA_ALIGNMENT, TensorMapParam
 from commdsl.target import Target
 
 I32 = ScalarType("i32")
 MAX_TMA_RANK = 5                 # cp.async.bulk.tensor.1d .. .5d
+MAX_BOX = 256                    # elements of a TMA box along one dimension
 
 
 def _path_to(kernel: KernelIR, target_op: Op) -> list[Op] | None:
@@ -97,15 +98,38 @@ def _check_loads(loop: Op, target: Target, users) -> list[Op]:
     return loads
 
 
+def _check_row(op: Op, users) -> None:
+    """What TMA asks of a 1-D `via tma` tile (a row, read from shared memory into
+    registers: DeepGEMM's scales of a transposed, TMA-aligned scale tensor)."""
+    t = op.result.type
+    esize = dtype_info(t.dtype).bytes
+    if esize != 4:
+        raise CompileError(f"a 'via tma' row of {t.dtype} is not supported yet; rows of 4-byte "
+                           "elements (f32, i32) are", op.loc, "load it without 'via tma'")
+    if t.shape[0] * esize % TMA_ALIGNMENT or t.shape[0] > MAX_BOX:
+        raise CompileError(f"a 'via tma' row is a multiple of {TMA_ALIGNMENT} bytes and at "
+                           f"most {MAX_BOX} elements, not {t.shape[0]} x {t.dtype}", op.loc,
+                           f"load a multiple of {TMA_ALIGNMENT // esize} elements")
+    if any(has_trait(u, MMA) and op.result in u.operands[:2]
+           for u in users.get(op.result.id, [])):
+        raise CompileError("a 'via tma' row is read into registers, not by an mma as its A or "
+                           "B", op.loc, "load an mma operand as a 2-D tile")
+
+
 def _check_tile(op: Op, users) -> None:
     """What TMA and wgmma ask of a `via tma` tile."""
     tensor, t = op.operands[0], op.result.type
     sizes = op.attrs.get("sizes", ())
+    if (len(t.shape) == 1 and 2 <= tensor.type.rank <= MAX_TMA_RANK and sizes[-1] is not None
+            and all(s is None for s in sizes[:-1])):
+        _check_row(op, users)
+        return
     if (not 2 <= tensor.type.rank <= MAX_TMA_RANK or len(t.shape) != 2
             or sizes[-1:] in ((), (None,))):
         raise CompileError(f"a 'via tma' load takes a 2-D tile of a tensor of rank 2 to "
                            f"{MAX_TMA_RANK}: a range of its last dimension, a range of one "
-                           "other, and one index for each of the rest", op.loc,
+                           "other, and one index for each of the rest (or a row: the range "
+                           "of the last dimension alone)", op.loc,
                            "write 'load x[r0 : +R, c0 : +C] via tma' or "
                            "'load q[r0 : +R, h, c0 : +C] via tma'")
     rows, cols = t.shape
@@ -196,7 +220,8 @@ def _multicast_loads(kernel: KernelIR, loads: list[Op], cluster: int) -> dict[in
 
     shared = {}
     for op in loads:
-        if op.operands[0].type.rank != 2 or slabs(op.result.type) > 1:
+        if (op.operands[0].type.rank != 2 or len(op.result.type.shape) != 2
+                or slabs(op.result.type) > 1):
             continue                     # multicast splits the rows of one 2-D box only
         if any(depends(v, set()) for v in op.operands[1:]):
             continue
@@ -320,24 +345,30 @@ def _consumer(path: list[Op], loads: list[Op], bufs: dict[int, Value], full: Val
     b = Builder(Block(), loop.loc)
     stage, parity = _stage_and_parity(b, it, stages)
     new_ops += b.block.ops
-    # The stage is waited for before the step's first mma and handed back after its last
-    # (each warp arrives once a step: the empty barrier counts warps).
-    mmas = [op for op in body.ops if has_trait(op, MMA)]
+    # The stage is waited for before the step's first read of it (an mma, or a row read into
+    # registers where it was loaded) and handed back after its last (each warp arrives once
+    # a step: the empty barrier counts warps).
+    rows = [op for op in loads if len(op.result.type.shape) == 1]
+    reads = [op for op in body.ops if has_trait(op, MMA) or op in rows]
     for op in body.ops:
-        if op in loads:
+        if op in loads and op not in rows:
             continue
-        if has_trait(op, MMA):
-            if op is mmas[0]:
-                b = Builder(Block(), op.loc)
-                b.op("mbarrier_wait", [full, stage, parity], [])
-                new_ops += b.block.ops
+        if op is reads[0]:
+            b = Builder(Block(), op.loc)
+            b.op("mbarrier_wait", [full, stage, parity], [])
+            new_ops += b.block.ops
+        if op in rows:
+            new_ops.append(Op("smem_read", [bufs[op.result.id], stage], op.results, {},
+                              loc=op.loc))
+        elif has_trait(op, MMA):
             a, bt = op.operands[:2]          # a stays a tile when computed in registers
             op.operands = [bufs.get(a.id, a), bufs[bt.id], stage] + op.operands[2:]
             new_ops.append(op)
-            if op is mmas[-1]:
-                b = Builder(Block(), op.loc)
-                b.op("mbarrier_arrive", [empty, stage], [], per="warp", cluster=cluster)
-                new_ops += b.block.ops
+        if op is reads[-1]:
+            b = Builder(Block(), op.loc)
+            b.op("mbarrier_arrive", [empty, stage], [], per="warp", cluster=cluster)
+            new_ops += b.block.ops
+        if op in reads:
             continue
         if op.name == "yield":
             b = Builder(Block(), loop.loc)
@@ -449,16 +480,19 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     offset, bufs, maps, stage_bytes = 0, {}, {}, 0
     tensor_maps: list[TensorMapParam] = list(kernel.attrs.get("tensor_maps", ()))
     for op in loads:
-        rows, cols = op.result.type.shape
-        nbytes = rows * cols * dtype_info(op.result.type.dtype).bytes
-        stage_bytes += nbytes
-        ring = SmemType(op.result.type.dtype, stages, (rows, cols))
+        t = op.result.type
+        rows, cols = t.shape if len(t.shape) == 2 else (1, t.shape[0])
+        stage_bytes += rows * cols * dtype_info(t.dtype).bytes
+        ring = SmemType(t.dtype, stages, t.shape)
         bufs[op.result.id] = pre.value("smem_alloc", [], ring, offset=offset)
         offset += stages * ring.stage_bytes
         maps[op.result.id] = len(tensor_maps)
         share = multicast.get(op.result.id, 1)
+        if len(t.shape) == 1:                # a row: one box, as it lies (no swizzle)
+            tensor_maps.append(TensorMapParam(op.operands[0].name, (1, cols), 0))
+            continue
         tensor_maps.append(TensorMapParam(op.operands[0].name,
-                                          (rows // share, cols // slabs(op.result.type)),
+                                          (rows // share, cols // slabs(t)),
                                           SWIZZLE_BYTES, rows_dim(op)))
     if resident is not None:
         if cluster > 1:

@@ -279,6 +279,12 @@ def emit_tma_load(cg, op: Op):
     inner_first = ", ".join(f"${i + 2}" for i in range(len(coords)))
     n = len(coords)
     share = op.attrs.get("multicast", 1)
+    if len(ring.shape) == 1:                    # a row: one box, unswizzled
+        _asm(cg, f"cp.async.bulk.tensor.{n}d.shared::cluster.global.tile."
+             f"mbarrier::complete_tx::bytes [$0], [$1, {{{inner_first}}}], [${n + 2}];",
+             ",".join(["r", "l"] + ["r"] * n + ["r"]),
+             [dst, tmap, *reversed(coords), bars.at(cg, index)])
+        return
     if share == 1:
         rows = ring.shape[0]
         slab_cols = SWIZZLE_BYTES // dtype_info(ring.dtype).bytes
@@ -304,6 +310,23 @@ def emit_tma_load(cg, op: Op):
          f"[${n + 2}], ${n + 3};",
          ",".join(["r", "l"] + ["r"] * n + ["r", "h"]),
          [dst, tmap, *reversed(coords), bars.at(cg, index), mask])
+
+
+@emits("smem_read", targets=HOPPER)
+def emit_smem_read(cg, op: Op):
+    """Each held element of a row from its place in the stage: one ld.shared each, after the
+    stage's barrier wait (inline asm, so LLVM keeps it there)."""
+    b = cg.b
+    ring, t = op.operands[0].type, op.result.type
+    base = _stage_base(cg, cg.vals[op.operands[0].id], ring, cg.vals[op.operands[1].id])
+    dim = t.layout.dims(t.shape)[0]
+    regs = []
+    for slot in cg.held_slots(t):
+        at, _ = cg.coord(dim, *slot[0])
+        word = _asm(cg, "ld.shared.b32 $0, [$1];", "=r,r",
+                    [b.add(base, b.mul(at, cg.i32(dtype_info(ring.dtype).bytes)))], I32)
+        regs.append(b.bitcast(word, F32) if ring.dtype == "f32" else word)
+    cg.vals[op.result.id] = cg.new_tile(t, regs)
 
 
 # ---- warpgroup MMA -------------------------------------------------------------------------

@@ -83,6 +83,15 @@ def _no_operands(op):
         fail(op, "takes nothing")
 
 
+def _smem_read(op):
+    buf, stage = op.operands
+    t = op.result.type
+    if not isinstance(buf.type, SmemType) or not is_i32(stage) or not isinstance(t, TileType):
+        fail(op, "reads a stage of a shared-memory ring into a tile")
+    if t.dtype != buf.type.dtype or tuple(t.shape) != tuple(buf.type.shape):
+        fail(op, f"gives the ring's tile ({buf.type}), not {t}")
+
+
 def _smem_store(op):
     if len(op.operands) != 2 or not isinstance(op.operands[0].type, SmemType):
         fail(op, "takes a shared-memory buffer and a tile")
@@ -179,7 +188,8 @@ def _run_tma_load(ctx, op, tensor, buf, stage, *rest):
     (rows, cols), row_dim = tmap.box, tensor.dim() + tmap.rows_dim
     share = op.attrs.get("multicast", 1)
     part = ctx.cluster_rank() if share > 1 else 0
-    width = op.operands[1].type.shape[1]                      # slabs x cols
+    row = len(op.operands[1].type.shape) == 1                 # a 1-D tile: one box row
+    width = op.operands[1].type.shape[-1]                     # slabs x cols
     box = torch.zeros((rows, width), dtype=tensor.dtype)     # TMA fills what is outside
     deep = {d: int(c) for d, c in enumerate(coords[:-1]) if d != row_dim}   # one element
     if all(0 <= c < tensor.shape[d] for d, c in deep.items()):
@@ -195,7 +205,10 @@ def _run_tma_load(ctx, op, tensor, buf, stage, *rest):
         ring.start_copy(op, stage)
 
         def land(ring=ring, bars=bars):
-            ring.data[stage, part * rows:(part + 1) * rows] = box
+            if row:
+                ring.data[stage] = box[0]
+            else:
+                ring.data[stage, part * rows:(part + 1) * rows] = box
             ring.copies_in_flight[stage] -= 1
             bars.complete_tx(op, i, nbytes)
         ctx.in_flight(land)
@@ -224,6 +237,10 @@ def _run_tma_store(ctx, op, tensor, buf, *coords):
                 if region is not None:
                     plane[region[0]] = tile[r:r + rows, c:c + cols][region[1]]
     ctx.bulk_groups.append(store)
+
+
+def _run_smem_read(ctx, op, buf, stage):
+    return buf.read(op, int(stage)).clone()
 
 
 def _run_smem_store(ctx, op, buf, t):
@@ -291,6 +308,9 @@ declare("warpgroup_all", "warpgroup_all(v) : bool", "whether every element of th
         "vector v that this consumer warpgroup holds is true (bar.red.and over its 128 "
         "threads; they meet); the interpreter takes every row", traits=(BARRIER, SIDE_EFFECTS),
         verify=_warpgroup_all, interpret=_run_warpgroup_all, family=FAMILY)
+declare("smem_read", "smem_read(buf, stage) : tile", "each thread reads the elements it "
+        "holds of buf's stage (a row a TMA copy laid there) into registers",
+        traits=(SHARED,), verify=_smem_read, interpret=_run_smem_read, family=FAMILY)
 declare("smem_store", "smem_store(buf, t)", "each consumer thread writes its wgmma fragment "
         "of t into buf, its warpgroup's 64 rows as 64 x 128-byte boxes, 128B-swizzled",
         traits=(SHARED, SIDE_EFFECTS), verify=_smem_store, interpret=_run_smem_store, family=FAMILY)

@@ -16,7 +16,7 @@ from . import driver
 # How many (address, sizes) combinations to keep; the oldest goes first.
 MAX_CACHED = 1024
 _DATA_TYPES = {1: "UINT8", 2: "BFLOAT16", 4: "FLOAT32"}
-_SWIZZLES = {32: "SWIZZLE_32B", 64: "SWIZZLE_64B", 128: "SWIZZLE_128B"}
+_SWIZZLES = {0: "SWIZZLE_NONE", 32: "SWIZZLE_32B", 64: "SWIZZLE_64B", 128: "SWIZZLE_128B"}
 
 
 class TensorMaps:
