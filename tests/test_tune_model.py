@@ -1,6 +1,7 @@
 """The cost model (tune/model.py) on the CPU: its choices for given shapes and limits, its
 agreement with the timings recorded on an H100, `by model` and `config="model"`, the tuner's
 pruning by it, and `commdsl tune --explain`."""
+import dataclasses
 import math
 import os
 import sys
@@ -80,7 +81,25 @@ def test_wave_quantization_prefers_the_tile_count_that_fills_the_last_wave():
         assert e.last_wave_fill == pytest.approx((tiles - (e.waves - 1) * H100.sms) / H100.sms)
     # the same FLOPs: 128 rows leave the fifth wave nearly empty, 192 fill three
     assert estimates[128].last_wave_fill < 0.2 < estimates[192].last_wave_fill
-    assert gemm_choice({"BM": [128, 192], "BN": [128]}, **sizes).config["BM"] == 192
+
+
+def test_a_promotion_the_passes_cannot_overlap_costs_tensor_core_time():
+    """Three warpgroups of 160 registers have no room for the second partial accumulator
+    passes/overlap.py needs, so each promotes after its step's wgmmas: on an H100 192 rows
+    ran 871 TFLOP/s at 4096x2112x7168 where 128 rows ran 961, though 192 fill their last
+    wave. Split promotion (PROMOTE = 64) overlaps within the step: not charged."""
+    def overlapped(**config):
+        return profile(open(FP8_GEMM).read(), FP8_GEMM, None, config,
+                       "sm_90a").promotion_overlapped
+    assert overlapped(BM=128, BN=128) is True and overlapped(BM=192, BN=128) is False
+    assert overlapped(BM=128, BN=128, PROMOTE=64) is None
+    sizes = {"M": 4096, "N": 2112, "K": 7168}
+    uncharged = dataclasses.replace(H100, unoverlapped_promotion=1.0)
+    for bm, factor in ((128, 1.0), (192, H100.unoverlapped_promotion)):
+        p = profile(open(FP8_GEMM).read(), FP8_GEMM, None, dict(BM=bm, BN=128), "sm_90a")
+        charged, full = (estimate(p, sizes, m, SM90A).compute_s for m in (H100, uncharged))
+        assert charged * factor == pytest.approx(full)
+    assert gemm_choice({"BM": [128, 192], "BN": [128]}, **sizes).config["BM"] == 128
 
 
 def test_narrow_mma_tiles_are_slower_per_flop():
@@ -211,4 +230,5 @@ def test_explain_prints_every_estimate_its_terms_and_the_choice(capsys):
     assert len(rows) == 2
     for line in rows:
         assert "waves, last" in line and "-bound" in line and "/SM (persistent)" in line
-    assert out.strip().splitlines()[-1].startswith("model's choice: BM=192,BN=128")
+    assert "(promotion not overlapped)" in rows[1] and "not overlapped" not in rows[0]
+    assert out.strip().splitlines()[-1].startswith("model's choice: BM=128,BN=128")

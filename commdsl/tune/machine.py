@@ -33,6 +33,12 @@ class Machine:
     shared_efficiency: float = 0.85    # of shared memory's bank rate that feeds wgmma: on an
                                        # H100 (2026-12-06) 4096x2112x7168 ran BN = 64 at 0.85x
                                        # BN = 128's TFLOP/s, where the full rate predicts 1.0
+    # Of the tensor cores' rate a product promoted once a K step keeps where its promotion
+    # cannot overlap the next step's wgmmas (passes/overlap.py: no registers for a second
+    # partial accumulator, as at BM = 192 and 256): measured / modelled speed of such configs
+    # against 128 x 128 on an H100 (2026-12-06), 0.75-0.95 over five (shape, config) pairs,
+    # and the tensor pipe 54% busy at 256 x 128 where 128 x 128 keeps it 76% (Nsight)
+    unoverlapped_promotion: float = 0.80
     memory_latency_s: float = 0.5e-6   # from issuing a global load to its data, under load
     unit_overhead_s: float = 1.0e-6    # per tile or CTA wave: pipeline fill, epilogue drain
     launch_s: float = 12e-6            # one launch and its host cost: the recorded benches

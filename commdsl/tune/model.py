@@ -16,7 +16,9 @@ part (tune/machine.py). The estimate is a roofline over waves of work units:
     compute    per unit, mma FLOPs / (the tensor cores' sustained rate x the tile shape's
                efficiency): wgmma reads its A (64 rows) and B (N rows) from shared memory,
                so up to N = 64 shared memory, not the tensor cores, sets the pace (at
-               the 85% of its bank rate measured to reach wgmma)
+               the 85% of its bank rate measured to reach wgmma); a product promoted once
+               a K step whose promotion the passes could not overlap with the next step's
+               wgmmas runs at the part's unoverlapped_promotion of that
     stream     per unit, the bytes its loads and stores move between L2 and the SM, at what
                one SM pulls (or what its bytes in flight cover in one memory latency, if
                less: Little's law); loads a CTA pair shares through TMA multicast count half
@@ -59,13 +61,16 @@ class Estimate:
     overhead_s: float = 0.0          # fill and drain, all waves
     dram_s: float = 0.0
     bound: str = ""
+    unoverlapped: bool = False       # compute charged for a promotion without overlap
 
     def terms(self) -> str:
         if self.seconds is None:
             return self.why_not or ""
+        compute = _us(self.compute_s) + (" (promotion not overlapped)" if self.unoverlapped
+                                         else "")
         return (f"{self.units} units, {self.per_sm}/SM ({self.occupancy_limit}), "
                 f"{self.waves} waves, last {self.last_wave_fill:.0%} full; compute "
-                f"{_us(self.compute_s)}, stream {_us(self.stream_s)}, DRAM {_us(self.dram_s)}"
+                f"{compute}, stream {_us(self.stream_s)}, DRAM {_us(self.dram_s)}"
                 f", overhead {_us(self.overhead_s)}: {self.bound}-bound")
 
 
@@ -89,6 +94,9 @@ def estimate(profile: KernelProfile, sizes: dict[str, int], machine: Machine,
     # Units an SM holds at once in a full wave: fewer where there are few units.
     busy = min(est.per_sm, math.ceil(work.units / sms))
     compute = _compute_per_unit(work, machine, limits)
+    if profile.promotion_overlapped is False:
+        compute /= machine.unoverlapped_promotion
+        est.unoverlapped = True
     stream = _stream_per_unit(work, machine, busy)
     est.compute_s = est.waves * busy * compute
     est.stream_s = est.waves * busy * stream

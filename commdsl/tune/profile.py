@@ -11,7 +11,9 @@ shape and counts, per work unit (an output tile of a persistent loop, else one C
 - the bytes each load and store moves (tile bytes x the trip counts of its loops), which
   tile coordinates its indices depend on (for L2 reuse), and whether it is a TMA load;
 - the bytes in flight at once: the reads of one loop iteration x the loop's pipeline depth;
-- the tensor-core FLOPs of each `mma` (2 x M x N x K x trips) and its N (narrow is slow).
+- the tensor-core FLOPs of each `mma` (2 x M x N x K x trips) and its N (narrow is slow);
+- from the passes: whether a product promoted once a K step had its promotion overlapped
+  with the next step's wgmmas (passes/overlap.py), which the registers decide.
 
 Loop bounds are evaluated from the sizes; where one depends on the program (`pid`), it is
 evaluated for program 0, the busiest of a strided loop.
@@ -78,6 +80,9 @@ class KernelProfile:
     registers: int | None = None  # per thread, from ptxas where the compile cache has it
     error: str | None = None      # why the config does not compile
     ir: object = None             # irgen's KernelIR
+    # False where the passes left a product promoted once a K step without overlap (its
+    # warpgroups' tensor-core queues drain while they promote); None: no such product
+    promotion_overlapped: bool | None = None
 
     def work(self, sizes: dict[str, int], sms: int) -> Work:
         return _Walk(self.ir, sizes, sms).work()
@@ -119,7 +124,18 @@ def _profile(text, path, kernel, constants, target) -> KernelProfile:
     except Exception as e:          # as the tuner's compiles: the config is out, not the run
         return KernelProfile(name, dict(constants), error=failure_message(e))
     return KernelProfile(name, dict(constants), passed.num_threads, passed.shared_bytes,
-                         _cached_registers(text, path, kernel, constants, target), ir=work_ir)
+                         _cached_registers(text, path, kernel, constants, target), ir=work_ir,
+                         promotion_overlapped=_promotion_overlapped(passed))
+
+
+def _promotion_overlapped(kir) -> bool | None:
+    """True where passes/overlap.py issues a step's wgmmas before the last step's promotion;
+    False where a product is still promoted once a step, after all of its wgmmas."""
+    names = [op for op in kir.walk() if op.name in ("mma_issue", "mma_promote")]
+    if any(op.name == "mma_issue" for op in names):
+        return True
+    once = [op for op in names if op.attrs["promote_steps"] == op.attrs["k_steps"]]
+    return False if once else None
 
 
 def _lowered(sig, k, tgt):
