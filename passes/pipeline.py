@@ -177,6 +177,10 @@ def _resident_loads(path: list[Op], others: list[Op], users) -> Resident | None:
                                "loop around it", op.loc,
                                "move the load into the pipeline(STAGES) loop or the tile loop")
         _check_tile(op, users)
+        if len(op.result.type.shape) == 1:
+            raise CompileError("a 'via tma' row kept across the pipelined loop is not "
+                               "supported yet", op.loc,
+                               "load it in the pipeline(STAGES) loop, or without 'via tma'")
         if any(id(u) not in inner for u in users.get(op.result.id, [])):
             raise CompileError("a tile kept in shared memory across the pipelined loop is "
                                "read by that loop's products only", op.loc,

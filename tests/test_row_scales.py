@@ -87,3 +87,13 @@ ROW_SUM = """kernel k(x: f32[N, C], y: out f32[C])
 def test_a_row_must_be_whole_16_bytes_and_one_box(c, why):
     e = error(ROW_SUM.replace("C]", f"{c}]").replace("+C]", f"+{c}]").replace(", C)", f", {c})"))
     assert why in e.message and e.span is not None
+
+
+def test_a_row_kept_across_the_pipelined_loop_is_not_supported_yet():
+    text = SOURCE.replace(
+        "    let acc = zeros(f32, BM, BN)\n",
+        "    let acc = zeros(f32, BM, BN)\n    let s0 = load sa[0, m0 : +BM] via tma\n").replace(
+        "load sa[k / 128, m0 : +BM] via tma * load sb", "s0 * load sb")
+    e = error(text)
+    assert "a 'via tma' row kept across the pipelined loop is not supported yet" in e.message
+    assert e.span is not None
