@@ -28,8 +28,9 @@ class FragmentDim(DimMap):
 
 @dataclass(frozen=True)
 class WgmmaAcc:
-    warpgroups: int           # consumer warpgroups sharing the tile's rows
-    waves: int = 1            # m64 row blocks of each warpgroup
+    """The fragment of a tile whose rows `warpgroups` consumer warpgroups share; the waves
+    each takes follow from the tile's rows (waves())."""
+    warpgroups: int
 
     def dims(self, shape: tuple[int, ...]) -> list[DimMap]:
         rows, cols = shape
@@ -40,8 +41,7 @@ class WgmmaAcc:
                 else DimMap(1, 1, 1, 1, 1, 1)]
 
     def __str__(self):
-        waves = f", waves={self.waves}" if self.waves > 1 else ""
-        return f"wgmma_acc<warpgroups={self.warpgroups}{waves}>"
+        return f"wgmma_acc<warpgroups={self.warpgroups}>"
 
 
 def waves(m: DimMap) -> int:

@@ -240,13 +240,13 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     kernel.attrs["mma_warpgroups"] = groups
     seeds: dict[int, object] = {}
     for op in mmas:
-        seeds[op.result.id] = WgmmaAcc(groups, waves)
+        seeds[op.result.id] = WgmmaAcc(groups)
         if a_from_registers(op, producers):
             # wgmma's A fragment of a 16-bit k16 step is the accumulator's fragment over its
             # 16 columns, so A takes the accumulator layout: the loads and math that make it
             # (or the product before it) land each element in the thread and register the
             # instruction reads it from.
-            seeds[op.operands[0].id] = WgmmaAcc(groups, waves)
+            seeds[op.operands[0].id] = WgmmaAcc(groups)
     values: dict[int, Value] = {}
     _assign(kernel, seeds, values)
     for vid, layout in seeds.items():
