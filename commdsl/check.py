@@ -34,7 +34,13 @@ SCALE_FORMATS = {
     "ue8m0": "a power of two per group, one byte holding the biased exponent (DeepGEMM's UE8M0)",
 }
 SCALE_DTYPES = tuple(SCALE_FORMATS)
-QUANT_OPTIONS = {"format": "format = f32 | ue8m0: how each group's scale is stored"}
+QUANT_OPTIONS = {"format": "format = f32 | ue8m0: how each group's scale is stored",
+                 "layout": "layout = k_major | mn_major: scales row by row, or transposed "
+                           "as DeepGEMM's TMA-aligned A scales"}
+# mn_major: a [M, K] tensor's scales as [K / G, MP], MP = M rounded up to 16 bytes of scales
+# (DeepGEMM's get_col_major_tma_aligned_tensor), so a K step's scales are one TMA row.
+SCALE_LAYOUTS = ("k_major", "mn_major")
+MN_MAJOR_ALIGN = 4
 
 
 @dataclass
@@ -239,6 +245,10 @@ def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict)
     if fmt is not None and fmt not in SCALE_FORMATS:
         raise CompileError(f"unknown scale format '{fmt}' for '{p.name}'", q.span,
                            "formats: " + "; ".join(f"{k}: {v}" for k, v in SCALE_FORMATS.items()))
+    layout = options.get("layout", "k_major")
+    if layout not in SCALE_LAYOUTS:
+        raise CompileError(f"unknown scale layout '{layout}' for '{p.name}'", q.span,
+                           QUANT_OPTIONS["layout"])
     group = tuple(_positive_int(g, constants, "a group size") for g in q.group)
     if len(group) != len(data.dims):
         raise CompileError(
@@ -263,6 +273,8 @@ def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict)
             expected.append((d,))
         else:
             expected.append((BinOp("/", d, Const(g)), BinOp("cdiv", d, Const(g))))
+    if layout == "mn_major":
+        expected = _mn_major(p, data, group, expected, q.span)
     for i, (d, g, e) in enumerate(zip(data.dims, group, q.group)):
         if isinstance(d, Const) and g > 1 and d.value % g:
             sd = scale.dims[i] if i < len(scale.dims) else None
@@ -286,12 +298,33 @@ def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict)
         got = ", ".join(map(str, scale.dims))
         raise CompileError(
             f"scale '{scale.name}' has shape [{got}] but '{p.name}' in groups of "
-            f"{' x '.join(map(str, group))} needs [{want}]", None,
-            f"declare it as '{scale.name}: {scale.dtype}[{want}]' (or cdiv(...) for ragged groups)")
+            f"{' x '.join(map(str, group))}{', ' * (layout != 'k_major')}"
+            f"{f'layout = {layout}' * (layout != 'k_major')} needs [{want}]", None,
+            f"declare it as '{scale.name}: {'out ' * scale.is_out}{scale.dtype}[{want}]' "
+            f"(or cdiv(...) for ragged groups)")
     if data.is_out and not scale.is_out:
         raise CompileError(f"'{p.name}' is an output, so its scale '{scale.name}' must be one too",
                            None, f"declare '{scale.name}: out {scale.dtype}[...]'")
-    return QuantGroup(group, scale.name, scale.dtype)
+    if layout == "mn_major" and scale.dtype != "f32":
+        raise CompileError(f"layout = mn_major with {scale.dtype} scales is not supported yet",
+                           q.span, f"declare '{scale.name}' f32, or keep the default k_major")
+    return QuantGroup(group, scale.name, scale.dtype, layout)
+
+
+def _mn_major(p: ast.Param, data: TensorParam, group: tuple[int, ...], expected: list,
+              span) -> list:
+    """The transposed scale shape: [K / G, MP] for [M, K] data in 1 x G groups, MP the padded
+    M (`cdiv(M, 4) * 4`, or its value where M is a constant)."""
+    if len(group) != 2 or group[0] != 1 or group[1] == 1:
+        raise CompileError(f"layout = mn_major needs 2-D data in 1 x G groups, not "
+                           f"{' x '.join(map(str, group))}", span,
+                           "transposed scales are DeepGEMM's layout for 1 x 128 activation "
+                           "groups; keep the default k_major for blocks")
+    rows = data.dims[0]
+    padded = BinOp("*", BinOp("cdiv", rows, Const(MN_MAJOR_ALIGN)), Const(MN_MAJOR_ALIGN))
+    if isinstance(rows, Const):
+        padded = Const(-(-rows.value // MN_MAJOR_ALIGN) * MN_MAJOR_ALIGN)
+    return [expected[1], (padded,)]
 
 
 def _const_eq(a: Dim, b: Dim) -> bool:

@@ -281,3 +281,70 @@ def test_division_by_a_broadcast_special_value_on_the_gpu():
     y = torch.full_like(x, float("nan")).cuda()
     k(x.cuda(), s.cuda(), y=y)
     _same_quotient(y.cpu(), x / s[:, None])
+
+
+# ---- transposed (mn_major) scales: DeepGEMM's TMA-aligned A-scale layout -------------------
+
+MN_MAJOR = """kernel act_quant_t(x: bf16[M, K],
+                   y: out e4m3[M, K] quant(1 x 128, scale = s, layout = mn_major),
+                   s: out f32[K / 128, cdiv(M, 4) * 4])
+  grid(K / 128, cdiv(M, 8))
+{
+  let t  = load x[pid.1 * 8 : +8, pid.0 * 128 : +128]
+  let sc = max(amax(t, axis = 1), 1e-4) / 448.0
+  store y[pid.1 * 8 : +8, pid.0 * 128 : +128] = cast<e4m3>(t / sc[:, None])
+  store s[pid.0, pid.1 * 8 : +8] = sc
+}
+"""
+
+
+@pytest.mark.parametrize("m", [8, 70])
+def test_mn_major_scales_are_the_transpose_with_a_16_byte_pitch(m):
+    x = torch.randn(m, 256, generator=torch.Generator().manual_seed(m))
+    x[::7, 3] *= 1000.0                                      # outliers set some groups' scales
+    x = x.bfloat16()
+    y, s = commdsl.load(MN_MAJOR).interpret(x)
+    assert s.shape == (2, -(-m // 4) * 4)
+    ref = x.float().view(m, 2, 128).abs().amax(-1).clamp(min=1e-4) / 448.0
+    assert torch.equal(s[:, :m], ref.T)
+    assert torch.equal(y.float(), (x.float().view(m, 2, 128) / ref[..., None])
+                       .view(m, 256).to(torch.float8_e4m3fn).float())
+
+
+def test_mn_major_scale_without_the_padded_pitch_is_located():
+    e = compile_error(MN_MAJOR.replace("s: out f32[K / 128, cdiv(M, 4) * 4]",
+                                       "s: out f32[K / 128, M]"))
+    assert "layout = mn_major needs [K / 128, cdiv(M, 4) * 4]" in e.message
+    assert "s: out f32[K / 128, cdiv(M, 4) * 4]" in e.hint and e.span.line == 3
+
+
+def test_mn_major_scale_of_constant_rows_is_their_padded_count():
+    src = MN_MAJOR.replace("x: bf16[M, K]", "x: bf16[70, K]").replace("y: out e4m3[M, K]",
+                                                                     "y: out e4m3[70, K]")
+    src = src.replace("cdiv(M, 8)", "cdiv(70, 8)")
+    assert "ld.global" in compile_source(src.replace("cdiv(M, 4) * 4", "72"), "k.cdsl").ptx
+    e = compile_error(src.replace("cdiv(M, 4) * 4", "70"))
+    assert "needs [K / 128, 72]" in e.message
+
+
+def test_a_wrong_runtime_pitch_names_the_argument():
+    k = commdsl.load(MN_MAJOR)
+    x = torch.randn(70, 256).bfloat16()
+    with pytest.raises(commdsl.LaunchError, match=r"'s': dimension 1 must be cdiv\(M, 4\) \* 4"):
+        k.interpret(x, y=torch.empty(70, 256, dtype=torch.float8_e4m3fn), s=torch.empty(2, 70))
+
+
+@pytest.mark.parametrize("change,message", [
+    (("layout = mn_major", "layout = row_major"), "unknown scale layout 'row_major'"),
+    (("s: out f32[", "s: out ue8m0["), "mn_major with ue8m0 scales is not supported yet"),
+])
+def test_mn_major_mistakes_are_located(change, message):
+    e = compile_error(MN_MAJOR.replace(*change))
+    assert message in e.message and e.span.line == 2
+
+
+def test_mn_major_of_blocks_is_located():
+    src = GOOD.replace("scale = s)", "scale = s, layout = mn_major)")
+    e = compile_error(src)
+    assert "mn_major needs 2-D data in 1 x G groups, not 128 x 128" in e.message
+    assert "k_major" in e.hint
