@@ -87,7 +87,8 @@ def atom_aligned(nbytes: int) -> int:
 @dataclass(frozen=True)
 class SmemType(Type):
     """`stages` tiles of `shape` in shared memory, each 1024-byte aligned (128B swizzle);
-    with a `pitch`, a view of some columns of a wider ring's tiles, `pitch` bytes apart."""
+    with a `pitch`, `pitch` bytes apart instead: a view of some columns of a wider ring's
+    tiles, or a ring of unswizzled rows."""
     dtype: str
     stages: int
     shape: tuple[int, ...]

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from commdsl.diagnostics import CompileError
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, Value
-from commdsl.ir import SWIZZLE_BYTES, BarrierType, SmemType
+from commdsl.ir import SWIZZLE_BYTES, BarrierType, SmemType, atom_aligned
 from commdsl.ops import (ACQUIRE, ASYNC, BARRIER, MMA, RELEASE, SIDE_EFFECTS, WRITES,
                           has_trait)
 from commdsl.passes.prefetch import add_carried, issue_ahead
@@ -59,6 +59,7 @@ from commdsl.target import Target
 I32 = ScalarType("i32")
 MAX_TMA_RANK = 5                 # cp.async.bulk.tensor.1d .. .5d
 MAX_BOX = 256                    # elements of a TMA box along one dimension
+ROW_ALIGN = 128                  # bytes: a TMA copy's shared-memory destination, unswizzled
 
 
 def _path_to(kernel: KernelIR, target_op: Op) -> list[Op] | None:
@@ -483,11 +484,15 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     pre = Builder(Block(), loop.loc)
     offset, bufs, maps, stage_bytes = 0, {}, {}, 0
     tensor_maps: list[TensorMapParam] = list(kernel.attrs.get("tensor_maps", ()))
-    for op in loads:
+    # Rows after the tiles: a row needs only TMA's 128-byte alignment, so its ring is packed
+    # where the swizzled tiles' 1024-byte atoms would leave gaps.
+    for op in sorted(loads, key=lambda op: len(op.result.type.shape) == 1):
         t = op.result.type
         rows, cols = t.shape if len(t.shape) == 2 else (1, t.shape[0])
         stage_bytes += rows * cols * dtype_info(t.dtype).bytes
-        ring = SmemType(t.dtype, stages, t.shape)
+        ring = SmemType(t.dtype, stages, t.shape,
+                        pitch=-(-cols * dtype_info(t.dtype).bytes // ROW_ALIGN) * ROW_ALIGN
+                        if len(t.shape) == 1 else 0)
         bufs[op.result.id] = pre.value("smem_alloc", [], ring, offset=offset)
         offset += stages * ring.stage_bytes
         maps[op.result.id] = len(tensor_maps)
@@ -503,6 +508,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
             raise CompileError("a tile kept in shared memory across the pipelined loop is not "
                                "supported yet in a cluster", resident.loads[0].loc,
                                "drop cluster = ..., or load the tile in the pipelined loop")
+        offset = atom_aligned(offset)          # swizzled tiles again, after any rows
         for op in resident.loads:
             rows, cols = op.result.type.shape
             resident.nbytes += rows * cols * dtype_info(op.result.type.dtype).bytes
