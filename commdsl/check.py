@@ -313,18 +313,18 @@ def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict)
 
 def _mn_major(p: ast.Param, data: TensorParam, group: tuple[int, ...], expected: list,
               span) -> list:
-    """The transposed scale shape: [K / G, MP] for [M, K] data in 1 x G groups, MP the padded
-    M (`cdiv(M, 4) * 4`, or its value where M is a constant)."""
-    if len(group) != 2 or group[0] != 1 or group[1] == 1:
-        raise CompileError(f"layout = mn_major needs 2-D data in 1 x G groups, not "
+    """The transposed scale shape: [..., K / G, MP] for [..., M, K] data in 1 x ... x 1 x G
+    groups, MP the padded M (`cdiv(M, 4) * 4`, or its value where M is a constant)."""
+    if len(group) < 2 or any(g != 1 for g in group[:-1]) or group[-1] == 1:
+        raise CompileError(f"layout = mn_major needs groups of one row, 1 x G, not "
                            f"{' x '.join(map(str, group))}", span,
                            "transposed scales are DeepGEMM's layout for 1 x 128 activation "
                            "groups; keep the default k_major for blocks")
-    rows = data.dims[0]
+    rows = data.dims[-2]
     padded = BinOp("*", BinOp("cdiv", rows, Const(MN_MAJOR_ALIGN)), Const(MN_MAJOR_ALIGN))
     if isinstance(rows, Const):
         padded = Const(-(-rows.value // MN_MAJOR_ALIGN) * MN_MAJOR_ALIGN)
-    return [expected[1], (padded,)]
+    return expected[:-2] + [expected[-1], (padded,)]
 
 
 def _const_eq(a: Dim, b: Dim) -> bool:

@@ -346,5 +346,5 @@ def test_mn_major_mistakes_are_located(change, message):
 def test_mn_major_of_blocks_is_located():
     src = GOOD.replace("scale = s)", "scale = s, layout = mn_major)")
     e = compile_error(src)
-    assert "mn_major needs 2-D data in 1 x G groups, not 128 x 128" in e.message
+    assert "mn_major needs groups of one row, 1 x G, not 128 x 128" in e.message
     assert "k_major" in e.hint
