@@ -80,7 +80,7 @@ def bench_ag(comm_of, part, m, n, k, iters, side: dict):
 
     import commdsl
     from commdsl.api import load_comm
-    from test_fp8_gemm import quantize_a, quantize_b
+    from test_fp8_gemm import mn_major, quantize_a, quantize_b
     torch.manual_seed(m + n + k)
     comm = comm_of(f"ag{m}x{n}x{k}", [("a_shard", (m, k), "e4m3"), ("sa_shard", (m, k // 128), "f32"),
                                      ("ready", (1, m // 128), "i32")])
@@ -95,7 +95,7 @@ def bench_ag(comm_of, part, m, n, k, iters, side: dict):
     d = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
     pull = load_comm(comm, AG, "ag_pull", **side)
     gemm = load_comm(comm, AG, "ag_gemm", GEMM_SMS=part.rest.sms)
-    ref = commdsl.load(FP8_GEMM, config="declared")(a0, sa0, b, sb)
+    ref = commdsl.load(FP8_GEMM, config="declared")(a0, mn_major(sa0), b, sb)
 
     def run_pull():
         pull(a_shard=a_shard, sa_shard=sa_shard, a=a, sa=sa, ready=ready, flags=comm.flags)
@@ -131,7 +131,7 @@ def bench_rs(comm_of, part, m, n, k, iters, side: dict):
 
     import commdsl
     from commdsl.api import load_comm
-    from test_fp8_gemm import quantize_a, quantize_b
+    from test_fp8_gemm import mn_major, quantize_a, quantize_b
     torch.manual_seed(m + n + k + 1)
     comm = comm_of(f"rs{m}x{n}x{k}", [("part", (1, m, n), "bf16"),
                                      ("done", (1, m // 128, -(-n // 128)), "i32")])
@@ -142,7 +142,7 @@ def bench_rs(comm_of, part, m, n, k, iters, side: dict):
     d = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
     gemm = load_comm(comm, RS, "gemm_rs", GEMM_SMS=part.rest.sms)
     reduce = load_comm(comm, RS, "rs_reduce", **side)
-    ref = commdsl.load(FP8_GEMM, config="declared")(a, sa, b, sb)
+    ref = commdsl.load(FP8_GEMM, config="declared")(a, mn_major(sa), b, sb)
 
     def run_gemm():
         gemm(a=a, sa=sa, b=b, sb=sb, part=part_buf, done=done)

@@ -37,7 +37,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import common  # noqa: E402
 import deepgemm  # noqa: E402
 import fp8_gemm_report as report  # noqa: E402
-from test_fp8_gemm import FP8_GEMM, quantize_a, quantize_b, reference, relative_error  # noqa: E402
+from test_fp8_gemm import (FP8_GEMM, mn_major, quantize_a, quantize_b, reference,  # noqa: E402
+                           relative_error)
 
 TOLERANCE = 2e-3
 DEVICE = "cuda"
@@ -98,8 +99,10 @@ def operands(m: int, n: int, k: int):
     return a, sa, b, sb
 
 
-def tuned(args, a, sa, b, sb, d, ref, flops, started: float):
-    """(its entry, the tuned Kernel), or (None, None) where not tuned."""
+def tuned(args, ours, d, ref, flops, started: float):
+    """(its entry, the tuned Kernel), or (None, None) where not tuned; `ours` are fp8_gemm's
+    operands (A's scales in its layout, DeepGEMM's)."""
+    a, b = ours[0], ours[2]
     if args.no_tune:
         return None, None
     if time.perf_counter() - started > args.tune_until:
@@ -110,7 +113,7 @@ def tuned(args, a, sa, b, sb, d, ref, flops, started: float):
     print(f"tuning {a.shape[0]}x{b.shape[0]}x{a.shape[1]} ...", flush=True)
     begin = time.perf_counter()
     try:      # No bars: off a terminal they are a line per config, thousands a shape.
-        result = commdsl.autotune(FP8_GEMM, (a, sa, b, sb), search=args.search,
+        result = commdsl.autotune(FP8_GEMM, ours, search=args.search,
                                   retune=args.retune, progress=False)
     except commdsl.CommdslError as e:      # one shape's failure must not end the run
         print(f"tuning failed: {e}", file=sys.stderr)
@@ -120,7 +123,7 @@ def tuned(args, a, sa, b, sb, d, ref, flops, started: float):
              "configs": len(result.trials),
              "timed": sum(1 for t in result.trials if t.ms is not None)}
     kernel = result.kernel
-    entry.update(checked(lambda: kernel(a, sa, b, sb, d=d), d, ref, flops, args.iters))
+    entry.update(checked(lambda: kernel(*ours, d=d), d, ref, flops, args.iters))
     return entry, kernel
 
 
@@ -159,6 +162,7 @@ def main():
     entries = []
     for i, (m, n, k) in enumerate(args.shapes):
         a, sa, b, sb = data[(m, n, k)]
+        ours = (a, mn_major(sa), b, sb)             # made once, as DeepGEMM's and cuBLAS's
         d, flops = outs[(m, n, k)], 2 * m * n * k
         ref = reference(a, sa, b, sb)
         entry = {"shape": [m, n, k], "recorded_tflops": recorded.get((m, n, k))}
@@ -166,16 +170,16 @@ def main():
         choice = next(c for sizes, c in model.model_choices.items()
                       if dict(sizes) == {"M": m, "N": n, "K": k})
         entry["model"] = {"config": common.config_name(choice.config), "estimate_ms": choice.ms,
-                          **checked(lambda: chosen(a, sa, b, sb, d=d), d, ref, flops,
+                          **checked(lambda: chosen(*ours, d=d), d, ref, flops,
                                     args.iters)}
-        entry["tuned"], tuned_kernel = tuned(args, a, sa, b, sb, d, ref, flops, started)
+        entry["tuned"], tuned_kernel = tuned(args, ours, d, ref, flops, started)
         entry["cublas"] = checked(cublas(a, sa, b, sb, d), d, ref, flops, args.iters)
         entry["deepgemm"] = checked(*peer[(m, n, k)], ref, flops, args.iters) \
             if (m, n, k) in peer else None
         if entry["recorded_tflops"]:
-            ours, kernel = (("tuned", tuned_kernel) if (entry["tuned"] or {}).get("ms")
-                            else ("model", chosen))
-            unflushed_tflops(entry[ours], lambda: kernel(a, sa, b, sb, d=d), flops, args.iters)
+            which, kernel = (("tuned", tuned_kernel) if (entry["tuned"] or {}).get("ms")
+                             else ("model", chosen))
+            unflushed_tflops(entry[which], lambda: kernel(*ours, d=d), flops, args.iters)
         entry["ratios"] = report.ratios(entry)
         entries.append(entry)
         del ref

@@ -31,6 +31,7 @@ import common  # noqa: E402
 import deepgemm  # noqa: E402
 from grouped_layout import ALIGN, grouped_operands, grouped_reference  # noqa: E402
 from grouped_layout import masked_operands, masked_reference  # noqa: E402
+from test_fp8_gemm import mn_major  # noqa: E402
 
 
 GROUPED = os.path.join(os.path.dirname(__file__), "..", "examples", "grouped_fp8_gemm.cdsl")
@@ -152,15 +153,17 @@ def bench_masked(dg, rng, iters):
         ref = masked_reference(a, sa, b, sb, masked_m)
         flops = 2 * sum(counts) * n * k
         d = torch.empty(a.shape[0], M_MAX, n, dtype=torch.bfloat16, device="cuda")
+        sa_t = mn_major(sa)                 # A's scales in its layout, made once as DeepGEMM's
         entry = {"groups": len(counts), "rows": counts, "m_max": M_MAX, "n": n, "k": k,
                  "commdsl": {}}
         best = None
         for config in MASKED_CONFIGS:
             kernel = kernels(config)
             d.fill_(float("nan"))
-            kernel(a, sa, b, sb, masked_m, d=d)
+            kernel(a, sa_t, b, sb, masked_m, d=d)
             diff, untouched = masked_diff(d, ref, counts), rows_past_counts_untouched(d, counts)
-            ms = common.time_flushed_ms(lambda: kernel(a, sa, b, sb, masked_m, d=d), iters=iters)
+            ms = common.time_flushed_ms(lambda: kernel(a, sa_t, b, sb, masked_m, d=d),
+                                        iters=iters)
             name = common.config_name(config)
             entry["commdsl"][name] = {"ms": ms, "tflops": flops / ms / 1e9, "calc_diff": diff,
                                       "rows_past_count_untouched": untouched}
@@ -228,15 +231,16 @@ def main():
         ref = grouped_reference(a, sa, b, sb, m_idx)
         flops = 2 * sum(rows) * n * k
         d = torch.empty(a.shape[0], n, dtype=torch.bfloat16, device="cuda")
+        sa_t = mn_major(sa)                 # A's scales in its layout, made once as DeepGEMM's
         entry = {"groups": groups, "rows": rows, "n": n, "k": k, "commdsl": {}}
         best = None
         for config in CONFIGS:
             kernel = kernels(config)
             d.fill_(float("nan"))
-            kernel(a, sa, b, sb, m_idx, d=d)
+            kernel(a, sa_t, b, sb, m_idx, d=d)
             diff = max(calc_diff(d[m_idx == g], ref[m_idx == g]) for g in range(groups))
             untouched = bool(d[m_idx < 0].isnan().all())
-            ms = common.time_flushed_ms(lambda: kernel(a, sa, b, sb, m_idx, d=d),
+            ms = common.time_flushed_ms(lambda: kernel(a, sa_t, b, sb, m_idx, d=d),
                                         iters=args.iters)
             name = common.config_name(config)
             entry["commdsl"][name] = {"ms": ms, "tflops": flops / ms / 1e9,

@@ -197,11 +197,11 @@ def moe_standin(sms: int, tokens: int = 16384):
 
 def gemm_operands(m: int, n: int, k: int):
     import torch
-    from test_fp8_gemm import quantize_a, quantize_b, reference
+    from test_fp8_gemm import mn_major, quantize_a, quantize_b, reference
     torch.manual_seed(m * 31 + n * 7 + k)
     a, sa = quantize_a(torch.randn(m, k, device="cuda"))
     b, sb = quantize_b(torch.randn(n, k, device="cuda"))
-    return (a, sa, b, sb), reference(a, sa, b, sb)
+    return (a, mn_major(sa), b, sb), reference(a, sa, b, sb)
 
 
 def gemm_on(kernel, operands, d):

@@ -78,7 +78,7 @@ def main():
         for positive in (True, False):
             a, b = fp8_inputs(m, n, k, positive, seed=k + positive)
             ref = a.double() @ b.double().T
-            ones_a = torch.ones(m, k // 128, device="cuda")
+            ones_a = torch.ones(k // 128, -(-m // 4) * 4, device="cuda")     # mn_major
             ones_b = torch.ones(-(-n // 128), k // 128, device="cuda")
             run = {"k": k, "data": "all positive" if positive else "random sign", "errors": {}}
             for name, kernel in methods.items():

@@ -118,17 +118,19 @@ def mla_decode_split(heads, length):
 def grouped_fp8_gemm(m, n):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     from grouped_layout import grouped_operands
+    from test_fp8_gemm import mn_major
     rows = [m // 2, 0, m - m // 2]                  # an empty group, padding rows
     a, sa, b, sb, m_idx = grouped_operands(rows, n, 256, seed=m, device="cuda")
-    _load("grouped_fp8_gemm")(a, sa, b, sb, m_idx)
+    _load("grouped_fp8_gemm")(a, mn_major(sa), b, sb, m_idx)
 
 
 def grouped_fp8_gemm_masked(m, n):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     from grouped_layout import masked_operands
+    from test_fp8_gemm import mn_major
     counts = [m // 2, 0, m - 3]                     # an empty group, counts inside a tile
     a, sa, b, sb, masked_m = masked_operands(counts, m, n, 256, seed=m, device="cuda")
-    _load("grouped_fp8_gemm_masked")(a, sa, b, sb, masked_m)
+    _load("grouped_fp8_gemm_masked")(a, mn_major(sa), b, sb, masked_m)
 
 
 def swiglu_quant(m, k):

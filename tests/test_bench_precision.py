@@ -27,7 +27,7 @@ def test_unit_scales_make_both_the_same_product_on_the_cpu():
     g = torch.Generator().manual_seed(0)
     a = (torch.randn(m, k, generator=g) * 4).to(torch.float8_e4m3fn)
     b = (torch.randn(n, k, generator=g) * 4).to(torch.float8_e4m3fn)
-    ones = dict(sa=torch.ones(m, k // 128), sb=torch.ones(1, k // 128))
+    ones = dict(sa=torch.ones(k // 128, m), sb=torch.ones(1, k // 128))     # sa: mn_major
     outs = []
     for text in (SOURCE, precision.unpromoted(SOURCE)):
         kir = compile_source(text, "x.cdsl", emit="ir", constants=dict(BM=64, BN=64)).ir[0]

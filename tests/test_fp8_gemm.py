@@ -39,6 +39,15 @@ def quantize_b(w: torch.Tensor):
     return q, s
 
 
+def mn_major(sa: torch.Tensor) -> torch.Tensor:
+    """[..., M, K / 128] scales -> the kernels' [..., K / 128, cdiv(M, 4) * 4] (DeepGEMM's
+    TMA-aligned layout), the padding NaN: a kernel that read it would show it."""
+    *lead, m, groups = sa.shape
+    out = torch.full((*lead, groups, -(-m // 4) * 4), float("nan"), device=sa.device)
+    out[..., :m] = sa.transpose(-1, -2)
+    return out
+
+
 def reference(a, sa, b, sb):
     """The float64 product of the dequantized operands."""
     m, k = a.shape
@@ -75,9 +84,10 @@ def test_ptx_facts_and_ptxas(config):
                   "wgmma.commit_group.sync.aligned", "wgmma.wait_group.sync.aligned 0",
                   "prefetch.tensormap", "fma.rn.f32", "cvta.param.u64"):
         assert instr in ptx, instr
-    # The tensor maps are kernel parameters passed by value, used in place: A's and B's, and
-    # D's where the epilogue stores through TMA (passes/epilogue.py: BN a multiple of 64).
-    maps = 3 if bn % 64 == 0 and config.get("BM") != 192 else 2    # 192 x 128: no room
+    # The tensor maps are kernel parameters passed by value, used in place: A's, B's and the
+    # row of A's scales, and D's where the epilogue stores through TMA (passes/epilogue.py:
+    # BN a multiple of 64).
+    maps = 4 if bn % 64 == 0 and config.get("BM") != 192 else 3    # 192 x 128: no room
     assert len(re.findall(r"\.param \.align 64 \.b8 fp8_gemm_param_\d+\[128\]", ptx)) == maps
     assert ".maxntid" in ptx and ".minnctapersm 1" in ptx
     report = assemble(ptx, arch="sm_90a", entry="fp8_gemm").report
@@ -145,8 +155,10 @@ def test_spec_describes_the_launch():
     spec = compile_file(FP8_GEMM, constants=dict(BM=64, BN=32, STAGES=4)).specs[0]
     assert str(spec.grid[0]) == "min(cdiv(M, 64) * cdiv(N, 32), sms)"
     assert spec.num_threads == 256            # a producer and one consumer warpgroup
-    assert [(m.tensor, m.box) for m in spec.tensor_maps] == [("a", (64, 128)), ("b", (32, 128))]
-    assert spec.shared_bytes == 4 * (64 * 128 + 32 * 128) + 4 * 16 and spec.shared_bytes > 48 * 1024
+    assert [(m.tensor, m.box) for m in spec.tensor_maps] == [("a", (64, 128)), ("b", (32, 128)),
+                                                             ("sa", (1, 64))]
+    stage = 64 * 128 + 32 * 128 + 64 * 4            # A's and B's tiles and 64 row scales
+    assert spec.shared_bytes == 4 * stage + 4 * 16 and spec.shared_bytes > 48 * 1024
 
 
 def test_cluster_of_two_multicasts_the_shared_tile():
@@ -158,20 +170,20 @@ def test_cluster_of_two_multicasts_the_shared_tile():
     ptx, spec = result.ptx, result.specs[0]
     assert ".explicitcluster" in ptx and ".reqnctapercluster 2, 1, 1" in ptx
     assert ptx.count(".multicast::cluster") == 1
-    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global") == 2
+    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global") == 3   # A, B, A's scales
     assert "%cluster_ctarank" in ptx
     steps = 9                                  # copies of the K step (passes/overlap.py)
     assert ptx.count("mapa.shared::cluster.u32") == 2 * steps
     assert ptx.count("mbarrier.arrive.shared::cluster.b64") == 2 * steps
     assert ptx.count("barrier.cluster.arrive.release;") == 2
     assert [(m.tensor, m.box) for m in spec.tensor_maps] == [("a", (64, 128)), ("b", (128, 128)),
-                                                             ("d", (64, 64))]
+                                                             ("sa", (1, 128)), ("d", (64, 64))]
     assert str(spec.grid[0]) == "2 * min(cdiv(M, 128) * cdiv(cdiv(N, 128), 2), cdiv(sms - 1, 2))"
     report = assemble(ptx, arch="sm_90a", entry="fp8_gemm").report
     assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0, report.summary()
     assert not [w for w in report.warnings if re.search(r"C75\d\d", w)], report.warnings
     small = compile_file(FP8_GEMM, constants=dict(CLUSTER=2, BM=64, BN=64)).specs[0]
-    assert [m.box for m in small.tensor_maps] == [(32, 128), (64, 128), (64, 64)]
+    assert [m.box for m in small.tensor_maps] == [(32, 128), (64, 128), (1, 64), (64, 64)]
 
 
 def test_epilogue_stores_through_shared_memory_and_tma():
@@ -187,7 +199,7 @@ def test_epilogue_stores_through_shared_memory_and_tma():
                   "cp.async.bulk.wait_group.read 0;", "cp.async.bulk.wait_group 0;"):
         assert ptx.count(instr) == 1, instr
     assert len(re.findall(r"bar\.sync %r\d+, 128;", ptx)) == 2   # 1 + warpgroup, 128 threads
-    stages = 5 * (128 * 128 + 128 * 128) + 16 * 5
+    stages = 5 * (128 * 128 + 128 * 128 + 128 * 4) + 16 * 5
     assert spec.shared_bytes == -(-stages // 1024) * 1024 + 128 * 128 * 2
     assert spec.tensor_maps[-1].tensor == "d" and spec.tensor_maps[-1].box == (64, 64)
 
@@ -200,20 +212,22 @@ def test_epilogue_stays_direct_where_tma_cannot_store(config, divisible):
     128 x 128): the tile goes out through st.global, and D has no tensor map."""
     result = compile_file(FP8_GEMM, constants=config, divisible=divisible)
     assert "bulk_group" not in result.ptx and "st.global" in result.ptx
-    assert [m.tensor for m in result.specs[0].tensor_maps] == ["a", "b"]
+    assert [m.tensor for m in result.specs[0].tensor_maps] == ["a", "b", "sa"]
 
 
 def test_ir_after_passes_has_the_pipeline_structure():
     ir = compile_file(FP8_GEMM, emit="llvm").text["ir"]
     assert "warp_specialize() {producer_regs = 24, consumer_regs = 240, consumers = 2}" in ir
-    assert ir.count("tma_load(") == 2 and "mbarrier_expect_tx" in ir
+    assert ir.count("tma_load(") == 3 and "mbarrier_expect_tx" in ir
     assert "wgmma_acc<warpgroups=2>" in ir and "nprogs()" in ir
-    # The scales are loaded a K step ahead (before the loop, then for k + 128 in each of
-    # its nine copies of the step) and carried in registers, so their latency is not on
-    # the wgmma issue's path.
-    assert ir.count("load(%sa") == 10 and ir.count("load(%sb") == 10
-    # The carried scales are named after the tensors, with a suffix (ir_printer.Names).
-    assert "%sa.1: tile<f32[128], sliced<wgmma_acc<warpgroups=2>, axis=1>>, %sb.1: f32" in ir
+    # A's scales arrive by TMA with the stage and are read from it after its barrier, in
+    # each of the K loop's nine copies of the step; B's block scale is loaded a K step ahead
+    # (before the loop, then for k + 128 in each copy) and carried in a register, so its
+    # latency is not on the wgmma issue's path.
+    assert ir.count("smem_read(") == 9 and "= load(%sa" not in ir
+    assert ir.count("load(%sb") == 10
+    # The carried scale is named after its tensor, with a suffix (ir_printer.Names).
+    assert "%sb.1: f32" in ir
 
 
 # ---- compile errors -------------------------------------------------------------------------
@@ -291,7 +305,7 @@ def test_interpreter_matches_float64_reference(m, n, k, config):
     kernel = commdsl.load(FP8_GEMM, **config)
     a, sa, b, sb = random_operands(m, n, k, seed=m + n + k)
     d = torch.full((m, n), float("nan"), dtype=torch.bfloat16)
-    kernel.interpret(a, sa, b, sb, d=d)
+    kernel.interpret(a, mn_major(sa), b, sb, d=d)
     ref = reference(a, sa, b, sb)
     assert not d.isnan().any()
     # bf16 output rounding alone is ~1.7e-3 relative on such data
@@ -303,6 +317,10 @@ def test_interpreter_matches_float64_reference(m, n, k, config):
 def test_launch_errors_name_the_argument():
     kernel = commdsl.load(FP8_GEMM)
     a, sa, b, sb = random_operands(128, 384, 256)
+    sa = mn_major(sa)
+    with pytest.raises(commdsl.LaunchError, match=r"argument 'sa'.*dimension 1 must be "
+                                                  r"cdiv\(M, 4\) \* 4"):
+        kernel.interpret(a, sa[:, :126].contiguous(), b, sb)
     with pytest.raises(commdsl.LaunchError, match=r"argument 'a'.*multiple of 128"):
         kernel.interpret(a[:, :200].contiguous(), sa, b[:, :200].contiguous(), sb)
     with pytest.raises(commdsl.LaunchError, match=r"argument 'sb'.*dimension 0 must be cdiv\(N, 128\)"):
@@ -337,9 +355,9 @@ def test_only_the_variant_that_stores_d_through_tma_checks_its_rows():
     kernel = commdsl.load(FP8_GEMM, config="declared")
     a, sa, b, sb = random_operands(64, 300, 256)
     aligned = kernel.variant(frozenset()).launcher
-    bound = aligned.bind(a, sa, b, sb, require_cuda=False)
+    bound = aligned.bind(a, mn_major(sa), b, sb, require_cuda=False)
     with pytest.raises(commdsl.LaunchError, match=r"argument 'd'.*600 bytes.*multiple of 16"):
         aligned.check_tensor_maps(bound)
     kernel.variant(frozenset({"M", "N"})).launcher.check_tensor_maps(bound)
-    d = kernel.interpret(a, sa, b, sb)
+    d = kernel.interpret(a, mn_major(sa), b, sb)
     assert relative_error(d, reference(a, sa, b, sb)) <= 2e-3

@@ -17,6 +17,7 @@ import commdsl  # noqa: E402
 
 from grouped_layout import (calc_diff, grouped_operands, grouped_reference,  # noqa: E402
                             masked_operands, masked_reference)
+from test_fp8_gemm import mn_major  # noqa: E402
 
 GROUPED = os.path.join(os.path.dirname(__file__), "..", "examples", "grouped_fp8_gemm.cdsl")
 MASKED = os.path.join(os.path.dirname(__file__), "..", "examples", "grouped_fp8_gemm_masked.cdsl")
@@ -28,7 +29,7 @@ MASKED = os.path.join(os.path.dirname(__file__), "..", "examples", "grouped_fp8_
 def test_every_group_right_and_padding_untouched(config, rows, n, k):
     a, sa, b, sb, m_idx = grouped_operands(rows, n, k, seed=sum(rows) + n, device="cuda")
     d = torch.full((a.shape[0], n), float("nan"), dtype=torch.bfloat16, device="cuda")
-    commdsl.load(GROUPED, **config)(a, sa, b, sb, m_idx, d=d)
+    commdsl.load(GROUPED, **config)(a, mn_major(sa), b, sb, m_idx, d=d)
     ref = grouped_reference(a, sa, b, sb, m_idx)
     assert d[m_idx < 0].isnan().all()
     for g, r in enumerate(rows):
@@ -46,7 +47,7 @@ def test_masked_every_group_right_and_rows_past_the_count_untouched(config, coun
     a, sa, b, sb, masked_m = masked_operands(counts, m_max, n, k, seed=sum(counts) + n,
                                              device="cuda")
     d = torch.full((len(counts), m_max, n), float("nan"), dtype=torch.bfloat16, device="cuda")
-    commdsl.load(MASKED, **config)(a, sa, b, sb, masked_m, d=d)
+    commdsl.load(MASKED, **config)(a, mn_major(sa), b, sb, masked_m, d=d)
     ref = masked_reference(a, sa, b, sb, masked_m)
     for g, count in enumerate(counts):
         assert d[g, count:].isnan().all(), f"group {g}: a row past its count was written"

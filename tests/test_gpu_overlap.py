@@ -19,7 +19,7 @@ import commdsl  # noqa: E402
 from commdsl.api import load_comm  # noqa: E402
 from commdsl.runtime.symmetric import Comm, CommError, RegionSpec  # noqa: E402
 
-from test_fp8_gemm import quantize_a, quantize_b  # noqa: E402
+from test_fp8_gemm import mn_major, quantize_a, quantize_b  # noqa: E402
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 AG = os.path.join(EXAMPLES, "ag_gemm.cdsl")
@@ -80,7 +80,7 @@ def test_ag_gemm_fused_equals_fp8_gemm(group, part, m, n, k):
             gemm(a=a, sa=sa, b=b, sb=sb, d=d, ready=ready)
         torch.cuda.synchronize()
         c.check()
-        ref = commdsl.load(FP8_GEMM, config="declared")(a0, sa0, b, sb)
+        ref = commdsl.load(FP8_GEMM, config="declared")(a0, mn_major(sa0), b, sb)
         assert torch.equal(d.view(torch.int16), ref.view(torch.int16))
 
 
@@ -102,7 +102,7 @@ def test_gemm_rs_fused_equals_fp8_gemm(group, part, m, n, k):
             reduce(part=part_buf, done=done, d=d)
         torch.cuda.synchronize()
         c.check()
-        ref = commdsl.load(FP8_GEMM, config="declared")(a, sa, b, sb)
+        ref = commdsl.load(FP8_GEMM, config="declared")(a, mn_major(sa), b, sb)
         assert torch.equal(d.view(torch.int16), ref.view(torch.int16))
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import commdsl
-from test_fp8_gemm import FP8_GEMM, quantize_a, quantize_b, reference, relative_error
+from test_fp8_gemm import FP8_GEMM, mn_major, quantize_a, quantize_b, reference, relative_error
 
 pytestmark = pytest.mark.gpu
 
@@ -81,6 +81,6 @@ def test_a_budgeted_gemm_on_the_rest_matches_the_reference():
         d = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device="cuda")
         torch.cuda.synchronize()
         with torch.cuda.stream(p.rest.stream):
-            kernel(a, sa, b, sb, d=d)
+            kernel(a, mn_major(sa), b, sb, d=d)
         p.rest.stream.synchronize()
         assert relative_error(d, ref) <= 2e-3, f"CLUSTER={cluster}"

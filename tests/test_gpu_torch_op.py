@@ -7,7 +7,7 @@ import torch
 import commdsl
 from quant_reference import random_activations
 from special_values import same
-from test_fp8_gemm import quantize_a, quantize_b
+from test_fp8_gemm import mn_major, quantize_a, quantize_b
 
 pytestmark = pytest.mark.gpu
 
@@ -25,7 +25,8 @@ def fp8_gemm():
 def _gemm_inputs(m, n, k):
     a = torch.randn(m, k, device="cuda") * 3
     b = torch.randn(n, k, device="cuda")
-    return (*quantize_a(a), *quantize_b(b))
+    a, sa = quantize_a(a)
+    return (a, mn_major(sa), *quantize_b(b))
 
 
 def _same(got, want):
@@ -58,7 +59,7 @@ def test_export_of_a_module_calling_both(act_quant, fp8_gemm):
     class Layer(torch.nn.Module):
         def forward(self, x, b, sb):
             a, sa = act_quant(x)
-            return fp8_gemm(a, sa, b, sb)
+            return fp8_gemm(a, mn_major(sa), b, sb)     # DeepGEMM's layout of A's scales
 
     x = random_activations(256, 1024, seed=2, device="cuda")
     _, _, b, sb = _gemm_inputs(256, 512, 1024)

@@ -17,6 +17,7 @@ from commdsl.passes import PASS_ORDER, get_pass
 from commdsl.target import get_target
 
 from grouped_layout import grouped_operands, grouped_reference
+from test_fp8_gemm import mn_major
 
 GROUPED = os.path.join(os.path.dirname(__file__), "..", "examples", "grouped_fp8_gemm.cdsl")
 SOURCE = open(GROUPED).read()
@@ -44,7 +45,7 @@ def test_interpreter_matches_float64_and_leaves_padding_rows(rows, config, lower
         for name in PASS_ORDER:
             kir = get_pass(name)(kir, get_target("sm_90a"))
     d = torch.full((a.shape[0], n), float("nan"), dtype=torch.bfloat16)
-    run(kir, dict(a=a, sa=sa, b=b, sb=sb, m_idx=m_idx, d=d),
+    run(kir, dict(a=a, sa=mn_major(sa), b=b, sb=sb, m_idx=m_idx, d=d),
         dict(M=a.shape[0], N=n, K=k, G=len(rows)), sms=3)
     ref = grouped_reference(a, sa, b, sb, m_idx)
     valid = m_idx >= 0

@@ -19,6 +19,7 @@ from commdsl.target import get_target
 
 from diagnostic_checks import compile_error, points_at
 from grouped_layout import calc_diff, masked_operands, masked_reference
+from test_fp8_gemm import mn_major
 
 MASKED = os.path.join(os.path.dirname(__file__), "..", "examples", "grouped_fp8_gemm_masked.cdsl")
 SOURCE = open(MASKED).read()
@@ -33,7 +34,7 @@ def _lowered(kir):
 def _run_masked(kir, counts, m_max, n, k, seed):
     a, sa, b, sb, masked_m = masked_operands(counts, m_max, n, k, seed=seed)
     d = torch.full((len(counts), m_max, n), float("nan"), dtype=torch.bfloat16)
-    run(kir, dict(a=a, sa=sa, b=b, sb=sb, masked_m=masked_m, d=d),
+    run(kir, dict(a=a, sa=mn_major(sa), b=b, sb=sb, masked_m=masked_m, d=d),
         dict(G=len(counts), M=m_max, N=n, K=k), sms=3)
     return d, masked_reference(a, sa, b, sb, masked_m)
 
@@ -62,11 +63,12 @@ def test_interpreter_matches_float64_and_leaves_rows_past_the_count(counts, conf
     _check_groups(d, ref, counts)
 
 
-def test_ptx_takes_both_operands_by_rank_3_tma_boxes_and_stores_by_rows():
+def test_ptx_takes_the_operands_and_a_scales_by_rank_3_tma_boxes_and_stores_by_rows():
     """d[g] by rank-3 TMA stores where a warpgroup's rows are all below the count (a bar.red
     vote), predicated stores for the tile that overhangs it."""
     ptx = compile_file(MASKED).ptx
-    assert ptx.count("cp.async.bulk.tensor.3d.shared::cluster.global") == 2     # a and b
+    # a, b and the row of A's scales
+    assert ptx.count("cp.async.bulk.tensor.3d.shared::cluster.global") == 3
     assert "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3" in ptx
     assert ptx.count("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group") == 2
     assert ptx.count("bar.red.and.pred") == 1 and re.search(r"@%p\d+ st\.global\.b16", ptx)

@@ -18,6 +18,7 @@ from commdsl.interpreter import Launch, run, run_concurrently
 from commdsl.interpreter_comm import InterpreterWaitError
 from commdsl.passes import PASS_ORDER, get_pass
 from commdsl.target import get_target
+from test_fp8_gemm import mn_major
 
 from test_fp8_gemm import random_operands
 
@@ -57,7 +58,7 @@ def fp8_gemm(a, sa, b, sb, lowered):
     m, n = a.shape[0], b.shape[0]
     d = torch.full((m, n), float("nan"), dtype=torch.bfloat16)
     kir = kernel_ir(FP8_GEMM, "fp8_gemm", lowered)
-    run(kir, dict(a=a, sa=sa, b=b, sb=sb, d=d), dict(M=m, N=n, K=a.shape[1]), sms=3)
+    run(kir, dict(a=a, sa=mn_major(sa), b=b, sb=sb, d=d), dict(M=m, N=n, K=a.shape[1]), sms=3)
     return d
 
 

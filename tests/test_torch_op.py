@@ -42,7 +42,7 @@ def test_fake_fp8_gemm_shapes_and_dtypes(fp8_gemm):
     _, call = fp8_gemm
     M, N, K = 48, 320, 256
     with FakeTensorMode():
-        d = call(torch.empty(M, K, dtype=torch.float8_e4m3fn), torch.empty(M, K // 128),
+        d = call(torch.empty(M, K, dtype=torch.float8_e4m3fn), torch.empty(K // 128, M),
                  torch.empty(N, K, dtype=torch.float8_e4m3fn),
                  torch.empty((N + 127) // 128, K // 128))
     assert (d.shape, d.dtype) == ((M, N), torch.bfloat16)
