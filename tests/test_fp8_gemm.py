@@ -317,6 +317,11 @@ def test_interpreter_matches_float64_reference(m, n, k, config):
 def test_launch_errors_name_the_argument():
     kernel = commdsl.load(FP8_GEMM)
     a, sa, b, sb = random_operands(128, 384, 256)
+    with pytest.raises(commdsl.LaunchError, match=r"argument 'sa'.*dimension 0 must be "
+                                                  r"K / 128 = 2, got 128") as row_major:
+        kernel.interpret(a, sa, b, sb)                 # the scales row by row: the help says
+    assert "transposed (quant layout = mn_major)" in row_major.value.hint
+    assert "get_col_major_tma_aligned_tensor" in row_major.value.hint
     sa = mn_major(sa)
     with pytest.raises(commdsl.LaunchError, match=r"argument 'sa'.*dimension 1 must be "
                                                   r"cdiv\(M, 4\) \* 4"):

@@ -220,12 +220,23 @@ class Launcher:
                 if shape[i] != expected:
                     value = "" if str(d) == str(expected) else f" = {expected}"
                     raise self._fail(name, f"dimension {i} must be {d}{value}, got {shape[i]} "
-                                     f"(shape {tuple(shape)})", declaration(self._by_name[name]))
+                                     f"(shape {tuple(shape)})", declaration(self._by_name[name])
+                                     + self._scale_layout(name))
         for t in self._outputs:
             if t.name not in given:
                 for _, d in self._derived[t.name]:
                     self._evaluate(d, sizes, source, t.name)
         return sizes, source
+
+    def _scale_layout(self, name: str) -> str:
+        """What a transposed scale tensor holds, for the caller who passed it row by row."""
+        for t in self.spec.tensors:
+            if t.quant is not None and t.quant.scale == name and t.quant.layout == "mn_major":
+                return (f"; '{name}' holds {t.name}'s scales transposed (quant layout = "
+                        f"mn_major): scales of [..., rows, groups] passed as [..., groups, "
+                        f"rows] with the rows padded to a multiple of 4, as DeepGEMM's "
+                        f"get_col_major_tma_aligned_tensor makes them")
+        return ""
 
     def _check_all_bound(self, sizes: dict[str, int]) -> None:
         for name in sorted(self._symbols - sizes.keys()):
