@@ -275,9 +275,13 @@ def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict)
             expected.append((BinOp("/", d, Const(g)), BinOp("cdiv", d, Const(g))))
     if layout == "mn_major":
         expected = _mn_major(p, data, group, expected, q.span)
+    # Which scale dimension holds each data dimension's groups (mn_major swaps the last two).
+    where = list(range(len(data.dims)))
+    if layout == "mn_major":
+        where[-2:] = where[-1], where[-2]
     for i, (d, g, e) in enumerate(zip(data.dims, group, q.group)):
         if isinstance(d, Const) and g > 1 and d.value % g:
-            sd = scale.dims[i] if i < len(scale.dims) else None
+            sd = scale.dims[where[i]] if where[i] < len(scale.dims) else None
             if not (isinstance(sd, BinOp) and sd.op == "cdiv"):
                 raise CompileError(f"group extent {g} does not divide dimension {d.value} of '{p.name}'",
                                    e.span, f"use a group that divides {d.value}, or give the scale "
@@ -296,10 +300,11 @@ def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict)
                            f"declare it as '{scale.name}: {'out ' * scale.is_out}{fmt}[{want}]'")
     if not ok_shape:
         got = ", ".join(map(str, scale.dims))
+        groups = " x ".join(map(str, group)) + (f", layout = {layout}"
+                                                if layout != "k_major" else "")
         raise CompileError(
-            f"scale '{scale.name}' has shape [{got}] but '{p.name}' in groups of "
-            f"{' x '.join(map(str, group))}{', ' * (layout != 'k_major')}"
-            f"{f'layout = {layout}' * (layout != 'k_major')} needs [{want}]", None,
+            f"scale '{scale.name}' has shape [{got}] but '{p.name}' in groups of {groups} "
+            f"needs [{want}]", None,
             f"declare it as '{scale.name}: {'out ' * scale.is_out}{scale.dtype}[{want}]' "
             f"(or cdiv(...) for ragged groups)")
     if data.is_out and not scale.is_out:

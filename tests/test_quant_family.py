@@ -348,3 +348,12 @@ def test_mn_major_of_blocks_is_located():
     e = compile_error(src)
     assert "mn_major needs groups of one row, 1 x G, not 128 x 128" in e.message
     assert "k_major" in e.hint
+
+
+def test_mn_major_ragged_groups_take_the_ceil_div_in_the_transposed_place():
+    src = (MN_MAJOR.replace("x: bf16[M, K]", "x: bf16[M, 200]")
+           .replace("y: out e4m3[M, K]", "y: out e4m3[M, 200]").replace("grid(K / 128", "grid(2"))
+    ok = src.replace("s: out f32[K / 128,", "s: out f32[cdiv(200, 128),")
+    assert "st.global" in compile_source(ok, "k.cdsl").ptx
+    e = compile_error(src.replace("s: out f32[K / 128,", "s: out f32[200 / 128,"))
+    assert "does not divide dimension 200" in e.message and "cdiv(200, 128)" in e.hint
