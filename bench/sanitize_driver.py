@@ -67,7 +67,7 @@ def copy_nc(m, k):
 
 def fp8_gemm(m, n):
     k = 256                                         # K / 128 scales: K stays whole
-    _load("fp8_gemm")(_fp8(m, k), _scales(m, k // 128), _fp8(n, k),
+    _load("fp8_gemm")(_fp8(m, k), _scales(k // 128, _cdiv(m, 4) * 4), _fp8(n, k),   # mn_major
                       _scales(_cdiv(n, 128), k // 128))
 
 

@@ -32,6 +32,7 @@ def run(kernel: KernelIR, tensors: dict, sizes: dict[str, int], comm: Ranks | No
     """Runs every program of the grid; `tensors` maps parameter names to CPU tensors.
     `comm`: what a communication kernel sees of the other ranks (run_ranks). `sms`: the SM
     count a persistent grid (passes/schedule.py) is sized for."""
+    _check_shapes(kernel, tensors, sizes)
     grid = [d.evaluate({**sizes, SM_COUNT: sms}) for d in kernel.grid]
     size = kernel.attrs.get("cluster", 1)
     pids = list(itertools.product(*(range(n) for n in grid)))  # clusters: a 1-D grid's runs
@@ -43,6 +44,17 @@ def run(kernel: KernelIR, tensors: dict, sizes: dict[str, int], comm: Ranks | No
             program.cluster = cluster
             scheduler.spawn(f"CTA {program.pid}", program.run())
         scheduler.run()
+
+
+def _check_shapes(kernel: KernelIR, tensors: dict, sizes: dict[str, int]) -> None:
+    """Each tensor's shape is its parameter's (a transposed scale tensor passed row by row
+    would otherwise be read out of place, its overhang as TMA's zeros)."""
+    for v in kernel.tensors:
+        want = tuple(d.evaluate(sizes) for d in v.type.dims)
+        got = tuple(tensors[v.name].shape)
+        if got != want:
+            raise ValueError(f"tensor '{v.name}' has shape {got}, but {v.type} with "
+                             f"{sizes} is {want}")
 
 
 class Program(CommMachinery):

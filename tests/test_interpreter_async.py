@@ -115,3 +115,13 @@ def test_an_op_without_a_meaning_is_a_clear_error(monkeypatch):
     next(op for op in kir.walk() if op.name == "load").name = "frobnicate"
     with pytest.raises(IRVerifyError, match="unknown op 'frobnicate'"):
         run(kir, tensors, dict(N=8))
+
+
+def test_a_tensor_of_another_shape_than_its_parameter_is_refused():
+    """A transposed scale tensor passed row by row: refused, not read out of place."""
+    from test_fp8_gemm import random_operands
+    kir, _ = _gemm()
+    a, sa, b, sb = random_operands(M, N, K, seed=5)
+    d = torch.full((M, N), float("nan"), dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=r"tensor 'sa' has shape \(%d, %d\)" % (M, K // 128)):
+        run(kir, dict(a=a, sa=sa, b=b, sb=sb, d=d), dict(M=M, N=N, K=K), sms=2)

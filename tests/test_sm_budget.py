@@ -63,9 +63,9 @@ def test_bad_budgets_get_errors_with_a_span(sms, constants, message):
 
 
 def _operands(m, n, k):
-    from test_fp8_gemm import random_operands
+    from test_fp8_gemm import mn_major, random_operands
     a, sa, b, sb = random_operands(m, n, k, seed=7)
-    return dict(a=a, sa=sa, b=b, sb=sb)
+    return dict(a=a, sa=mn_major(sa), b=b, sb=sb)
 
 
 @pytest.mark.parametrize("cluster,budgets", [(1, ["1", "2", "3"]), (2, ["2", "4"])])

@@ -366,10 +366,11 @@ def test_ragged_persistent_loop():
                                            ([130, 5], {})])
 def test_grouped_fp8_gemm_masked(counts, config):
     from grouped_layout import masked_operands
+    from test_fp8_gemm import mn_major
     m_max, n, k = 128, 192, 256
     a, sa, b, sb, masked_m = masked_operands(counts, m_max, n, k, seed=sum(counts))
     sizes = dict(G=len(counts), M=m_max, N=n, K=k)
     _check(MASKED, "grouped_fp8_gemm_masked", sizes, _runner(
-        dict(a=a, sa=sa, b=b, sb=sb, masked_m=masked_m),
+        dict(a=a, sa=mn_major(sa), b=b, sb=sb, masked_m=masked_m),
         dict(d=((len(counts), m_max, n), torch.bfloat16)), sizes, sms=3),
         tolerance=2 ** -7, **config)
