@@ -279,22 +279,21 @@ def emit_tma_load(cg, op: Op):
     inner_first = ", ".join(f"${i + 2}" for i in range(len(coords)))
     n = len(coords)
     share = op.attrs.get("multicast", 1)
-    if len(ring.shape) == 1:                    # a row: one box, unswizzled
+
+    def copy(to, at):                           # one box into this CTA's shared memory
         _asm(cg, f"cp.async.bulk.tensor.{n}d.shared::cluster.global.tile."
              f"mbarrier::complete_tx::bytes [$0], [$1, {{{inner_first}}}], [${n + 2}];",
-             ",".join(["r", "l"] + ["r"] * n + ["r"]),
-             [dst, tmap, *reversed(coords), bars.at(cg, index)])
+             ",".join(["r", "l"] + ["r"] * n + ["r"]), [to, tmap, *reversed(at),
+                                                        bars.at(cg, index)])
+    if len(ring.shape) == 1:                    # a row: one box, unswizzled
+        copy(dst, coords)
         return
     if share == 1:
         rows = ring.shape[0]
         slab_cols = SWIZZLE_BYTES // dtype_info(ring.dtype).bytes
         for slab in range(ring.shape[1] // slab_cols):
-            at = [*coords[:-1], b.add(coords[-1], cg.i32(slab * slab_cols))]
-            _asm(cg, f"cp.async.bulk.tensor.{n}d.shared::cluster.global.tile."
-                 f"mbarrier::complete_tx::bytes [$0], [$1, {{{inner_first}}}], [${n + 2}];",
-                 ",".join(["r", "l"] + ["r"] * n + ["r"]),
-                 [b.add(dst, cg.i32(slab * rows * SWIZZLE_BYTES)), tmap, *reversed(at),
-                  bars.at(cg, index)])
+            copy(b.add(dst, cg.i32(slab * rows * SWIZZLE_BYTES)),
+                 [*coords[:-1], b.add(coords[-1], cg.i32(slab * slab_cols))])
         return
     # This CTA's 1/share of the rows, at the same offset in every CTA of the cluster.
     rows, cols = ring.shape
