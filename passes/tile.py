@@ -80,6 +80,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     wanted.update(gathers)
     fresh = _unplaced(kernel)
     carried: dict[int, object] = {}
+    relaid: set[int] = set()
     while True:
         try:
             _assign(kernel, blocked, wanted, splats, carried)
@@ -87,12 +88,19 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         except _Mismatch as m:
             # A loop-carried tile that starts as a splat (zeros(f32, R)) can start in any
             # layout: give it the one its partner in the loop body has (a row reduction's),
-            # and place everything again.
+            # and place everything again. Other operands move to one layout (relayout).
             arg = _splat_started_carry(kernel, m.op, carried)
             layout = _layout_for(m.op, arg, splats) if arg is not None else None
-            if layout is None:
+            if layout is not None:
+                carried[arg.id] = layout
+            elif id(m.op) in relaid or not (has_trait(m.op, ELEMENTWISE)
+                                            or m.op.name == "expand_dims"):
                 raise m.error from None
-            carried[arg.id] = layout
+            else:
+                relaid.add(id(m.op))
+                fresh += _relayout_operands(kernel, m.op, _target_layout(kernel, m.op,
+                                                                         blocked, splats),
+                                            wanted, splats)
             for v in fresh:
                 v.type = v.type.with_layout(None)
     for op in kernel.walk():
@@ -228,6 +236,63 @@ def _assign(kernel: KernelIR, blocked, wanted: dict, splats: set[int], carried: 
                 except CompileError as e:
                     raise _Mismatch(op, e) from None
             r.type = t.with_layout(layout)
+
+
+def _iotas(v, producer: dict, splats) -> list | None:
+    """The iotas v is computed from by elementwise ops (with splats), else None: a tile an
+    op can compute in any layout."""
+    src = producer.get(v.id)
+    if src is not None and src.name == "iota":
+        return [src]
+    if src is None or not has_trait(src, ELEMENTWISE):
+        return None
+    roots = [_iotas(o, producer, splats) for o in src.operands if o.id not in splats]
+    return None if None in roots or not roots else [i for r in roots for i in r]
+
+
+def _target_layout(kernel: KernelIR, op, blocked, splats):
+    """The layout `_relayout_operands` moves `op`'s operands to: for `t[:, None]`, the
+    Sliced layout whose parent is that of the shape it is broadcast to (or its own); for an
+    elementwise op, its shape's own layout if an operand has it, else the first operand's
+    that is not computed from an iota."""
+    if op.name == "expand_dims":
+        after = {u.result.type.shape for u in kernel.walk()
+                 if u.name == "broadcast" and u.operands[0] is op.result}
+        shape = after.pop() if len(after) == 1 else op.result.type.shape
+        return Sliced(blocked(shape), op.attrs["axis"])
+    producer = {r.id: o for o in kernel.walk() for r in o.results}
+    default = blocked(op.result.type.shape)
+    fixed = [o.type.layout for o in op.operands if isinstance(o.type, TileType)
+             and o.id not in splats and _iotas(o, producer, splats) is None]
+    return default if default in fixed or not fixed else fixed[0]
+
+
+def _relayout_operands(kernel: KernelIR, op, target, wanted: dict, splats) -> list:
+    """Moves `op`'s tile operands to the layout `target`: an iota (and what is computed
+    from it elementwise) is computed in it directly, any other tile goes through a
+    `relayout` put before `op` (shared memory). So a reduction's result combined with a
+    tile of another origin (a [R, 4] tile of group maxima shifted by an iota, a row sum
+    added to a loaded column, a carried row vector broadcast back with `[:, None]`) needs
+    nothing from the kernel writer. Returns the relayouts' results (placed by the next
+    `_assign`)."""
+    from commdsl.ir import Op, Value
+    producer = {r.id: o for o in kernel.walk() for r in o.results}
+    blocks = [kernel.body] + [b for o in kernel.walk() for b in o.blocks]
+    block = next(b for b in blocks if op in b.ops)
+    moved = []
+    for i, v in enumerate(op.operands):
+        if not isinstance(v.type, TileType) or v.id in splats or v.type.layout == target:
+            continue
+        roots = _iotas(v, producer, splats)
+        if roots is not None:
+            wanted.update((r.result.id, target) for r in roots)
+            continue
+        new = Value(v.type.with_layout(None))
+        block.ops.insert(block.ops.index(op), Op("relayout", [v], [new], {}, loc=op.loc))
+        op.operands[i] = new
+        wanted[new.id] = target
+        moved.append(new)
+    return moved
 
 
 def _splat_started_carry(kernel: KernelIR, op, carried: dict):

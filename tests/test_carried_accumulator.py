@@ -75,22 +75,3 @@ def test_accumulator_on_the_gpu(cfg):
     torch.cuda.synchronize()
     _check(x.cpu(), y.cpu(), z.cpu())
 
-
-def test_a_carry_expanded_in_the_loop_keeps_its_located_error(tmp_path, capsys):
-    """`acc[:, None]` of a zeros-started carry inside the loop: the layout it would need is
-    not the one `acc += sum(...)` gives; a located error, not a crash."""
-    from test_diagnostics import assert_points_at, compile_error
-    source = """kernel k(x: f32[M, N], y: out f32[M, 128])
-  grid(cdiv(M, 4))
-{
-  let acc = zeros(f32, 4)
-  for n0 in 0 .. N step 128 {
-    let t = load x[pid.0 * 4 : +4, n0 : +128]
-    store y[pid.0 * 4 : +4, 0 : +128] = t * acc[:, None]
-    acc += sum(t, axis = 1)
-  }
-}
-"""
-    err = compile_error(tmp_path, capsys, source)
-    assert "this reshape needs data to move between threads" in err
-    assert_points_at(err, 7, "acc[:, None]")

@@ -452,11 +452,19 @@ class KernelCodegen(CommCodegen, CompactCodegen):
 
     @emits("relayout")
     def op_relayout(self, op: Op):
-        """A 1-D tile to another layout through a plain shared array: every thread writes
-        the elements it holds (copies write the same value), a barrier, then every thread
-        reads its slots of the new layout, `read_vector` at a time (passes/shared.py)."""
+        """A tile to another layout through a plain shared array: every thread writes the
+        elements it holds (copies write the same value), a barrier, then every thread reads
+        its slots of the new layout; a 1-D tile's `read_vector` at a time (passes/shared.py).
+        Inside a loop or a branch a second barrier lets the next pass write the array again."""
         b = self.b
         src, out_t = self.tile(op.operands[0]), op.result.type
+        top_level = op in self.k.body.ops
+        if len(out_t.shape) > 1 or not top_level:
+            regs = self.exchange(self.static_smem(op, out_t.dtype), src, op.operands[0].type,
+                                 out_t.layout.dims(out_t.shape),
+                                 lambda coords: self.row_major(coords, out_t.shape))
+            self.vals[op.result.id] = self.new_tile(out_t, regs)
+            return
         e = dtype_info(out_t.dtype).bytes
         rt = reg_type(out_t.dtype)
         smem = self.static_smem(op, "u8")

@@ -1,0 +1,130 @@
+"""Tiles that threads hold differently, combined (issue 13: "broadcasts between 1-D and 2-D
+tiles resolved by the compiler whatever their thread layouts"): passes/tile.py moves one
+operand through shared memory (`relayout`), or computes an iota in its partner's layout.
+
+Each kernel compiles, passes ptxas with no spills, and matches a float64 (or integer)
+reference in the interpreter and, with poisoned outputs, on the GPU."""
+import pytest
+import torch
+
+import commdsl
+from commdsl.compiler import compile_source
+from commdsl.runtime.ptxas import assemble
+
+# A row sum (Sliced) plus a loaded column (its own shape's layout).
+COLSUM = """kernel colsum(x: f32[M, 128], b: f32[M], y: out f32[M])
+  grid(cdiv(M, 16))
+{
+  let t = load x[pid.0 * 16 : +16, 0 : +128]
+  store y[pid.0 * 16 : +16] = sum(t, axis = 1) + load b[pid.0 * 16 : +16] * 2.0
+}
+"""
+# A carried row vector broadcast back inside the loop that accumulates it: a relayout in a
+# loop (its array written again by the next step: a second barrier).
+PREFIX = """kernel prefix(x: f32[M, N], y: out f32[M, N])
+  grid(cdiv(M, 4))
+{
+  let acc = zeros(f32, 4)
+  for n0 in 0 .. N step 128 {
+    let t = load x[pid.0 * 4 : +4, n0 : +128]
+    store y[pid.0 * 4 : +4, n0 : +128] = t * acc[:, None]
+    acc += sum(t, axis = 1)
+  }
+}
+"""
+# Row maxima laid along the other axis: y[i, j] = max(t[i, j], amax of row j of the block).
+ACROSS = """kernel across(x: f32[M, K], y: out f32[M, K])
+  grid(K / 16, M / 16)
+{
+  let t = load x[pid.1 * 16 : +16, pid.0 * 16 : +16]
+  store y[pid.1 * 16 : +16, pid.0 * 16 : +16] = max(t, amax(t, axis = 1)[None, :])
+}
+"""
+# A 1-D vector as a row of a one-row tile.
+ROW = """kernel row(x: f32[1, 256], w: f32[256], y: out f32[1, 256])
+  grid(1)
+{
+  store y[0 : +1, 0 : +256] = load x[0 : +1, 0 : +256] * (load w[0 : +256])[None, :]
+}
+"""
+
+
+def _inputs(shape, seed, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g)
+    x.view(-1)[::97] *= 1000.0                                  # outliers
+    return x.to(device)
+
+
+def _cases(device="cpu"):
+    x = _inputs((37, 128), 1, device)
+    b = _inputs((37,), 2, device)
+    yield COLSUM, (x, b), (x.double().sum(1) + 2 * b.double(),), dict(M=37)
+    x = _inputs((9, 1000), 3, device)
+    yield PREFIX, (x,), (_prefix_reference(x.double()),), dict(M=9, N=1000)
+    x = _inputs((32, 48), 4, device)
+    yield ACROSS, (x,), (_across_reference(x),), dict(M=32, K=48)
+    x, w = _inputs((1, 256), 5, device), _inputs((256,), 6, device)
+    yield ROW, (x, w), (x.double() * w.double()[None, :],), {}
+
+
+def _prefix_reference(x):
+    """y[:, block] = x[:, block] * (sum of the row before the block)."""
+    y = torch.empty_like(x)
+    acc = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    for n0 in range(0, x.shape[1], 128):
+        y[:, n0:n0 + 128] = x[:, n0:n0 + 128] * acc[:, None]
+        acc = acc + x[:, n0:n0 + 128].sum(1)
+    return y
+
+
+def _across_reference(x):
+    m, k = x.shape
+    blocks = x.abs().view(m // 16, 16, k // 16, 16).amax(3)       # [bi, row, bj]
+    across = blocks.permute(0, 2, 1)[:, None, :, :].expand(m // 16, 16, k // 16, 16)
+    return torch.maximum(x, across.reshape(m, k)).double()
+
+
+def _outputs(source, sizes, device):
+    k = commdsl.load(source)
+    return {t.name: torch.full([int(d.evaluate(sizes)) for d in t.dims], float("nan"),
+                               device=device)
+            for t in k.spec.outputs}
+
+
+def _check(got, want, name):
+    """f32 sums against float64: within 1e-5 of the largest value (outliers of 1000)."""
+    want = want.to(got.device)
+    assert not got.isnan().any(), f"{name}: elements left unwritten"
+    assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max()), name
+
+
+@pytest.mark.parametrize("case", range(4), ids=["colsum", "prefix", "across", "row"])
+def test_relayout_compiles_and_computes_in_the_interpreter(case):
+    source, inputs, reference, sizes = list(_cases())[case]
+    compiled = compile_source(source, "relayout.cdsl")
+    assert "bar.sync" in compiled.ptx, "the operand moves through shared memory"
+    report = assemble(compiled.ptx, arch=compiled.target).report
+    assert report.spill_stores_bytes == 0
+    outs = _outputs(source, sizes, "cpu")
+    commdsl.load(source).interpret(*inputs, **outs)
+    for (name, got), want in zip(outs.items(), reference):
+        _check(got, want, name)
+
+
+def test_a_relayout_in_a_loop_meets_twice_per_step():
+    """The loop's relayout writes the array again next step: a barrier after the reads."""
+    ptx = compile_source(PREFIX, "prefix.cdsl").ptx
+    loop = ptx[ptx.index("ld.global"):]
+    assert loop.count("bar.sync") >= 2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", range(4), ids=["colsum", "prefix", "across", "row"])
+def test_relayout_on_the_gpu(case):
+    source, inputs, reference, sizes = list(_cases("cuda"))[case]
+    outs = _outputs(source, sizes, "cuda")
+    commdsl.load(source)(*inputs, **outs)
+    torch.cuda.synchronize()
+    for (name, got), want in zip(outs.items(), reference):
+        _check(got, want, name)
