@@ -41,6 +41,10 @@ QUANT_OPTIONS = {"format": "format = f32 | ue8m0: how each group's scale is stor
 # (DeepGEMM's get_col_major_tma_aligned_tensor), so a K step's scales are one TMA row.
 SCALE_LAYOUTS = ("k_major", "mn_major")
 MN_MAJOR_ALIGN = 4
+# Transposed UE8M0 scales (DeepGEMM's get_mn_major_tma_aligned_packed_ue8m0_tensor): the
+# exponent bytes of four consecutive K groups in one i32, group 4w + j in byte j of word w.
+PACKED_UE8M0 = "i32"
+UE8M0_PER_WORD = 4
 
 
 @dataclass
@@ -273,8 +277,10 @@ def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict)
             expected.append((d,))
         else:
             expected.append((BinOp("/", d, Const(g)), BinOp("cdiv", d, Const(g))))
+    # Transposed UE8M0 scales are DeepGEMM's packed ones: four groups' exponents to an i32.
+    packed = layout == "mn_major" and (fmt or scale.dtype) == "ue8m0"
     if layout == "mn_major":
-        expected = _mn_major(p, data, group, expected, q.span)
+        expected = _mn_major(p, data, group, expected, q.span, packed)
     # Which scale dimension holds each data dimension's groups (mn_major swaps the last two).
     where = list(range(len(data.dims)))
     if layout == "mn_major":
@@ -282,6 +288,8 @@ def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict)
     for i, (d, g, e) in enumerate(zip(data.dims, group, q.group)):
         if isinstance(d, Const) and g > 1 and d.value % g:
             sd = scale.dims[where[i]] if where[i] < len(scale.dims) else None
+            if packed and isinstance(sd, BinOp) and sd.op == "cdiv":
+                sd = sd.lhs
             if not (isinstance(sd, BinOp) and sd.op == "cdiv"):
                 raise CompileError(f"group extent {g} does not divide dimension {d.value} of '{p.name}'",
                                    e.span, f"use a group that divides {d.value}, or give the scale "
@@ -290,11 +298,21 @@ def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict)
         sd in opts or (isinstance(sd, Const) and any(_const_eq(sd, o) for o in opts))
         for sd, opts in zip(scale.dims, expected))
     want = ", ".join(str(o[0]) for o in expected)
-    if scale.dtype not in SCALE_DTYPES:
+    if packed and scale.dtype != PACKED_UE8M0:
+        raise CompileError(f"transposed UE8M0 scales are packed four to an i32 (DeepGEMM's "
+                           f"layout), so '{scale.name}' must be i32, not {scale.dtype}", None,
+                           f"declare it as '{scale.name}: {'out ' * scale.is_out}"
+                           f"{PACKED_UE8M0}[{want}]'")
+    if scale.dtype == PACKED_UE8M0 and not packed:
+        raise CompileError(f"an i32 scale holds UE8M0 exponents packed four to a word, "
+                           f"which is DeepGEMM's transposed layout only", q.span,
+                           "write quant(..., format = ue8m0, layout = mn_major), or declare "
+                           f"'{scale.name}' f32 or ue8m0")
+    if scale.dtype not in SCALE_DTYPES and not packed:
         raise CompileError(f"scale '{scale.name}' of '{p.name}' must be f32 or ue8m0, not "
                            f"{scale.dtype}", None,
                            f"declare it as '{scale.name}: {fmt or 'f32'}[{want}]'")
-    if fmt is not None and scale.dtype != fmt:
+    if fmt is not None and scale.dtype != fmt and not packed:
         raise CompileError(f"'{p.name}' has format = {fmt}, so its scale '{scale.name}' must be "
                            f"{fmt}, not {scale.dtype}", None,
                            f"declare it as '{scale.name}: {'out ' * scale.is_out}{fmt}[{want}]'")
@@ -310,16 +328,14 @@ def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict)
     if data.is_out and not scale.is_out:
         raise CompileError(f"'{p.name}' is an output, so its scale '{scale.name}' must be one too",
                            None, f"declare '{scale.name}: out {scale.dtype}[...]'")
-    if layout == "mn_major" and scale.dtype != "f32":
-        raise CompileError(f"layout = mn_major with {scale.dtype} scales is not supported yet",
-                           q.span, f"declare '{scale.name}' f32, or keep the default k_major")
-    return QuantGroup(group, scale.name, scale.dtype, layout)
+    return QuantGroup(group, scale.name, fmt or scale.dtype, layout)
 
 
 def _mn_major(p: ast.Param, data: TensorParam, group: tuple[int, ...], expected: list,
-              span) -> list:
+              span, packed: bool) -> list:
     """The transposed scale shape: [..., K / G, MP] for [..., M, K] data in 1 x ... x 1 x G
-    groups, MP the padded M (`cdiv(M, 4) * 4`, or its value where M is a constant)."""
+    groups, MP the padded M (`cdiv(M, 4) * 4`, or its value where M is a constant);
+    [..., cdiv(K / G, 4), MP] where four groups share a word (`packed`)."""
     if len(group) < 2 or any(g != 1 for g in group[:-1]) or group[-1] == 1:
         raise CompileError(f"layout = mn_major needs groups of one row, 1 x G, not "
                            f"{' x '.join(map(str, group))}", span,
@@ -329,7 +345,17 @@ def _mn_major(p: ast.Param, data: TensorParam, group: tuple[int, ...], expected:
     padded = BinOp("*", BinOp("cdiv", rows, Const(MN_MAJOR_ALIGN)), Const(MN_MAJOR_ALIGN))
     if isinstance(rows, Const):
         padded = Const(-(-rows.value // MN_MAJOR_ALIGN) * MN_MAJOR_ALIGN)
-    return expected[:-2] + [expected[-1], (padded,)]
+    groups = expected[-1]
+    if packed:
+        groups = tuple(_packed(g) for g in groups)
+    return expected[:-2] + [groups, (padded,)]
+
+
+def _packed(groups: Dim) -> Dim:
+    """The words that hold `groups` exponent bytes, four to a word."""
+    if isinstance(groups, Const):
+        return Const(-(-groups.value // UE8M0_PER_WORD))
+    return BinOp("cdiv", groups, Const(UE8M0_PER_WORD))
 
 
 def _const_eq(a: Dim, b: Dim) -> bool:

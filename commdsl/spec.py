@@ -29,8 +29,9 @@ COMM_PARAMS = (("rank", "u32"), ("world", "u32"), ("epoch", "u32"), ("timeout_ns
 @dataclass(frozen=True)
 class QuantGroup:
     """`quant(G0 x G1, scale = s)`: one scale in tensor `scale` per G0 x G1 block, stored
-    as `format` (the scale's dtype: f32, or ue8m0 for power-of-two scales in one byte), row
-    by row (`k_major`) or transposed with a 16-byte-aligned row pitch (`mn_major`)."""
+    as `format` (f32, or ue8m0 for power-of-two scales in one byte), row by row (`k_major`)
+    or transposed with a 16-byte-aligned row pitch (`mn_major`; ue8m0 scales are then
+    packed four to an i32)."""
     group: tuple[int, ...]
     scale: str
     format: str = "f32"

@@ -334,13 +334,13 @@ def test_a_wrong_runtime_pitch_names_the_argument():
         k.interpret(x, y=torch.empty(70, 256, dtype=torch.float8_e4m3fn), s=torch.empty(2, 70))
 
 
-@pytest.mark.parametrize("change,message", [
-    (("layout = mn_major", "layout = row_major"), "unknown scale layout 'row_major'"),
-    (("s: out f32[", "s: out ue8m0["), "mn_major with ue8m0 scales is not supported yet"),
+@pytest.mark.parametrize("change,message,line", [
+    (("layout = mn_major", "layout = row_major"), "unknown scale layout 'row_major'", 2),
+    (("s: out f32[", "s: out ue8m0["), "transposed UE8M0 scales are packed four to an i32", 3),
 ])
-def test_mn_major_mistakes_are_located(change, message):
+def test_mn_major_mistakes_are_located(change, message, line):
     e = compile_error(MN_MAJOR.replace(*change))
-    assert message in e.message and e.span.line == 2
+    assert message in e.message and e.span.line == line
 
 
 def test_mn_major_of_blocks_is_located():
@@ -357,3 +357,96 @@ def test_mn_major_ragged_groups_take_the_ceil_div_in_the_transposed_place():
     assert "st.global" in compile_source(ok, "k.cdsl").ptx
     e = compile_error(src.replace("s: out f32[K / 128,", "s: out f32[200 / 128,"))
     assert "does not divide dimension 200" in e.message and "cdiv(200, 128)" in e.hint
+
+
+# ---- transposed UE8M0 scales, packed four to an i32 (DeepGEMM's SM100 layout) --------------
+
+PACKED = """kernel act_quant_packed(x: bf16[M, K],
+    y: out e4m3[M, K] quant(1 x 128, scale = s, format = ue8m0, layout = mn_major),
+    s: out i32[cdiv(K / 128, 4), cdiv(M, 4) * 4])
+  grid(cdiv(K, 512), cdiv(M, 8))
+{
+  let t  = reshape(load x[pid.1 * 8 : +8, pid.0 * 512 : +512] other = 0.0, 8, 4, 128)
+  let sc = cast<ue8m0>(max(amax(t, axis = 2), 1e-4) / max_finite<e4m3>())
+  store y[pid.1 * 8 : +8, pid.0 * 512 : +512] = reshape(cast<e4m3>(t / cast<f32>(sc)[:, :, None]),
+                                                        8, 512)
+  let e  = bitcast<i32>(cast<f32>(sc)) >> 23
+  store s[pid.0, pid.1 * 8 : +8] = sum(e << (8 * iota(8, 4, axis = 1)), axis = 1)
+}
+"""
+
+
+def _packed_reference(x):
+    """DeepGEMM's recipe in torch: power-of-two scales (ceil_to_ue8m0), their exponent bytes
+    four to an i32 (byte j of word w: group 4w + j), transposed with the rows padded to 4."""
+    m, k = x.shape
+    groups = k // 128
+    sf = x.float().view(m, groups, 128).abs().amax(-1).clamp(min=1e-4) / 448.0
+    sf = torch.exp2(torch.ceil(torch.log2(sf)))
+    exps = torch.zeros(m, -(-groups // 4) * 4, dtype=torch.uint8)
+    exps[:, :groups] = (sf.view(torch.int32) >> 23).to(torch.uint8)
+    words = torch.zeros(exps.shape[1] // 4, -(-m // 4) * 4, dtype=torch.int32)
+    words[:, :m] = exps.view(torch.int32).T
+    y = (x.float().view(m, groups, 128) / sf[..., None]).view(m, k).to(torch.float8_e4m3fn)
+    return y, words
+
+
+def _packed_inputs(m, k, device="cpu"):
+    g = torch.Generator().manual_seed(m + k)
+    x = torch.randn(m, k, generator=g) * torch.exp(torch.randn(m, 1, generator=g) * 4)
+    x[::5, 7] = 3e4                                            # outliers
+    return x.bfloat16().to(device)
+
+
+@pytest.mark.parametrize("m,k", [(70, 1024), (8, 7168), (33, 640)])
+def test_packed_ue8m0_scales_are_deepgemms_words(m, k):
+    x = _packed_inputs(m, k)
+    y, s = commdsl.load(PACKED).interpret(x)
+    want_y, want_s = _packed_reference(x)
+    groups = k // 128
+    # Bytes of groups past K (k / 128 not a multiple of 4) are padding: compare the rest.
+    mask = -1 if groups % 4 == 0 else (1 << (8 * (groups % 4))) - 1
+    assert torch.equal(s[:-1, :m], want_s[:-1, :m])
+    assert torch.equal(s[-1:, :m] & mask, want_s[-1:, :m] & mask)
+    assert torch.equal(y.view(torch.uint8), want_y.view(torch.uint8))
+    assert commdsl.load(PACKED).spec.tensors[1].quant.format == "ue8m0"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m,k", [(70, 1024), (4096, 7168), (33, 640)])
+def test_packed_ue8m0_scales_on_the_gpu(m, k):
+    x = _packed_inputs(m, k, "cuda")
+    y = torch.full((m, k), 0x7F, dtype=torch.uint8, device="cuda").view(torch.float8_e4m3fn)
+    s = torch.full((-(-k // 512), -(-m // 4) * 4), -1, dtype=torch.int32, device="cuda")
+    commdsl.load(PACKED)(x, y=y, s=s)
+    torch.cuda.synchronize()
+    want_y, want_s = _packed_reference(x.cpu())
+    mask = -1 if (k // 128) % 4 == 0 else (1 << (8 * ((k // 128) % 4))) - 1
+    assert torch.equal(s[:-1, :m].cpu(), want_s[:-1, :m])
+    assert torch.equal(s[-1:, :m].cpu() & mask, want_s[-1:, :m] & mask)
+    assert torch.equal(y.view(torch.uint8).cpu(), want_y.view(torch.uint8))
+
+
+@pytest.mark.parametrize("change,message,hint", [
+    (("s: out i32[", "s: out ue8m0["), "packed four to an i32 (DeepGEMM's layout), so 's' "
+     "must be i32, not ue8m0", "s: out i32[cdiv(K / 128, 4), cdiv(M, 4) * 4]"),
+    (("format = ue8m0, ", ""), "an i32 scale holds UE8M0 exponents packed four to a word",
+     "format = ue8m0, layout = mn_major"),
+    (("s: out i32[cdiv(K / 128, 4),", "s: out i32[K / 128,"),
+     "needs [cdiv(K / 128, 4), cdiv(M, 4) * 4]", "s: out i32[cdiv(K / 128, 4)"),
+])
+def test_packed_ue8m0_mistakes_are_located(change, message, hint):
+    e = compile_error(PACKED.replace(*change))
+    assert message in e.message and hint in e.hint and e.span.line in (2, 3)
+
+
+def test_a_packed_scale_passed_row_by_row_gets_the_layout_named():
+    x = torch.randn(70, 1024).bfloat16()
+    with pytest.raises(commdsl.LaunchError, match="packed four to an i32 and transposed"):
+        commdsl.load(PACKED).interpret(x, s=torch.empty(70, 2, dtype=torch.int32))
+
+
+def test_an_i32_row_major_scale_is_located():
+    src = PACKED.replace(", layout = mn_major", "")
+    e = compile_error(src)
+    assert "i32 scale holds UE8M0 exponents packed four to a word" in e.message

@@ -232,6 +232,11 @@ class Launcher:
         """What a transposed scale tensor holds, for the caller who passed it row by row."""
         for t in self.spec.tensors:
             if t.quant is not None and t.quant.scale == name and t.quant.layout == "mn_major":
+                if t.quant.format == "ue8m0":
+                    return (f"; '{name}' holds {t.name}'s UE8M0 scales packed four to an "
+                            f"i32 and transposed (quant layout = mn_major): [..., cdiv("
+                            f"groups, 4), rows padded to a multiple of 4], the storage of "
+                            f"DeepGEMM's get_mn_major_tma_aligned_packed_ue8m0_tensor")
                 return (f"; '{name}' holds {t.name}'s scales transposed (quant layout = "
                         f"mn_major): scales of [..., rows, groups] passed as [..., groups, "
                         f"rows] with the rows padded to a multiple of 4, as DeepGEMM's "
