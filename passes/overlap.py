@@ -33,7 +33,7 @@ plain arithmetic (passes/pipeline.py's `it`).
 from __future__ import annotations
 
 from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, Value
-from commdsl.ops import CONSTANT, ELEMENTWISE, MMA, has_trait
+from commdsl.ops import ASYNC, CONSTANT, ELEMENTWISE, MMA, PROMOTES, has_trait
 from commdsl.passes.prefetch import drop_dead
 from commdsl.target import Target
 
@@ -138,7 +138,7 @@ class _Step:
 def _step(loop: Op) -> _Step | None:
     """The loop's issue/finish split, or None when the rewrite does not apply."""
     body = loop.blocks[0]
-    mmas = [op for op in body.ops if op.name == "mma_promote"]
+    mmas = [op for op in body.ops if has_trait(op, PROMOTES) and not has_trait(op, ASYNC)]
     if len(mmas) != 1 or any(has_trait(op, MMA) for inner in body.ops
                              for b in inner.blocks for op in b.walk()):
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 from commdsl.ir import Op, SmemType, TileType
 
 from .operands import is_i32, shape_of
-from .registry import ASYNC, MMA, declare, fail
+from .registry import ASYNC, MMA, PROMOTES, declare, fail
 
 FAMILY = "mma"
 # What wgmma multiplies (by family: FP8 by FP8, 8-bit integers by 8-bit integers, a 16- or
@@ -162,7 +162,7 @@ declare("mma", "mma(a, b[, acc]) {trans_b} : f32 tile | mma(bufA, bufB, stage[, 
                "promotion into the accumulator (None: all of K)", **LOWERED},
                interpret=_run_mma, family=FAMILY)
 declare("mma_promote", "mma_promote(a, b, s, acc) : f32 tile", "acc + mma(a, b) * s[:, None] "
-        "(passes/mma.py fuses it; smem operands as for mma)", traits=(MMA,),
+        "(passes/mma.py fuses it; smem operands as for mma)", traits=(MMA, PROMOTES),
         verify=_mma_promote, attrs={"trans_b": "as for mma", "promote_every": "as for mma",
                                     **LOWERED}, interpret=_run_mma_promote, family=FAMILY)
 declare("mma_issue", "mma_issue(bufA | a, bufB, stage) : f32 tile", "mma_promote's first half "
@@ -171,6 +171,6 @@ declare("mma_issue", "mma_issue(bufA | a, bufB, stage) : f32 tile", "mma_promote
         interpret=_run_mma_issue, family=FAMILY)
 declare("mma_retire", "mma_retire(p, s, acc) {pending} : f32 tile", "its second half: waits "
         "until at most `pending` later mma_issues are in flight, then acc + p * s[:, None]",
-        traits=(MMA, ASYNC), verify=_mma_retire,
+        traits=(MMA, ASYNC, PROMOTES), verify=_mma_retire,
         attrs={"pending": "later mma_issues left in flight, 0 or 1"},
         interpret=_run_mma_retire, family=FAMILY)

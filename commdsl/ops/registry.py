@@ -40,6 +40,7 @@ REGION = "region"              # holds nested blocks
 SIDE_EFFECTS = "side_effects"  # must not be removed or reordered even if its results are unused
 COMM = "comm"                  # reaches other ranks' memory
 MMA = "mma"                    # tensor-core matrix product
+PROMOTES = "promotes"          # scales a tensor-core partial product into an f32 accumulator
 LAYOUT = "layout"              # moves a tile's elements between threads, same values
 INDEX = "index"                # gives an i32 index of the launch (pid, rank, ...)
 PER_CTA = "per_cta"            # gives a value that differs between the CTAs of one launch
@@ -52,7 +53,7 @@ KEEPS_NONNEGATIVE = "keeps_nonnegative"   # when every operand is
 ANY_NONNEGATIVE = "any_nonnegative"       # when any operand is (max)
 
 TRAITS = (ELEMENTWISE, REDUCTION, MEMORY, READS, WRITES, SHARED, ASYNC, BARRIER, TERMINATOR, REGION,
-          SIDE_EFFECTS, COMM, MMA, LAYOUT, INDEX, PER_CTA, CONSTANT, ACQUIRE, RELEASE, NONNEGATIVE,
+          SIDE_EFFECTS, COMM, MMA, PROMOTES, LAYOUT, INDEX, PER_CTA, CONSTANT, ACQUIRE, RELEASE, NONNEGATIVE,
           KEEPS_NONNEGATIVE, ANY_NONNEGATIVE)
 
 

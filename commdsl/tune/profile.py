@@ -131,10 +131,12 @@ def _profile(text, path, kernel, constants, target) -> KernelProfile:
 def _promotion_overlapped(kir) -> bool | None:
     """True where passes/overlap.py issues a step's wgmmas before the last step's promotion;
     False where a product is still promoted once a step, after all of its wgmmas."""
-    names = [op for op in kir.walk() if op.name in ("mma_issue", "mma_promote")]
-    if any(op.name == "mma_issue" for op in names):
+    from ..ops import ASYNC, MMA, PROMOTES, has_trait
+    mmas = [op for op in kir.walk() if has_trait(op, MMA)]
+    if any(has_trait(op, ASYNC) for op in mmas):         # split into issue and retire
         return True
-    once = [op for op in names if op.attrs["promote_steps"] == op.attrs["k_steps"]]
+    once = [op for op in mmas if has_trait(op, PROMOTES)
+            and op.attrs["promote_steps"] == op.attrs["k_steps"]]
     return False if once else None
 
 
