@@ -102,6 +102,16 @@ def _is_int(dtype: str) -> bool:
     return DTYPES[dtype].is_int
 
 
+def _ue8m0_byte(value: float, node) -> int:
+    """A UE8M0 fill value (a scale, 2^(b - 127)) as its exponent byte b."""
+    import math
+    mantissa, exponent = math.frexp(value) if math.isfinite(value) else (0.0, 0)
+    if mantissa != 0.5 or not -127 <= exponent - 1 <= 127:
+        raise CompileError(f"'other' of a ue8m0 load is a scale, a power of two from 2^-127 "
+                           f"to 2^127, not {value}", node.span, "e.g. other = 1.0")
+    return exponent - 1 + 127
+
+
 def _check_fits(value: int, dtype: str, node):
     from .dtypes import DTYPES
     d = DTYPES[dtype]
@@ -792,11 +802,6 @@ class _Lowering(CommLowering):
                 raise CompileError("a 'via tma' load takes no cache clause", e.cache.span,
                                    "TMA copies bypass L1; drop the cache(...) clause")
             via = "tma"
-        if tensor.type.dtype == "ue8m0" and (e.mask is not None or e.other is not None):
-            clause = e.mask if e.mask is not None else e.other
-            raise CompileError("a masked load of ue8m0 scales is not supported yet",
-                               clause.span, "load the scales whole, then choose with "
-                               "where(c, cast<f32>(s), 1.0)")
         masking = self.access_mask(e.mask, shape, e, via)
         if e.other is not None:
             masking["other"] = self.fill_value(e.other, tensor.type.dtype)
@@ -839,6 +844,8 @@ class _Lowering(CommLowering):
             if not v.is_int:
                 raise CompileError(f"'other' of an {dtype} load must be an integer", node.span)
             return int(v.value)
+        if dtype == "ue8m0":
+            return _ue8m0_byte(float(v.value), node)
         return float(v.value)
 
     def cache_attrs(self, clause: ast.CacheClause | None) -> dict:

@@ -450,3 +450,43 @@ def test_an_i32_row_major_scale_is_located():
     src = PACKED.replace(", layout = mn_major", "")
     e = compile_error(src)
     assert "i32 scale holds UE8M0 exponents packed four to a word" in e.message
+
+
+# ---- masked loads of UE8M0 scales: `other` is a scale (its exponent byte) -----------------
+
+MASKED_UE8M0 = """kernel dq(y: e4m3[M, K], s: ue8m0[M, cdiv(K, 128)], x: out f32[M, K])
+  grid(cdiv(K, 512), cdiv(M, 4))
+{
+  let sc = load s[pid.1 * 4 : +4, pid.0 * 4 : +4] mask(iota(4, 4, axis = 1) < 3) other = 0.5
+  let t  = reshape(load y[pid.1 * 4 : +4, pid.0 * 512 : +512], 4, 4, 128)
+  store x[pid.1 * 4 : +4, pid.0 * 512 : +512] = reshape(cast<f32>(t) * cast<f32>(sc)[:, :, None],
+                                                        4, 512)
+}
+"""
+
+
+def _masked_ue8m0_case(device="cpu"):
+    """Every fourth group's scale masked off (0.5 instead); K = 1000: a ragged last group."""
+    g = torch.Generator().manual_seed(11)
+    y = (torch.randn(6, 1000, generator=g) * 10).to(torch.float8_e4m3fn)
+    s = torch.randint(100, 140, (6, 8), dtype=torch.uint8, generator=g)
+    scale = torch.where((torch.arange(8) % 4 < 3)[None, :], torch.exp2(s.double() - 127), 0.5)
+    want = y.double() * scale.repeat_interleave(128, 1)[:, :1000]
+    return y.to(device), s.to(device), want
+
+
+def test_a_masked_ue8m0_load_fills_with_the_scale():
+    y, s, want = _masked_ue8m0_case()
+    assert "other = 126" in compile_source(MASKED_UE8M0, "dq.cdsl").text["ir"]
+    x = torch.full((6, 1000), float("nan"))
+    commdsl.load(MASKED_UE8M0).interpret(y, s, x=x)
+    assert torch.equal(x.double(), want)
+
+
+@pytest.mark.gpu
+def test_a_masked_ue8m0_load_on_the_gpu():
+    y, s, want = _masked_ue8m0_case("cuda")
+    x = torch.full((6, 1000), float("nan"), device="cuda")
+    commdsl.load(MASKED_UE8M0)(y, s, x=x)
+    torch.cuda.synchronize()
+    assert torch.equal(x.cpu().double(), want)

@@ -279,15 +279,13 @@ def test_zeros_of_ue8m0_is_located(tmp_path, capsys):
     assert_points_at(err, 5, "ue8m0")
 
 
-@pytest.mark.parametrize("clause, under", [("mask(iota(1, 128) < 3)", "iota(1, 128) < 3"),
-                                           ("other = 3.0", "3.0")])
-def test_a_masked_ue8m0_load_is_not_supported_yet(tmp_path, capsys, clause, under):
+def test_a_ue8m0_fill_value_that_is_no_scale_is_located(tmp_path, capsys):
     source = kernel("cast<f32>(u)").replace("bf16[M, K]", "ue8m0[M, K]").replace(
         "  let t = load x[pid.0 : +1, 0 : +128]",
-        f"  let u = load x[pid.0 : +1, 0 : +128] {clause}")
+        "  let u = load x[pid.0 : +1, 0 : +128] mask(iota(1, 128) < 3) other = 3.0")
     err = compile_error(tmp_path, capsys, source)
-    assert "a masked load of ue8m0 scales is not supported yet" in err
-    assert_points_at(err, 4, under)
+    assert "'other' of a ue8m0 load is a scale, a power of two" in err
+    assert_points_at(err, 4, "3.0")
 
 
 GATHER = """\

@@ -11,7 +11,7 @@ I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
 F32 = ir.FloatType()
 GLOBAL_PTR = ir.PointerType(addrspace=1)
 # The register type that holds one element of each dtype (16-bit floats as their bits).
-_REG = {"f32": F32, "bf16": I16, "f16": I16, "e4m3": I8, "e5m2": I8,
+_REG = {"f32": F32, "bf16": I16, "f16": I16, "e4m3": I8, "e5m2": I8, "ue8m0": I8,
         "i64": I64, "i32": I32, "i16": I16, "i8": I8, "u8": I8, "bool": I8}
 
 

@@ -124,7 +124,8 @@ declare("load", "load(x, idx...[, mask][, guard]) {sizes, ...} : tile | scalar",
         attrs={**ACCESS_ATTRS,
                "via": "'tma': the tile goes through shared memory by TMA (passes/pipeline.py)",
                "guard": "a trailing i32 guard operand (passes/prefetch.py)",
-               "other": "the value of the elements not read, in the tile's dtype (0 if none)"},
+               "other": "the value of the elements not read, in the tile's dtype (0 if none; "
+                        "a UE8M0 tile's as its exponent byte)"},
         interpret=_run_load, family=FAMILY)
 declare("store", "store(x, idx...[, mask], value) {sizes, ...}",
         "value into tensor x at the indices (where the mask is true)",
