@@ -14,6 +14,10 @@ movement. `transpose` gives its result the layout of its own shape; the data mov
 shared memory (planned by passes/shared.py). The operand shape of a transpose of 1- or
 2-byte elements gives each thread 4 / bytes consecutive rows, so its shared-memory writes
 are 32 bits wide (one per 4 FP8 elements).
+
+Where an elementwise op (or `t[:, None]`) still meets operands that threads hold
+differently, an iota among them is computed in its partner's layout, and any other operand
+moves through shared memory (`relayout`): the kernel writer never sees layouts.
 """
 from __future__ import annotations
 
