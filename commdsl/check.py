@@ -291,9 +291,12 @@ def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict)
             if packed and isinstance(sd, BinOp) and sd.op == "cdiv":
                 sd = sd.lhs
             if not (isinstance(sd, BinOp) and sd.op == "cdiv"):
+                extent = f"cdiv({d.value}, {g})"
+                if packed:
+                    extent = f"cdiv({extent}, {UE8M0_PER_WORD})"
                 raise CompileError(f"group extent {g} does not divide dimension {d.value} of '{p.name}'",
                                    e.span, f"use a group that divides {d.value}, or give the scale "
-                                   f"ceil-div extent cdiv({d.value}, {g}) so the last group is masked")
+                                   f"ceil-div extent {extent} so the last group is masked")
     ok_shape = len(scale.dims) == len(expected) and all(
         sd in opts or (isinstance(sd, Const) and any(_const_eq(sd, o) for o in opts))
         for sd, opts in zip(scale.dims, expected))

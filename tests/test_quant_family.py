@@ -440,6 +440,17 @@ def test_packed_ue8m0_mistakes_are_located(change, message, hint):
     assert message in e.message and hint in e.hint and e.span.line in (2, 3)
 
 
+def test_packed_ragged_groups_take_the_ceil_div_inside_the_words():
+    src = (PACKED.replace("x: bf16[M, K]", "x: bf16[M, 1000]")
+           .replace("y: out e4m3[M, K]", "y: out e4m3[M, 1000]").replace("grid(cdiv(K, 512)",
+                                                                         "grid(2"))
+    ok = src.replace("cdiv(K / 128, 4)", "cdiv(cdiv(1000, 128), 4)")
+    assert "st.global" in compile_source(ok, "k.cdsl").ptx
+    e = compile_error(src.replace("cdiv(K / 128, 4)", "cdiv(1000 / 128, 4)"))
+    assert "does not divide dimension 1000" in e.message
+    assert "cdiv(cdiv(1000, 128), 4)" in e.hint
+
+
 def test_a_packed_scale_passed_row_by_row_gets_the_layout_named():
     x = torch.randn(70, 1024).bfloat16()
     with pytest.raises(commdsl.LaunchError, match="packed four to an i32 and transposed"):
