@@ -47,14 +47,15 @@ class LLVMOps:
     def sqrt(self, a):
         return self._call("llvm.sqrt.f32", F32, a)     # sqrt.rn.f32
 
+    def rcp_seed(self, a):
+        asm = ir.InlineAsm(ir.FunctionType(F32, [F32]), "rcp.approx.ftz.f32 $0, $1;", "=f,f")
+        return self.b.call(asm, [a])
+
     def fneg(self, a):
         return self.b.fneg(a)
 
     def fabs(self, a):
         return self._call("llvm.fabs.f32", F32, a)
-
-    def rint(self, a):
-        return self._call("llvm.rint.f32", F32, a)     # cvt.rni.f32.f32
 
     def minnum(self, a, b):
         return self._call("llvm.minnum.f32", F32, a, b)
@@ -67,9 +68,6 @@ class LLVMOps:
 
     def from_bits(self, i):
         return self.b.bitcast(i, F32)
-
-    def f2i(self, a):
-        return self.b.fptosi(a, I32)
 
     def i2f(self, i):
         return self.b.sitofp(i, F32)

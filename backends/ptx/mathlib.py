@@ -3,9 +3,10 @@ operations so that the PTX backend (codegen.py, LLVM IR) and a CPU emulation of 
 instructions (tests/test_math.py) run the very same algorithm.
 
 `o` is the operations object: float ops (fma, add, sub, mul, div: f32, round to nearest;
-rint, minnum, maxnum, fabs), integer ops on i32 (iadd, isub, shl, ashr, lshr, and_), i64 ops
-(for the large-argument reduction of sin and cos), compares returning predicates (flt, fge,
-feq, isnan, ilt), select, and conversions (bits, from_bits, f2i of an integral float, i2f).
+minnum, maxnum, fabs; rcp_seed: rcp.approx, only as the seed of div_1_2's correctly rounded
+division), integer ops on i32 (iadd, isub, shl, ashr, lshr, and_), i64 ops (for the
+large-argument reduction of sin and cos), compares returning predicates (flt, fge, feq,
+isnan, ilt), select, and conversions (bits, from_bits, i2f).
 
 The polynomials were fitted by iteratively reweighted least squares on Chebyshev nodes
 (near-minimax) in float64, then rounded to f32; their own error is far below an f32 ulp.
@@ -56,6 +57,11 @@ COS = _coefficients(  # (cos(r) - 1 + r^2/2) / r^4 in r^2, |r| <= pi/4
 
 # ln 2 = LN2_HI + LN2_LO, LN2_HI the nearest f32
 LN2_HI, LN2_LO = float.fromhex("0x1.62e43p-1"), float.fromhex("-0x1.05c61p-29")
+# 1.5 * 2^23: a float of magnitude < 2^22 plus MAGIC lies where the f32 spacing is 1, so the
+# sum is rounded to an integer (nearest, ties to even), held in its low mantissa bits:
+# bits(MAGIC + n) = MAGIC_BITS + n. One FFMA and one FADD where cvt.rni and cvt.rzi.s32
+# take two conversions (quarter rate on Hopper).
+MAGIC, MAGIC_BITS = 12582912.0, 0x4B400000
 LOG2E = float.fromhex("0x1.715476p+0")
 # 2/pi's bits after the point, 32 to a word, after two words of zeros: the window a large
 # argument needs starts up to 25 bits before the point (Payne and Hanek's reduction).
@@ -71,10 +77,15 @@ def horner(o, x, coeffs):
     return acc
 
 
-def scale(o, p, n):
-    """p * 2^n for an integral float n in [-252, 129] and p in [1/2, 2]: two exact steps and
-    one final rounding, so subnormal and overflowing results round once."""
-    ni = o.f2i(n)
+def rint_magic(o, t, bias=0.0):
+    """(n, ni): t = MAGIC + bias + n (an FMA or add that rounded to an integer n), n as a
+    float and as an i32."""
+    return o.sub(t, o.f(MAGIC + bias)), o.isub(o.bits(t), o.i(MAGIC_BITS + int(bias)))
+
+
+def scale(o, p, ni):
+    """p * 2^ni for an i32 ni in [-252, 129] and p in [1/2, 2]: two exact steps and one final
+    rounding, so subnormal and overflowing results round once."""
     h = o.ashr(ni, 1)
     p = o.mul(p, o.from_bits(o.shl(o.iadd(h, o.i(127)), 23)))
     return o.mul(p, o.from_bits(o.shl(o.iadd(o.isub(ni, h), o.i(127)), 23)))
@@ -86,24 +97,37 @@ def _nan_through(o, x, r):
 
 def exp2(o, x):
     xc = o.maxnum(o.minnum(x, o.f(128.0)), o.f(-150.0))
-    n = o.rint(xc)
-    return _nan_through(o, x, scale(o, horner(o, o.sub(xc, n), EXP2), n))
+    n, ni = rint_magic(o, o.add(xc, o.f(MAGIC)))
+    return _nan_through(o, x, scale(o, horner(o, o.sub(xc, n), EXP2), ni))
 
 
-def exp_parts(o, x, nonpositive=False):
-    """(p, n) with e^x = p * 2^n: n = rint(x / ln 2), p = e^r for r = x - n ln 2 reduced with
-    ln 2 in two parts (Cody and Waite), each step one FMA. `nonpositive`: x is -|t|, so the
-    upper clamp has nothing to do."""
+def exp_parts(o, x, nonpositive=False, bias=0.0):
+    """(p, t) with e^x = p * 2^n: n = rint(x / ln 2), p = e^r for r = x - n ln 2 reduced with
+    ln 2 in two parts (Cody and Waite), each step one FMA; t = MAGIC + bias + n
+    (rint_magic). `nonpositive`: x is -|t|, so the upper clamp has nothing to do."""
     xc = o.maxnum(x if nonpositive else o.minnum(x, o.f(89.0)), o.f(-112.0))
-    n = o.rint(o.mul(xc, o.f(LOG2E)))
+    t = o.fma(xc, o.f(LOG2E), o.f(MAGIC + bias))
+    n = rint_magic(o, t, bias)[0]
     r = o.fma(o.fneg(n), o.f(LN2_HI), xc)
     r = o.fma(o.fneg(n), o.f(LN2_LO), r)
-    return horner(o, r, EXP), n
+    return horner(o, r, EXP), t
 
 
 def exp(o, x):
-    p, n = exp_parts(o, x)
-    return _nan_through(o, x, scale(o, p, n))
+    p, t = exp_parts(o, x)
+    return _nan_through(o, x, scale(o, p, rint_magic(o, t)[1]))
+
+
+def div_1_2(o, a, d):
+    """a / d for d in [1, 2]: a quotient from a reciprocal seed (rcp.approx, 1 ulp), then
+    one correction by its FMA residual. For 2^-100 <= |a| < 2^126 that is within 0.5 ulp +
+    2^-21 ulp (correctly rounded but for quotients that close to a rounding midpoint; none
+    among 2^20 random ones), within 1 ulp below (where the residual is subnormal). Four
+    instructions without a branch, where div.rn's range check and the branch around its slow
+    path keep ptxas from interleaving the divisions of a tile."""
+    r = o.rcp_seed(d)
+    q = o.mul(a, r)
+    return o.fma(r, o.fma(o.fneg(d), q, a), q)
 
 
 def _log_parts(o, x):
@@ -140,7 +164,7 @@ def sigmoid(o, x):
     """1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below: e^-|x| never overflows."""
     e = exp(o, o.fneg(o.fabs(x)))
     d = o.add(o.f(1.0), e)
-    return o.div(o.select(o.fge(x, o.f(0.0)), o.f(1.0), e), d)
+    return div_1_2(o, o.select(o.fge(x, o.f(0.0)), o.f(1.0), e), d)
 
 
 def silu(o, x):
@@ -149,14 +173,17 @@ def silu(o, x):
     x e^x keeps, and the quotient is scaled back by 2^-64 (one rounding). e^-|x| is that
     2^64-scaled power times 2^-64: exact where it is normal, and where it is not, 1 + e^-|x|
     is 1 either way. The 2^64-scaled power is always normal, so it needs no scale()."""
-    p, n = exp_parts(o, o.fneg(o.fabs(x)), nonpositive=True)
+    p, t = exp_parts(o, o.fneg(o.fabs(x)), nonpositive=True, bias=64.0)
     # p 2^(n + 64) by adding n + 64 to p's exponent bits: with n >= -162 (x clamped at -112)
-    # it is a normal number, so that is exact, and 3 instructions where scale() takes 9
-    big = o.from_bits(o.iadd(o.bits(p), o.shl(o.f2i(o.add(n, o.f(64.0))), 23)))
-    d = o.add(o.f(1.0), o.mul(big, o.f(2.0 ** -64)))
+    # it is a normal number, so that is exact, and 2 instructions where scale() takes 9.
+    # t's bits are MAGIC_BITS + n + 64, and MAGIC_BITS << 23 wraps to 0.
+    big = o.from_bits(o.iadd(o.bits(p), o.shl(o.bits(t), 23)))
+    d = o.fma(big, o.f(2.0 ** -64), o.f(1.0))
     positive = o.fge(x, o.f(0.0))
-    q = o.div(o.select(positive, x, o.mul(x, big)), d)
+    q = div_1_2(o, o.select(positive, x, o.mul(x, big)), d)
     r = o.select(positive, q, o.mul(q, o.f(2.0 ** -64)))
+    # from 18 on, e^-x < 2^-25 and x / (1 + e^-x) rounds to x (div_1_2 would make inf NaN)
+    r = o.select(o.flt(x, o.f(18.0)), r, x)
     return o.select(o.flt(x, o.f(-112.0)), o.mul(x, o.f(0.0)), r)   # -0 below 2^-150; -inf: NaN
 
 
