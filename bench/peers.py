@@ -31,6 +31,11 @@ def sweep(name, configs, launch, check, nbytes, results):
     return best
 
 
+def config_of(label):
+    """sweep's label "A=1,B=2" back to its config."""
+    return {k: int(v) for k, v in (kv.split("=") for kv in label.split(","))}
+
+
 def roughly(s, s_ref, y, y_ref):
     """A peer's sanity check: its division and math may be approximate, its result not wrong."""
     import torch

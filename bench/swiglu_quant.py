@@ -83,7 +83,7 @@ def main():
                        lambda: check_quant(y, s, ref, max_scale_ulps=8, max_moved=m * n // 1000),
                        nbytes, results["commdsl"])
     if mine:
-        best = {k: int(v) for k, v in (kv.split("=") for kv in mine[0].split(","))}
+        best = peers.config_of(mine[0])
         commdsl.load(EXAMPLE, **best)(a, b, y=y, s=s)
         hist = torch.bincount(ulps(s, ref[1]).flatten()).tolist()
         print(f"scales' distance from the f32 formula in ulps (groups at 0, 1, ...): {hist}")
@@ -100,7 +100,7 @@ def main():
     if tri:
         # Triton's sigmoid is ex2.approx-based and its `/` is div.full.f32 (2 ulp): the same
         # histogram shows what its speed buys it in accuracy.
-        best = {k: int(v) for k, v in (kv.split("=") for kv in tri[0].split(","))}
+        best = peers.config_of(tri[0])
         triton_launch(best)()
         hist = torch.bincount(ulps(s, ref[1]).flatten()).tolist()
         print(f"Triton's scales' distance from the f32 formula in ulps: {hist}")
