@@ -77,14 +77,8 @@ def bench_shape(m, n, dtype, copy):
                if 4 <= t * r // (32 * w) <= 64 and t < 2 * n and (r == 1 or t <= 2048)]
     mine = peers.sweep("commdsl", configs, launch, lambda: check_softmax(y, x), nbytes,
                        results["commdsl"])
-    # then the register cap (CTAs per SM) for the four fastest tiles
-    fastest = sorted((r["gbs"], label) for label, r in results["commdsl"].items() if "gbs" in r)
-    capped = [dict(peers.config_of(label), CTAS=c) for _, label in fastest[-4:]
-              for c in (12, 16, 24, 32)]
-    capped_best = peers.sweep("commdsl", capped, launch, lambda: check_softmax(y, x), nbytes,
-                              results["commdsl"])
-    if capped_best and (not mine or capped_best[1] > mine[1]):
-        mine = capped_best
+    mine = peers.sweep_caps("commdsl", (12, 16, 24, 32), launch, lambda: check_softmax(y, x),
+                            nbytes, results["commdsl"], mine)
     want = softmax_torch(x)
 
     def triton_check():
