@@ -118,16 +118,20 @@ def exp(o, x):
     return _nan_through(o, x, scale(o, p, rint_magic(o, t)[1]))
 
 
-def div_1_2(o, a, d):
+def div_1_2(o, a, d, lows=None):
     """a / d for d in [1, 2]: a quotient from a reciprocal seed (rcp.approx, 1 ulp), then
     one correction by its FMA residual. For 2^-100 <= |a| < 2^126 that is within 0.5 ulp +
     2^-21 ulp (correctly rounded but for quotients that close to a rounding midpoint; none
     among 2^20 random ones), within 1 ulp below (where the residual is subnormal). Four
     instructions without a branch, where div.rn's range check and the branch around its slow
-    path keep ptxas from interleaving the divisions of a tile."""
+    path keep ptxas from interleaving the divisions of a tile. `lows` = (a_lo, d_lo): the
+    rounding errors of a and d, put into the residual, divides a + a_lo by d + d_lo."""
     r = o.rcp_seed(d)
     q = o.mul(a, r)
-    return o.fma(r, o.fma(o.fneg(d), q, a), q)
+    res = o.fma(o.fneg(d), q, a)
+    if lows is not None:
+        res = o.fma(o.fneg(lows[1]), q, o.add(res, lows[0]))
+    return o.fma(r, res, q)
 
 
 def _log_parts(o, x):
@@ -193,12 +197,16 @@ def _copysign(o, mag, x):
 
 
 def tanh(o, x):
-    """x + x^3 P(x^2) below 0.625, else 1 - 2 / (e^2|x| + 1) (1 once e^2|x| overflows)."""
+    """x + x^3 P(x^2) below 0.625, else (1 - e) / (1 + e) for e = e^-2|x| in (0, 0.29]: no
+    cancellation, a divisor in [1, 2] (div_1_2), and 1 once e underflows."""
     ax = o.fabs(x)
     s = o.mul(ax, ax)
     small = o.fma(o.mul(ax, s), horner(o, s, TANH), ax)
-    e = exp(o, o.add(ax, ax))
-    large = o.sub(o.f(1.0), o.div(o.f(2.0), o.add(e, o.f(1.0))))
+    e = exp(o, o.fneg(o.add(ax, ax)))
+    n, d = o.sub(o.f(1.0), e), o.add(o.f(1.0), e)
+    # their rounding errors, exactly (Fast2Sum: 1 >= e)
+    lows = (o.sub(o.sub(o.f(1.0), n), e), o.sub(e, o.sub(d, o.f(1.0))))
+    large = div_1_2(o, n, d, lows)
     return _copysign(o, o.select(o.flt(ax, o.f(0.625)), small, large), x)
 
 
