@@ -124,13 +124,14 @@ def div_1_2(o, a, d, lows=None):
     2^-21 ulp (correctly rounded but for quotients that close to a rounding midpoint; none
     among 2^20 random ones), within 1 ulp below (where the residual is subnormal). Four
     instructions without a branch, where div.rn's range check and the branch around its slow
-    path keep ptxas from interleaving the divisions of a tile. `lows` = (a_lo, d_lo): the
-    rounding errors of a and d, put into the residual, divides a + a_lo by d + d_lo."""
+    path keep ptxas from interleaving the divisions of a tile. `lows` = (a_lo or None, d_lo):
+    the rounding errors of a and d, put into the residual, divides a + a_lo by d + d_lo."""
     r = o.rcp_seed(d)
     q = o.mul(a, r)
     res = o.fma(o.fneg(d), q, a)
     if lows is not None:
-        res = o.fma(o.fneg(lows[1]), q, o.add(res, lows[0]))
+        a_lo, d_lo = lows
+        res = o.fma(o.fneg(d_lo), q, res if a_lo is None else o.add(res, a_lo))
     return o.fma(r, res, q)
 
 
@@ -165,10 +166,12 @@ def log2(o, x):
 
 
 def sigmoid(o, x):
-    """1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below: e^-|x| never overflows."""
+    """1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below: e^-|x| never overflows. The divisor's
+    rounding error (Fast2Sum: 1 >= e) goes into the division's residual."""
     e = exp(o, o.fneg(o.fabs(x)))
     d = o.add(o.f(1.0), e)
-    return div_1_2(o, o.select(o.fge(x, o.f(0.0)), o.f(1.0), e), d)
+    d_lo = o.sub(e, o.sub(d, o.f(1.0)))
+    return div_1_2(o, o.select(o.fge(x, o.f(0.0)), o.f(1.0), e), d, (None, d_lo))
 
 
 def silu(o, x):
