@@ -27,9 +27,6 @@ class NumpyOps:
     def mul(self, a, b):
         return F32(a) * F32(b)
 
-    def div(self, a, b):
-        return F32(a) / F32(b)
-
     def sqrt(self, a):
         return np.sqrt(F32(a))
 

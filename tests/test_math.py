@@ -87,9 +87,10 @@ def test_roundings_are_one_cvt(name, instruction):
     assert instruction in ptx_of(f"{name}(t)")
 
 
-def test_rsqrt_starts_from_the_correctly_rounded_root_and_reciprocal():
+def test_rsqrt_starts_from_the_correctly_rounded_root_and_a_reciprocal_seed():
     ptx = ptx_of("rsqrt(t)")
-    assert "sqrt.rn.f32" in ptx and re.search(r"(div|rcp)\.rn\.f32", ptx)
+    assert "sqrt.rn.f32" in ptx and "rcp.approx.ftz.f32" in ptx
+    assert not re.search(r"(div|rcp)\.rn\.f32", ptx)        # no slow path
 
 
 def test_sin_and_cos_reduce_large_arguments_through_a_table_of_two_over_pi():

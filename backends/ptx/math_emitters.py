@@ -41,9 +41,6 @@ class LLVMOps:
     def mul(self, a, b):
         return self.b.fmul(a, b)
 
-    def div(self, a, b):
-        return self.b.fdiv(a, b)                       # div.rn.f32
-
     def sqrt(self, a):
         return self._call("llvm.sqrt.f32", F32, a)     # sqrt.rn.f32
 

@@ -2,9 +2,9 @@
 operations so that the PTX backend (codegen.py, LLVM IR) and a CPU emulation of the same
 instructions (tests/test_math.py) run the very same algorithm.
 
-`o` is the operations object: float ops (fma, add, sub, mul, div: f32, round to nearest;
-minnum, maxnum, fabs; rcp_seed: rcp.approx, only as the seed of div_1_2's correctly rounded
-division), integer ops on i32 (iadd, isub, shl, ashr, lshr, and_), i64 ops (for the
+`o` is the operations object: float ops (fma, add, sub, mul: f32, round to nearest;
+minnum, maxnum, fabs; rcp_seed: rcp.approx, only as a seed that a residual corrects: div_1_2
+and rsqrt), integer ops on i32 (iadd, isub, shl, ashr, lshr, and_), i64 ops (for the
 large-argument reduction of sin and cos), compares returning predicates (flt, fge, feq,
 isnan, ilt), select, and conversions (bits, from_bits, i2f).
 
@@ -280,20 +280,21 @@ def cos(o, x):
 
 
 def rsqrt(o, x):
-    """1 / sqrt(x) from sqrt.rn and rcp.rn (1.5 ulp), then one Newton step y (1 + e / 2) on
+    """1 / sqrt(x) from sqrt.rn and a reciprocal seed (rcp.approx: 1.5 ulp together, without
+    div.rn's slow path), then one Newton step y (1 + e / 2) on
     the residual e = 1 - x y^2, which two FMAs compute nearly exactly (y^2 as a rounded
     product and its exact error); the step's one rounding leaves the result within about
     0.5 ulp. x is scaled by 2^-+100 first so that y^2 stays normal."""
     tiny, huge = o.flt(x, o.f(2.0 ** -100)), o.flt(o.f(2.0 ** 100), x)
     xs = o.mul(x, o.select(tiny, o.f(2.0 ** 100), o.select(huge, o.f(2.0 ** -100), o.f(1.0))))
-    y = o.div(o.f(1.0), o.sqrt(xs))
+    y = o.rcp_seed(o.sqrt(xs))
     h = o.mul(y, y)
     low = o.fma(y, y, o.fneg(h))
     e = o.fma(o.fneg(xs), low, o.fma(o.fneg(xs), h, o.f(1.0)))
     y = o.fma(o.mul(y, o.f(0.5)), e, y)
     y = o.mul(y, o.select(tiny, o.f(2.0 ** 50), o.select(huge, o.f(2.0 ** -50), o.f(1.0))))
     finite_positive = o.and_(o.flt(o.f(0.0), x), o.flt(x, o.f(INF)))
-    return o.select(finite_positive, y, o.div(o.f(1.0), o.sqrt(x)))   # 0, inf, < 0, NaN
+    return o.select(finite_positive, y, o.rcp_seed(o.sqrt(x)))   # 0, inf, < 0, NaN
 
 
 ACCURATE = {"exp": exp, "exp2": exp2, "log": log, "log2": log2, "sigmoid": sigmoid,
