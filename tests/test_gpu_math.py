@@ -21,7 +21,8 @@ COUNT = 1 << 22
 # Fast math: the error allowed at input x with float64 value f, from the PTX ISA's bounds for
 # the .approx instructions (relative 2^-22 for ex2, rsqrt; 2^-22 absolute near 1 for lg2;
 # 2^-20.9 absolute for sin and cos in [-pi, pi]; relative 2^-11 for tanh), plus what the
-# lowering adds: exp's x * log2(e) rounded (up to |x| 2^-24 relative), sigmoid's 1/2 + ...
+# lowering adds: exp's x * log2(e) rounded (up to |x| 2^-24 relative; sigmoid's and silu's
+# too, with rcp.approx's 1 ulp and 1 + e's rounding)
 FAST_BOUND = {
     "exp": lambda x, f: f.abs() * (2.0 ** -21 + x.abs() * 2.0 ** -23),
     "exp2": lambda x, f: f.abs() * 2.0 ** -21,
@@ -29,8 +30,8 @@ FAST_BOUND = {
     "log2": lambda x, f: f.abs() * 2.0 ** -21 + 2.0 ** -21,
     "rsqrt": lambda x, f: f.abs() * 2.0 ** -21,
     "tanh": lambda x, f: f.abs() * 2.0 ** -10 + 2.0 ** -24,
-    "sigmoid": lambda x, f: torch.full_like(f, 2.0 ** -11),
-    "silu": lambda x, f: (1 + x.abs()) * 2.0 ** -11,
+    "sigmoid": lambda x, f: f.abs() * (2.0 ** -20 + x.abs() * 2.0 ** -23),
+    "silu": lambda x, f: f.abs() * (2.0 ** -20 + x.abs() * 2.0 ** -23),
     "sin": lambda x, f: torch.full_like(f, 2.0 ** -20),
     "cos": lambda x, f: torch.full_like(f, 2.0 ** -20),
 }

@@ -28,7 +28,7 @@ ACCURATE = sorted(mathlib.ACCURATE)
 # The instruction a fast-math variant lowers to.
 FAST = {"exp": "ex2.approx.ftz.f32", "exp2": "ex2.approx.ftz.f32", "log": "lg2.approx.ftz.f32",
         "log2": "lg2.approx.ftz.f32", "rsqrt": "rsqrt.approx.ftz.f32", "tanh": "tanh.approx.f32",
-        "sigmoid": "tanh.approx.f32", "silu": "tanh.approx.f32", "sin": "sin.approx.ftz.f32",
+        "sigmoid": "ex2.approx.ftz.f32", "silu": "ex2.approx.ftz.f32", "sin": "sin.approx.ftz.f32",
         "cos": "cos.approx.ftz.f32"}
 
 

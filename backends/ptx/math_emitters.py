@@ -171,9 +171,9 @@ def _approx(cg, instruction: str, x):
 
 
 def _fast_sigmoid(cg, x):
-    half = ir.Constant(F32, 0.5)
-    t = _approx(cg, "tanh.approx.f32", cg.b.fmul(x, half))
-    return cg.intrinsic("llvm.fma.f32", F32, [t, half, half])
+    """1 / (1 + 2^(-x log2 e)) on ex2.approx and rcp.approx: e^-x = inf below -88 gives 0."""
+    e = _approx(cg, "ex2.approx.ftz.f32", cg.b.fmul(x, ir.Constant(F32, -mathlib.LOG2E)))
+    return _approx(cg, "rcp.approx.ftz.f32", cg.b.fadd(ir.Constant(F32, 1.0), e))
 
 
 _FAST = {

@@ -58,9 +58,10 @@ FUNCTIONS = {
               "their FMA residual; max error 1 ulp (0.5 measured: correctly rounded)",
               "rsqrt.approx.ftz.f32: 2 ulp"),
     "sigmoid": (_torch("sigmoid"), "1 / (1 + e^-a); max error 2 ulp (1.44 measured)",
-                "0.5 tanh.approx(a / 2) + 0.5: about 2^-11 relative"),
+                "rcp.approx(1 + ex2.approx(-a log2(e))): 2^-21 + |a| 2^-23 relative, "
+                "0 below -87"),
     "silu": (_silu, "a * sigmoid(a); max error 4 ulp (3.25 measured)",
-             "a times the fast sigmoid: about 2^-11 relative"),
+             "a times the fast sigmoid: 2^-21 + |a| 2^-23 relative, 0 below -87"),
     "tanh": (_torch("tanh"), "the hyperbolic tangent; max error 1 ulp (0.86 measured)",
              "tanh.approx.f32: about 2^-11 relative"),
     "erf": (_torch("erf"), "the error function; max error 3 ulp (2.46 measured)", None),
