@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the IR after this pass ('all' for every pass); may repeat")
     k = sub.add_parser("check", help="compile and run ptxas on the result: registers, spills")
     _common(k)
+    k.add_argument("--sass", action="store_true",
+                   help="also print each kernel's SASS (cuobjdump -sass) and its opcode counts")
     _peer_loads(k)
     _fast_math(k)
     from .tune.command import add_arguments as add_tune_arguments
@@ -145,13 +147,24 @@ def cmd_check(args) -> int:
     from .runtime.ptxas import assemble
     result = _compile(args, "ptx")
     for spec in result.specs:
-        report = assemble(result.ptx, arch=result.target, entry=spec.name).report
+        assembled = assemble(result.ptx, arch=result.target, entry=spec.name)
+        report = assembled.report
         if result.dump:                                  # COMMDSL_DUMP_DIR
             result.dump.ptxas_report(report)
         print(report.summary())
         for w in report.warnings:
             print(f"  warning: {w}")
+        if args.sass:
+            print(_sass_listing(assembled.cubin, spec.name))
     return 0
+
+
+def _sass_listing(cubin: bytes, entry: str) -> str:
+    from .runtime.sass import disassemble, opcodes
+    sass = disassemble(cubin, entry)
+    counts = opcodes(sass)
+    top = ", ".join(f"{name} {n}" for name, n in counts.most_common(12))
+    return f"  SASS: {sum(counts.values())} instructions ({top})\n{sass.rstrip()}"
 
 
 def cmd_tune(args) -> int:
