@@ -71,6 +71,15 @@ def test_division_by_one_to_two_is_correctly_rounded():
         assert (np.abs(q - exact) / ulp).max() <= bound, (low, high)
 
 
+@pytest.mark.parametrize("name", ["sigmoid", "silu", "tanh", "rsqrt"])
+def test_no_division_keeps_div_rn_and_its_slow_path(name):
+    """Their divisors lie in [1, 2] (or a Newton step follows): div.rn's range check and the
+    branch around its slow path, which keep ptxas from interleaving a tile's elements, are
+    not needed, nor cvt's rounding to an integer (quarter-rate) for exp's n."""
+    ptx = ptx_of(f"{name}(t)")
+    assert not re.search(r"\b(div|rcp)\.rn\.f32", ptx) and "cvt.rni" not in ptx
+
+
 @pytest.mark.parametrize("name", sorted(FAST))
 def test_default_lowering_is_accurate_and_fast_math_uses_approx(name):
     accurate = ptx_of(f"{name}(t)")
