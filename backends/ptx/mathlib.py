@@ -104,7 +104,8 @@ def exp2(o, x):
 def exp_parts(o, x, nonpositive=False, bias=0.0):
     """(p, t) with e^x = p * 2^n: n = rint(x / ln 2), p = e^r for r = x - n ln 2 reduced with
     ln 2 in two parts (Cody and Waite), each step one FMA; t = MAGIC + bias + n
-    (rint_magic). `nonpositive`: x is -|t|, so the upper clamp has nothing to do."""
+    (rint_magic). `nonpositive`: x is -|a| for some a, so the upper clamp has nothing to
+    do."""
     xc = o.maxnum(x if nonpositive else o.minnum(x, o.f(89.0)), o.f(-112.0))
     t = o.fma(xc, o.f(LOG2E), o.f(MAGIC + bias))
     n = rint_magic(o, t, bias)[0]
