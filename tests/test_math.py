@@ -56,9 +56,9 @@ def test_the_accurate_algorithm_is_within_its_documented_error(name):
 
 
 def test_division_by_one_to_two_is_correctly_rounded():
-    """mathlib.div_1_2 (sigmoid's and silu's division, without div.rn's slow path), from a
-    seed one ulp off, with divisors in [1, 2]: within 0.5 ulp + 2^-21 for numerators of
-    magnitude 2^-100 to 2^126, within 1 ulp below (where the residual is subnormal)."""
+    """mathlib.div_1_2 (sigmoid's, silu's and tanh's division, without div.rn's slow path),
+    from a seed one ulp off, with divisors in [1, 2]: within 0.5 ulp + 2^-21 for numerators
+    of magnitude 2^-100 to 2^126, within 1 ulp below (where the residual is subnormal)."""
     rng = np.random.default_rng(0)
     n = 1 << 19
     for low, high, bound in [(-100, 126, 0.5 + 2.0 ** -21), (-149, -100, 1.0)]:
@@ -83,7 +83,7 @@ def test_no_division_keeps_div_rn_and_its_slow_path(name):
 @pytest.mark.parametrize("name", sorted(FAST))
 def test_default_lowering_is_accurate_and_fast_math_uses_approx(name):
     accurate = ptx_of(f"{name}(t)")
-    # rcp.approx is only the seed of mathlib.div_1_2's correctly rounded division
+    # rcp.approx only as a seed that a residual corrects (mathlib.div_1_2, rsqrt)
     assert ".approx" not in accurate.replace("rcp.approx.ftz.f32", "")
     assert FAST[name] in ptx_of(f"{name}(t)", fast_math=True)
     assert FAST[name] in ptx_of(f"fast_{name}(t)", fast_math=True)
