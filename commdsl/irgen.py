@@ -104,7 +104,6 @@ def _is_int(dtype: str) -> bool:
 
 def _ue8m0_byte(value: float, node) -> int:
     """A UE8M0 fill value (a scale, 2^(b - 127)) as its exponent byte b."""
-    import math
     mantissa, exponent = math.frexp(value) if math.isfinite(value) else (0.0, 0)
     if mantissa != 0.5 or not -127 <= exponent - 1 <= 127:
         raise CompileError(f"'other' of a ue8m0 load is a scale, a power of two from 2^-127 "

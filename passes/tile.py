@@ -22,7 +22,7 @@ moves through shared memory (`relayout`): the kernel writer never sees layouts.
 from __future__ import annotations
 
 from commdsl.diagnostics import CompileError
-from commdsl.ir import KernelIR, TileType
+from commdsl.ir import KernelIR, Op, TileType, Value
 from commdsl.layout import Blocked, Sliced, choose_blocked, reshaped, slots
 from commdsl.ops import ASYNC, ELEMENTWISE, MEMORY, READS, WRITES, has_trait
 from commdsl.target import Target
@@ -170,7 +170,6 @@ def _relayout_strided_broadcasts(kernel: KernelIR, wanted: dict, threads: int,
     element per thread), and put a `relayout` before the broadcast: through shared memory,
     read back as vectors (passes/shared.py sizes it, the backend emits it). Top-level ops
     only (the buffer is not reused, so one barrier suffices)."""
-    from commdsl.ir import Op, Value
     users: dict[int, list] = {}
     for op in kernel.walk():
         for o in op.operands:
@@ -279,7 +278,6 @@ def _relayout_operands(kernel: KernelIR, op, target, wanted: dict, splats) -> li
     added to a loaded column, a carried row vector broadcast back with `[:, None]`) needs
     nothing from the kernel writer. Returns the relayouts' results (placed by the next
     `_assign`)."""
-    from commdsl.ir import Op, Value
     producer = {r.id: o for o in kernel.walk() for r in o.results}
     blocks = [kernel.body] + [b for o in kernel.walk() for b in o.blocks]
     block = next(b for b in blocks if op in b.ops)
