@@ -190,8 +190,9 @@ def silu(o, x):
     positive = o.fge(x, o.f(0.0))
     q = div_1_2(o, o.select(positive, x, o.mul(x, big)), d)
     r = o.select(positive, q, o.mul(q, o.f(2.0 ** -64)))
-    # from 18 on, e^-x < 2^-25 and x / (1 + e^-x) rounds to x (div_1_2 would make inf NaN)
-    r = o.select(o.flt(x, o.f(18.0)), r, x)
+    # |silu(x)| <= |x|, and r is x where x / (1 + e^-x) rounds to x (from 18 on), but NaN at
+    # x = inf (div_1_2's residual is inf - inf): min(r, |x|) is r but there, where it is inf.
+    r = o.minnum(r, o.fabs(x))
     return o.select(o.flt(x, o.f(-112.0)), o.mul(x, o.f(0.0)), r)   # -0 below 2^-150; -inf: NaN
 
 
