@@ -144,10 +144,25 @@ def reshaped(layout: Blocked, shape: tuple[int, ...], new_shape: tuple[int, ...]
     digits, innermost dimension first and within each (element, lane, warp, repeat); a lane
     id's digits, a warp id's and a slot's appear in that sequence in their own order. So
     cutting the sequence where the new shape's dimensions begin gives the new layout, if
-    each piece is again (element, lane, warp, repeat) in order."""
+    each piece is again (element, lane, warp, repeat) in order. With copies (7168 elements
+    over 256 threads 8 at a time: 3.5 repeats), the same cut of the layout padded to whole
+    repeats, where the new shape's outer dimension takes the padding (56 x 128 padded to
+    64 x 128: rows 56-63 copy rows 0-7 as elements 7168-8191 copy 0-1023), checked slot by
+    slot."""
     dims = layout.dims(shape)
-    if any(d.wraps for d in dims):
+    if not any(d.wraps for d in dims):
+        return _cut(dims, new_shape)
+    padded = tuple(d.span * d.reps for d in dims)
+    padded_new = _pad_outer(shape, padded, new_shape)
+    if padded_new is None:
         return None
+    new = _cut(layout.dims(padded), padded_new, wraps_allowed=True)
+    if new is None or _owned(new, new_shape) != _owned(layout, shape):
+        return None
+    return new
+
+
+def _cut(dims: list[DimMap], new_shape: tuple[int, ...], wraps_allowed=False) -> Blocked | None:
     digits = [(kind, count) for d in reversed(dims)
               for kind, count in (("e", d.spt), ("lane", d.tpw), ("warp", d.wpc), ("rep", d.reps))
               if count > 1]
@@ -183,7 +198,56 @@ def reshaped(layout: Blocked, shape: tuple[int, ...], new_shape: tuple[int, ...]
         per_dim.append(counts)
     new = Blocked(tuple(c["e"] for c in per_dim), tuple(c["lane"] for c in per_dim),
                   tuple(c["warp"] for c in per_dim))
-    return new if all(not d.wraps for d in new.dims(new_shape)) else None
+    return new if wraps_allowed or all(not d.wraps for d in new.dims(new_shape)) else None
+
+
+def _pad_outer(shape, padded, new_shape) -> tuple[int, ...] | None:
+    """new_shape with each group of dimensions that multiply to the same as a group of
+    `shape`'s grown as that group's outer dimension was padded; None where a padded
+    dimension is not its group's outermost."""
+    out, i, j = [], len(shape), len(new_shape)
+    while i > 0 or j > 0:
+        old_group, new_group = [i - 1], [j - 1]
+        a, b = shape[i - 1] if i else 1, new_shape[j - 1] if j else 1
+        i, j = i - 1, j - 1
+        while a != b:
+            if a < b and i > 0:
+                i -= 1
+                old_group.append(i)
+                a *= shape[i]
+            elif b < a and j > 0:
+                j -= 1
+                new_group.append(j)
+                b *= new_shape[j]
+            else:
+                return None
+        if any(padded[d] != shape[d] for d in old_group[:-1] if d >= 0):
+            return None
+        grow = padded[old_group[-1]] / shape[old_group[-1]] if old_group[-1] >= 0 else 1
+        group = [new_shape[d] for d in sorted(d for d in new_group if d >= 0)]
+        if group:
+            if (group[0] * grow) % 1:
+                return None
+            group[0] = int(group[0] * grow)
+        out = group + out
+    return tuple(out)
+
+
+def _owned(layout: Blocked, shape: tuple[int, ...]) -> dict:
+    """(warp, lane, slot) -> (the element's row-major index, whether this is its first
+    copy), from the layout's definition (the coordinates codegen.py computes)."""
+    dims = layout.dims(shape)
+    out = {}
+    for warp, lane in itertools.product(range(layout.num_warps), range(_prod(layout.tpw))):
+        base = [((warp // m.warp_stride) % m.wpc * m.tpw + (lane // m.lane_stride) % m.tpw)
+                * m.spt for m in dims]
+        for index, slot in enumerate(slots(dims)):
+            raw = [b + m.offset(r, e) for b, m, (r, e) in zip(base, dims, slot)]
+            flat = 0
+            for x, n in zip(raw, shape):
+                flat = flat * n + x % n
+            out[warp, lane, index] = (flat, all(x < n for x, n in zip(raw, shape)))
+    return out
 
 
 def reshape_in_registers(layout, shape, new_layout, new_shape) -> bool:
