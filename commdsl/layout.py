@@ -202,35 +202,32 @@ def _cut(dims: list[DimMap], new_shape: tuple[int, ...], wraps_allowed=False) ->
 
 
 def _pad_outer(shape, padded, new_shape) -> tuple[int, ...] | None:
-    """new_shape with each group of dimensions that multiply to the same as a group of
-    `shape`'s grown as that group's outer dimension was padded; None where a padded
-    dimension is not its group's outermost."""
-    out, i, j = [], len(shape), len(new_shape)
-    while i > 0 or j > 0:
-        old_group, new_group = [i - 1], [j - 1]
-        a, b = shape[i - 1] if i else 1, new_shape[j - 1] if j else 1
+    """new_shape grown where `shape` was padded: in each run of dimensions that the reshape
+    maps onto each other, the new outer dimension takes the old outer one's padding; None
+    where an inner dimension of a run is padded."""
+    out, i, j = (), len(shape), len(new_shape)
+    while i and j:
+        old, new, a, b = [i - 1], [j - 1], shape[i - 1], new_shape[j - 1]
         i, j = i - 1, j - 1
         while a != b:
-            if a < b and i > 0:
+            if a < b and i:
                 i -= 1
-                old_group.append(i)
+                old.append(i)
                 a *= shape[i]
-            elif b < a and j > 0:
+            elif b < a and j:
                 j -= 1
-                new_group.append(j)
+                new.append(j)
                 b *= new_shape[j]
             else:
                 return None
-        if any(padded[d] != shape[d] for d in old_group[:-1] if d >= 0):
+        outer = old[-1]
+        grown = new_shape[new[-1]] * padded[outer]
+        if any(padded[d] != shape[d] for d in old[:-1]) or grown % shape[outer]:
             return None
-        grow = padded[old_group[-1]] / shape[old_group[-1]] if old_group[-1] >= 0 else 1
-        group = [new_shape[d] for d in sorted(d for d in new_group if d >= 0)]
-        if group:
-            if (group[0] * grow) % 1:
-                return None
-            group[0] = int(group[0] * grow)
-        out = group + out
-    return tuple(out)
+        out = (grown // shape[outer], *(new_shape[d] for d in reversed(new[:-1]))) + out
+    if any(padded[d] != shape[d] for d in range(i)):      # outer dimensions of size 1
+        return None
+    return tuple(new_shape[:j]) + out
 
 
 def _owned(layout: Blocked, shape: tuple[int, ...]) -> dict:
