@@ -160,11 +160,14 @@ def cmd_check(args) -> int:
 
 
 def _sass_listing(cubin: bytes, entry: str) -> str:
-    from .runtime.sass import disassemble, opcodes
+    from .runtime.sass import disassemble, global_loads, opcodes
     sass = disassemble(cubin, entry)
     counts = opcodes(sass)
     top = ", ".join(f"{name} {n}" for name, n in counts.most_common(12))
-    return f"  SASS: {sum(counts.values())} instructions ({top})\n{sass.rstrip()}"
+    loads, end = global_loads(sass)
+    where = (f"\n  global loads: {len(loads)}, at instructions {', '.join(map(str, loads))} of "
+             f"the {end} before the last EXIT" if loads else "")
+    return f"  SASS: {sum(counts.values())} instructions ({top}){where}\n{sass.rstrip()}"
 
 
 def cmd_tune(args) -> int:

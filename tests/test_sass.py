@@ -27,6 +27,11 @@ def test_opcodes_count_instructions_by_name_predicated_ones_too():
                                      "CALL": 1}
 
 
+def test_global_loads_are_placed_among_the_instructions():
+    assert sass.global_loads(LISTING + "        /*0c30*/                   EXIT ;\n") == ([1], 7)
+    assert sass.global_loads(LISTING) == ([1], 7)
+
+
 def test_check_sass_without_cuobjdump_is_a_diagnostic(monkeypatch, capsys):
     try:
         find_ptxas()
@@ -51,3 +56,4 @@ def test_check_sass_lists_each_kernels_instructions(capsys):
     out = capsys.readouterr().out
     total = int(out.split("SASS: ")[1].split(" instructions")[0])
     assert total == sum(sass.opcodes(out).values()) and "LDG" in out and "STG" in out
+    assert "global loads: " in out

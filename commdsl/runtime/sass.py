@@ -58,3 +58,13 @@ def opcodes(sass: str) -> Counter:
     """How many instructions of each opcode (its name before the first modifier) the SASS
     holds, predicated ones included."""
     return Counter(_INSTRUCTION.findall(sass))
+
+
+def global_loads(sass: str) -> tuple[list[int], int]:
+    """(the position of each global load (LDG) among the instructions, the position of the
+    last EXIT): how early ptxas issues a thread's loads. It places a load near its first use
+    when it can, so in a kernel of one tile the loads of the later rows wait behind the math
+    of the first ones."""
+    names = _INSTRUCTION.findall(sass)
+    exits = [i for i, name in enumerate(names) if name == "EXIT"]
+    return [i for i, name in enumerate(names) if name == "LDG"], exits[-1] if exits else len(names)
