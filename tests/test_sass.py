@@ -28,7 +28,9 @@ def test_opcodes_count_instructions_by_name_predicated_ones_too():
 
 
 def test_global_loads_are_placed_among_the_instructions():
-    assert sass.global_loads(LISTING + "        /*0c30*/                   EXIT ;\n") == ([1], 7)
+    slow_path = "        /*0c40*/                   FFMA R1, R2, R3, R4 ;\n"
+    assert sass.global_loads(LISTING + "        /*0c30*/                   EXIT ;\n" + slow_path) \
+        == ([1], 7)                                     # the code after the last EXIT is cold
     assert sass.global_loads(LISTING) == ([1], 7)
 
 
