@@ -54,9 +54,6 @@ class NumpyOps:
     def from_bits(self, i):
         return np.asarray(i, I32).view(F32)
 
-    def f2i(self, a):
-        return np.asarray(a).astype(I32)
-
     def i2f(self, i):
         return np.asarray(i).astype(F32)
 
