@@ -16,7 +16,7 @@ FP8_GEMM = os.path.join(EXAMPLES, "fp8_gemm.cdsl")
 SOURCE = open(FP8_GEMM).read()
 CONFIGS = [dict(), dict(BM=64, BN=128), dict(BM=128, BN=16, STAGES=6), dict(BM=64, BN=32),
            dict(BM=128, BN=64, STAGES=3), dict(BM=64, BN=16, STAGES=6), dict(BM=192, STAGES=5),
-           dict(PROMOTE=64), dict(BM=64, BN=32, PROMOTE=32)]
+           dict(PROMOTE=64), dict(BM=64, BN=32, PROMOTE=32), dict(BM=256, STAGES=3)]
 
 
 def quantize_a(x: torch.Tensor):
@@ -134,6 +134,18 @@ def test_next_step_is_issued_before_this_one_is_promoted():
     sync = re.findall(r"wgmma\.(commit_group|wait_group)\.sync\.aligned ?(\d?);", group)
     assert sync == [("commit_group", ""), ("commit_group", ""), ("wait_group", "1")] + [
         ("commit_group", ""), ("wait_group", "1")] * 6 + [("wait_group", "0")]
+
+
+def test_waves_of_a_256_row_tile_share_one_partial_sum():
+    """Two m64 waves per warpgroup: the second zeroes its partial sum in the first's
+    registers, after the first's promotion; with two partial sums live, ptxas spilled 412
+    bytes (test_ptx_facts_and_ptxas checks 0)."""
+    ptx = compile_file(FP8_GEMM, constants=dict(BM=256, STAGES=3)).ptx
+    zeroing = re.findall(r"wgmma\.mma_async[^{]*\{([^}]*)\}[^;]*, 0, 1, 1;", ptx)
+    assert len(zeroing) == 2 and zeroing[0] == zeroing[1]
+    second = ptx.index("{" + zeroing[1] + "}", ptx.index("{" + zeroing[0] + "}") + 1)
+    promotions = ptx[:second].count("fma.rn.f32")
+    assert promotions == 64              # the first wave's, one per partial-sum register
 
 
 def test_one_consumer_warpgroup_takes_steps_in_pairs():

@@ -443,10 +443,14 @@ class _Wgmma:
         """The tile slots of a wave's wgmma registers, in wgmma order."""
         return [wave * self.nregs + slot for slot in self.order]
 
-    def issue(self, steps: range, regs: list | None = None, wave: int = 0) -> list:
+    def issue(self, steps: range, regs: list | None = None, wave: int = 0,
+              reuse: list | None = None) -> list:
         """One wgmma per K step of 32 bytes (32 FP8 or int8, 16 bf16/f16, 8 tf32 elements)
         along the swizzled K rows for a wave's rows (the first zeroes the accumulator unless
-        `regs`, in wgmma order, are given), then a commit."""
+        `regs`, in wgmma order, are given), then a commit. `reuse`: a finished partial sum
+        whose registers the zeroing wgmma takes over; tied to them, ptxas gives both the same
+        registers and issues this one after the FFMAs that read them, instead of keeping
+        two partial sums live to overlap them."""
         b, cg, n = self.b, self.cg, self.nregs
         acc_type = ir.LiteralStructType([self.acc_reg] * n)
         out_kind = [self.acc_constraint] * n
@@ -456,20 +460,20 @@ class _Wgmma:
                      else [self._a_descriptor(kk, wave)])
             a_kind = ["r"] * len(a_ops) if self.a_tile is not None else ["l"]
             descs = a_ops + [b.add(self.b_desc, ir.Constant(I64, self.b_offset(kk)))]
-            first = n if regs is None else 2 * n
+            tied = regs if regs is not None else reuse
+            first = n if tied is None else 2 * n
             a_text = ", ".join(f"${first + i}" for i in range(len(a_ops)))
             if self.a_tile is not None:
                 a_text = "{" + a_text + "}"
             b_text = f"${first + len(a_ops)}"
-            if regs is None:
-                res = _asm(cg, f"{self.instr} {outputs}, {a_text}, {b_text}, 0"
-                           f"{self.immediates};", ",".join(out_kind + a_kind + ["l"]), descs,
-                           acc_type)
+            text = (f"{self.instr} {outputs}, {a_text}, {b_text}, {int(regs is not None)}"
+                    f"{self.immediates};")
+            if tied is None:
+                res = _asm(cg, text, ",".join(out_kind + a_kind + ["l"]), descs, acc_type)
             else:
-                res = _asm(cg, f"{self.instr} {outputs}, {a_text}, {b_text}, 1"
-                           f"{self.immediates};",
+                res = _asm(cg, text,
                            ",".join(out_kind + [str(i) for i in range(n)] + a_kind + ["l"]),
-                           regs + descs, acc_type)
+                           tied + descs, acc_type)
             regs = [b.extract_value(res, i) for i in range(n)]
         _asm(cg, "wgmma.commit_group.sync.aligned;", "")
         return regs
@@ -534,14 +538,23 @@ def emit_mma_promote(cg, op: Op):
     scale, acc = (cg.vals[v.id] for v in op.operands[3:5])
     out = list(acc.regs)
     steps, every = op.attrs["k_steps"], op.attrs["promote_steps"]
-    # The waves in turn: one wave's partial sums are live at a time (passes/mma.py)
+    # The waves in turn, one wave's partial sums live at a time (passes/mma.py): the last
+    # wave's promoted sums go through the next wave's fence (else LLVM sinks their FFMAs
+    # below the next wave's wgmmas), and the next wave takes over its partial's registers
+    # (else ptxas overlaps the two with a second set: 256 x 128 spilled 412 bytes).
+    promoted: list[int] = []
+    done = None
     for wave in range(w.waves):
-        _asm(cg, "wgmma.fence.sync.aligned;", "")
-        groups = [w.issue(range(first, first + every), wave=wave)
+        for slot, r in zip(promoted, _through(cg, "wgmma.fence.sync.aligned;",
+                                              [out[s] for s in promoted])):
+            out[slot] = r
+        groups = [w.issue(range(first, first + every), wave=wave,
+                          reuse=done if first == 0 else None)
                   for first in range(0, steps, every)]
         for g, partial in enumerate(groups):
-            _promote(cg, w.bn, w.wait(len(groups) - 1 - g, partial), scale, out,
-                     w.slots(wave))
+            done = w.wait(len(groups) - 1 - g, partial)
+            _promote(cg, w.bn, done, scale, out, w.slots(wave))
+        promoted = w.slots(wave)
     cg.vals[op.result.id] = cg.new_tile(op.result.type, out)
 
 
