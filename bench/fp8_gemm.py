@@ -121,7 +121,10 @@ def tuned(args, ours, d, ref, flops, started: float):
     entry = {"config": common.config_name(result.config), "tune_s": time.perf_counter() - begin,
              "from_cache": result.from_cache, "tuner_ms": result.ms,
              "configs": len(result.trials),
-             "timed": sum(1 for t in result.trials if t.ms is not None)}
+             "timed": sum(1 for t in result.trials if t.ms is not None),
+             # each timed config, for refitting the cost model (tuner timing, no flush)
+             "trials": [[common.config_name(t.config), t.ms, t.effort]
+                        for t in result.trials if t.ms is not None]}
     kernel = result.kernel
     entry.update(checked(lambda: kernel(*ours, d=d), d, ref, flops, args.iters))
     return entry, kernel

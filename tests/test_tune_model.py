@@ -83,23 +83,43 @@ def test_wave_quantization_prefers_the_tile_count_that_fills_the_last_wave():
     assert estimates[128].last_wave_fill < 0.2 < estimates[192].last_wave_fill
 
 
-def test_a_promotion_the_passes_cannot_overlap_costs_tensor_core_time():
+def test_a_promotion_the_passes_cannot_overlap_is_charged_at_the_fitted_rate():
     """Three warpgroups of 160 registers have no room for the second partial accumulator
-    passes/overlap.py needs, so each promotes after its step's wgmmas: on an H100 192 rows
-    ran 871 TFLOP/s at 4096x2112x7168 where 128 rows ran 961, though 192 fill their last
-    wave. Split promotion (PROMOTE = 64) overlaps within the step: not charged."""
+    passes/overlap.py needs, so each promotes after its step's wgmmas; the part's
+    unoverlapped_promotion scales their tensor-core rate. Fitted, it is 1.0 on an H100: 192
+    rows ran 1100 TFLOP/s at 4096x2112x7168 where 128 rows ran 1000 (2026-12-07), filling
+    their last wave. Split promotion (PROMOTE = 64) overlaps within the step: not charged."""
     def overlapped(**config):
         return profile(open(FP8_GEMM).read(), FP8_GEMM, None, config,
                        "sm_90a").promotion_overlapped
     assert overlapped(BM=128, BN=128) is True and overlapped(BM=192, BN=128) is False
     assert overlapped(BM=128, BN=128, PROMOTE=64) is None
     sizes = {"M": 4096, "N": 2112, "K": 7168}
+    charging = dataclasses.replace(H100, unoverlapped_promotion=0.8)
     uncharged = dataclasses.replace(H100, unoverlapped_promotion=1.0)
-    for bm, factor in ((128, 1.0), (192, H100.unoverlapped_promotion)):
-        p = profile(open(FP8_GEMM).read(), FP8_GEMM, None, dict(BM=bm, BN=128), "sm_90a")
-        charged, full = (estimate(p, sizes, m, SM90A).compute_s for m in (H100, uncharged))
+    for bm, factor in ((128, 1.0), (192, 0.8)):
+        p = profile(open(FP8_GEMM).read(), FP8_GEMM, None, dict(BM=bm, BN=128, STAGES=3),
+                    "sm_90a")
+        assert p.staged_stores is True           # no stores from registers charged here
+        charged, full = (estimate(p, sizes, m, SM90A).compute_s for m in (charging, uncharged))
         assert charged * factor == pytest.approx(full)
-    assert gemm_choice({"BM": [128, 192], "BN": [128]}, **sizes).config["BM"] == 128
+    assert gemm_choice({"BM": [128, 192], "BN": [128]}, **sizes).config["BM"] == 192
+
+
+def test_consumers_storing_from_registers_wait_on_their_stores():
+    """256 x 128 at 4 stages leaves no room for passes/epilogue.py's staging buffer, so the
+    consumers store their fragments themselves: on an H100 it ran 820 TFLOP/s at
+    4096x7168x2048 where 3 stages (staged, TMA stores) ran 1148 (2026-12-07)."""
+    text, sizes = open(FP8_GEMM).read(), {"M": 4096, "N": 7168, "K": 2048}
+    staged, direct = (profile(text, FP8_GEMM, None, dict(BM=256, BN=128, STAGES=s), "sm_90a")
+                      for s in (3, 4))
+    assert staged.staged_stores is True and direct.staged_stores is False
+    fast, slow = (estimate(p, sizes, H100, SM90A) for p in (staged, direct))
+    assert not fast.direct_stores and slow.direct_stores
+    assert slow.compute_s - fast.compute_s == pytest.approx(
+        slow.waves * 256 * 128 * 2 / H100.direct_store_bytes_per_s)
+    assert gemm_choice({"BM": [256], "BN": [128], "STAGES": [3, 4]},
+                       **sizes).config["STAGES"] == 3
 
 
 def test_narrow_mma_tiles_are_slower_per_flop():
@@ -230,5 +250,9 @@ def test_explain_prints_every_estimate_its_terms_and_the_choice(capsys):
     assert len(rows) == 2
     for line in rows:
         assert "waves, last" in line and "-bound" in line and "/SM (persistent)" in line
-    assert "(promotion not overlapped)" in rows[1] and "not overlapped" not in rows[0]
-    assert out.strip().splitlines()[-1].startswith("model's choice: BM=128,BN=128")
+    # sorted by estimate: 192 rows fill their last wave (promoted without overlap, and at
+    # the source's 5 stages with no room to stage their stores)
+    assert rows[0].startswith("BM=192") and rows[1].startswith("BM=128")
+    assert "(promotion not overlapped, stores from registers)" in rows[0]
+    assert "not overlapped" not in rows[1]
+    assert out.strip().splitlines()[-1].startswith("model's choice: BM=192,BN=128")

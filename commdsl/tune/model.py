@@ -62,12 +62,14 @@ class Estimate:
     dram_s: float = 0.0
     bound: str = ""
     unoverlapped: bool = False       # compute charged for a promotion without overlap
+    direct_stores: bool = False      # and for consumers storing from registers
 
     def terms(self) -> str:
         if self.seconds is None:
             return self.why_not or ""
-        compute = _us(self.compute_s) + (" (promotion not overlapped)" if self.unoverlapped
-                                         else "")
+        notes = [note for note, on in (("promotion not overlapped", self.unoverlapped),
+                                       ("stores from registers", self.direct_stores)) if on]
+        compute = _us(self.compute_s) + (f" ({', '.join(notes)})" if notes else "")
         return (f"{self.units} units, {self.per_sm}/SM ({self.occupancy_limit}), "
                 f"{self.waves} waves, last {self.last_wave_fill:.0%} full; compute "
                 f"{compute}, stream {_us(self.stream_s)}, DRAM {_us(self.dram_s)}"
@@ -97,6 +99,9 @@ def estimate(profile: KernelProfile, sizes: dict[str, int], machine: Machine,
     if profile.promotion_overlapped is False:
         compute /= machine.unoverlapped_promotion
         est.unoverlapped = True
+    if profile.staged_stores is False:      # the consumers wait on their own stores
+        compute += work.written_bytes / machine.direct_store_bytes_per_s
+        est.direct_stores = True
     stream = _stream_per_unit(work, machine, busy)
     est.compute_s = est.waves * busy * compute
     est.stream_s = est.waves * busy * stream

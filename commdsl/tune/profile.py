@@ -70,6 +70,10 @@ class Work:
     def read_bytes(self) -> int:
         return sum(a.bytes for a in self.accesses if not a.writes)
 
+    @property
+    def written_bytes(self) -> int:
+        return sum(a.bytes for a in self.accesses if a.writes)
+
 
 @dataclass
 class KernelProfile:
@@ -83,6 +87,11 @@ class KernelProfile:
     # False where the passes left a product promoted once a K step without overlap (its
     # warpgroups' tensor-core queues drain while they promote); None: no such product
     promotion_overlapped: bool | None = None
+    # False where a warp-specialized kernel's consumers store their tiles straight from
+    # their registers (passes/epilogue.py found no room or no TMA form for them): the
+    # warpgroups wait on those stores; True where the tiles go through shared memory and
+    # TMA; None: no consumer warpgroups
+    staged_stores: bool | None = None
 
     def work(self, sizes: dict[str, int], sms: int) -> Work:
         return _Walk(self.ir, sizes, sms).work()
@@ -125,7 +134,8 @@ def _profile(text, path, kernel, constants, target) -> KernelProfile:
         return KernelProfile(name, dict(constants), error=failure_message(e))
     return KernelProfile(name, dict(constants), passed.num_threads, passed.shared_bytes,
                          _cached_registers(text, path, kernel, constants, target), ir=work_ir,
-                         promotion_overlapped=_promotion_overlapped(passed))
+                         promotion_overlapped=_promotion_overlapped(passed),
+                         staged_stores=_staged_stores(passed))
 
 
 def _promotion_overlapped(kir) -> bool | None:
@@ -138,6 +148,16 @@ def _promotion_overlapped(kir) -> bool | None:
     once = [op for op in mmas if has_trait(op, PROMOTES)
             and op.attrs["promote_steps"] == op.attrs["k_steps"]]
     return False if once else None
+
+
+def _staged_stores(kir) -> bool | None:
+    """Whether the consumer warpgroups' tiles go out through TMA (passes/epilogue.py): a
+    store left beside a TMA store is the fallback for partly masked tiles, rarely taken."""
+    ws = next((op for op in kir.body.ops if op.name == "warp_specialize"), None)
+    if ws is None:
+        return None
+    names = {op.name for op in ws.blocks[1].walk()}
+    return "store" not in names or "tma_store" in names
 
 
 def _lowered(sig, k, tgt):
