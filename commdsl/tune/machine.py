@@ -40,7 +40,7 @@ class Machine:
     # Of the tensor cores' rate a product promoted once a K step keeps where its promotion
     # cannot overlap the next step's wgmmas (passes/overlap.py: no registers for a second
     # partial accumulator, as at BM = 192 and 256). Fitted to 0.80 while 256-row tiles
-    # spilled; since (2026-12-07) their other warpgroup's wgmmas hide it: 1.0
+    # spilled; 1.0 since (2026-12-07): no cost the timings show
     unoverlapped_promotion: float = 1.00
     # What one SM's consumer warpgroups store per second straight from wgmma fragments
     # (4-byte pairs, eight rows apart), where the epilogue cannot go through TMA; they
