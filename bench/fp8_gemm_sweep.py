@@ -4,8 +4,8 @@
     python bench/fp8_gemm_sweep.py --shapes 4096,2112,7168 --iters 20
 
 Per shape, every BM x BN x STAGES x CLUSTER of the source's tune lists that compiles (GROUP
-and PROMOTE the source's defaults: PROMOTE changes the rounding, not only the speed), on fresh data
-quantized DeepSeek-style; each output is NaN-poisoned and checked against the float64
+and PROMOTE the source's defaults: PROMOTE changes the rounding, not only the speed), on
+fresh data quantized DeepSeek-style; each output is NaN-poisoned and checked against the float64
 product of the dequantized operands before it is timed as DeepGEMM times itself
 (common.time_flushed_ms: L2 flushed, host cost hidden). Nothing is tuned or picked here:
 `python bench/model_agreement.py --fit` reads the JSON this writes
@@ -77,10 +77,10 @@ def main():
                 continue
             ms[label] = common.time_flushed_ms(lambda: kernel(*ours, d=d), iters=args.iters)
         del ref
-        best = min(ms, key=ms.get)
         entries.append({"shape": [m, n, k], "ms": ms, "errors": errors})
-        print(f"{m}x{n}x{k}: best {best} {2 * m * n * k / ms[best] / 1e9:.0f} TFLOP/s, "
-              f"{len(ms)} timed, {len(errors)} failed", flush=True)
+        best = min(ms, key=ms.get, default=None)
+        fastest = f"best {best} {2 * m * n * k / ms[best] / 1e9:.0f} TFLOP/s, " if best else ""
+        print(f"{m}x{n}x{k}: {fastest}{len(ms)} timed, {len(errors)} failed", flush=True)
         for label, why in errors.items():
             print(f"  {label}: {why}", file=sys.stderr)
         # after every shape: a run cut short by a time limit keeps the shapes it finished
