@@ -7,8 +7,9 @@ and config of fp8_gemm and act_quant on an H100 at once, never one shape):
 `python bench/model_agreement.py --fit` repeats the fit and prints the agreement. The GEMM's
 rates (mma_efficiency, sm_load_bytes_per_s, unoverlapped_promotion, direct_store_bytes_per_s)
 were refitted on 2026-12-07 to the H100 table in docs/perf-notes.md (7 shapes x 6 tile
-configs of the current kernel: rms log error 0.42 -> 0.04, the act_quant and small-M fits
-unchanged); bench/fp8_gemm_sweep.py records the full sweep to refit them from.
+configs of the current kernel: rms log error 0.42 -> 0.04; the picks on the recorded
+act_quant and small-M times unchanged); bench/fp8_gemm_sweep.py records the full sweep to
+refit them from.
 """
 from __future__ import annotations
 
