@@ -153,11 +153,12 @@ def _promotion_overlapped(kir) -> bool | None:
 def _staged_stores(kir) -> bool | None:
     """Whether the consumer warpgroups' tiles go out through TMA (passes/epilogue.py): a
     store left beside a TMA store is the fallback for partly masked tiles, rarely taken."""
+    from ..ops import ASYNC, WRITES, has_trait
     ws = next((op for op in kir.body.ops if op.name == "warp_specialize"), None)
     if ws is None:
         return None
-    names = {op.name for op in ws.blocks[1].walk()}
-    return "store" not in names or "tma_store" in names
+    by_tma = {has_trait(op, ASYNC) for op in ws.blocks[1].walk() if has_trait(op, WRITES)}
+    return False not in by_tma or True in by_tma
 
 
 def _lowered(sig, k, tgt):
