@@ -11,8 +11,10 @@ FAMILY = "asynchronous"
 
 
 def _smem_alloc(op):
-    if not isinstance(op.result.type, SmemType) or op.attrs["offset"] % 1024:
-        fail(op, "gives a shared-memory ring at a 1024-byte aligned offset")
+    # swizzled tiles repeat in 1024-byte atoms; a row (1-D, unswizzled) needs TMA's 128 bytes
+    t = op.result.type
+    if not isinstance(t, SmemType) or op.attrs["offset"] % (128 if len(t.shape) == 1 else 1024):
+        fail(op, "gives a shared-memory ring at a 1024-byte aligned offset (a row's at 128)")
 
 
 def _columns(op):
@@ -261,7 +263,8 @@ def _run_cluster_sync(ctx, op):
 
 declare("smem_alloc", "smem_alloc() {offset} : smem", "a ring of tiles in dynamic shared "
         "memory", traits=(SHARED,), verify=_smem_alloc,
-        attrs={"offset": "its byte offset in dynamic shared memory, 1024-byte aligned"},
+        attrs={"offset": "its byte offset in dynamic shared memory, 1024-byte aligned (a "
+                              "row's, 128)"},
         interpret=_run_smem_alloc, family=FAMILY)
 declare("columns", "columns(t, c0) : tile | columns(buf, c0) : smem",
         "columns c0 .. c0 + the result's width of a 'via tma' tile, read in place by an mma "
