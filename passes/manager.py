@@ -41,9 +41,12 @@ class PassManager:
     printer: Callable[[str], None] = print
     timings: dict[str, float] = field(default_factory=dict)
     observe: Callable[[str, KernelIR], None] | None = None   # called after each pass
+    verify: bool = True      # the IR verifier after each pass; off where the same passes
+                             # are checked by the compile (the cost model's profiles)
 
     def run(self, kernel: KernelIR) -> KernelIR:
-        verify(kernel)
+        if self.verify:
+            verify(kernel)
         layouts_assigned = False
         for name in PASS_ORDER:
             start = time.perf_counter()
@@ -51,7 +54,8 @@ class PassManager:
             self.timings[name] = time.perf_counter() - start
             layouts_assigned |= name == "tile"
             try:
-                verify(kernel, require_layouts=layouts_assigned)
+                if self.verify:
+                    verify(kernel, require_layouts=layouts_assigned)
             except IRVerifyError as e:
                 raise IRVerifyError(f"after pass '{name}': {e}") from None
             if self.observe is not None:

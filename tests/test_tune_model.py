@@ -256,3 +256,19 @@ def test_explain_prints_every_estimate_its_terms_and_the_choice(capsys):
     assert "(promotion not overlapped, stores from registers)" in rows[0]
     assert "not overlapped" not in rows[1]
     assert out.strip().splitlines()[-1].startswith("model's choice: BM=192,BN=128")
+
+
+def test_a_large_space_is_estimated_in_workers_as_in_the_caller(monkeypatch):
+    from commdsl.tune import model_choice as mc
+    text = open(FP8_GEMM).read()
+    configs = search_space(text, FP8_GEMM, None, {}, None).configs()[::12][:80]
+    sizes = {"M": 4096, "N": 7168, "K": 7168}
+    args = (text, FP8_GEMM, None, {}, "sm_90a", configs, sizes, H100)
+    monkeypatch.setattr(mc, "_workers", lambda count: 2)
+    seen = []
+    pooled = mc.estimate_space(*args, on_estimate=seen.append)
+    monkeypatch.setattr(mc, "_workers", lambda count: 1)
+    alone = mc.estimate_space(*args)
+    assert [e.config for e in pooled] == configs and len(seen) == len(configs)
+    assert [(e.seconds, e.why_not) for e in pooled] == [(e.seconds, e.why_not) for e in alone]
+    assert sum(e.seconds is not None for e in alone) > 10

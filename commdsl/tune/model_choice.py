@@ -68,10 +68,56 @@ def model_version() -> str:
 def estimate_space(text: str, path: str, kernel: str | None, fixed: dict, target: str,
                    configs: list[dict], sizes: dict[str, int], machine: Machine,
                    on_estimate=None) -> list[Estimate]:
-    """The model's estimate of each config (set on top of `fixed`) at `sizes`."""
+    """The model's estimate of each config (set on top of `fixed`) at `sizes`. A large space
+    is profiled in forked worker processes (each config runs the front end and the passes:
+    ~10 ms, 20 s for fp8_gemm's 1920 configs on one CPU)."""
+    chunks = _chunks(configs, _workers(len(configs)))
+    job = (text, path, kernel, fixed, target, sizes, machine)
+    estimates: list[Estimate] = []
+    if len(chunks) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        try:
+            with ProcessPoolExecutor(len(chunks), multiprocessing.get_context("fork")) as pool:
+                for part in pool.map(_estimate_chunk, [(*job, c) for c in chunks]):
+                    estimates += part
+                    for e in part:
+                        if on_estimate is not None:
+                            on_estimate(e)
+            return estimates
+        except (OSError, RuntimeError):    # no pool (RuntimeError: a broken one): one by one
+            estimates = []
+    for e in _estimate_chunk((*job, configs)):
+        estimates.append(e)
+        if on_estimate is not None:
+            on_estimate(e)
+    return estimates
+
+
+POOL_MIN = 64          # configs below this are profiled in the caller: a pool costs ~0.2 s
+
+
+def _workers(configs: int) -> int:
+    import multiprocessing
+    import sys
+    if configs < POOL_MIN or not sys.platform.startswith("linux") \
+            or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cpus or 1, configs // (POOL_MIN // 4)))
+
+
+def _chunks(configs: list[dict], count: int) -> list[list[dict]]:
+    """`configs` in `count` contiguous parts, in order."""
+    size = -(-len(configs) // count) if configs else 1
+    return [configs[i:i + size] for i in range(0, len(configs), size)] or [[]]
+
+
+def _estimate_chunk(job) -> list[Estimate]:
     from ..target import get_target
     from .model import estimate
     from .profile import profile
+    text, path, kernel, fixed, target, sizes, machine, configs = job
     limits = get_target(target)
     estimates = []
     for config in configs:
@@ -79,8 +125,6 @@ def estimate_space(text: str, path: str, kernel: str | None, fixed: dict, target
                      limits)
         e.config = dict(config)
         estimates.append(e)
-        if on_estimate is not None:
-            on_estimate(e)
     return estimates
 
 
