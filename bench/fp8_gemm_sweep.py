@@ -29,6 +29,7 @@ from test_fp8_gemm import (FP8_GEMM, mn_major, quantize_a, quantize_b, reference
                            relative_error)
 
 import commdsl  # noqa: E402
+from commdsl.tune.parallel_compile import compile_configs  # noqa: E402
 from commdsl.tune.space import search_space  # noqa: E402
 
 TOLERANCE = 2e-3
@@ -36,17 +37,16 @@ SWEPT = ("BM", "BN", "STAGES", "CLUSTER")      # GROUP and PROMOTE stay the sour
 
 
 def kernels() -> dict[str, object]:
-    """label -> Kernel for every BM x BN x STAGES x CLUSTER of the source that compiles."""
+    """label -> Kernel for every BM x BN x STAGES x CLUSTER of the source that compiles,
+    compiled in worker processes as the tuner compiles (tune/parallel_compile.py)."""
     with open(FP8_GEMM) as f:
         axes = dict(search_space(f.read(), FP8_GEMM, None, {}, None).axes)
-    out = {}
-    for values in itertools.product(*(axes[name] for name in SWEPT)):
-        config = dict(zip(SWEPT, values))
-        try:
-            out[common.config_name(config)] = commdsl.load(FP8_GEMM, **config)
-        except commdsl.CompileError:              # too much shared memory or registers
-            pass
-    return out
+    configs = [dict(zip(SWEPT, values))
+               for values in itertools.product(*(axes[name] for name in SWEPT))]
+    default = commdsl.load(FP8_GEMM, config="declared")
+    compiled = compile_configs(default, configs, lambda config, why: None)
+    return {common.config_name(config): kernel                 # None: too much shared memory
+            for config, (kernel, _) in zip(configs, compiled) if kernel is not None}
 
 
 def main():
