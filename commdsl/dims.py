@@ -64,7 +64,7 @@ class Sym(Dim):
 
 @dataclass(frozen=True)
 class BinOp(Dim):
-    op: str  # '+', '-', '*', '/', 'cdiv', 'min'
+    op: str  # '+', '-', '*', '/', 'cdiv', 'min', 'max'
     lhs: Dim
     rhs: Dim
 
@@ -72,6 +72,8 @@ class BinOp(Dim):
         a, b = self.lhs.evaluate(env), self.rhs.evaluate(env)
         if self.op == "min":
             return min(a, b)
+        if self.op == "max":
+            return max(a, b)
         if self.op == "+":
             return a + b
         if self.op == "-":
@@ -100,13 +102,13 @@ class BinOp(Dim):
         return 1
 
     def __str__(self):
-        if self.op in ("cdiv", "min"):
+        if self.op in ("cdiv", "min", "max"):
             return f"{self.op}({self.lhs}, {self.rhs})"
         return f"{_paren(self.lhs)} {self.op} {_paren(self.rhs)}"
 
 
 def _paren(d: Dim) -> str:
-    return f"({d})" if isinstance(d, BinOp) and d.op not in ("cdiv", "min") else str(d)
+    return f"({d})" if isinstance(d, BinOp) and d.op not in ("cdiv", "min", "max") else str(d)
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,9 @@ class _Terms(Transformer):
     def dim_min(self, lhs, rhs):
         return BinOp("min", lhs, rhs)
 
+    def dim_max(self, lhs, rhs):
+        return BinOp("max", lhs, rhs)
+
     # ---- attribute values
     def attr_dict(self, *entries):
         return dict(entries)

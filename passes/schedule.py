@@ -1,7 +1,10 @@
 """Lowers a persistent tile loop to a tile scheduler over one CTA per SM.
 
     for m0 in 0 .. M step BM, n0 in 0 .. N step BN persistent(raster = G) { body }
- -> grid = min(cdiv(M, BM) * cdiv(N, BN), SMs)     (SMs: the device's, or S of `sms = S`)
+ -> grid = cdiv(T, cdiv(T, SMs))     T = cdiv(M, BM) * cdiv(N, BN) tiles, SMs the device's:
+                                       the fewest CTAs that take the tiles in as many
+                                       waves as one CTA per SM would
+           (min(T, S) with a budget `sms = S`)
     for t in pid .. num_tiles step nprogs {
       m0, n0 = the t-th tile origin in grouped order;  body
     }
@@ -89,19 +92,28 @@ def _rasterize(b: Builder, t: Value, rows: Value, cols: Value, raster: int) -> l
             b.value("div", [r, band], I32)]
 
 
+def _balanced(total: Dim, slots: Dim) -> Dim:
+    """As few programs as take `total` tiles in the waves `slots` programs would need:
+    cdiv(total, waves), waves = cdiv(total, slots). 896 tiles on 132 SMs take 7 waves either
+    way, and 128 CTAs run them with every wave full and four SMs idle, which lowers the power
+    drawn (DeepGEMM sizes its grid so). min(total, slots) where total <= slots; 0 for none."""
+    waves = BinOp("max", BinOp("cdiv", total, slots), Const(1))
+    return BinOp("cdiv", total, waves)
+
+
 def _launch(b: Builder, kernel: KernelIR, op: Op, total_dim: Dim | None):
     """Sizes the grid (every SM of the budget when the tile count is known only at run
     time) and gives (pid, nprogs, rank): the cluster's index and count, and the CTA's rank
     in it (None without clusters)."""
     cluster = op.attrs.get("cluster", 1)
     sms = SmCount(op.attrs.get("sms"))           # every SM, or the budget `sms = S`
-    if cluster == 1:
-        kernel.grid = (sms if total_dim is None else BinOp("min", total_dim, sms),)
-    else:         # floor(SMs / C) clusters of C CTAs (cdiv(s - C + 1, C) = floor(s / C))
-        clusters = BinOp("cdiv", BinOp("-", sms, Const(cluster - 1)), Const(cluster))
-        if total_dim is not None:
-            clusters = BinOp("min", total_dim, clusters)
-        kernel.grid = (BinOp("*", Const(cluster), clusters),)
+    # floor(SMs / C) clusters of C CTAs (cdiv(s - C + 1, C) = floor(s / C))
+    slots = sms if cluster == 1 else BinOp("cdiv", BinOp("-", sms, Const(cluster - 1)),
+                                           Const(cluster))
+    if total_dim is not None:     # a budget is the author's split with communication: kept
+        slots = _balanced(total_dim, slots) if op.attrs.get("sms") is None else \
+            BinOp("min", total_dim, slots)
+    kernel.grid = (slots if cluster == 1 else BinOp("*", Const(cluster), slots),)
     pid = b.value("pid", [], I32, axis=0)
     nprogs = b.value("nprogs", [], I32, axis=0)
     if cluster == 1:

@@ -165,12 +165,26 @@ def test_no_second_partial_when_it_does_not_pay(config):
 
 def test_spec_describes_the_launch():
     spec = compile_file(FP8_GEMM, constants=dict(BM=64, BN=32, STAGES=4)).specs[0]
-    assert str(spec.grid[0]) == "min(cdiv(M, 64) * cdiv(N, 32), sms)"
+    tiles = "cdiv(M, 64) * cdiv(N, 32)"
+    assert str(spec.grid[0]) == f"cdiv({tiles}, max(cdiv({tiles}, sms), 1))"
     assert spec.num_threads == 256            # a producer and one consumer warpgroup
     assert [(m.tensor, m.box) for m in spec.tensor_maps] == [("a", (64, 128)), ("b", (32, 128)),
                                                              ("sa", (1, 64))]
     stage = 64 * 128 + 32 * 128 + 64 * 4            # A's and B's tiles and 64 row scales
     assert spec.shared_bytes == 4 * stage + 4 * 16 and spec.shared_bytes > 48 * 1024
+
+
+@pytest.mark.parametrize("m,n,config,ctas", [
+    (4096, 7168, dict(BM=256, STAGES=3), 128),           # 896 tiles: 7 full waves of 128
+    (4096, 7168, dict(BM=256, STAGES=3, CLUSTER=2), 128),   # 448 pairs on 66 pair slots
+    (4096, 2112, dict(), 109),                           # 544 tiles: 5 waves of <= 109
+    (1536, 1408, dict(), 132),                           # 132 tiles: one wave on every SM
+    (128, 2112, dict(), 17),                             # fewer tiles than SMs: one each
+    (0, 2112, dict(), 0)])
+def test_the_grid_takes_the_tiles_in_as_few_waves_on_as_few_ctas(m, n, config, ctas):
+    from commdsl.dims import SM_COUNT
+    spec = compile_file(FP8_GEMM, constants=config).specs[0]
+    assert spec.grid[0].evaluate({"M": m, "N": n, "K": 7168, SM_COUNT: 132}) == ctas
 
 
 def test_cluster_of_two_multicasts_the_shared_tile():
@@ -190,7 +204,8 @@ def test_cluster_of_two_multicasts_the_shared_tile():
     assert ptx.count("barrier.cluster.arrive.release;") == 2
     assert [(m.tensor, m.box) for m in spec.tensor_maps] == [("a", (64, 128)), ("b", (128, 128)),
                                                              ("sa", (1, 128)), ("d", (64, 64))]
-    assert str(spec.grid[0]) == "2 * min(cdiv(M, 128) * cdiv(cdiv(N, 128), 2), cdiv(sms - 1, 2))"
+    pairs = "cdiv(M, 128) * cdiv(cdiv(N, 128), 2)"
+    assert str(spec.grid[0]) == f"2 * cdiv({pairs}, max(cdiv({pairs}, cdiv(sms - 1, 2)), 1))"
     report = assemble(ptx, arch="sm_90a", entry="fp8_gemm").report
     assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0, report.summary()
     assert not [w for w in report.warnings if re.search(r"C75\d\d", w)], report.warnings
