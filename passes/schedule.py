@@ -107,9 +107,9 @@ def _launch(b: Builder, kernel: KernelIR, op: Op, total_dim: Dim | None):
     in it (None without clusters)."""
     cluster = op.attrs.get("cluster", 1)
     sms = SmCount(op.attrs.get("sms"))           # every SM, or the budget `sms = S`
-    # floor(SMs / C) clusters of C CTAs (cdiv(s - C + 1, C) = floor(s / C))
-    slots = sms if cluster == 1 else BinOp("cdiv", BinOp("-", sms, Const(cluster - 1)),
-                                           Const(cluster))
+    # floor(SMs / C) clusters of C CTAs (cdiv(s - C + 1, C) = floor(s / C)), at least one
+    slots = sms if cluster == 1 else BinOp("max", BinOp("cdiv", BinOp("-", sms, Const(
+        cluster - 1)), Const(cluster)), Const(1))
     if total_dim is not None:     # a budget is the author's split with communication: kept
         slots = _balanced(total_dim, slots) if op.attrs.get("sms") is None else \
             BinOp("min", total_dim, slots)
