@@ -70,6 +70,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
         self.vals: dict[int, object] = {}
         self.in_consumers = False             # emitting a warp_specialize's consumer block
+        self.consumer_warpgroup = None        # its warpgroup index there (backends/ptx/sm90.py)
         for arg, v in zip(self.fn.args, kernel.tensors + kernel.sizes):
             self.vals[v.id] = arg
         self._sizes = {v.name: arg for v, arg in zip(kernel.sizes, self.fn.args[len(kernel.tensors):])}

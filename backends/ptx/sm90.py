@@ -159,9 +159,16 @@ def emit_warp_specialize(cg, op: Op):
     b.branch(joined)
     b.position_at_end(consumer)
     _asm(cg, f"setmaxnreg.inc.sync.aligned.u32 {op.attrs['consumer_regs']};", "")
+    # tid / 128 read from lane 0 (CUTLASS's canonical_warp_group_idx): ptxas then knows it is
+    # one value per warp and keeps what derives from it, the wgmma descriptors of a
+    # warpgroup's rows first, in uniform registers instead of moving them there every step
+    first = _asm(cg, "shfl.sync.idx.b32 $0, $1, 0, 31, -1;", "=r,r",
+                 [b.lshr(cg._tid, cg.i32(7))], I32)
+    cg.consumer_warpgroup = b.sub(first, cg.i32(1))
     cg.in_consumers = True
     cg.emit_block(op.blocks[1])
     cg.in_consumers = False
+    cg.consumer_warpgroup = None
     b.branch(joined)
     b.position_at_end(joined)
 
@@ -331,6 +338,8 @@ def emit_smem_read(cg, op: Op):
 # ---- warpgroup MMA -------------------------------------------------------------------------
 
 def _consumer_warpgroup(cg):
+    if cg.consumer_warpgroup is not None:        # inside warp_specialize: the uniform one
+        return cg.consumer_warpgroup
     return cg.b.sub(cg.b.lshr(cg._tid, cg.i32(7)), cg.i32(1))
 
 
