@@ -148,6 +148,17 @@ def test_waves_of_a_256_row_tile_share_one_partial_sum():
     assert promotions == 64              # the first wave's, one per partial-sum register
 
 
+def test_the_consumers_warpgroup_index_is_one_per_warp():
+    """tid / 128 read from lane 0: ptxas then derives the wgmma descriptors of a warpgroup's
+    rows in uniform registers (with tid / 128 itself it moved each one there, R2UR, every K
+    step: 42 R2URs in the SASS of 256 x 128, 17 after, none in the K loop)."""
+    ptx = compile_file(FP8_GEMM, constants=dict(BM=256, STAGES=3)).ptx
+    consumers = ptx[ptx.index("setmaxnreg.inc"):]
+    index = re.search(r"shfl\.sync\.idx\.b32 (%r\d+), %r\d+, 0, 31, -1;", consumers)
+    assert index and consumers.index(index.group(0)) < consumers.index("wgmma.mma_async")
+    assert "%tid.x" not in consumers[:consumers.index("wgmma.mma_async")]
+
+
 def test_one_consumer_warpgroup_takes_steps_in_pairs():
     """With a single consumer warpgroup the steady state is two steps per iteration (groups
     of 8 spill there)."""
