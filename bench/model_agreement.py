@@ -127,7 +127,8 @@ GRID = {"mma_efficiency": [0.5, 0.55, 0.6, 0.65, 0.7, 0.75],
         "unoverlapped_promotion": [0.8, 0.85, 0.9, 0.95, 1.0],
         "direct_store_bytes_per_s": [5e9, 10e9, 15e9, 20e9, 30e9],
         "sm_load_bytes_per_s": [40e9, 50e9, 60e9, 70e9, 80e9, 90e9, 100e9, 120e9],
-        "memory_latency_s": [0.5e-6, 0.75e-6, 1.0e-6, 1.5e-6, 2e-6],
+        "cluster_efficiency": [0.85, 0.88, 0.9, 0.92, 0.95, 1.0],
+        "memory_latency_s": [0.5e-6, 0.75e-6, 1.0e-6, 1.5e-6, 2e-6, 3e-6],
         "unit_overhead_s": [0.5e-6, 1e-6, 2e-6, 3e-6],
         "launch_s": [3e-6, 6e-6, 9e-6, 12e-6]}
 

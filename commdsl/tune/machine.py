@@ -5,11 +5,12 @@ SM count, clock and memory, so the rates live here. Datasheet numbers carry thei
 the few efficiencies were fitted once to the timings recorded in bench/results (every shape
 and config of fp8_gemm and act_quant on an H100 at once, never one shape):
 `python bench/model_agreement.py --fit` repeats the fit and prints the agreement. The GEMM's
-rates (mma_efficiency, sm_load_bytes_per_s, unoverlapped_promotion, direct_store_bytes_per_s)
-were refitted on 2026-12-07 to the H100 table in docs/perf-notes.md (7 shapes x 6 tile
-configs of the current kernel: rms log error 0.42 -> 0.04; the picks on the recorded
-act_quant and small-M times unchanged); bench/fp8_gemm_sweep.py records the full sweep to
-refit them from.
+rates were refitted on 2026-12-07 to bench/fp8_gemm_sweep.py's H100 sweep (every BM x BN x
+STAGES x CLUSTER at 19 shapes, 2584 times): the memory terms (an SM's L2 stream 120 GB/s,
+1 us load latency, so that small-M tiles gain from deeper pipelines as measured) and the
+cluster's lockstep (cluster_efficiency) chosen by the picks they give (bench/model_agreement.py
+table: every pick within 1.14x of the measured best, 14 of 21 within 3%), the rms error of
+all times 0.37: the model ranks configs, it does not predict microseconds well at small M.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class Machine:
                                        # card sits at its power limit (docs/perf-notes.md)
     hbm_efficiency: float = 0.90       # of the datasheet bandwidth a copy reaches (3.03 TB/s
                                        # measured, DESIGN.md); not fitted
-    sm_load_bytes_per_s: float = 90 * GB   # what one SM pulls from L2 when it streams tiles
+    sm_load_bytes_per_s: float = 120 * GB  # what one SM pulls from L2 when it streams tiles
     shared_efficiency: float = 0.85    # of shared memory's bank rate that feeds wgmma: on an
                                        # H100 (2026-12-06) 4096x2112x7168 ran BN = 64 at 0.85x
                                        # BN = 128's TFLOP/s, where the full rate predicts 1.0
@@ -47,10 +48,14 @@ class Machine:
     # (4-byte pairs, eight rows apart), where the epilogue cannot go through TMA; they
     # wait on it, so it adds to the tile's compute time
     direct_store_bytes_per_s: float = 15 * GB
-    memory_latency_s: float = 0.5e-6   # from issuing a global load to its data, under load
-    unit_overhead_s: float = 1.0e-6    # per tile or CTA wave: pipeline fill, epilogue drain
-    launch_s: float = 12e-6            # one launch and its host cost: the recorded benches
-                                       # did not hide it (5.9-21 us in DESIGN.md)
+    # Of an SM's rate a CTA keeps in a cluster: the pair's stages are refilled only when
+    # both CTAs released them, so each waits on the slower (H100 sweep, 2026-12-07: cluster
+    # 2 ran 3-13% slower than 1 at every tile, except where halving A's L2 reads paid more)
+    cluster_efficiency: float = 0.92
+    memory_latency_s: float = 1.0e-6   # from issuing a global load to its data, under load
+    unit_overhead_s: float = 2.0e-6    # per tile or CTA wave: pipeline fill, epilogue drain
+    launch_s: float = 6e-6             # one launch: its ramp, and the host cost the recorded
+                                       # act_quant benches did not hide (5.9-21 us in DESIGN.md)
 
     def with_sms(self, sms: int) -> "Machine":
         return replace(self, sms=sms)

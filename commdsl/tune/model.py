@@ -109,7 +109,9 @@ def estimate(profile: KernelProfile, sizes: dict[str, int], machine: Machine,
     est.dram_s = _dram_bytes(work, slots, machine) / (machine.hbm_bytes_per_s *
                                                       machine.hbm_efficiency)
     sm_time = max(est.compute_s, est.stream_s) + est.overhead_s
-    est.seconds = machine.launch_s + max(sm_time, est.dram_s)
+    # each CTA of a cluster waits on the slowest of its pair, whatever binds them
+    paired = machine.cluster_efficiency if work.cluster > 1 else 1.0
+    est.seconds = machine.launch_s + max(sm_time, est.dram_s) / paired
     est.bound = max((("compute", est.compute_s), ("stream", est.stream_s),
                      ("DRAM", est.dram_s), ("overhead", est.overhead_s)),
                     key=lambda term: term[1])[0]
