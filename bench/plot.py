@@ -6,7 +6,8 @@ gets one from common.write_results, and old results can be drawn again:
 Memory-bound kernels: GB/s of commdsl and its peers against the device-to-device copy
 ceiling (the MoE exchange: against the copy engine into the peer). GEMMs: TFLOP/s by shape,
 commdsl's best config against cuBLAS (fp8_gemm: its model default and tuned config against
-cuBLAS and DeepGEMM). Communication-aware compute (overlap): each side's
+cuBLAS and DeepGEMM; its sweep: the best, median and default tile by shape).
+Communication-aware compute (overlap): each side's
 throughput together over alone, by the stand-in's SM count; a GEMM fused with its
 communication by signals (ag_gemm, gemm_rs): microseconds of each side alone, both fused, and
 one after the other, by shape; FP8 GEMM's error against float64 by method (precision). The
@@ -34,7 +35,7 @@ class Chart:
 
 def chart(payload: dict) -> Chart | None:
     """The chart for a bench's results, or None where no kind below fits them."""
-    for make in (_gemm, _overlap, _moe, _split_kv, _bandwidth, _launch, _autotune,
+    for make in (_gemm, _sweep, _overlap, _moe, _split_kv, _bandwidth, _launch, _autotune,
                  _compile_time, _fused, _precision, _grouped, _attention):
         found = make(payload)
         if found is not None:
@@ -62,6 +63,26 @@ def _gemm(payload: dict) -> Chart | None:
                     "cuBLAS": e["cublas"]["tflops"]}
         groups["x".join(map(str, e["shape"]))] = bars
     return Chart(f"{_on(payload)}: TFLOP/s by shape (M x N x K)", "TFLOP/s", groups)
+
+
+def _sweep(payload: dict) -> Chart | None:
+    """fp8_gemm_sweep: TFLOP/s by shape of the best tile config, the median one and the
+    source's default tile."""
+    shapes = payload.get("shapes")
+    if payload.get("benchmark") != "fp8_gemm_sweep" or not isinstance(shapes, list):
+        return None
+    default = "BM=128,BN=128,STAGES=5,CLUSTER=1"
+    groups = {}
+    for e in shapes:
+        if not e["ms"]:
+            continue
+        m, n, k = e["shape"]
+        tflops = sorted(2 * m * n * k / ms / 1e9 for ms in e["ms"].values())
+        groups["x".join(map(str, e["shape"]))] = {
+            "best tile": tflops[-1], "median tile": tflops[len(tflops) // 2],
+            "128 x 128, 5 stages": 2 * m * n * k / e["ms"][default] / 1e9
+            if default in e["ms"] else math.nan}
+    return Chart(f"{_on(payload)}: every BM x BN x STAGES x CLUSTER", "TFLOP/s", groups)
 
 
 def _overlap(payload: dict) -> Chart | None:
