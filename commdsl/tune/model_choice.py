@@ -94,7 +94,11 @@ def estimate_space(text: str, path: str, kernel: str | None, fixed: dict, target
     return estimates
 
 
-POOL_MIN = 64          # configs below this are profiled in the caller: a pool costs ~0.2 s
+# Spaces below this are profiled in the caller: a pool costs ~0.2 s, and a kernel `by
+# model` (fp8_gemm's 160 tiles, ~1.6 s once per shape) should not fork a user's process,
+# which may hold CUDA and NCCL threads; the tuner's spaces (1920 configs) fork, as its
+# compiles do.
+POOL_MIN = 256
 
 
 def _workers(configs: int) -> int:
