@@ -9,8 +9,9 @@ rates were refitted on 2026-12-07 to bench/fp8_gemm_sweep.py's H100 sweep (every
 STAGES x CLUSTER at 19 shapes, 2584 times): the memory terms (an SM's L2 stream 120 GB/s,
 1 us load latency, so that small-M tiles gain from deeper pipelines as measured) and the
 cluster's lockstep (cluster_efficiency) chosen by the picks they give (bench/model_agreement.py
-table: every pick within 1.14x of the measured best, 14 of 21 within 3%), the rms error of
-all times 0.37: the model ranks configs, it does not predict microseconds well at small M.
+table: every pick within 1.09x of the measured best, 16 of 21 within 3%), the rms error of
+all times 0.36: the model ranks configs, it does not predict microseconds well at small M,
+and its small-M picks move with memory_latency_s (at 1.5 us the worst is 1.54x).
 """
 from __future__ import annotations
 

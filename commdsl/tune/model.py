@@ -170,17 +170,22 @@ def _compute_per_unit(work: Work, machine: Machine, limits: Target) -> float:
 
 
 def _stream_per_unit(work: Work, machine: Machine, per_sm: int) -> float:
-    """Seconds one SM takes to move one unit's bytes while `per_sm` units share it."""
-    moved = 0.0
+    """Seconds one SM takes to move one unit's bytes while `per_sm` units share it: what it
+    pulls from L2 at its stream rate, or what lands in its shared memory at the rate its
+    bytes in flight allow, whichever is slower. A multicast tile is pulled half by each CTA
+    of a pair, but lands whole in both: it saves L2 reads, not latency."""
+    moved = received = 0.0
     last_axis = len(work.tiles) - 1 if work.tiles else None
     for a in work.accesses:
         shared_by_pair = (work.cluster > 1 and not a.writes and a.tma
                           and last_axis not in a.axes)
         moved += a.bytes / work.cluster if shared_by_pair else a.bytes
-    in_flight = per_sm * work.in_flight_bytes / machine.memory_latency_s
-    rate = min(machine.sm_load_bytes_per_s, in_flight) if in_flight else \
-        machine.sm_load_bytes_per_s
-    return moved / rate
+        received += a.bytes
+    seconds = moved / machine.sm_load_bytes_per_s
+    if work.in_flight_bytes:
+        in_flight = per_sm * work.in_flight_bytes / machine.memory_latency_s
+        seconds = max(seconds, received / in_flight)
+    return seconds
 
 
 def _dram_bytes(work: Work, slots: int, machine: Machine) -> float:
