@@ -70,7 +70,7 @@ def estimate_space(text: str, path: str, kernel: str | None, fixed: dict, target
                    on_estimate=None) -> list[Estimate]:
     """The model's estimate of each config (set on top of `fixed`) at `sizes`. A large space
     is profiled in forked worker processes (each config runs the front end and the passes:
-    ~10 ms, 20 s for fp8_gemm's 1920 configs on one CPU)."""
+    fp8_gemm's 1920 configs take ~6 s on one CPU)."""
     chunks = _chunks(configs, _workers(len(configs)))
     job = (text, path, kernel, fixed, target, sizes, machine)
     estimates: list[Estimate] = []
@@ -95,7 +95,7 @@ def estimate_space(text: str, path: str, kernel: str | None, fixed: dict, target
 
 
 # Spaces below this are profiled in the caller: a pool costs ~0.2 s, and a kernel `by
-# model` (fp8_gemm's 160 tiles, ~1.6 s once per shape) should not fork a user's process,
+# model` (fp8_gemm's 160 tiles, ~0.5 s once per shape) should not fork a user's process,
 # which may hold CUDA and NCCL threads; the tuner's spaces (1920 configs) fork, as its
 # compiles do.
 POOL_MIN = 256
