@@ -15,7 +15,6 @@ survive it.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os

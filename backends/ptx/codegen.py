@@ -69,8 +69,8 @@ class KernelCodegen(CommCodegen, CompactCodegen):
                 arg.add_attribute("noalias")
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
         self.vals: dict[int, object] = {}
-        self.in_consumers = False             # emitting a warp_specialize's consumer block
-        self.consumer_warpgroup = None        # its warpgroup index there (backends/ptx/sm90.py)
+        # emitting a warp_specialize's consumer block: its warpgroup index there (sm90.py)
+        self.consumer_warpgroup = None
         for arg, v in zip(self.fn.args, kernel.tensors + kernel.sizes):
             self.vals[v.id] = arg
         self._sizes = {v.name: arg for v, arg in zip(kernel.sizes, self.fn.args[len(kernel.tensors):])}
@@ -206,7 +206,7 @@ class KernelCodegen(CommCodegen, CompactCodegen):
         """bar.sync 0: every thread of the program meets. A warp-specialized kernel's
         consumers cannot (its producer warpgroup never joins), and their tiles are laid out
         over the consumer threads only by the mma pass's fragments."""
-        if self.in_consumers:
+        if self.consumer_warpgroup is not None:
             raise CompileError("moving a tile between threads (through shared memory) inside "
                                "a warp-specialized GEMM's tile loop is not supported yet",
                                self.op.loc, "compute such values outside the tile loop, or "

@@ -165,9 +165,7 @@ def emit_warp_specialize(cg, op: Op):
     first = _asm(cg, "shfl.sync.idx.b32 $0, $1, 0, 31, -1;", "=r,r",
                  [b.lshr(cg._tid, cg.i32(7))], I32)
     cg.consumer_warpgroup = b.sub(first, cg.i32(1))
-    cg.in_consumers = True
     cg.emit_block(op.blocks[1])
-    cg.in_consumers = False
     cg.consumer_warpgroup = None
     b.branch(joined)
     b.position_at_end(joined)
