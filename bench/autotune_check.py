@@ -13,6 +13,7 @@ The pick passes if, in the sweep's own timings, it is within 3% of the sweep's b
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -27,6 +28,7 @@ from commdsl.tune import timer as tune_timer  # noqa: E402
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 TOLERANCE = 0.03
+MAX_ROTATIONS = 16
 SWEEP_LAUNCHES = 200
 
 
@@ -64,7 +66,10 @@ def sweep(path: str, named_sets: list[dict], rounds: int) -> dict[str, float]:
 
 
 def rotating_sets(make_inputs, nbytes: int) -> list[dict]:
-    count = tune_timer.rotation_count(nbytes, torch.device("cuda"))
+    """Enough input sets that consecutive launches of one are two L2's worth of traffic
+    apart: the sweep's launches read DRAM, as the tuner's do after its flush."""
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    count = max(1, min(MAX_ROTATIONS, math.ceil(2 * l2 / nbytes)))
     return [make_inputs() for _ in range(count)]
 
 

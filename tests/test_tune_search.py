@@ -19,6 +19,7 @@ import torch
 import commdsl
 import commdsl.kernel
 from commdsl.cli import main
+from commdsl.runtime.cache import CompileCache, cache_key
 from commdsl.tune import parallel_compile, search, tuner
 from commdsl.tune.progress import Progress
 from commdsl.tune.tuner import Trial
@@ -281,6 +282,22 @@ def test_compile_configs_reports_each_config_once(monkeypatch):
                                                       zip(configs, results)]))
     assert [k.spec.constants["ROWS"] for k, _ in results[:3]] == [1, 4, 8]
     assert results[3][0] is None and results[3][1].startswith("does not compile: ")
+
+
+def test_the_pool_compiles_the_variant_the_tuned_call_needs(build_pids):
+    """M = 5 is not a multiple of 16: each config's first launch needs its variant for an
+    unaligned M, which the workers compile with the rest (in the parent, one after another,
+    it took 180 s of a tuning run)."""
+    default = commdsl.load(ACT_QUANT, WARPS=2)
+    configs = [{"ROWS": r} for r in [1, 4, 8]]
+    results = parallel_compile.compile_configs(default, configs, lambda c, why: None,
+                                               workers=2, unaligned=frozenset({"M"}))
+    cache = CompileCache()
+    for kernel, why in results:
+        assert why is None
+        key = cache_key(kernel.source, kernel.path, kernel.name, kernel.constants,
+                        kernel.target, frozenset({"M"}), None)
+        assert cache.get(key) is not None, kernel.constants
 
 
 # -- progress ------------------------------------------------------------------------------

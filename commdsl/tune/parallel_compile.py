@@ -36,15 +36,18 @@ def worker_count(configs: int) -> int:
     return max(1, min(cpus or 1, configs))
 
 
-def compile_configs(default, configs: list[dict], on_compiled, workers: int | None = None):
+def compile_configs(default, configs: list[dict], on_compiled, workers: int | None = None,
+                    unaligned: frozenset[str] = frozenset()):
     """[(Kernel or None, None or why it does not compile)] for each config, set on top of
     `default`'s constants; `on_compiled(config, why)` after each compile. `workers`: the pool's
-    size (default worker_count)."""
+    size (default worker_count). `unaligned`: the sizes of the tuned call that are not
+    multiples of 16, whose variant (kernel.Kernel.variant) the workers compile too: else
+    each config's first timed launch would compile it, one after another."""
     workers = worker_count(len(configs)) if workers is None else workers
     why: dict[int, str | None] = {}
     if workers > 1:
         jobs = [(default.source, default.path, default.name, {**default.constants, **c},
-                 default.target) for c in configs]
+                 default.target, unaligned) for c in configs]
         try:
             with ProcessPoolExecutor(workers, multiprocessing.get_context("fork")) as pool:
                 pending = {pool.submit(build_message, *job): i for i, job in enumerate(jobs)}
@@ -61,7 +64,7 @@ def compile_configs(default, configs: list[dict], on_compiled, workers: int | No
     for i, config in enumerate(configs):
         kernel, message = None, why.get(i)
         if message is None:
-            kernel, message = load_message(default, config)
+            kernel, message = load_message(default, config, unaligned)
             if i not in why:
                 on_compiled(config, message)
         results.append((kernel, message))
@@ -69,22 +72,29 @@ def compile_configs(default, configs: list[dict], on_compiled, workers: int | No
 
 
 def build_message(text: str, path: str, name: str | None, constants: dict,
-                  target: str) -> str | None:
-    """In a worker: compile one config into the compile cache; why it failed, or None."""
+                  target: str, unaligned: frozenset[str] = frozenset()) -> str | None:
+    """In a worker: compile one config (and its variant for `unaligned` sizes) into the
+    compile cache; why it failed, or None."""
     from ..kernel import build
     try:
         build(text, path, name, constants, target)
+        if unaligned:
+            build(text, path, name, constants, target, unaligned)
     except Exception as e:       # any failure prunes the config, never the run
         return failure_message(e)
     return None
 
 
-def load_message(default, config: dict):
-    """(the Kernel of `config` on top of `default`, None) or (None, why it failed)."""
+def load_message(default, config: dict, unaligned: frozenset[str] = frozenset()):
+    """(the Kernel of `config` on top of `default`, with its variant for `unaligned` sizes
+    made, None) or (None, why it failed)."""
     from ..kernel import Kernel
     try:
-        return Kernel(default.source, default.path, default.name,
-                      {**default.constants, **config}, default.target), None
+        kernel = Kernel(default.source, default.path, default.name,
+                        {**default.constants, **config}, default.target)
+        if unaligned:
+            kernel.variant(unaligned)
+        return kernel, None
     except Exception as e:       # as in a worker: the config is pruned
         return None, failure_message(e)
 

@@ -3,9 +3,10 @@
 One small JSON file per tuning call under `cache_dir()/tune`, named by the hash of what
 identifies the call: the GPU's name, the kernel, the hash of its source, the shape key (the
 sizes), the target, the constants the caller fixed, the space (or "declared", which the
-source hash covers), the search asked for (tune/search.py) and commdsl's version. The file repeats those fields, and a file that
-does not match them or does not parse is ignored, so a damaged record costs a re-tune, never
-a wrong config. Writes are atomic (runtime/cache.atomic_write).
+source hash covers), the search asked for (tune/search.py), how configs are timed
+(tune/timer.py) and commdsl's version. The file repeats those fields, and a file that does
+not match them or does not parse is ignored, so a damaged record costs a re-tune, never a
+wrong config. Writes are atomic (runtime/cache.atomic_write).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import json
 import os
 
 from ..check import is_cache_policy
+from .timer import TIMING
 from ..runtime.cache import atomic_write
 
 
@@ -26,6 +28,7 @@ def record_fields(gpu: str, kernel: str, text: str, shape: dict, target: str, fi
               "fixed": {name: repr(value) for name, value in sorted(fixed.items())},
               "space": "declared" if space is None else [[n, list(v)] for n, v in space.axes],
               "search": search,
+              "timing": TIMING,
               "commdsl": __version__}
     return json.loads(json.dumps(fields))    # as a reader will see them: tuples become lists
 

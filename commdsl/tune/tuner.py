@@ -11,7 +11,8 @@ compile cache), and pruned without timing when it does not compile, when ptxas r
 registers than a block may hold (registers x threads > 65536 on Hopper), or when it needs
 more shared memory than a block may have: the limits of the kernel's target
 (commdsl/target.py), the device's family unless the caller chose another. The rest are timed
-(tune/timer.py) on copies of the arguments, all of them fully or, in a large space, by
+(tune/timer.py: each launch on a cold L2, its host cost hidden) on the call's inputs and new
+outputs, all of them fully or, in a large space, by
 successive halving (tune/search.py); a config whose launch fails scores nothing and the run
 goes on. The best config is saved per (GPU, kernel, source hash, sizes,
 ...) (tune/records.py), and the next identical call loads it without timing anything;
@@ -23,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..diagnostics import CommdslError, CompileError, Source
+from ..spec import SPECIALIZE_DIVISOR
 from ..target import Target, get_target
 
 MODEL_PRUNE = 1.5        # configs the model rates slower than this x its best are not timed
@@ -164,8 +166,10 @@ def _run_trials(default, space, args: tuple, kwargs: dict, bound, timer, progres
         trials = [t for t in trials if t.pruned is not None] + sampled
         alive = sampled
     bar.phase("compiling", len(alive))
+    unaligned = frozenset(s for s, v in sizes.items() if v % SPECIALIZE_DIVISOR)
     compiled = compile_configs(default, [t.config for t in alive], lambda config, why: bar.step(
-        f"{_label(config)}: " + ("ok" if why is None else f"pruned ({why})")))
+        f"{_label(config)}: " + ("ok" if why is None else f"pruned ({why})")),
+        unaligned=unaligned)
     kernels = {}
     for trial, (kernel, why) in zip(alive, compiled):
         trial.pruned = why if kernel is None else over_limits(kernel, limits)
@@ -174,14 +178,14 @@ def _run_trials(default, space, args: tuple, kwargs: dict, bound, timer, progres
     candidates = [t for t in trials if t.pruned is None]
     rungs = plan(method, len(candidates))
     bar.phase("timing", sum(r.count for r in rungs), planned_work(rungs))
-    arg_sets = _rotating_arguments(args, kwargs, default.spec, bound) if candidates else []
+    arguments = _tuning_arguments(args, kwargs, default.spec) if candidates else None
     runners = {}
 
     def measure(trial: Trial, effort: float | None) -> None:
         label = _label(trial.config)
         kernel = kernels[label]
         if label not in runners:
-            runners[label] = _runner(kernel, arg_sets, bound.device)
+            runners[label] = _runner(kernel, arguments, bound.device)
         try:
             trial.ms = (timer(runners[label], trial.config) if effort is None else
                         timer(runners[label], trial.config, effort=effort))
@@ -238,40 +242,26 @@ def over_limits(kernel, limits: Target) -> str | None:
     return None
 
 
-def _rotating_arguments(args: tuple, kwargs: dict, spec, bound) -> list[tuple[tuple, dict]]:
-    """Sets of the call's arguments to cycle through: copies of its inputs (the first set
-    reads the caller's own; kernels never write inputs) and new outputs, so tuning never
-    writes a tensor of the caller's."""
-    from .timer import rotation_count
+def _tuning_arguments(args: tuple, kwargs: dict, spec) -> tuple[tuple, dict]:
+    """The call's arguments with new outputs, so tuning never writes a tensor of the
+    caller's (kernels never write their inputs)."""
     positional = spec.inputs + spec.outputs
     is_out = {t.name: t.is_out for t in spec.tensors}
-    count = rotation_count(sum(t.numel() * t.element_size() for t in bound.tensors),
-                           bound.device)
 
-    def copy(value, name: str, first: bool):
-        if value is None:
-            return None
-        if is_out[name]:
-            return value.new_empty(value.shape)
-        return value if first else value.clone()
+    def fresh(value, name: str):
+        return value.new_empty(value.shape) if value is not None and is_out[name] else value
 
-    return [(tuple(copy(a, t.name, i == 0) for t, a in zip(positional, args)),
-             {k: copy(v, k, i == 0) for k, v in kwargs.items()}) for i in range(count)]
+    return (tuple(fresh(a, t.name) for t, a in zip(positional, args)),
+            {k: fresh(v, k) for k, v in kwargs.items()})
 
 
-def _runner(kernel, arg_sets, device):
-    """run(): one launch of `kernel`, on the next argument set each time."""
-    named = []
-    for args, kwargs in arg_sets:
-        bound = kernel._default.launcher.bind(*args, require_cuda=device.type == "cuda",
-                                              **kwargs)
-        named.append({t.name: v for t, v in zip(kernel.spec.tensors, bound.tensors)})
-    position = [0]
-
-    def run():
-        i = position[0] = (position[0] + 1) % len(named)
-        kernel(**named[i])
-    return run
+def _runner(kernel, arguments: tuple[tuple, dict], device):
+    """run(): one launch of `kernel` on `arguments`, bound by name (every config's kernel
+    names its parameters alike)."""
+    args, kwargs = arguments
+    bound = kernel._default.launcher.bind(*args, require_cuda=device.type == "cuda", **kwargs)
+    named = {t.name: v for t, v in zip(kernel.spec.tensors, bound.tensors)}
+    return lambda: kernel(**named)
 
 
 def _sm_count(device) -> int:
