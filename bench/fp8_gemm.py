@@ -19,15 +19,19 @@ Every output is NaN-poisoned, computed and checked against a float64 reference o
 dequantized product before it is timed; each is timed as DeepGEMM's benchmark times (L2
 flushed and host cost hidden: common.time_flushed_ms). "vs recorded" compares with this
 device's numbers from before issue 18 (bench/results/before-18: commdsl's best of 7 hand-picked
-configs, timed without the flush, so the config compared is timed that way too). Tuning stops starting after
---tune-until seconds, so the run ends within one device call.
+configs, timed without the flush, so the config compared is timed that way too); "vs before"
+times that commit's code in this run instead, flushed as the rest (--before TREE,
+bench/fp8_gemm_before.py). Every shape is tuned before any is timed; tuning stops starting
+after --tune-until seconds, so the run ends within one device call.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -54,6 +58,9 @@ def arguments():
     ap.add_argument("--tune-until", type=float, default=420.0, metavar="SECONDS",
                     help="start no tuning this long after the run began (default 420)")
     ap.add_argument("--no-deepgemm", action="store_true")
+    ap.add_argument("--before", metavar="TREE",
+                    help="a tree of commit ac54502 (before issue 18): its fp8_gemm timed at "
+                    "M <= 128 in this run, for criterion 5 (bench/fp8_gemm_before.py)")
     ap.add_argument("--recorded", help="an earlier fp8_gemm results file (default: this "
                                        "device's in bench/results/before-18, the numbers "
                                        "before issue 18)")
@@ -99,9 +106,9 @@ def operands(m: int, n: int, k: int):
     return a, sa, b, sb
 
 
-def tuned(args, ours, d, ref, flops, started: float):
+def tune(args, ours, started: float):
     """(its entry, the tuned Kernel), or (None, None) where not tuned; `ours` are fp8_gemm's
-    operands (A's scales in its layout, DeepGEMM's)."""
+    operands (A's scales in its layout, DeepGEMM's). Timed later, with the rest."""
     a, b = ours[0], ours[2]
     if args.no_tune:
         return None, None
@@ -122,12 +129,37 @@ def tuned(args, ours, d, ref, flops, started: float):
              "from_cache": result.from_cache, "tuner_ms": result.ms,
              "configs": len(result.trials),
              "timed": sum(1 for t in result.trials if t.ms is not None),
-             # each timed config, for refitting the cost model (tuner timing, no flush)
+             # each timed config, for refitting the cost model (the tuner's timing:
+             # tune/timer.py, cold L2 as here)
              "trials": [[common.config_name(t.config), t.ms, t.effort]
                         for t in result.trials if t.ms is not None]}
-    kernel = result.kernel
-    entry.update(checked(lambda: kernel(*ours, d=d), d, ref, flops, args.iters))
-    return entry, kernel
+    return entry, result.kernel
+
+
+def before_numbers(tree: str, shapes: list, iters: int) -> dict[tuple, dict]:
+    """{shape: the old commit's best hand-picked config, timed as ours} for the M <= 128
+    shapes: bench/fp8_gemm_before.py in a child process, on `tree` installed apart."""
+    small = [s for s in shapes if s[0] <= report.SMALL_M]
+    if not small:
+        return {}
+    site = tempfile.mkdtemp(prefix="commdsl-before-")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--target", site, tree], check=True)
+    # The old package first on the path; the run's own (lark's wheel) after it.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [site] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fp8_gemm_before.py")
+    child = subprocess.run([sys.executable, script, os.path.abspath(tree), str(iters)]
+                           + [",".join(map(str, s)) for s in small],
+                           env=env, cwd=site, capture_output=True, text=True)
+    found = {}
+    for line in child.stdout.splitlines():
+        if line.startswith("{"):
+            e = json.loads(line)
+            found[tuple(e["shape"])] = e["before"]
+    if child.returncode:
+        print(f"--before: the old commit's run failed:\n{child.stderr[-2000:]}", file=sys.stderr)
+    return found
 
 
 def unflushed_tflops(entry: dict | None, run, flops: int, iters: int) -> None:
@@ -162,20 +194,30 @@ def main():
             print(f"DeepGEMM: {type(e).__name__}: {e}", file=sys.stderr)
         print(f"DeepGEMM compiled in {time.perf_counter() - begin:.0f} s", flush=True)
     model = commdsl.load(FP8_GEMM, config="model")
+    # Every shape is tuned before anything is timed: a config timed right after seconds of
+    # tuning runs hotter, at lower clocks under the power cap, than one timed after another
+    # library's few calls (4096x7168x16384: the same kernel at 1347 and 1400 TFLOP/s).
+    tuning = {shape: tune(args, (data[shape][0], mn_major(data[shape][1]), *data[shape][2:]),
+                          started) for shape in args.shapes}
+    before = before_numbers(args.before, args.shapes, args.iters) if args.before else {}
     entries = []
     for i, (m, n, k) in enumerate(args.shapes):
         a, sa, b, sb = data[(m, n, k)]
         ours = (a, mn_major(sa), b, sb)             # made once, as DeepGEMM's and cuBLAS's
         d, flops = outs[(m, n, k)], 2 * m * n * k
         ref = reference(a, sa, b, sb)
-        entry = {"shape": [m, n, k], "recorded_tflops": recorded.get((m, n, k))}
+        entry = {"shape": [m, n, k], "recorded_tflops": recorded.get((m, n, k)),
+                 "before": before.get((m, n, k))}
         chosen = model.for_shape(M=m, N=n, K=k)
         choice = next(c for sizes, c in model.model_choices.items()
                       if dict(sizes) == {"M": m, "N": n, "K": k})
         entry["model"] = {"config": common.config_name(choice.config), "estimate_ms": choice.ms,
                           **checked(lambda: chosen(*ours, d=d), d, ref, flops,
                                     args.iters)}
-        entry["tuned"], tuned_kernel = tuned(args, ours, d, ref, flops, started)
+        entry["tuned"], tuned_kernel = tuning[(m, n, k)]
+        if tuned_kernel is not None:
+            entry["tuned"].update(checked(lambda: tuned_kernel(*ours, d=d), d, ref, flops,
+                                          args.iters))
         entry["cublas"] = checked(cublas(a, sa, b, sb, d), d, ref, flops, args.iters)
         entry["deepgemm"] = checked(*peer[(m, n, k)], ref, flops, args.iters) \
             if (m, n, k) in peer else None
@@ -191,10 +233,11 @@ def main():
     rows = [_cells(e) for e in entries]
     common.print_table("FP8 block-scaled GEMM, TFLOP/s (bf16 out; L2 flushed before each call)",
                        ["M x N x K", "model", "tuned", "cuBLAS", "DeepGEMM", "model/tuned",
-                        "commdsl/cuBLAS", "commdsl/DeepGEMM", "vs recorded", "tune s",
+                        "commdsl/cuBLAS", "commdsl/DeepGEMM", "vs before", "vs recorded", "tune s",
                         "model config", "tuned config"], rows)
     print("\ncommdsl = the tuned config, or the model default where not tuned; ratios of "
-          "TFLOP/s; vs recorded: timed without the flush, as the recorded numbers were")
+          "TFLOP/s; vs before: the commit before issue 18 (--before), timed in this run as "
+          "commdsl is; vs recorded: timed without the flush, as the recorded numbers were")
     results = {"shapes": entries, "criteria": []}
     for name, passed, numbers in report.criteria(entries):
         verdict = {True: "pass", False: "FAIL", None: "-"}[passed]
@@ -221,7 +264,7 @@ def _cells(e: dict) -> list:
               if "tune_s" in tuned else "-")
     return ["x".join(map(str, e["shape"])), tflops("model"), tflops("tuned"), tflops("cublas"),
             tflops("deepgemm"), x(r["model_vs_tuned"]), x(r["vs_cublas"]), x(r["vs_deepgemm"]),
-            x(r["vs_recorded"]), tune_s, e["model"].get("config", "-"),
+            x(r["vs_before"]), x(r["vs_recorded"]), tune_s, e["model"].get("config", "-"),
             tuned.get("config", "-")]
 
 

@@ -36,11 +36,13 @@ def test_random_shapes_are_fixed_new_and_spread_over_m():
 def test_ratios_are_of_throughput_and_fall_back_to_the_model_default():
     e = entry((64, 2112, 7168), timed(2.0), tuned=timed(1.0, unflushed_tflops=3.0),
               cublas=timed(4.0), deepgemm=timed(0.5), recorded=2.0)
+    e["before"] = timed(1.25)
     assert report.ratios(e) == {"model_vs_tuned": 0.5, "vs_cublas": 4.0, "vs_deepgemm": 0.5,
-                                "vs_recorded": 1.5}
+                                "vs_recorded": 1.5, "vs_before": 1.25}
     untuned = entry((64, 2112, 7168), timed(2.0), cublas=timed(4.0))
     assert report.ratios(untuned) == {"model_vs_tuned": None, "vs_cublas": 2.0,
-                                      "vs_deepgemm": None, "vs_recorded": None}
+                                      "vs_deepgemm": None, "vs_recorded": None,
+                                      "vs_before": None}
     wrong = entry((64, 2112, 7168), {"rel_err": 1.0, "error": "not timed"}, cublas=timed(4.0))
     assert report.ratios(wrong)["vs_cublas"] is None
 
@@ -73,6 +75,21 @@ def test_criteria_name_the_worst_shape_and_what_was_not_measured():
     run[0]["deepgemm"] = None
     passed, numbers = verdicts(run)["3: every shape >= 0.85x DeepGEMM"]
     assert passed is False and "1 shapes not measured" in numbers
+
+
+def test_criterion_5_compares_with_the_commit_before_where_it_ran_in_this_run():
+    run = run_of()
+    for e in run:
+        if e["shape"][0] <= 128:
+            e["recorded_tflops"], e["before"] = 0.5, timed(1.1)
+    assert verdicts(run)["5: M <= 128 vs the commit before (same run)"] == \
+        (True, "worst 1.100 at 64x2112x7168 (needs >= 1.0)")
+    run[7]["before"] = timed(0.8)                 # the old code 1.25x faster on one shape
+    passed, numbers = verdicts(run)["5: M <= 128 vs the commit before (same run)"]
+    assert passed is False and numbers.startswith("worst 0.800 at 128x24576x1536")
+    for e in run:
+        e["before"] = None                        # not run: the recorded numbers decide
+    assert "5: M <= 128 vs recorded (unflushed)" in verdicts(run)
 
 
 def test_recorded_numbers_from_the_file_before_issue_18_and_from_this_bench():
