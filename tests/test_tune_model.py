@@ -253,8 +253,8 @@ def test_the_tuner_does_not_compile_or_time_what_the_model_rates_clearly_worse()
     pruned = [t for t in result.trials if t.pruned and t.pruned.startswith("model estimate")]
     assert pruned and len(timed) == len(result.trials) - len(pruned)
     for trial in pruned:
-        ratio = float(trial.pruned.split()[2].rstrip("x"))
-        assert ratio > tuner.MODEL_PRUNE
+        ratio = float(trial.pruned.split()[2].rstrip("x"))         # rounded to 0.1
+        assert ratio >= tuner.MODEL_PRUNE
     assert "pruned: model estimate" in result.table()
 
 

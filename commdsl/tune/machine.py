@@ -53,6 +53,11 @@ class Machine:
     # both CTAs released them, so each waits on the slower (H100 sweep, 2026-12-07: cluster
     # 2 ran 3-13% slower than 1 at every tile, except where halving A's L2 reads paid more)
     cluster_efficiency: float = 0.92
+    # The SMs' time and DRAM's combine as a p-norm, not a max: near a tie each slows the
+    # other (a partly full last wave pulls less than DRAM can give). H100 sweep
+    # (2026-12-07): with the max, 64x24576x1536's configs all tied on DRAM and the pick ran
+    # 1.08x the best; at p = 6, 1.04x at worst over the 19 shapes; p <= 4 misranks act_quant
+    memory_overlap_norm: float = 6.0
     memory_latency_s: float = 1.0e-6   # from issuing a global load to its data, under load
     unit_overhead_s: float = 2.0e-6    # per tile or CTA wave: pipeline fill, epilogue drain
     launch_s: float = 6e-6             # one launch: its ramp, and the host cost the recorded

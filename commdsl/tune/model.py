@@ -28,7 +28,8 @@ part (tune/machine.py). The estimate is a roofline over waves of work units:
                rasterized persistent order (GROUP rows at a time) a wave of W tiles spans
                GROUP rows and W / GROUP columns, so loads that depend on the row alone are
                read GROUP times less often than without the raster
-    time       launch + max(SM time, DRAM); "bound" names the largest term
+    time       launch + (SM time^p + DRAM^p)^(1/p), p the part's memory_overlap_norm: near
+               a tie each slows the other; "bound" names the largest term
 
 Simple on purpose: each term is one line of arithmetic an engineer can check by hand, and
 `commdsl tune --explain` prints them all.
@@ -111,7 +112,8 @@ def estimate(profile: KernelProfile, sizes: dict[str, int], machine: Machine,
     sm_time = max(est.compute_s, est.stream_s) + est.overhead_s
     # each CTA of a cluster waits on the slowest of its pair, whatever binds them
     paired = machine.cluster_efficiency if work.cluster > 1 else 1.0
-    est.seconds = machine.launch_s + max(sm_time, est.dram_s) / paired
+    p = machine.memory_overlap_norm
+    est.seconds = machine.launch_s + (sm_time ** p + est.dram_s ** p) ** (1 / p) / paired
     est.bound = max((("compute", est.compute_s), ("stream", est.stream_s),
                      ("DRAM", est.dram_s), ("overhead", est.overhead_s)),
                     key=lambda term: term[1])[0]
