@@ -50,8 +50,8 @@ from commdsl.diagnostics import CompileError
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import Block, Builder, KernelIR, Op, ScalarType, Value
 from commdsl.ir import SWIZZLE_BYTES, BarrierType, SmemType, atom_aligned
-from commdsl.ops import (ACQUIRE, ASYNC, BARRIER, MMA, READS, RELEASE, SIDE_EFFECTS,
-                          WRITES, has_trait)
+from commdsl.ops import (ACQUIRE, ASYNC, BARRIER, MMA, RELEASE, SIDE_EFFECTS, WRITES,
+                          has_trait)
 from commdsl.passes.prefetch import add_carried, issue_ahead
 from commdsl.spec import TMA_ALIGNMENT, TensorMapParam
 from commdsl.target import Target
@@ -449,17 +449,6 @@ def _check_acquires(path: list[Op]) -> None:
                                "put the wait directly in the tile loop or the pipelined loop")
 
 
-def _reach(loop: Op, stages: int) -> int:
-    """How many K steps ahead the loop's other loads (the scales) are issued: as far as the
-    ring reaches when each is a scalar, a register per step (a step of small tiles is
-    shorter than a load's latency), else one step (a register tile per step)."""
-    fetched = [op for op in loop.blocks[0].ops
-               if has_trait(op, READS) and op.results and not op.attrs.get("via")]
-    if all(isinstance(op.result.type, ScalarType) for op in fetched):
-        return max(stages - 1, 1)
-    return 1
-
-
 def run(kernel: KernelIR, target: Target) -> KernelIR:
     loops = [op for op in kernel.walk() if op.name == "for" and op.attrs.get("pipeline")]
     stray = [op for op in kernel.walk() if op.name == "load" and op.attrs.get("via")]
@@ -554,7 +543,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
                                    multicast, resident))
     index = kernel.body.ops.index(path[0])
     after = kernel.body.ops[index + 1:]
-    first = issue_ahead(path[-1], _reach(path[-1], stages))    # the scales, in registers
+    first = issue_ahead(path[-1])            # the scales: a K step ahead, in registers
     if len(path) > 1:                        # else they open the consumers' block
         outer = path[-2].blocks[0].ops
         outer[outer.index(path[-1]):outer.index(path[-1])] = first

@@ -19,9 +19,7 @@ loaded once per iteration, not once more for the carried copy); not when the loo
 tensor it reads, and none in a loop that waits (an acquire orders the next iteration's
 accesses after it). The guard `g > 0` (attribute `guard`, a trailing i32 operand) turns off
 the accesses of the iteration past the end, so they move no data. passes/pipeline.py uses
-`issue_ahead` for the other loads of a TMA-pipelined loop (the GEMM's scales), several
-iterations ahead: a scalar load an iteration ahead waits out the rest of its latency where
-an iteration of small tiles is shorter than it.
+`issue_ahead` for the other loads of a TMA-pipelined loop (the GEMM's scales).
 """
 from __future__ import annotations
 
@@ -108,11 +106,10 @@ def drop_dead(ops: list[Op], candidates: set[int], keep=()) -> list[Op]:
         ops = [op for op in ops if op not in dead]
 
 
-def issue_ahead(loop: Op, distance: int = 1) -> list[Op]:
-    """Moves the loop's movable accesses `distance` iterations ahead (see the module doc):
-    each carries `distance` values, the next iteration's first, rotated a place per
-    iteration. Returns the ops that issue the first iterations', for the caller to put
-    right before the loop; [] when nothing moves."""
+def issue_ahead(loop: Op) -> list[Op]:
+    """Moves the loop's movable accesses one iteration ahead (see the module doc). Returns
+    the ops that issue the first iteration's, for the caller to put right before the loop;
+    [] when nothing moves."""
     fetched, needed = _movable(loop)
     if not fetched:
         return []
@@ -123,22 +120,15 @@ def issue_ahead(loop: Op, distance: int = 1) -> list[Op]:
     rest = drop_dead([op for op in body.ops if op not in fetched], needed)
     used = {v.id for op in rest for v in op.operands}
     first = Builder(Block(), loop.loc)
-    inits, at = [], lo
-    for j in range(distance):
-        if j:
-            at = first.value("add", [at, step], I32)
-        inits.append(_issue(first, ops, iv, at, hi))
-    reach = step if distance == 1 else first.value(
-        "mul", [step, first.value("const", [], I32, value=distance)], I32)
+    inits = _issue(first, ops, iv, lo, hi)
     ahead = Builder(Block(), loop.loc)
-    nexts = _issue(ahead, ops, iv, ahead.value("add", [iv, reach], I32), hi)
+    nexts = _issue(ahead, ops, iv, ahead.value("add", [iv, step], I32), hi)
     renamed = {}
     for op in fetched:
         if op.result.id in used:
-            slots = [add_carried(loop, init[op.result.id], op.operands[0].name)[0]
-                     for init in inits]
-            renamed[op.result.id] = slots[0]
-            rest[-1].operands += slots[1:] + [nexts[op.result.id]]      # the yield
+            renamed[op.result.id], _ = add_carried(loop, inits[op.result.id],
+                                                   op.operands[0].name)
+            rest[-1].operands.append(nexts[op.result.id])         # the yield
     for op in rest:
         op.operands = [renamed.get(v.id, v) for v in op.operands]
     body.ops = ahead.block.ops + rest
