@@ -17,7 +17,8 @@ Per shape, on fresh random data quantized DeepSeek-style:
   DeepGEMM  gemm_fp8_fp8_bf16_nt, where its tree is found (bench/deepgemm.py)
 Every output is NaN-poisoned, computed and checked against a float64 reference of the
 dequantized product before it is timed; each is timed as DeepGEMM's benchmark times (L2
-flushed and host cost hidden: common.time_flushed_ms). "vs recorded" compares with this
+flushed and host cost hidden: common.time_flushed_ms), in three rounds that take the
+libraries in turn (the median of the rounds: a clock dip does not land on one alone). "vs recorded" compares with this
 device's numbers from before issue 18 (bench/results/before-18: commdsl's best of 7 hand-picked
 configs, timed without the flush, so the config compared is timed that way too); "vs before"
 times that commit's code in this run instead, flushed as the rest (--before TREE,
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +47,7 @@ from test_fp8_gemm import (FP8_GEMM, mn_major, quantize_a, quantize_b, reference
                            relative_error)
 
 TOLERANCE = 2e-3
+ROUNDS = 3
 DEVICE = "cuda"
 
 
@@ -69,8 +72,8 @@ def arguments():
     return args
 
 
-def checked(run, out, ref, flops: int, iters: int) -> dict:
-    """The output of `run()` (into `out`) checked, then timed: its entry."""
+def checked(run, out, ref) -> dict:
+    """The output of `run()` (into `out`) checked: {"rel_err"}, with "error" where wrong."""
     out.fill_(float("nan"))
     try:
         run()
@@ -82,8 +85,19 @@ def checked(run, out, ref, flops: int, iters: int) -> dict:
     if error is not None:                            # NaN errors land here too
         print(f"M x N = {tuple(ref.shape)}: {error}; not timed", file=sys.stderr)
         return {"rel_err": err, "error": error}
-    ms = common.time_flushed_ms(run, iters=iters)
-    return {"ms": ms, "tflops": flops / ms / 1e9, "rel_err": err}
+    return {"rel_err": err}
+
+
+def timed_together(runs: dict, flops: int, iters: int) -> dict:
+    """{name: {"ms", "tflops"}} for each `run()`, timed in ROUNDS rounds that take the runs
+    in turn (a clock dip hits all alike, not one), each round's median of iters / ROUNDS
+    calls; the median of the rounds."""
+    rounds = {name: [] for name in runs}
+    for _ in range(ROUNDS):
+        for name, run in runs.items():
+            rounds[name].append(common.time_flushed_ms(run, iters=max(iters // ROUNDS, 5)))
+    return {name: {"ms": statistics.median(ms), "tflops": flops / statistics.median(ms) / 1e9}
+            for name, ms in rounds.items()}
 
 
 def cublas(a, sa, b, sb, out):
@@ -211,16 +225,20 @@ def main():
         chosen = model.for_shape(M=m, N=n, K=k)
         choice = next(c for sizes, c in model.model_choices.items()
                       if dict(sizes) == {"M": m, "N": n, "K": k})
-        entry["model"] = {"config": common.config_name(choice.config), "estimate_ms": choice.ms,
-                          **checked(lambda: chosen(*ours, d=d), d, ref, flops,
-                                    args.iters)}
         entry["tuned"], tuned_kernel = tuning[(m, n, k)]
-        if tuned_kernel is not None:
-            entry["tuned"].update(checked(lambda: tuned_kernel(*ours, d=d), d, ref, flops,
-                                          args.iters))
-        entry["cublas"] = checked(cublas(a, sa, b, sb, d), d, ref, flops, args.iters)
-        entry["deepgemm"] = checked(*peer[(m, n, k)], ref, flops, args.iters) \
-            if (m, n, k) in peer else None
+        runs = {"model": (lambda: chosen(*ours, d=d), d),
+                "tuned": (lambda: tuned_kernel(*ours, d=d), d) if tuned_kernel else None,
+                "cublas": (cublas(a, sa, b, sb, d), d), "deepgemm": peer.get((m, n, k))}
+        entry["model"] = {"config": common.config_name(choice.config), "estimate_ms": choice.ms}
+        entry["cublas"], entry["deepgemm"] = {}, {} if runs["deepgemm"] else None
+        right = {}
+        for name, pair in runs.items():
+            if pair is not None:
+                entry[name].update(checked(*pair, ref))
+                if "error" not in entry[name]:
+                    right[name] = pair[0]
+        for name, timing in timed_together(right, flops, args.iters).items():
+            entry[name].update(timing)
         if entry["recorded_tflops"]:
             which, kernel = (("tuned", tuned_kernel) if (entry["tuned"] or {}).get("ms")
                              else ("model", chosen))
