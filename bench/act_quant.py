@@ -100,10 +100,9 @@ def main():
             kernel = kernel.for_shape(M=m, K=k)
         kernel(x, y=y, s=s)
         defaults[which] = common.gbs(nbytes, common.time_ms(lambda: kernel(x, y=y, s=s)))
-        rows.append([f"commdsl act_quant, {which} config ({common.config_name(kernel.spec.constants)})",
-                     defaults[which]])
-        results["commdsl_" + which] = {"config": common.config_name(kernel.spec.constants),
-                                       "gbs": defaults[which]}
+        config = common.config_name(kernel.spec.constants)
+        rows.append([f"commdsl act_quant, {which} config ({config})", defaults[which]])
+        results["commdsl_" + which] = {"config": config, "gbs": defaults[which]}
 
     simple_ms = common.time_ms(lambda: _triton_group_kernel[(m * k // 128,)](x, y, s, BLOCK=128))
     simple = common.gbs(nbytes, simple_ms)

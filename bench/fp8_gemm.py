@@ -18,12 +18,13 @@ Per shape, on fresh random data quantized DeepSeek-style:
 Every output is NaN-poisoned, computed and checked against a float64 reference of the
 dequantized product before it is timed; each is timed as DeepGEMM's benchmark times (L2
 flushed and host cost hidden: common.time_flushed_ms), in three rounds that take the
-libraries in turn (the median of the rounds: a clock dip does not land on one alone). "vs recorded" compares with this
-device's numbers from before issue 18 (bench/results/before-18: commdsl's best of 7 hand-picked
-configs, timed without the flush, so the config compared is timed that way too); "vs before"
-times that commit's code in this run instead, flushed as the rest (--before TREE,
-bench/fp8_gemm_before.py). Every shape is tuned before any is timed; tuning stops starting
-after --tune-until seconds, so the run ends within one device call.
+libraries in turn (the median of the rounds: a clock dip does not land on one alone).
+"vs recorded" compares with this device's numbers from before issue 18
+(bench/results/before-18: commdsl's best of 7 hand-picked configs, timed without the flush,
+so the config compared is timed that way too); "vs before" times that commit's code in this
+run instead, flushed as the rest (--before TREE, bench/fp8_gemm_before.py). Every shape is
+tuned before any is timed; tuning stops starting after --tune-until seconds, so the run
+ends within one device call.
 """
 from __future__ import annotations
 

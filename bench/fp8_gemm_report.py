@@ -3,7 +3,8 @@ each shape's ratios, issue 18's criteria over a run, and the numbers recorded be
 
 A shape's entry (one per shape in the JSON): {"shape": [M, N, K], "model", "tuned", "cublas",
 "deepgemm", "before" (the commit before issue 18, timed in the same run): each None or
-{"ms", "tflops", "rel_err", ...}, "recorded_tflops": None or a number}. Every ratio is of throughputs (TFLOP/s), so above 1 means the first is faster.
+{"ms", "tflops", "rel_err", ...}, "recorded_tflops": None or a number}. Every ratio is of
+throughputs (TFLOP/s), so above 1 means the first is faster.
 """
 from __future__ import annotations
 

@@ -284,7 +284,7 @@ def test_compile_configs_reports_each_config_once(monkeypatch):
     assert results[3][0] is None and results[3][1].startswith("does not compile: ")
 
 
-def test_the_pool_compiles_the_variant_the_tuned_call_needs(build_pids):
+def test_the_pool_compiles_the_variant_the_tuned_call_needs():
     """M = 5 is not a multiple of 16: each config's first launch needs its variant for an
     unaligned M, which the workers compile with the rest (in the parent, one after another,
     it took 180 s of a tuning run)."""
