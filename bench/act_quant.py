@@ -68,8 +68,13 @@ def main():
     y_ref, s_ref = torch_eager(x)
 
     copy = common.copy_bandwidth_gbs()
-    rows = [["device-to-device copy", copy]]
-    results = {"shape": [m, k], "bytes": nbytes, "copy_gbs": copy, "commdsl": {}, "peers": {}}
+    # A copy moving this call's bytes (half read, half written): at 4096 x 7168, ~30 us a
+    # call, launch and tail weigh on any kernel, the copy's included.
+    copy_same = common.copy_bandwidth_gbs(nbytes // 2)
+    rows = [["device-to-device copy (1 GiB)", copy],
+            ["device-to-device copy of this call's bytes", copy_same]]
+    results = {"shape": [m, k], "bytes": nbytes, "copy_gbs": copy, "copy_same_bytes_gbs":
+               copy_same, "commdsl": {}, "peers": {}}
 
     best = None
     with open(EXAMPLE) as f:            # the load's cache policies, as the source declares them
@@ -129,8 +134,9 @@ def main():
           f"{best[1] / simple:.2f}x Triton's per-group kernel")
     for which, bw in defaults.items():
         ok = bw >= 0.95 * copy and bw >= 1.05 * tiled_best
-        print(f"criterion 4 ({which} config): {'pass' if ok else 'FAIL'} ({bw / copy:.1%} of copy, "
-              f"needs >= 95%; {bw / tiled_best:.3f}x the best Triton 2-D tile, needs >= 1.05)")
+        print(f"criterion 4 ({which} config): {'pass' if ok else 'FAIL'} ({bw / copy:.1%} of "
+              f"copy, needs >= 95%; {bw / tiled_best:.3f}x the best Triton 2-D tile, needs >= "
+              f"1.05); {bw / copy_same:.1%} of a copy of the same bytes")
     common.write_results("act_quant", results)
 
 
