@@ -185,10 +185,31 @@ def test_the_tuner_halves_prunes_and_keeps_the_best_full_timing():
                [1, 2, 4, 8, 16, 32])
     assert by_config[(4, 1)].pruned == "failed to run: launch failed"
     assert sorted({e for _, e in timer.calls}) == [1 / 3, 1.0]        # 12 configs: 2 rungs
+    # The last rung: the best third of the first, and the cost model's pick for this shape
+    # (ROWS = 16, WARPS = 1), timed in every rung whatever its rank.
     assert [c for c, e in timer.calls if e == 1.0] == [{"ROWS": 8, "WARPS": 1},
                                                        {"ROWS": 8, "WARPS": 2},
                                                        {"ROWS": 2, "WARPS": 1},
-                                                       {"ROWS": 2, "WARPS": 2}]
+                                                       {"ROWS": 2, "WARPS": 2},
+                                                       {"ROWS": 16, "WARPS": 1}]
+
+
+def test_a_kept_trial_is_timed_in_every_rung_and_can_win():
+    """Its short measurement ranks it last (noise); the full one makes it the best."""
+    trials = [Trial({"A": a}) for a in range(27)]
+    favourite = trials[20]
+
+    def measure(trial, effort):
+        if trial is favourite:
+            trial.ms = 0.5 if effort == 1.0 else 9.0
+        else:
+            trial.ms = 1.0 + trial.config["A"] / 100
+
+    rungs = search.plan("halving", len(trials))
+    search.run_plan(trials, rungs, measure)
+    assert search.best(trials) is not favourite
+    search.run_plan(trials, rungs, measure, keep=[favourite])
+    assert search.best(trials) is favourite and favourite.effort == 1.0
 
 
 def test_a_saved_choice_is_per_search():

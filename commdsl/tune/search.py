@@ -6,9 +6,10 @@ warm-up, ~100 ms of launches).
 halving: successive halving. Every config is timed with a short measurement (a small
 `effort`, the fraction of a full one), the best third is timed again three times as long,
 and so on, until the last rung times the few left with a full measurement; the winner is the
-best of that rung. Each rung costs about as much as the last, so tuning n configs costs
-about (rungs x n / 3^(rungs - 1)) full measurements: 500 configs, 5 rungs, ~6% of
-exhaustive. A space over SAMPLE_MAX configs is first cut to a random sample of that many
+best of that rung. The cost model's pick, which the tuner passes as `keep`, is timed in
+every rung whatever its rank. Each rung costs about as much as the last, so tuning n
+configs costs about (rungs x n / 3^(rungs - 1)) full measurements: 500 configs, 5 rungs,
+~6% of exhaustive. A space over SAMPLE_MAX configs is first cut to a random sample of that many
 (seeded: the same space gives the same sample).
 
 auto: exhaustive up to EXHAUSTIVE_MAX configs, halving above. Up to 64 configs, exhaustive
@@ -99,17 +100,20 @@ def planned_work(rungs: list[Rung]) -> float:
     return sum(r.count * (1.0 if r.effort is None else r.effort) for r in rungs)
 
 
-def run_plan(trials: list, rungs: list[Rung], measure) -> None:
+def run_plan(trials: list, rungs: list[Rung], measure, keep: list = ()) -> None:
     """Time `trials` (objects with .ms and .effort) rung by rung, each rung the fastest of
     the last; ties keep the space's order. `measure(trial, effort)` sets trial.ms, None when
-    the config failed to run, which leaves the search."""
-    alive = list(trials)
+    the config failed to run, which leaves the search. `keep`: trials timed in every rung
+    whatever their rank (the cost model's pick), unless they fail."""
+    alive, kept = list(trials), list(keep)
     for rung in rungs:
-        alive = alive[:rung.count]
+        head = alive[:rung.count]
+        alive = head + [t for t in kept if all(t is not h for h in head)]
         for trial in alive:
             trial.effort = 1.0 if rung.effort is None else rung.effort
             measure(trial, rung.effort)
         alive = sorted((t for t in alive if t.ms is not None), key=lambda t: t.ms)
+        kept = [t for t in kept if t.ms is not None]
 
 
 def best(trials: list):

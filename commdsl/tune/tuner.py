@@ -157,12 +157,14 @@ def _run_trials(default, space, args: tuple, kwargs: dict, bound, timer, progres
     bar = Progress(f"tuning {default.name} ({shown}) over {space}: {len(space)} configs",
                    enabled=progress)
     trials = [Trial(config) for config in space.configs()]
-    _prune_by_model(default, trials, sizes, bound.device, bar)
+    favourite = _prune_by_model(default, trials, sizes, bound.device, bar)
     alive = [t for t in trials if t.pruned is None]
     method = pick_search(search, len(alive), timer)
     timer = timer or cuda_event_timer
     if method != "exhaustive":
         sampled = sample(alive)
+        if favourite is not None and all(t is not favourite for t in sampled):
+            sampled.append(favourite)
         trials = [t for t in trials if t.pruned is not None] + sampled
         alive = sampled
     bar.phase("compiling", len(alive))
@@ -196,19 +198,22 @@ def _run_trials(default, space, args: tuple, kwargs: dict, bound, timer, progres
                                  else f"pruned ({trial.pruned})"),
                  1.0 if effort is None else effort)
 
-    run_plan(candidates, rungs, measure)
+    # The model's pick is timed in every rung: a short, noisy first measurement must not
+    # drop the config a user gets without tuning (tuning is to beat it, not lose to it).
+    run_plan(candidates, rungs, measure, keep=[t for t in candidates if t is favourite])
     winner = best(trials)
     bar.close(f"best {_label(winner.config)}: {winner.ms:.4f} ms" if winner
               else "no config could be timed")
     return trials, kernels, winner
 
 
-def _prune_by_model(default, trials: list[Trial], sizes: dict, device, bar) -> None:
+def _prune_by_model(default, trials: list[Trial], sizes: dict, device, bar) -> Trial | None:
     """Marks, before anything compiles, the configs the cost model (tune/model.py) rates
     over MODEL_PRUNE x its best estimate, and those it found do not compile or fit. A
-    config the model cannot estimate stays in, as do all of them if the model fails."""
+    config the model cannot estimate stays in, as do all of them if the model fails.
+    Returns the trial of the model's pick (model_choice.pick), or None."""
     from ..config import logger
-    from .model_choice import default_machine, estimate_space
+    from .model_choice import default_machine, estimate_space, pick
     name, sms = (_device_name(device), _sm_count(device)) if device.type == "cuda" \
         else (None, None)
     bar.phase("modelling", len(trials))
@@ -220,7 +225,7 @@ def _prune_by_model(default, trials: list[Trial], sizes: dict, device, bar) -> N
     except Exception as e:       # the model only saves time: tune without it
         logger().warning("tuning: the cost model failed (%s: %s); timing every config",
                          type(e).__name__, e)
-        return
+        return None
     runnable = [e.seconds for e in estimates if e.seconds is not None]
     fastest = min(runnable, default=None)
     for trial, e in zip(trials, estimates):
@@ -228,6 +233,8 @@ def _prune_by_model(default, trials: list[Trial], sizes: dict, device, bar) -> N
             trial.pruned = e.why_not
         elif e.seconds is not None and e.seconds > MODEL_PRUNE * fastest:
             trial.pruned = f"model estimate {e.seconds / fastest:.1f}x the best"
+    chosen = pick(estimates, default.spec.constants)
+    return next((t for t, e in zip(trials, estimates) if e is chosen), None)
 
 
 def over_limits(kernel, limits: Target) -> str | None:
