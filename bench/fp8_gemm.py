@@ -70,6 +70,10 @@ def arguments():
                                        "before issue 18)")
     args = common.gemm_args(ap, report.SHAPES)
     args.shapes = list(args.shapes) + report.random_shapes(args.random)
+    if args.before and not all(os.path.isfile(os.path.join(args.before, *part)) for part in
+                               (("pyproject.toml",), ("tests", "test_fp8_gemm.py"))):
+        ap.error(f"--before {args.before}: not a commdsl tree with tests/test_fp8_gemm.py; "
+                 "make one with `git worktree add /tmp/before ac54502`")
     return args
 
 
@@ -158,8 +162,13 @@ def before_numbers(tree: str, shapes: list, iters: int) -> dict[tuple, dict]:
     if not small:
         return {}
     site = tempfile.mkdtemp(prefix="commdsl-before-")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "--no-build-isolation", "--target", site, tree], check=True)
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                                "--no-build-isolation", "--target", site, tree],
+                               capture_output=True, text=True)
+    if installed.returncode:     # the run goes on without the baseline, saying why
+        print(f"--before: pip could not install {tree}:\n{installed.stderr[-2000:]}",
+              file=sys.stderr)
+        return {}
     # The old package first on the path; the run's own (lark's wheel) after it.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [site] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
