@@ -1,6 +1,7 @@
 """fp8_gemm's tile shapes timed over many call shapes: the data the cost model is fitted to.
 
-    python bench/fp8_gemm_sweep.py                 # bench/fp8_gemm.py's 19 shapes
+    python bench/fp8_gemm_sweep.py                 # bench/fp8_gemm.py's 19 shapes, and
+                                                   # M in 1, 8, 16, 32 at its (N, K) pairs
     python bench/fp8_gemm_sweep.py --shapes 4096,2112,7168 --iters 20
 
 Per shape, every BM x BN x STAGES x CLUSTER of the source's tune lists that compiles (GROUP
@@ -34,6 +35,9 @@ from commdsl.tune.space import search_space  # noqa: E402
 
 TOLERANCE = 2e-3
 SWEPT = ("BM", "BN", "STAGES", "CLUSTER")      # GROUP and PROMOTE stay the source's
+# Decode-sized M, where the fixed shapes have none: there the A tile is mostly out of bounds,
+# and many CTAs read the same few rows of A.
+TINY_M_SHAPES = [(m, n, k) for m in (1, 8, 16, 32) for n, k in report.NK_PAIRS]
 
 
 def kernels() -> dict[str, object]:
@@ -51,7 +55,7 @@ def kernels() -> dict[str, object]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    args = common.gemm_args(ap, report.SHAPES)
+    args = common.gemm_args(ap, report.SHAPES + TINY_M_SHAPES)
     started = time.perf_counter()
     tiles = kernels()
     print(f"{len(tiles)} tile configs compiled in {time.perf_counter() - started:.0f} s",

@@ -130,7 +130,8 @@ GRID = {"mma_efficiency": [0.5, 0.55, 0.6, 0.65, 0.7, 0.75],
         "memory_latency_s": [0.5e-6, 0.75e-6, 1.0e-6, 1.5e-6, 2e-6, 3e-6],
         "unit_overhead_s": [0.5e-6, 1e-6, 2e-6, 3e-6],
         "launch_s": [3e-6, 6e-6, 9e-6, 12e-6],
-        "memory_overlap_norm": [3.0, 4.0, 6.0, 8.0, 16.0]}
+        "memory_overlap_norm": [3.0, 4.0, 6.0, 8.0, 16.0],
+        "oob_bytes_per_s": [1e12, 1.5e12, 2e12, 2.5e12, 3e12, 4e12, 6e12]}
 
 
 def fit(model: Model, shapes: list[Shape]):

@@ -82,7 +82,8 @@ def _sweep(payload: dict) -> Chart | None:
             "best tile": tflops[-1], "median tile": tflops[len(tflops) // 2],
             "128 x 128, 5 stages": 2 * m * n * k / e["ms"][default] / 1e9
             if default in e["ms"] else math.nan}
-    return Chart(f"{_on(payload)}: every BM x BN x STAGES x CLUSTER", "TFLOP/s", groups)
+    return Chart(f"{_on(payload)}: every BM x BN x STAGES x CLUSTER", "TFLOP/s (log)", groups,
+                 log=True)                  # M = 1 to 8192: 1 to 1400 TFLOP/s
 
 
 def _overlap(payload: dict) -> Chart | None:
@@ -245,7 +246,8 @@ def draw(c: Chart, path: str) -> None:
     series = list(dict.fromkeys(s for bars in c.groups.values() for s in bars))
     single = len(c.groups) == 1
     count = len(series) if single else len(c.groups) * len(series)
-    fig = Figure(figsize=(max(6.0, 1.5 + 0.55 * count), 4.2), layout="constrained")
+    # no wider than a screen: past that, thinner bars
+    fig = Figure(figsize=(min(24.0, max(6.0, 1.5 + 0.55 * count)), 4.2), layout="constrained")
     ax = fig.subplots()
     if single:
         (bars,) = c.groups.values()

@@ -140,6 +140,39 @@ def test_more_stages_keep_more_bytes_in_flight_where_loads_bind():
     assert five.bound == "stream" and eight.seconds < five.seconds
 
 
+def test_tma_boxes_past_the_edge_count_and_make_thin_tiles_slow_at_tiny_m():
+    """An H100 sweep (2026-12-07) at 1 x 4096 x 7168: BM = 64 tiles 16 wide ran 1.7x the time
+    they take at M = 64, 128 wide as fast: the 63 rows of each A box past M are still moved,
+    by a few L2 slices; the more tiles, the more such rows."""
+    text = open(FP8_GEMM).read()
+    prof = profile(text, FP8_GEMM, None, {"BM": 64, "BN": 16, "STAGES": 8}, "sm_90a")
+    work = prof.work({"M": 3, "N": 4096, "K": 7168}, H100.sms)
+    a = next(x for x in work.accesses if x.tensor == "a")
+    assert a.out_of_bounds_bytes == a.bytes * 61 // 64
+    b = next(x for x in work.accesses if x.tensor == "b")
+    assert b.out_of_bounds_bytes == 0
+    wide = {"M": 64, "N": 4096, "K": 7168}
+    assert gemm_estimate(wide, BM=64, BN=16, STAGES=8).out_of_bounds_s == 0
+    tiny = {"M": 1, "N": 4096, "K": 7168}
+    thin, broad = (gemm_estimate(tiny, BM=64, BN=bn, STAGES=8) for bn in (16, 128))
+    assert thin.bound == "out-of-bounds" and "out of bounds" in thin.terms()
+    assert thin.seconds > 1.5 * broad.seconds
+    choice = gemm_choice({"BM": [64], "BN": [16, 32, 64, 128]}, **tiny)
+    assert choice.config["BN"] >= 64, choice.table()
+
+
+def test_a_pipeline_just_deep_enough_still_costs_where_compute_binds():
+    """4096 x 2112 x 7168, BM = 192, BN = 128: 4 stages ran 3% faster than 3 on an H100
+    (2026-12-07), though the tensor cores bind both: a near tie of the SM's terms slows it,
+    as a near tie with DRAM does."""
+    sizes = {"M": 4096, "N": 2112, "K": 7168}
+    three, four = (gemm_estimate(sizes, BM=192, BN=128, STAGES=s) for s in (3, 4))
+    assert three.bound == four.bound == "compute"
+    assert four.seconds < three.seconds < four.seconds * 1.05
+    choice = gemm_choice({"BM": [192], "BN": [128], "STAGES": [3, 4]}, **sizes)
+    assert choice.config["STAGES"] == 4, choice.table()
+
+
 def test_narrow_mma_tiles_are_slower_per_flop():
     eff = [mma_shape_efficiency(n, "e4m3", H100, SM90A) for n in (16, 32, 64, 128)]
     assert eff == sorted(eff) and eff[0] < 0.5 and eff[-1] == 1.0
@@ -163,8 +196,8 @@ def test_the_model_agrees_with_the_timings_recorded_on_an_h100():
     best: no pick is far off, and on most shapes it is the best."""
     rows = model_agreement.agreement(model_agreement.Model(), model_agreement.recorded_shapes())
     slowdowns = [r["slowdown"] for r in rows]
-    assert len(rows) >= 13
-    assert max(slowdowns) < 1.20, rows
+    assert len(rows) >= 40
+    assert max(slowdowns) < 1.10, rows
     assert math.exp(sum(map(math.log, slowdowns)) / len(slowdowns)) < 1.05
     assert sum(s < 1.03 for s in slowdowns) >= len(rows) * 2 // 3
 

@@ -58,6 +58,10 @@ class Machine:
     # (2026-12-07): with the max, 64x24576x1536's configs all tied on DRAM and the pick ran
     # 1.08x the best; at p = 6, 1.04x at worst over the 19 shapes; p <= 4 misranks act_quant
     memory_overlap_norm: float = 6.0
+    # What the whole part moves per second of TMA box bytes past a tensor's edge: zeros, but
+    # moved and served by a few L2 slices (H100, 2026-12-07: bench/fp8_gemm_sweep.py at M =
+    # 1 to 32, where thin tiles ran up to 1.7x slower than at M = 64)
+    oob_bytes_per_s: float = 2.5e12
     memory_latency_s: float = 1.0e-6   # from issuing a global load to its data, under load
     unit_overhead_s: float = 2.0e-6    # per tile or CTA wave: pipeline fill, epilogue drain
     launch_s: float = 6e-6             # one launch: its ramp, and the host cost the recorded

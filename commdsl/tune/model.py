@@ -20,16 +20,26 @@ part (tune/machine.py). The estimate is a roofline over waves of work units:
                a K step whose promotion the passes could not overlap with the next step's
                wgmmas runs at the part's unoverlapped_promotion of that
     stream     per unit, the bytes its loads and stores move between L2 and the SM, at what
-               one SM pulls (or what its bytes in flight cover in one memory latency, if
-               less: Little's law); loads a CTA pair shares through TMA multicast count half
-    SM time    waves x (per SM x max(compute, stream) + the unit's fill/drain overhead)
+               one SM pulls, and at what its bytes in flight cover in one memory latency
+               (Little's law), the two combined as below; loads a CTA pair shares through
+               TMA multicast count half
+    SM time    waves x (per SM x (compute^p + stream^p)^(1/p) + the unit's fill/drain
+               overhead)
+    out of     the bytes of TMA boxes that lie past a tensor's edge (a 64-row A tile over
+    bounds     M = 1 row), all units, at the part's oob_bytes_per_s: the TMA still moves
+               them, and on an H100 they pile onto a few L2 slices (ncu, M = 1: the
+               busiest slice served 2.4x the mean sectors, 1.06x at M = 64), so many thin
+               tiles over a tiny M are slow
     DRAM       bytes from HBM / its bandwidth. A tensor that fits in half of L2 is read
                from HBM once; otherwise each wave reads what its tiles touch: with a
                rasterized persistent order (GROUP rows at a time) a wave of W tiles spans
                GROUP rows and W / GROUP columns, so loads that depend on the row alone are
                read GROUP times less often than without the raster
-    time       launch + (SM time^p + DRAM^p)^(1/p), p the part's memory_overlap_norm: near
-               a tie each slows the other; "bound" names the largest term
+    time       launch + (SM time^p + DRAM^p + out of bounds^p)^(1/p), p the part's
+               memory_overlap_norm: near a tie each slows the other (a pipeline just deep
+               enough stalls on every late load; a 3-stage ring ran 3% slower than a
+               4-stage one at 4096 x 2112 x 7168, compute-bound both); "bound" names the
+               largest term
 
 Simple on purpose: each term is one line of arithmetic an engineer can check by hand, and
 `commdsl tune --explain` prints them all.
@@ -61,6 +71,7 @@ class Estimate:
     stream_s: float = 0.0            # its L2 <-> SM part (all waves)
     overhead_s: float = 0.0          # fill and drain, all waves
     dram_s: float = 0.0
+    out_of_bounds_s: float = 0.0
     bound: str = ""
     unoverlapped: bool = False       # compute charged for a promotion without overlap
     direct_stores: bool = False      # and for consumers storing from registers
@@ -71,9 +82,11 @@ class Estimate:
         notes = [note for note, on in (("promotion not overlapped", self.unoverlapped),
                                        ("stores from registers", self.direct_stores)) if on]
         compute = _us(self.compute_s) + (f" ({', '.join(notes)})" if notes else "")
+        outside = (f", out of bounds {_us(self.out_of_bounds_s)}"
+                   if self.out_of_bounds_s else "")
         return (f"{self.units} units, {self.per_sm}/SM ({self.occupancy_limit}), "
                 f"{self.waves} waves, last {self.last_wave_fill:.0%} full; compute "
-                f"{compute}, stream {_us(self.stream_s)}, DRAM {_us(self.dram_s)}"
+                f"{compute}, stream {_us(self.stream_s)}, DRAM {_us(self.dram_s)}{outside}"
                 f", overhead {_us(self.overhead_s)}: {self.bound}-bound")
 
 
@@ -109,14 +122,17 @@ def estimate(profile: KernelProfile, sizes: dict[str, int], machine: Machine,
     est.overhead_s = est.waves * machine.unit_overhead_s
     est.dram_s = _dram_bytes(work, slots, machine) / (machine.hbm_bytes_per_s *
                                                       machine.hbm_efficiency)
-    sm_time = max(est.compute_s, est.stream_s) + est.overhead_s
+    est.out_of_bounds_s = (work.units * sum(a.out_of_bounds_bytes for a in work.accesses) /
+                           machine.oob_bytes_per_s)
+    p = machine.memory_overlap_norm
+    sm_time = _norm((est.compute_s, est.stream_s), p) + est.overhead_s
     # each CTA of a cluster waits on the slowest of its pair, whatever binds them
     paired = machine.cluster_efficiency if work.cluster > 1 else 1.0
-    p = machine.memory_overlap_norm
-    est.seconds = machine.launch_s + (sm_time ** p + est.dram_s ** p) ** (1 / p) / paired
+    shared = _norm((sm_time, est.dram_s, est.out_of_bounds_s), p)
+    est.seconds = machine.launch_s + shared / paired
     est.bound = max((("compute", est.compute_s), ("stream", est.stream_s),
-                     ("DRAM", est.dram_s), ("overhead", est.overhead_s)),
-                    key=lambda term: term[1])[0]
+                     ("DRAM", est.dram_s), ("out-of-bounds", est.out_of_bounds_s),
+                     ("overhead", est.overhead_s)), key=lambda term: term[1])[0]
     return est
 
 
@@ -173,9 +189,10 @@ def _compute_per_unit(work: Work, machine: Machine, limits: Target) -> float:
 
 def _stream_per_unit(work: Work, machine: Machine, per_sm: int) -> float:
     """Seconds one SM takes to move one unit's bytes while `per_sm` units share it: what it
-    pulls from L2 at its stream rate, or what lands in its shared memory at the rate its
-    bytes in flight allow, whichever is slower. A multicast tile is pulled half by each CTA
-    of a pair, but lands whole in both: it saves L2 reads, not latency."""
+    pulls from L2 at its stream rate, and what lands in its shared memory at the rate its
+    bytes in flight allow, combined as the model's other near-ties. A multicast tile is
+    pulled half by each CTA of a pair, but lands whole in both: it saves L2 reads, not
+    latency."""
     moved = received = 0.0
     last_axis = len(work.tiles) - 1 if work.tiles else None
     for a in work.accesses:
@@ -186,7 +203,7 @@ def _stream_per_unit(work: Work, machine: Machine, per_sm: int) -> float:
     seconds = moved / machine.sm_load_bytes_per_s
     if work.in_flight_bytes:
         in_flight = per_sm * work.in_flight_bytes / machine.memory_latency_s
-        seconds = max(seconds, received / in_flight)
+        seconds = _norm((seconds, received / in_flight), machine.memory_overlap_norm)
     return seconds
 
 
@@ -214,6 +231,12 @@ def _per_wave_reads(work: Work, axes: frozenset[int], wave: int) -> int:
     wave_rows = min(rows, group * math.ceil(wave / (group * cols)))
     wave_cols = min(cols, math.ceil(wave / group))
     return wave_rows if axes == {0} else wave_cols
+
+
+def _norm(terms, p: float) -> float:
+    """The p-norm of resource times that overlap: the largest when one dominates, more near
+    a tie, where each stalls the other."""
+    return sum(t ** p for t in terms) ** (1 / p)
 
 
 def _us(seconds: float) -> str:

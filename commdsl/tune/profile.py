@@ -9,7 +9,9 @@ loops, loads, stores and `mma`s. `KernelProfile.work(sizes)` walks that IR for o
 shape and counts, per work unit (an output tile of a persistent loop, else one CTA):
 
 - the bytes each load and store moves (tile bytes x the trip counts of its loops), which
-  tile coordinates its indices depend on (for L2 reuse), and whether it is a TMA load;
+  tile coordinates its indices depend on (for L2 reuse), whether it is a TMA load, and how
+  much of a TMA box lies out of bounds (boxes walked over a dimension cover it rounded up
+  to whole boxes);
 - the bytes in flight at once: the reads of one loop iteration x the loop's pipeline depth;
 - the tensor-core FLOPs of each `mma` (2 x M x N x K x trips) and its N (narrow is slow);
 - from the passes: whether a product promoted once a K step had its promotion overlapped
@@ -41,6 +43,8 @@ class Access:
     axes: frozenset[int]          # the tile coordinates its indices depend on
     tma: bool
     writes: bool
+    out_of_bounds_bytes: int = 0  # of `bytes`, what lies past the tensor's edges (a box of
+                                  # 64 rows over M = 3 rows: 61 of them)
 
 
 @dataclass(frozen=True)
@@ -242,9 +246,16 @@ class _Walk:
         moved = op.results[0].type if reads else op.operands[-1].type
         axes = frozenset().union(*(self._axes(v) for v in op.operands[1:]))
         ttype = tensor.type
-        tensor_bytes = math.prod(d.evaluate(self.sizes) for d in ttype.dims) * _bytes(ttype)
-        return Access(tensor.name, _numel(moved) * _bytes(moved) * trips, tensor_bytes, axes,
-                      op.attrs.get("via") == "tma", writes and not reads)
+        dims = [d.evaluate(self.sizes) for d in ttype.dims]
+        tensor_bytes = math.prod(dims) * _bytes(ttype)
+        nbytes, tma = _numel(moved) * _bytes(moved) * trips, op.attrs.get("via") == "tma"
+        outside = 0
+        if tma and reads:
+            inside = math.prod(d / (-(-d // box) * box) for d, box
+                               in zip(dims, op.attrs.get("sizes") or ()) if box and d)
+            outside = round(nbytes * (1 - inside))
+        return Access(tensor.name, nbytes, tensor_bytes, axes, tma, writes and not reads,
+                      outside)
 
     def _mma(self, op, trips: int) -> Mma:
         a, b = op.operands[0].type, op.operands[1].type
