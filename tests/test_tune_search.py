@@ -212,6 +212,20 @@ def test_a_kept_trial_is_timed_in_every_rung_and_can_win():
     assert search.best(trials) is favourite and favourite.effort == 1.0
 
 
+def test_the_models_pick_keeps_its_place_unless_beaten_by_more_than_noise():
+    trials = [Trial({"A": a}) for a in range(3)]
+    incumbent, challenger, slow = trials
+    for trial, ms in zip(trials, (1.0, 0.995, 1.2)):
+        trial.ms, trial.effort = ms, 1.0
+    assert search.best(trials) is challenger
+    assert search.best(trials, incumbent=incumbent) is incumbent
+    challenger.ms = 0.98
+    assert search.best(trials, incumbent=incumbent) is challenger
+    incumbent.effort = 1 / 3                       # dropped before the last rung: not compared
+    challenger.ms = 0.995
+    assert search.best(trials, incumbent=incumbent) is challenger
+
+
 def test_a_saved_choice_is_per_search():
     timer = EffortTimer()
     for method in ["exhaustive", "halving", "halving"]:

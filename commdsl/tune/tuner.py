@@ -201,7 +201,7 @@ def _run_trials(default, space, args: tuple, kwargs: dict, bound, timer, progres
     # The model's pick is timed in every rung: a short, noisy first measurement must not
     # drop the config a user gets without tuning (tuning is to beat it, not lose to it).
     run_plan(candidates, rungs, measure, keep=[t for t in candidates if t is favourite])
-    winner = best(trials)
+    winner = best(trials, incumbent=favourite)
     bar.close(f"best {_label(winner.config)}: {winner.ms:.4f} ms" if winner
               else "no config could be timed")
     return trials, kernels, winner
