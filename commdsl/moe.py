@@ -98,12 +98,13 @@ def layout(all_routes, rank: int, num_experts: int, num_tokens: int):
 class MoeBuffer:
     """Symmetric buffers and kernels for dispatch/combine among the ranks of `group` (one
     host). `dispatch_config`/`combine_config` set the kernels' tune constants (SMS, ROWS,
-    CHUNK); `tune()` picks them on the device."""
+    CHUNK); `tune()` picks them on the device. `backend`: torch's symmetric-memory backend,
+    "CUDA" or "NVSHMEM" (runtime/symmetric.py; default COMMDSL_SYMM_BACKEND, else CUDA)."""
 
     def __init__(self, group=None, *, max_tokens: int, hidden: int, num_experts: int,
                  topk: int, fp8: bool = False, timeout_s: float = 30.0,
                  dispatch_config: dict | None = None, combine_config: dict | None = None,
-                 peer_loads: str | None = None):
+                 peer_loads: str | None = None, backend: str | None = None):
         import torch.distributed as dist
         world = dist.get_world_size(group)
         if num_experts % world:
@@ -121,7 +122,7 @@ class MoeBuffer:
                    RegionSpec("y", (world * max_tokens, hidden), "bf16")]
         if fp8:
             regions.append(RegionSpec("xs", (max_tokens, hidden // 128), "f32"))
-        self.comm = Comm(group, "moe", config, regions, timeout_s=timeout_s)
+        self.comm = Comm(group, "moe", config, regions, timeout_s=timeout_s, backend=backend)
         self.route_kernel = load_comm(self.comm, DISPATCH_SOURCE, "moe_route", self.options,
                                       C=2 * topk)
         self.dispatch_kernel = self.combine_kernel = None

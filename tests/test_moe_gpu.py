@@ -1,10 +1,11 @@
-"""On two GPUs of one host: MoE dispatch delivers exactly the tokens, scales and indices a
-torch reference computes (bit for bit), combine matches a float64 reference within 5e-3
-relative error, and a rank that skips a call ends in a CommError within the timeout.
+"""On one host's GPUs: MoE dispatch delivers exactly the tokens, scales and indices a torch
+reference computes (bit for bit), combine matches a float64 reference within 5e-3 relative
+error, on torch's CUDA symmetric-memory backend over 1 rank and 2 and its NVSHMEM one over 2
+(its rendezvous needs 2); and a rank that skips a call ends in a CommError within the timeout.
 
-Each test spawns two processes (NCCL, one GPU each); a worker reports failures as text, so
-the assertion here shows every rank's problem. Run with NCCL_NVLS_ENABLE=0 and
-TORCH_SYMM_MEM_DISABLE_MULTICAST=1 (bench/moe_check.sh sets both).
+Each test spawns a process per rank (NCCL, one GPU each); a worker reports failures as text, so
+the assertion here shows every rank's problem. NVLink multicast stays off (NCCL_NVLS_ENABLE=0,
+TORCH_SYMM_MEM_DISABLE_MULTICAST=1, NVSHMEM_DISABLE_NVLS=1, set here as bench/moe_check.sh does).
 """
 import multiprocessing
 import os
@@ -31,6 +32,7 @@ def _spawn(target, *args, world=2, timeout=240):
         pytest.skip(f"needs {world} GPUs")
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
     os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
+    os.environ.setdefault("NVSHMEM_DISABLE_NVLS", "1")
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     port = _free_port()
@@ -89,14 +91,14 @@ def expert_output(recv_x, recv_ids, recv_weights, rank, world):
     return (recv_x.float() * (recv_weights * gain).sum(1, keepdim=True)).to(torch.bfloat16)
 
 
-def check_dispatch_combine(rank, world, cases):
+def check_dispatch_combine(rank, world, cases, backend):
     import torch
 
     from commdsl.moe import MoeBuffer
     problems = []
     for fp8 in (False, True):
         buf = MoeBuffer(max_tokens=max(t for t, _ in cases), hidden=HIDDEN, num_experts=EXPERTS,
-                        topk=TOPK, fp8=fp8, timeout_s=20)
+                        topk=TOPK, fp8=fp8, timeout_s=20, backend=backend)
         per = EXPERTS // world
         for tokens, seed in cases:
             name = f"{'fp8' if fp8 else 'bf16'} T={tokens}"
@@ -170,9 +172,19 @@ def check_dispatch_combine(rank, world, cases):
     return problems
 
 
-def test_dispatch_and_combine_match_torch():
+@pytest.mark.parametrize("world", [1, 2])
+@pytest.mark.parametrize("backend", ["CUDA", "NVSHMEM"])
+def test_dispatch_and_combine_match_torch(backend, world):
+    """World 1 runs where one GPU is lent: the rank reads and writes its own heap through
+    the same symmetric tables and flags (CUDA backend only)."""
+    import torch.distributed._symmetric_memory as symm_mem
+    if backend == "NVSHMEM" and not symm_mem.is_nvshmem_available():
+        pytest.skip("this torch has no NVSHMEM")
+    if backend == "NVSHMEM" and world == 1:
+        pytest.skip("torch's NVSHMEM rendezvous needs 2 ranks (a Comm says so: "
+                    "test_symmetric_backend.py)")
     cases = [(1, 1), (128, 2), (4096, 3)]
-    out = _spawn(check_dispatch_combine, cases)
+    out = _spawn(check_dispatch_combine, cases, backend, world=world)
     problems = [p for r in sorted(out) for p in out[r]]
     assert not problems, "\n".join(problems)
 

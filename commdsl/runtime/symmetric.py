@@ -14,6 +14,14 @@ on every rank. The heap's peer addresses (`buffer_ptrs`) and the signal pads
 per-rank base addresses. NVLink multicast is never used (TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 is set before the first allocation).
 
+The heap comes from one of torch's backends, `backend=` or COMMDSL_SYMM_BACKEND: "CUDA"
+(the default: CUDA IPC between the GPUs of one host) or "NVSHMEM" (its bootstrap over the
+process group; NVSHMEM_DISABLE_NVLS=1 and NCCL_NVLS_ENABLE=0 set first, as multicast is).
+The kernels move data by loads and stores to peer addresses, so every rank must be
+reachable that way: with CUDA, ranks on different hosts are refused at the handshake; with
+NVSHMEM, whatever peer it maps (an NVLink domain may span hosts) is accepted and a peer it
+cannot map is named after the rendezvous.
+
 Epochs: the n-th communication launch of every rank carries epoch n, and its kernel's first
 act is to announce the epoch to all ranks and wait until all have announced it. A region is
 double-buffered by the parity of its uses, so a rank writes into one copy while the others
@@ -33,10 +41,17 @@ from ..spec import COMM_PARAMS, SPECIALIZE_DIVISOR
 from .launcher import Launcher
 
 DEFAULT_TIMEOUT_S = 30.0
+BACKENDS = ("CUDA", "NVSHMEM")
+BACKEND_ENV = "COMMDSL_SYMM_BACKEND"
+# Set before the first allocation: commdsl's kernels never use NVLink multicast (KINDS.md).
+NO_MULTICAST = {"CUDA": {"TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"},
+                "NVSHMEM": {"TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1",
+                            "NCCL_NVLS_ENABLE": "0"}}
 # The flags live in each rank's signal pad, past the words torch's own barrier uses.
 FLAGS_OFFSET = 4096
 STATUS_WORDS = 4          # backends/ptx/comm.py: 1 (timed out), flag index, epoch, value seen
 _sequence: dict[str, itertools.count] = {}
+_allocated_with: str | None = None     # the backend of this process's first heap
 
 
 class CommError(CommdslError):
@@ -46,11 +61,25 @@ class CommError(CommdslError):
 
 # ---- meeting --------------------------------------------------------------------------------
 
-def handshake(group, name: str, config: dict, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
+def symmetric_backend(backend: str | None) -> str:
+    """The symmetric-memory backend to use: `backend`, else COMMDSL_SYMM_BACKEND, else CUDA."""
+    chosen = backend if backend is not None else os.environ.get(BACKEND_ENV, "CUDA")
+    name = chosen.upper() if isinstance(chosen, str) else chosen
+    if name not in BACKENDS:
+        source = "backend" if backend is not None else BACKEND_ENV
+        raise CommError(f"{source}={chosen!r} is not a symmetric-memory backend commdsl "
+                        f"uses; write one of {', '.join(map(repr, BACKENDS))} (CUDA: the GPUs "
+                        "of one host; NVSHMEM: whatever its bootstrap maps)")
+    return name
+
+
+def handshake(group, name: str, config: dict, timeout_s: float = DEFAULT_TIMEOUT_S,
+              one_host: bool = True) -> int:
     """Every rank of `group` posts `config` (plain JSON values) and its host name under
     `name` in the group's store, then waits up to `timeout_s` for all others. Raises CommError
     naming the ranks that did not come, or the first setting on which two ranks differ, or
-    ranks on different hosts. Returns this rank. Works with any backend (gloo in CI)."""
+    (with `one_host`) ranks on different hosts. Returns this rank. Works with any backend
+    (gloo in CI)."""
     import datetime
 
     import torch.distributed as dist
@@ -78,10 +107,11 @@ def handshake(group, name: str, config: dict, timeout_s: float = DEFAULT_TIMEOUT
                 raise CommError(f"{name}: ranks disagree on {key}: rank {rank} has {a!r}, "
                                 f"rank {r} has {b!r}; every rank must create it with the same "
                                 "settings")
-        if other["host"] != mine["host"]:
+        if one_host and other["host"] != mine["host"]:
             raise CommError(f"{name}: rank {r} runs on {other['host']} but rank {rank} on "
                             f"{mine['host']}; peer memory reaches the GPUs of one host only "
-                            "(a process group per node; docs/multinode.md)")
+                            "with the CUDA backend (a process group per node, or "
+                            "backend='NVSHMEM' where it maps them; docs/multinode.md)")
     return rank
 
 
@@ -116,22 +146,26 @@ class Comm:
     """One host's ranks, their symmetric heap and flags, and the epochs of their launches."""
 
     def __init__(self, group, name: str, config: dict, regions: list[RegionSpec], *,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, device=None):
+                 timeout_s: float = DEFAULT_TIMEOUT_S, device=None, backend: str | None = None):
         import torch
         import torch.distributed as dist
+        self.backend = symmetric_backend(backend)
         self.group = group or dist.group.WORLD
         self.name, self.timeout_s = name, timeout_s
         layout = [(r.name, list(r.shape), r.dtype, r.copies) for r in regions]
-        self.rank = handshake(self.group, name, {**config, "regions": layout}, timeout_s)
+        self.rank = handshake(self.group, name, {**config, "regions": layout,
+                                                 "backend": self.backend}, timeout_s,
+                              one_host=self.backend == "CUDA")
         self.world = dist.get_world_size(self.group)
+        if self.backend == "NVSHMEM" and self.world < 2:
+            # torch's NVSHMEM rendezvous asserts global_ranks.size() > 1 (torch 2.11, H100)
+            raise CommError(f"{name}: backend='NVSHMEM' needs 2 ranks or more in torch; a "
+                            "single rank takes backend='CUDA'")
         self.device = torch.device("cuda", torch.cuda.current_device()) if device is None \
             else torch.device(device)
-        os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
         import torch.distributed._symmetric_memory as symm_mem
         from ..dtypes import dtype as dtype_info, torch_dtype
-        if symm_mem.get_backend(self.device) is None:
-            # CUDA IPC mappings between the GPUs of one host (not NVSHMEM's bootstrap).
-            symm_mem.set_backend("CUDA")
+        _use_backend(symm_mem, self.backend, self.device)
         offsets, total = [], 0
         for r in regions:
             nbytes = dtype_info(r.dtype).bytes
@@ -141,7 +175,15 @@ class Comm:
                 offsets.append(total)
                 total += -(-nbytes // 256) * 256          # 256-byte aligned copies
         self.heap = symm_mem.empty(max(total, 256), dtype=torch.uint8, device=self.device)
+        global _allocated_with
+        _allocated_with = self.backend
         self.handle = symm_mem.rendezvous(self.heap, self.group)
+        unreachable = [r for r, address in enumerate(self.handle.buffer_ptrs) if not address]
+        if unreachable:
+            raise CommError(f"{name}: {self.backend} maps no address for rank(s) "
+                            f"{', '.join(map(str, unreachable))} on rank {self.rank}: commdsl's "
+                            "kernels reach peers by loads and stores, so every rank must "
+                            "share a load/store domain (NVLink) with every other")
         self.regions: dict[str, Region] = {}
         it = iter(offsets)
         for r in regions:
@@ -213,6 +255,28 @@ class Comm:
                 "matching call (every rank must call the same communication operations in "
                 "the same order)")
             raise self.broken
+
+
+def _use_backend(symm_mem, backend: str, device) -> None:
+    """Makes `backend` this process's symmetric-memory backend: torch keeps one a process
+    once it allocated (its get_backend names its default, CUDA, before anything is set, so
+    what this process allocated with is remembered here)."""
+    for key, value in NO_MULTICAST[backend].items():
+        os.environ.setdefault(key, value)
+    if _allocated_with not in (None, backend):
+        raise CommError(f"this process's symmetric memory already uses {_allocated_with}, and "
+                        f"torch allows one backend a process; create every Comm with backend="
+                        f"{_allocated_with!r} (or set {BACKEND_ENV} before the first)")
+    if backend == "NVSHMEM" and not symm_mem.is_nvshmem_available():
+        raise CommError("backend='NVSHMEM': this torch build or machine has no NVSHMEM; use "
+                        "backend='CUDA' for the GPUs of one host")
+    current = symm_mem.get_backend(device)
+    if (current or "").upper() != backend:
+        try:
+            symm_mem.set_backend(backend)
+        except RuntimeError as e:       # something else in the process allocated already
+            raise CommError(f"torch keeps its symmetric memory on {current} in this process "
+                            f"({e}); create every Comm with backend={current!r}") from None
 
 
 # ---- launching -----------------------------------------------------------------------------
