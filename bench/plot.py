@@ -172,9 +172,16 @@ def _moe(payload: dict) -> Chart | None:
     ranks = payload.get("ranks")
     if not isinstance(ranks, list) or not ranks or "copy_engine_gbs" not in ranks[0]:
         return None
-    groups = {name: {"commdsl": min(r[name]["gbs"] for r in ranks),
-                     "NCCL all_to_all (bus bw)": min(r[name]["nccl_busbw_gbs"] for r in ranks)}
-              for name in ("dispatch", "combine")}
+    groups = {}
+    for name in ("dispatch", "dispatch_fp8", "combine"):
+        if name not in ranks[0]:
+            continue                                 # results from before FP8 was timed
+        bars = {"commdsl": min(r[name]["gbs"] for r in ranks)}
+        if "ceilings" in ranks[0]:
+            bars["SMs' pull ceiling, same SMs"] = min(r["ceilings"][name]["pull_gbs"]
+                                                      for r in ranks)
+        bars["NCCL all_to_all (bus bw)"] = min(r[name]["nccl_busbw_gbs"] for r in ranks)
+        groups[name] = bars
     return Chart(f"{_on(payload)}, {len(ranks)} ranks: the slowest rank", "GB/s per direction",
                  groups, ("copy engine into the peer", min(r["copy_engine_gbs"] for r in ranks)))
 
