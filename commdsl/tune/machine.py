@@ -62,8 +62,14 @@ class Machine:
     # moved and served by a few L2 slices (H100, 2026-12-07: bench/fp8_gemm_sweep.py at M =
     # 1 to 32, where thin tiles ran up to 1.7x slower than at M = 64)
     oob_bytes_per_s: float = 2.5e12
-    memory_latency_s: float = 1.0e-6   # from issuing a global load to its data, under load
-    unit_overhead_s: float = 2.0e-6    # per tile or CTA wave: pipeline fill, epilogue drain
+    memory_latency_s: float = 1.0e-6   # from issuing a TMA load to its data in a consumer's
+                                       # hands (the mbarrier round trip included), under load
+    # From issuing a plain ld.global to its data, under load: no TMA unit or mbarrier on the
+    # way. Fitted with act_quant's sweeps (2026-12-07): at 1 us its 8-warp CTAs looked short
+    # of bytes in flight and the model picked 1-warp ones, 2-3% slower
+    load_latency_s: float = 0.75e-6
+    unit_overhead_s: float = 2.0e-6    # per tile wave, or once for a grid: pipeline fill and
+                                       # epilogue drain (a grid's next CTA starts as one retires)
     launch_s: float = 6e-6             # one launch: its ramp, and the host cost the recorded
                                        # act_quant benches did not hide (5.9-21 us in DESIGN.md)
 

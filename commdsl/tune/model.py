@@ -21,10 +21,12 @@ part (tune/machine.py). The estimate is a roofline over waves of work units:
                wgmmas runs at the part's unoverlapped_promotion of that
     stream     per unit, the bytes its loads and stores move between L2 and the SM, at what
                one SM pulls, and at what its bytes in flight cover in one memory latency
-               (Little's law), the two combined as below; loads a CTA pair shares through
+               (TMA's, or a plain load's where no load goes through TMA; Little's law),
+               the two combined as below; loads a CTA pair shares through
                TMA multicast count half
-    SM time    waves x (per SM x (compute^p + stream^p)^(1/p) + the unit's fill/drain
-               overhead)
+    SM time    waves x per SM x (compute^p + stream^p)^(1/p), plus the fill/drain overhead
+               once a wave of a persistent loop's tiles, once for a grid (its CTAs overlap
+               across waves)
     out of     the bytes of TMA boxes that lie past a tensor's edge (a 64-row A tile over
     bounds     M = 1 row), all units, at the part's oob_bytes_per_s: the TMA still moves
                them, and on an H100 they pile onto a few L2 slices (ncu, M = 1: the
@@ -119,7 +121,9 @@ def estimate(profile: KernelProfile, sizes: dict[str, int], machine: Machine,
     stream = _stream_per_unit(work, machine, busy)
     est.compute_s = est.waves * busy * compute
     est.stream_s = est.waves * busy * stream
-    est.overhead_s = est.waves * machine.unit_overhead_s
+    # A persistent loop's tiles drain and refill together, wave by wave; a grid's CTAs
+    # overlap across waves (an SM starts the next as one retires), so it fills once.
+    est.overhead_s = (est.waves if work.tiles is not None else 1) * machine.unit_overhead_s
     est.dram_s = _dram_bytes(work, slots, machine) / (machine.hbm_bytes_per_s *
                                                       machine.hbm_efficiency)
     est.out_of_bounds_s = (work.units * sum(a.out_of_bounds_bytes for a in work.accesses) /
@@ -202,7 +206,9 @@ def _stream_per_unit(work: Work, machine: Machine, per_sm: int) -> float:
         received += a.bytes
     seconds = moved / machine.sm_load_bytes_per_s
     if work.in_flight_bytes:
-        in_flight = per_sm * work.in_flight_bytes / machine.memory_latency_s
+        tma = any(a.tma for a in work.accesses if not a.writes)
+        latency = machine.memory_latency_s if tma else machine.load_latency_s
+        in_flight = per_sm * work.in_flight_bytes / latency
         seconds = _norm((seconds, received / in_flight), machine.memory_overlap_norm)
     return seconds
 
