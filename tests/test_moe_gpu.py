@@ -26,7 +26,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawn(target, *args, world=2, timeout=240):
+def _spawn(target, *args, world=2, timeout=240, reporting=None):
+    """Runs target(rank, world, *args) on `world` ranks; returns {rank: report} of the ranks
+    in `reporting` (default all: a rank that dies on purpose reports nothing)."""
     import torch
     if torch.cuda.device_count() < world:
         pytest.skip(f"needs {world} GPUs")
@@ -42,7 +44,7 @@ def _spawn(target, *args, world=2, timeout=240):
         p.start()
     out = {}
     try:
-        for _ in range(world):
+        for _ in range(world if reporting is None else len(reporting)):
             rank, report = results.get(timeout=timeout)
             out[rank] = report
     finally:
@@ -210,6 +212,33 @@ def skip_a_call(rank, world, timeout_s):
         ok = "rank 1" in str(e) and "moe_combine" in str(e) and seconds < timeout_s + 10
         return [] if ok else [f"rank 0: unclear or late ({seconds:.1f} s): {e}"]
     return ["rank 0: combine returned although rank 1 never called it"]
+
+
+def die_after_dispatch(rank, world, timeout_s):
+    import torch
+
+    from commdsl.moe import MoeBuffer
+    from commdsl.runtime.symmetric import CommError
+    buf = MoeBuffer(max_tokens=64, hidden=HIDDEN, num_experts=EXPERTS, topk=TOPK,
+                    timeout_s=timeout_s)
+    ids, w, x = routing(rank, 64, world, 7)
+    out = buf.dispatch(x.to(torch.bfloat16).cuda(), ids.cuda(), w.cuda())
+    torch.cuda.synchronize()
+    if rank == 1:
+        os._exit(3)                          # dies: no report, no goodbye to the group
+    start = time.monotonic()
+    try:
+        buf.combine(out.recv_x, out.handle)
+    except CommError as e:
+        seconds = time.monotonic() - start
+        ok = "rank 1" in str(e) and seconds < timeout_s + 10
+        return [] if ok else [f"rank 0: unclear or late ({seconds:.1f} s): {e}"]
+    return ["rank 0: combine returned although rank 1 had died"]
+
+
+def test_a_rank_that_dies_ends_the_others_in_an_error_within_the_timeout():
+    out = _spawn(die_after_dispatch, 3.0, timeout=120, reporting=[0])
+    assert out == {0: []}, out
 
 
 def test_a_rank_that_skips_a_call_ends_in_an_error_not_a_hang():

@@ -248,9 +248,12 @@ class Comm:
             # A handshake waits for its own epoch on rank `flag`'s flag; a tile flag (ag_gemm)
             # for the epoch of the launch that raises it.
             raiser = self._launched.get(target, "a communication kernel")
+            # The status does not say which flag tensor; a handshake's flag index is a rank.
+            whose = (f" (rank {flag}'s, if it was the launch's opening handshake)"
+                     if 0 <= flag < self.world else "")
             self.broken = CommError(
-                f"{self.name}: rank {self.rank} waited {self.timeout_s:g} s for flag {flag} to "
-                f"reach epoch {target} (that of {raiser}), but it stayed at {seen}: the "
+                f"{self.name}: rank {self.rank} waited {self.timeout_s:g} s for flag {flag}"
+                f"{whose} to reach epoch {target} (that of {raiser}), but it stayed at {seen}: the "
                 "launch that raises it did not run or failed, or a rank did not make the "
                 "matching call (every rank must call the same communication operations in "
                 "the same order)")

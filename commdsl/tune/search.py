@@ -8,10 +8,10 @@ halving: successive halving. Every config is timed with a short measurement (a s
 and so on, until the last rung times the few left with a full measurement; the winner is the
 best of that rung. The cost model's pick, which the tuner passes as `keep`, is timed in
 every rung whatever its rank, and stays the winner unless another beats it by more than
-timing noise (INCUMBENT_MARGIN), in either search. Each rung costs about as much as the last, so tuning n
-configs costs about (rungs x n / 3^(rungs - 1)) full measurements: 500 configs, 5 rungs,
-~6% of exhaustive. A space over SAMPLE_MAX configs is first cut to a random sample of that many
-(seeded: the same space gives the same sample).
+timing noise (INCUMBENT_MARGIN), in either search. Each rung costs about as much as the
+last, so tuning n configs costs about (rungs x n / 3^(rungs - 1)) full measurements: 500
+configs, 5 rungs, ~6% of exhaustive. A space over SAMPLE_MAX configs is first cut to a
+random sample of that many (seeded: the same space gives the same sample).
 
 auto: exhaustive up to EXHAUSTIVE_MAX configs, halving above. Up to 64 configs, exhaustive
 timing takes ~8 s on the GPU (64 x ~125 ms), no more than compiling them does, while halving
