@@ -22,8 +22,8 @@ part (tune/machine.py). The estimate is a roofline over waves of work units:
     stream     per unit, the bytes its loads and stores move between L2 and the SM, at what
                one SM pulls, and at what its bytes in flight cover in one memory latency
                (TMA's, or a plain load's where no load goes through TMA; Little's law),
-               the two combined as below; loads a CTA pair shares through
-               TMA multicast count half
+               the two combined as below; loads a CTA pair shares through TMA multicast
+               count half
     SM time    waves x per SM x (compute^p + stream^p)^(1/p), plus the fill/drain overhead
                once a wave of a persistent loop's tiles, once for a grid (its CTAs overlap
                across waves)
@@ -73,7 +73,7 @@ class Estimate:
     stream_s: float = 0.0            # its L2 <-> SM part (all waves)
     overhead_s: float = 0.0          # fill and drain, all waves
     dram_s: float = 0.0
-    out_of_bounds_s: float = 0.0
+    out_of_bounds_s: float = 0.0     # TMA box bytes past the tensors' edges, all units
     bound: str = ""
     unoverlapped: bool = False       # compute charged for a promotion without overlap
     direct_stores: bool = False      # and for consumers storing from registers
