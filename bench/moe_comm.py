@@ -108,7 +108,7 @@ def run(rank, world, port, args, results):
     for name, (b, kernel, stage, launch) in kernels.items():
         out[name] = tuned_and_timed(b, kernel, stage, launch)
         out[name]["gbs"] = crossing[name] * row_bytes[name] / out[name]["ms"] / 1e6
-    out["ceilings"] = ceilings(world, {n: (out[n]["tuned"]["SMS"],
+    out["ceilings"] = ceilings({n: (out[n]["tuned"]["SMS"],
                                            crossing[n] * row_bytes[n]) for n in KERNELS}, h)
 
     # --- NCCL all_to_all_single moving the same rows: tokens out, expert outputs back -----
@@ -162,7 +162,7 @@ def tuned_and_timed(buf, kernel: str, stage, launch) -> dict:
             "sweep": sweep, "ms": ms}
 
 
-def ceilings(world: int, wanted: dict, hidden: int) -> dict:
+def ceilings(wanted: dict, hidden: int) -> dict:
     """{kernel: {"sms", "pull_gbs", "push_gbs", "pull_config", "push_config"}}: the bare peer
     copies (examples/peer_copy.cdsl) at each kernel's SM count, moving its bytes, the best of
     their ROWS x CHUNK (lockstep, slowest rank)."""
@@ -181,12 +181,12 @@ def ceilings(world: int, wanted: dict, hidden: int) -> dict:
         n = max(1, math.ceil(nbytes / (2 * hidden)))
         entry = {"sms": sms, "bytes": n * 2 * hidden}
         for kernel, launch in (
-                ("peer_pull", lambda k: k(src=comm.region("src").views[0], dst=local[:n],
+                ("peer_pull", lambda k: k(src=comm.region("src").views[0][:n], dst=local[:n],
                                           flags=comm.flags)),
-                ("peer_push", lambda k: k(src=local[:n], dst=comm.region("dst").views[0],
+                ("peer_push", lambda k: k(src=local[:n], dst=comm.region("dst").views[0][:n],
                                           flags=comm.flags))):
             key = (kernel, sms, n)
-            if key not in timed:                 # two kernels at one SM count share a sweep
+            if key not in timed:         # kernels with the same SMs and bytes share a sweep
                 timed[key] = tune_lockstep(comm, PEER_COPY, kernel, {"SMS": sms},
                                            lambda: None, launch, warmup=5, iters=30)
             config, trials = timed[key]
