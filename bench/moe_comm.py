@@ -108,8 +108,8 @@ def run(rank, world, port, args, results):
     for name, (b, kernel, stage, launch) in kernels.items():
         out[name] = tuned_and_timed(b, kernel, stage, launch)
         out[name]["gbs"] = crossing[name] * row_bytes[name] / out[name]["ms"] / 1e6
-    out["ceilings"] = ceilings({n: (out[n]["tuned"]["SMS"],
-                                           crossing[n] * row_bytes[n]) for n in KERNELS}, h)
+    out["ceilings"] = ceilings({n: (out[n]["tuned"]["SMS"], crossing[n] * row_bytes[n])
+                                for n in KERNELS}, h)
 
     # --- NCCL all_to_all_single moving the same rows: tokens out, expert outputs back -----
     dest = handle.is_token_in_rank                                  # [T, W]
