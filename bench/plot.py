@@ -35,8 +35,8 @@ class Chart:
 
 def chart(payload: dict) -> Chart | None:
     """The chart for a bench's results, or None where no kind below fits them."""
-    for make in (_gemm, _sweep, _overlap, _moe, _split_kv, _bandwidth, _launch, _autotune,
-                 _compile_time, _fused, _precision, _grouped, _attention):
+    for make in (_gemm, _sweep, _overlap, _overlap_multi, _moe, _split_kv, _bandwidth,
+                 _launch, _autotune, _compile_time, _fused, _precision, _grouped, _attention):
         found = make(payload)
         if found is not None:
             return found
@@ -184,6 +184,18 @@ def _moe(payload: dict) -> Chart | None:
         groups[name] = bars
     return Chart(f"{_on(payload)}, {len(ranks)} ranks: the slowest rank", "GB/s per direction",
                  groups, ("copy engine into the peer", min(r["copy_engine_gbs"] for r in ranks)))
+
+
+def _overlap_multi(payload: dict) -> Chart | None:
+    """overlap_multi: what the GEMM and the dispatch keep together of their speed alone."""
+    summary = payload.get("summary")
+    if payload.get("benchmark") != "overlap_multi" or not isinstance(summary, dict):
+        return None
+    targets = payload.get("targets", {})
+    bars = {f"fp8_gemm (needs {targets.get('gemm', 0):.2f})": summary["gemm_kept"],
+            f"moe_dispatch (needs {targets.get('dispatch', 0):.2f})": summary["dispatch_kept"]}
+    return Chart(f"{_on(payload)}, {len(payload.get('ranks', []))} ranks: together / alone "
+                 "(slowest rank)", "kept", {"": bars})
 
 
 def _split_kv(payload: dict) -> Chart | None:
