@@ -152,6 +152,29 @@ def _fmt(x) -> str:
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
+def spawn_ranks(target, world: int, args, timeout_s: float) -> list[dict]:
+    """Runs target(rank, world, port, args, results) in one process per GPU of this host, NVLink
+    multicast off, and returns what each put on `results` (a dict with "rank"), by rank."""
+    import multiprocessing
+    import socket
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
+    os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
+    os.environ.setdefault("NVSHMEM_DISABLE_NVLS", "1")
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [ctx.Process(target=target, args=(r, world, port, args, results))
+             for r in range(world)]
+    for proc in procs:
+        proc.start()
+    ranks = sorted((results.get(timeout=timeout_s) for _ in procs), key=lambda r: r["rank"])
+    for proc in procs:
+        proc.join(timeout=60)
+    return ranks
+
+
 def write_results(name: str, payload: dict) -> str:
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"{name}-{device_name()}.json")

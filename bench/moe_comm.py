@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import socket
 import statistics
 import sys
 
@@ -204,21 +203,7 @@ def main():
     ap.add_argument("--hidden", type=int, default=7168)
     ap.add_argument("--world", type=int, default=2)
     args = ap.parse_args()
-    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
-    os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
-    import multiprocessing
-    ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = [ctx.Process(target=run, args=(r, args.world, port, args, results))
-             for r in range(args.world)]
-    for p in procs:
-        p.start()
-    ranks = sorted((results.get(timeout=900) for _ in procs), key=lambda r: r["rank"])
-    for p in procs:
-        p.join(timeout=60)
+    ranks = common.spawn_ranks(run, args.world, args, timeout_s=900)
     report(ranks)
 
 

@@ -3,10 +3,11 @@ of one host (issue 20, criterion 3), in one run.
 
     python bench/overlap_multi.py [--world 2] [--sms 20] [--tokens 4096] [--iters 30]
 
-Per rank, one process per GPU (NCCL; multicast off): `commdsl.partition(sms = N)` runs
-moe_dispatch (bf16 tokens, H = 7168, top-8 of 256 experts, the GPU tests' routing) with SMS
-= the partition's SMs; `p.rest` runs fp8_gemm at 4096 x 7168 x 16384 with `persistent(sms =
-the rest's SMs)` (bench/overlap.py's budgeted source and config). Timed with CUDA events,
+Per rank, one process per GPU (NCCL; multicast off; bench/common.py's spawn_ranks):
+`commdsl.partition(sms = N)` runs moe_dispatch (bf16 tokens, H = 7168, top-8 of 256
+experts, the GPU tests' routing) with SMS = the partition's SMs; `p.rest` runs fp8_gemm at
+4096 x 7168 x 16384 with `persistent(sms = the rest's SMs)` (bench/overlap.py's budgeted
+source and config). Timed with CUDA events,
 medians: the GEMM alone on all SMs and on the rest, the dispatch alone on its partition, and
 both at once as bench/overlap.py times them (dispatches back to back on their stream, the
 GEMMs on theirs once the first few dispatches ran; a dispatch counts when it lies wholly
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -141,21 +141,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=4096)
     ap.add_argument("--iters", type=int, default=30)
     args = ap.parse_args()
-    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
-    os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
-    import multiprocessing
-    ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    procs = [ctx.Process(target=run, args=(r, args.world, port, args, results))
-             for r in range(args.world)]
-    for proc in procs:
-        proc.start()
-    ranks = sorted((results.get(timeout=600) for _ in procs), key=lambda r: r["rank"])
-    for proc in procs:
-        proc.join(timeout=60)
+    ranks = common.spawn_ranks(run, args.world, args, timeout_s=600)
     report(ranks)
 
 

@@ -27,29 +27,23 @@ def _rows(world, rows, hidden):
             for _ in range(world)]
 
 
+@pytest.mark.parametrize("kernel", ["peer_pull", "peer_push"])
 @pytest.mark.parametrize("world,rows,hidden,row_tile", [(2, 5, 256, 2), (3, 8, 1792, 4),
                                                         (2, 1, 2000, 2)])
-def test_pull_reads_exactly_the_next_ranks_rows(world, rows, hidden, row_tile):
+def test_each_rank_moves_exactly_the_rows_to_or_from_the_next(kernel, world, rows, hidden,
+                                                              row_tile):
+    """peer_pull: rank r's dst is rank r + 1's src; peer_push: rank r + 1's dst is rank r's
+    src (the ranks in a ring)."""
     src = _rows(world, rows, hidden)
     dst = [torch.full((rows, hidden), float("nan")).to(torch.bfloat16) for _ in range(world)]
     flags = [torch.zeros(world, dtype=torch.int32) for _ in range(world)]
-    run_ranks(_ir("peer_pull", SMS=3, ROWS=row_tile, CHUNK=1792),
+    run_ranks(_ir(kernel, SMS=3, ROWS=row_tile, CHUNK=1792),
               [dict(src=src[r], dst=dst[r], flags=flags[r]) for r in range(world)],
               [dict(R=rows, H=hidden, W=world)] * world, epoch=1)
     for r in range(world):
-        assert torch.equal(dst[r].view(torch.int16), src[(r + 1) % world].view(torch.int16)), r
-
-
-@pytest.mark.parametrize("world,rows,hidden,row_tile", [(2, 5, 256, 2), (3, 8, 1792, 4)])
-def test_push_writes_exactly_into_the_next_ranks_rows(world, rows, hidden, row_tile):
-    src = _rows(world, rows, hidden)
-    dst = [torch.full((rows, hidden), float("nan")).to(torch.bfloat16) for _ in range(world)]
-    flags = [torch.zeros(world, dtype=torch.int32) for _ in range(world)]
-    run_ranks(_ir("peer_push", SMS=2, ROWS=row_tile, CHUNK=1792),
-              [dict(src=src[r], dst=dst[r], flags=flags[r]) for r in range(world)],
-              [dict(R=rows, H=hidden, W=world)] * world, epoch=1)
-    for r in range(world):
-        assert torch.equal(dst[(r + 1) % world].view(torch.int16), src[r].view(torch.int16)), r
+        got, sent = ((dst[r], src[(r + 1) % world]) if kernel == "peer_pull" else
+                     (dst[(r + 1) % world], src[r]))
+        assert torch.equal(got.view(torch.int16), sent.view(torch.int16)), r
 
 
 @pytest.mark.parametrize("kernel", ["peer_pull", "peer_push"])
