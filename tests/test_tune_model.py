@@ -173,6 +173,15 @@ def test_a_pipeline_just_deep_enough_still_costs_where_compute_binds():
     assert choice.config["STAGES"] == 4, choice.table()
 
 
+def test_an_empty_call_costs_a_launch_and_keeps_the_declared_config():
+    """M = 0 gives no tiles: each config costs one launch (it divided by zero before), so the
+    choice is the source's defaults, and --explain prints it."""
+    est = gemm_estimate({"M": 0, "N": 4096, "K": 7168}, BM=64, BN=16, STAGES=8)
+    assert est.units == 0 and est.seconds == H100.launch_s and est.bound == "launch"
+    choice = gemm_choice({"BM": [64, 128], "BN": [16, 128]}, M=0, N=4096, K=7168)
+    assert (choice.config["BM"], choice.config["BN"]) == (128, 128), choice.table()
+
+
 def test_narrow_mma_tiles_are_slower_per_flop():
     eff = [mma_shape_efficiency(n, "e4m3", H100, SM90A) for n in (16, 32, 64, 128)]
     assert eff == sorted(eff) and eff[0] < 0.5 and eff[-1] == 1.0

@@ -105,6 +105,9 @@ def estimate(profile: KernelProfile, sizes: dict[str, int], machine: Machine,
         return est
     est.units = work.units
     est.per_sm, est.occupancy_limit = _per_sm(profile, work, limits)
+    if work.units == 0:          # an empty call (M = 0): a launch and nothing else
+        est.seconds, est.bound = machine.launch_s, "launch"
+        return est
     sms = min(work.sm_budget or machine.sms, machine.sms)
     slots = sms * est.per_sm
     est.waves = max(1, math.ceil(work.units / slots))
