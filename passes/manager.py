@@ -15,6 +15,7 @@ from commdsl.target import Target
 PASS_ORDER = {
     "legalize": "legalize",     # reject what the target cannot do (FP8 conversion, ...)
     "subtile": "subtile",       # a via tma tile inside another of the step -> a view of its columns
+    "chunk": "chunk",           # iota < a multiple of p -> iota / p < bound / p, once per run
     "schedule": "schedule",     # persistent tile loops -> one CTA per SM, rasterized tile order
     "cache": "cache",           # cache(...) clauses -> checked cache policies of accesses
     "vectorize": "vectorize",   # widest legal vector per global access (16 bytes)

@@ -15,104 +15,12 @@ the load stays a load.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from math import gcd
-
 from commdsl.dtypes import dtype as dtype_info
-from commdsl.ir import SWIZZLE_BYTES, Block, Builder, KernelIR, Op, ScalarType, Value
-from commdsl.ops import MEMORY, SIDE_EFFECTS, has_trait
-from commdsl.ops.control import tile_ranges
+from commdsl.facts import Analysis
+from commdsl.ir import SWIZZLE_BYTES, Block, Builder, KernelIR, Op, ScalarType
 from commdsl.target import Target
 
 I32 = ScalarType("i32")
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What is known of an i32: lo <= it <= hi (None: unbounded) and it is a multiple of
-    `divisor` (0 when it is 0)."""
-    lo: int | None = None
-    hi: int | None = None
-    divisor: int = 1
-
-
-def _add(a: Facts, b: Facts, sign: int) -> Facts:
-    lo, hi = (b.lo, b.hi) if sign > 0 else (
-        None if b.hi is None else -b.hi, None if b.lo is None else -b.lo)
-    return Facts(None if a.lo is None or lo is None else a.lo + lo,
-                 None if a.hi is None or hi is None else a.hi + hi, gcd(a.divisor, b.divisor))
-
-
-class Analysis:
-    """Facts and structural equality of the kernel's i32 values."""
-
-    def __init__(self, kernel: KernelIR):
-        self.producers: dict[int, Op] = {}
-        self.ranges: dict[int, tuple] = {}       # a loop's index -> (lo, end, step) Values
-        for op in kernel.walk():
-            for r in op.results:
-                self.producers[r.id] = op
-            if op.name == "tiles":
-                for arg, (lo, end), step in zip(op.blocks[0].args, tile_ranges(op),
-                                                op.attrs["steps"]):
-                    if isinstance(end, Value):
-                        self.ranges[arg.id] = (lo, end, step)
-            elif op.name == "for":
-                lo, end, step = op.operands[:3]
-                self.ranges[op.blocks[0].args[0].id] = (lo, end, step)
-
-    def constant(self, v: Value) -> int | None:
-        op = self.producers.get(v.id)
-        if op is not None and op.name == "const" and isinstance(op.attrs["value"], int):
-            return op.attrs["value"]
-        return None
-
-    def facts(self, v: Value) -> Facts:
-        k = self.constant(v)
-        if k is not None:
-            return Facts(k, k, abs(k))
-        if v.id in self.ranges:
-            lo, end, step = self.ranges[v.id]
-            lo, end = self.constant(lo), self.constant(end)
-            step = step if isinstance(step, int) else self.constant(step)
-            if lo is None or step is None or step <= 0:
-                return Facts()
-            last = None if end is None else lo + max(0, end - 1 - lo) // step * step
-            return Facts(lo, last, gcd(lo, step))
-        op = self.producers.get(v.id)
-        if op is None:
-            return Facts()
-        if op.name in ("add", "sub"):
-            a, b = (self.facts(x) for x in op.operands)
-            return _add(a, b, 1 if op.name == "add" else -1)
-        k = self.constant(op.operands[1]) if op.name in ("rem", "div") else None
-        if k is not None and k > 0:
-            f = self.facts(op.operands[0])
-            if f.lo is not None and f.lo >= 0:        # both round toward zero alike
-                if op.name == "rem":
-                    return Facts(0, k - 1 if f.hi is None else min(k - 1, f.hi),
-                                 gcd(f.divisor, k))
-                return Facts(f.lo // k, None if f.hi is None else f.hi // k, 1)
-        if op.name == "mul":
-            for x, y in (op.operands, op.operands[::-1]):
-                k = self.constant(y)
-                if k is not None and k >= 0:
-                    f = self.facts(x)
-                    return Facts(None if f.lo is None else f.lo * k,
-                                 None if f.hi is None else f.hi * k, f.divisor * k)
-        return Facts()
-
-    def same(self, a: Value, b: Value) -> bool:
-        """Whether a and b hold the same value: one value, or the same pure op of the same
-        values (`rem(n0, 64)` computed twice)."""
-        if a.id == b.id:
-            return True
-        pa, pb = self.producers.get(a.id), self.producers.get(b.id)
-        return (pa is not None and pb is not None and pa.name == pb.name
-                and pa.attrs == pb.attrs and not pa.blocks and not pb.blocks
-                and not has_trait(pa, MEMORY) and not has_trait(pa, SIDE_EFFECTS)
-                and len(pa.operands) == len(pb.operands)
-                and all(self.same(x, y) for x, y in zip(pa.operands, pb.operands)))
 
 
 def _inside(narrow: Op, wide: Op, facts: Analysis) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from commdsl.dims import divisibility_facts
+from commdsl.facts import Analysis
 from commdsl.ir import KernelIR, Value
 from commdsl.ops import ASYNC, MEMORY, has_trait
 from commdsl.target import Target
@@ -24,28 +25,6 @@ def size_facts(kernel: KernelIR) -> dict[str, int]:
     for name, div in kernel.attrs.get("size_divisibility", {}).items():
         facts[name] = math.lcm(facts.get(name, 1), div)
     return facts
-
-
-def _divisibility(kernel: KernelIR, facts: dict[str, int]) -> dict[int, int]:
-    """value id -> a number the value is known to be a multiple of."""
-    known: dict[int, int] = {v.id: facts.get(v.name, 1) for v in kernel.sizes}
-    for op in kernel.walk():
-        if op.name == "for":               # lo, lo + step, ...: a multiple of gcd(lo, step)
-            lo, _, step = (known.get(o.id, 1) for o in op.operands[:3])
-            known[op.blocks[0].args[0].id] = math.gcd(lo, step)
-        if len(op.results) != 1:
-            continue
-        args = [known.get(o.id, 1) for o in op.operands]
-        if op.name == "const" and isinstance(op.attrs["value"], int):
-            d = abs(op.attrs["value"]) or 1 << 30
-        elif op.name == "mul":
-            d = args[0] * args[1]
-        elif op.name in ("add", "sub"):
-            d = math.gcd(args[0], args[1])
-        else:
-            d = 1
-        known[op.result.id] = d
-    return known
 
 
 def _largest_power_of_two_dividing(n: int, cap: int) -> int:
@@ -68,13 +47,13 @@ def vector_width(tensor: Value, start_div: int, length: int | None, facts: dict,
 
 def run(kernel: KernelIR, target: Target) -> KernelIR:
     facts = size_facts(kernel)
-    known = _divisibility(kernel, facts)
+    known = Analysis(kernel, facts)
     for op in kernel.walk():
         if has_trait(op, MEMORY) and not has_trait(op, ASYNC):    # not a TMA copy
             tensor = op.operands[0]
             start = op.operands[tensor.type.rank]       # index of the innermost dimension
             # a masked store writes element by element (a vector store is all or nothing)
             whole = op.name == "store" and op.attrs.get("mask")
-            op.attrs["vec"] = 1 if whole else vector_width(tensor, known.get(start.id, 1),
+            op.attrs["vec"] = 1 if whole else vector_width(tensor, known.facts(start).divisor,
                                                            op.attrs["sizes"][-1], facts, target)
     return kernel

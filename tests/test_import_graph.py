@@ -24,6 +24,7 @@ LAYERS = {
     # The IR: its data, ops, verifier, text form, meaning (interpreter), layouts.
     "commdsl.ir": "IR", "commdsl.ops": "IR", "commdsl.interpreter": "IR",
     "commdsl.layout": "IR", "commdsl.fragments": "IR", "commdsl.regions": "IR",
+    "commdsl.facts": "IR",
     "commdsl.cpu_numerics": "IR",
     "commdsl.passes": "passes",
     "commdsl.backends": "backends",

@@ -269,3 +269,49 @@ def test_requant_t_scale_takes_a_reduce_scatter(constants, butterfly, gathers, s
     report = assemble(ptx, arch="sm_90a", entry="requant_t").report
     assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0
     assert report.registers <= 65536 // (3 * 32 * constants.get("WARPS", 4))
+
+
+COLUMN_SCALES = """
+kernel k(a: e4m3[M, K], b: e4m3[N, K], sb: f32[cdiv(N, 128), K / 128], d: out f32[M, N])
+{
+  for m0 in 0 .. M step 128, n0 in 0 .. N step 160 persistent(raster = 1) {
+    let acc = zeros(f32, 128, 160)
+    let first = iota(160) < 128 - n0 % 128
+    for k in 0 .. K step 128 pipeline(4) {
+      let ta = load a[m0 : +128, k : +128] via tma
+      let tb = load b[n0 : +160, k : +128] via tma
+      let s0 = load sb[n0 / 128, k / 128]
+      let s1 = load sb[n0 / 128 + 1, k / 128]
+      acc += mma(ta, tb.T) * where(first[None, :], s0, s1)
+    }
+    store d[m0 : +128, n0 : +160] = acc
+  }
+}
+"""
+
+
+def test_a_column_select_against_an_aligned_bound_is_made_once_per_chunk(monkeypatch):
+    """A 160-column B tile across B's 128-row scale blocks picks each column's scale; n0
+    steps by 160, so the bound is a multiple of 32 and passes/chunk.py compares 32-column
+    chunks, which the accumulator's fragment holds in whole runs: a handful of selects
+    instead of one per element held (40), and the same product on the CPU."""
+    import torch
+    from commdsl.interpreter import run
+    from commdsl.passes import PASS_ORDER, get_pass
+    ptx = compile_source(COLUMN_SCALES, "k.cdsl").ptx
+    assert ptx.count("selp.f32") <= 8
+    kir = compile_source(COLUMN_SCALES, "k.cdsl", emit="ir").ir[0]
+    for name in PASS_ORDER:
+        kir = get_pass(name)(kir, get_target("sm_90a"))
+    g = torch.Generator().manual_seed(0)
+    m, n, k = 128, 440, 256                    # tiles straddle 128-row blocks, the last ragged
+    a = (torch.randn(m, k, generator=g) * 8).to(torch.float8_e4m3fn)
+    b = (torch.randn(n, k, generator=g) * 8).to(torch.float8_e4m3fn)
+    sb = torch.rand(4, 2, generator=g) + 0.5
+    d = torch.full((m, n), float("nan"))
+    run(kir, dict(a=a, b=b, sb=sb, d=d), dict(M=m, N=n, K=k), sms=2)
+    scale = sb.repeat_interleave(128, 0)[:n].repeat_interleave(128, 1).double()
+    ref = (a.double()[:, None, :] * b.double()[None] * scale[None]).sum(-1)
+    assert ((d.double() - ref).norm() / ref.norm()).item() < 1e-5
+    monkeypatch.setattr("commdsl.passes.chunk.run", lambda kernel, target: kernel)
+    assert compile_source(COLUMN_SCALES, "k.cdsl").ptx.count("selp.f32") >= 40
