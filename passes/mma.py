@@ -91,7 +91,7 @@ def _check(op: Op, producers: dict[int, Op], kernel: KernelIR,
         if bn % MN_SLAB:
             raise CompileError(f"an MN-major B tile ([K, N], no .T) is read in {MN_SLAB}-column "
                                f"swizzled slabs; N = {bn} is not a multiple of {MN_SLAB}",
-                               op.loc, f"use BN = 64, 128, 192 or 256, or store b as [N, K] and "
+                               op.loc, "use BN = 64, 128, 192 or 256, or store b as [N, K] and "
                                "write mma(a, b.T)")
     if bm not in ROWS:
         raise CompileError(f"mma tiles are 64, 128, 192 or 256 rows (one m64 wgmma block per "
@@ -316,9 +316,12 @@ def _accumulated(mma: Op, loop_ops: list[Op]) -> bool:
 
 
 def _fuse_promotion(kernel: KernelIR, mma: Op) -> None:
-    """fma(mma(a, b), s[:, None], acc) -> mma_promote(a, b, s, acc): one op from the wgmma
-    issue to the FFMAs, so the backend can promote one interval's partial sums while the
-    next interval's wgmmas still run (with promote_every < K)."""
+    """fma(mma(a, b), s[:, None], acc) -> mma_promote(a, b, s, acc), and fma(mma(a, b), S,
+    acc) -> mma_promote(a, b, S, acc) for a scale S per element made before the product
+    (a column's scale block picked per element; it cannot be made from the product, whose
+    one use is the fma): one op from the wgmma issue to the FFMAs, so the backend can
+    promote one interval's partial sums while the next interval's wgmmas still run (with
+    promote_every < K)."""
     if len(mma.operands) != 2:
         return
     promoted_alone = CompileError(
@@ -340,21 +343,22 @@ def _fuse_promotion(kernel: KernelIR, mma: Op) -> None:
     p, s, acc = fma.operands
     if p is not mma.result:
         p, s = s, p
-    bcast = producers.get(s.id)
-    expand = bcast and producers.get(bcast.operands[0].id)
     block = next(b for b in [kernel.body] + [b for o in kernel.walk() for b in o.blocks]
                  if fma in b.ops)
-    if (p is not mma.result or bcast is None or bcast.name != "broadcast" or expand is None
-            or expand.name != "expand_dims" or expand.attrs["axis"] != 1
-            or mma not in block.ops):
+    made = producers.get(s.id)
+    if p is not mma.result or mma not in block.ops:
         if split:
             raise promoted_alone
         return
-    fused = Op("mma_promote", [*mma.operands, expand.operands[0], acc], fma.results,
-               dict(mma.attrs), loc=mma.loc)
+    bcast, expand = made, made and made.operands and producers.get(made.operands[0].id)
+    row = (bcast is not None and bcast.name == "broadcast" and bool(expand)
+           and expand.name == "expand_dims" and expand.attrs["axis"] == 1)
+    # a row scale stays one register per row; any other scale is the accumulator's fragment
+    fused = Op("mma_promote", [*mma.operands, expand.operands[0] if row else s, acc],
+               fma.results, dict(mma.attrs), loc=mma.loc)
     block.ops[block.ops.index(fma)] = fused
     block.ops.remove(mma)
-    for dead in (bcast, expand):
+    for dead in (bcast, expand) if row else ():
         if len(uses[dead.result.id]) == 1:
             block.ops.remove(dead)
 

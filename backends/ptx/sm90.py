@@ -526,11 +526,12 @@ def emit_mma(cg, op: Op):
 
 
 def _promote(cg, bn: int, done: list, scale, out: list, slots: list[int]) -> None:
-    """out[slot] += partial * scale[row]: one FFMA per element of a completed group (in
-    wgmma order, at `slots` of the tile)."""
+    """out[slot] += partial * scale[row] (or scale[slot], a scale per element in the
+    accumulator's fragment): one FFMA per element of a completed group (in wgmma order, at
+    `slots` of the tile)."""
     fma = cg.module.globals.get("llvm.fma.f32") or ir.Function(
         cg.module, ir.FunctionType(F32, [F32, F32, F32]), "llvm.fma.f32")
-    per_row = bn // 8 * 2                             # slots per row slot
+    per_row = 1 if len(scale.dims) == 2 else bn // 8 * 2       # slots per scale register
     for slot, p in zip(slots, done):
         out[slot] = cg.b.call(fma, [p, scale.regs[slot // per_row], out[slot]])
 

@@ -41,21 +41,27 @@ def _mma(op):
         fail(op, "accumulator must have the result's type")
 
 
-def _row_scale(op, scale):
+def _scale(op, scale):
     r = op.result.type
-    if not isinstance(scale.type, TileType) or scale.type.shape != r.shape[:1]:
-        fail(op, f"row scale must be a [{r.shape[0]}] tile, not {scale.type}")
+    if not isinstance(scale.type, TileType) or scale.type.shape not in (r.shape[:1], r.shape):
+        fail(op, f"scale must be a [{r.shape[0]}] tile (one per row) or a "
+                 f"[{r.shape[0]}, {r.shape[1]}] one (per element), not {scale.type}")
+
+
+def _per_element(s):
+    """A promotion's scale as a [M, N] tensor or one that broadcasts to it."""
+    return s if s.dim() == 2 else s.unsqueeze(1)
 
 
 def _mma_promote(op):
     smem = isinstance(op.operands[1].type, SmemType)
     scale, acc = op.operands[-2:]
     if len(op.operands) != (5 if smem else 4):
-        fail(op, "takes a, b (or their rings and a stage), a row scale and an accumulator")
+        fail(op, "takes a, b (or their rings and a stage), a scale and an accumulator")
     _mma(Op("mma", op.operands[:-2], op.results, op.attrs))
     if shape_of(acc.type) != shape_of(op.result.type):
         fail(op, "accumulator must have the result's type")
-    _row_scale(op, scale)
+    _scale(op, scale)
 
 
 def _mma_issue(op):
@@ -66,12 +72,12 @@ def _mma_issue(op):
 
 def _mma_retire(op):
     if len(op.operands) != 3:
-        fail(op, "takes an in-flight product, a row scale and an accumulator")
+        fail(op, "takes an in-flight product, a scale and an accumulator")
     partial, scale, acc = op.operands
     r = op.result.type
     if shape_of(partial.type) != shape_of(r) or shape_of(acc.type) != shape_of(r):
         fail(op, "product and accumulator must have the result's type")
-    _row_scale(op, scale)
+    _scale(op, scale)
     if op.attrs["pending"] not in (0, 1):
         fail(op, "leaves 0 or 1 later groups in flight")
 
@@ -116,15 +122,15 @@ def _run_mma(ctx, op, *values):
 
 
 def _run_mma_promote(ctx, op, *values):
-    """acc + (a . b) * s[:, None], one FMA per element per promotion interval of K, as the
-    backend promotes (DeepGEMM's `final += scale * accum`)."""
+    """acc + (a . b) * s (s[:, None] for a row scale), one FMA per element per promotion
+    interval of K, as the backend promotes (DeepGEMM's `final += scale * accum`)."""
     from commdsl.cpu_numerics import fma_f32, matmul_f32
     a, b, (s, acc) = _operands(op, values)
     k = a.shape[1]
     every = op.attrs.get("promote_every") or k
     for first in range(0, k, every):
         part = matmul_f32(a[:, first:first + every], b[first:first + every])
-        acc = fma_f32(part, s.unsqueeze(1), acc)
+        acc = fma_f32(part, _per_element(s), acc)
     return acc
 
 
@@ -151,7 +157,7 @@ def _run_mma_issue(ctx, op, buf_a, buf_b, stage):
 
 def _run_mma_retire(ctx, op, partial, s, acc):
     from commdsl.cpu_numerics import fma_f32
-    return fma_f32(partial.retire(), s.unsqueeze(1), acc)
+    return fma_f32(partial.retire(), _per_element(s), acc)
 
 
 declare("mma", "mma(a, b[, acc]) {trans_b} : f32 tile | mma(bufA, bufB, stage[, acc])",
@@ -162,7 +168,8 @@ declare("mma", "mma(a, b[, acc]) {trans_b} : f32 tile | mma(bufA, bufB, stage[, 
                "promotion into the accumulator (None: all of K)", **LOWERED},
                interpret=_run_mma, family=FAMILY)
 declare("mma_promote", "mma_promote(a, b, s, acc) : f32 tile", "acc + mma(a, b) * s[:, None] "
-        "(passes/mma.py fuses it; smem operands as for mma)", traits=(MMA, PROMOTES),
+        "for a row scale s, * s for a scale per element (passes/mma.py fuses it; smem "
+        "operands as for mma)", traits=(MMA, PROMOTES),
         verify=_mma_promote, attrs={"trans_b": "as for mma", "promote_every": "as for mma",
                                     **LOWERED}, interpret=_run_mma_promote, family=FAMILY)
 declare("mma_issue", "mma_issue(bufA | a, bufB, stage) : f32 tile", "mma_promote's first half "
@@ -170,7 +177,8 @@ declare("mma_issue", "mma_issue(bufA | a, bufB, stage) : f32 tile", "mma_promote
         traits=(MMA, ASYNC), verify=_mma_issue, attrs={"trans_b": "as for mma", **LOWERED},
         interpret=_run_mma_issue, family=FAMILY)
 declare("mma_retire", "mma_retire(p, s, acc) {pending} : f32 tile", "its second half: waits "
-        "until at most `pending` later mma_issues are in flight, then acc + p * s[:, None]",
+        "until at most `pending` later mma_issues are in flight, then acc + p * s (s[:, None] "
+        "for a row scale)",
         traits=(MMA, ASYNC, PROMOTES), verify=_mma_retire,
         attrs={"pending": "later mma_issues left in flight, 0 or 1"},
         interpret=_run_mma_retire, family=FAMILY)
