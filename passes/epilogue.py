@@ -27,10 +27,12 @@ masked store otherwise:
 
 Applies to a 2-byte (bf16, f16) tile in the wgmma fragment layout stored whole or by rows at
 (..., m0, n0) of a tensor of rank 2 or more (one element deep in the leading dimensions: the
-masked grouped GEMM's d[g]) with the default policy, when BN is a multiple of 64 (128-byte
-box rows), the tensor's rows are a multiple of 16 bytes (TMA's stride rule: known from the
-shapes or the size specialization) and the buffer fits beside the pipeline's stages; other
-stores stay as they are.
+masked grouped GEMM's d[g]) with the default policy, when BN is 64 or more and a multiple of
+64 (128-byte box rows) or 16 or 32 past one (BN = 144, 160: DeepGEMM's tiles across B's
+128-row scale blocks; the last 32 or 64 bytes of each row go as a box of their own, 32B- or
+64B-swizzled, by a second tensor map), the tensor's rows are a multiple of 16 bytes (TMA's
+stride rule: known from the shapes or the size specialization) and the buffer fits beside
+the pipeline's stages; other stores stay as they are.
 """
 from __future__ import annotations
 
@@ -67,6 +69,14 @@ def _row_mask(op: Op, producers: dict[int, Op]) -> Value | None:
     return v
 
 
+def tail_bytes(row_bytes: int) -> int | None:
+    """The bytes of a tile row past its whole 128-byte boxes: 0, or 32 or 64 (one narrower
+    box, 32B- or 64B-swizzled); None where TMA cannot take the row (less than one whole box,
+    or another remainder)."""
+    tail = row_bytes % SWIZZLE_BYTES
+    return tail if row_bytes >= SWIZZLE_BYTES and tail in (0, 32, 64) else None
+
+
 def _stageable(op: Op, facts: dict[str, int], producers: dict[int, Op]) -> bool:
     """Whether TMA can take this store (see the module doc)."""
     value = op.operands[-1]
@@ -80,11 +90,11 @@ def _stageable(op: Op, facts: dict[str, int], producers: dict[int, Op]) -> bool:
     return (esize == 2 and tensor.rank >= 2
             and (not op.attrs.get("mask") or _row_mask(op, producers) is not None)
             and sizes[-2:] == (rows, cols) and all(n is None for n in sizes[:-2])
-            and op.attrs.get("cache_policy") == {} and cols * esize % SWIZZLE_BYTES == 0
+            and op.attrs.get("cache_policy") == {} and tail_bytes(cols * esize) is not None
             and row_multiple * esize % TMA_ALIGNMENT == 0)
 
 
-def _staged(op: Op, buf: Value, index: int, producers: dict[int, Op]) -> list[Op]:
+def _staged(op: Op, buf: Value, maps: dict, producers: dict[int, Op]) -> list[Op]:
     """The store through shared memory and TMA; a row-masked one goes that way when every
     row of the warpgroup is stored, and as it was (its mask and-ed with the other case)
     otherwise: the same bytes either way."""
@@ -97,11 +107,11 @@ def _staged(op: Op, buf: Value, index: int, producers: dict[int, Op]) -> list[Op
     b.op("fence_async_shared", [], [])
     b.op("warpgroup_barrier", [], [])
     if not op.attrs.get("mask"):
-        b.op("tma_store", [tensor, buf, *coords], [], map=index)
+        b.op("tma_store", [tensor, buf, *coords], [], **maps)
         return b.block.ops
     mask = _mask(op)
     every = b.value("warpgroup_all", [_row_mask(op, producers)], BOOL)
-    b.op("tma_store", [tensor, buf, *coords, every], [], map=index, when=True)
+    b.op("tma_store", [tensor, buf, *coords, every], [], **maps, when=True)
     others = b.value("splat", [b.value("not", [every], BOOL)], mask.type)
     op.operands[1 + tensor.type.rank] = b.value("and", [mask, others], mask.type)
     b.block.ops.append(op)
@@ -137,11 +147,16 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
             continue
         alloc = Op("smem_alloc", [], [Value(buf)], {"offset": offset}, loc=op.loc)
         allocs.append(alloc)
-        bufs[id(op)], maps[id(op)] = alloc.result, len(tensor_maps)
+        bufs[id(op)], maps[id(op)] = alloc.result, {"map": len(tensor_maps)}
+        esize = dtype_info(t.dtype).bytes
         tensor_maps.append(TensorMapParam(op.operands[0].name,
-                                          (WARPGROUP_ROWS,
-                                           SWIZZLE_BYTES // dtype_info(t.dtype).bytes),
+                                          (WARPGROUP_ROWS, SWIZZLE_BYTES // esize),
                                           SWIZZLE_BYTES))
+        tail = tail_bytes(t.shape[1] * esize)
+        if tail:
+            maps[id(op)]["tail_map"] = len(tensor_maps)
+            tensor_maps.append(TensorMapParam(op.operands[0].name,
+                                              (WARPGROUP_ROWS, tail // esize), tail))
         offset += buf.stage_bytes
     staged = [op for op in stores if id(op) in bufs]
     if not staged:

@@ -622,23 +622,38 @@ def emit_smem_store(cg, op: Op):
     cols = t.shape[1]
     pairs = cols // 8                                   # fragment column pairs per row slot
     per_box = SWIZZLE_BYTES // (8 * dtype_info(t.dtype).bytes)
+    whole = pairs // per_box                            # 128-byte boxes; then a narrower one
     quad = b.lshr(cg.lane, cg.i32(2))
     row = b.add(b.mul(b.and_(cg.warp, cg.i32(3)), cg.i32(16)), quad)
     per_group = _staged_waves(cg, smem)
-    base = b.add(cg.vals[op.operands[0].id],
-                 b.mul(_consumer_warpgroup(cg), cg.i32(per_group * _wave_bytes(smem))))
-    base = b.add(base, b.add(b.mul(row, cg.i32(SWIZZLE_BYTES)),
-                             b.mul(b.and_(cg.lane, cg.i32(3)), cg.i32(4))))
-    # Computed here, once per tile: hoisted out of the tile loop, the per-chunk addresses
-    # below would hold registers through the K loop (ptxas then spills at BM = 192).
-    base = _asm(cg, "mov.u32 $0, $1;", "=r,r", [base], I32)
+    group = b.add(cg.vals[op.operands[0].id],
+                  b.mul(_consumer_warpgroup(cg), cg.i32(per_group * _wave_bytes(smem))))
+
+    def row_start(row_bytes: int):
+        # Computed here, once per tile: hoisted out of the tile loop, the per-chunk addresses
+        # below would hold registers through the K loop (ptxas then spills at BM = 192).
+        at = b.add(b.mul(row, cg.i32(row_bytes)), b.mul(b.and_(cg.lane, cg.i32(3)), cg.i32(4)))
+        return _asm(cg, "mov.u32 $0, $1;", "=r,r", [b.add(group, at)], I32)
+    base = row_start(SWIZZLE_BYTES)
+    tail = (pairs - whole * per_box) * 16               # bytes of the last box's rows
+    if tail:
+        # 64B (32B) swizzle: a row's chunk c goes to c ^ ((row >> 1) & 3) (c ^ ((row >> 2)
+        # & 1)); a thread's rows differ from quad by multiples of 8, which leave that alone
+        chunks = tail // 16
+        tail_base = row_start(tail)
+        tail_xor = b.and_(b.lshr(quad, cg.i32((SWIZZLE_BYTES // tail).bit_length() - 1)),
+                          cg.i32(chunks - 1))
     for rep in range(2 * per_group):
         wave, h = divmod(rep, 2)
         for q in range(pairs):
-            chunk = b.shl(b.xor(quad, cg.i32(q % per_box)), cg.i32(4))
-            fixed = (wave * _wave_bytes(smem) + 8 * h * SWIZZLE_BYTES
-                     + q // per_box * WARPGROUP_ROWS * SWIZZLE_BYTES)
-            address = b.add(b.add(base, cg.i32(fixed)), chunk)
+            box, c = divmod(q, per_box)
+            start = wave * _wave_bytes(smem) + box * WARPGROUP_ROWS * SWIZZLE_BYTES
+            if box < whole:
+                chunk = b.shl(b.xor(quad, cg.i32(c)), cg.i32(4))
+                address = b.add(b.add(base, cg.i32(start + 8 * h * SWIZZLE_BYTES)), chunk)
+            else:
+                chunk = b.shl(b.xor(tail_xor, cg.i32(c)), cg.i32(4))
+                address = b.add(b.add(tail_base, cg.i32(start + 8 * h * tail)), chunk)
             first = (rep * pairs + q) * 2
             word = cg.pack(tile.regs[first:first + 2], t.dtype)[0]
             _asm(cg, "st.shared.b32 [$0], $1;", "r,r", [address, word])
@@ -663,12 +678,15 @@ def emit_warpgroup_barrier(cg, op: Op):
 @emits("tma_store", targets=HOPPER)
 def emit_tma_store(cg, op: Op):
     """The leader copies its warpgroup's boxes (the tensor map's, one wave's 64 rows by 128
-    bytes) to (m0 + 64 (c W + v), n0 + box columns j) for each wave v."""
+    bytes, then the tail map's narrower one where the rows have more) to (m0 + 64 (c W + v),
+    n0 + box columns j) for each wave v."""
     b = cg.b
     smem = op.operands[1].type
     rank = op.operands[0].type.rank
     coords = [cg.vals[v.id] for v in op.operands[2:2 + rank]]
     tmap = b.ptrtoint(cg.tensor_maps[op.attrs["map"]], I64)
+    tail_map = (b.ptrtoint(cg.tensor_maps[op.attrs["tail_map"]], I64)
+                if "tail_map" in op.attrs else None)
     box_rows, box_cols = cg.k.attrs["tensor_maps"][op.attrs["map"]].box
     box_bytes = box_rows * box_cols * dtype_info(smem.dtype).bytes
     group = _consumer_warpgroup(cg)
@@ -683,13 +701,17 @@ def emit_tma_store(cg, op: Op):
         for wave in range(per_group):
             row = b.add(coords[-2], b.mul(b.add(b.mul(group, cg.i32(per_group)), cg.i32(wave)),
                                           cg.i32(box_rows)))
-            for j in range(smem.shape[1] // box_cols):
+            whole = smem.shape[1] // box_cols
+            boxes = [(tmap, j) for j in range(whole)]
+            if tail_map is not None:                # the rows' last, narrower box
+                boxes.append((tail_map, whole))
+            for m, j in boxes:
                 at = [*coords[:-2], row, b.add(coords[-1], cg.i32(j * box_cols))]
                 box = wave * _wave_bytes(smem) + j * box_bytes
                 _asm(cg, f"cp.async.bulk.tensor.{rank}d.global.shared::cta.bulk_group "
                      f"[$0, {{{inner_first}}}], [${rank + 1}];",
                      ",".join(["l"] + ["r"] * (rank + 1)),
-                     [tmap, *reversed(at), b.add(base, cg.i32(box))])
+                     [m, *reversed(at), b.add(base, cg.i32(box))])
         _asm(cg, "cp.async.bulk.commit_group;", "")
 
 

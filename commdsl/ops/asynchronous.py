@@ -234,10 +234,11 @@ def _run_tma_store(ctx, op, tensor, buf, *coords):
     def store():
         tile = buf.data[0]
         for r in range(0, tile.shape[0], rows):
-            for c in range(0, tile.shape[1], cols):
-                region = in_bounds_region((rows, cols), plane.shape, (m0 + r, n0 + c))
+            for c in range(0, tile.shape[1], cols):        # the last box may be narrower
+                box = tile[r:r + rows, c:c + cols]
+                region = in_bounds_region(tuple(box.shape), plane.shape, (m0 + r, n0 + c))
                 if region is not None:
-                    plane[region[0]] = tile[r:r + rows, c:c + cols][region[1]]
+                    plane[region[0]] = box[region[1]]
     ctx.bulk_groups.append(store)
 
 
@@ -305,6 +306,8 @@ declare("tma_store", "tma_store(tensor, buf, coords...[, ok]) {map, when}", "one
         "tensor's edges) and commits them as a bulk group; with `when`, only if the bool ok "
         "holds", traits=(MEMORY, WRITES, SHARED, ASYNC, SIDE_EFFECTS), verify=_tma_store,
         attrs={"map": "the index of its tensor map in kernel.attrs['tensor_maps']",
+               "tail_map": "the map of each row's last, narrower box (32 or 64 bytes), where "
+                           "the rows are not whole 128-byte boxes",
                "when": "True: a bool operand after the coordinates gates the copy"},
         interpret=_run_tma_store, family=FAMILY)
 declare("warpgroup_all", "warpgroup_all(v) : bool", "whether every element of the bool row "
@@ -315,7 +318,8 @@ declare("smem_read", "smem_read(buf, stage) : tile", "each thread reads the elem
         "holds of buf's stage (a row a TMA copy laid there) into registers",
         traits=(SHARED,), verify=_smem_read, interpret=_run_smem_read, family=FAMILY)
 declare("smem_store", "smem_store(buf, t)", "each consumer thread writes its wgmma fragment "
-        "of t into buf, its warpgroup's 64 rows as 64 x 128-byte boxes, 128B-swizzled",
+        "of t into buf, its warpgroup's 64 rows as 64 x 128-byte boxes, 128B-swizzled (a "
+        "last box of 32 or 64-byte rows 32B- or 64B-swizzled)",
         traits=(SHARED, SIDE_EFFECTS), verify=_smem_store, interpret=_run_smem_store, family=FAMILY)
 declare("fence_async_shared", "fence_async_shared()", "this thread's shared-memory writes, "
         "visible to TMA", traits=(BARRIER, ASYNC, SIDE_EFFECTS), verify=_no_operands,
