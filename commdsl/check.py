@@ -307,8 +307,8 @@ def _check_quant(p: ast.Param, tensors: dict[str, TensorParam], constants: dict)
                            f"declare it as '{scale.name}: {'out ' * scale.is_out}"
                            f"{PACKED_UE8M0}[{want}]'")
     if scale.dtype == PACKED_UE8M0 and not packed:
-        raise CompileError(f"an i32 scale holds UE8M0 exponents packed four to a word, "
-                           f"which is DeepGEMM's transposed layout only", q.span,
+        raise CompileError("an i32 scale holds UE8M0 exponents packed four to a word, "
+                           "which is DeepGEMM's transposed layout only", q.span,
                            "write quant(..., format = ue8m0, layout = mn_major), or declare "
                            f"'{scale.name}' f32 or ue8m0")
     if scale.dtype not in SCALE_DTYPES and not packed:
