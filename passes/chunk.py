@@ -45,7 +45,9 @@ def _operands(op: Op, producers: dict[int, Op]) -> tuple[int, Op, Value] | None:
     return None
 
 
-def _rewrite(block: Block, facts: Analysis) -> None:
+def _rewrite(block: Block, facts: Analysis) -> list[Value]:
+    """Rewrites the block's comparisons that qualify; gives the splats they no longer read."""
+    detached = []
     for op in list(block.ops):
         found = op.name == "cmp" and _operands(op, facts.producers)
         if not found:
@@ -60,13 +62,19 @@ def _rewrite(block: Block, facts: Analysis) -> None:
         divisor = b.value("const", [], I32, value=p)
         chunks = b.value("div", [iota.result, b.value("splat", [divisor], tile)], tile)
         limit = b.value("splat", [b.value("div", [bound, divisor], I32)], tile)
+        detached.append(op.operands[1 - side])
         op.operands = [chunks, limit] if side == 0 else [limit, chunks]
         at = block.ops.index(op)
         block.ops[at:at] = b.block.ops
+    return detached
 
 
 def run(kernel: KernelIR, target: Target) -> KernelIR:
     facts = Analysis(kernel)
-    for block in [kernel.body] + [b for op in kernel.walk() for b in op.blocks]:
-        _rewrite(block, facts)
+    blocks = [kernel.body] + [b for op in kernel.walk() for b in op.blocks]
+    detached = {v.id for block in blocks for v in _rewrite(block, facts)}
+    used = {v.id for op in kernel.walk() for v in op.operands}
+    dead = detached - used         # the bounds' splats that nothing reads any more
+    for block in blocks:
+        block.ops = [op for op in block.ops if not any(r.id in dead for r in op.results)]
     return kernel
