@@ -16,6 +16,7 @@ PASS_ORDER = {
     "legalize": "legalize",     # reject what the target cannot do (FP8 conversion, ...)
     "subtile": "subtile",       # a via tma tile inside another of the step -> a view of its columns
     "chunk": "chunk",           # iota < a multiple of p -> iota / p < bound / p, once per run
+    "hoist": "hoist",           # small reads after a pipelined loop, needing nothing of it: before
     "schedule": "schedule",     # persistent tile loops -> one CTA per SM, rasterized tile order
     "cache": "cache",           # cache(...) clauses -> checked cache policies of accesses
     "vectorize": "vectorize",   # widest legal vector per global access (16 bytes)
