@@ -273,18 +273,19 @@ def test_requant_t_scale_takes_a_reduce_scatter(constants, butterfly, gathers, s
 
 COLUMN_SCALES = """
 kernel k(a: e4m3[M, K], b: e4m3[N, K], sb: f32[cdiv(N, 128), K / 128], d: out f32[M, N])
+  tune BN = 160 in [128, 160]
 {
-  for m0 in 0 .. M step 128, n0 in 0 .. N step 160 persistent(raster = 1) {
-    let acc = zeros(f32, 128, 160)
-    let first = iota(160) < 128 - n0 % 128
+  for m0 in 0 .. M step 128, n0 in 0 .. N step BN persistent(raster = 1) {
+    let acc = zeros(f32, 128, BN)
+    let first = iota(BN) < 128 - n0 % 128
     for k in 0 .. K step 128 pipeline(4) {
       let ta = load a[m0 : +128, k : +128] via tma
-      let tb = load b[n0 : +160, k : +128] via tma
+      let tb = load b[n0 : +BN, k : +128] via tma
       let s0 = load sb[n0 / 128, k / 128]
       let s1 = load sb[n0 / 128 + 1, k / 128]
       acc += mma(ta, tb.T) * where(first[None, :], s0, s1)
     }
-    store d[m0 : +128, n0 : +160] = acc
+    store d[m0 : +128, n0 : +BN] = acc
   }
 }
 """
@@ -294,16 +295,25 @@ def test_a_column_select_against_an_aligned_bound_is_made_once_per_chunk(monkeyp
     """A 160-column B tile across B's 128-row scale blocks picks each column's scale; n0
     steps by 160, so the bound is a multiple of 32 and passes/chunk.py compares 32-column
     chunks, which the accumulator's fragment holds in whole runs: a handful of selects
-    instead of one per element held (40), and the same product on the CPU."""
+    instead of one per element held (40)."""
+    assert compile_source(COLUMN_SCALES, "k.cdsl").ptx.count("selp.f32") <= 8
+    monkeypatch.setattr("commdsl.passes.chunk.run", lambda kernel, target: kernel)
+    assert compile_source(COLUMN_SCALES, "k.cdsl").ptx.count("selp.f32") >= 40
+
+
+@pytest.mark.parametrize("bn,promotes", [(160, "mma_promote"), (128, "mma_retire")])
+def test_a_scale_per_element_fuses_and_keeps_the_product(bn, promotes):
+    """The per-column scale fuses into the promotion (at BN = 128 also into overlap.py's
+    in-flight K step, mma_retire), and the lowered kernel computes the product on the CPU."""
     import torch
     from commdsl.interpreter import run
     from commdsl.passes import PASS_ORDER, get_pass
-    ptx = compile_source(COLUMN_SCALES, "k.cdsl").ptx
-    assert ptx.count("selp.f32") <= 8
-    kir = compile_source(COLUMN_SCALES, "k.cdsl", emit="ir").ir[0]
+    kir = compile_source(COLUMN_SCALES, "k.cdsl", emit="ir", constants=dict(BN=bn)).ir[0]
     for name in PASS_ORDER:
         kir = get_pass(name)(kir, get_target("sm_90a"))
-    g = torch.Generator().manual_seed(0)
+    assert any(op.name == promotes and len(op.operands[-2].type.shape) == 2
+               for op in kir.walk())
+    g = torch.Generator().manual_seed(bn)
     m, n, k = 128, 440, 256                    # tiles straddle 128-row blocks, the last ragged
     a = (torch.randn(m, k, generator=g) * 8).to(torch.float8_e4m3fn)
     b = (torch.randn(n, k, generator=g) * 8).to(torch.float8_e4m3fn)
@@ -313,5 +323,3 @@ def test_a_column_select_against_an_aligned_bound_is_made_once_per_chunk(monkeyp
     scale = sb.repeat_interleave(128, 0)[:n].repeat_interleave(128, 1).double()
     ref = (a.double()[:, None, :] * b.double()[None] * scale[None]).sum(-1)
     assert ((d.double() - ref).norm() / ref.norm()).item() < 1e-5
-    monkeypatch.setattr("commdsl.passes.chunk.run", lambda kernel, target: kernel)
-    assert compile_source(COLUMN_SCALES, "k.cdsl").ptx.count("selp.f32") >= 40
