@@ -46,7 +46,7 @@ MASKED_SETUPS = [(groups, expected, n, k) for groups, expected in ((1, 1024), (2
                  for n, k in ((4096, 7168), (7168, 2048))]
 M_MAX = 4096
 MASKED_CONFIGS = [dict(BM=128, BN=128, STAGES=5, GROUP=8), dict(BM=64, BN=128, STAGES=6, GROUP=8),
-                  dict(BM=128, BN=128, STAGES=6, GROUP=16)]
+                  dict(BM=192, BN=128, STAGES=4, GROUP=8), dict(BM=256, BN=128, STAGES=3, GROUP=8)]
 CUBLAS_ROWS = 16         # the cuBLAS loop's row blocks: valid rows rounded up to whole 16s
 
 

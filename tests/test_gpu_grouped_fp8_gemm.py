@@ -38,7 +38,8 @@ def test_every_group_right_and_padding_untouched(config, rows, n, k):
             assert calc_diff(d[sel], ref[sel]) < 1e-3, f"group {g}"
 
 
-@pytest.mark.parametrize("config", [dict(), dict(BM=64, BN=64, STAGES=6)],
+@pytest.mark.parametrize("config", [dict(), dict(BM=64, BN=64, STAGES=6),
+                                    dict(BM=192, STAGES=4), dict(BM=256, STAGES=3)],
                          ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
 @pytest.mark.parametrize("counts,m_max,n,k", [([1000, 0, 1, 333, 1024], 1024, 4096, 7168),
                                               ([128, 70], 256, 200, 384)])

@@ -54,11 +54,14 @@ STAGES = [pytest.param(False, id="source"),
 
 
 @pytest.mark.parametrize("lowered", STAGES)
-@pytest.mark.parametrize("counts,config", [(COUNTS[0], dict(BM=64, BN=64)),
-                                           (COUNTS[1], dict())])
-def test_interpreter_matches_float64_and_leaves_rows_past_the_count(counts, config, lowered):
+@pytest.mark.parametrize("counts,config,m_max", [(COUNTS[0], dict(BM=64, BN=64), 128),
+                                                 (COUNTS[1], dict(), 128),
+                                                 ([300, 5, 0], dict(BM=256, STAGES=3), 320),
+                                                 ([200, 97], dict(BM=192, STAGES=4), 256)])
+def test_interpreter_matches_float64_and_leaves_rows_past_the_count(counts, config, m_max,
+                                                                    lowered):
     kir = compile_source(SOURCE, MASKED, emit="ir", constants=config).ir[0]
-    d, ref = _run_masked(_lowered(kir) if lowered else kir, counts, 128, 192, 256,
+    d, ref = _run_masked(_lowered(kir) if lowered else kir, counts, m_max, 192, 256,
                          seed=sum(counts))
     _check_groups(d, ref, counts)
 
