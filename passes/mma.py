@@ -317,11 +317,11 @@ def _accumulated(mma: Op, loop_ops: list[Op]) -> bool:
 
 def _fuse_promotion(kernel: KernelIR, mma: Op) -> None:
     """fma(mma(a, b), s[:, None], acc) -> mma_promote(a, b, s, acc), and fma(mma(a, b), S,
-    acc) -> mma_promote(a, b, S, acc) for a scale S per element made before the product
-    (a column's scale block picked per element; it cannot be made from the product, whose
-    one use is the fma): one op from the wgmma issue to the FFMAs, so the backend can
-    promote one interval's partial sums while the next interval's wgmmas still run (with
-    promote_every < K)."""
+    acc) -> mma_promote(a, b, S, acc) for any other scale, a [BM, BN] tile in the product's
+    fragment (a column's scale block picked per element; it cannot be computed from the
+    product, whose one use is the fma): one op from the wgmma issue to the FFMAs, so the
+    backend can promote one interval's partial sums while the next interval's wgmmas still
+    run (with promote_every < K)."""
     if len(mma.operands) != 2:
         return
     promoted_alone = CompileError(

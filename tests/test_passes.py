@@ -323,3 +323,18 @@ def test_a_scale_per_element_fuses_and_keeps_the_product(bn, promotes):
     scale = sb.repeat_interleave(128, 0)[:n].repeat_interleave(128, 1).double()
     ref = (a.double()[:, None, :] * b.double()[None] * scale[None]).sum(-1)
     assert ((d.double() - ref).norm() / ref.norm()).item() < 1e-5
+
+
+def test_a_scale_per_element_held_otherwise_than_the_product_is_rejected():
+    """The backend reads a per-element scale register by register beside the product, so
+    the verifier insists on the product's fragment layout."""
+    from commdsl.passes import PASS_ORDER, get_pass
+    kir = compile_source(COLUMN_SCALES, "k.cdsl", emit="ir").ir[0]
+    for name in PASS_ORDER:
+        kir = get_pass(name)(kir, get_target("sm_90a"))
+    verify(kir, require_layouts=True)
+    promote = next(op for op in kir.walk() if op.name == "mma_promote")
+    scale = promote.operands[-2]
+    scale.type = scale.type.with_layout(choose_blocked(scale.type.shape, 4, 8, 32))
+    with pytest.raises(IRVerifyError, match="held as the result is"):
+        verify(kir, require_layouts=True)

@@ -46,6 +46,10 @@ def _scale(op, scale):
     if not isinstance(scale.type, TileType) or scale.type.shape not in (r.shape[:1], r.shape):
         fail(op, f"scale must be a [{r.shape[0]}] tile (one per row) or a "
                  f"[{r.shape[0]}, {r.shape[1]}] one (per element), not {scale.type}")
+    if (scale.type.shape == r.shape and None not in (scale.type.layout, r.layout)
+            and scale.type.layout != r.layout):
+        fail(op, "a scale per element must be held as the result is (the backend reads it "
+                 "register by register beside the product)")
 
 
 def _per_element(s):
