@@ -322,8 +322,8 @@ def _fuse_promotion(kernel: KernelIR, mma: Op) -> None:
     product, whose one use is the fma): one op from the wgmma issue to the FFMAs, so the
     backend can promote one interval's partial sums while the next interval's wgmmas still
     run (with promote_every < K)."""
-    if len(mma.operands) != 2:
-        return
+    if len(mma.operands) != 2 or mma.result.type.dtype != "f32":
+        return             # an integer product is exact: nothing to promote
     promoted_alone = CompileError(
         f"promote_every = {mma.attrs['promote_every']} splits the product, so it must be added "
         "into an accumulator right away", mma.loc,
@@ -374,7 +374,8 @@ def _fuse_multiply_add(kernel: KernelIR) -> None:
         local = {r.id: op for op in block.ops for r in op.results}
         for op in list(block.ops):
             t = op.results[0].type if op.results else None
-            if op.name != "add" or not isinstance(getattr(t, "layout", None), WgmmaAcc):
+            if (op.name != "add" or not isinstance(getattr(t, "layout", None), WgmmaAcc)
+                    or t.dtype != "f32"):         # integer sums stay a multiply and an add
                 continue
             for x, y in (op.operands, op.operands[::-1]):
                 mul = local.get(y.id)

@@ -338,3 +338,45 @@ def test_a_scale_per_element_held_otherwise_than_the_product_is_rejected():
     scale.type = scale.type.with_layout(choose_blocked(scale.type.shape, 4, 8, 32))
     with pytest.raises(IRVerifyError, match="held as the result is"):
         verify(kir, require_layouts=True)
+
+
+INT_SCALED = """
+kernel k(a: i8[M, K], b: i8[N, K], w: i32[M, N], d: out i32[M, N])
+  grid(cdiv(N, 128), cdiv(M, 128))
+{
+  let acc = zeros(i32, 128, 128)
+  let s = load w[pid.1 * 128 : +128, pid.0 * 128 : +128]
+  let r = load w[pid.1 * 128 : +128, 0]
+  for k in 0 .. K step 128 pipeline(4) {
+    let ta = load a[pid.1 * 128 : +128, k : +128] via tma
+    let tb = load b[pid.0 * 128 : +128, k : +128] via tma
+    acc += mma(ta, tb.T) * SCALE
+  }
+  store d[pid.1 * 128 : +128, pid.0 * 128 : +128] = acc
+}
+"""
+
+
+@pytest.mark.parametrize("scale", ["s", "r[:, None]"], ids=["per_element", "per_row"])
+def test_an_integer_product_times_a_scale_is_a_multiply_and_an_add(scale):
+    """An i32 product is exact: nothing is promoted, and no f32 FMA is made of it (it was an
+    internal error in LLVM), on the CPU the exact sum."""
+    import torch
+    from commdsl.interpreter import run
+    from commdsl.passes import PASS_ORDER, get_pass
+    source = INT_SCALED.replace("SCALE", scale)
+    assert "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8" in compile_source(
+        source, "k.cdsl").ptx
+    kir = compile_source(source, "k.cdsl", emit="ir").ir[0]
+    for name in PASS_ORDER:
+        kir = get_pass(name)(kir, get_target("sm_90a"))
+    assert not any(op.name in ("mma_promote", "fma") for op in kir.walk())
+    g = torch.Generator().manual_seed(1)
+    a = torch.randint(-128, 128, (128, 256), generator=g, dtype=torch.int8)
+    b = torch.randint(-128, 128, (128, 256), generator=g, dtype=torch.int8)
+    w = torch.randint(-3, 4, (128, 128), generator=g, dtype=torch.int32)
+    d = torch.zeros(128, 128, dtype=torch.int32)
+    run(kir, dict(a=a, b=b, w=w, d=d), dict(M=128, N=128, K=256), sms=1)
+    ws = w if scale == "s" else w[:, :1]
+    steps = [a[:, k:k + 128].long() @ b[:, k:k + 128].long().T for k in (0, 128)]
+    assert torch.equal(d.long(), sum(p * ws.long() for p in steps))
