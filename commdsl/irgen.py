@@ -61,6 +61,9 @@ FUNCTIONS = {
     "iota": "iota(N): the 1-D i32 tile 0, 1, ..., N - 1; iota(R, C, axis = A): the [R, C] "
             "tile of each element's index along axis A (default: the last)",
     "bitcast": "bitcast<i32>(t): t's bits as another dtype of the same width",
+    "cumsum": "cumsum(t, axis = A): the running sum along axis A (default: the last), "
+              "element i the sum of elements 0 .. i; of an integer or bool tile in i32, of a "
+              "float tile in f32",
     "pow": "pow(t, N): t^N for a compile-time integer N, by repeated squaring (one rounding "
            "per multiply; N < 0: 1 / t^-N)",
     "mma": "mma(a, b.T): the f32 product of an [M, K] and an [N, K] tile, its tensor-core "
@@ -405,6 +408,8 @@ class _Lowering(CommLowering):
             return self.call_iota(e)
         if e.func == "bitcast":
             return self.call_bitcast(e)
+        if e.func == "cumsum":
+            return self.call_cumsum(e, kwargs)
         if e.func.startswith("fast_"):
             return self.call_builtin(e, ELEMENTWISE_BUILTINS[e.func[5:]], approx=True)
         if e.func in REDUCTIONS and ("axis" in kwargs or e.func in ("amax", "sum")):
@@ -723,6 +728,31 @@ class _Lowering(CommLowering):
             v = self.at(e).value("reduce", [v, *count], rtype, kind=kind, axis=ax)
             kind = "max" if kind == "amax" else kind         # |.| is taken once
         return v
+
+    def call_cumsum(self, e: ast.Call, kwargs):
+        (x,) = self.expect_args(e, 1)
+        v = self.value(x)
+        if not isinstance(v.type, TileType) or not v.type.shape:
+            raise CompileError("cumsum sums along an axis of a tile, not a scalar", x.span,
+                               FUNCTIONS["cumsum"])
+        if set(kwargs) - {"axis"}:
+            raise CompileError("cumsum takes one keyword, axis", e.span, FUNCTIONS["cumsum"])
+        rank = len(v.type.shape)
+        axis = rank - 1
+        if "axis" in kwargs:
+            a = self.expr(kwargs["axis"].value)
+            if not isinstance(a, Folded) or not a.is_int or not -rank <= a.value < rank:
+                raise CompileError(f"axis must be an integer in [0, {rank})",
+                                   kwargs["axis"].span, FUNCTIONS["cumsum"])
+            axis = a.value % rank
+        if v.type.dtype == "ue8m0":
+            raise CompileError("ue8m0 values are scales, not numbers to sum", x.span,
+                               "sum cast<f32>(...) of them")
+        if v.type.dtype == "i64":
+            raise CompileError("cumsum of i64 tiles is not supported yet", x.span,
+                               "cast<i32>(t) if the sums fit in 32 bits")
+        v = self.to_dtype(v, "i32" if _is_int(v.type.dtype) else "f32", e)
+        return self.at(e).value("scan", [v], v.type, kind="sum", axis=axis)
 
     def expr_Subscript(self, e: ast.Subscript):
         v = self.value(e.base)

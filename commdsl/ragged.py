@@ -114,6 +114,8 @@ def _edges(v: Value, producers, memo) -> list[frozenset]:
         out = src[:a] + [frozenset()] + src[a:]
     elif op.name == "transpose":
         out = _edges(op.operands[0], producers, memo)[::-1]
+    elif op.name == "scan":          # the padding sits after the elements read: it adds to none
+        out = _edges(op.operands[0], producers, memo)
     elif op.name == "reduce":
         src = _edges(op.operands[0], producers, memo)
         out = src[:op.attrs["axis"]] + src[op.attrs["axis"] + 1:]

@@ -1,9 +1,9 @@
 """Plans the static shared memory of ops that move data between threads: `transpose`,
-`relayout` (a plain array of its tile, read `read_vector` elements at a time) and a `reduce`
-whose axis spans warps (each warp's partials go through shared memory). Each gets its own
-array: `smem_buffer`, its number in the kernel, of `smem_bytes`. Their total is checked
-here, for all of them at once, against what a CTA may have statically; the backend makes
-the arrays as planned.
+`relayout` (a plain array of its tile, read `read_vector` elements at a time), and a
+`reduce` or `scan` whose axis spans warps (each warp's partials go through shared memory).
+Each gets its own array: `smem_buffer`, its number in the kernel, of `smem_bytes`. Their
+total is checked here, for all of them at once, against what a CTA may have statically;
+the backend makes the arrays as planned.
 
 A transpose writes every element of its operand, from the thread that holds it, to its
 place in the result tile, kept in shared memory row by row; after a barrier every thread
@@ -221,6 +221,18 @@ def reduce_bytes(op: Op, num_threads: int) -> int:
     return regs * num_threads * dtype_info(src.dtype).bytes
 
 
+def scan_bytes(op: Op, num_threads: int) -> int:
+    """Shared memory of a scan's exchange between warps: a word per lane for each line
+    along the axis a thread holds (and each repeat); 0 where the axis stays within a warp."""
+    src = op.operands[0].type
+    dims = src.layout.dims(src.shape)
+    m = dims[op.attrs["axis"]]
+    if m.wpc == 1:
+        return 0
+    lines = len(slots(dims)) // m.spt
+    return lines * num_threads * dtype_info(src.dtype).bytes
+
+
 def plan_buffer(op: Op, num_threads: int, target: Target) -> int:
     """Plans the op's shared-memory accesses (a transpose's layout and accesses, a
     relayout's read width); returns the bytes of its array, 0 for an op with none."""
@@ -243,6 +255,8 @@ def plan_buffer(op: Op, num_threads: int, target: Target) -> int:
         return 0 if mask.layout == tile.layout else -(-mask.numel // 16) * 16
     if op.name == "reduce":
         return reduce_bytes(op, num_threads)
+    if op.name == "scan":
+        return scan_bytes(op, num_threads)
     return 0
 
 

@@ -230,6 +230,8 @@ def _assign(kernel: KernelIR, blocked, wanted: dict, splats: set[int], carried: 
             layout = blocked(t.shape)
             if op.name == "reduce":
                 layout = Sliced(op.operands[0].type.layout, op.attrs["axis"])
+            elif op.name == "scan":              # sums each thread's own elements first
+                layout = op.operands[0].type.layout
             elif op.name in ("load", "relayout", "iota") and r.id in wanted:
                 layout = wanted[r.id]
             elif has_trait(op, ELEMENTWISE) or op.name in ("expand_dims", "broadcast"):

@@ -116,6 +116,13 @@ def shuffle_xor(b: ir.IRBuilder, value_i32, lane_mask: int):
     return b.call(asm, [value_i32])
 
 
+def shuffle_up(b: ir.IRBuilder, value_i32, delta: int):
+    """`shfl.sync.up`: the value of lane laneid - delta (a lane below delta keeps its own)."""
+    fn = ir.FunctionType(I32, [I32])
+    asm = ir.InlineAsm(fn, f"shfl.sync.up.b32 $0, $1, {delta}, 0, 0xffffffff;", "=r,r")
+    return b.call(asm, [value_i32])
+
+
 def shuffle_idx(b: ir.IRBuilder, value_i32, src_lane: int, segmask: int):
     """`shfl.sync.idx` from lane (laneid & segmask) | src_lane: the lanes that agree on the
     segmask bits form one group, and src_lane picks a lane of it (both immediates)."""

@@ -24,6 +24,7 @@ from commdsl.target import Target
 from . import asm, logic_emitters, math_emitters, sm90  # noqa: F401  (*_emitters register)
 from .comm import CommCodegen, comm_param_types
 from .compact import CompactCodegen
+from .scan import ScanCodegen
 from .emitters import check_emittable, emits, emitter
 from .asm import F32, GLOBAL_PTR, I1, I8, I16, I32, I64, reg_type
 
@@ -50,7 +51,7 @@ class Tile:
     layout: object
 
 
-class KernelCodegen(CommCodegen, CompactCodegen):
+class KernelCodegen(CommCodegen, CompactCodegen, ScanCodegen):
     def __init__(self, kernel: KernelIR, target: Target, module: ir.Module):
         self.k, self.target, self.module = kernel, target, module
         maps = kernel.attrs.get("tensor_maps", ())

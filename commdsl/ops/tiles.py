@@ -48,6 +48,21 @@ def _reduce(op):
         fail(op, "takes a tile and at most one i32 count (commdsl/ragged.py)")
 
 
+SCANS = ("sum",)
+
+
+def _scan(op):
+    a, r, axis = op.operands[0].type, op.result.type, op.attrs["axis"]
+    if not isinstance(a, TileType) or not 0 <= axis < len(a.shape):
+        fail(op, f"axis {axis} is not an axis of {a}")
+    if not isinstance(r, TileType) or (r.shape, r.dtype) != (a.shape, a.dtype):
+        fail(op, f"result {r} is not of its operand's shape and dtype {a}")
+    if a.dtype not in ("i32", "f32"):
+        fail(op, f"scans i32 or f32 tiles, not {a.dtype}")
+    if op.attrs["kind"] not in SCANS:
+        fail(op, f"unknown scan {op.attrs['kind']}")
+
+
 def _transpose(op):
     a, r = op.operands[0].type, op.result.type
     if not isinstance(a, TileType) or len(a.shape) != 2 or r.shape != a.shape[::-1]:
@@ -150,6 +165,10 @@ def _run_reduce(ctx, op, t, *count):
     return t.amax(axis) if which == "max" else t.amin(axis)
 
 
+def _run_scan(ctx, op, t):
+    return t.cumsum(op.attrs["axis"], dtype=t.dtype)
+
+
 def _run_transpose(ctx, op, t):
     return t.t().contiguous()
 
@@ -185,6 +204,13 @@ declare("reduce", "reduce(t[, n]) {axis, kind} : tile | scalar",
                "kind": "sum, max, min, amax, nanmax or nanmin",
                **SMEM_BUFFER_ATTRS},
         interpret=_run_reduce, family=FAMILY)
+declare("scan", "scan(t) {axis, kind} : tile",
+        "the inclusive prefix sum of t along `axis` (element i: the sum of elements 0 .. i), "
+        "in the operand's layout: within each thread, then across lanes by shuffles, then "
+        "across warps through shared memory",
+        traits=(KEEPS_NONNEGATIVE,), verify=_scan,
+        attrs={"axis": "the axis summed along", "kind": "sum", **SMEM_BUFFER_ATTRS},
+        interpret=_run_scan, family=FAMILY)
 declare("transpose", "transpose(t) {smem, smem_buffer, smem_bytes} : tile",
         "t with its two axes swapped, through shared memory", traits=(LAYOUT, SHARED),
         verify=_transpose,
