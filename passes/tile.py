@@ -261,8 +261,7 @@ def _target_layout(kernel: KernelIR, op, blocked, splats):
     elementwise op, its shape's own layout if an operand has it, else the first operand's
     that is not computed from an iota."""
     if op.name == "expand_dims":
-        after = {u.result.type.shape for u in kernel.walk()
-                 if u.name == "broadcast" and u.operands[0] is op.result}
+        after = _broadcast_shapes(kernel, op.result, splats)
         shape = after.pop() if len(after) == 1 else op.result.type.shape
         return Sliced(blocked(shape), op.attrs["axis"])
     producer = {r.id: o for o in kernel.walk() for r in o.results}
@@ -270,6 +269,20 @@ def _target_layout(kernel: KernelIR, op, blocked, splats):
     fixed = [o.type.layout for o in op.operands if isinstance(o.type, TileType)
              and o.id not in splats and _iotas(o, producer, splats) is None]
     return default if default in fixed or not fixed else fixed[0]
+
+
+def _broadcast_shapes(kernel: KernelIR, v, splats) -> set:
+    """The shapes the broadcasts of v take it to, through unary elementwise ops (`h[None, :]
+    > 0` is compared before it is broadcast)."""
+    shapes, todo = set(), [v]
+    while todo:
+        w = todo.pop()
+        for u in kernel.walk():
+            if w in u.operands and u.name == "broadcast":
+                shapes.add(u.result.type.shape)
+            elif u.operands and u.operands[0] is w and _unary_elementwise(u, splats):
+                todo.append(u.result)
+    return shapes
 
 
 def _relayout_operands(kernel: KernelIR, op, target, wanted: dict, splats) -> list:
