@@ -124,6 +124,21 @@ def _check_fits(value: int, dtype: str, node):
                            "indices and sizes are 32-bit: use smaller constants")
 
 
+def _reassigned(nodes) -> set[str]:
+    """The names some statement in `nodes` (nested blocks included) assigns to."""
+    names, todo = set(), list(nodes)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Assign):
+            names.add(node.name)
+        if dataclasses.is_dataclass(node):
+            for f in dataclasses.fields(node):
+                v = getattr(node, f.name)
+                todo += [x for x in (v if isinstance(v, tuple) else (v,))
+                         if isinstance(x, ast.Node)]
+    return names
+
+
 class _Lowering(CommLowering):
     def __init__(self, sig: Signature, kernel: ast.Kernel, target: Target):
         self.sig, self.kernel, self.target = sig, kernel, target
@@ -141,6 +156,7 @@ class _Lowering(CommLowering):
         self.functions = _functions(kernel.functions)
         self.expanding: list[str] = []         # the functions being expanded, outermost first
         self.ragged = Raggedness(self.ir)
+        self.reassigned = _reassigned([*kernel.body, *(f.body for f in kernel.functions)])
 
     # ---- helpers ---------------------------------------------------------------------
 
@@ -966,7 +982,11 @@ class _Lowering(CommLowering):
         if s.name in self.tensors or s.name in self.sig.constants:
             raise CompileError(f"'{s.name}' is already a parameter or constant", s.span,
                                "pick another name")
-        self.env[s.name] = self.expr(s.value)
+        value = self.expr(s.value)
+        if isinstance(value, Folded) and s.name in self.reassigned:
+            # `let n = 0` then `n = n + ...`: a variable, an i32 or an f32 as the number is
+            value = self.materialize(value, "i32" if value.is_int else "f32", s.value)
+        self.env[s.name] = value
 
     def stmt_Store(self, s: ast.Store):
         tensor = self.tensor(s.tensor)

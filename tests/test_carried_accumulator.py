@@ -75,3 +75,41 @@ def test_accumulator_on_the_gpu(cfg):
     torch.cuda.synchronize()
     _check(x.cpu(), y.cpu(), z.cpu())
 
+
+
+COUNTERS = """\
+kernel counters(x: f32[N], sums: out f32[1], steps: out i32[1])
+  grid(1)
+{
+  let n = 0
+  let s = 0.0
+  for i in 0 .. N step 256 {
+    n = n + 1
+    s += sum(load x[i : +256])
+  }
+  store steps[0] = n
+  store sums[0] = s
+}
+"""
+
+
+def test_a_number_bound_by_let_and_reassigned_is_a_carried_variable():
+    """`let n = 0` then `n = n + 1` in a loop: an i32 (a float literal: an f32) carried
+    across steps, where it used to be a constant ("constants cannot change")."""
+    x = torch.randn(1000)
+    sums, steps = torch.full((1,), float("nan")), torch.full((1,), -1, dtype=torch.int32)
+    commdsl.load(COUNTERS).interpret(x, sums, steps)
+    assert steps.item() == 4
+    assert torch.allclose(sums, x.sum().reshape(1), rtol=1e-5)
+    ptx = compile_source(COUNTERS).ptx
+    assert assemble(ptx, "sm_90a").report.spill_stores_bytes == 0
+
+
+@pytest.mark.gpu
+def test_a_number_bound_by_let_and_reassigned_on_the_gpu():
+    x = torch.randn(1000, device="cuda")
+    sums = torch.full((1,), float("nan"), device="cuda")
+    steps = torch.full((1,), -1, dtype=torch.int32, device="cuda")
+    commdsl.load(COUNTERS)(x, sums, steps)
+    assert steps.item() == 4
+    assert torch.allclose(sums.cpu(), x.sum().cpu().reshape(1), rtol=1e-5)
