@@ -98,7 +98,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
             if layout is not None:
                 carried[arg.id] = layout
             elif id(m.op) in relaid or not (has_trait(m.op, ELEMENTWISE)
-                                            or m.op.name == "expand_dims"):
+                                            or m.op.name in ("expand_dims", "broadcast")):
                 raise m.error from None
             else:
                 relaid.add(id(m.op))
@@ -266,6 +266,8 @@ def _target_layout(kernel: KernelIR, op, blocked, splats):
         return Sliced(blocked(shape), op.attrs["axis"])
     producer = {r.id: o for o in kernel.walk() for r in o.results}
     default = blocked(op.result.type.shape)
+    if op.name == "broadcast":           # its operand moves to the broadcast shape's layout
+        return default
     fixed = [o.type.layout for o in op.operands if isinstance(o.type, TileType)
              and o.id not in splats and _iotas(o, producer, splats) is None]
     return default if default in fixed or not fixed else fixed[0]
@@ -365,9 +367,13 @@ def _carry_layouts(loop, carried: dict) -> None:
 def _gather_layouts(kernel: KernelIR, blocked) -> dict[int, object]:
     """The index tiles of gathers (get/put with `gather`) and their per-row ranks: value id
     -> the tile's layout with every other axis sliced away, so each thread holds the row
-    number (and rank) of exactly the rows it moves."""
+    number (and rank) of exactly the rows it moves. A loaded index tile is loaded so; a
+    computed one (a reduction's result, say) moves there through a `relayout` put before
+    the gather."""
     out: dict[int, object] = {}
-    for op in kernel.walk():
+    producer = {r.id: o for o in kernel.walk() for r in o.results}
+    blocks = [kernel.body] + [b for o in kernel.walk() for b in o.blocks]
+    for op in list(kernel.walk()):
         if not op.attrs.get("gather"):
             continue
         tensor = op.operands[0].type
@@ -378,13 +384,22 @@ def _gather_layouts(kernel: KernelIR, blocked) -> dict[int, object]:
         for other in reversed(range(len(tile.shape))):
             if other != axis:
                 layout = Sliced(layout, other)
-        for v in (op.operands[1 + dim], op.operands[1 + tensor.rank]):
-            if isinstance(v.type, TileType):
-                if out.get(v.id, layout) != layout:
-                    raise CompileError("one index tile gathers two tiles that threads hold "
-                                       "differently", op.loc, "load the indices again for this "
-                                       "get: write the load inside it")
-                out[v.id] = layout
+        for i in (1 + dim, 1 + tensor.rank):
+            v = op.operands[i]
+            if not isinstance(v.type, TileType):
+                continue
+            source = producer.get(v.id)
+            if source is None or source.name != "load":
+                block = next(b for b in blocks if op in b.ops)
+                moved = Value(v.type.with_layout(None))
+                block.ops.insert(block.ops.index(op), Op("relayout", [v], [moved], {},
+                                                         loc=op.loc))
+                op.operands[i] = v = moved
+            if out.get(v.id, layout) != layout:
+                raise CompileError("one index tile gathers two tiles that threads hold "
+                                   "differently", op.loc, "load the indices again for this "
+                                   "get: write the load inside it")
+            out[v.id] = layout
     return out
 
 

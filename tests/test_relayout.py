@@ -128,3 +128,43 @@ def test_relayout_on_the_gpu(case):
     torch.cuda.synchronize()
     for (name, got), want in zip(outs.items(), reference):
         _check(got, want, name)
+
+
+# One iota-made row vector broadcast to two shapes: rows[:, None] to [2, 16] sets the iota's
+# layout, so (rows < n)[:, None] reaches its [2, 128] broadcast in another layout and moves
+# (a relayout before the broadcast; it was an error, "needs data to move between threads").
+TWO_SHAPES = """kernel two(x: i32[16], n: i32[1], y: out i32[2, 16], z: out i32[2, 128])
+  grid(1)
+{
+  let rows = iota(2)
+  let valid = rows < load n[0]
+  store y[0 : +2, 0 : +16] = rows[:, None] + load x[0 : +16][None, :]
+  store z[0 : +2, 0 : +128] mask(valid[:, None]) = iota(2, 128, axis = 1)
+}
+"""
+
+
+def _two_shapes(device):
+    x = torch.randint(-50, 50, (16,), dtype=torch.int32, device=device)
+    n = torch.ones(1, dtype=torch.int32, device=device)
+    y = torch.full((2, 16), -7, dtype=torch.int32, device=device)
+    z = torch.full((2, 128), -7, dtype=torch.int32, device=device)
+    want_z = torch.full((2, 128), -7, dtype=torch.int32)
+    want_z[0] = torch.arange(128)
+    return (x, n, y, z), (torch.arange(2)[:, None].int() + x.cpu()[None, :], want_z)
+
+
+def test_a_row_vector_broadcast_to_two_shapes():
+    (x, n, y, z), (want_y, want_z) = _two_shapes("cpu")
+    commdsl.load(TWO_SHAPES).interpret(x, n, y, z)
+    assert torch.equal(y, want_y) and torch.equal(z, want_z)
+    ptx = compile_source(TWO_SHAPES).ptx
+    assert assemble(ptx, "sm_90a").report.spill_stores_bytes == 0
+
+
+@pytest.mark.gpu
+def test_a_row_vector_broadcast_to_two_shapes_on_the_gpu():
+    (x, n, y, z), (want_y, want_z) = _two_shapes("cuda")
+    commdsl.load(TWO_SHAPES)(x, n, y, z)
+    torch.cuda.synchronize()
+    assert torch.equal(y.cpu(), want_y) and torch.equal(z.cpu(), want_z)
