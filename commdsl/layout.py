@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,21 @@ class DimMap:
     def offset(self, rep: int, elem: int) -> int:
         """The compile-time part of a slot's coordinate (the thread adds tc * spt)."""
         return rep * self.span + elem
+
+
+def one_replica(m: DimMap) -> DimMap | None:
+    """The lanes and warps that hold one whole copy of a dimension: m itself where nothing
+    wraps; where the threads along it hold the elements several times over (a tile smaller
+    than one pattern), the first size / spt of them, as a DimMap whose lane and warp
+    coordinates are taken modulo its own counts. None where the copies are not whole
+    replicas (a size the pattern does not divide, e.g. 80 over 64)."""
+    if not m.wraps:
+        return m
+    threads = m.size // m.spt
+    if m.reps != 1 or m.size % m.spt or threads & (threads - 1):
+        return None
+    lanes = min(m.tpw, threads)
+    return replace(m, tpw=lanes, wpc=threads // lanes)
 
 
 @dataclass(frozen=True)

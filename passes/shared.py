@@ -31,7 +31,7 @@ from commdsl.dtypes import dtype as dtype_info
 from commdsl.diagnostics import CompileError
 from commdsl.ir import KernelIR, Op, TileType
 from commdsl.ir_printer import attribute_class
-from commdsl.layout import Compact, reshape_in_registers, slots
+from commdsl.layout import Compact, one_replica, reshape_in_registers, slots
 from commdsl.ops import READS, has_trait
 from commdsl.target import Target
 
@@ -226,8 +226,8 @@ def scan_bytes(op: Op, num_threads: int) -> int:
     along the axis a thread holds (and each repeat); 0 where the axis stays within a warp."""
     src = op.operands[0].type
     dims = src.layout.dims(src.shape)
-    m = dims[op.attrs["axis"]]
-    if m.wpc == 1:
+    m = one_replica(dims[op.attrs["axis"]])
+    if m is None or m.wpc == 1:       # (None: the backend reports it)
         return 0
     lines = len(slots(dims)) // m.spt
     return lines * num_threads * dtype_info(src.dtype).bytes

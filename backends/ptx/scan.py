@@ -7,7 +7,8 @@ c % spt. So the sum runs in that order: each thread's elements of a repeat in se
 then across the lanes along the axis (shuffles up, lanes `lane_stride` apart), then across
 the warps along it (their totals through shared memory), then across repeats (the totals
 of the earlier repeats). Lanes and warps that differ along other axes hold other rows and
-never mix.
+never mix; where the threads hold the axis several times over (a short tile), each copy
+sums on its own (layout.one_replica).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from llvmlite import ir
 from commdsl.diagnostics import CompileError
 from commdsl.fragments import FragmentDim
 from commdsl.ir import Op
-from commdsl.layout import Compact, DimMap, slots
+from commdsl.layout import Compact, DimMap, one_replica, slots
 
 from . import asm
 from .asm import F32, I32
@@ -39,11 +40,14 @@ class ScanCodegen:
         src = self.tile(op.operands[0])
         axis = op.attrs["axis"]
         m = src.dims[axis]
-        if isinstance(src.layout, Compact) or isinstance(m, FragmentDim) or m.wraps:
+        whole = None if isinstance(m, FragmentDim) else one_replica(m)
+        if isinstance(src.layout, Compact) or whole is None:
             raise CompileError("cumsum over this tile is not supported yet: its threads hold "
-                               "an mma's fragment, or some elements twice along the axis",
-                               op.loc, f"cumsum a tile of at least {m.span} elements along "
-                               "the axis, loaded or computed elementwise")
+                               "an mma's fragment, or the axis in copies that are not whole "
+                               "(a size the threads' pattern does not divide)", op.loc,
+                               "cumsum a tile whose length along the axis is a power of two, "
+                               "loaded or computed elementwise")
+        m = whole                 # each copy of the axis sums on its own
         add = self.b.fadd if op.result.type.dtype == "f32" else self.b.add
         zero = self.zero_of(src.regs[0].type)
         groups = scan_groups(src.dims, axis)
