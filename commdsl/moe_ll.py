@@ -1,0 +1,135 @@
+"""MoE dispatch and combine for decoding (DeepEP's low-latency mode) between the GPUs of one
+host: examples/moe_low_latency.cdsl's kernels (the wheel ships them as package data) place
+every token on the device, so no call synchronizes with the host and a CUDA graph captures
+them.
+
+    buf = LowLatencyBuffer(group, max_tokens=128, hidden=7168, num_experts=256, topk=8)
+    out = buf.dispatch(x, topk_idx)          # x: bf16 [T, H], T <= max_tokens
+    # out.recv_x: bf16 [E / W, W * max_tokens, H]; expert le's first out.recv_count[le] rows
+    # are its tokens, by source rank then token (out.recv_src: rank * max_tokens + token)
+    buf.y.view_as(out.recv_x).copy_(experts(out.recv_x, out.recv_count))   # (or write buf.y)
+    combined = buf.combine(topk_weights)                # bf16 [T, H]: the last dispatch's tokens
+
+Experts are split evenly, rank r holding [r * E / W, (r + 1) * E / W). Calls are collective:
+every rank makes them in the same order. The kernels read x, topk_idx and y from symmetric
+buffers (`buf.x`, `buf.topk_idx`, `buf.y`); dispatch copies x and topk_idx there first unless
+they already are those buffers' rows, and combine reads `buf.y` as the experts left it and
+the routing of the last dispatch.
+A wait that times out leaves a status `buf.check()` turns into a CommError (a host sync, so
+the calls themselves never check).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+from .api import load_comm
+from .diagnostics import LaunchError
+from .runtime.symmetric import Comm, CommError, RegionSpec
+
+SOURCE = str(resources.files("commdsl") / "kernels" / "moe_low_latency.cdsl")
+
+
+@dataclass
+class LowLatencyDispatched:
+    recv_x: object          # bf16 [E / W, W * max_tokens, H]
+    recv_count: object      # i32 [E / W]: the valid rows of each local expert
+    recv_src: object        # i32 [E / W, W * max_tokens]: source rank * max_tokens + token
+
+
+class LowLatencyBuffer:
+    """Symmetric buffers and the two kernels among the ranks of `group` (one host).
+    `dispatch_config` / `combine_config`: the kernels' tune constants (SMS, ROWS, CHUNK)."""
+
+    def __init__(self, group=None, *, max_tokens: int = 128, hidden: int, num_experts: int,
+                 topk: int, timeout_s: float = 30.0, dispatch_config: dict | None = None,
+                 combine_config: dict | None = None, backend: str | None = None):
+        import torch
+        import torch.distributed as dist
+        world = dist.get_world_size(group)
+        if num_experts % world:
+            raise CommError(f"num_experts = {num_experts} does not split over {world} ranks")
+        self.max_tokens, self.hidden, self.num_experts, self.topk = (
+            max_tokens, hidden, num_experts, topk)
+        self.world, self.local_experts = world, num_experts // world
+        rows = world * max_tokens
+        # One copy each: every launch's handshake orders a buffer's next write after its
+        # last read on every rank (docs/multinode.md, "Ordering").
+        regions = [RegionSpec("x", (max_tokens, hidden), "bf16", 1),
+                   RegionSpec("topk", (max_tokens, topk), "i32", 1),
+                   RegionSpec("y", (self.local_experts * rows, hidden), "bf16", 1),
+                   RegionSpec("recv_base", (self.local_experts, world), "i32", 1),
+                   RegionSpec("dispatch_flags", (world,), "i32", 1),
+                   RegionSpec("combine_flags", (world,), "i32", 1)]
+        config = {"max_tokens": max_tokens, "hidden": hidden, "num_experts": num_experts,
+                  "topk": topk, "mode": "low_latency"}
+        self.comm = Comm(group, "moe_ll", config, regions, timeout_s=timeout_s, backend=backend)
+        view = {r.name: self.comm.region(r.name).next() for r in regions}
+        self.x, self.topk_idx, self.y = view["x"], view["topk"], view["y"]
+        self.recv_base = view["recv_base"]
+        self.flags = (view["dispatch_flags"], view["combine_flags"])
+        for f in self.flags:
+            f.zero_()
+        dispatch_config, combine_config = dispatch_config or {}, combine_config or {}
+        self.dispatch_kernel = load_comm(self.comm, SOURCE, "moe_dispatch_ll", TMAX=max_tokens,
+                                         K=topk, **dispatch_config)
+        self.combine_kernel = load_comm(self.comm, SOURCE, "moe_combine_ll", TMAX=max_tokens,
+                                        K=topk, **combine_config)
+        device = self.comm.device
+        # each CTA's launch count (the kernels' epochs, read and bumped on the device)
+        self.epochs = [torch.zeros(k.spec.constants["SMS"], dtype=torch.int32, device=device)
+                       for k in (self.dispatch_kernel, self.combine_kernel)]
+        # the received tokens live here until the next dispatch, as in DeepEP
+        el = self.local_experts
+        self.recv_x = torch.empty(el, rows, hidden, dtype=torch.bfloat16, device=device)
+        self.recv_src = torch.empty(el, rows, dtype=torch.int32, device=device)
+        self.recv_count = torch.empty(el, dtype=torch.int32, device=device)
+        self.weights = torch.zeros(max_tokens, topk, dtype=torch.float32, device=device)
+        self.combined = torch.empty(max_tokens, hidden, dtype=torch.bfloat16, device=device)
+        torch.cuda.synchronize(device)
+        dist.barrier(group=self.comm.group)         # flags zeroed on every rank
+
+    def _stage(self, name: str, src, dst, fill=None) -> int:
+        t = src.shape[0]
+        if t > self.max_tokens or tuple(src.shape[1:]) != tuple(dst.shape[1:]):
+            raise LaunchError(name, "x" if fill is None else "topk_idx",
+                              f"must be [T, {dst.shape[1]}] with T <= max_tokens = "
+                              f"{self.max_tokens}, got {tuple(src.shape)}")
+        if src.data_ptr() != dst.data_ptr():
+            dst[:t].copy_(src)
+        if fill is not None and t < self.max_tokens:
+            dst[t:].fill_(fill)
+        return t
+
+    def dispatch(self, x, topk_idx) -> LowLatencyDispatched:
+        """Every rank's tokens to the ranks of their experts. The result's tensors are this
+        buffer's: valid until the next dispatch."""
+        if x.shape[0] != topk_idx.shape[0]:
+            raise LaunchError("moe_dispatch_ll", "topk_idx", f"{topk_idx.shape[0]} rows for "
+                              f"{x.shape[0]} tokens")
+        self._stage("moe_dispatch_ll", x, self.x)
+        self._stage("moe_dispatch_ll", topk_idx, self.topk_idx, fill=-1)
+        self.dispatch_kernel(x=self.x, topk=self.topk_idx, recv_x=self.recv_x,
+                             recv_src=self.recv_src, recv_count=self.recv_count,
+                             recv_base=self.recv_base, ep=self.epochs[0], flags=self.flags[0])
+        return LowLatencyDispatched(self.recv_x, self.recv_count, self.recv_src)
+
+    def combine(self, topk_weights):
+        """Each of this rank's tokens of the last dispatch: the sum of its experts' rows of
+        `buf.y`, weighted by `topk_weights` ([T, topk]); bf16 [T, H], a view of this
+        buffer's output (valid until the next combine)."""
+        t = topk_weights.shape[0]
+        if t > self.max_tokens or tuple(topk_weights.shape[1:]) != (self.topk,):
+            raise LaunchError("moe_combine_ll", "topk_weights", f"must be [T, {self.topk}] "
+                              f"with T <= max_tokens = {self.max_tokens}, got "
+                              f"{tuple(topk_weights.shape)}")
+        if topk_weights.data_ptr() != self.weights.data_ptr():
+            self.weights[:t].copy_(topk_weights)
+        self.combine_kernel(y=self.y, recv_base=self.recv_base, topk=self.topk_idx,
+                            weights=self.weights, combined=self.combined, ep=self.epochs[1],
+                            flags=self.flags[1])
+        return self.combined[:t]
+
+    def check(self) -> None:
+        """Waits for this rank's launches; raises CommError if a wait timed out."""
+        self.comm.check()
