@@ -36,7 +36,8 @@ def run(kernel: KernelIR, tensors: dict, sizes: dict[str, int], comm: Ranks | No
     grid = [d.evaluate({**sizes, SM_COUNT: sms}) for d in kernel.grid]
     size = kernel.attrs.get("cluster", 1)
     pids = list(itertools.product(*(range(n) for n in grid)))  # clusters: a 1-D grid's runs
-    for first in range(0, len(pids), size):
+
+    def run_cluster(first):
         scheduler, meet = Scheduler(), ClusterBarrier(size)
         cluster = [Program(kernel, tensors, sizes, pid, grid, comm, scheduler, meet)
                    for pid in pids[first:first + size]]
@@ -44,6 +45,37 @@ def run(kernel: KernelIR, tensors: dict, sizes: dict[str, int], comm: Ranks | No
             program.cluster = cluster
             scheduler.spawn(f"CTA {program.pid}", program.run())
         scheduler.run()
+    firsts = range(0, len(pids), size)
+    if comm is not None and 1 < len(firsts) <= CO_RESIDENT:
+        _all_at_once(run_cluster, firsts)
+    else:
+        for first in firsts:
+            run_cluster(first)
+
+
+# A communication kernel's CTAs (sms(N), N at most an SM count) are all resident on the GPU
+# at once, so one may wait for another's signal: the interpreter runs them as threads.
+CO_RESIDENT = 132
+
+
+def _all_at_once(work, items) -> None:
+    """work(item) for every item, each on its own thread; the first item's error (in the
+    items' order, whichever came first in time) is raised here."""
+    errors: dict[int, BaseException] = {}
+
+    def body(i, item):
+        try:
+            work(item)
+        except BaseException as e:       # re-raised below, on the caller's thread
+            errors[i] = e
+    threads = [threading.Thread(target=body, args=(i, item), daemon=True)
+               for i, item in enumerate(items)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[min(errors)]
 
 
 def _check_shapes(kernel: KernelIR, tensors: dict, sizes: dict[str, int]) -> None:
@@ -150,7 +182,7 @@ class Program(CommMachinery):
 def run_ranks(kernel: KernelIR, tensors: list[dict], sizes: list[dict], epoch: int,
               timeout_s: float = 10.0) -> None:
     """Runs `kernel` on len(tensors) simulated ranks at once, each a thread that runs its
-    programs one after another. `tensors[r]` maps parameter names to rank r's CPU tensors (its
+    programs at once (threads). `tensors[r]` maps parameter names to rank r's CPU tensors (its
     own copy of each symmetric one); `sizes[r]` its sizes."""
     run_concurrently([Launch(kernel, tensors, sizes, epoch)], timeout_s)
 
