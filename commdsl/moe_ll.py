@@ -4,17 +4,16 @@ every token on the device, so no call synchronizes with the host and a CUDA grap
 them.
 
     buf = LowLatencyBuffer(group, max_tokens=128, hidden=7168, num_experts=256, topk=8)
-    out = buf.dispatch(x, topk_idx)          # x: bf16 [T, H], T <= max_tokens
+    out = buf.dispatch(x, topk_idx)          # x: bf16 [T, H], T <= max_tokens; ids: i32
     # out.recv_x: bf16 [E / W, W * max_tokens, H]; expert le's first out.recv_count[le] rows
     # are its tokens, by source rank then token (out.recv_src: rank * max_tokens + token)
     buf.y.view_as(out.recv_x).copy_(experts(out.recv_x, out.recv_count))   # (or write buf.y)
-    combined = buf.combine(topk_weights)                # bf16 [T, H]: the last dispatch's tokens
+    combined = buf.combine(topk_idx, topk_weights)                         # bf16 [T, H]
 
 Experts are split evenly, rank r holding [r * E / W, (r + 1) * E / W). Calls are collective:
-every rank makes them in the same order. The kernels read x, topk_idx and y from symmetric
-buffers (`buf.x`, `buf.topk_idx`, `buf.y`); dispatch copies x and topk_idx there first unless
-they already are those buffers' rows, and combine reads `buf.y` as the experts left it and
-the routing of the last dispatch.
+every rank makes them in the same order, each one kernel launch (top-k ids other than i32
+are converted first). Dispatch copies the tokens and ids into symmetric buffers itself;
+combine reads the experts' outputs from `buf.y`, where the experts write them.
 A wait that times out leaves a status `buf.check()` turns into a CommError (a host sync, so
 the calls themselves never check).
 """
@@ -37,6 +36,13 @@ class LowLatencyDispatched:
     recv_src: object        # i32 [E / W, W * max_tokens]: source rank * max_tokens + token
 
 
+def sms(config: dict) -> int:
+    """The dispatch kernel's CTA count (its flags hold one per CTA and rank)."""
+    from .compiler import compile_file
+    kir = compile_file(SOURCE, kernel="moe_dispatch_ll", constants=config, emit="ir").ir[0]
+    return kir.grid[0].value
+
+
 class LowLatencyBuffer:
     """Symmetric buffers and the two kernels among the ranks of `group` (one host).
     `dispatch_config` / `combine_config`: the kernels' tune constants (SMS, ROWS, CHUNK)."""
@@ -47,6 +53,7 @@ class LowLatencyBuffer:
         import torch
         import torch.distributed as dist
         world = dist.get_world_size(group)
+        dispatch_config, combine_config = dispatch_config or {}, combine_config or {}
         if num_experts % world:
             raise CommError(f"num_experts = {num_experts} does not split over {world} ranks")
         self.max_tokens, self.hidden, self.num_experts, self.topk = (
@@ -59,7 +66,7 @@ class LowLatencyBuffer:
                    RegionSpec("topk", (max_tokens, topk), "i32", 1),
                    RegionSpec("y", (self.local_experts * rows, hidden), "bf16", 1),
                    RegionSpec("recv_base", (self.local_experts, world), "i32", 1),
-                   RegionSpec("dispatch_flags", (world,), "i32", 1),
+                   RegionSpec("dispatch_flags", (world, sms(dispatch_config)), "i32", 1),
                    RegionSpec("combine_flags", (world,), "i32", 1)]
         config = {"max_tokens": max_tokens, "hidden": hidden, "num_experts": num_experts,
                   "topk": topk, "mode": "low_latency"}
@@ -70,7 +77,6 @@ class LowLatencyBuffer:
         self.flags = (view["dispatch_flags"], view["combine_flags"])
         for f in self.flags:
             f.zero_()
-        dispatch_config, combine_config = dispatch_config or {}, combine_config or {}
         self.dispatch_kernel = load_comm(self.comm, SOURCE, "moe_dispatch_ll", TMAX=max_tokens,
                                          K=topk, **dispatch_config)
         self.combine_kernel = load_comm(self.comm, SOURCE, "moe_combine_ll", TMAX=max_tokens,
@@ -84,50 +90,41 @@ class LowLatencyBuffer:
         self.recv_x = torch.empty(el, rows, hidden, dtype=torch.bfloat16, device=device)
         self.recv_src = torch.empty(el, rows, dtype=torch.int32, device=device)
         self.recv_count = torch.empty(el, dtype=torch.int32, device=device)
-        self.weights = torch.zeros(max_tokens, topk, dtype=torch.float32, device=device)
         self.combined = torch.empty(max_tokens, hidden, dtype=torch.bfloat16, device=device)
         torch.cuda.synchronize(device)
         dist.barrier(group=self.comm.group)         # flags zeroed on every rank
 
-    def _stage(self, name: str, src, dst, fill=None) -> int:
-        t = src.shape[0]
-        if t > self.max_tokens or tuple(src.shape[1:]) != tuple(dst.shape[1:]):
-            raise LaunchError(name, "x" if fill is None else "topk_idx",
-                              f"must be [T, {dst.shape[1]}] with T <= max_tokens = "
-                              f"{self.max_tokens}, got {tuple(src.shape)}")
-        if src.data_ptr() != dst.data_ptr():
-            dst[:t].copy_(src)
-        if fill is not None and t < self.max_tokens:
-            dst[t:].fill_(fill)
-        return t
+    def _ids(self, name: str, topk_idx, t: int):
+        import torch
+        if tuple(topk_idx.shape) != (t, self.topk):
+            raise LaunchError(name, "topk_idx", f"must be [{t}, {self.topk}] (one row per "
+                              f"token), got {tuple(topk_idx.shape)}")
+        return topk_idx if topk_idx.dtype == torch.int32 else topk_idx.to(torch.int32)
 
     def dispatch(self, x, topk_idx) -> LowLatencyDispatched:
         """Every rank's tokens to the ranks of their experts. The result's tensors are this
         buffer's: valid until the next dispatch."""
-        if x.shape[0] != topk_idx.shape[0]:
-            raise LaunchError("moe_dispatch_ll", "topk_idx", f"{topk_idx.shape[0]} rows for "
-                              f"{x.shape[0]} tokens")
-        self._stage("moe_dispatch_ll", x, self.x)
-        self._stage("moe_dispatch_ll", topk_idx, self.topk_idx, fill=-1)
-        self.dispatch_kernel(x=self.x, topk=self.topk_idx, recv_x=self.recv_x,
+        t = x.shape[0]
+        if x.dim() != 2 or x.shape[1] != self.hidden or t > self.max_tokens:
+            raise LaunchError("moe_dispatch_ll", "x", f"must be [T, {self.hidden}] with T <= "
+                              f"max_tokens = {self.max_tokens}, got {tuple(x.shape)}")
+        self.dispatch_kernel(x_in=x, topk_in=self._ids("moe_dispatch_ll", topk_idx, t),
+                             x=self.x, topk=self.topk_idx, recv_x=self.recv_x,
                              recv_src=self.recv_src, recv_count=self.recv_count,
                              recv_base=self.recv_base, ep=self.epochs[0], flags=self.flags[0])
         return LowLatencyDispatched(self.recv_x, self.recv_count, self.recv_src)
 
-    def combine(self, topk_weights):
-        """Each of this rank's tokens of the last dispatch: the sum of its experts' rows of
-        `buf.y`, weighted by `topk_weights` ([T, topk]); bf16 [T, H], a view of this
-        buffer's output (valid until the next combine)."""
-        t = topk_weights.shape[0]
-        if t > self.max_tokens or tuple(topk_weights.shape[1:]) != (self.topk,):
-            raise LaunchError("moe_combine_ll", "topk_weights", f"must be [T, {self.topk}] "
-                              f"with T <= max_tokens = {self.max_tokens}, got "
-                              f"{tuple(topk_weights.shape)}")
-        if topk_weights.data_ptr() != self.weights.data_ptr():
-            self.weights[:t].copy_(topk_weights)
-        self.combine_kernel(y=self.y, recv_base=self.recv_base, topk=self.topk_idx,
-                            weights=self.weights, combined=self.combined, ep=self.epochs[1],
-                            flags=self.flags[1])
+    def combine(self, topk_idx, topk_weights):
+        """Each of this rank's tokens (those of the last dispatch, with the same ids): the
+        sum of its experts' rows of `buf.y` times `topk_weights` (f32 [T, topk]); bf16
+        [T, H], a view of this buffer's output (valid until the next combine)."""
+        t = topk_idx.shape[0]
+        ids = self._ids("moe_combine_ll", topk_idx, t)
+        if tuple(topk_weights.shape) != (t, self.topk):
+            raise LaunchError("moe_combine_ll", "topk_weights", f"must be [{t}, {self.topk}] "
+                              f"like topk_idx, got {tuple(topk_weights.shape)}")
+        self.combine_kernel(y=self.y, recv_base=self.recv_base, topk=ids, weights=topk_weights,
+                            combined=self.combined[:t], ep=self.epochs[1], flags=self.flags[1])
         return self.combined[:t]
 
     def check(self) -> None:

@@ -28,13 +28,13 @@ def _lowered(kernel, **constants):
     return kir
 
 
-def _routing(world, tokens, tmax, experts, k, seed):
-    """Top-k ids per rank (-1 past its tokens; every third token on one rank's experts) and
+def _routing(world, tokens, experts, k, seed):
+    """Each rank's T tokens' top-k ids (every third token on one rank's experts) and
     weights."""
     g = torch.Generator().manual_seed(seed)
     per = experts // world
-    ids = [torch.full((tmax, k), -1, dtype=torch.int32) for _ in range(world)]
-    weights = [torch.rand(tmax, k, generator=g) for _ in range(world)]
+    ids = [torch.zeros(tokens[r], k, dtype=torch.int32) for r in range(world)]
+    weights = [torch.rand(tokens[r], k, generator=g) for r in range(world)]
     for r in range(world):
         for t in range(tokens[r]):
             ids[r][t] = (torch.randperm(experts, generator=g)[:k] if t % 3 else
@@ -58,24 +58,28 @@ class Ranks:
         self.el, self.rows = experts // world, world * tmax
         z = lambda *shape: [torch.zeros(*shape, dtype=torch.int32) for _ in range(world)]
         self.dispatch_ep, self.combine_ep = z(SMALL["SMS"]), z(SMALL["SMS"])
-        self.dispatch_flags, self.combine_flags = z(world), z(world)
+        self.dispatch_flags, self.combine_flags = z(world, SMALL["SMS"]), z(world)
+        self.x = [torch.full((tmax, hidden), 5.0).bfloat16() for _ in range(world)]
+        self.topk = z(tmax, k)
         self.recv_base = z(self.el, world)
 
     def round(self, xs, ids, weights, scale):
+        """xs, ids, weights: each rank's T tokens (T may differ between ranks)."""
         w, el, rows, hidden = self.world, self.el, self.rows, self.hidden
         recv_x = [torch.full((el, rows, hidden), 3.0).bfloat16() for _ in range(w)]
         recv_src = [torch.full((el, rows), -7, dtype=torch.int32) for _ in range(w)]
         recv_count = [torch.full((el,), -7, dtype=torch.int32) for _ in range(w)]
-        sizes = [dict(H=hidden, EL=el, R=rows, W=w, ER=el * rows)] * w
+        sizes = [dict(H=hidden, EL=el, R=rows, W=w, ER=el * rows, T=len(xs[r]))
+                 for r in range(w)]
         run_ranks(_lowered("moe_dispatch_ll", **SMALL, ROWS=2),
-                  [dict(x=xs[r], topk=ids[r], recv_x=recv_x[r], recv_src=recv_src[r],
-                        recv_count=recv_count[r], recv_base=self.recv_base[r],
-                        ep=self.dispatch_ep[r], flags=self.dispatch_flags[r])
-                   for r in range(w)], sizes, epoch=0)
+                  [dict(x_in=xs[r], topk_in=ids[r], x=self.x[r], topk=self.topk[r],
+                        recv_x=recv_x[r], recv_src=recv_src[r], recv_count=recv_count[r],
+                        recv_base=self.recv_base[r], ep=self.dispatch_ep[r],
+                        flags=self.dispatch_flags[r]) for r in range(w)], sizes, epoch=0)
         # the experts: expert le of rank r scales its rows by scale[r][le]
         ys = [(recv_x[r].float() * scale[r][:, None, None]).bfloat16().reshape(el * rows, hidden)
               for r in range(w)]
-        combined = [torch.full((self.tmax, hidden), float("nan")).bfloat16() for _ in range(w)]
+        combined = [torch.full((len(xs[r]), hidden), float("nan")).bfloat16() for r in range(w)]
         run_ranks(_lowered("moe_combine_ll", **SMALL),
                   [dict(y=ys[r], recv_base=self.recv_base[r], topk=ids[r], weights=weights[r],
                         combined=combined[r], ep=self.combine_ep[r],
@@ -88,9 +92,9 @@ def test_low_latency_dispatch_and_combine_match_torch(world, tokens):
     tmax, hidden, experts, k = SMALL["TMAX"], 256, 16, SMALL["K"]
     ranks = Ranks(world, tmax, hidden, experts, k)
     for seed in (0, 1):                                      # two rounds: the counters advance
-        ids, weights = _routing(world, tokens, tmax, experts, k, seed)
+        ids, weights = _routing(world, tokens, experts, k, seed)
         g = torch.Generator().manual_seed(seed + 10)
-        xs = [torch.randn(tmax, hidden, generator=g).bfloat16() for _ in range(world)]
+        xs = [torch.randn(t, hidden, generator=g).bfloat16() for t in tokens]
         scale = [torch.rand(ranks.el, generator=g) + 0.5 for _ in range(world)]
         recv_x, recv_src, recv_count, ys, combined = ranks.round(xs, ids, weights, scale)
         expected = _reference(ids, world, tokens, experts)
@@ -103,7 +107,8 @@ def test_low_latency_dispatch_and_combine_match_torch(world, tokens):
                     assert torch.equal(recv_x[r][le, j], xs[p][t])
                 assert (recv_src[r][le, n:] == -7).all() and (recv_x[r][le, n:] == 3.0).all()
         for r in range(world):
-            for t in range(tmax):
+            assert (ranks.topk[r][tokens[r]:] == -1).all()       # staged: -1 past the tokens
+            for t in range(tokens[r]):
                 want = torch.zeros(hidden, dtype=torch.float64)
                 for e, w in zip(ids[r][t].tolist(), weights[r][t].tolist()):
                     if e >= 0:
@@ -116,8 +121,11 @@ def test_low_latency_dispatch_and_combine_match_torch(world, tokens):
 
 @pytest.mark.parametrize("kernel", ["moe_dispatch_ll", "moe_combine_ll"])
 def test_low_latency_kernels_assemble_without_spills(kernel):
-    ptx = compile_source(open(PATH).read(), PATH, kernel=kernel).ptx
-    assert "ld.global.nc.L1::no_allocate.L2::256B" in ptx and "shfl.sync.up.b32" in ptx \
-        or kernel == "moe_combine_ll"
-    report = assemble(ptx, arch="sm_90a", entry=kernel).report
-    assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0
+    """Every config of the tune lists."""
+    from commdsl.tune.space import search_space
+    text = open(PATH).read()
+    for config in search_space(text, PATH, kernel, {}, None).configs():
+        ptx = compile_source(text, PATH, kernel=kernel, constants=config).ptx
+        assert "ld.global.nc.L1::no_allocate.L2::256B" in ptx
+        report = assemble(ptx, arch="sm_90a", entry=kernel).report
+        assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0, config
