@@ -2,8 +2,9 @@
 tensor, and waiting for a flag.
 
 Each simulated rank is a thread (interpreter.run_ranks), and each of its programs another
-(a communication kernel's CTAs are all resident at once on the GPU); a symmetric tensor is a list of CPU tensors, one per rank, so `get`/`put` index
-that list and `signal`/`wait` are stores and polls of a shared tensor. A wait polls until
+(a communication kernel's CTAs are all resident at once on the GPU); a symmetric tensor is
+a list of CPU tensors, one per rank, so `get`/`put` index that list and `signal`/`wait` are
+stores and polls of a shared tensor. A wait polls until
 its flag is reached; when the other ranks have all finished or `timeout_s` passes, it
 raises InterpreterWaitError, the CPU analogue of the GPU's timed-out status.
 """
