@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
@@ -173,6 +174,17 @@ def spawn_ranks(target, world: int, args, timeout_s: float) -> list[dict]:
     for proc in procs:
         proc.join(timeout=60)
     return ranks
+
+
+def join_ranks(rank: int, world: int, port: int) -> None:
+    """In a process spawn_ranks started: this rank's GPU, the NCCL group of all ranks, and
+    tests/ importable (the benches take the tests' routing and references)."""
+    import torch
+    import torch.distributed as dist
+    torch.cuda.set_device(rank)
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world, device_id=torch.device("cuda", rank))
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 
 def write_results(name: str, payload: dict) -> str:

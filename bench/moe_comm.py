@@ -64,10 +64,7 @@ def run(rank, world, port, args, results):
     import torch.distributed as dist
 
     from commdsl.moe import MoeBuffer
-    torch.cuda.set_device(rank)
-    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world, device_id=torch.device("cuda", rank))
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+    common.join_ranks(rank, world, port)
     from test_moe_gpu import routing                     # the tests' routing, a third local
 
     t, h = args.tokens, args.hidden

@@ -38,10 +38,7 @@ def run(rank, world, port, args, results):
 
     import commdsl
     from commdsl.moe import MoeBuffer
-    torch.cuda.set_device(rank)
-    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world, device_id=torch.device("cuda", rank))
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+    common.join_ranks(rank, world, port)
     import overlap                                       # bench/overlap.py's timing
     from moe_comm import slowest
     from test_fp8_gemm import FP8_GEMM, relative_error
