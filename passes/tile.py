@@ -304,6 +304,10 @@ def _relayout_operands(kernel: KernelIR, op, target, wanted: dict, splats) -> li
             continue
         roots = _iotas(v, producer, splats)
         if roots is not None:
+            if any(wanted.get(r.result.id, target) != target for r in roots):
+                # another use already placed these iotas: compute them again for this one
+                v = op.operands[i] = _recompute(block, op, v, producer, splats, moved)
+                roots = _iotas(v, {**producer, **_producers(block)}, splats)
             wanted.update((r.result.id, target) for r in roots)
             continue
         new = Value(v.type.with_layout(None))
@@ -312,6 +316,30 @@ def _relayout_operands(kernel: KernelIR, op, target, wanted: dict, splats) -> li
         wanted[new.id] = target
         moved.append(new)
     return moved
+
+
+def _producers(block) -> dict:
+    return {r.id: o for o in block.ops for r in o.results}
+
+
+def _recompute(block, op, v, producer, splats, made: list):
+    """v computed again, from its iotas through the same elementwise ops (splats and scalars
+    shared), by copies put before `op` (their results appended to `made`, to be placed): a
+    value of iotas costs no data movement in any layout, so each use may have its own."""
+    done: dict[int, Value] = {}
+
+    def copy(w):
+        src = producer.get(w.id)
+        if w.id in splats or src is None or not isinstance(w.type, TileType):
+            return w
+        if w.id not in done:
+            new = Op(src.name, [copy(o) for o in src.operands],
+                     [Value(w.type.with_layout(None))], dict(src.attrs), loc=src.loc)
+            block.ops.insert(block.ops.index(op), new)
+            done[w.id] = new.result
+            made.append(new.result)
+        return done[w.id]
+    return copy(v)
 
 
 def _splat_started_carry(kernel: KernelIR, op, carried: dict):

@@ -168,3 +168,39 @@ def test_a_row_vector_broadcast_to_two_shapes_on_the_gpu():
     commdsl.load(TWO_SHAPES)(x, n, y, z)
     torch.cuda.synchronize()
     assert torch.equal(y.cpu(), want_y) and torch.equal(z.cpu(), want_z)
+
+
+# One iota-made row vector expanded along both axes: computed once per layout.
+BOTH_AXES = """kernel both(x: i32[16], w: i32[8, 4], y: out i32[4, 16], z: out i32[8, 4])
+  grid(1)
+{
+  let rows = iota(4) + 1
+  store y[0 : +4, 0 : +16] = rows[:, None] * load x[0 : +16][None, :]
+  store z[0 : +8, 0 : +4] = sum(load w[0 : +8, 0 : +4], axis = 1)[:, None] + rows[None, :]
+}
+"""
+
+
+def _both_axes(device):
+    x = torch.randint(-50, 50, (16,), dtype=torch.int32, device=device)
+    w = torch.randint(-50, 50, (8, 4), dtype=torch.int32, device=device)
+    y = torch.full((4, 16), -7, dtype=torch.int32, device=device)
+    z = torch.full((8, 4), -7, dtype=torch.int32, device=device)
+    rows = torch.arange(1, 5, dtype=torch.int32)
+    return (x, w, y, z), (rows[:, None] * x.cpu()[None, :], w.cpu().sum(1, dtype=torch.int32)
+                          [:, None] + rows[None, :])
+
+
+def test_an_iota_row_expanded_along_both_axes():
+    (x, w, y, z), (want_y, want_z) = _both_axes("cpu")
+    commdsl.load(BOTH_AXES).interpret(x, w, y, z)
+    assert torch.equal(y, want_y) and torch.equal(z, want_z)
+    assert assemble(compile_source(BOTH_AXES).ptx, "sm_90a").report.spill_stores_bytes == 0
+
+
+@pytest.mark.gpu
+def test_an_iota_row_expanded_along_both_axes_on_the_gpu():
+    (x, w, y, z), (want_y, want_z) = _both_axes("cuda")
+    commdsl.load(BOTH_AXES)(x, w, y, z)
+    torch.cuda.synchronize()
+    assert torch.equal(y.cpu(), want_y) and torch.equal(z.cpu(), want_z)
