@@ -10,6 +10,10 @@ them.
     buf.y.view_as(out.recv_x).copy_(experts(out.recv_x, out.recv_count))   # (or write buf.y)
     combined = buf.combine(topk_idx, topk_weights)                         # bf16 [T, H]
 
+With `fp8=True` dispatch quantizes the tokens as act_quant does before they cross NVLink
+and delivers e4m3 rows with their 1 x 128 scales (out.recv_x_scales, f32 [E / W, H / 128,
+W * max_tokens]), the layout examples/grouped_fp8_gemm_masked.cdsl reads.
+
 Experts are split evenly, rank r holding [r * E / W, (r + 1) * E / W). Calls are collective:
 every rank makes them in the same order, each one kernel launch (top-k ids other than i32
 are converted first). Dispatch copies the tokens and ids into symmetric buffers itself;
@@ -31,54 +35,65 @@ SOURCE = str(resources.files("commdsl") / "kernels" / "moe_low_latency.cdsl")
 
 @dataclass
 class LowLatencyDispatched:
-    recv_x: object          # bf16 [E / W, W * max_tokens, H]
+    recv_x: object          # bf16 (fp8: e4m3) [E / W, W * max_tokens, H]
     recv_count: object      # i32 [E / W]: the valid rows of each local expert
     recv_src: object        # i32 [E / W, W * max_tokens]: source rank * max_tokens + token
+    recv_x_scales: object = None    # fp8: f32 [E / W, H / 128, W * max_tokens], MN-major
 
 
-def sms(config: dict) -> int:
-    """The dispatch kernel's CTA count (its flags hold one per CTA and rank)."""
+def sms(kernel: str, config: dict) -> int:
+    """A dispatch kernel's CTA count (its flags hold one per CTA and rank)."""
     from .compiler import compile_file
-    kir = compile_file(SOURCE, kernel="moe_dispatch_ll", constants=config, emit="ir").ir[0]
+    kir = compile_file(SOURCE, kernel=kernel, constants=config, emit="ir").ir[0]
     return kir.grid[0].value
 
 
 class LowLatencyBuffer:
     """Symmetric buffers and the two kernels among the ranks of `group` (one host).
-    `dispatch_config` / `combine_config`: the kernels' tune constants (SMS, ROWS, CHUNK)."""
+    `dispatch_config` / `combine_config`: the kernels' tune constants (SMS, ROWS, CHUNK).
+    `fp8`: dispatch quantizes the tokens (1 x 128 groups, as act_quant) before they cross
+    NVLink and delivers e4m3 rows and their scales; combine stays bf16."""
 
     def __init__(self, group=None, *, max_tokens: int = 128, hidden: int, num_experts: int,
-                 topk: int, timeout_s: float = 30.0, dispatch_config: dict | None = None,
-                 combine_config: dict | None = None, backend: str | None = None):
+                 topk: int, fp8: bool = False, timeout_s: float = 30.0,
+                 dispatch_config: dict | None = None, combine_config: dict | None = None,
+                 backend: str | None = None):
         import torch
         import torch.distributed as dist
         world = dist.get_world_size(group)
         dispatch_config, combine_config = dispatch_config or {}, combine_config or {}
         if num_experts % world:
             raise CommError(f"num_experts = {num_experts} does not split over {world} ranks")
+        if fp8 and hidden % 128:
+            raise CommError(f"FP8 tokens carry one scale per 128 channels; hidden = {hidden}")
+        self.fp8 = fp8
+        name = "moe_dispatch_ll_fp8" if fp8 else "moe_dispatch_ll"
         self.max_tokens, self.hidden, self.num_experts, self.topk = (
             max_tokens, hidden, num_experts, topk)
         self.world, self.local_experts = world, num_experts // world
         rows = world * max_tokens
         # One copy each: every launch's handshake orders a buffer's next write after its
         # last read on every rank (docs/multinode.md, "Ordering").
-        regions = [RegionSpec("x", (max_tokens, hidden), "bf16", 1),
+        token = "e4m3" if fp8 else "bf16"
+        regions = [RegionSpec("x", (max_tokens, hidden), token, 1),
                    RegionSpec("topk", (max_tokens, topk), "i32", 1),
                    RegionSpec("y", (self.local_experts * rows, hidden), "bf16", 1),
                    RegionSpec("recv_base", (self.local_experts, world), "i32", 1),
-                   RegionSpec("dispatch_flags", (world, sms(dispatch_config)), "i32", 1),
+                   RegionSpec("dispatch_flags", (world, sms(name, dispatch_config)), "i32", 1),
                    RegionSpec("combine_flags", (world,), "i32", 1)]
+        if fp8:
+            regions.append(RegionSpec("xs", (max_tokens, hidden // 128), "f32", 1))
         config = {"max_tokens": max_tokens, "hidden": hidden, "num_experts": num_experts,
-                  "topk": topk, "mode": "low_latency"}
+                  "topk": topk, "fp8": fp8, "mode": "low_latency"}
         self.comm = Comm(group, "moe_ll", config, regions, timeout_s=timeout_s, backend=backend)
         view = {r.name: self.comm.region(r.name).next() for r in regions}
         self.x, self.topk_idx, self.y = view["x"], view["topk"], view["y"]
-        self.recv_base = view["recv_base"]
+        self.recv_base, self.xs = view["recv_base"], view.get("xs")
         self.flags = (view["dispatch_flags"], view["combine_flags"])
         for f in self.flags:
             f.zero_()
-        self.dispatch_kernel = load_comm(self.comm, SOURCE, "moe_dispatch_ll", TMAX=max_tokens,
-                                         K=topk, **dispatch_config)
+        self.dispatch_kernel = load_comm(self.comm, SOURCE, name, TMAX=max_tokens, K=topk,
+                                         **dispatch_config)
         self.combine_kernel = load_comm(self.comm, SOURCE, "moe_combine_ll", TMAX=max_tokens,
                                         K=topk, **combine_config)
         device = self.comm.device
@@ -87,7 +102,10 @@ class LowLatencyBuffer:
                        for k in (self.dispatch_kernel, self.combine_kernel)]
         # the received tokens live here until the next dispatch, as in DeepEP
         el = self.local_experts
-        self.recv_x = torch.empty(el, rows, hidden, dtype=torch.bfloat16, device=device)
+        self.recv_x = torch.empty(el, rows, hidden, device=device,
+                                  dtype=torch.float8_e4m3fn if fp8 else torch.bfloat16)
+        self.recv_xs = (torch.empty(el, hidden // 128, rows, dtype=torch.float32, device=device)
+                        if fp8 else None)
         self.recv_src = torch.empty(el, rows, dtype=torch.int32, device=device)
         self.recv_count = torch.empty(el, dtype=torch.int32, device=device)
         self.combined = torch.empty(max_tokens, hidden, dtype=torch.bfloat16, device=device)
@@ -108,11 +126,14 @@ class LowLatencyBuffer:
         if x.dim() != 2 or x.shape[1] != self.hidden or t > self.max_tokens:
             raise LaunchError("moe_dispatch_ll", "x", f"must be [T, {self.hidden}] with T <= "
                               f"max_tokens = {self.max_tokens}, got {tuple(x.shape)}")
-        self.dispatch_kernel(x_in=x, topk_in=self._ids("moe_dispatch_ll", topk_idx, t),
-                             x=self.x, topk=self.topk_idx, recv_x=self.recv_x,
-                             recv_src=self.recv_src, recv_count=self.recv_count,
-                             recv_base=self.recv_base, ep=self.epochs[0], flags=self.flags[0])
-        return LowLatencyDispatched(self.recv_x, self.recv_count, self.recv_src)
+        args = dict(x_in=x, topk_in=self._ids("moe_dispatch_ll", topk_idx, t), x=self.x,
+                    topk=self.topk_idx, recv_x=self.recv_x, recv_src=self.recv_src,
+                    recv_count=self.recv_count, recv_base=self.recv_base, ep=self.epochs[0],
+                    flags=self.flags[0])
+        if self.fp8:
+            args.update(xs=self.xs, recv_xs=self.recv_xs)
+        self.dispatch_kernel(**args)
+        return LowLatencyDispatched(self.recv_x, self.recv_count, self.recv_src, self.recv_xs)
 
     def combine(self, topk_idx, topk_weights):
         """Each of this rank's tokens (those of the last dispatch, with the same ids): the

@@ -119,7 +119,7 @@ def test_low_latency_dispatch_and_combine_match_torch(world, tokens):
         assert all(int(c.min()) == seed + 1 for c in ranks.dispatch_ep + ranks.combine_ep)
 
 
-@pytest.mark.parametrize("kernel", ["moe_dispatch_ll", "moe_combine_ll"])
+@pytest.mark.parametrize("kernel", ["moe_dispatch_ll", "moe_dispatch_ll_fp8", "moe_combine_ll"])
 def test_low_latency_kernels_assemble_without_spills(kernel):
     """Every config of the tune lists."""
     from commdsl.tune.space import search_space
@@ -129,3 +129,45 @@ def test_low_latency_kernels_assemble_without_spills(kernel):
         assert "ld.global.nc.L1::no_allocate.L2::256B" in ptx
         report = assemble(ptx, arch="sm_90a", entry=kernel).report
         assert report.spill_stores_bytes == 0 and report.spill_loads_bytes == 0, config
+
+
+def _quantized(x):
+    """act_quant's 1 x 128 groups: (e4m3 bytes, f32 scales)."""
+    g = x.float().view(x.shape[0], x.shape[1] // 128, 128)
+    s = g.abs().amax(-1).clamp(min=1e-4) / 448.0
+    return (g / s[..., None]).view(x.shape).to(torch.float8_e4m3fn), s
+
+
+@pytest.mark.parametrize("world,tokens", [(2, [5, 16]), (4, [1, 0, 7, 16])])
+def test_low_latency_fp8_dispatch_quantizes_and_places_like_torch(world, tokens):
+    """The staging quantizes as act_quant does; each received row's bytes and scales (the
+    scales MN-major, [EL, H / 128, R]) are its token's, bit for bit."""
+    tmax, hidden, experts, k = SMALL["TMAX"], 256, 16, SMALL["K"]
+    el, rows = experts // world, world * tmax
+    ids, _ = _routing(world, tokens, experts, k, seed=3)
+    g = torch.Generator().manual_seed(7)
+    xs = [(torch.randn(t, hidden, generator=g) * 10).bfloat16() for t in tokens]
+    z = lambda *shape: [torch.zeros(*shape, dtype=torch.int32) for _ in range(world)]
+    recv_x = [torch.full((el, rows, hidden), 1.0).to(torch.float8_e4m3fn) for _ in range(world)]
+    recv_xs = [torch.full((el, hidden // 128, rows), -1.0) for _ in range(world)]
+    recv_src, recv_count = z(el, rows), z(el)
+    run_ranks(_lowered("moe_dispatch_ll_fp8", **SMALL, ROWS=2),
+              [dict(x_in=xs[r], topk_in=ids[r], x=torch.zeros(tmax, hidden).to(
+                    torch.float8_e4m3fn), xs=torch.zeros(tmax, hidden // 128),
+                    topk=torch.zeros(tmax, k, dtype=torch.int32), recv_x=recv_x[r],
+                    recv_xs=recv_xs[r], recv_src=recv_src[r], recv_count=recv_count[r],
+                    recv_base=torch.zeros(el, world, dtype=torch.int32),
+                    ep=torch.zeros(SMALL["SMS"], dtype=torch.int32),
+                    flags=torch.zeros(world, SMALL["SMS"], dtype=torch.int32))
+               for r in range(world)],
+              [dict(H=hidden, EL=el, R=rows, W=world, T=tokens[r]) for r in range(world)],
+              epoch=0)
+    quantized = [_quantized(x) for x in xs]
+    for r, pairs_of in enumerate(_reference(ids, world, tokens, experts)):
+        for le, pairs in enumerate(pairs_of):
+            assert recv_count[r][le].item() == len(pairs)
+            for j, (p, t) in enumerate(pairs):
+                q, s = quantized[p]
+                assert torch.equal(recv_x[r][le, j].view(torch.uint8), q[t].view(torch.uint8))
+                assert torch.equal(recv_xs[r][le, :, j], s[t])
+            assert (recv_xs[r][le, :, len(pairs):] == -1.0).all()

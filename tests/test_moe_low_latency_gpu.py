@@ -2,7 +2,8 @@
 experts' rows, in order of source rank and token, bit for bit, and combine matches a float64
 reference of the weighted expert outputs; the same two launches captured in a CUDA graph and
 replayed on new tokens written in place give the new results (the kernels keep their epochs
-on the device). World size 1 on one GPU, 2 where two are lent."""
+on the device); FP8 dispatch delivers act_quant's bytes and scales. World size 1 on one GPU,
+2 where two are lent."""
 import pytest
 
 from test_moe_gpu import _spawn
@@ -100,6 +101,45 @@ def check_low_latency(rank, world):
     for seed in (3, 4):
         problems += _check_round(buf, rank, world, TMAX, seed, replay)
     return problems
+
+
+def check_low_latency_fp8(rank, world):
+    """FP8 dispatch: each received row's bytes and scales are its token's, quantized as
+    act_quant does, bit for bit."""
+    import torch
+
+    from commdsl.moe_ll import LowLatencyBuffer
+    buf = LowLatencyBuffer(max_tokens=TMAX, hidden=HIDDEN, num_experts=EXPERTS, topk=TOPK,
+                           fp8=True, timeout_s=20, dispatch_config=dict(SMS=16, CHUNK=896))
+    per = EXPERTS // world
+    inputs = [_inputs(r, TMAX, 5) for r in range(world)]
+    ids, _, x = inputs[rank]
+    out = buf.dispatch(x.cuda(), ids.cuda())
+    torch.cuda.synchronize()
+    buf.check()
+    problems = []
+    for le in range(per):
+        pairs = [(p, t) for p in range(world) for t in range(TMAX)
+                 if (inputs[p][0][t] == rank * per + le).any()]
+        n = int(out.recv_count[le])
+        if n != len(pairs):
+            problems.append(f"rank {rank} expert {le}: {n} rows, expected {len(pairs)}")
+            continue
+        for j, (p, t) in enumerate(pairs):
+            g = inputs[p][2][t].float().view(-1, 128)
+            s = g.abs().amax(-1).clamp(min=1e-4) / 448.0
+            q = (g / s[:, None]).view(-1).to(torch.float8_e4m3fn)
+            if not (torch.equal(out.recv_x[le, j].cpu().view(torch.uint8), q.view(torch.uint8))
+                    and torch.equal(out.recv_x_scales[le, :, j].cpu(), s)):
+                problems.append(f"rank {rank} expert {le} row {j}: differs")
+                break
+    return problems
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_low_latency_fp8_dispatch(world):
+    reports = _spawn(check_low_latency_fp8, world=world)
+    assert not [p for r in reports.values() for p in r], reports
 
 
 @pytest.mark.parametrize("world", [1, 2])
