@@ -2,11 +2,12 @@
 
 All tiles of one shape share one Blocked layout, so elementwise ops need no data movement.
 Its innermost elements per thread are the widest vector the loads and stores of that shape
-may use (passes/vectorize.py) that splits no store (`_shape_vectors`). A reduction's result is the Sliced layout of its operand,
-and `t[:, None]` of such a result takes the parent layout back, which is what makes the
-per-row scale of a quantization group free to broadcast. Reducing a Sliced tile again
-slices the slice (a 128 x 128 block's amax: rows, then the column of row maxima); the last
-axis leaves a scalar every thread holds.
+may use (passes/vectorize.py) that splits no store (`_shape_vectors`). A reduction's result
+is the Sliced layout of its operand, and `t[:, None]` of such a result takes the parent
+layout back, which is what makes the per-row scale of a quantization group free to
+broadcast. Reducing a Sliced tile again slices the slice (a 128 x 128 block's amax: rows,
+then the column of row maxima); the last axis leaves a scalar every thread holds. A scan
+(cumsum) keeps its operand's layout.
 
 A load may take any layout, so one whose value is only broadcast back along an axis (the
 scales of a group, `s[:, None]`) gets the Sliced layout its use wants, and costs no data
@@ -15,9 +16,11 @@ shared memory (planned by passes/shared.py). The operand shape of a transpose of
 2-byte elements gives each thread 4 / bytes consecutive rows, so its shared-memory writes
 are 32 bits wide (one per 4 FP8 elements).
 
-Where an elementwise op (or `t[:, None]`) still meets operands that threads hold
-differently, an iota among them is computed in its partner's layout, and any other operand
-moves through shared memory (`relayout`): the kernel writer never sees layouts.
+Where an elementwise op (or `t[:, None]`, or a broadcast) still meets operands that threads
+hold differently, an iota among them is computed in its partner's layout (computed again
+where another use already placed it), and any other operand moves through shared memory
+(`relayout`), as do a gather's row numbers that were computed rather than loaded: the
+kernel writer never sees layouts.
 """
 from __future__ import annotations
 
