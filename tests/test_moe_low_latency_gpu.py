@@ -3,7 +3,8 @@ experts' rows, in order of source rank and token, bit for bit, and combine match
 reference of the weighted expert outputs; the same two launches captured in a CUDA graph and
 replayed on new tokens written in place give the new results (the kernels keep their epochs
 on the device); FP8 dispatch delivers act_quant's bytes and scales. World size 1 on one GPU,
-2 where two are lent."""
+2 where two are lent, on torch's CUDA symmetric-memory backend and (2 ranks) its NVSHMEM
+one."""
 import pytest
 
 from test_moe_gpu import _spawn
@@ -66,12 +67,12 @@ def _check_round(buf, rank, world, tokens, seed, replay=None):
     return problems
 
 
-def check_low_latency(rank, world):
+def check_low_latency(rank, world, backend):
     import torch
 
     from commdsl.moe_ll import LowLatencyBuffer
     buf = LowLatencyBuffer(max_tokens=TMAX, hidden=HIDDEN, num_experts=EXPERTS, topk=TOPK,
-                           timeout_s=20, dispatch_config=dict(SMS=16, CHUNK=512),
+                           timeout_s=20, backend=backend, dispatch_config=dict(SMS=16, CHUNK=512),
                            combine_config=dict(SMS=16, CHUNK=512))
     problems = []
     for tokens, seed in ((TMAX, 0), (5, 1), (0, 2)):
@@ -103,14 +104,15 @@ def check_low_latency(rank, world):
     return problems
 
 
-def check_low_latency_fp8(rank, world):
+def check_low_latency_fp8(rank, world, backend):
     """FP8 dispatch: each received row's bytes and scales are its token's, quantized as
     act_quant does, bit for bit."""
     import torch
 
     from commdsl.moe_ll import LowLatencyBuffer
     buf = LowLatencyBuffer(max_tokens=TMAX, hidden=HIDDEN, num_experts=EXPERTS, topk=TOPK,
-                           fp8=True, timeout_s=20, dispatch_config=dict(SMS=16, CHUNK=896))
+                           fp8=True, timeout_s=20, backend=backend,
+                           dispatch_config=dict(SMS=16, CHUNK=896))
     per = EXPERTS // world
     inputs = [_inputs(r, TMAX, 5) for r in range(world)]
     ids, _, x = inputs[rank]
@@ -136,13 +138,23 @@ def check_low_latency_fp8(rank, world):
     return problems
 
 
-@pytest.mark.parametrize("world", [1, 2])
-def test_low_latency_fp8_dispatch(world):
-    reports = _spawn(check_low_latency_fp8, world=world)
+# World 1 on the CUDA backend only: torch's NVSHMEM rendezvous needs 2 ranks.
+BACKENDS = [(1, "CUDA"), (2, "CUDA"), (2, "NVSHMEM")]
+
+
+def _run(check, world, backend):
+    import torch.distributed._symmetric_memory as symm_mem
+    if backend == "NVSHMEM" and not symm_mem.is_nvshmem_available():
+        pytest.skip("this torch has no NVSHMEM")
+    reports = _spawn(check, backend, world=world)
     assert not [p for r in reports.values() for p in r], reports
 
 
-@pytest.mark.parametrize("world", [1, 2])
-def test_low_latency_dispatch_combine_and_graph_replay(world):
-    reports = _spawn(check_low_latency, world=world)
-    assert not [p for r in reports.values() for p in r], reports
+@pytest.mark.parametrize("world,backend", BACKENDS)
+def test_low_latency_fp8_dispatch(world, backend):
+    _run(check_low_latency_fp8, world, backend)
+
+
+@pytest.mark.parametrize("world,backend", BACKENDS)
+def test_low_latency_dispatch_combine_and_graph_replay(world, backend):
+    _run(check_low_latency, world, backend)
