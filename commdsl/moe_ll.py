@@ -7,7 +7,7 @@ them.
     out = buf.dispatch(x, topk_idx)          # x: bf16 [T, H], T <= max_tokens; ids: i32
     # out.recv_x: bf16 [E / W, W * max_tokens, H]; expert le's first out.recv_count[le] rows
     # are its tokens, by source rank then token (out.recv_src: rank * max_tokens + token)
-    buf.y.view_as(out.recv_x).copy_(experts(out.recv_x, out.recv_count))   # (or write buf.y)
+    buf.y.view(out.recv_x.shape).copy_(experts(out.recv_x, out.recv_count))  # bf16 rows
     combined = buf.combine(topk_idx, topk_weights)                         # bf16 [T, H]
 
 With `fp8=True` dispatch quantizes the tokens as act_quant does before they cross NVLink
