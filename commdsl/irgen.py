@@ -124,21 +124,6 @@ def _check_fits(value: int, dtype: str, node):
                            "indices and sizes are 32-bit: use smaller constants")
 
 
-def _reassigned(nodes) -> set[str]:
-    """The names some statement in `nodes` (nested blocks included) assigns to."""
-    names, todo = set(), list(nodes)
-    while todo:
-        node = todo.pop()
-        if isinstance(node, ast.Assign):
-            names.add(node.name)
-        if dataclasses.is_dataclass(node):
-            for f in dataclasses.fields(node):
-                v = getattr(node, f.name)
-                todo += [x for x in (v if isinstance(v, tuple) else (v,))
-                         if isinstance(x, ast.Node)]
-    return names
-
-
 class _Lowering(CommLowering):
     def __init__(self, sig: Signature, kernel: ast.Kernel, target: Target):
         self.sig, self.kernel, self.target = sig, kernel, target
@@ -156,7 +141,7 @@ class _Lowering(CommLowering):
         self.functions = _functions(kernel.functions)
         self.expanding: list[str] = []         # the functions being expanded, outermost first
         self.ragged = Raggedness(self.ir)
-        self.reassigned = _reassigned([*kernel.body, *(f.body for f in kernel.functions)])
+        self.rest: list = []      # the statements after the one being lowered, in its block
 
     # ---- helpers ---------------------------------------------------------------------
 
@@ -972,18 +957,23 @@ class _Lowering(CommLowering):
         self.env = dict(outer_env)
         self.env.update({a.name: a for a in body.args})
         self.b = Builder(body)
-        for stmt in stmts:
-            getattr(self, "stmt_" + type(stmt).__name__)(stmt)
+        self.statements(stmts)
         if finish is not None:
             finish()
         self.env, self.b = outer_env, outer_b
+
+    def statements(self, stmts) -> None:
+        for i, stmt in enumerate(stmts):
+            self.rest = stmts[i + 1:]
+            getattr(self, "stmt_" + type(stmt).__name__)(stmt)
 
     def stmt_Let(self, s: ast.Let):
         if s.name in self.tensors or s.name in self.sig.constants:
             raise CompileError(f"'{s.name}' is already a parameter or constant", s.span,
                                "pick another name")
+        reassigned = s.name in _assigned(self.rest)
         value = self.expr(s.value)
-        if isinstance(value, Folded) and s.name in self.reassigned:
+        if isinstance(value, Folded) and reassigned:
             # `let n = 0` then `n = n + ...`: a variable, an i32 or an f32 as the number is
             value = self.materialize(value, "i32" if value.is_int else "f32", s.value)
         self.env[s.name] = value
@@ -1233,8 +1223,7 @@ def _assigned(body) -> list[str]:
 
 def lower(sig: Signature, kernel: ast.Kernel, target: Target) -> KernelIR:
     low = _Lowering(sig, kernel, target)
-    for s in kernel.body:
-        getattr(low, "stmt_" + type(s).__name__)(s)
+    low.statements(list(kernel.body))
     low.ir.attrs["warps"] = sig.warps
     low.ir.attrs["ctas_per_sm"] = sig.ctas_per_sm
     low.ir.attrs["span"] = kernel.span

@@ -113,3 +113,23 @@ def test_a_number_bound_by_let_and_reassigned_on_the_gpu():
     commdsl.load(COUNTERS)(x, sums, steps)
     assert steps.item() == 4
     assert torch.allclose(sums.cpu(), x.sum().cpu().reshape(1), rtol=1e-5)
+
+
+def test_a_let_number_stays_a_constant_where_only_a_shadowing_let_is_reassigned():
+    """The outer L is a tile length (compile-time); the loop's own L is the variable."""
+    src = """\
+kernel k(x: f32[N], y: out f32[N], c: out i32[1])
+  grid(1)
+{
+  let L = 128
+  store y[0 : +L] = load x[0 : +L]
+  for i in 0 .. 3 {
+    let L = 0
+    L = L + i
+    store c[0] = L
+  }
+}
+"""
+    x, y, c = torch.randn(128), torch.zeros(128), torch.zeros(1, dtype=torch.int32)
+    commdsl.load(src).interpret(x, y, c)
+    assert torch.equal(y, x) and c.item() == 2
