@@ -140,6 +140,9 @@ class LowLatencyBuffer:
         sum of its experts' rows of `buf.y` times `topk_weights` (f32 [T, topk]); bf16
         [T, H], a view of this buffer's output (valid until the next combine)."""
         t = topk_idx.shape[0]
+        if t > self.max_tokens:
+            raise LaunchError("moe_combine_ll", "topk_idx", f"{t} tokens, but the buffer holds "
+                              f"at most max_tokens = {self.max_tokens}")
         ids = self._ids("moe_combine_ll", topk_idx, t)
         if tuple(topk_weights.shape) != (t, self.topk):
             raise LaunchError("moe_combine_ll", "topk_weights", f"must be [{t}, {self.topk}] "
