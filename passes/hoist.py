@@ -17,7 +17,7 @@ at most SMALL elements), so holding it through the loop costs a register or two 
 from __future__ import annotations
 
 from commdsl.ir import Block, KernelIR, Op, TileType
-from commdsl.ops import ACQUIRE, ASYNC, CONSTANT, READS, WRITES, has_trait
+from commdsl.ops import ACQUIRE, ASYNC, COMM, CONSTANT, MEMORY, READS, WRITES, has_trait
 from commdsl.target import Target
 
 SMALL = 256
@@ -26,7 +26,9 @@ SMALL = 256
 def _movable(op: Op, written: set[int], later: set[int]) -> bool:
     t = op.results[0].type if len(op.results) == 1 else None
     tensor = op.operands[0] if op.operands else None
-    return (op.name == "load" and has_trait(op, READS) and not has_trait(op, ASYNC)
+    # a plain read of this rank's global memory: not a TMA copy, not another rank's copy
+    return (has_trait(op, MEMORY) and has_trait(op, READS) and not has_trait(op, ASYNC)
+            and not has_trait(op, COMM)
             and not op.blocks and t is not None
             and (not isinstance(t, TileType) or t.numel <= SMALL)
             and not tensor.type.is_out and not tensor.type.symmetric
