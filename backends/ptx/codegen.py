@@ -613,23 +613,32 @@ class KernelCodegen(CommCodegen, CompactCodegen, ScanCodegen):
             return self.b.trunc(asm.shuffle_xor(self.b, self.b.zext(x, I32), lane_mask), x.type)
         return asm.shuffle_xor(self.b, x, lane_mask)
 
-    def reduce_across_warps(self, op: Op, regs, m: DimMap, combine):
-        """Each warp's partials go through shared memory; every thread combines the warps
-        that differ only along the reduced axis."""
-        b = self.b
-        warp_size = self.target.warp_size
+    def lane_words(self, smem):
+        """(i, warp) -> the address of this lane's word i of `warp` in a shared array laid
+        out [word][warp][lane]: how warps hand partials to each other."""
+        b, warp_size = self.b, self.target.warp_size
         nwarps = self.k.num_threads // warp_size
-        smem = self.static_smem(op, op.operands[0].type.dtype)
 
         def slot_ptr(i, warp):
             idx = b.add(b.mul(b.add(self.i32(i * nwarps), warp), self.i32(warp_size)), self.lane)
             return b.gep(smem, [self.i32(0), idx])
+        return slot_ptr
 
+    def warp_along(self, m: DimMap):
+        """(this warp's coordinate along m, the warp at coordinate 0 with the same others)."""
+        b = self.b
+        coord = b.urem(b.udiv(self.warp, self.i32(m.warp_stride)), self.i32(m.wpc))
+        return coord, b.sub(self.warp, b.mul(coord, self.i32(m.warp_stride)))
+
+    def reduce_across_warps(self, op: Op, regs, m: DimMap, combine):
+        """Each warp's partials go through shared memory; every thread combines the warps
+        that differ only along the reduced axis."""
+        b = self.b
+        slot_ptr = self.lane_words(self.static_smem(op, op.operands[0].type.dtype))
         for i, r in enumerate(regs):
             b.store(r, slot_ptr(i, self.warp))
         self.cta_barrier()
-        coord = b.urem(b.udiv(self.warp, self.i32(m.warp_stride)), self.i32(m.wpc))
-        base = b.sub(self.warp, b.mul(coord, self.i32(m.warp_stride)))
+        _, base = self.warp_along(m)
         out = []
         for i in range(len(regs)):
             acc = None

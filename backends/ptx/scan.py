@@ -81,9 +81,6 @@ class ScanCodegen:
     def inclusive(totals: dict, before: dict, add) -> dict:
         return {k: add(v, before[k]) for k, v in totals.items()}
 
-    def lane_coord(self, m: DimMap):
-        return self.b.urem(self.b.udiv(self.lane, self.i32(m.lane_stride)), self.i32(m.tpw))
-
     def scan_lanes(self, totals: dict, m: DimMap, add, zero) -> dict:
         """Each thread's sum of the lanes before it along the axis (Hillis-Steele: the
         inclusive sum by shuffles up 1, 2, 4, ... lanes along it, then one more shuffle
@@ -91,7 +88,7 @@ class ScanCodegen:
         b = self.b
         if m.tpw == 1:
             return {k: zero for k in totals}
-        coord = self.lane_coord(m)
+        coord = self.lane_position(m)
         incl = dict(totals)
         steps = m.tpw.bit_length() - 1
         for k in range(steps):
@@ -123,20 +120,12 @@ class ScanCodegen:
         in reduce_across_warps); a thread adds the warps before its own along the axis,
         and all of them for the line's total."""
         b = self.b
-        warp_size = self.target.warp_size
-        nwarps = self.k.num_threads // warp_size
         keys = list(line_totals)
-        smem = self.static_smem(op, op.result.type.dtype)
-
-        def slot_ptr(i, warp):
-            idx = b.add(b.mul(b.add(self.i32(i * nwarps), warp), self.i32(warp_size)), self.lane)
-            return b.gep(smem, [self.i32(0), idx])
-
+        slot_ptr = self.lane_words(self.static_smem(op, op.result.type.dtype))
         for i, key in enumerate(keys):
             b.store(line_totals[key], slot_ptr(i, self.warp))
         self.cta_barrier()
-        coord = b.urem(b.udiv(self.warp, self.i32(m.warp_stride)), self.i32(m.wpc))
-        base = b.sub(self.warp, b.mul(coord, self.i32(m.warp_stride)))
+        coord, base = self.warp_along(m)
         before, total = {}, {}
         for i, key in enumerate(keys):
             acc_before, acc = zero, None
