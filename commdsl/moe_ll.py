@@ -31,6 +31,7 @@ from .diagnostics import LaunchError
 from .runtime.symmetric import Comm, CommError, RegionSpec
 
 SOURCE = str(resources.files("commdsl") / "kernels" / "moe_low_latency.cdsl")
+MAX_TOKENS = 256
 
 
 @dataclass
@@ -60,6 +61,10 @@ class LowLatencyBuffer:
                  backend: str | None = None):
         import torch
         import torch.distributed as dist
+        if not 1 <= max_tokens <= MAX_TOKENS:
+            raise CommError(f"max_tokens = {max_tokens}: the low-latency kernels take 1 to "
+                            f"{MAX_TOKENS} tokens a rank (DeepEP's limit; past it combine "
+                            "spills): use MoeBuffer for more")
         world = dist.get_world_size(group)
         dispatch_config, combine_config = dispatch_config or {}, combine_config or {}
         if num_experts % world:

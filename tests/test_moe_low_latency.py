@@ -172,3 +172,12 @@ def test_low_latency_fp8_dispatch_quantizes_and_places_like_torch(world, tokens)
                 assert torch.equal(recv_x[r][le, j].view(torch.uint8), q[t].view(torch.uint8))
                 assert torch.equal(recv_xs[r][le, :, j], s[t])
             assert (recv_xs[r][le, :, len(pairs):] == -1.0).all()
+
+
+@pytest.mark.parametrize("max_tokens", [0, 257])
+def test_a_low_latency_buffer_past_its_token_range_is_a_clear_error(max_tokens):
+    from commdsl.moe_ll import LowLatencyBuffer
+    from commdsl.runtime.symmetric import CommError
+    with pytest.raises(CommError, match=f"max_tokens = {max_tokens}: the low-latency kernels "
+                                        "take 1 to 256 tokens a rank"):
+        LowLatencyBuffer(max_tokens=max_tokens, hidden=7168, num_experts=256, topk=8)
