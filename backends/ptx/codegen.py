@@ -16,7 +16,7 @@ from commdsl.dims import Const, Dim, Sym
 from commdsl.fragments import FragmentDim
 from commdsl.dtypes import dtype as dtype_info
 from commdsl.ir import KernelIR, Op, TileType, Value
-from commdsl.ops import COMM, has_trait
+from commdsl.ops import COMM, WRITES, has_trait
 from commdsl.ops.tiles import IDENTITY, MINMAX
 from commdsl.layout import Compact, DimMap, Sliced, reshape_in_registers, slots
 from commdsl.target import Target
@@ -694,9 +694,9 @@ class KernelCodegen(CommCodegen, CompactCodegen, ScanCodegen):
                     pos = b.add(pos, c)
                 ok.append(b.icmp_unsigned("<", pos, bounds[d]))
                 offset = b.add(offset, b.mul(b.sext(pos, I64), strides[d]))
-            if op.name != "load" and tdims:
-                # Only the first copy of a replicated slot writes, or reads in a get (each
-                # would cross NVLink).
+            if has_trait(op, WRITES) and tdims:
+                # Only the first copy of a replicated slot writes. Every copy reads (a get
+                # too): later ops take a slot's value from whichever copy a thread holds.
                 first_copy = self.first_copy(Tile([], tdims, tile_t.layout), slot, first)
                 if first_copy is not None:
                     ok.append(first_copy)
