@@ -57,6 +57,23 @@ def test_the_limit_counts_every_array_of_the_kernel():
     assert err.value.span is not None
 
 
+def test_a_transpose_in_a_loop_waits_for_its_reads_before_the_next_writes():
+    """Its array is written again by the loop's next pass: a second barrier after the reads
+    (a thread that ran ahead would overwrite what a slower one has yet to read)."""
+    top = compile_source(TRANSPOSE.replace("R", "16"), emit="ptx").ptx
+    looped = compile_source(TRANSPOSE.replace("R", "16").replace(
+        "grid(M / 16, N / 128)", "grid(M / 16)").replace(
+        "  let a = load x[pid.0 * 16 : +16, pid.1 * 128 : +128]\n"
+        "  store y[pid.1 * 128 : +128, pid.0 * 16 : +16] = transpose(a)\n",
+        "  for c in 0 .. N step 128 {\n"
+        "    let a = load x[pid.0 * 16 : +16, c : +128]\n"
+        "    store y[c : +128, pid.0 * 16 : +16] = transpose(a)\n  }\n"), emit="ptx").ptx
+    assert top.count("bar.sync 0;") == 1
+    assert looped.count("bar.sync 0;") == 2
+    last_read = looped.rindex("ld.shared")
+    assert looped.index("bar.sync 0;", last_read) < looped.index("st.global", last_read)
+
+
 def test_the_pass_plans_each_transpose_access_and_its_address():
     """requant_t (FP8, 128 x 128, 4 warps): 4-byte writes of 4 operand rows each, 16-byte
     reads; all but 2 of the 32 writes and 2 of the 8 reads sit at a constant offset from an

@@ -399,7 +399,7 @@ class KernelCodegen(CommCodegen, CompactCodegen, ScanCodegen):
     def op_transpose(self, op: Op):
         """Through shared memory, as passes/shared.py planned: every thread writes its
         elements at their transposed place, a barrier, then every thread reads its slots of
-        the result, up to 16 bytes per read."""
+        the result, up to 16 bytes per read; inside a loop or a branch, a second barrier."""
         b, plan = self.b, op.attrs["smem"]
         src, out_t = self.tile(op.operands[0]), op.result.type
         smem = self.static_smem(op, "u8")
@@ -450,6 +450,8 @@ class KernelCodegen(CommCodegen, CompactCodegen, ScanCodegen):
             words = ([b.extract_element(loaded, self.i32(w)) for w in range(nwords)]
                      if nwords > 1 else [loaded])
             regs += self.unpack(words, out_t.dtype, vec)
+        if op not in self.k.body.ops:     # a loop's next pass writes the array again
+            self.cta_barrier()
         self.vals[op.result.id] = self.new_tile(out_t, regs)
 
     @emits("relayout")
