@@ -14,8 +14,8 @@ import math
 
 from commdsl.dims import divisibility_facts
 from commdsl.facts import Analysis
-from commdsl.ir import KernelIR, Value
-from commdsl.ops import ASYNC, MEMORY, has_trait
+from commdsl.ir import KernelIR, Op, TileType, Value
+from commdsl.ops import ASYNC, ELEMENTWISE, MEMORY, has_trait
 from commdsl.target import Target
 
 
@@ -45,15 +45,33 @@ def vector_width(tensor: Value, start_div: int, length: int | None, facts: dict,
     return _largest_power_of_two_dividing(math.gcd(math.gcd(length, start_div), row), cap)
 
 
+def _same_along_rows(value: Value, made_by: dict[int, Op]) -> bool:
+    """Whether a mask tile holds one value per row (`rows[:, None]`, a scalar's splat, or
+    elementwise ops of such): then a vector along the row is wholly in or wholly out."""
+    op = made_by.get(value.id)
+    if op is None or not isinstance(value.type, TileType):
+        return not isinstance(value.type, TileType)
+    if op.name == "splat":
+        return True
+    if op.name == "broadcast":
+        return op.operands[0].type.shape[-1] == 1
+    return has_trait(op, ELEMENTWISE) and all(_same_along_rows(o, made_by)
+                                              for o in op.operands)
+
+
 def run(kernel: KernelIR, target: Target) -> KernelIR:
     facts = size_facts(kernel)
     known = Analysis(kernel, facts)
+    made_by = {r.id: op for op in kernel.walk() for r in op.results}
     for op in kernel.walk():
         if has_trait(op, MEMORY) and not has_trait(op, ASYNC):    # not a TMA copy
             tensor = op.operands[0]
             start = op.operands[tensor.type.rank]       # index of the innermost dimension
-            # a masked store writes element by element (a vector store is all or nothing)
-            whole = op.name == "store" and op.attrs.get("mask")
+            # A vector store is all or nothing: a mask that varies along the row makes a
+            # masked store write element by element.
+            mask = op.operands[1 + tensor.type.rank] if op.attrs.get("mask") else None
+            whole = (op.name == "store" and mask is not None
+                     and not _same_along_rows(mask, made_by))
             op.attrs["vec"] = 1 if whole else vector_width(tensor, known.facts(start).divisor,
                                                            op.attrs["sizes"][-1], facts, target)
     return kernel

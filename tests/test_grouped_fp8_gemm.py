@@ -83,7 +83,9 @@ def test_the_row_masked_store_goes_by_tma_when_a_warpgroup_stores_every_row():
     ptx = compile_file(GROUPED).ptx
     assert len(re.findall(r"bar\.red\.and\.pred", ptx)) == 1
     assert len(re.findall(r"cp\.async\.bulk\.tensor\.2d\.global\.shared::cta", ptx)) == 2
-    assert re.search(r"@%p\d+ st\.global\.b16", ptx)            # the predicated path
+    # the predicated path: a row's mask covers a thread's pair of columns, one 4-byte store
+    assert len(re.findall(r"@%p\d+ st\.global\.b32", ptx)) == 32
+    assert not re.search(r"st\.global\.b16", ptx)
 
 
 def test_the_store_mask_takes_the_fragment_layout_and_no_cta_barrier_is_left():

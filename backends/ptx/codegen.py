@@ -756,7 +756,7 @@ class KernelCodegen(CommCodegen, CompactCodegen, ScanCodegen):
         regs = tile.regs if tile else [self.vals[value.id]]
         flags = self.mask_flags(op, t)
         for addr, ok, idx, vec in self._access(op, t):
-            if flags is not None:         # vec is 1 (passes/vectorize.py)
+            if flags is not None:         # equal along a vector (passes/vectorize.py)
                 ok = self.b.and_(ok, flags[idx[0]])
             if not tile:                  # a scalar is held by every thread; thread 0 writes it
                 ok = self.b.and_(ok, self.b.icmp_unsigned("==", self._tid, self.i32(0)))
