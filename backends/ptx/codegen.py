@@ -608,12 +608,17 @@ class KernelCodegen(CommCodegen, CompactCodegen, ScanCodegen):
         compare = self.b.icmp_unsigned if _is_unsigned(dtype) else self.b.icmp_signed
         return lambda a, b: self.b.select(compare(pred, a, b), a, b)
 
-    def shuffle(self, x, lane_mask: int):
+    def as_word(self, x, move):
+        """`move` (a shfl, which moves 32-bit registers) applied to x's bits, x an f32 or an
+        integer of at most 32 bits."""
         if x.type == F32:
-            return self.b.bitcast(asm.shuffle_xor(self.b, self.b.bitcast(x, I32), lane_mask), F32)
-        if x.type.width < 32:                  # shfl moves 32-bit registers
-            return self.b.trunc(asm.shuffle_xor(self.b, self.b.zext(x, I32), lane_mask), x.type)
-        return asm.shuffle_xor(self.b, x, lane_mask)
+            return self.b.bitcast(move(self.b.bitcast(x, I32)), F32)
+        if x.type.width < 32:
+            return self.b.trunc(move(self.b.zext(x, I32)), x.type)
+        return move(x)
+
+    def shuffle(self, x, lane_mask: int):
+        return self.as_word(x, lambda w: asm.shuffle_xor(self.b, w, lane_mask))
 
     def lane_words(self, smem):
         """(i, warp) -> the address of this lane's word i of `warp` in a shared array laid

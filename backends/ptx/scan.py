@@ -20,7 +20,7 @@ from commdsl.ir import Op
 from commdsl.layout import Compact, DimMap, one_replica, slots
 
 from . import asm
-from .asm import F32, I32
+from .asm import F32
 from .emitters import emits
 
 
@@ -48,7 +48,7 @@ class ScanCodegen:
                                "cumsum a tile whose length along the axis is a power of two, "
                                "loaded or computed elementwise")
         m = whole                 # each copy of the axis sums on its own
-        add = self.b.fadd if op.result.type.dtype == "f32" else self.b.add
+        add = self._combiner("sum", op.result.type.dtype)
         zero = self.zero_of(src.regs[0].type)
         groups = scan_groups(src.dims, axis)
         out = list(src.regs)
@@ -100,9 +100,7 @@ class ScanCodegen:
                 for key, v in incl.items()}
 
     def shuffle_up(self, x, delta: int):
-        if x.type == F32:
-            return self.b.bitcast(asm.shuffle_up(self.b, self.b.bitcast(x, I32), delta), F32)
-        return asm.shuffle_up(self.b, x, delta)
+        return self.as_word(x, lambda w: asm.shuffle_up(self.b, w, delta))
 
     def last_lane(self, x, m: DimMap):
         """x from the last lane along the axis that agrees with this one on other axes."""
@@ -110,10 +108,7 @@ class ScanCodegen:
             return x
         axis_bits = (m.tpw - 1) * m.lane_stride
         segmask = 0x1F & ~axis_bits
-        if x.type == F32:
-            return self.b.bitcast(asm.shuffle_idx(self.b, self.b.bitcast(x, I32), axis_bits,
-                                                  segmask), F32)
-        return asm.shuffle_idx(self.b, x, axis_bits, segmask)
+        return self.as_word(x, lambda w: asm.shuffle_idx(self.b, w, axis_bits, segmask))
 
     def scan_warps(self, op: Op, line_totals: dict, m: DimMap, add, zero):
         """Each warp's total of each line goes through shared memory (a word per lane, as
