@@ -97,28 +97,19 @@ kernel k(x: i32[N], y: out i32[N])
     assert_points_at(err, 4, "load x[0]")
 
 
-def test_cumsum_axis_out_of_range_is_an_error(tmp_path, capsys):
-    src = """\
+@pytest.mark.parametrize("call,message", [
+    ("cumsum(load x[0 : +256], axis = 1)", "axis must be an integer in [0, 1)"),
+    ("cumsum(load x[0 : +256], dim = 0)", "cumsum takes one keyword, axis")])
+def test_cumsum_arguments_are_checked(tmp_path, capsys, call, message):
+    src = f"""\
 kernel k(x: i32[N], y: out i32[N])
   grid(1)
-{
-  store y[0 : +256] = cumsum(load x[0 : +256], axis = 1)
-}
+{{
+  store y[0 : +256] = {call}
+}}
 """
     err = compile_error(tmp_path, capsys, src)
-    assert "axis must be an integer in [0, 1)" in str(err)
-
-
-def test_cumsum_takes_only_axis(tmp_path, capsys):
-    src = """\
-kernel k(x: i32[N], y: out i32[N])
-  grid(1)
-{
-  store y[0 : +256] = cumsum(load x[0 : +256], dim = 0)
-}
-"""
-    err = compile_error(tmp_path, capsys, src)
-    assert "cumsum takes one keyword, axis" in str(err)
+    assert message in str(err)
 
 
 def test_cumsum_over_copies_that_are_not_whole_is_not_supported_yet(tmp_path, capsys):
