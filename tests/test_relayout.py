@@ -162,14 +162,6 @@ def test_a_row_vector_broadcast_to_two_shapes():
     assert assemble(ptx, "sm_90a").report.spill_stores_bytes == 0
 
 
-@pytest.mark.gpu
-def test_a_row_vector_broadcast_to_two_shapes_on_the_gpu():
-    (x, n, y, z), (want_y, want_z) = _two_shapes("cuda")
-    commdsl.load(TWO_SHAPES)(x, n, y, z)
-    torch.cuda.synchronize()
-    assert torch.equal(y.cpu(), want_y) and torch.equal(z.cpu(), want_z)
-
-
 # One iota-made row vector expanded along both axes: computed once per layout.
 BOTH_AXES = """kernel both(x: i32[16], w: i32[8, 4], y: out i32[4, 16], z: out i32[8, 4])
   grid(1)
@@ -199,8 +191,10 @@ def test_an_iota_row_expanded_along_both_axes():
 
 
 @pytest.mark.gpu
-def test_an_iota_row_expanded_along_both_axes_on_the_gpu():
-    (x, w, y, z), (want_y, want_z) = _both_axes("cuda")
-    commdsl.load(BOTH_AXES)(x, w, y, z)
+@pytest.mark.parametrize("source,operands", [(TWO_SHAPES, _two_shapes),
+                                             (BOTH_AXES, _both_axes)])
+def test_a_row_vector_in_two_layouts_on_the_gpu(source, operands):
+    (x, v, y, z), (want_y, want_z) = operands("cuda")
+    commdsl.load(source)(x, v, y, z)
     torch.cuda.synchronize()
     assert torch.equal(y.cpu(), want_y) and torch.equal(z.cpu(), want_z)
