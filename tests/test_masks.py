@@ -260,37 +260,29 @@ def test_masked_accesses_on_the_gpu(n):
 # ---- diagnostics: file:line:col, a caret under the mistake, a help line ------------------
 
 
-def test_a_mask_that_is_not_bool_is_a_locatedcompile_error():
-    source = MASKED.replace("mask(keep) other", "mask(cast<f32>(keep)) other")
+# (the edits of the source, the line, what the caret underlines, words the message has)
+MASK_MISTAKES = [
+    ([("mask(keep) other", "mask(cast<f32>(keep)) other")], 5, "cast<f32>(keep)", ("bool",)),
+    ([("mask(keep) =", "mask(load c[pid.0 : +1, 0 : +128]) =")], 7,
+     "load c[pid.0 : +1, 0 : +128]", ("[1, 128]", "[1, 256]")),
+    ([("other = -inf", "other = t0"),
+      ("  let t =", "  let t0 = load x[pid.0 : +1, 0 : +256]\n  let t =")], 6, "t0",
+     ("compile-time",)),
+    ([("] mask(keep) other = -inf", "] via tma mask(keep)")], 5, "keep)", ("tma",)),
+]
+
+
+@pytest.mark.parametrize("edits, line, under, words", MASK_MISTAKES,
+                         ids=["mask_not_bool", "mask_of_another_shape", "other_not_a_number",
+                              "mask_on_a_tma_load"])
+def test_a_mask_mistake_is_a_located_compile_error(edits, line, under, words):
+    source = MASKED
+    for edit in edits:
+        source = source.replace(*edit)
     text = compile_error(source)
-    points_at(text, source, 5, "cast<f32>(keep)")
+    points_at(text, source, line, under)
     assert "help:" in text, text
-    assert "bool" in text
-
-
-def test_a_mask_of_another_shape_is_a_locatedcompile_error():
-    source = MASKED.replace("mask(keep) =", "mask(load c[pid.0 : +1, 0 : +128]) =")
-    text = compile_error(source)
-    points_at(text, source, 7, "load c[pid.0 : +1, 0 : +128]")
-    assert "help:" in text, text
-    assert "[1, 128]" in text and "[1, 256]" in text
-
-
-def test_other_that_is_not_a_number_is_a_locatedcompile_error():
-    source = MASKED.replace("other = -inf", "other = t0").replace(
-        "  let t =", "  let t0 = load x[pid.0 : +1, 0 : +256]\n  let t =")
-    text = compile_error(source)
-    points_at(text, source, 6, "t0")
-    assert "help:" in text, text
-    assert "compile-time" in text
-
-
-def test_a_mask_on_a_tma_load_is_a_locatedcompile_error():
-    source = MASKED.replace("] mask(keep) other = -inf", "] via tma mask(keep)")
-    text = compile_error(source)
-    points_at(text, source, 5, "keep)")
-    assert "help:" in text, text
-    assert "tma" in text
+    assert all(w in text for w in words), text
 
 
 ROW_MASK = """\

@@ -82,36 +82,25 @@ def test_views_on_the_gpu(warps):
 # ---- diagnostics -------------------------------------------------------------------------
 
 
-def test_a_reshape_that_does_not_divide_is_a_locatedcompile_error():
-    source = VIEWS.replace("reshape(t, 2, 4, 128)", "reshape(t, 2, 3, 128)")
+# (what the source says instead, the line, what the caret underlines, words the message has)
+VIEW_MISTAKES = [
+    (("reshape(t, 2, 4, 128)", "reshape(t, 2, 3, 128)"), 7, "reshape(t, 2, 3, 128)",
+     ("768", "1024")),
+    (("t[:, 128 : +128]", "t[:, 448 : +128]"), 9, "448 : +128", ("512",)),
+    (("t[:, 128 : +128]", "t[:, pid.0 : +128]"), 9, "pid.0 : +128", ("compile-time",)),
+    (("x: f32[M, 512]", "x: f32[M, N]"), 8, "max(g, axis = 2)", ("other = -inf",)),
+]
+
+
+@pytest.mark.parametrize("edit, line, under, words", VIEW_MISTAKES,
+                         ids=["reshape_not_dividing", "slice_out_of_the_tile",
+                              "slice_at_a_runtime_start", "reduce_reshaped_unread_elements"])
+def test_a_view_mistake_is_a_located_compile_error(edit, line, under, words):
+    source = VIEWS.replace(*edit)
     text = compile_error(source)
-    points_at(text, source, 7, "reshape(t, 2, 3, 128)")
+    points_at(text, source, line, under)
     assert "help:" in text, text
-    assert "768" in text and "1024" in text
-
-
-def test_a_slice_out_of_the_tile_is_a_locatedcompile_error():
-    source = VIEWS.replace("t[:, 128 : +128]", "t[:, 448 : +128]")
-    text = compile_error(source)
-    points_at(text, source, 9, "448 : +128")
-    assert "help:" in text, text
-    assert "512" in text
-
-
-def test_a_slice_at_a_runtime_start_is_a_locatedcompile_error():
-    source = VIEWS.replace("t[:, 128 : +128]", "t[:, pid.0 : +128]")
-    text = compile_error(source)
-    points_at(text, source, 9, "pid.0 : +128")
-    assert "help:" in text, text
-    assert "compile-time" in text
-
-
-def test_a_reduction_over_reshaped_unread_elements_is_a_locatedcompile_error():
-    source = VIEWS.replace("x: f32[M, 512]", "x: f32[M, N]")
-    text = compile_error(source)
-    points_at(text, source, 8, "max(g, axis = 2)")
-    assert "help:" in text, text
-    assert "other = -inf" in text
+    assert all(w in text for w in words), text
 
 
 def test_a_reshaped_ragged_tile_reduces_right_with_other():
