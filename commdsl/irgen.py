@@ -58,8 +58,8 @@ FUNCTIONS = {
     **{f"fast_{name}": f"fast_{name}(t): {name} by PTX's .approx instructions (needs the "
                          "fast_math option)" for name in sorted(APPROX)},
     "where": "where(c, a, b): a where the bool c holds, else b (a and b of one dtype)",
-    "iota": "iota(N): the 1-D i32 tile 0, 1, ..., N - 1; iota(R, C, axis = A): the [R, C] "
-            "tile of each element's index along axis A (default: the last)",
+    "iota": "iota(N): the 1-D i32 tile 0, 1, ..., N - 1; iota(R, C, ..., axis = A): the "
+            "[R, C, ...] tile of each element's index along axis A (default: the last)",
     "bitcast": "bitcast<i32>(t): t's bits as another dtype of the same width",
     "cumsum": "cumsum(t, axis = A): the running sum along axis A (default: the last), "
               "element i the sum of elements 0 .. i; of an integer or bool tile in i32, of a "
@@ -236,6 +236,8 @@ class _Lowering(CommLowering):
             return self.comm_builtin(e)
         if e.id == "smid":      # a name, like rank: a let or parameter of that name shadows it
             return self.at(e).value("smid", [], ScalarType("i32"))
+        if e.id == "inf":       # likewise: `-inf` starts a running max, masks a max's input
+            return Folded(math.inf)
         if e.id in self.tensors:
             raise CompileError(f"'{e.id}' is a tensor in global memory", e.span,
                                f"read a tile of it with 'load {e.id}[start : +length, ...]'")
@@ -503,10 +505,9 @@ class _Lowering(CommLowering):
         return self.at(e).value("select", [c, a, b], a.type)
 
     def call_iota(self, e: ast.Call):
-        """iota(N), or iota(R, C, axis = A): each element's index along axis A."""
-        if len(e.args) not in (1, 2):
-            raise CompileError(f"iota takes 1 or 2 sizes, got {len(e.args)}", e.span,
-                               FUNCTIONS["iota"])
+        """iota(N), or iota(R, C, ..., axis = A): each element's index along axis A."""
+        if not e.args:
+            raise CompileError("iota takes its tile's sizes", e.span, FUNCTIONS["iota"])
         shape = []
         for a in e.args:
             n = self.expr(a)
@@ -861,12 +862,7 @@ class _Lowering(CommLowering):
 
     def fill_value(self, node: ast.Expr, dtype: str):
         """`other = v`: a compile-time number (or inf, -inf) for the elements not read."""
-        import math
-        x = node.operand if isinstance(node, ast.Neg) else node
-        if isinstance(x, ast.Name) and x.id == "inf" and "inf" not in self.env:
-            v = Folded(-math.inf if x is not node else math.inf)
-        else:
-            v = self.expr(node)
+        v = self.expr(node)
         if not isinstance(v, Folded):
             raise CompileError("'other' must be a compile-time number", node.span,
                                "e.g. other = 0.0, other = -inf")

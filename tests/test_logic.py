@@ -108,6 +108,7 @@ def test_where_on_mixed_dtypes_is_a_located_error():
      "help: bitcast<i32>(t)"),
     ("cast<f32>(iota(t))", "iota's sizes must be positive compile-time integers",
      "help: iota(N)"),
+    ("cast<f32>(iota())", "iota takes its tile's sizes", "help: iota(N)"),
 ])
 def test_predicate_and_bit_errors_are_located(expr, message, help_line):
     msg = diagnostic(y=expr)
@@ -132,6 +133,48 @@ def test_a_2d_iota_counts_along_its_axis(shape, axis):
     assert torch.equal(z, (along * 1000).repeat(2, 1) + n if axis == 0 else along * 1000 + n)
     if find_ptxas():
         assemble(compile_source(source(z=expr), "k.cdsl").ptx, arch="sm_90a", entry="k")
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_a_3d_iota_counts_along_its_axis(axis):
+    text = f"""\
+kernel k(x: f32[M, 256], y: out i32[M, 256])
+  grid(cdiv(M, 2))
+{{
+  let i = iota(2, 4, 64, axis = {axis})
+  let t = cast<i32>(load x[pid.0 * 2 : +2, 0 : +256])
+  store y[pid.0 * 2 : +2, 0 : +256] = reshape(i, 2, 256) + t
+}}
+"""
+    x = torch.randint(-50, 50, (3, 256)).float()
+    y = commdsl.load(text).interpret(x)
+    shape = [2, 4, 64]
+    along = torch.arange(shape[axis], dtype=torch.int32).view(
+        [-1 if d == axis else 1 for d in range(3)]).expand(shape).reshape(2, 256)
+    assert torch.equal(y, along.repeat(2, 1)[:3] + x.int())
+    if find_ptxas():
+        assemble(compile_source(text, "k.cdsl").ptx, arch="sm_90a", entry="k")
+
+
+def test_inf_is_a_number_in_expressions_unless_a_name_shadows_it():
+    text = """\
+kernel k(x: f32[M, 256], y: out f32[M], z: out f32[M, 256])
+  grid(M)
+{
+  let t = load x[pid.0 : +1, 0 : +256]
+  store y[pid.0 : +1] = max(where(t < 0.5, -inf, t), axis = 1) + min(inf, 1.0)
+  let inf = 3.0
+  store z[pid.0 : +1, 0 : +256] = where(t > 0.0, inf, -inf)
+}
+"""
+    x = torch.randn(3, 256)
+    x[1] = -1.0                                 # nothing above 0.5: the max is -inf
+    y, z = commdsl.load(text).interpret(x)
+    want = torch.where(x < 0.5, -torch.inf, x).amax(1) + 1.0
+    assert torch.equal(y, want) and y[1] == -torch.inf
+    assert torch.equal(z, torch.where(x > 0.0, 3.0, -3.0))
+    if find_ptxas():
+        assemble(compile_source(text, "k.cdsl").ptx, arch="sm_90a", entry="k")
 
 
 def test_a_predicate_stores_as_bool_and_scalar_predicates_choose_per_program():

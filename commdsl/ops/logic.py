@@ -43,8 +43,8 @@ def _verify_select(op):
 
 def _verify_iota(op):
     t = op.result.type
-    if op.operands or not isinstance(t, TileType) or t.dtype != "i32" or len(t.shape) > 2:
-        fail(op, "gives a 1-D or 2-D i32 tile from no operands")
+    if op.operands or not isinstance(t, TileType) or t.dtype != "i32":
+        fail(op, "gives an i32 tile from no operands")
     if op.attrs.get("axis") not in range(len(t.shape)):
         fail(op, "counts along one of its axes")
 
@@ -129,7 +129,7 @@ declare("not", "not(a) : T", "of a bool, its negation; of an integer, ~a (every 
 declare("select", "select(c, a, b) : T", "a where the bool c holds, else b (the language's "
         "where(c, a, b))", traits=(ELEMENTWISE,), verify=_verify_select,
         interpret=_run_select, family=FAMILY)
-declare("iota", "iota() {axis} : i32[N] or i32[R, C]", "each element's index along an axis "
+declare("iota", "iota() {axis} : i32[N, ...]", "each element's index along an axis "
         "(1-D: 0, 1, ..., N - 1)", verify=_verify_iota, interpret=_run_iota,
         attrs={"axis": "the axis counted along"}, family=FAMILY)
 declare("bitcast", "bitcast(a) : U", "a's bits read as another dtype of the same width",
