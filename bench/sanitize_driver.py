@@ -146,6 +146,11 @@ def softmax(m, k):
     _load("softmax")(torch.randn(m, k, device="cuda"))
 
 
+def moe_router(tokens, _):
+    import torch
+    _load("moe_router")(torch.randn(tokens, 256, device="cuda"), torch.randn(256, device="cuda"))
+
+
 # example -> (aligned shape, ragged shape). K stays a multiple of 128 where the scale layout
 # asks for it (K / 128 in the signature); elsewhere the ragged shape cuts both axes.
 SHAPES = {
@@ -167,6 +172,7 @@ SHAPES = {
     "swiglu_quant": ((64, 512), (33, 384)),
     "rmsnorm_quant": ((16, 1024), (5, 896)),
     "softmax": ((8, 2048), (5, 1000)),
+    "moe_router": ((64, 256), (13, 256)),                      # tokens x experts (fixed)
 }
 RUN = {name: globals()[name] for name in SHAPES}
 
