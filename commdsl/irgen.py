@@ -155,8 +155,9 @@ class _Lowering(CommLowering):
     def materialize(self, x, dtype: str, node) -> Value:
         if isinstance(x, Folded):
             if _is_int(dtype) and not x.is_int:
+                instead = f"write {int(x.value)}, or " if math.isfinite(x.value) else ""
                 raise CompileError(f"{x.value} is not an integer", node.span,
-                                   f"{dtype} values are integers: write {int(x.value)}, or "
+                                   f"{dtype} values are integers: {instead}"
                                    f"cast<{dtype}>(...) to round")
             if _is_int(dtype):
                 _check_fits(x.value, dtype, node)
@@ -236,11 +237,11 @@ class _Lowering(CommLowering):
             return self.comm_builtin(e)
         if e.id == "smid":      # a name, like rank: a let or parameter of that name shadows it
             return self.at(e).value("smid", [], ScalarType("i32"))
-        if e.id == "inf":       # likewise: `-inf` starts a running max, masks a max's input
-            return Folded(math.inf)
         if e.id in self.tensors:
             raise CompileError(f"'{e.id}' is a tensor in global memory", e.span,
                                f"read a tile of it with 'load {e.id}[start : +length, ...]'")
+        if e.id == "inf":       # like smid: `-inf` starts a running max, masks a max's input
+            return Folded(math.inf)
         known = list(self.env) + list(self.tensors)
         raise CompileError(f"unknown name '{e.id}'", e.span,
                            did_you_mean(e.id, known) or "declare it with 'let' before its use")

@@ -115,6 +115,11 @@ def test_predicate_and_bit_errors_are_located(expr, message, help_line):
     assert "k.cdsl:" in msg and message in msg and "^" in msg and help_line in msg
 
 
+def test_an_infinity_stored_as_an_integer_is_a_located_error():
+    msg = diagnostic(z="-inf")
+    assert "k.cdsl:8:" in msg and "-inf is not an integer" in msg and "help:" in msg
+
+
 @pytest.mark.gpu
 def test_the_gpu_matches_the_interpreter():
     x, n = inputs(rows=64, seed=5)
