@@ -2,6 +2,8 @@
 version of its reference (sigmoid scores, a bias for the choice only, the 4 best of 8 groups
 by their two best scores, the 8 best experts of those, weights normalized times 2.5): at
 the front end and after every pass in the interpreter, through ptxas, and on a GPU."""
+import os
+
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ from commdsl.passes import PASS_ORDER, get_pass
 from commdsl.runtime.ptxas import assemble, find_ptxas
 from commdsl.target import get_target
 
-ROUTER = "examples/moe_router.cdsl"
+ROUTER = os.path.join(os.path.dirname(__file__), "..", "examples", "moe_router.cdsl")
 SCALE = 2.5
 
 
