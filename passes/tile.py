@@ -95,19 +95,20 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
         except _Mismatch as m:
             # A loop-carried tile that starts as a splat (zeros(f32, R)) can start in any
             # layout: give it the one its partner in the loop body has (a row reduction's),
-            # and place everything again. Other operands move to one layout (relayout).
-            arg = _splat_started_carry(kernel, m.op, carried)
-            layout = _layout_for(m.op, arg, splats) if arg is not None else None
+            # or the one the body yields it in, and place everything again. Other operands
+            # move to one layout (relayout), a yielded tile to the one it is carried in.
+            arg = _splat_started_carry(kernel, m.carries, carried)
+            layout = m.start_layout(arg, splats) if arg is not None else None
             if layout is not None:
                 carried[arg.id] = layout
-            elif id(m.op) in relaid or not (has_trait(m.op, ELEMENTWISE)
-                                            or m.op.name in ("expand_dims", "broadcast")):
+            elif id(m.op) in relaid or not (has_trait(m.op, ELEMENTWISE) or m.op.name in
+                                            ("expand_dims", "broadcast", "yield")):
                 raise m.error from None
             else:
                 relaid.add(id(m.op))
-                fresh += _relayout_operands(kernel, m.op, _target_layout(kernel, m.op,
-                                                                         blocked, splats),
-                                            wanted, splats)
+                targets = m.targets or [_target_layout(kernel, m.op, blocked, splats)] * len(
+                    m.op.operands)
+                fresh += _relayout_operands(kernel, m.op, targets, wanted, splats)
             for v in fresh:
                 v.type = v.type.with_layout(None)
     for op in kernel.walk():
@@ -204,11 +205,32 @@ def _relayout_strided_broadcasts(kernel: KernelIR, wanted: dict, threads: int,
 
 
 class _Mismatch(Exception):
-    """An elementwise op whose operands are spread over threads differently."""
+    """An elementwise op whose operands are spread over threads differently, or a loop's
+    yield of a tile in another layout than the one it is carried in (`loop_args`: the loop's
+    carried block arguments, one per yielded value)."""
 
-    def __init__(self, op, error: CompileError):
+    def __init__(self, op, error: CompileError, loop_args: list | None = None):
         super().__init__(str(error))
-        self.op, self.error = op, error
+        self.op, self.error, self.loop_args = op, error, loop_args
+
+    @property
+    def targets(self) -> list | None:
+        """The layouts a yield's values move to; None for an elementwise op."""
+        return None if self.loop_args is None else [a.type.layout for a in self.loop_args]
+
+    @property
+    def carries(self) -> list:
+        """The values that may be a splat-started carry whose layout is still free."""
+        if self.loop_args is None:
+            return self.op.operands
+        return [a for v, a in zip(self.op.operands, self.loop_args)
+                if getattr(v.type, "layout", None) != a.type.layout]
+
+    def start_layout(self, arg, splats):
+        """The layout the carry `arg` starts in instead: its partner's, or the yielded one."""
+        if self.loop_args is None:
+            return _layout_for(self.op, arg, splats)
+        return next(v.type.layout for v, a in zip(self.op.operands, self.loop_args) if a is arg)
 
 
 def _unplaced(kernel: KernelIR) -> list:
@@ -223,9 +245,12 @@ def _unplaced(kernel: KernelIR) -> list:
 
 def _assign(kernel: KernelIR, blocked, wanted: dict, splats: set[int], carried: dict) -> None:
     """Every tile's layout, in program order."""
+    loops = {id(op.blocks[0].ops[-1]): op for op in kernel.walk() if op.name == "for"}
     for op in kernel.walk():
         if op.name == "for":
             _carry_layouts(op, carried)
+        elif id(op) in loops:
+            _check_yield(op, loops[id(op)].blocks[0].args[1:], splats)
         for r in op.results:
             t = r.type
             if not isinstance(t, TileType) or t.layout is not None:   # e.g. an mma fragment
@@ -244,6 +269,18 @@ def _assign(kernel: KernelIR, blocked, wanted: dict, splats: set[int], carried: 
                 except CompileError as e:
                     raise _Mismatch(op, e) from None
             r.type = t.with_layout(layout)
+
+
+def _check_yield(op, args: list, splats: set[int]) -> None:
+    """The backend carries a tile's registers one for one, so the body must yield each
+    carried tile in the layout it entered with (a splat, `s = zeros(f32, R)`, takes it)."""
+    for v, arg in zip(op.operands, args):
+        if v.id in splats:
+            v.type = v.type.with_layout(arg.type.layout)
+        elif isinstance(v.type, TileType) and v.type.layout != arg.type.layout:
+            raise _Mismatch(op, CompileError(
+                "a loop-carried tile comes back spread over threads differently", op.loc,
+                "compute the new value from the carried one, e.g. acc = acc + t"), args)
 
 
 def _iotas(v, producer: dict, splats) -> list | None:
@@ -290,8 +327,9 @@ def _broadcast_shapes(kernel: KernelIR, v, splats) -> set:
     return shapes
 
 
-def _relayout_operands(kernel: KernelIR, op, target, wanted: dict, splats) -> list:
-    """Moves `op`'s tile operands to the layout `target`: an iota (and what is computed
+def _relayout_operands(kernel: KernelIR, op, targets: list, wanted: dict, splats) -> list:
+    """Moves `op`'s tile operands to the layouts `targets` (one per operand; a loop's
+    yield moves each to its own carried layout): an iota (and what is computed
     from it elementwise) is computed in it directly, any other tile goes through a
     `relayout` put before `op` (shared memory). So a reduction's result combined with a
     tile of another origin (a [R, 4] tile of group maxima shifted by an iota, a row sum
@@ -302,7 +340,7 @@ def _relayout_operands(kernel: KernelIR, op, target, wanted: dict, splats) -> li
     blocks = [kernel.body] + [b for o in kernel.walk() for b in o.blocks]
     block = next(b for b in blocks if op in b.ops)
     moved = []
-    for i, v in enumerate(op.operands):
+    for i, (v, target) in enumerate(zip(op.operands, targets)):
         if not isinstance(v.type, TileType) or v.id in splats or v.type.layout == target:
             continue
         roots = _iotas(v, producer, splats)
@@ -345,9 +383,9 @@ def _recompute(block, op, v, producer, splats, made: list):
     return copy(v)
 
 
-def _splat_started_carry(kernel: KernelIR, op, carried: dict):
-    """The block argument among `op`'s operands that a loop carries from a splat used by
-    nothing else, and that has no layout forced on it yet; None if there is none."""
+def _splat_started_carry(kernel: KernelIR, values: list, carried: dict):
+    """The block argument among `values` that a loop carries from a splat used by nothing
+    else, and that has no layout forced on it yet; None if there is none."""
     producer = {r.id: o for o in kernel.walk() for r in o.results}
     users: dict[int, int] = {}
     for o in kernel.walk():
@@ -358,7 +396,7 @@ def _splat_started_carry(kernel: KernelIR, op, carried: dict):
             continue
         for init, arg in zip(loop.operands[3:], loop.blocks[0].args[1:]):
             start = producer.get(init.id)
-            if (any(o is arg for o in op.operands) and arg.id not in carried
+            if (any(o is arg for o in values) and arg.id not in carried
                     and start is not None and start.name == "splat" and users[init.id] == 1):
                 return arg
     return None

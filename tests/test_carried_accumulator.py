@@ -133,3 +133,54 @@ kernel k(x: f32[N], y: out f32[N], c: out i32[1])
     x, y, c = torch.randn(128), torch.zeros(128), torch.zeros(1, dtype=torch.int32)
     commdsl.load(src).interpret(x, y, c)
     assert torch.equal(y, x) and c.item() == 2
+
+
+KNOCKOUT = """\
+kernel knockout(x: f32[T, 256], y: out f32[T, 8], last: out f32[T])
+  tune R = 4 in [1, 4]
+  grid(cdiv(T, R))
+{
+  let group = max(reshape(load x[pid.0 * R : +R, 0 : +256], R, 8, 32), axis = 2)
+  let gi = iota(R, 8, axis = 1)
+  let s = zeros(f32, R)
+  for j in 0 .. 3 {
+    let pick = min(where(group == max(group, axis = 1)[:, None], gi, 8), axis = 1)
+    group = where(gi == pick[:, None], -inf, group)
+    s = sum(load x[pid.0 * R : +R, j * 32 : +32], axis = 1)
+  }
+  store y[pid.0 * R : +R, 0 : +8] = group
+  store last[pid.0 * R : +R] = s
+}
+"""
+
+
+def _knockout_check(x, y, last):
+    """Each row's 8 group maxima with its 3 largest set to -inf; the sum of columns 64-95."""
+    want = x.view(-1, 8, 32).amax(-1)
+    want.scatter_(1, want.topk(3, dim=1)[1], -torch.inf)
+    assert torch.equal(y, want)
+    assert torch.allclose(last.double(), x[:, 64:96].double().sum(1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("r", [1, 4])
+def test_a_carry_the_body_yields_in_another_layout(r):
+    """`group` (a reduction's row of group maxima) comes back from a select in its shape's
+    own layout, and `s` (zeros) comes back as a row sum: the first moves back before the
+    yield, the second starts in the sum's layout (passes/tile.py). Both were carried
+    register for register, elements mixed, before the ir verifier checked it."""
+    x = torch.randn(13, 256) * 3
+    y, last = torch.full((13, 8), float("nan")), torch.full((13,), float("nan"))
+    commdsl.load(KNOCKOUT, R=r).interpret(x, y=y, last=last)
+    _knockout_check(x, y, last)
+    ptx = compile_source(KNOCKOUT, constants=dict(R=r)).ptx
+    assert assemble(ptx, "sm_90a").report.spill_stores_bytes == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("r", [1, 4])
+def test_a_carry_the_body_yields_in_another_layout_on_the_gpu(r):
+    x = torch.randn(13, 256, device="cuda") * 3
+    y = torch.full((13, 8), float("nan"), device="cuda")
+    last = torch.full((13,), float("nan"), device="cuda")
+    commdsl.load(KNOCKOUT, R=r)(x, y=y, last=last)
+    _knockout_check(x.cpu(), y.cpu(), last.cpu())

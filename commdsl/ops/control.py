@@ -25,6 +25,12 @@ def _for(op):
                          ("yielded value", yielded), ("result", op.results)):
         if [shape_of(v.type) for v in values] != [shape_of(v.type) for v in inits]:
             fail(op, f"{kind} types {[str(v.type) for v in values]} differ from the inits'")
+    for i, arg in enumerate(body.args[1:]):
+        layouts = [getattr(v.type, "layout", None) for v in (arg, yielded[i], op.results[i])]
+        if None not in layouts and len(set(layouts)) > 1:
+            # the backend carries registers one for one: another layout would mix elements
+            fail(op, f"carried value {i} is held as {layouts[0]} but yielded as {layouts[1]} "
+                     f"and returned as {layouts[2]}")
 
 
 def _yield(op):
