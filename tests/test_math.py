@@ -229,3 +229,14 @@ def test_fma_takes_numbers_written_as_integers(tmp_path):
     x = torch.tensor([0.5, -1.0, 3.0, 1e30])
     y = commdsl.load(str(src)).interpret(x)
     assert torch.equal(y, x * 2 + 1 + 7)
+
+
+@pytest.mark.parametrize("name", ACCURATE)
+def test_the_accurate_algorithm_keeps_the_sign_of_zero(name):
+    """f(-0) and f(+0) as torch gives them (silu(-0) is -0, log(-0) is -inf): a swiglu of
+    -0 gates would otherwise quantize to 0x80 where torch's gives 0x00."""
+    x = np.array([-0.0, 0.0], np.float32)
+    with np.errstate(all="ignore"):
+        y = np.asarray(mathlib.ACCURATE[name](NumpyOps(), x), np.float32)
+    want = reference(name, torch.from_numpy(x)).float().numpy()
+    assert np.array_equal(np.signbit(y), np.signbit(want)) and np.array_equal(y, want), (y, want)

@@ -126,14 +126,16 @@ def div_1_2(o, a, d, lows=None):
     among 2^20 random ones), within 1 ulp below (where the residual is subnormal). Four
     instructions without a branch, where div.rn's range check and the branch around its slow
     path keep ptxas from interleaving the divisions of a tile. `lows` = (a_lo or None, d_lo):
-    the rounding errors of a and d, put into the residual, divides a + a_lo by d + d_lo."""
+    the rounding errors of a and d, put into the residual, divides a + a_lo by d + d_lo.
+    The residual is kept negated (d q - a), so that a = -0 gives q - r (+0) = -0, where
+    q + r (a - d q) would be -0 + +0 = +0."""
     r = o.rcp_seed(d)
     q = o.mul(a, r)
-    res = o.fma(o.fneg(d), q, a)
+    nres = o.fma(d, q, o.fneg(a))
     if lows is not None:
         a_lo, d_lo = lows
-        res = o.fma(o.fneg(d_lo), q, res if a_lo is None else o.add(res, a_lo))
-    return o.fma(r, res, q)
+        nres = o.fma(d_lo, q, nres if a_lo is None else o.sub(nres, a_lo))
+    return o.fma(o.fneg(r), nres, q)
 
 
 def _log_parts(o, x):
@@ -189,10 +191,10 @@ def silu(o, x):
     d = o.fma(big, o.f(2.0 ** -64), o.f(1.0))
     positive = o.fge(x, o.f(0.0))
     q = div_1_2(o, o.select(positive, x, o.mul(x, big)), d)
-    r = o.select(positive, q, o.mul(q, o.f(2.0 ** -64)))
-    # |silu(x)| <= |x|, and r is x where x / (1 + e^-x) rounds to x (from 18 on), but NaN at
-    # x = inf (div_1_2's residual is inf - inf): min(r, |x|) is r but there, where it is inf.
-    r = o.minnum(r, o.fabs(x))
+    # silu(x) <= x from 0 on, and q is x where x / (1 + e^-x) rounds to x (from 18 on), but
+    # NaN at x = inf (div_1_2's residual is inf - inf): min(q, x) is q but there, where it is
+    # inf (and -0 at -0, where min(q, |x|) would choose between -0 and +0).
+    r = o.select(positive, o.minnum(q, x), o.mul(q, o.f(2.0 ** -64)))
     return o.select(o.flt(x, o.f(-112.0)), o.mul(x, o.f(0.0)), r)   # -0 below 2^-150; -inf: NaN
 
 
