@@ -20,7 +20,9 @@ Where an elementwise op (or `t[:, None]`, or a broadcast) still meets operands t
 hold differently, an iota among them is computed in its partner's layout (computed again
 where another use already placed it), and any other operand moves through shared memory
 (`relayout`), as do a gather's row numbers that were computed rather than loaded: the
-kernel writer never sees layouts.
+kernel writer never sees layouts. A loop carries each tile in the layout it enters with (the
+backend carries registers one for one): a tile the body yields in another layout moves back
+before the yield, and a carry that starts as a splat starts in the yielded layout instead.
 """
 from __future__ import annotations
 
