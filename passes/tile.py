@@ -218,7 +218,9 @@ class _Mismatch(Exception):
     @property
     def targets(self) -> list | None:
         """The layouts a yield's values move to; None for an elementwise op."""
-        return None if self.loop_args is None else [a.type.layout for a in self.loop_args]
+        if self.loop_args is None:
+            return None
+        return [getattr(a.type, "layout", None) for a in self.loop_args]
 
     @property
     def carries(self) -> list:
@@ -226,7 +228,7 @@ class _Mismatch(Exception):
         if self.loop_args is None:
             return self.op.operands
         return [a for v, a in zip(self.op.operands, self.loop_args)
-                if getattr(v.type, "layout", None) != a.type.layout]
+                if getattr(v.type, "layout", None) != getattr(a.type, "layout", None)]
 
     def start_layout(self, arg, splats):
         """The layout the carry `arg` starts in instead: its partner's, or the yielded one."""

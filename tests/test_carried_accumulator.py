@@ -143,30 +143,34 @@ kernel knockout(x: f32[T, 256], y: out f32[T, 8], last: out f32[T])
   let group = max(reshape(load x[pid.0 * R : +R, 0 : +256], R, 8, 32), axis = 2)
   let gi = iota(R, 8, axis = 1)
   let s = zeros(f32, R)
+  let n = 0
   for j in 0 .. 3 {
+    n = n + 1
     let pick = min(where(group == max(group, axis = 1)[:, None], gi, 8), axis = 1)
     group = where(gi == pick[:, None], -inf, group)
     s = sum(load x[pid.0 * R : +R, j * 32 : +32], axis = 1)
   }
   store y[pid.0 * R : +R, 0 : +8] = group
-  store last[pid.0 * R : +R] = s
+  store last[pid.0 * R : +R] = s + cast<f32>(n)
 }
 """
 
 
 def _knockout_check(x, y, last):
-    """Each row's 8 group maxima with its 3 largest set to -inf; the sum of columns 64-95."""
+    """Each row's 8 group maxima with its 3 largest set to -inf; the sum of columns 64-95,
+    plus the 3 steps counted."""
     want = x.view(-1, 8, 32).amax(-1)
     want.scatter_(1, want.topk(3, dim=1)[1], -torch.inf)
     assert torch.equal(y, want)
-    assert torch.allclose(last.double(), x[:, 64:96].double().sum(1), rtol=1e-5, atol=1e-5)
+    assert torch.allclose(last.double(), x[:, 64:96].double().sum(1) + 3, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("r", [1, 4])
 def test_a_carry_the_body_yields_in_another_layout(r):
     """`group` (a reduction's row of group maxima) comes back from a select in its shape's
     own layout, and `s` (zeros) comes back as a row sum: the first moves back before the
-    yield, the second starts in the sum's layout (passes/tile.py). Both were carried
+    yield, the second starts in the sum's layout (passes/tile.py); a counted scalar rides
+    beside them. Both were carried
     register for register, elements mixed, before the ir verifier checked it."""
     x = torch.randn(13, 256) * 3
     y, last = torch.full((13, 8), float("nan")), torch.full((13,), float("nan"))
