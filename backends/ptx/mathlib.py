@@ -193,7 +193,7 @@ def silu(o, x):
     q = div_1_2(o, o.select(positive, x, o.mul(x, big)), d)
     # silu(x) <= x from 0 on, and q is x where x / (1 + e^-x) rounds to x (from 18 on), but
     # NaN at x = inf (div_1_2's residual is inf - inf): min(q, x) is q but there, where it is
-    # inf (and -0 at -0, where min(q, |x|) would choose between -0 and +0).
+    # inf (and -0 at -0, however min orders -0 and +0: min(q, |x|) would lean on that).
     r = o.select(positive, o.minnum(q, x), o.mul(q, o.f(2.0 ** -64)))
     return o.select(o.flt(x, o.f(-112.0)), o.mul(x, o.f(0.0)), r)   # -0 below 2^-150; -inf: NaN
 
