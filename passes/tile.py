@@ -72,6 +72,7 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
     threads = target.warp_size * warps
     vectors = _shape_vectors(kernel, threads)
     by_shape: dict[tuple[int, ...], Blocked] = {}
+    _one_use_per_splat(kernel)
     splats = {op.result.id for op in kernel.walk() if op.name == "splat"}
 
     rows = _transpose_rows(kernel, threads, vectors)
@@ -121,6 +122,28 @@ def run(kernel: KernelIR, target: Target) -> KernelIR:
                                    "get peer(load src[i : +R]).x[load row[i : +R], c : +C]")
     kernel.num_threads = _threads(kernel, target, warps)
     return kernel
+
+
+def _one_use_per_splat(kernel: KernelIR) -> None:
+    """A splat tile used by several ops gets a copy before each use after the first: each
+    takes its user's layout (a splat costs no instruction), where one shared splat would be
+    held as its last user wants and read by the others in another layout."""
+    blocks = [kernel.body] + [b for o in kernel.walk() for b in o.blocks]
+    splat = {o.result.id: o for o in kernel.walk() if o.name == "splat"}
+    seen: set[int] = set()
+    for block in blocks:
+        for op in list(block.ops):
+            for i, v in enumerate(op.operands):
+                source = splat.get(v.id)
+                if source is None or not isinstance(v.type, TileType):
+                    continue
+                if v.id not in seen:
+                    seen.add(v.id)
+                    continue
+                copy = Op("splat", list(source.operands), [Value(v.type)], dict(source.attrs),
+                          loc=source.loc)
+                block.ops.insert(block.ops.index(op), copy)
+                op.operands[i] = copy.result
 
 
 def _seed_reshape_layouts(kernel: KernelIR, by_shape: dict, blocked) -> None:
@@ -368,14 +391,15 @@ def _producers(block) -> dict:
 
 
 def _recompute(block, op, v, producer, splats, made: list):
-    """v computed again, from its iotas through the same elementwise ops (splats and scalars
+    """v computed again, from its iotas through the same elementwise ops and splats (scalars
     shared), by copies put before `op` (their results appended to `made`, to be placed): a
-    value of iotas costs no data movement in any layout, so each use may have its own."""
+    value of iotas costs no data movement in any layout, so each use may have its own, and
+    so may each splat (one splat in two layouts would be read in the wrong one)."""
     done: dict[int, Value] = {}
 
     def copy(w):
         src = producer.get(w.id)
-        if w.id in splats or src is None or not isinstance(w.type, TileType):
+        if src is None or not isinstance(w.type, TileType):
             return w
         if w.id not in done:
             new = Op(src.name, [copy(o) for o in src.operands],
@@ -383,6 +407,8 @@ def _recompute(block, op, v, producer, splats, made: list):
             block.ops.insert(block.ops.index(op), new)
             done[w.id] = new.result
             made.append(new.result)
+            if w.id in splats:
+                splats.add(new.result.id)
         return done[w.id]
     return copy(v)
 

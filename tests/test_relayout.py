@@ -198,3 +198,41 @@ def test_a_row_vector_in_two_layouts_on_the_gpu(source, operands):
     commdsl.load(source)(x, v, y, z)
     torch.cuda.synchronize()
     assert torch.equal(y.cpu(), want_y) and torch.equal(z.cpu(), want_z)
+
+
+# One zeros tile floors a loaded column and a row sum, which threads hold differently: each
+# use gets its own splat in its own layout. One shared splat was held as one of them wants
+# (its regs counted for that one): the other read too few and the compiler failed
+# (IndexError) or would read the wrong ones.
+SHARED_ZERO = """kernel floor0(x: f32[16, 64], b: f32[16], y: out f32[16], w: out f32[16])
+  grid(1)
+{
+  let z = zeros(f32, 16)
+  store w[0 : +16] = max(load b[0 : +16], z)
+  store y[0 : +16] = max(sum(load x[0 : +16, 0 : +64], axis = 1), z)
+}
+"""
+
+
+def _shared_zero(device):
+    x, b = _inputs((16, 64), 7, device), _inputs((16,), 8, device)
+    y = torch.full((16,), float("nan"), device=device)
+    w = torch.full((16,), float("nan"), device=device)
+    return (x, b, y, w), (x.double().sum(1).clamp(min=0), b.double().clamp(min=0))
+
+
+def test_one_zeros_tile_used_in_two_layouts():
+    (x, b, y, w), (want_y, want_w) = _shared_zero("cpu")
+    commdsl.load(SHARED_ZERO).interpret(x, b, y, w)
+    _check(y, want_y, "y")
+    _check(w, want_w, "w")
+    assert assemble(compile_source(SHARED_ZERO).ptx, "sm_90a").report.spill_stores_bytes == 0
+
+
+@pytest.mark.gpu
+def test_one_zeros_tile_used_in_two_layouts_on_the_gpu():
+    (x, b, y, w), (want_y, want_w) = _shared_zero("cuda")
+    commdsl.load(SHARED_ZERO)(x, b, y, w)
+    torch.cuda.synchronize()
+    _check(y, want_y, "y")
+    _check(w, want_w, "w")
