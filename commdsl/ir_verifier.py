@@ -34,6 +34,18 @@ def _compact_operands(op: Op):
         fail(op, "mixes compact and other layouts")
 
 
+def _same_layouts(op: Op):
+    """An elementwise op combines its operands slot by slot, so every tile it reads and
+    makes is held alike (passes/tile.py moves one that is not, or raises)."""
+    if not has_trait(op, ELEMENTWISE):
+        return
+    layouts = {getattr(v.type, "layout", None) for v in op.operands + op.results
+               if isinstance(v.type, TileType)}
+    if len(layouts) > 1 and None not in layouts:
+        fail(op, f"combines tiles held in {len(layouts)} layouts: "
+                 + ", ".join(sorted(map(str, layouts))))
+
+
 def verify(kernel: KernelIR, require_layouts: bool = False) -> None:
     defined = {v.id for v in kernel.tensors} | {v.id for v in kernel.sizes}
     _verify_block(kernel.body, defined, require_layouts)
@@ -51,6 +63,7 @@ def _verify_block(block: Block, defined: set[int], require_layouts: bool):
                 fail(op, f"uses {o!r} before it is defined")
         rule(op)
         _compact_operands(op)
+        _same_layouts(op)
         for r in op.results:
             if require_layouts and isinstance(r.type, TileType) and r.type.layout is None:
                 fail(op, "result tile has no layout")

@@ -168,6 +168,20 @@ def test_verifier_rejects_mismatched_shapes():
         verify(KernelIR("k", [], [], block))
 
 
+def test_verifier_rejects_an_elementwise_op_over_two_layouts():
+    """Slot by slot, the backend would combine elements of different positions (or zip
+    register lists of different lengths): passes/tile.py must have moved one operand."""
+    block = Block()
+    b = Builder(block)
+    one = b.value("const", [], ScalarType("f32"), value=1.0)
+    blocked = choose_blocked((16, 64), 4, 4, 32)
+    rows = TileType("f32", (16,), Sliced(blocked, 1))
+    flat = TileType("f32", (16,), choose_blocked((16,), 4, 4, 32))
+    b.value("add", [b.value("splat", [one], rows), b.value("splat", [one], flat)], rows)
+    with pytest.raises(IRVerifyError, match="combines tiles held in 2 layouts"):
+        verify(KernelIR("k", [], [], block), require_layouts=True)
+
+
 def test_fp8_conversion_needs_sm89():
     with pytest.raises(CompileError, match="FP8 conversion needs sm_89"):
         compile_source(ROWS.replace("CACHE", ""), target="sm_80", emit="llvm")
