@@ -182,6 +182,24 @@ def test_verifier_rejects_an_elementwise_op_over_two_layouts():
         verify(KernelIR("k", [], [], block), require_layouts=True)
 
 
+def test_verifier_rejects_a_loop_carrying_a_tile_in_two_layouts():
+    """The backend carries a tile's registers one for one from the init through the
+    yield: a yield in another layout would mix elements between threads."""
+    from pathlib import Path
+
+    from commdsl.ir_parser import parse_kernel
+    from commdsl.passes import get_pass
+    text = (Path(__file__).parent / "passes" / "tile" / "yield_in_another_layout_relayouts.ir")
+    kernel = get_pass("tile")(parse_kernel(text.read_text()), get_target("sm_90a"))
+    verify(kernel, require_layouts=True)
+    loop = next(op for op in kernel.walk() if op.name == "for")
+    moved = loop.blocks[0].ops[-2]
+    assert moved.name == "relayout"                      # the move back before the yield
+    loop.blocks[0].ops[-1].operands[0] = moved.operands[0]
+    with pytest.raises(IRVerifyError, match="carried value 0 enters as"):
+        verify(kernel, require_layouts=True)
+
+
 def test_fp8_conversion_needs_sm89():
     with pytest.raises(CompileError, match="FP8 conversion needs sm_89"):
         compile_source(ROWS.replace("CACHE", ""), target="sm_80", emit="llvm")

@@ -26,11 +26,12 @@ def _for(op):
         if [shape_of(v.type) for v in values] != [shape_of(v.type) for v in inits]:
             fail(op, f"{kind} types {[str(v.type) for v in values]} differ from the inits'")
     for i, arg in enumerate(body.args[1:]):
-        layouts = [getattr(v.type, "layout", None) for v in (arg, yielded[i], op.results[i])]
+        layouts = [getattr(v.type, "layout", None)
+                   for v in (inits[i], arg, yielded[i], op.results[i])]
         if None not in layouts and len(set(layouts)) > 1:
             # the backend carries registers one for one: another layout would mix elements
-            fail(op, f"carried value {i} is held as {layouts[0]} but yielded as {layouts[1]} "
-                     f"and returned as {layouts[2]}")
+            fail(op, f"carried value {i} enters as {layouts[0]}, is held as {layouts[1]}, "
+                     f"yielded as {layouts[2]} and returned as {layouts[3]}")
 
 
 def _yield(op):
