@@ -306,7 +306,8 @@ def _check_yield(op, args: list, splats: set[int]) -> None:
             v.type = v.type.with_layout(arg.type.layout)
         elif isinstance(v.type, TileType) and v.type.layout != arg.type.layout:
             raise _Mismatch(op, CompileError(
-                "a loop-carried tile comes back spread over threads differently", op.loc,
+                "this loop-carried tile comes back spread over threads differently, and "
+                "moving it back is not supported yet", op.loc,
                 "compute the new value from the carried one, e.g. acc = acc + t"), args)
 
 
