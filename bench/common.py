@@ -56,6 +56,22 @@ def time_flushed_ms(fn, warmup: int = 5, iters: int = 30) -> float:
     return statistics.median(times)
 
 
+def timed_in_rounds(runs: dict, iters: int, rounds: int = 3) -> dict:
+    """{name: median ms} of each `run()`, timed in `rounds` rounds that take every run in
+    turn (a clock dip lands on all alike, not on one), each round starting one run later
+    than the last: a GPU slows over a round (up to 6% from first slot to last, measured on
+    an H100), so no run keeps the first slot. A round times iters / rounds calls of each
+    (time_flushed_ms); the result is the median of the rounds."""
+    import statistics
+    names = list(runs)
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            times[name].append(time_flushed_ms(runs[name], iters=max(iters // rounds, 5)))
+    return {name: statistics.median(ms) for name, ms in times.items()}
+
+
 class GpuSampler:
     """SM clock, power and the active clock-throttle reasons of GPU 0, sampled by nvidia-smi
     every `period_ms` while the `with` block runs: `samples` is a list of (seconds since the

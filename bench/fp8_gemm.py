@@ -18,7 +18,8 @@ Per shape, on fresh random data quantized DeepSeek-style:
 Every output is NaN-poisoned, computed and checked against a float64 reference of the
 dequantized product before it is timed; each is timed as DeepGEMM's benchmark times (L2
 flushed and host cost hidden: common.time_flushed_ms), in three rounds that take the
-libraries in turn (the median of the rounds: a clock dip does not land on one alone).
+libraries in turn, each round from another first (the median of the rounds: a clock dip
+does not land on one alone, nor the slower last slot of a round on one).
 "vs recorded" compares with this device's numbers from before issue 18
 (bench/results/before-18: commdsl's best of 7 hand-picked configs, timed without the flush,
 so the config compared is timed that way too); "vs before" times that commit's code in this
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,14 +95,9 @@ def checked(run, out, ref) -> dict:
 
 def timed_together(runs: dict, flops: int, iters: int) -> dict:
     """{name: {"ms", "tflops"}} for each `run()`, timed in ROUNDS rounds that take the runs
-    in turn (a clock dip hits all alike, not one), each round's median of iters / ROUNDS
-    calls; the median of the rounds."""
-    rounds = {name: [] for name in runs}
-    for _ in range(ROUNDS):
-        for name, run in runs.items():
-            rounds[name].append(common.time_flushed_ms(run, iters=max(iters // ROUNDS, 5)))
-    return {name: {"ms": statistics.median(ms), "tflops": flops / statistics.median(ms) / 1e9}
-            for name, ms in rounds.items()}
+    in turn, each from another first run (common.timed_in_rounds)."""
+    return {name: {"ms": ms, "tflops": flops / ms / 1e9}
+            for name, ms in common.timed_in_rounds(runs, iters, ROUNDS).items()}
 
 
 def cublas(a, sa, b, sb, out):

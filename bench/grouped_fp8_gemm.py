@@ -12,8 +12,9 @@ commdsl config of a small list is checked (DeepGEMM's calc_diff < 1e-3 per group
 float64, padding rows and rows past a group's count untouched) and timed; the fastest
 correct one is reported. TFLOP/s count the valid rows only. Every library is timed as
 DeepGEMM's benchmark times it (common.time_flushed_ms: L2 flushed before each call), each
-peer's output checked first. DeepGEMM is timed where its tree is on the machine
-(bench/deepgemm.py).
+output checked first; the configs and the peers of a setup are timed together, in rounds that
+take them in turn from another first each time (common.timed_in_rounds). DeepGEMM is timed
+where its tree is on the machine (bench/deepgemm.py).
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def calc_diff(x, y):
 
 
 def cublas_loop(a, sa, b, sb, m_idx, rows):
-    """torch._scaled_mm per group on its 128-aligned row block."""
+    """(run, out): torch._scaled_mm per group on its 128-aligned row block."""
     blocks, start = [], 0
     for g, r in enumerate(rows):
         padded = -(-r // ALIGN) * ALIGN
@@ -69,7 +70,7 @@ def cublas_loop(a, sa, b, sb, m_idx, rows):
     def run():
         for x, xs, w, ws, o in args:
             torch._scaled_mm(x, w, scale_a=xs, scale_b=ws, out_dtype=torch.bfloat16, out=o)
-    return run
+    return run, out
 
 
 def deepgemm_contiguous(dg, a, sa, b, sb, m_idx):
@@ -80,18 +81,21 @@ def deepgemm_contiguous(dg, a, sa, b, sb, m_idx):
                                                                   m_idx)), out
 
 
-def time_checked(run, out, ref, m_idx, rows, flops, iters):
-    """(ms or None, its JSON entry): a peer's output checked as commdsl's is, then timed."""
+def check_peer(run, out, ref, m_idx, rows) -> float:
+    """A peer's calc_diff, its output checked as commdsl's is."""
     run()
-    diff = max(calc_diff(out[m_idx == g], ref[m_idx == g]) for g in range(len(rows)) if rows[g])
-    return _timed_if_right(run, diff, flops, iters)
+    return max(calc_diff(out[m_idx == g], ref[m_idx == g]) for g in range(len(rows)) if rows[g])
 
 
-def _timed_if_right(run, diff, flops, iters):
-    if diff >= 1e-3:
-        return None, {"calc_diff": diff, "error": "calc_diff >= 1e-3: not timed"}
-    ms = common.time_flushed_ms(run, iters=iters)
-    return ms, {"ms": ms, "tflops": flops / ms / 1e9, "calc_diff": diff}
+def timed_if_right(runs: dict, diffs: dict, flops: int, iters: int) -> dict:
+    """{name: JSON entry} of each run: those with calc_diff < 1e-3 timed together
+    (common.timed_in_rounds: in rounds that take them in turn), the others not timed."""
+    right = {name: run for name, run in runs.items() if diffs[name] < 1e-3}
+    ms = common.timed_in_rounds(right, iters)
+    return {name: {"ms": ms[name], "tflops": flops / ms[name] / 1e9, "calc_diff": diffs[name]}
+            if name in ms else
+            {"calc_diff": diffs[name], "error": "calc_diff >= 1e-3: not timed"}
+            for name in runs}
 
 
 # ---- masked layout -------------------------------------------------------------------------
@@ -156,44 +160,33 @@ def bench_masked(dg, rng, iters):
         sa_t = mn_major(sa)                 # A's scales in its layout, made once as DeepGEMM's
         entry = {"groups": len(counts), "rows": counts, "m_max": M_MAX, "n": n, "k": k,
                  "commdsl": {}}
-        best = None
+        runs, diffs, untouched = {}, {}, {}
         for config in MASKED_CONFIGS:
             kernel = kernels(config)
             d.fill_(float("nan"))
             kernel(a, sa_t, b, sb, masked_m, d=d)
-            diff, untouched = masked_diff(d, ref, counts), rows_past_counts_untouched(d, counts)
-            ms = common.time_flushed_ms(lambda: kernel(a, sa_t, b, sb, masked_m, d=d),
-                                        iters=iters)
             name = common.config_name(config)
-            entry["commdsl"][name] = {"ms": ms, "tflops": flops / ms / 1e9, "calc_diff": diff,
-                                      "rows_past_count_untouched": untouched}
-            if diff < 1e-3 and untouched and (best is None or ms < best[1]):
-                best = (name, ms)
+            diffs[name] = masked_diff(d, ref, counts)
+            untouched[name] = rows_past_counts_untouched(d, counts)
+            runs[name] = lambda kernel=kernel: kernel(a, sa_t, b, sb, masked_m, d=d)
         loop, loop_out = cublas_masked_loop(a, sa, b, sb, counts)
         try:
             loop()
         except RuntimeError as e:          # cuBLAS's blockwise scaling may refuse a row count
-            loop_ms, entry["cublas_loop"] = None, {"error": f"{type(e).__name__}: {e}"}
+            entry["cublas_loop"] = {"error": f"{type(e).__name__}: {e}"}
         else:
-            loop_ms, entry["cublas_loop"] = _timed_if_right(
-                loop, masked_diff(loop_out, ref, counts), flops, iters)
-        dg_ms = None
+            runs["cublas_loop"], diffs["cublas_loop"] = loop, masked_diff(loop_out, ref, counts)
         if peer_calls:
             run, out = peer_calls[i]
             run()
-            dg_ms, entry["deepgemm"] = _timed_if_right(run, masked_diff(out, ref, counts),
-                                                       flops, iters)
-        entry["best"] = None if best is None else {
-            "config": best[0], "ms": best[1], "tflops": flops / best[1] / 1e9,
-            "ratio": loop_ms / best[1] if loop_ms else None,
-            "ratio_deepgemm": dg_ms / best[1] if dg_ms else None}
-        table.append(_masked_row(f"{len(counts)} x ~{expected} of {M_MAX}, {n}x{k}", flops,
-                                 best, loop_ms, dg_ms))
+            runs["deepgemm"], diffs["deepgemm"] = run, masked_diff(out, ref, counts)
+        table.append(_record(entry, runs, diffs, untouched, "rows_past_count_untouched", flops,
+                             iters, f"{len(counts)} x ~{expected} of {M_MAX}, {n}x{k}"))
         entries.append(entry)
     return entries, table
 
 
-def _masked_row(label, flops, best, loop_ms, dg_ms) -> list:
+def _table_row(label, flops, best, loop_ms, dg_ms) -> list:
     def tflops(ms):
         return flops / ms / 1e9 if ms else "-"
 
@@ -203,6 +196,34 @@ def _masked_row(label, flops, best, loop_ms, dg_ms) -> list:
         return [label, "-", "no correct config", tflops(loop_ms), tflops(dg_ms), "-", "-"]
     return [label, tflops(best[1]), best[0], tflops(loop_ms), tflops(dg_ms), ratio(loop_ms),
             ratio(dg_ms)]
+
+
+def _record(entry: dict, runs: dict, diffs: dict, untouched: dict, key: str, flops: int,
+            iters: int, label: str) -> list:
+    """Times a setup's right runs together into `entry` (commdsl's configs, named in
+    `untouched`, under entry["commdsl"] with their rows-left-alone check as `key`; the peers
+    beside) with the best config and its ratios; returns its table row."""
+    for name, result in timed_if_right(runs, diffs, flops, iters).items():
+        if name in untouched:
+            result[key] = untouched[name]
+            entry["commdsl"][name] = result
+        else:
+            entry[name] = result
+    best = _best(entry["commdsl"], key)
+    loop_ms = entry["cublas_loop"].get("ms")
+    dg_ms = entry.get("deepgemm", {}).get("ms")
+    entry["best"] = None if best is None else {
+        "config": best[0], "ms": best[1], "tflops": flops / best[1] / 1e9,
+        "ratio": loop_ms / best[1] if loop_ms else None,
+        "ratio_deepgemm": dg_ms / best[1] if dg_ms else None}
+    return _table_row(label, flops, best, loop_ms, dg_ms)
+
+
+def _best(configs: dict, untouched: str):
+    """(name, ms) of the fastest config that was right and left its untouched rows so, or
+    None."""
+    right = [(name, r["ms"]) for name, r in configs.items() if "ms" in r and r[untouched]]
+    return min(right, key=lambda c: c[1]) if right else None
 
 
 def geomean(ratios) -> float:
@@ -233,43 +254,25 @@ def main():
         d = torch.empty(a.shape[0], n, dtype=torch.bfloat16, device="cuda")
         sa_t = mn_major(sa)                 # A's scales in its layout, made once as DeepGEMM's
         entry = {"groups": groups, "rows": rows, "n": n, "k": k, "commdsl": {}}
-        best = None
+        runs, diffs, untouched = {}, {}, {}
         for config in CONFIGS:
             kernel = kernels(config)
             d.fill_(float("nan"))
             kernel(a, sa_t, b, sb, m_idx, d=d)
-            diff = max(calc_diff(d[m_idx == g], ref[m_idx == g]) for g in range(groups))
-            untouched = bool(d[m_idx < 0].isnan().all())
-            ms = common.time_flushed_ms(lambda: kernel(a, sa_t, b, sb, m_idx, d=d),
-                                        iters=args.iters)
             name = common.config_name(config)
-            entry["commdsl"][name] = {"ms": ms, "tflops": flops / ms / 1e9,
-                                      "calc_diff": diff, "padding_untouched": untouched}
-            if diff < 1e-3 and untouched and (best is None or ms < best[1]):
-                best = (name, ms)
+            diffs[name] = max(calc_diff(d[m_idx == g], ref[m_idx == g]) for g in range(groups))
+            untouched[name] = bool(d[m_idx < 0].isnan().all())
+            runs[name] = lambda kernel=kernel: kernel(a, sa_t, b, sb, m_idx, d=d)
         loop = cublas_loop(a, sa, b, sb, m_idx, rows)
-        loop_ms = common.time_flushed_ms(loop, iters=args.iters)
-        entry["cublas_loop"] = {"ms": loop_ms, "tflops": flops / loop_ms / 1e9}
-        dg_ms = None
+        runs["cublas_loop"], diffs["cublas_loop"] = loop[0], check_peer(*loop, ref, m_idx, rows)
         if peer_calls:
-            dg_ms, entry["deepgemm"] = time_checked(*peer_calls[i], ref, m_idx, rows, flops,
-                                                    args.iters)
-        label = f"{groups} x ~{expected}, {n}x{k}"
-        loop_tf = flops / loop_ms / 1e9
-        dg_tf = flops / dg_ms / 1e9 if dg_ms else "-"
-        if best is None:
-            entry["best"] = None
-            rows_out.append([label, "-", "no correct config", loop_tf, dg_tf, "-", "-"])
-        else:
-            entry["best"] = {"config": best[0], "ms": best[1], "tflops": flops / best[1] / 1e9,
-                             "ratio": loop_ms / best[1],
-                             "ratio_deepgemm": dg_ms / best[1] if dg_ms else None}
-            rows_out.append([label, flops / best[1] / 1e9, best[0], loop_tf, dg_tf,
-                             f"{loop_ms / best[1]:.2f}x",
-                             f"{dg_ms / best[1]:.2f}x" if dg_ms else "-"])
+            runs["deepgemm"] = peer_calls[i][0]
+            diffs["deepgemm"] = check_peer(*peer_calls[i], ref, m_idx, rows)
+        rows_out.append(_record(entry, runs, diffs, untouched, "padding_untouched", flops,
+                                args.iters, f"{groups} x ~{expected}, {n}x{k}"))
         results["setups"].append(entry)
     results["geomean_ratio"] = geomean(e["best"]["ratio"] for e in results["setups"]
-                                       if e["best"])
+                                       if e["best"] and e["best"]["ratio"])
     results["geomean_ratio_deepgemm"] = geomean(e["best"]["ratio_deepgemm"]
                                                 for e in results["setups"]
                                                 if e["best"] and e["best"]["ratio_deepgemm"])
