@@ -160,13 +160,20 @@ def cmd_check(args) -> int:
 
 
 def _sass_listing(cubin: bytes, entry: str) -> str:
-    from .runtime.sass import disassemble, global_loads, opcodes
+    from .runtime.sass import disassemble, global_loads, mma_loops, opcodes
     sass = disassemble(cubin, entry)
     counts = opcodes(sass)
     top = ", ".join(f"{name} {n}" for name, n in counts.most_common(12))
     loads, end = global_loads(sass)
     where = (f"\n  global loads: {len(loads)}, at instructions {', '.join(map(str, loads))} of "
              f"the {end} before the last EXIT" if loads else "")
+    loops = mma_loops(sass)
+    if loops:
+        ops, groups = max(loops, key=lambda loop: loop[1])
+        where += ("\n  wgmma loops (a warp's instructions an iteration / the wgmma groups it "
+                  "commits): " + ", ".join(f"{sum(o.values())} / {g}" for o, g in loops)
+                  + f"; a group of the {groups}-group loop: " + ", ".join(
+                      f"{name} {n / groups:.3g}" for name, n in ops.most_common(10)))
     return f"  SASS: {sum(counts.values())} instructions ({top}){where}\n{sass.rstrip()}"
 
 

@@ -1,5 +1,6 @@
 """`commdsl check --sass`: the SASS of each kernel and its opcode counts (commdsl/runtime/
-sass.py), the diagnostic without cuobjdump, and the listing where the tools are found."""
+sass.py), a GEMM's wgmma loops, the diagnostic without cuobjdump, and the listing where the
+tools are found."""
 import os
 
 import pytest
@@ -34,6 +35,48 @@ def test_global_loads_are_placed_among_the_instructions():
     assert sass.global_loads(LISTING) == ([1], 7)
 
 
+def _listing(rows):
+    return "".join(f"        /*{16 * i:04x}*/                   {row} ;\n"
+                   for i, row in enumerate(rows))
+
+
+# A persistent GEMM's shape: a tile loop (0x10..0xd0) around a K loop (0x20..0xb0) of two
+# wgmma groups, whose barrier wait retries after the EXIT and jumps back into it.
+GEMM = _listing([
+    "S2R R0, SR_TID.X",                                                   # 0x00
+    "CS2R R24, SRZ",                                                      # 0x10: tile loop
+    "SYNCS.PHASECHK.TRANS64.TRYWAIT P1, [UR4], R2",                       # 0x20: K loop
+    "@!P1 BRA 0xf0",
+    "QGMMA.64x128x32.F32.E4M3.E4M3 R24, gdesc[UR8], R24",
+    "QGMMA.64x128x32.F32.E4M3.E4M3 R24, gdesc[UR8], R24, gsb0",
+    "FFMA R40, R24, R2, R40",
+    "HGMMA.64x128x16.F32.BF16 R56, gdesc[UR12], R56, gsb0",
+    "FFMA R41, R25, R2, R41",
+    "WARPGROUP.DEPBAR.LE gsb0, 0x1",
+    "UIADD3 UR4, UR4, 0x8, URZ",
+    "@P0 BRA 0x20",                                                       # 0x90 -> the K loop
+    "STS [R8], R40",
+    "@P2 BRA 0x10",                                                       # 0xb0 -> the tile loop
+    "EXIT",
+    "SYNCS.PHASECHK.TRANS64.TRYWAIT P1, [UR4], R2",                       # 0xd0: slow path
+    "@!P1 BRA 0xd0",
+    "BRA 0x40",
+])
+
+
+def test_mma_loops_take_the_innermost_loop_that_commits_wgmma_groups():
+    (ops, groups), = sass.mma_loops(GEMM)
+    assert groups == 2
+    assert ops == {"SYNCS": 1, "BRA": 2, "QGMMA": 2, "HGMMA": 1, "FFMA": 2, "WARPGROUP": 1,
+                   "UIADD3": 1}
+
+
+def test_mma_loops_ignore_loops_without_wgmma_and_code_after_the_last_exit():
+    no_mma = GEMM.replace("gsb0", "")
+    assert sass.mma_loops(no_mma) == []
+    assert sass.mma_loops(LISTING) == []
+
+
 def test_check_sass_without_cuobjdump_is_a_diagnostic(monkeypatch, capsys):
     try:
         find_ptxas()
@@ -59,3 +102,17 @@ def test_check_sass_lists_each_kernels_instructions(capsys):
     total = int(out.split("SASS: ")[1].split(" instructions")[0])
     assert total == sum(sass.opcodes(out).values()) and "LDG" in out and "STG" in out
     assert "global loads: " in out
+    assert "wgmma loops" not in out                 # a copy kernel has none
+
+
+def test_check_sass_gives_the_gemm_loops_instructions(capsys):
+    try:
+        sass.find_tool("cuobjdump"), sass.find_tool("nvdisasm")
+    except ToolError:
+        pytest.skip("no cuobjdump and nvdisasm here")
+    assert main(["check", os.path.join(ROOT, "examples", "bf16_gemm.cdsl"), "--sass"]) == 0
+    out = capsys.readouterr().out
+    line = out.split("wgmma loops")[1].split("\n")[0]
+    per_iteration, groups = line.split(": ")[1].split(";")[0].split(", ")[0].split(" / ")
+    assert int(groups) >= 1 and "HGMMA 4" in line
+    assert 4 * int(groups) < int(per_iteration) < 200 * int(groups)

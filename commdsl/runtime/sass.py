@@ -16,6 +16,9 @@ from .ptxas import find_ptxas
 # "        /*0120*/                   IMAD.WIDE.U32 R24, R19, UR5, R4 ;"
 _INSTRUCTION = re.compile(r"^\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[0-7T]\s+)?([A-Z][A-Z0-9_]*)",
                           re.MULTILINE)
+_ADDRESSED = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[0-7T]\s+)?([A-Z][A-Z0-9_]*)"
+                        r"([^;]*)", re.MULTILINE)
+_BRANCH_TARGET = re.compile(r"\b0x([0-9a-f]+)\s*$")
 
 
 def find_tool(name: str) -> str:
@@ -58,6 +61,32 @@ def opcodes(sass: str) -> Counter:
     """How many instructions of each opcode (its name before the first modifier) the SASS
     holds, predicated ones included."""
     return Counter(_INSTRUCTION.findall(sass))
+
+
+def mma_loops(sass: str) -> list[tuple[Counter, int]]:
+    """Per innermost loop that issues wgmmas, (its opcodes, how many wgmma groups an
+    iteration commits), in the listing's order: what a GEMM's K loop costs a warp, its waits,
+    descriptors, scale loads and promotion FFMAs beside the wgmmas. A loop is a backward
+    branch and the code it jumps back over, before the last EXIT (after it ptxas puts the
+    slow paths of barrier waits, which jump back into the loops); innermost: it holds no
+    other such loop. A group's last wgmma (QGMMA fp8, HGMMA f16/bf16/tf32, IGMMA int8)
+    carries gsb0. A pass that unrolls a loop makes one iteration several groups, and may
+    leave a plain copy beside it (for the last steps)."""
+    rows = [(int(a, 16), name, rest) for a, name, rest in _ADDRESSED.findall(sass)]
+    exits = [i for i, (_, name, _) in enumerate(rows) if name == "EXIT"]
+    hot = rows[:exits[-1]] if exits else rows
+    loops = []
+    for end, (address, name, rest) in enumerate(hot):
+        target = _BRANCH_TARGET.search(rest.strip()) if name == "BRA" else None
+        if target and int(target.group(1), 16) < address:
+            start = next(i for i, row in enumerate(hot) if row[0] >= int(target.group(1), 16))
+            groups = sum(1 for _, n, r in hot[start:end + 1]
+                         if n in ("QGMMA", "HGMMA", "IGMMA") and "gsb0" in r)
+            if groups:
+                loops.append((start, end, groups))
+    innermost = [(s, e, g) for s, e, g in loops
+                 if not any(s <= s2 and e2 <= e and (s2, e2) != (s, e) for s2, e2, _ in loops)]
+    return [(Counter(name for _, name, _ in hot[s:e + 1]), g) for s, e, g in innermost]
 
 
 def global_loads(sass: str) -> tuple[list[int], int]:
