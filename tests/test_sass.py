@@ -54,12 +54,12 @@ GEMM = _listing([
     "FFMA R41, R25, R2, R41",
     "WARPGROUP.DEPBAR.LE gsb0, 0x1",
     "UIADD3 UR4, UR4, 0x8, URZ",
-    "@P0 BRA 0x20",                                                       # 0x90 -> the K loop
+    "@P0 BRA 0x20",                                                       # 0xb0 -> the K loop
     "STS [R8], R40",
-    "@P2 BRA 0x10",                                                       # 0xb0 -> the tile loop
+    "@P2 BRA 0x10",                                                       # 0xd0 -> the tile loop
     "EXIT",
-    "SYNCS.PHASECHK.TRANS64.TRYWAIT P1, [UR4], R2",                       # 0xd0: slow path
-    "@!P1 BRA 0xd0",
+    "SYNCS.PHASECHK.TRANS64.TRYWAIT P1, [UR4], R2",                       # 0xf0: slow path
+    "@!P1 BRA 0xf0",
     "BRA 0x40",
 ])
 
