@@ -14,10 +14,9 @@ from ..diagnostics import ToolError
 from .ptxas import find_ptxas
 
 # "        /*0120*/                   IMAD.WIDE.U32 R24, R19, UR5, R4 ;"
-_INSTRUCTION = re.compile(r"^\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[0-7T]\s+)?([A-Z][A-Z0-9_]*)",
-                          re.MULTILINE)
-_ADDRESSED = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[0-7T]\s+)?([A-Z][A-Z0-9_]*)"
-                        r"([^;]*)", re.MULTILINE)
+# -> (address, opcode, operands)
+_INSTRUCTION = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[0-7T]\s+)?([A-Z][A-Z0-9_]*)"
+                          r"([^;\n]*)", re.MULTILINE)
 _BRANCH_TARGET = re.compile(r"\b0x([0-9a-f]+)\s*$")
 
 
@@ -60,7 +59,7 @@ def disassemble(cubin: bytes, function: str | None = None) -> str:
 def opcodes(sass: str) -> Counter:
     """How many instructions of each opcode (its name before the first modifier) the SASS
     holds, predicated ones included."""
-    return Counter(_INSTRUCTION.findall(sass))
+    return Counter(name for _, name, _ in _INSTRUCTION.findall(sass))
 
 
 def mma_loops(sass: str) -> list[tuple[Counter, int]]:
@@ -72,7 +71,7 @@ def mma_loops(sass: str) -> list[tuple[Counter, int]]:
     other such loop. A group's last wgmma (QGMMA fp8, HGMMA f16/bf16/tf32, IGMMA int8)
     carries gsb0. A pass that unrolls a loop makes one iteration several groups, and may
     leave a plain copy beside it (for the last steps)."""
-    rows = [(int(a, 16), name, rest) for a, name, rest in _ADDRESSED.findall(sass)]
+    rows = [(int(a, 16), name, rest) for a, name, rest in _INSTRUCTION.findall(sass)]
     exits = [i for i, (_, name, _) in enumerate(rows) if name == "EXIT"]
     hot = rows[:exits[-1]] if exits else rows
     loops = []
@@ -94,6 +93,6 @@ def global_loads(sass: str) -> tuple[list[int], int]:
     last EXIT): how early ptxas issues a thread's loads. It places a load near its first use
     when it can, so in a kernel of one tile the loads of the later rows wait behind the math
     of the first ones."""
-    names = _INSTRUCTION.findall(sass)
+    names = [name for _, name, _ in _INSTRUCTION.findall(sass)]
     exits = [i for i, name in enumerate(names) if name == "EXIT"]
     return [i for i, name in enumerate(names) if name == "LDG"], exits[-1] if exits else len(names)
